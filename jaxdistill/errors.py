@@ -7,23 +7,23 @@ instead of a traceback.
 
 
 class JaxdistillError(Exception):
-  """Base class for user-facing errors."""
+    """Base class for user-facing errors."""
 
 
 class ConfigError(JaxdistillError, KeyError):
-  """A config key is unknown, missing or has an invalid value."""
+    """A config key is unknown, missing or has an invalid value."""
 
-  def __str__(self):  # KeyError would otherwise repr() the message.
-    return str(self.args[0]) if self.args else ''
+    def __str__(self):  # KeyError would otherwise repr() the message.
+        return str(self.args[0]) if self.args else ''
 
 
 class DataError(JaxdistillError, ValueError):
-  """A data file is missing, empty, malformed or inconsistent."""
+    """A data file is missing, empty, malformed or inconsistent."""
 
 
 class CheckpointMismatchError(JaxdistillError):
-  """The workdir holds a checkpoint written with an incompatible config."""
+    """The workdir holds a checkpoint written with an incompatible config."""
 
 
 class NonFiniteLossError(JaxdistillError, FloatingPointError):
-  """Training produced a NaN or Inf loss."""
+    """Training produced a NaN or Inf loss."""
