@@ -1,0 +1,165 @@
+"""Base config for translation runs; the variants import it and change a few fields.
+
+Arguments (comma-separated, e.g. `configs/translate_synthetic.py:runlocal,size=small`):
+  runlocal   shrink everything so a run takes seconds (tests, smoke checks).
+  size=NAME  model size: tiny | small | base | big.
+"""
+import ml_collections
+
+from jaxdistill.models.transformer import SIZES
+
+
+def parse_arg(arg):
+    """'runlocal,size=base' -> {'runlocal': True, 'size': 'base'}."""
+    out = {}
+    for item in filter(None, (arg or '').split(',')):
+        key, _, value = item.partition('=')
+        out[key.strip()] = value.strip() if value else True
+    return out
+
+
+def get_config(arg=None):
+    args = parse_arg(arg)
+    config = ml_collections.ConfigDict()
+    # Registered task that builds data, model and evaluation.
+    config.task = 'translation'
+    # Seed of parameter init, dropout and data order.
+    config.seed = 0
+    # Optimizer steps to train for.
+    config.num_train_steps = 8000
+    # Steps between progress lines / metric records (one device fetch each).
+    config.log_every_steps = 100
+
+    config.model = ml_collections.ConfigDict()
+    # Registered model name.
+    config.model.name = 'transformer'
+    # Architecture fields (layers, widths, heads) come from the named size.
+    config.model.update(SIZES[args.get('size', 'tiny')])
+    # Dropout on residual branches and embeddings.
+    config.model.dropout_rate = 0.1
+    # Dropout on attention probabilities.
+    config.model.attention_dropout_rate = 0.0
+    # Longest sequence the position encoding supports.
+    config.model.max_len = 256
+    # One embedding for source, target and output projection.
+    config.model.share_embeddings = True
+
+    config.method = ml_collections.ConfigDict()
+    # Registered training method.
+    config.method.name = 'supervised'
+    # Label smoothing epsilon of the cross entropy.
+    config.method.label_smoothing = 0.1
+
+    config.data = ml_collections.ConfigDict()
+    # 'synthetic' (built in, no download) | 'files' | 'tfds'.
+    config.data.source = 'synthetic'
+    # Language pairs 'src-tgt'; several target languages get '<2xx>' tags.
+    config.data.pairs = ('en-xx',)
+    # Folder of SPLIT.LANG[.gz] files (source 'files').
+    config.data.files_dir = ''
+    # TFDS dataset name and data dir (source 'tfds').
+    config.data.tfds_name = ''
+    config.data.tfds_data_dir = ''
+    # Split names: file prefix or TFDS split.
+    config.data.train_split = 'train'
+    config.data.eval_split = 'val'
+    # Size and seed of the generated task (source 'synthetic').
+    config.data.synthetic_train_size = 50000
+    config.data.synthetic_eval_size = 500
+    config.data.synthetic_seed = 0
+    # Use only the first N examples of each split (0 = all).
+    config.data.max_examples = 0
+    # Joint SentencePiece vocabulary size (trained on the training text).
+    config.data.vocab_size = 2000
+    # Longest sequence in tokens, EOS included.
+    config.data.max_len = 64
+    # What to do with longer pairs: 'filter' or 'truncate' (counted in the log).
+    config.data.too_long = 'filter'
+    # Padded tokens per global batch (per side); rows = batch_tokens // length.
+    config.data.batch_tokens = 4096
+    # Sequence-length buckets; each compiles one step shape.
+    config.data.bucket_lengths = (8, 12, 16, 24, 32, 48, 64)
+
+    config.optimizer = ml_collections.ConfigDict()
+    # 'adamw' | 'adam' | 'sgd'.
+    config.optimizer.name = 'adamw'
+    # Peak learning rate.
+    config.optimizer.learning_rate = 2e-3
+    # 'inverse_sqrt' | 'cosine' | 'linear' | 'constant'.
+    config.optimizer.schedule = 'inverse_sqrt'
+    # Linear warm-up steps.
+    config.optimizer.warmup_steps = 1000
+    # Length of cosine/linear decay (ignored by inverse_sqrt).
+    config.optimizer.total_steps = config.get_ref('num_train_steps')
+    # Adam moments and epsilon.
+    config.optimizer.b1 = 0.9
+    config.optimizer.b2 = 0.98
+    config.optimizer.eps = 1e-9
+    # Decoupled weight decay (adamw; not on biases and norms).
+    config.optimizer.weight_decay = 1e-4
+    # Global-norm gradient clipping (0 = off).
+    config.optimizer.grad_clip_norm = 1.0
+
+    config.mesh = ml_collections.ConfigDict()
+    # Devices per model shard; the data axis gets the rest.
+    config.mesh.model_axis_size = 1
+    # Split large parameter matrices over the model axis.
+    config.mesh.shard_params = False
+
+    config.checkpoint = ml_collections.ConfigDict()
+    # Save every N steps (and at the end).
+    config.checkpoint.every_steps = 1000
+    # Keep the last K checkpoints.
+    config.checkpoint.keep = 3
+    # Write checkpoints in the background.
+    config.checkpoint.async_save = True
+
+    config.eval = ml_collections.ConfigDict()
+    # Evaluate every N steps (0 = only at the end).
+    config.eval.every_steps = 2000
+    # Evaluate after the last step.
+    config.eval.at_end = True
+    # Evaluate on at most N examples of the eval split (0 = all).
+    config.eval.max_examples = 0
+    # Sentences per eval/decoding batch.
+    config.eval.batch_size = 128
+    # Longest decoded output.
+    config.eval.max_decode_len = 64
+
+    config.distributed = ml_collections.ConfigDict()
+    # host:port of process 0 for multi-process runs ('' = single process,
+    # unless JAX_COORDINATOR_ADDRESS is set).
+    config.distributed.coordinator_address = ''
+    # Number of processes and this process's id (-1 = from the environment).
+    config.distributed.num_processes = 0
+    config.distributed.process_id = -1
+
+    if args.get('runlocal'):
+        shrink(config)
+    unknown = set(args) - {'runlocal', 'size'}
+    if unknown:
+        raise ValueError(f'Unknown config argument(s) {sorted(unknown)}; '
+                         'known: runlocal, size=NAME.')
+    return config
+
+
+def shrink(config):
+    """A run of seconds: tiny model, little data, few steps."""
+    config.num_train_steps = 20
+    config.log_every_steps = 5
+    config.model.update(num_encoder_layers=1, num_decoder_layers=1,
+                        d_model=32, d_ff=64, num_heads=2)
+    config.data.synthetic_train_size = 2000
+    config.data.synthetic_eval_size = 64
+    config.data.max_examples = 2000
+    config.data.vocab_size = 300
+    config.data.batch_tokens = 512
+    config.optimizer.warmup_steps = 5
+    config.checkpoint.every_steps = 10
+    config.eval.every_steps = 0
+    config.eval.max_examples = 64
+    config.eval.batch_size = 32
+    config.eval.max_decode_len = 32
+    # Two buckets: few compiled shapes.
+    config.data.bucket_lengths = (24, 48)
+    config.data.max_len = 48

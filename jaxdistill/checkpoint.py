@@ -1,0 +1,118 @@
+"""The one place that knows Orbax.
+
+A checkpoint holds the train state (a pytree of arrays) and a small JSON item
+(the data position and anything else needed to resume exactly). Orbax writes
+each step into a temporary folder and renames it when complete, so a run killed
+mid-save leaves only a temporary folder, which is removed on the next start;
+a finished folder that still fails to restore is skipped in favour of the
+previous step.
+"""
+from typing import Any
+
+import os
+import shutil
+import time
+
+from absl import logging
+import jax
+from jax.experimental import multihost_utils
+import orbax.checkpoint as ocp
+
+from jaxdistill.errors import CheckpointMismatchError
+
+
+class Checkpointer:
+    """Saves every `every` steps (and when forced), keeps the last `keep`."""
+
+    def __init__(self, directory: str, *, every: int, keep: int,
+                 async_save: bool = True):
+        self._options = dict(
+            save_interval_steps=max(int(every), 1),
+            max_to_keep=keep if keep and keep > 0 else None,
+            cleanup_tmp_directories=True,
+            enable_async_checkpointing=async_save,
+            create=True)
+        self.directory = directory
+        self._open()
+
+    def _open(self):
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(**self._options),
+            item_names=('state', 'meta'))
+
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, step: int, state: Any, meta: dict, *,
+             force: bool = False) -> bool:
+        """Saves `state` and the JSON-able `meta` at `step`; True if written."""
+        return self._manager.save(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                    meta=ocp.args.JsonSave(meta)),
+            force=force)
+
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
+        """Restores `step` into the shapes/shardings of `abstract_state`."""
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                meta=ocp.args.JsonRestore()))
+        return restored['state'], restored['meta']
+
+    def restore_latest(self, abstract_state: Any
+                       ) -> tuple[int, Any, dict] | None:
+        """Restores the newest readable checkpoint; None when there is none.
+
+        A checkpoint whose shapes do not match `abstract_state` raises
+        CheckpointMismatchError; an unreadable (damaged) one is skipped.
+        """
+        for step in reversed(self.all_steps()):
+            try:
+                state, meta = self.restore(step, abstract_state)
+            except (ValueError, TypeError) as e:
+                if 'shape' in str(e).lower() or 'structure' in str(e).lower():
+                    raise CheckpointMismatchError(
+                        f'Checkpoint {self.directory}/{step} does not fit the '
+                        f'current model: {str(e).splitlines()[0][:300]}'
+                    ) from None
+                self._set_aside(step, e)
+                continue
+            except Exception as e:  # pylint: disable=broad-except
+                self._set_aside(step, e)
+                continue
+            return step, state, meta
+        return None
+
+    def _set_aside(self, step: int, error: Exception):
+        """Moves a damaged checkpoint out of the way (kept, not deleted)."""
+        target = f'{self.directory}_damaged/{step}.{int(time.time())}'
+        logging.warning('Checkpoint %s/%d is unreadable (%s); moved to %s.',
+                        self.directory, step, str(error)[:200], target)
+        if jax.process_index() == 0:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.move(os.path.join(self.directory, str(step)), target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices('jaxdistill_set_aside')
+        self._manager.close()
+        self._open()
+
+    def wait(self):
+        self._manager.wait_until_finished()
+
+    def close(self):
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+
+def abstract_of(tree: Any) -> Any:
+    """ShapeDtypeStructs (with shardings) of a pytree of arrays."""
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                       sharding=getattr(x, 'sharding', None)),
+        tree)

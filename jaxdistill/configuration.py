@@ -1,0 +1,151 @@
+"""Loading config files and applying command-line overrides.
+
+`configs/x.py:arg` imports `configs/x.py` and calls `get_config('arg')`.
+Overrides are `--config.a.b=value`; the value is parsed as a Python literal
+and must fit the type of the field it replaces. Unknown keys are an error that
+lists the closest valid keys.
+"""
+import ast
+import difflib
+import importlib.util
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+import ml_collections
+
+from jaxdistill.errors import ConfigError
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """Loads `path.py[:arg]` and returns `get_config(arg)`."""
+    path, _, arg = spec.partition(':')
+    if not os.path.isfile(path):
+        raise ConfigError(f'Config file not found: {path}')
+    module_spec = importlib.util.spec_from_file_location(
+        f'_jaxdistill_config_{abs(hash(path))}', path)
+    module = importlib.util.module_from_spec(module_spec)
+    # Variants import their base from the same folder.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ConfigError(f'{path} line {e.lineno}: {e.msg}') from None
+    finally:
+        sys.path.pop(0)
+    if not hasattr(module, 'get_config'):
+        raise ConfigError(f'{path} has no get_config(arg=None) function.')
+    config = module.get_config(arg or None)
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f'{path}: get_config must return a ConfigDict.')
+    return config
+
+
+def flat_keys(config: ml_collections.ConfigDict, prefix='') -> list[str]:
+    """All dotted leaf keys of a config."""
+    keys = []
+    for k, v in config.items():
+        name = f'{prefix}{k}'
+        if isinstance(v, ml_collections.ConfigDict):
+            keys.extend(flat_keys(v, name + '.'))
+        else:
+            keys.append(name)
+    return keys
+
+
+def _unknown_key(key: str, config) -> ConfigError:
+    valid = flat_keys(config)
+    close = difflib.get_close_matches(key, valid, n=4, cutoff=0.6)
+    hint = (f' Did you mean: {", ".join(close)}?' if close else
+            f' Valid keys include: {", ".join(valid[:12])}...')
+    return ConfigError(f'Unknown config key {key!r}.{hint}')
+
+
+def _parse(key: str, text: str, old: Any) -> Any:
+    if isinstance(old, str):
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        if old is None:
+            return text
+        raise ConfigError(
+            f'--config.{key}={text!r}: not a valid {type(old).__name__}.'
+        ) from None
+    if isinstance(old, bool) != isinstance(value, bool) and old is not None:
+        raise ConfigError(f'--config.{key}={text!r}: expected a bool.')
+    if isinstance(old, float) and isinstance(value, int):
+        value = float(value)
+    if (old is not None and not isinstance(value, type(old)) and
+            not (isinstance(old, (tuple, list)) and
+                 isinstance(value, (tuple, list)))):
+        raise ConfigError(
+            f'--config.{key}={text!r}: expected {type(old).__name__}, got '
+            f'{type(value).__name__}.')
+    if isinstance(old, tuple) and isinstance(value, list):
+        value = tuple(value)
+    return value
+
+
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: Sequence[str]) -> ml_collections.ConfigDict:
+    """Applies `a.b=value` strings (the `--config.` prefix already removed)."""
+    for item in overrides:
+        key, sep, text = item.partition('=')
+        if not sep:
+            raise ConfigError(f'--config.{key} needs a value (--config.{key}=V).')
+        *parents, leaf = key.split('.')
+        node = config
+        for p in parents:
+            if not isinstance(node, ml_collections.ConfigDict) or p not in node:
+                raise _unknown_key(key, config)
+            node = node[p]
+        if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+            raise _unknown_key(key, config)
+        if isinstance(node[leaf], ml_collections.ConfigDict):
+            value = ast.literal_eval(text)
+            node[leaf] = value if not isinstance(value, dict) else (
+                ml_collections.ConfigDict(value))
+        else:
+            with node.ignore_type():
+                node[leaf] = _parse(key, text, node[leaf])
+    return config
+
+
+def require(config, *keys: str):
+    """Raises ConfigError naming the first dotted key `config` lacks."""
+    for key in keys:
+        node = config
+        for part in key.split('.'):
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                raise ConfigError(f'The config has no key {key!r}, which this '
+                                  'run needs.')
+            node = node[part]
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+    return json.dumps(json.loads(config.to_json_best_effort()), indent=2,
+                      sort_keys=True)
+
+
+def compare_for_resume(saved: dict, current: dict, keys: Sequence[str]
+                       ) -> list[str]:
+    """Differences in the given dotted prefixes between two config dicts."""
+    def flat(d, prefix=''):
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f'{prefix}{k}.'))
+            else:
+                out[f'{prefix}{k}'] = v
+        return out
+
+    a, b = flat(saved), flat(current)
+    diffs = []
+    for k in sorted(set(a) | set(b)):
+        if any(k == p or k.startswith(p + '.') for p in keys):
+            if a.get(k, '<absent>') != b.get(k, '<absent>'):
+                diffs.append(f'{k}: {a.get(k, "<absent>")!r} -> '
+                             f'{b.get(k, "<absent>")!r}')
+    return diffs

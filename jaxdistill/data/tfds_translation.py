@@ -1,0 +1,57 @@
+"""Translation pairs from TensorFlow Datasets (wmt14_translate/de-en, ...)."""
+from typing import Optional
+
+from jaxdistill.errors import DataError
+
+
+def _text(value) -> str:
+    return value.decode('utf-8') if isinstance(value, bytes) else str(value)
+
+
+def _languages(builder) -> list[str]:
+    """Language codes in a TFDS translation dataset's features."""
+    features = builder.info.features
+    languages = getattr(features, 'languages', None)
+    if languages:
+        return list(languages)
+    return list(features.keys()) if hasattr(features, 'keys') else []
+
+
+def load_tfds_translation(name: str, split: str, source_lang: str, target_lang: str,
+                                                    data_dir: Optional[str] = None,
+                                                    max_examples: Optional[int] = None) -> list[tuple[str, str]]:
+    """(source, target) string pairs of a TFDS translation dataset split.
+
+    Uses `tfds.load(name, split=split, data_dir=data_dir)`, which downloads and
+    prepares the dataset on first use (WMT needs the network and hours).
+
+    Args:
+      name: TFDS name with config, e.g. 'wmt14_translate/de-en'.
+      split: TFDS split string, e.g. 'train', 'validation', 'test[:100]'.
+      source_lang, target_lang: keys of the dataset's translation features.
+      max_examples: keep only the first this many (None or 0: all).
+    Raises:
+      DataError: unknown dataset or split, or a language not in the features.
+    """
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as e:  # DatasetNotFoundError, bad config names, ...
+        raise DataError(f'TFDS dataset {name!r} cannot be opened: {e}') from None
+    languages = _languages(builder)
+    for role, lang in (('source', source_lang), ('target', target_lang)):
+        if lang not in languages:
+            raise DataError(f'TFDS dataset {name!r} has no {role} language {lang!r}; '
+                                            f'its languages are {sorted(languages)}')
+    if max_examples:
+        split = f'{split}[:{int(max_examples)}]' if '[' not in split else split
+    try:
+        ds = tfds.load(name, split=split, data_dir=data_dir)
+    except Exception as e:  # Unknown split, download failure, ...
+        raise DataError(f'TFDS dataset {name!r} split {split!r} cannot be loaded: {e}') from None
+    pairs = []
+    for example in tfds.as_numpy(ds):
+        pairs.append((_text(example[source_lang]), _text(example[target_lang])))
+        if max_examples and len(pairs) >= max_examples:
+            break
+    return pairs

@@ -1,0 +1,157 @@
+"""SentencePiece tokenizer with fixed special ids, trained deterministically."""
+import io
+import json
+import logging
+import os
+import re
+import tempfile
+from typing import Callable, Iterable, Sequence
+
+import sentencepiece as spm
+
+from jaxdistill.errors import DataError
+
+PAD_ID = 0
+UNK_ID = 1
+BOS_ID = 2
+EOS_ID = 3
+
+_log = logging.getLogger(__name__)
+_TOO_HIGH = re.compile(r'Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)')
+
+
+def _meta_path(model_path) -> str:
+    """Sidecar recording the vocab size that was asked for at training time."""
+    return os.fspath(model_path) + '.json'
+
+
+def _atomic_write(path, data: bytes) -> None:
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.model')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _train_bytes(texts: list[str], vocab_size: int, **options) -> bytes:
+    """Serialized model; RuntimeError from SentencePiece passes through."""
+    writer = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts), model_writer=writer, vocab_size=vocab_size,
+            pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+            num_threads=1, shuffle_input_sentence=False, character_coverage=1.0,
+            minloglevel=2, **options)
+    return writer.getvalue()
+
+
+class Tokenizer:
+    """A `sentencepiece.SentencePieceProcessor` with PAD/UNK/BOS/EOS = 0/1/2/3."""
+
+    def __init__(self, processor: spm.SentencePieceProcessor):
+        self.sp = processor
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int, model_path, *,
+                        user_defined_symbols: Sequence[str] = (),
+                        seed_sentencepiece_size: int = 1_000_000,
+                        input_sentence_size: int = 2_000_000,
+                        model_type: str = 'unigram') -> 'Tokenizer':
+        """Trains on the first `input_sentence_size` non-empty texts, saves, loads.
+
+        Deterministic: one thread, no shuffling. When `vocab_size` is more than
+        the text supports, trains again with the largest size SentencePiece
+        allows and logs a warning (the tokenizer's `vocab_size` tells the truth).
+        The model is written atomically to `model_path`, with a `.json` sidecar
+        recording the requested size for `load_or_train_tokenizer`.
+        """
+        texts = [t for t in texts if t.strip()][:input_sentence_size]
+        if not texts:
+            raise DataError(f'cannot train tokenizer {model_path}: no non-empty text')
+        options = dict(user_defined_symbols=list(user_defined_symbols),
+                                     seed_sentencepiece_size=seed_sentencepiece_size,
+                                     input_sentence_size=input_sentence_size,
+                                     model_type=model_type)
+        try:
+            data = _train_bytes(texts, vocab_size, **options)
+        except RuntimeError as e:
+            match = _TOO_HIGH.search(str(e))
+            if not match:
+                raise DataError(f'SentencePiece training for {model_path} failed: {e}') from None
+            allowed = int(match.group(2))
+            _log.warning('Tokenizer: vocab_size %d is too large for this text; '
+                                            'training with the largest possible, %d.', vocab_size, allowed)
+            data = _train_bytes(texts, allowed, **options)
+        _atomic_write(model_path, data)
+        with open(_meta_path(model_path), 'w') as f:
+            json.dump({'requested_vocab_size': vocab_size}, f)
+        return cls.load(model_path)
+
+    @classmethod
+    def load(cls, model_path) -> 'Tokenizer':
+        if not os.path.isfile(model_path):
+            raise DataError(f'tokenizer model not found: {model_path}')
+        sp = spm.SentencePieceProcessor()
+        try:
+            sp.Load(os.fspath(model_path))
+        except (RuntimeError, OSError) as e:
+            raise DataError(f'{model_path} is not a SentencePiece model: {e}') from None
+        return cls(sp)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.GetPieceSize()
+
+    def piece_to_id(self, piece: str) -> int:
+        """Id of `piece`, UNK_ID when it is not in the vocabulary."""
+        return self.sp.PieceToId(piece)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`, without BOS/EOS."""
+        return self.sp.EncodeAsIds(text)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of `ids` up to the first EOS; PAD and BOS are dropped."""
+        kept = []
+        for i in ids:
+            i = int(i)
+            if i == EOS_ID:
+                break
+            if i not in (PAD_ID, BOS_ID):
+                kept.append(i)
+        return self.sp.DecodeIds(kept)
+
+
+def load_or_train_tokenizer(model_path, texts_fn: Callable[[], Iterable[str]],
+                                                        vocab_size: int,
+                                                        user_defined_symbols: Sequence[str] = ()) -> Tokenizer:
+    """Loads `model_path` if it exists (checking its vocab size), else trains it.
+
+    `texts_fn` is only called when training is needed.
+    """
+    if not os.path.exists(model_path):
+        return Tokenizer.train(texts_fn(), vocab_size, model_path,
+                                                      user_defined_symbols=user_defined_symbols)
+    tok = Tokenizer.load(model_path)
+    requested = tok.vocab_size
+    if os.path.exists(_meta_path(model_path)):
+        try:
+            with open(_meta_path(model_path)) as f:
+                requested = int(json.load(f)['requested_vocab_size'])
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataError(f'{_meta_path(model_path)} is malformed: {e}') from None
+    if vocab_size not in (requested, tok.vocab_size):
+        raise DataError(
+                f"the workdir's tokenizer {model_path} has vocab {tok.vocab_size} but the "
+                f'config asks for {vocab_size}; use a new workdir or delete the tokenizer')
+    missing = [s for s in user_defined_symbols if tok.piece_to_id(s) == UNK_ID]
+    if missing:
+        raise DataError(f"the workdir's tokenizer {model_path} lacks the symbols {missing} "
+                                        'that the config needs; use a new workdir or delete the tokenizer')
+    return tok

@@ -1,0 +1,165 @@
+"""Pure loss math: per-example values, no batch reduction.
+
+Every loss takes logits/features with a trailing class/feature axis and returns
+one value per leading position (`[...]`); the caller reduces, usually with
+`masked_mean`. `where` (a bool array broadcastable to `[...]`) zeroes the
+values at masked positions; masked positions also get zero gradient.
+Teacher inputs are wrapped in `jax.lax.stop_gradient`. Computation happens in
+at least float32 (bfloat16 inputs are upcast), using `log_softmax` so that
+logits as large as 1e4 stay finite.
+"""
+import jax
+import jax.numpy as jnp
+
+
+def _upcast(x):
+    """Promotes a float array to at least float32 (keeps float64)."""
+    x = jnp.asarray(x)
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def _apply_where(values, where):
+    if where is None:
+        return values
+    return jnp.where(where, values, jnp.zeros_like(values))
+
+
+def _plogq(p, log_q):
+    """p · log q summed over the last axis, with 0 · log 0 taken as 0."""
+    return jnp.sum(jnp.where(p > 0, p * log_q, 0.0), axis=-1)
+
+
+def cross_entropy(logits, labels, *, label_smoothing=0.0, where=None):
+    """Cross entropy against integer labels, optionally label-smoothed.
+
+    The target distribution is (1 - ε)·onehot(label) + ε/V (fairseq/T5 style);
+    the constant entropy of that target is *not* subtracted, so the minimum
+    is positive when ε > 0.
+
+    Args:
+      logits: [..., V] float array.
+      labels: [...] int array in [0, V). Positions masked out by `where` may
+        hold any value (e.g. -1 padding).
+      label_smoothing: ε in [0, 1).
+      where: optional bool array broadcastable to [...]; False → 0.
+    Returns:
+      [...] float array.
+    """
+    logits = _upcast(logits)
+    vocab = logits.shape[-1]
+    labels = jnp.asarray(labels)
+    if where is not None:
+        labels = jnp.where(where, labels, 0)
+    labels = jnp.clip(labels, 0, vocab - 1)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+    if label_smoothing:
+        smooth = -jnp.mean(log_probs, axis=-1)
+        nll = (1.0 - label_smoothing) * nll + label_smoothing * smooth
+    return _apply_where(nll, where)
+
+
+def distill_kl(student_logits, teacher_logits, *, temperature=1.0, where=None):
+    """T² · KL(softmax(t/T) ‖ softmax(s/T)) per example.
+
+    Args:
+      student_logits: [..., V] float array.
+      teacher_logits: [..., V] float array; no gradient flows into it.
+      temperature: T > 0; the T² factor keeps gradient scale independent of T.
+      where: optional bool array broadcastable to [...]; False → 0.
+    Returns:
+      [...] float array, ≥ 0 up to rounding.
+    """
+    teacher = jax.lax.stop_gradient(_upcast(teacher_logits)) / temperature
+    student = _upcast(student_logits) / temperature
+    log_p = jax.nn.log_softmax(teacher, axis=-1)
+    log_q = jax.nn.log_softmax(student, axis=-1)
+    p = jnp.exp(log_p)
+    kl = _plogq(p, log_p) - _plogq(p, log_q)
+    return _apply_where(temperature**2 * kl, where)
+
+
+def soft_cross_entropy(student_logits, teacher_logits, *, temperature=1.0,
+                       where=None):
+    """T² · H(softmax(t/T), softmax(s/T)) per example.
+
+    Equals `distill_kl` plus T² times the teacher entropy, so the gradient with
+    respect to the student is the same.
+
+    Args:
+      student_logits: [..., V] float array.
+      teacher_logits: [..., V] float array; no gradient flows into it.
+      temperature: T > 0.
+      where: optional bool array broadcastable to [...]; False → 0.
+    Returns:
+      [...] float array.
+    """
+    teacher = jax.lax.stop_gradient(_upcast(teacher_logits)) / temperature
+    student = _upcast(student_logits) / temperature
+    p = jax.nn.softmax(teacher, axis=-1)
+    log_q = jax.nn.log_softmax(student, axis=-1)
+    return _apply_where(-(temperature**2) * _plogq(p, log_q), where)
+
+
+def hint_mse(student_features, teacher_features, *, where=None):
+    """Squared L2 distance ‖s - t‖² summed over the feature axis (FitNets hint).
+
+    Args:
+      student_features: [..., D] float array.
+      teacher_features: [..., D] float array; no gradient flows into it.
+      where: optional bool array broadcastable to [...]; False → 0.
+    Returns:
+      [...] float array.
+    """
+    teacher = jax.lax.stop_gradient(_upcast(teacher_features))
+    diff = _upcast(student_features) - teacher
+    return _apply_where(jnp.sum(diff * diff, axis=-1), where)
+
+
+def accuracy(logits, labels, *, where=None):
+    """1.0 where argmax(logits) == label, else 0.0 (ties: lowest index wins).
+
+    Args:
+      logits: [..., V] array.
+      labels: [...] int array.
+      where: optional bool array broadcastable to [...]; False → 0.
+    Returns:
+      [...] float32 array of 0/1.
+    """
+    correct = jnp.argmax(logits, axis=-1) == jnp.asarray(labels)
+    return _apply_where(correct.astype(jnp.float32), where)
+
+
+def masked_sum(values, where=None):
+    """sum(values · w); positions with w == 0 contribute 0 even if NaN.
+
+    Args:
+      values: [...] array.
+      where: optional bool or float array broadcastable to `values`.
+    Returns:
+      scalar.
+    """
+    values = jnp.asarray(values)
+    if where is None:
+        return jnp.sum(values)
+    w = jnp.broadcast_to(jnp.asarray(where), values.shape).astype(values.dtype)
+    return jnp.sum(jnp.where(w != 0, values * w, 0.0))
+
+
+def masked_mean(values, where=None):
+    """sum(values · w) / max(sum(w), 1); the plain mean when `where` is None.
+
+    Meant for 0/1 masks (or integer counts): an all-False mask gives 0, not
+    NaN. Fractional weights summing to less than 1 are divided by 1.
+
+    Args:
+      values: [...] array.
+      where: optional bool or float array broadcastable to `values`.
+    Returns:
+      scalar.
+    """
+    values = jnp.asarray(values)
+    if where is None:
+        return jnp.mean(values)
+    w = jnp.broadcast_to(jnp.asarray(where), values.shape).astype(values.dtype)
+    return masked_sum(values, w) / jnp.maximum(jnp.sum(w), 1.0)

@@ -1,0 +1,82 @@
+"""The face every training method shares, and how a method meets a model.
+
+A method never calls a Flax module directly: the task hands it `ModelFns`
+(init, apply, labels), so one method serves translation, classification or
+images alike, and parameters stay plain pytrees the method may stack, slice
+or copy.
+"""
+import dataclasses
+import difflib
+from typing import Any, Callable
+
+import jax
+
+from jaxdistill import registry
+from jaxdistill.errors import ConfigError
+
+Params = Any
+Batch = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFns:
+    """How to run one model on a batch.
+
+    init: (rng, batch) -> params.
+    apply: (params, batch, *, train, rng) -> logits [..., V].
+    labels: batch -> (labels [...] int, where [...] bool).
+    """
+    init: Callable[..., Params]
+    apply: Callable[..., jax.Array]
+    labels: Callable[[Batch], tuple[jax.Array, jax.Array]]
+
+
+class Method:
+    """Base class: the same small face for every method.
+
+    Subclasses are frozen dataclasses registered with
+    `@registry.register('method', name)` and built by `make_method`.
+    """
+    model: ModelFns
+
+    def init_params(self, rng: jax.Array, batch: Batch) -> Params:
+        return self.model.init(rng, batch)
+
+    def init_extra(self, rng: jax.Array, params: Params) -> Any:
+        """State besides the trained parameters (stale peers, policies...)."""
+        del rng, params
+        return {}
+
+    def loss(self, params, extra, batch, rng, step) -> tuple[jax.Array, dict]:
+        """-> (scalar loss to differentiate, aux dict of scalar metrics)."""
+        raise NotImplementedError
+
+    def update_extra(self, extra, params, aux, step):
+        """Non-gradient update of `extra` after each optimizer step."""
+        del params, aux, step
+        return extra
+
+    def eval_params(self, params, extra) -> Params:
+        """The parameters of the model to evaluate and export."""
+        del extra
+        return params
+
+
+def make_method(cfg, model: ModelFns) -> Method:
+    """Builds the method `cfg.name` with the other fields of `cfg` as options.
+
+    Args:
+      cfg: the `config.method` ConfigDict; `name` picks the registered class.
+      model: how to run the model.
+    """
+    cls = registry.get('method', cfg.name)
+    options = {k: v for k, v in cfg.items() if k != 'name'}
+    fields = {f.name for f in dataclasses.fields(cls)} - {'model'}
+    for key in options:
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=3, cutoff=0.5)
+            hint = f' Did you mean {", ".join(close)}?' if close else ''
+            raise ConfigError(
+                f'Unknown key method.{key} for method {cfg.name!r}.{hint} '
+                f'Valid keys: {", ".join(sorted(fields))}.')
+    return cls.from_config(model, options)

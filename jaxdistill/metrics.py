@@ -1,0 +1,73 @@
+"""Metric logs: a JSONL file in the workdir plus TensorBoard event files.
+
+Only process 0 writes. On resume, JSONL records newer than the restored step
+(written after the last checkpoint of a killed run) are dropped so the log
+matches the training that actually counts.
+"""
+import json
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def _plain(value: Any):
+    value = np.asarray(value).item() if np.ndim(value) == 0 else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+class MetricWriter:
+    """Writes `{'step': s, 'time': t, name: value, ...}` records."""
+
+    def __init__(self, workdir: str, *, resume_step: int | None = None,
+                 tensorboard: bool = True, enabled: bool = True):
+        self.enabled = enabled and jax.process_index() == 0
+        self.path = os.path.join(workdir, 'metrics.jsonl')
+        self._tb = None
+        if not self.enabled:
+            return
+        os.makedirs(workdir, exist_ok=True)
+        self._truncate_after(resume_step)
+        if tensorboard:
+            from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+            self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+
+    def _truncate_after(self, step: int | None):
+        if not os.path.exists(self.path):
+            return
+        step = -1 if step is None else step
+        with open(self.path, encoding='utf-8') as f:
+            keep = [l for l in f if l.strip() and
+                    json.loads(l).get('step', 0) <= step]
+        with open(self.path + '.tmp', 'w', encoding='utf-8') as f:
+            f.writelines(keep)
+        os.replace(self.path + '.tmp', self.path)
+
+    def write(self, step: int, metrics: dict[str, Any]):
+        if not self.enabled:
+            return
+        record = {'step': int(step), 'time': time.time()}
+        record.update({k: _plain(v) for k, v in metrics.items()})
+        with open(self.path, 'a', encoding='utf-8') as f:
+            f.write(json.dumps(record) + '\n')
+        if self._tb is not None:
+            for k, v in metrics.items():
+                if np.ndim(v) == 0 and isinstance(_plain(v), (int, float)):
+                    self._tb.add_scalar(k, float(v), step)
+            self._tb.flush()
+
+    def close(self):
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    """All records of a workdir's metrics.jsonl."""
+    path = os.path.join(workdir, 'metrics.jsonl')
+    with open(path, encoding='utf-8') as f:
+        return [json.loads(l) for l in f if l.strip()]

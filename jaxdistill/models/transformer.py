@@ -1,0 +1,380 @@
+"""Pre-LayerNorm encoder–decoder Transformer with an explicit KV cache.
+
+Parameter layout (chosen so later work can slice heads and FFN units):
+
+    embed/embedding                      [V, D]      (share_embeddings=True)
+    source_embed, target_embed, output_proj/kernel [D, V]   (otherwise)
+    encoder/layers_i/self_attn/{query,key,value}/kernel  [D, H, Dh]
+    encoder/layers_i/self_attn/out/kernel               [H, Dh, D]
+    encoder/layers_i/ffn/wi/kernel [D, F], ffn/wo/kernel [F, D]
+    decoder/layers_i/{self_attn,cross_attn,ffn}/...     (same shapes)
+    {encoder,decoder}/norm                              final LayerNorm
+
+Incremental decoding is pure: `init_cache` returns a pytree of zeros and
+`decode_step` returns a new one. The cache is
+
+    {'self': ({'k': [B, T, H, Dh], 'v': [B, T, H, Dh]},) * num_decoder_layers,
+     'cross': (optional) same per layer with [B, Ls, H, Dh]}
+
+When 'cross' is absent, `decode_step` recomputes the cross-attention keys and
+values from `encoded` at every step; `precompute_cross` builds them once so a
+decoding loop can add them to the cache (what `greedy_decode` does).
+"""
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdistill import registry
+from jaxdistill.errors import ConfigError
+
+Array = jax.Array
+_XAVIER = nn.initializers.xavier_uniform()
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """Hyperparameters of `Transformer`; hashable, so usable as a jit static."""
+    vocab_size: int
+    d_model: int = 128
+    num_heads: int = 4
+    d_ff: int = 256
+    num_encoder_layers: int = 4
+    num_decoder_layers: int = 4
+    dropout_rate: float = 0.1            # residual and embedding dropout
+    attention_dropout_rate: float = 0.0  # on attention weights
+    activation_dropout_rate: float = 0.0  # inside the FFN, after ReLU
+    max_len: int = 256                   # longest source or target sequence
+    share_embeddings: bool = True        # source, target and output projection
+    dtype: Any = jnp.float32             # compute dtype; params stay float32
+    pad_id: int = 0
+    bos_id: int = 2
+    eos_id: int = 3
+
+    def __post_init__(self):
+        if self.d_model % self.num_heads:
+            raise ConfigError(f'd_model={self.d_model} is not divisible by '
+                              f'num_heads={self.num_heads}.')
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+
+SIZES: dict[str, dict] = {
+        'tiny': dict(num_encoder_layers=4, num_decoder_layers=4, d_model=128,
+                     d_ff=256, num_heads=4),
+        'small': dict(num_encoder_layers=6, num_decoder_layers=6, d_model=256,
+                      d_ff=1024, num_heads=4),
+        'base': dict(num_encoder_layers=6, num_decoder_layers=6, d_model=512,
+                     d_ff=2048, num_heads=8),
+        'big': dict(num_encoder_layers=6, num_decoder_layers=6, d_model=1024,
+                    d_ff=4096, num_heads=16),
+}
+
+
+def make_transformer_config(size: str = 'tiny', **overrides) -> TransformerConfig:
+    """A named size from `SIZES` with field overrides (vocab_size is required)."""
+    if size not in SIZES:
+        raise ConfigError(f'Unknown transformer size {size!r}; known sizes: '
+                          f'{", ".join(SIZES)}.')
+    fields = {f.name for f in dataclasses.fields(TransformerConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ConfigError(f'Unknown TransformerConfig field(s) {unknown}; '
+                          f'known: {", ".join(sorted(fields))}.')
+    if 'vocab_size' not in overrides:
+        raise ConfigError('make_transformer_config needs vocab_size=...')
+    return TransformerConfig(**{**SIZES[size], **overrides})
+
+
+def sinusoidal_positions(max_len: int, d_model: int) -> np.ndarray:
+    """[max_len, d_model] table: sin in the first half, cos in the second."""
+    half = d_model // 2
+    inv = np.exp(-math.log(10000.0) * np.arange(half) / max(half - 1, 1))
+    angles = np.arange(max_len)[:, None] * inv[None, :]
+    table = np.zeros((max_len, d_model), np.float32)
+    table[:, :half] = np.sin(angles)
+    table[:, half:2 * half] = np.cos(angles)
+    return table
+
+
+def init_cache(config: TransformerConfig, batch_size: int, max_len: int) -> dict:
+    """Zero self-attention cache: per decoder layer k, v [B, max_len, H, Dh]."""
+    shape = (batch_size, max_len, config.num_heads, config.head_dim)
+    layer = lambda: {'k': jnp.zeros(shape, config.dtype),
+                     'v': jnp.zeros(shape, config.dtype)}
+    return {'self': tuple(layer() for _ in range(config.num_decoder_layers))}
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head dot-product attention with per-head projections."""
+    config: TransformerConfig
+
+    def setup(self):
+        c = self.config
+        dense = functools.partial(nn.DenseGeneral, features=(c.num_heads, c.head_dim),
+                                  dtype=c.dtype, kernel_init=_XAVIER)
+        self.query, self.key, self.value = dense(), dense(), dense()
+        self.out = nn.DenseGeneral(features=c.d_model, axis=(-2, -1), dtype=c.dtype,
+                                   kernel_init=_XAVIER)
+        self.dropout = nn.Dropout(c.attention_dropout_rate)
+
+    def key_value(self, context: Array) -> tuple[Array, Array]:
+        """[B, Lk, D] -> k, v [B, Lk, H, Dh]."""
+        return self.key(context), self.value(context)
+
+    def attend(self, x: Array, k: Array, v: Array, mask: Array, train: bool) -> Array:
+        """x [B, Lq, D], k/v [B, Lk, H, Dh], mask broadcastable to [B, H, Lq, Lk]."""
+        q = self.query(x) / jnp.sqrt(self.config.head_dim).astype(self.config.dtype)
+        logits = jnp.einsum('bqhd,bkhd->bhqk', q, k).astype(jnp.float32)
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+        weights = jax.nn.softmax(logits, axis=-1).astype(self.config.dtype)
+        weights = self.dropout(weights, deterministic=not train)
+        return self.out(jnp.einsum('bhqk,bkhd->bqhd', weights, v))
+
+    def __call__(self, x: Array, context: Array, mask: Array, train: bool) -> Array:
+        k, v = self.key_value(context)
+        return self.attend(x, k, v, mask, train)
+
+
+class FeedForward(nn.Module):
+    """Dense(d_ff) -> ReLU -> dropout -> Dense(d_model)."""
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool) -> Array:
+        c = self.config
+        h = nn.relu(nn.Dense(c.d_ff, dtype=c.dtype, kernel_init=_XAVIER, name='wi')(x))
+        h = nn.Dropout(c.activation_dropout_rate)(h, deterministic=not train)
+        return nn.Dense(c.d_model, dtype=c.dtype, kernel_init=_XAVIER, name='wo')(h)
+
+
+class EncoderLayer(nn.Module):
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array, train: bool) -> Array:
+        c = self.config
+        drop = lambda y: nn.Dropout(c.dropout_rate)(y, deterministic=not train)
+        h = nn.LayerNorm(dtype=c.dtype, name='ln_self')(x)
+        x = x + drop(MultiHeadAttention(c, name='self_attn')(h, h, mask, train))
+        h = nn.LayerNorm(dtype=c.dtype, name='ln_ffn')(x)
+        return x + drop(FeedForward(c, name='ffn')(h, train))
+
+
+class Encoder(nn.Module):
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array, train: bool) -> Array:
+        """x [B, Ls, D] embedded, mask [B, 1, 1, Ls] -> [B, Ls, D]."""
+        for i in range(self.config.num_encoder_layers):
+            x = EncoderLayer(self.config, name=f'layers_{i}')(x, mask, train)
+        return nn.LayerNorm(dtype=self.config.dtype, name='norm')(x)
+
+
+class DecoderLayer(nn.Module):
+    config: TransformerConfig
+
+    def setup(self):
+        c = self.config
+        self.ln_self = nn.LayerNorm(dtype=c.dtype)
+        self.self_attn = MultiHeadAttention(c)
+        self.ln_cross = nn.LayerNorm(dtype=c.dtype)
+        self.cross_attn = MultiHeadAttention(c)
+        self.ln_ffn = nn.LayerNorm(dtype=c.dtype)
+        self.ffn = FeedForward(c)
+        self.dropout = nn.Dropout(c.dropout_rate)
+
+    def __call__(self, y, encoded, self_mask, cross_mask, train: bool) -> Array:
+        """y [B, Lt, D], encoded [B, Ls, D] -> [B, Lt, D]."""
+        drop = lambda z: self.dropout(z, deterministic=not train)
+        h = self.ln_self(y)
+        y = y + drop(self.self_attn(h, h, self_mask, train))
+        h = self.ln_cross(y)
+        y = y + drop(self.cross_attn(h, encoded, cross_mask, train))
+        return y + drop(self.ffn(self.ln_ffn(y), train))
+
+    def cross_key_value(self, encoded: Array) -> dict:
+        """encoded [B, Ls, D] -> {'k', 'v'} [B, Ls, H, Dh]."""
+        k, v = self.cross_attn.key_value(encoded)
+        return {'k': k, 'v': v}
+
+    def step(self, y, index, layer_cache, cross_kv, cross_mask):
+        """One position: y [B, 1, D]; cache k/v [B, T, H, Dh] -> (y, new cache)."""
+        h = self.ln_self(y)
+        k, v = self.self_attn.key_value(h)
+        ck = jax.lax.dynamic_update_slice_in_dim(
+                layer_cache['k'], k.astype(layer_cache['k'].dtype), index, axis=1)
+        cv = jax.lax.dynamic_update_slice_in_dim(
+                layer_cache['v'], v.astype(layer_cache['v'].dtype), index, axis=1)
+        mask = (jnp.arange(ck.shape[1]) <= index)[None, None, None, :]
+        y = y + self.self_attn.attend(h, ck, cv, mask, False)
+        h = self.ln_cross(y)
+        y = y + self.cross_attn.attend(h, cross_kv['k'], cross_kv['v'], cross_mask,
+                                       False)
+        return y + self.ffn(self.ln_ffn(y), False), {'k': ck, 'v': cv}
+
+
+class Decoder(nn.Module):
+    config: TransformerConfig
+
+    def setup(self):
+        c = self.config
+        self.layers = [DecoderLayer(c) for _ in range(c.num_decoder_layers)]
+        self.norm = nn.LayerNorm(dtype=c.dtype)
+
+    def __call__(self, y, encoded, self_mask, cross_mask, train: bool) -> Array:
+        """y [B, Lt, D] embedded -> [B, Lt, D] normalised hidden states."""
+        for layer in self.layers:
+            y = layer(y, encoded, self_mask, cross_mask, train)
+        return self.norm(y)
+
+    def cross_key_value(self, encoded: Array) -> tuple:
+        return tuple(layer.cross_key_value(encoded) for layer in self.layers)
+
+    def step(self, y, index, cache, cross_mask):
+        """y [B, 1, D] -> ([B, 1, D], new cache); cache must hold 'cross'."""
+        new_self = []
+        for i, layer in enumerate(self.layers):
+            y, layer_cache = layer.step(y, index, cache['self'][i], cache['cross'][i],
+                                        cross_mask)
+            new_self.append(layer_cache)
+        return self.norm(y), {**cache, 'self': tuple(new_self)}
+
+
+def _padding_mask(inputs: Array, pad_id: int) -> Array:
+    """[B, Ls] -> bool [B, 1, 1, Ls], True at real tokens."""
+    return (inputs != pad_id)[:, None, None, :]
+
+
+@registry.register('model', 'transformer')
+class Transformer(nn.Module):
+    """Encoder–decoder Transformer (pre-LN, sinusoidal positions)."""
+    config: TransformerConfig
+
+    def setup(self):
+        c = self.config
+        embed = functools.partial(
+                nn.Embed, c.vocab_size, c.d_model, dtype=c.dtype,
+                embedding_init=nn.initializers.normal(stddev=c.d_model**-0.5))
+        if c.share_embeddings:
+            self.embed = embed()
+        else:
+            self.source_embed, self.target_embed = embed(), embed()
+            self.output_proj = nn.Dense(c.vocab_size, use_bias=False, dtype=c.dtype,
+                                        kernel_init=_XAVIER)
+        self.encoder = Encoder(c)
+        self.decoder = Decoder(c)
+        self.embed_dropout = nn.Dropout(c.dropout_rate)
+        self.positions = jnp.asarray(sinusoidal_positions(c.max_len, c.d_model))
+
+    def _embed(self, tokens: Array, table, start, train: bool) -> Array:
+        """tokens [B, L] -> [B, L, D]: scaled embedding + positions from `start`."""
+        c = self.config
+        if tokens.shape[1] > c.max_len:
+            raise ValueError(f'Sequence length {tokens.shape[1]} exceeds '
+                             f'max_len={c.max_len}.')
+        x = table(tokens) * jnp.sqrt(c.d_model).astype(c.dtype)
+        pos = jax.lax.dynamic_slice_in_dim(self.positions, start, tokens.shape[1])
+        x = x + pos.astype(c.dtype)[None]
+        return self.embed_dropout(x, deterministic=not train)
+
+    def _source_table(self):
+        return self.embed if self.config.share_embeddings else self.source_embed
+
+    def _target_table(self):
+        return self.embed if self.config.share_embeddings else self.target_embed
+
+    def _logits(self, h: Array) -> Array:
+        """[..., D] -> float32 [..., V]."""
+        if self.config.share_embeddings:
+            return self.embed.attend(h).astype(jnp.float32)
+        return self.output_proj(h).astype(jnp.float32)
+
+    def encode(self, inputs: Array, *, train: bool = False) -> Array:
+        """inputs int [B, Ls] -> encoded [B, Ls, D]."""
+        x = self._embed(inputs, self._source_table(), 0, train)
+        return self.encoder(x, _padding_mask(inputs, self.config.pad_id), train)
+
+    def decode(self, encoded, inputs, decoder_inputs, *, train: bool = False):
+        """encoded [B, Ls, D], inputs [B, Ls], decoder_inputs [B, Lt] -> [B, Lt, V]."""
+        y = self._embed(decoder_inputs, self._target_table(), 0, train)
+        causal = nn.make_causal_mask(decoder_inputs, dtype=jnp.bool_)
+        cross_mask = _padding_mask(inputs, self.config.pad_id)
+        h = self.decoder(y, encoded, causal, cross_mask, train)
+        return self._logits(h)
+
+    def __call__(self, inputs: Array, targets: Array, *, train: bool) -> Array:
+        """Teacher forcing: inputs [B, Ls], targets [B, Lt] -> logits [B, Lt, V]."""
+        bos = jnp.full_like(targets[:, :1], self.config.bos_id)
+        decoder_inputs = jnp.concatenate([bos, targets[:, :-1]], axis=1)
+        return self.decode(self.encode(inputs, train=train), inputs, decoder_inputs,
+                           train=train)
+
+    def init_cache(self, batch_size: int, max_len: int) -> dict:
+        """Zero cache; see the module docstring. Same as `init_cache(config, ...)`."""
+        return init_cache(self.config, batch_size, max_len)
+
+    def precompute_cross(self, encoded: Array) -> tuple:
+        """encoded [B, Ls, D] -> per decoder layer {'k', 'v'} [B, Ls, H, Dh]."""
+        return self.decoder.cross_key_value(encoded)
+
+    def decode_step(self, encoded, inputs, token, index, cache):
+        """token int [B] at position `index` -> (logits [B, V], new cache).
+
+        `cache` comes from `init_cache` (optionally with cache['cross'] =
+        `precompute_cross(encoded)`); positions < index must already be filled.
+        """
+        if 'cross' not in cache:
+            full = {**cache, 'cross': self.precompute_cross(encoded)}
+            logits, new = self.decode_step(encoded, inputs, token, index, full)
+            return logits, {k: v for k, v in new.items() if k != 'cross'}
+        y = self._embed(token[:, None], self._target_table(), index, False)
+        cross_mask = _padding_mask(inputs, self.config.pad_id)
+        h, new_cache = self.decoder.step(y, index, cache, cross_mask)
+        return self._logits(h[:, 0]), new_cache
+
+
+def count_params(params) -> int:
+    """Total number of scalars in a parameter pytree."""
+    return int(sum(np.size(x) for x in jax.tree.leaves(params)))
+
+
+def flops_per_token(config: TransformerConfig, src_len: int, tgt_len: int) -> dict:
+    """Analytic training (forward + backward) matmul FLOPs per target token.
+
+    Each matmul of an [m, k] by [k, n] costs 2·m·k·n forward and twice that
+    backward, so a dense weight with N entries applied to one token costs 6·N
+    (the usual 6·N rule). Attention adds the score (QKᵀ) and value (AV)
+    matmuls: 2·2·L·D forward per query token against L keys (causal masking
+    is not discounted). Encoder work on `src_len` tokens is spread over the
+    `tgt_len` target tokens of the same pair. Embedding lookups, layer norms,
+    softmax and biases are not counted.
+
+    Returns:
+      dict of floats: 'encoder_dense', 'encoder_attention', 'decoder_dense',
+      'decoder_attention', 'logits', 'total' (all forward+backward) and
+      'forward' (= total / 3).
+    """
+    c = config
+    d, f = c.d_model, c.d_ff
+    ratio = src_len / tgt_len
+    enc_dense = c.num_encoder_layers * (4 * d * d + 2 * d * f) * 6 * ratio
+    enc_attn = c.num_encoder_layers * 4 * src_len * d * 3 * ratio
+    # Decoder: self q,k,v,o + cross q,o + FFN per target token; cross k,v per
+    # source token.
+    dec_dense = c.num_decoder_layers * 6 * (
+            6 * d * d + 2 * d * f + 2 * d * d * ratio)
+    dec_attn = c.num_decoder_layers * 4 * (tgt_len + src_len) * d * 3
+    logits = 6 * d * c.vocab_size
+    total = enc_dense + enc_attn + dec_dense + dec_attn + logits
+    return {'encoder_dense': float(enc_dense), 'encoder_attention': float(enc_attn),
+            'decoder_dense': float(dec_dense), 'decoder_attention': float(dec_attn),
+            'logits': float(logits), 'total': float(total), 'forward': float(total / 3)}

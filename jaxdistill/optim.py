@@ -1,0 +1,106 @@
+"""Optimizers built from `config.optimizer`.
+
+    tx = make_optimizer(config.optimizer)
+    opt_state = tx.init(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    lr = current_learning_rate(opt_state)   # for logging
+
+The whole chain (clipping, then the optimizer) is wrapped in
+`optax.inject_hyperparams`, so `opt_state.hyperparams['learning_rate']` holds
+the learning rate used by the latest update (schedule(0) right after init).
+"""
+import jax
+import optax
+
+from jaxdistill import schedules
+from jaxdistill.errors import ConfigError
+
+NAMES = ('adamw', 'adam', 'sgd')
+
+
+def decay_mask(params):
+    """True for params that get weight decay: those with ndim > 1.
+
+    Biases and LayerNorm/BatchNorm scales (ndim <= 1) are excluded.
+    """
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(cfg) -> optax.GradientTransformation:
+    """Builds the optimizer described by `config.optimizer`.
+
+    Fields: name ('adamw' | 'adam' | 'sgd'); learning_rate, schedule,
+    warmup_steps, total_steps, end_learning_rate_factor (see
+    `schedules.learning_rate`); b1=0.9, b2=0.98, eps=1e-9 (adam/adamw);
+    weight_decay=0.0 (adamw only; decoupled and multiplied by the learning
+    rate as in optax.adamw; skipped for params with ndim <= 1);
+    momentum=0.0 (sgd only; 0 = plain SGD); grad_clip_norm=0.0 (> 0 clips the
+    global gradient norm before the optimizer).
+
+    Raises:
+      ConfigError: unknown `optimizer.name`, or a field the optimizer ignores
+        set to a non-default value.
+    """
+    get = lambda key, default: cfg.get(key, default)
+    name = get('name', 'adamw')
+    if name not in NAMES:
+        raise ConfigError(f'optimizer.name {name!r} is unknown; valid names: '
+                          f'{", ".join(NAMES)}.')
+    lr = schedules.learning_rate(cfg)
+    clip = float(get('grad_clip_norm', 0.0) or 0.0)
+    if clip < 0:
+        raise ConfigError(f'optimizer.grad_clip_norm must be >= 0, got {clip}.')
+    weight_decay = float(get('weight_decay', 0.0) or 0.0)
+    if weight_decay and name != 'adamw':
+        raise ConfigError(f'optimizer.weight_decay={weight_decay} is only used '
+                          f"by 'adamw', not {name!r}.")
+    momentum = float(get('momentum', 0.0) or 0.0)
+    if momentum and name != 'sgd':
+        raise ConfigError(f"optimizer.momentum is only used by 'sgd', not "
+                          f'{name!r}.')
+
+    def with_clip(tx):
+        return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx
+
+    if name == 'sgd':
+        def factory(learning_rate):
+            return with_clip(optax.sgd(learning_rate, momentum=momentum or None))
+        return optax.inject_hyperparams(factory)(learning_rate=lr)
+
+    def factory(learning_rate, b1, b2, eps, weight_decay):
+        if name == 'adam':
+            return with_clip(optax.adam(learning_rate, b1=b1, b2=b2, eps=eps))
+        return with_clip(optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps,
+                                     weight_decay=weight_decay,
+                                     mask=decay_mask))
+
+    return optax.inject_hyperparams(factory)(
+        learning_rate=lr, b1=float(get('b1', 0.9)), b2=float(get('b2', 0.98)),
+        eps=float(get('eps', 1e-9)), weight_decay=weight_decay)
+
+
+def current_learning_rate(opt_state):
+    """The learning rate of the latest update, read from `opt_state`.
+
+    Works for states of `make_optimizer` and for states that nest one (e.g.
+    inside `optax.chain` or `optax.MultiSteps`).
+
+    Returns:
+      float32 scalar.
+    Raises:
+      ValueError: no `learning_rate` hyperparameter in the state.
+    """
+    found = []
+
+    def visit(node):  # Inject(Stateful)HyperparamsState, whichever optax made.
+        hyperparams = getattr(node, 'hyperparams', None)
+        if isinstance(hyperparams, dict) and 'learning_rate' in hyperparams:
+            found.append(hyperparams['learning_rate'])
+            return True
+        return False
+
+    jax.tree.leaves(opt_state, is_leaf=visit)
+    if not found:
+        raise ValueError('opt_state holds no injected learning_rate; build the '
+                         'optimizer with make_optimizer.')
+    return found[0]

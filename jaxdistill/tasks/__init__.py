@@ -1,0 +1,2 @@
+"""Tasks glue data, model and evaluation for the trainer; chosen by name."""
+from jaxdistill.tasks import translation  # registers 'translation'

@@ -1,0 +1,185 @@
+"""Translation: data, tokenizer, model and evaluation glued for the trainer."""
+import dataclasses
+import difflib
+import functools
+import os
+import time
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+
+from jaxdistill import data as data_lib
+from jaxdistill import losses
+from jaxdistill import registry
+from jaxdistill import sharding as sharding_lib
+from jaxdistill.errors import ConfigError
+from jaxdistill.evaluation import bleu as bleu_lib
+from jaxdistill.evaluation import decode as decode_lib
+from jaxdistill.methods.base import ModelFns
+from jaxdistill.models import transformer as transformer_lib
+
+
+def build_model(model_cfg, vocab_size: int) -> transformer_lib.Transformer:
+    """A Transformer from `config.model` (name + TransformerConfig fields)."""
+    fields = {k: v for k, v in model_cfg.items() if k != 'name'}
+    if model_cfg.get('name', 'transformer') != 'transformer':
+        registry.get('model', model_cfg.name)  # Raises with suggestions.
+    valid = {f.name for f in dataclasses.fields(transformer_lib.TransformerConfig)}
+    for key in fields:
+        if key not in valid or key == 'vocab_size':
+            close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+            raise ConfigError(
+                f'Unknown key model.{key}.'
+                + (f' Did you mean {", ".join(close)}?' if close else '')
+                + f' Valid keys: {", ".join(sorted(valid - {"vocab_size"}))}.')
+    return transformer_lib.Transformer(
+        transformer_lib.TransformerConfig(vocab_size=vocab_size, **fields))
+
+
+def transformer_fns(model) -> ModelFns:
+    """How methods run an encoder-decoder on `{'inputs', 'targets'}` batches."""
+
+    def init(rng, batch):
+        return model.init({'params': rng}, batch['inputs'], batch['targets'],
+                          train=False)['params']
+
+    def apply(params, batch, *, train, rng=None):
+        rngs = {'dropout': rng} if train and rng is not None else None
+        return model.apply({'params': params}, batch['inputs'],
+                           batch['targets'], train=train, rngs=rngs)
+
+    def labels(batch):
+        return batch['targets'], batch['targets'] != data_lib.PAD_ID
+
+    return ModelFns(init=init, apply=apply, labels=labels)
+
+
+def _tokenizer(config, workdir, train_data, tags):
+    """Trains the joint SentencePiece model once (process 0), then loads it."""
+    path = os.path.join(workdir, 'spm.model')
+    texts = lambda: list(train_data.source) + list(train_data.target)
+    if jax.process_index() == 0:
+        tok = data_lib.load_or_train_tokenizer(
+            path, texts, config.data.vocab_size, user_defined_symbols=tags)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices('jaxdistill_tokenizer')
+        if jax.process_index() != 0:
+            tok = data_lib.Tokenizer.load(path)
+    return tok
+
+
+@registry.register('task', 'translation')
+class TranslationTask:
+    """Everything model- and data-specific the generic trainer needs."""
+
+    def __init__(self, config, workdir: str, mesh):
+        self.config, self.mesh = config, mesh
+        d = config.data
+        if max(d.bucket_lengths) < d.max_len:
+            raise ConfigError(
+                f'data.bucket_lengths (largest {max(d.bucket_lengths)}) must '
+                f'reach data.max_len ({d.max_len}).')
+        started = time.time()
+        train = data_lib.load_translation(d, d.train_split)
+        self.eval_data = data_lib.load_translation(d, d.eval_split)
+        tags = data_lib.tag_symbols(d)
+        self.tagged = bool(tags)
+        self.tokenizer = _tokenizer(config, workdir, train, tags)
+        src, tgt, self.encode_stats = data_lib.encode(
+            train, self.tokenizer, max_len=d.max_len, too_long=d.too_long,
+            tagged=self.tagged)
+        self.batch_multiple = mesh.shape['data']
+        self.train_batches = data_lib.BucketedBatcher(
+            src, tgt, batch_tokens=d.batch_tokens,
+            bucket_lengths=d.bucket_lengths, seed=config.seed,
+            batch_multiple=self.batch_multiple)
+        self.model = build_model(config.model, self.tokenizer.vocab_size)
+        self.model_fns = transformer_fns(self.model)
+        self._eval = None
+        logging.info('Data ready in %.1fs: %s; %s', time.time() - started,
+                     self.encode_stats, self.train_batches.stats())
+
+    def data_summary(self) -> dict:
+        stats = dict(self.encode_stats)
+        stats['padding_fraction'] = self.train_batches.padding_fraction()
+        stats['batches_per_epoch'] = self.train_batches.batches_per_epoch()
+        stats['vocab_size'] = self.tokenizer.vocab_size
+        return stats
+
+    def init_batch(self) -> dict:
+        return self.train_batches.batch_at(0, 0)
+
+    def _eval_set(self):
+        """Encoded eval batches (cached) and the raw references."""
+        if self._eval is None:
+            d, e = self.config.data, self.config.eval
+            n = len(self.eval_data.source)
+            if e.max_examples:
+                n = min(n, e.max_examples)
+            subset = data_lib.TranslationData(
+                source=self.eval_data.source[:n],
+                target=self.eval_data.target[:n],
+                target_lang=self.eval_data.target_lang[:n])
+            src, tgt, _ = data_lib.encode(
+                subset, self.tokenizer, max_len=d.max_len, too_long='truncate',
+                tagged=self.tagged)
+            batches = data_lib.eval_batches(
+                src, tgt, batch_size=e.batch_size,
+                bucket_lengths=d.bucket_lengths,
+                batch_multiple=self.batch_multiple)
+            self._eval = (batches, subset, len(src))
+        return self._eval
+
+    @functools.cached_property
+    def _eval_step(self):
+        fns = self.model_fns
+
+        def step(params, batch):
+            logits = fns.apply(params, batch, train=False)
+            labels, where = fns.labels(batch)
+            nll = losses.cross_entropy(logits, labels, where=where)
+            acc = losses.accuracy(logits, labels, where=where)
+            return (jnp.sum(nll), jnp.sum(acc), jnp.sum(where))
+
+        return jax.jit(step)
+
+    def evaluate(self, params, *, bleu: bool = True) -> dict:
+        """Eval loss, token accuracy and greedy-decoding BLEU."""
+        batches, subset, n = self._eval_set()
+        sharding = sharding_lib.batch_sharding(self.mesh)
+        sums = np.zeros(3)
+        hyps = [''] * n
+        for batch, index in batches:
+            arrays = sharding_lib.global_batch(batch, sharding)
+            sums += np.array(jax.device_get(self._eval_step(params, arrays)))
+            if bleu:
+                out = decode_lib.greedy_decode(
+                    self.model, {'params': params}, arrays['inputs'],
+                    max_len=self.config.eval.max_decode_len)
+                out = multihost_utils.process_allgather(out, tiled=True)
+                for row, i in zip(np.asarray(out), index):
+                    if i >= 0:
+                        hyps[i] = self.tokenizer.decode(row.tolist())
+        metrics = {'eval/loss': sums[0] / max(sums[2], 1),
+                   'eval/accuracy': sums[1] / max(sums[2], 1)}
+        if bleu:
+            metrics.update(self._bleu(hyps, subset))
+        return metrics
+
+    def _bleu(self, hyps, subset) -> dict:
+        refs, langs = list(subset.target), list(subset.target_lang)
+        out = {}
+        result = bleu_lib.corpus_bleu(hyps, refs, target_lang=langs[0])
+        out['eval/bleu'] = result['sacrebleu']
+        out['eval/bleu_tok_lc'] = result['bleu_tok_lc']
+        for lang in sorted(set(langs)) if len(set(langs)) > 1 else []:
+            idx = [i for i, l in enumerate(langs) if l == lang]
+            r = bleu_lib.corpus_bleu([hyps[i] for i in idx],
+                                     [refs[i] for i in idx], target_lang=lang)
+            out[f'eval/bleu_{lang}'] = r['sacrebleu']
+        self.last_examples = list(zip(subset.source[:3], hyps[:3], refs[:3]))
+        self.bleu_signature = result['sacrebleu_signature']
+        return out

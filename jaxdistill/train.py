@@ -1,0 +1,28 @@
+"""`python -m jaxdistill.train --config configs/X.py[:arg] --workdir DIR`.
+
+Trains the method and task the config names; restarts from the latest
+checkpoint in DIR automatically. Override any field: `--config.a.b=value`.
+"""
+import sys
+
+from jaxdistill import cli
+
+
+def main(argv=None) -> int:
+    cli.quiet_tensorflow()
+    args, overrides = cli.parse(sys.argv[1:] if argv is None else argv,
+                                __doc__.splitlines()[0])
+
+    def run():
+        config = cli.load(args, overrides)
+        # Must precede any other use of JAX.
+        from jaxdistill import sharding  # pylint: disable=g-import-not-at-top
+        sharding.maybe_initialize_distributed(config.get('distributed'))
+        from jaxdistill import trainer  # pylint: disable=g-import-not-at-top
+        trainer.train_and_evaluate(config, args.workdir)
+
+    return cli.main_guard(run)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Two processes x 4 CPU devices (gloo) train like one process x 8 devices."""
+import json
+import socket
+import subprocess
+
+import numpy as np
+import pytest
+
+from tests import helpers
+
+pytestmark = pytest.mark.slow
+
+OVERRIDES = ('--config.num_train_steps=12', '--config.log_every_steps=2',
+             '--config.checkpoint.every_steps=6')
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('localhost', 0))
+        return s.getsockname()[1]
+
+
+def _losses(workdir):
+    records = [json.loads(l) for l in (workdir / 'metrics.jsonl').open()]
+    return [r['train/loss'] for r in records if 'train/loss' in r]
+
+
+def test_two_processes_match_one_process(tmp_path):
+    one = tmp_path / 'one'
+    r = helpers.run(helpers.train_cmd(one, *OVERRIDES))
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    two = tmp_path / 'two'
+    port = _free_port()
+    procs = [subprocess.Popen(
+        helpers.train_cmd(two, *OVERRIDES), cwd=helpers.REPO,
+        env=helpers.env(devices=4, JAX_COORDINATOR_ADDRESS=f'localhost:{port}',
+                        JAX_NUM_PROCESSES=2, JAX_PROCESS_ID=i),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for i in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-3000:]
+    assert '8 devices, 2 processes' in outs[0]
+
+    np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-5)
+    assert len(_losses(one)) == 6
+    step_1, p1 = helpers.final_params(one)
+    step_2, p2 = helpers.final_params(two)
+    assert step_1 == step_2 == 12
+    for k in p1:
+        np.testing.assert_allclose(p1[k], p2[k], rtol=1e-4, atol=1e-6)

@@ -1,0 +1,201 @@
+"""Tests for the encoder–decoder Transformer and cached greedy decoding."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdistill import registry
+from jaxdistill.errors import ConfigError
+from jaxdistill.evaluation import greedy_decode
+from jaxdistill.models import count_params
+from jaxdistill.models import flops_per_token
+from jaxdistill.models import init_cache
+from jaxdistill.models import make_transformer_config
+from jaxdistill.models import Transformer
+
+EOS = 3
+
+
+def _small(**overrides):
+    kw = dict(vocab_size=50, d_model=32, d_ff=64, num_heads=4, num_encoder_layers=1,
+              num_decoder_layers=2, max_len=32)
+    return make_transformer_config('tiny', **{**kw, **overrides})
+
+
+def _batch(seed=0, batch=4, src_len=9, tgt_len=7):
+    """Random ids in [4, 50) ending with EOS, second half of the rows padded."""
+    rng = np.random.default_rng(seed)
+    inputs = rng.integers(4, 50, (batch, src_len)).astype(np.int32)
+    targets = rng.integers(4, 50, (batch, tgt_len)).astype(np.int32)
+    inputs[:, -1], targets[:, -1] = EOS, EOS
+    inputs[batch // 2:, src_len - 3:], inputs[batch // 2:, src_len - 4] = 0, EOS
+    targets[batch // 2:, tgt_len - 2:], targets[batch // 2:, tgt_len - 3] = 0, EOS
+    return jnp.asarray(inputs), jnp.asarray(targets)
+
+
+@functools.lru_cache(maxsize=None)
+def _forward(model):
+    """Jitted teacher-forced eval forward: (params, inputs, targets) -> logits."""
+    return jax.jit(functools.partial(model.apply, train=False))
+
+
+@pytest.fixture(scope='module')
+def setup():
+    model = Transformer(_small())
+    inputs, targets = _batch()
+    params = jax.jit(functools.partial(model.init, train=False))(
+            jax.random.key(0), inputs, targets)
+    return model, params, inputs, targets
+
+
+def test_shapes_and_registry(setup):
+    model, params, inputs, targets = setup
+    logits = _forward(model)(params, inputs, targets)
+    assert logits.shape == (4, 7, 50) and logits.dtype == jnp.float32
+    encoded = jax.eval_shape(functools.partial(model.apply, method=Transformer.encode),
+                             params, inputs)
+    assert encoded.shape == (4, 9, 32)
+    assert registry.get('model', 'transformer') is Transformer
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match='tiny'):
+        make_transformer_config('huge', vocab_size=10)
+    with pytest.raises(ConfigError, match='d_modle'):
+        make_transformer_config('tiny', vocab_size=10, d_modle=3)
+    assert make_transformer_config('big', vocab_size=7).d_ff == 4096
+
+
+def test_padding_invariance(setup):
+    model, params, inputs, targets = setup
+    padded = jnp.pad(inputs, ((0, 0), (0, 5)))
+    a = _forward(model)(params, inputs, targets)
+    b = _forward(model)(params, padded, targets)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_causality(setup):
+    model, params, inputs, targets = setup
+    changed = targets.at[:, 3].set((targets[:, 3] + 1) % 50)
+    forward = _forward(model)
+    a, b = forward(params, inputs, targets), forward(params, inputs, changed)
+    np.testing.assert_allclose(a[:, :4], b[:, :4], atol=1e-6)
+    assert np.abs(a[:, 4] - b[:, 4]).max() > 1e-3  # target 3 feeds position 4.
+
+
+def test_shared_embedding_is_one_param(setup):
+    _, params, inputs, targets = setup
+    assert set(params['params']) == {'embed', 'encoder', 'decoder'}
+    vd = [x for x in jax.tree.leaves(params) if x.shape == (50, 32)]
+    assert len(vd) == 1
+    unshared = Transformer(_small(share_embeddings=False))
+    shapes = jax.eval_shape(functools.partial(unshared.init, train=False),
+                            jax.random.key(0), inputs, targets)
+    assert {'source_embed', 'target_embed', 'output_proj'} <= set(shapes['params'])
+
+
+@pytest.mark.parametrize('precompute_cross', [True, False])
+def test_cached_steps_match_full_decode(setup, precompute_cross):
+    model, params, inputs, targets = setup
+    bos = jnp.full_like(targets[:, :1], 2)
+    dec_in = jnp.concatenate([bos, targets[:, :-1]], axis=1)
+    encoded = jax.jit(functools.partial(model.apply, method=Transformer.encode))(
+            params, inputs)
+    full = jax.jit(functools.partial(model.apply, method=Transformer.decode))(
+            params, encoded, inputs, dec_in)
+    cache = model.apply(params, 4, 10, method=Transformer.init_cache)
+    if precompute_cross:
+        cache['cross'] = model.apply(params, encoded,
+                                     method=Transformer.precompute_cross)
+    step = jax.jit(lambda t, i, c: model.apply(
+            params, encoded, inputs, t, i, c, method=Transformer.decode_step))
+    for t in range(dec_in.shape[1]):
+        logits, cache = step(dec_in[:, t], t, cache)
+        np.testing.assert_allclose(logits, full[:, t], atol=1e-5)
+    assert set(cache) == ({'self', 'cross'} if precompute_cross else {'self'})
+
+
+def _check_greedy(model, params, inputs, max_len):
+    out = np.asarray(greedy_decode(model, params, inputs, max_len=max_len))
+    assert out.shape == (inputs.shape[0], max_len) and out.dtype == np.int32
+    logits = _forward(model)(params, inputs, jnp.asarray(out))
+    best = np.asarray(jnp.argmax(logits, -1))
+    for row, pred in zip(out, best):
+        eos = np.flatnonzero(row == EOS)
+        end = eos[0] + 1 if eos.size else max_len
+        np.testing.assert_array_equal(row[:end], pred[:end])
+        assert (row[end:] == 0).all()
+    return out
+
+
+def test_greedy_equals_uncached_argmax_and_stops_after_eos():
+    # Unshared output projection; the EOS column is scaled up until some rows
+    # end early and others run to max_len, so both branches are exercised.
+    model = Transformer(_small(share_embeddings=False))
+    inputs, _ = _batch(seed=0, batch=8)
+    params = jax.jit(functools.partial(model.init, train=False))(
+            jax.random.key(0), inputs, inputs)
+    kernel = params['params']['output_proj']['kernel']
+    for scale in (1.0, 1.5, 2.0, 2.5, 3.0, 4.0):
+        params['params']['output_proj']['kernel'] = kernel.at[:, EOS].multiply(scale)
+        out = _check_greedy(model, params, inputs, max_len=12)
+        ended = (out == EOS).any(axis=1)
+        if ended.any() and not ended.all() and (out[ended][:, -1] == 0).any():
+            break
+    else:
+        pytest.fail('no EOS scale gave a mix of finished and unfinished rows')
+    with pytest.raises(ValueError, match='max_len'):
+        greedy_decode(model, params, inputs, max_len=33)
+
+
+def test_dropout_only_in_train(setup):
+    model, params, inputs, targets = setup
+    apply = jax.jit(model.apply, static_argnames='train')
+    run = lambda seed, train: apply(params, inputs, targets, train=train,
+                                    rngs={'dropout': jax.random.key(seed)})
+    assert np.abs(run(1, True) - run(2, True)).max() > 1e-3
+    np.testing.assert_array_equal(run(1, True), run(1, True))
+    np.testing.assert_array_equal(run(1, False), run(2, False))
+
+
+def _analytic_param_count(v, d, f, n_enc, n_dec):
+    attn = 4 * (d * d + d)             # q, k, v, o kernels and biases.
+    ffn = d * f + f + f * d + d
+    norm = 2 * d
+    enc_layer = attn + ffn + 2 * norm
+    dec_layer = 2 * attn + ffn + 3 * norm
+    return v * d + n_enc * enc_layer + n_dec * dec_layer + 2 * norm
+
+
+def test_param_count_tiny():
+    config = make_transformer_config('tiny', vocab_size=10000)
+    x = jnp.ones((1, 5), jnp.int32)
+    shapes = jax.eval_shape(functools.partial(Transformer(config).init, train=False),
+                            jax.random.key(0), x, x)
+    assert count_params(shapes) == _analytic_param_count(10000, 128, 256, 4, 4)
+    assert count_params(shapes) == 2_605_568
+
+
+def test_flops_per_token_matches_param_count():
+    config = _small(share_embeddings=False)
+    x = jnp.ones((1, 5), jnp.int32)
+    shapes = jax.eval_shape(functools.partial(Transformer(config).init, train=False),
+                            jax.random.key(0), x, x)
+    flat = jax.tree_util.tree_flatten_with_path(shapes)[0]
+    matmul = sum(np.size(leaf) for path, leaf in flat
+                 if path[-1].key == 'kernel' and 'output_proj' not in str(path))
+    flops = flops_per_token(config, src_len=10, tgt_len=10)
+    assert flops['encoder_dense'] + flops['decoder_dense'] == 6 * matmul
+    assert flops['logits'] == 6 * 32 * 50
+    assert flops['decoder_attention'] == 2 * 4 * 20 * 32 * 3
+    assert flops['total'] == pytest.approx(3 * flops['forward'])
+
+
+def test_init_cache_plain_function_under_jit():
+    config = _small()
+    cache = jax.jit(init_cache, static_argnums=(0, 1, 2))(config, 3, 8)
+    assert len(cache['self']) == 2
+    assert cache['self'][0]['k'].shape == (3, 8, 4, 8)
+    assert not np.asarray(cache['self'][1]['v']).any()
