@@ -79,7 +79,7 @@ class Checkpointer:
                 if 'shape' in str(e).lower() or 'structure' in str(e).lower():
                     raise CheckpointMismatchError(
                         f'Checkpoint {self.directory}/{step} does not fit the '
-                        f'current model: {str(e).splitlines()[0][:300]}'
+                        f'current model and optimizer: {str(e).splitlines()[0][:300]}'
                     ) from None
                 self._set_aside(step, e)
                 continue

@@ -27,7 +27,7 @@ from jaxdistill.methods import make_method
 
 # Config keys that must not change between a checkpoint and its resumption.
 RESUME_KEYS = ('task', 'model', 'method.name', 'data.source', 'data.pairs',
-               'data.vocab_size', 'mesh.shard_params')
+               'data.vocab_size', 'mesh.shard_params', 'optimizer.name')
 
 
 def say(*args):
@@ -160,9 +160,12 @@ class Trainer:
         """Trains, evaluates and checkpoints; returns the final summary."""
         c = self.config
         total = c.num_train_steps
+        self.data_summary = self.task.data_summary()
         say(f'Training {c.method.name} on {c.task} for {total} steps '
-            f'({jax.device_count()} devices, {jax.process_count()} processes); '
-            f'data: {self.task.data_summary()}')
+            f'({jax.device_count()} devices, {jax.process_count()} processes)'
+            f'\ndata: ' + ', '.join(f'{k} {v:.3g}' if isinstance(v, float)
+                                    else f'{k} {v}'
+                                    for k, v in self.data_summary.items()))
         history, window_start, run_start = [], time.time(), time.time()
         last_train, last_eval = {}, {}
         step = self.start_step
@@ -175,7 +178,8 @@ class Trainer:
             save_now = step % c.checkpoint.every_steps == 0 or step == total
             if step % c.log_every_steps == 0 or save_now or step == total:
                 now = time.time()
-                rate = (now - run_start) / (step - self.start_step)
+                # The latest window's pace: compile time is not repeated.
+                rate = (now - window_start) / len(history)
                 last_train = self._log(step, history, now - window_start,
                                        rate * (total - step))
                 history, window_start = [], time.time()
@@ -198,6 +202,7 @@ class Trainer:
             'steps_per_s': (step - self.start_step) / max(seconds, 1e-9),
             'num_params': n_params, 'workdir': self.workdir,
             **{k: float(v) for k, v in {**last_train, **last_eval}.items()},
+            **{f'data/{k}': v for k, v in self.data_summary.items()},
         }
         if hasattr(self.task, 'bleu_signature'):
             summary['sacrebleu_signature'] = self.task.bleu_signature
@@ -205,8 +210,8 @@ class Trainer:
             with open(os.path.join(self.workdir, 'summary.json'), 'w',
                       encoding='utf-8') as f:
                 json.dump(summary, f, indent=2)
-        say('Done. ' + ', '.join(
-            f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}'
+        say('Done.\n' + '\n'.join(
+            f'  {k}: {v:.4g}' if isinstance(v, float) else f'  {k}: {v}'
             for k, v in summary.items()))
         self.ckpt.close()
         self.writer.close()

@@ -36,6 +36,12 @@ def _batch(seed=0, batch=4, src_len=9, tgt_len=7):
 
 
 @functools.lru_cache(maxsize=None)
+def _method(model, method):
+    """Jitted `model.apply(params, *args, method=method)`, compiled once."""
+    return jax.jit(functools.partial(model.apply, method=method))
+
+
+@functools.lru_cache(maxsize=None)
 def _forward(model):
     """Jitted teacher-forced eval forward: (params, inputs, targets) -> logits."""
     return jax.jit(functools.partial(model.apply, train=False))
@@ -101,10 +107,8 @@ def test_cached_steps_match_full_decode(setup, precompute_cross):
     model, params, inputs, targets = setup
     bos = jnp.full_like(targets[:, :1], 2)
     dec_in = jnp.concatenate([bos, targets[:, :-1]], axis=1)
-    encoded = jax.jit(functools.partial(model.apply, method=Transformer.encode))(
-            params, inputs)
-    full = jax.jit(functools.partial(model.apply, method=Transformer.decode))(
-            params, encoded, inputs, dec_in)
+    encoded = _method(model, Transformer.encode)(params, inputs)
+    full = _method(model, Transformer.decode)(params, encoded, inputs, dec_in)
     cache = model.apply(params, 4, 10, method=Transformer.init_cache)
     if precompute_cross:
         cache['cross'] = model.apply(params, encoded,
