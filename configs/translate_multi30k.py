@@ -3,6 +3,7 @@
   python -m jaxdistill.train --config configs/translate_multi30k.py \
       --workdir /tmp/m30k --config.data.files_dir=../shared/data/multi30k
 """
+
 import translation_base
 
 

@@ -3,6 +3,7 @@
 Needs no download; BLEU climbs within a few CPU minutes.
   python -m jaxdistill.train --config configs/translate_synthetic.py --workdir /tmp/jd
 """
+
 import translation_base
 
 

@@ -3,6 +3,7 @@
   python -m jaxdistill.train --config configs/translate_wmt_tfds.py:size=base \
       --workdir /tmp/wmt
 """
+
 import translation_base
 
 

@@ -4,6 +4,7 @@ Arguments (comma-separated, e.g. `configs/translate_synthetic.py:runlocal,size=s
   runlocal   shrink everything so a run takes seconds (tests, smoke checks).
   size=NAME  model size: tiny | small | base | big.
 """
+
 import ml_collections
 
 from jaxdistill.models.transformer import SIZES
@@ -138,8 +139,9 @@ def get_config(arg=None):
         shrink(config)
     unknown = set(args) - {'runlocal', 'size'}
     if unknown:
-        raise ValueError(f'Unknown config argument(s) {sorted(unknown)}; '
-                         'known: runlocal, size=NAME.')
+        raise ValueError(
+            f'Unknown config argument(s) {sorted(unknown)}; known: runlocal, size=NAME.'
+        )
     return config
 
 
@@ -147,8 +149,9 @@ def shrink(config):
     """A run of seconds: tiny model, little data, few steps."""
     config.num_train_steps = 20
     config.log_every_steps = 5
-    config.model.update(num_encoder_layers=1, num_decoder_layers=1,
-                        d_model=32, d_ff=64, num_heads=2)
+    config.model.update(
+        num_encoder_layers=1, num_decoder_layers=1, d_model=32, d_ff=64, num_heads=2
+    )
     config.data.synthetic_train_size = 2000
     config.data.synthetic_eval_size = 64
     config.data.max_examples = 2000

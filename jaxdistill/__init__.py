@@ -2,11 +2,17 @@
 
 Public names are re-exported here; the modules hold the code.
 """
+
 from jaxdistill import losses
 from jaxdistill import registry
 from jaxdistill import schedules
-from jaxdistill.errors import (CheckpointMismatchError, ConfigError, DataError,
-                               JaxdistillError, NonFiniteLossError)
+from jaxdistill.errors import (
+    CheckpointMismatchError,
+    ConfigError,
+    DataError,
+    JaxdistillError,
+    NonFiniteLossError,
+)
 from jaxdistill.methods import Method, ModelFns, make_method
 from jaxdistill.train_step import TrainState, make_init, make_train_step
 

@@ -7,6 +7,7 @@ mid-save leaves only a temporary folder, which is removed on the next start;
 a finished folder that still fails to restore is skipped in favour of the
 previous step.
 """
+
 from typing import Any
 
 import os
@@ -24,14 +25,16 @@ from jaxdistill.errors import CheckpointMismatchError
 class Checkpointer:
     """Saves every `every` steps (and when forced), keeps the last `keep`."""
 
-    def __init__(self, directory: str, *, every: int, keep: int,
-                 async_save: bool = True):
+    def __init__(
+        self, directory: str, *, every: int, keep: int, async_save: bool = True
+    ):
         self._options = dict(
             save_interval_steps=max(int(every), 1),
             max_to_keep=keep if keep and keep > 0 else None,
             cleanup_tmp_directories=True,
             enable_async_checkpointing=async_save,
-            create=True)
+            create=True,
+        )
         self.directory = directory
         self._open()
 
@@ -39,7 +42,8 @@ class Checkpointer:
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(**self._options),
-            item_names=('state', 'meta'))
+            item_names=('state', 'meta'),
+        )
 
     def all_steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
@@ -47,14 +51,15 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def save(self, step: int, state: Any, meta: dict, *,
-             force: bool = False) -> bool:
+    def save(self, step: int, state: Any, meta: dict, *, force: bool = False) -> bool:
         """Saves `state` and the JSON-able `meta` at `step`; True if written."""
         return self._manager.save(
             step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                    meta=ocp.args.JsonSave(meta)),
-            force=force)
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
+            force=force,
+        )
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
         """Restores `step` into the shapes/shardings of `abstract_state`."""
@@ -62,11 +67,12 @@ class Checkpointer:
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract_state),
-                meta=ocp.args.JsonRestore()))
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
         return restored['state'], restored['meta']
 
-    def restore_latest(self, abstract_state: Any
-                       ) -> tuple[int, Any, dict] | None:
+    def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict] | None:
         """Restores the newest readable checkpoint; None when there is none.
 
         A checkpoint whose shapes do not match `abstract_state` raises
@@ -92,8 +98,13 @@ class Checkpointer:
     def _set_aside(self, step: int, error: Exception):
         """Moves a damaged checkpoint out of the way (kept, not deleted)."""
         target = f'{self.directory}_damaged/{step}.{int(time.time())}'
-        logging.warning('Checkpoint %s/%d is unreadable (%s); moved to %s.',
-                        self.directory, step, str(error)[:200], target)
+        logging.warning(
+            'Checkpoint %s/%d is unreadable (%s); moved to %s.',
+            self.directory,
+            step,
+            str(error)[:200],
+            target,
+        )
         if jax.process_index() == 0:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             shutil.move(os.path.join(self.directory, str(step)), target)
@@ -113,6 +124,33 @@ class Checkpointer:
 def abstract_of(tree: Any) -> Any:
     """ShapeDtypeStructs (with shardings) of a pytree of arrays."""
     return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                       sharding=getattr(x, 'sharding', None)),
-        tree)
+        lambda x: jax.ShapeDtypeStruct(
+            x.shape, x.dtype, sharding=getattr(x, 'sharding', None)
+        ),
+        tree,
+    )
+
+
+def latest_step_dir(directory: str) -> tuple[int, str]:
+    """(step, path) of the newest finished checkpoint in `directory`."""
+    steps = [int(n) for n in os.listdir(directory) if n.isdigit()]
+    if not steps:
+        raise CheckpointMismatchError(f'No checkpoints in {directory}.')
+    return max(steps), os.path.join(directory, str(max(steps)))
+
+
+def read_state(step_dir: str) -> Any:
+    """A checkpoint's whole train state as arrays on one local device.
+
+    Works whatever topology wrote it (several processes, a model axis), so
+    tools can inspect, average or extract parameters without the run's mesh.
+    """
+    path = os.path.abspath(os.path.join(step_dir, 'state'))
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    with ocp.StandardCheckpointer() as c:
+        metadata = c.metadata(path)
+        tree = getattr(metadata, 'item_metadata', metadata)
+        target = jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree
+        )
+        return c.restore(path, target)

@@ -1,4 +1,5 @@
 """Shared command-line handling: `--config FILE[:arg]`, `--config.k=v`."""
+
 import argparse
 import os
 import sys
@@ -8,21 +9,31 @@ from jaxdistill import configuration
 from jaxdistill.errors import JaxdistillError
 
 
-def parse(argv: Sequence[str], description: str, *,
-          need_config: bool = True) -> tuple[argparse.Namespace, list[str]]:
+def parse(
+    argv: Sequence[str], description: str, *, need_config: bool = True
+) -> tuple[argparse.Namespace, list[str]]:
     """Parses flags; returns (args, config overrides without `--config.`)."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument('--config', required=need_config,
-                        help='configs/FILE.py[:arg], e.g. '
-                        'configs/translate_synthetic.py:runlocal')
-    parser.add_argument('--workdir', required=True,
-                        help='where checkpoints, logs and the tokenizer live')
-    parser.add_argument('--step', type=int, default=None,
-                        help='checkpoint step to use (default: the latest)')
+    parser.add_argument(
+        '--config',
+        required=need_config,
+        help='configs/FILE.py[:arg], e.g. configs/translate_synthetic.py:runlocal',
+    )
+    parser.add_argument(
+        '--workdir',
+        required=True,
+        help='where checkpoints, logs and the tokenizer live',
+    )
+    parser.add_argument(
+        '--step',
+        type=int,
+        default=None,
+        help='checkpoint step to use (default: the latest)',
+    )
     overrides, rest = [], []
     for arg in argv:
         if arg.startswith('--config.'):
-            overrides.append(arg[len('--config.'):])
+            overrides.append(arg[len('--config.') :])
         else:
             rest.append(arg)
     return parser.parse_args(rest), overrides
@@ -36,8 +47,9 @@ def main_guard(fn: Callable[[], object]) -> int:
         print(f'error: {e}', file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
-        print('interrupted; the last checkpoint in the workdir is kept.',
-              file=sys.stderr)
+        print(
+            'interrupted; the last checkpoint in the workdir is kept.', file=sys.stderr
+        )
         return 130
     return 0
 

@@ -5,6 +5,7 @@ Overrides are `--config.a.b=value`; the value is parsed as a Python literal
 and must fit the type of the field it replaces. Unknown keys are an error that
 lists the closest valid keys.
 """
+
 import ast
 import difflib
 import importlib.util
@@ -24,7 +25,8 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     if not os.path.isfile(path):
         raise ConfigError(f'Config file not found: {path}')
     module_spec = importlib.util.spec_from_file_location(
-        f'_jaxdistill_config_{abs(hash(path))}', path)
+        f'_jaxdistill_config_{abs(hash(path))}', path
+    )
     module = importlib.util.module_from_spec(module_spec)
     # Variants import their base from the same folder.
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
@@ -57,8 +59,11 @@ def flat_keys(config: ml_collections.ConfigDict, prefix='') -> list[str]:
 def _unknown_key(key: str, config) -> ConfigError:
     valid = flat_keys(config)
     close = difflib.get_close_matches(key, valid, n=4, cutoff=0.6)
-    hint = (f' Did you mean: {", ".join(close)}?' if close else
-            f' Valid keys include: {", ".join(valid[:12])}...')
+    hint = (
+        f' Did you mean: {", ".join(close)}?'
+        if close
+        else f' Valid keys include: {", ".join(valid[:12])}...'
+    )
     return ConfigError(f'Unknown config key {key!r}.{hint}')
 
 
@@ -77,19 +82,23 @@ def _parse(key: str, text: str, old: Any) -> Any:
         raise ConfigError(f'--config.{key}={text!r}: expected a bool.')
     if isinstance(old, float) and isinstance(value, int):
         value = float(value)
-    if (old is not None and not isinstance(value, type(old)) and
-            not (isinstance(old, (tuple, list)) and
-                 isinstance(value, (tuple, list)))):
+    if (
+        old is not None
+        and not isinstance(value, type(old))
+        and not (isinstance(old, (tuple, list)) and isinstance(value, (tuple, list)))
+    ):
         raise ConfigError(
             f'--config.{key}={text!r}: expected {type(old).__name__}, got '
-            f'{type(value).__name__}.')
+            f'{type(value).__name__}.'
+        )
     if isinstance(old, tuple) and isinstance(value, list):
         value = tuple(value)
     return value
 
 
-def apply_overrides(config: ml_collections.ConfigDict,
-                    overrides: Sequence[str]) -> ml_collections.ConfigDict:
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: Sequence[str]
+) -> ml_collections.ConfigDict:
     """Applies `a.b=value` strings (the `--config.` prefix already removed)."""
     for item in overrides:
         key, sep, text = item.partition('=')
@@ -105,8 +114,11 @@ def apply_overrides(config: ml_collections.ConfigDict,
             raise _unknown_key(key, config)
         if isinstance(node[leaf], ml_collections.ConfigDict):
             value = ast.literal_eval(text)
-            node[leaf] = value if not isinstance(value, dict) else (
-                ml_collections.ConfigDict(value))
+            node[leaf] = (
+                value
+                if not isinstance(value, dict)
+                else (ml_collections.ConfigDict(value))
+            )
         else:
             with node.ignore_type():
                 node[leaf] = _parse(key, text, node[leaf])
@@ -119,19 +131,21 @@ def require(config, *keys: str):
         node = config
         for part in key.split('.'):
             if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-                raise ConfigError(f'The config has no key {key!r}, which this '
-                                  'run needs.')
+                raise ConfigError(
+                    f'The config has no key {key!r}, which this run needs.'
+                )
             node = node[part]
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:
-    return json.dumps(json.loads(config.to_json_best_effort()), indent=2,
-                      sort_keys=True)
+    return json.dumps(
+        json.loads(config.to_json_best_effort()), indent=2, sort_keys=True
+    )
 
 
-def compare_for_resume(saved: dict, current: dict, keys: Sequence[str]
-                       ) -> list[str]:
+def compare_for_resume(saved: dict, current: dict, keys: Sequence[str]) -> list[str]:
     """Differences in the given dotted prefixes between two config dicts."""
+
     def flat(d, prefix=''):
         out = {}
         for k, v in d.items():
@@ -146,6 +160,7 @@ def compare_for_resume(saved: dict, current: dict, keys: Sequence[str]
     for k in sorted(set(a) | set(b)):
         if any(k == p or k.startswith(p + '.') for p in keys):
             if a.get(k, '<absent>') != b.get(k, '<absent>'):
-                diffs.append(f'{k}: {a.get(k, "<absent>")!r} -> '
-                             f'{b.get(k, "<absent>")!r}')
+                diffs.append(
+                    f'{k}: {a.get(k, "<absent>")!r} -> {b.get(k, "<absent>")!r}'
+                )
     return diffs

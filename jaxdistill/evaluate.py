@@ -4,6 +4,7 @@ Evaluates the latest (or the named) checkpoint in DIR with the config the run
 was trained with (DIR/config.json); `--config` and `--config.k=v` may change
 evaluation settings such as `eval.max_examples`.
 """
+
 import json
 import os
 import sys
@@ -18,34 +19,52 @@ from jaxdistill.errors import JaxdistillError
 def _workdir_config(workdir):
     path = os.path.join(workdir, 'config.json')
     if not os.path.exists(path):
-        raise JaxdistillError(f'{workdir} holds no run (no config.json); '
-                              'pass the --workdir used for training.')
+        raise JaxdistillError(
+            f'{workdir} holds no run (no config.json); '
+            'pass the --workdir used for training.'
+        )
     with open(path, encoding='utf-8') as f:
         return ml_collections.ConfigDict(json.load(f))
 
 
 def main(argv=None) -> int:
     cli.quiet_tensorflow()
-    args, overrides = cli.parse(sys.argv[1:] if argv is None else argv,
-                                __doc__.splitlines()[0], need_config=False)
+    args, overrides = cli.parse(
+        sys.argv[1:] if argv is None else argv,
+        __doc__.splitlines()[0],
+        need_config=False,
+    )
 
     def run():
-        config = (configuration.load_config(args.config) if args.config
-                  else _workdir_config(args.workdir))
+        config = (
+            configuration.load_config(args.config)
+            if args.config
+            else _workdir_config(args.workdir)
+        )
         config = configuration.apply_overrides(config, overrides)
         from jaxdistill import sharding  # pylint: disable=g-import-not-at-top
+
         sharding.maybe_initialize_distributed(config.get('distributed'))
         import jax  # pylint: disable=g-import-not-at-top
         from jaxdistill import trainer  # pylint: disable=g-import-not-at-top
+
         ckpt_dir = os.path.join(args.workdir, 'checkpoints')
         if not os.path.isdir(ckpt_dir) or not os.listdir(ckpt_dir):
             raise JaxdistillError(f'No checkpoints in {ckpt_dir}.')
-        t = trainer.Trainer(config, args.workdir, restore_step=args.step,
-                            read_only=True)
+        t = trainer.Trainer(
+            config, args.workdir, restore_step=args.step, read_only=True
+        )
         metrics = t.evaluate(int(t.start_step))
         if jax.process_index() == 0:
-            print(json.dumps({'step': int(t.start_step), **{
-                k: float(v) for k, v in metrics.items()}}, indent=2))
+            print(
+                json.dumps(
+                    {
+                        'step': int(t.start_step),
+                        **{k: float(v) for k, v in metrics.items()},
+                    },
+                    indent=2,
+                )
+            )
 
     return cli.main_guard(run)
 

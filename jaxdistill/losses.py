@@ -8,6 +8,7 @@ Teacher inputs are wrapped in `jax.lax.stop_gradient`. Computation happens in
 at least float32 (bfloat16 inputs are upcast), using `log_softmax` so that
 logits as large as 1e4 stay finite.
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -79,8 +80,7 @@ def distill_kl(student_logits, teacher_logits, *, temperature=1.0, where=None):
     return _apply_where(temperature**2 * kl, where)
 
 
-def soft_cross_entropy(student_logits, teacher_logits, *, temperature=1.0,
-                       where=None):
+def soft_cross_entropy(student_logits, teacher_logits, *, temperature=1.0, where=None):
     """T² · H(softmax(t/T), softmax(s/T)) per example.
 
     Equals `distill_kl` plus T² times the teacher entropy, so the gradient with

@@ -4,6 +4,7 @@ Only process 0 writes. On resume, JSONL records newer than the restored step
 (written after the last checkpoint of a killed run) are dropped so the log
 matches the training that actually counts.
 """
+
 import json
 import math
 import os
@@ -24,8 +25,14 @@ def _plain(value: Any):
 class MetricWriter:
     """Writes `{'step': s, 'time': t, name: value, ...}` records."""
 
-    def __init__(self, workdir: str, *, resume_step: int | None = None,
-                 tensorboard: bool = True, enabled: bool = True):
+    def __init__(
+        self,
+        workdir: str,
+        *,
+        resume_step: int | None = None,
+        tensorboard: bool = True,
+        enabled: bool = True,
+    ):
         self.enabled = enabled and jax.process_index() == 0
         self.path = os.path.join(workdir, 'metrics.jsonl')
         self._tb = None
@@ -35,6 +42,7 @@ class MetricWriter:
         self._truncate_after(resume_step)
         if tensorboard:
             from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
             self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
     def _truncate_after(self, step: int | None):
@@ -42,8 +50,7 @@ class MetricWriter:
             return
         step = -1 if step is None else step
         with open(self.path, encoding='utf-8') as f:
-            keep = [l for l in f if l.strip() and
-                    json.loads(l).get('step', 0) <= step]
+            keep = [l for l in f if l.strip() and json.loads(l).get('step', 0) <= step]
         with open(self.path + '.tmp', 'w', encoding='utf-8') as f:
             f.writelines(keep)
         os.replace(self.path + '.tmp', self.path)

@@ -9,6 +9,7 @@ The whole chain (clipping, then the optimizer) is wrapped in
 `optax.inject_hyperparams`, so `opt_state.hyperparams['learning_rate']` holds
 the learning rate used by the latest update (schedule(0) right after init).
 """
+
 import jax
 import optax
 
@@ -44,39 +45,54 @@ def make_optimizer(cfg) -> optax.GradientTransformation:
     get = lambda key, default: cfg.get(key, default)
     name = get('name', 'adamw')
     if name not in NAMES:
-        raise ConfigError(f'optimizer.name {name!r} is unknown; valid names: '
-                          f'{", ".join(NAMES)}.')
+        raise ConfigError(
+            f'optimizer.name {name!r} is unknown; valid names: {", ".join(NAMES)}.'
+        )
     lr = schedules.learning_rate(cfg)
     clip = float(get('grad_clip_norm', 0.0) or 0.0)
     if clip < 0:
         raise ConfigError(f'optimizer.grad_clip_norm must be >= 0, got {clip}.')
     weight_decay = float(get('weight_decay', 0.0) or 0.0)
     if weight_decay and name != 'adamw':
-        raise ConfigError(f'optimizer.weight_decay={weight_decay} is only used '
-                          f"by 'adamw', not {name!r}.")
+        raise ConfigError(
+            f'optimizer.weight_decay={weight_decay} is only used '
+            f"by 'adamw', not {name!r}."
+        )
     momentum = float(get('momentum', 0.0) or 0.0)
     if momentum and name != 'sgd':
-        raise ConfigError(f"optimizer.momentum is only used by 'sgd', not "
-                          f'{name!r}.')
+        raise ConfigError(f"optimizer.momentum is only used by 'sgd', not {name!r}.")
 
     def with_clip(tx):
         return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx
 
     if name == 'sgd':
+
         def factory(learning_rate):
             return with_clip(optax.sgd(learning_rate, momentum=momentum or None))
+
         return optax.inject_hyperparams(factory)(learning_rate=lr)
 
     def factory(learning_rate, b1, b2, eps, weight_decay):
         if name == 'adam':
             return with_clip(optax.adam(learning_rate, b1=b1, b2=b2, eps=eps))
-        return with_clip(optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps,
-                                     weight_decay=weight_decay,
-                                     mask=decay_mask))
+        return with_clip(
+            optax.adamw(
+                learning_rate,
+                b1=b1,
+                b2=b2,
+                eps=eps,
+                weight_decay=weight_decay,
+                mask=decay_mask,
+            )
+        )
 
     return optax.inject_hyperparams(factory)(
-        learning_rate=lr, b1=float(get('b1', 0.9)), b2=float(get('b2', 0.98)),
-        eps=float(get('eps', 1e-9)), weight_decay=weight_decay)
+        learning_rate=lr,
+        b1=float(get('b1', 0.9)),
+        b2=float(get('b2', 0.98)),
+        eps=float(get('eps', 1e-9)),
+        weight_decay=weight_decay,
+    )
 
 
 def current_learning_rate(opt_state):
@@ -101,6 +117,8 @@ def current_learning_rate(opt_state):
 
     jax.tree.leaves(opt_state, is_leaf=visit)
     if not found:
-        raise ValueError('opt_state holds no injected learning_rate; build the '
-                         'optimizer with make_optimizer.')
+        raise ValueError(
+            'opt_state holds no injected learning_rate; build the '
+            'optimizer with make_optimizer.'
+        )
     return found[0]

@@ -1,10 +1,11 @@
 """Name -> factory registries, so configs choose components by name.
 
-        @registry.register('method', 'supervised')
-        class Supervised: ...
+@registry.register('method', 'supervised')
+class Supervised: ...
 
-        registry.get('method', 'supervised')
+registry.get('method', 'supervised')
 """
+
 import difflib
 from typing import Any, Callable
 
@@ -38,5 +39,6 @@ def get(kind: str, name: str) -> Any:
         close = difflib.get_close_matches(name, table, n=3, cutoff=0.4)
         hint = f' Did you mean {", ".join(map(repr, close))}?' if close else ''
         raise ConfigError(
-                f'Unknown {kind} {name!r}.{hint} Known: {", ".join(sorted(table))}.')
+            f'Unknown {kind} {name!r}.{hint} Known: {", ".join(sorted(table))}.'
+        )
     return table[name]

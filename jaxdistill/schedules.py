@@ -8,6 +8,7 @@ Configs name a schedule with `from_config`:
     weight = {'kind': 'switch', 'value': 1.0, 'step': 1500}
     weight = {'kind': 'diminish', 'init': 0.95, 'steps_per_epoch': 500}
 """
+
 import inspect
 import math
 from collections.abc import Mapping
@@ -68,8 +69,10 @@ def exponential(init, rate, steps_per_decay, end=0.0) -> optax.Schedule:
     end > init (the default end=0.0 means no cap).
     """
     if steps_per_decay <= 0 or rate <= 0:
-        raise ValueError(f'exponential needs steps_per_decay > 0 and rate > 0, '
-                         f'got {steps_per_decay} and {rate}.')
+        raise ValueError(
+            f'exponential needs steps_per_decay > 0 and rate > 0, '
+            f'got {steps_per_decay} and {rate}.'
+        )
 
     def sched(step):
         exponent = jnp.asarray(step, jnp.float32) / steps_per_decay
@@ -108,8 +111,10 @@ def piecewise(boundaries, values) -> optax.Schedule:
     """
     boundaries, values = list(boundaries), list(values)
     if len(values) != len(boundaries) + 1:
-        raise ValueError(f'piecewise needs len(values) == len(boundaries) + 1, '
-                         f'got {len(values)} values, {len(boundaries)} boundaries.')
+        raise ValueError(
+            f'piecewise needs len(values) == len(boundaries) + 1, '
+            f'got {len(values)} values, {len(boundaries)} boundaries.'
+        )
     if any(b >= c for b, c in zip(boundaries, boundaries[1:])):
         raise ValueError(f'piecewise boundaries must increase: {boundaries}.')
     table = np.asarray(values, np.float32)
@@ -143,23 +148,28 @@ def _parse(spec, name):
     if _is_number(spec):
         return 'constant', {'value': float(spec)}
     if not isinstance(spec, Mapping) and not hasattr(spec, 'to_dict'):
-        raise ConfigError(f'{name}: a schedule is a number or a dict with '
-                          f"'kind', got {spec!r}.")
+        raise ConfigError(
+            f"{name}: a schedule is a number or a dict with 'kind', got {spec!r}."
+        )
     spec = dict(spec.to_dict() if hasattr(spec, 'to_dict') else spec)
     kind = spec.pop('kind', None)
     if kind not in KINDS:
         what = 'is missing' if kind is None else f'{kind!r} is unknown'
-        raise ConfigError(f'{name}.kind {what}; valid kinds: '
-                          f'{", ".join(sorted(KINDS))}.')
+        raise ConfigError(
+            f'{name}.kind {what}; valid kinds: {", ".join(sorted(KINDS))}.'
+        )
     params = inspect.signature(KINDS[kind]).parameters
     for arg in spec:
         if arg not in params:
-            raise ConfigError(f'{name}.{arg}: unknown argument for schedule '
-                              f'{kind!r}; it takes {", ".join(params)}.')
+            raise ConfigError(
+                f'{name}.{arg}: unknown argument for schedule '
+                f'{kind!r}; it takes {", ".join(params)}.'
+            )
     for arg, p in params.items():
         if p.default is inspect.Parameter.empty and arg not in spec:
-            raise ConfigError(f'{name}.{arg} is missing; schedule {kind!r} '
-                              f'needs {arg}.')
+            raise ConfigError(
+                f'{name}.{arg} is missing; schedule {kind!r} needs {arg}.'
+            )
     return kind, spec
 
 
@@ -281,16 +291,18 @@ def learning_rate(cfg) -> optax.Schedule:
         raise ConfigError(f'optimizer.warmup_steps must be >= 0, got {warmup}.')
     valid = ('constant', 'inverse_sqrt', 'cosine', 'linear')
     if kind not in valid:
-        raise ConfigError(f'optimizer.schedule {kind!r} is unknown; valid: '
-                          f'{", ".join(valid)}.')
+        raise ConfigError(
+            f'optimizer.schedule {kind!r} is unknown; valid: {", ".join(valid)}.'
+        )
     if kind == 'constant':
         if not warmup:
             return constant(peak)
         return lambda step: _f32(peak * jnp.minimum(1.0, step / warmup))
     if kind == 'inverse_sqrt':
         if not warmup:
-            raise ConfigError('optimizer.warmup_steps must be > 0 for the '
-                              'inverse_sqrt schedule.')
+            raise ConfigError(
+                'optimizer.warmup_steps must be > 0 for the inverse_sqrt schedule.'
+            )
 
         def inverse_sqrt(step):
             step = jnp.asarray(step, jnp.float32)
@@ -300,14 +312,16 @@ def learning_rate(cfg) -> optax.Schedule:
         return inverse_sqrt
     total = _get(cfg, 'total_steps')
     if total is None or int(total) <= warmup:
-        raise ConfigError(f'optimizer.total_steps must be > warmup_steps '
-                          f'({warmup}) for the {kind} schedule, got {total}.')
+        raise ConfigError(
+            f'optimizer.total_steps must be > warmup_steps '
+            f'({warmup}) for the {kind} schedule, got {total}.'
+        )
     total = int(total)
     end = peak * float(_get(cfg, 'end_learning_rate_factor', 0.0) or 0.0)
-    decay = (cosine if kind == 'cosine' else linear)(peak, end, total - warmup,
-                                                     start=warmup)
+    decay = (cosine if kind == 'cosine' else linear)(
+        peak, end, total - warmup, start=warmup
+    )
     if not warmup:
         return decay
     ramp = linear(0.0, peak, warmup)
-    return lambda step: jnp.where(jnp.asarray(step) < warmup, ramp(step),
-                                  decay(step))
+    return lambda step: jnp.where(jnp.asarray(step) < warmup, ramp(step), decay(step))

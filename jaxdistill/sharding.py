@@ -6,6 +6,7 @@ parameter matrices are split. Both axes are `AxisType.Auto`: models are written
 without sharding annotations, the train step pins only its inputs and outputs,
 and XLA's propagation places everything in between.
 """
+
 import os
 from typing import Any
 
@@ -29,8 +30,9 @@ def maybe_initialize_distributed(cfg=None) -> bool:
     Returns:
       True when a multi-process run was initialised.
     """
-    get = (lambda k, d=None: cfg.get(k, d)) if cfg is not None else (
-        lambda k, d=None: d)
+    get = (
+        (lambda k, d=None: cfg.get(k, d)) if cfg is not None else (lambda k, d=None: d)
+    )
     address = get('coordinator_address') or os.environ.get(_DIST_ENV[0])
     num = get('num_processes') or os.environ.get(_DIST_ENV[1])
     pid = get('process_id', None)
@@ -42,10 +44,12 @@ def maybe_initialize_distributed(cfg=None) -> bool:
         raise ConfigError(
             'distributed.coordinator_address is set but num_processes / '
             'process_id are not (set them in the config or as '
-            f'{_DIST_ENV[1]} / {_DIST_ENV[2]}).')
+            f'{_DIST_ENV[1]} / {_DIST_ENV[2]}).'
+        )
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-    jax.distributed.initialize(coordinator_address=address,
-                               num_processes=int(num), process_id=int(pid))
+    jax.distributed.initialize(
+        coordinator_address=address, num_processes=int(num), process_id=int(pid)
+    )
     return True
 
 
@@ -55,17 +59,18 @@ def make_mesh(model_axis_size: int = 1, devices=None) -> jax.sharding.Mesh:
     Devices are ordered by (process, id), so each process holds a contiguous
     block of the data axis and feeds the matching rows of the global batch.
     """
-    devices = sorted(devices or jax.devices(),
-                     key=lambda d: (d.process_index, d.id))
+    devices = sorted(devices or jax.devices(), key=lambda d: (d.process_index, d.id))
     n = len(devices)
     if model_axis_size < 1 or n % model_axis_size:
         raise ConfigError(
-            f'mesh.model_axis_size={model_axis_size} must divide the '
-            f'{n} devices.')
-    return jax.make_mesh((n // model_axis_size, model_axis_size),
-                         ('data', 'model'),
-                         axis_types=(AxisType.Auto, AxisType.Auto),
-                         devices=devices)
+            f'mesh.model_axis_size={model_axis_size} must divide the {n} devices.'
+        )
+    return jax.make_mesh(
+        (n // model_axis_size, model_axis_size),
+        ('data', 'model'),
+        axis_types=(AxisType.Auto, AxisType.Auto),
+        devices=devices,
+    )
 
 
 def batch_sharding(mesh) -> NamedSharding:
@@ -77,8 +82,9 @@ def replicated(mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def param_shardings(abstract_params: Any, mesh, *, shard_params: bool,
-                    min_size: int = 2**14) -> Any:
+def param_shardings(
+    abstract_params: Any, mesh, *, shard_params: bool, min_size: int = 2**14
+) -> Any:
     """Shardings for a parameter pytree.
 
     Replicated by default. With `shard_params`, each array of at least
@@ -105,8 +111,9 @@ def process_slice(global_rows: int) -> slice:
     """Rows of the global batch this process feeds."""
     n, i = jax.process_count(), jax.process_index()
     if global_rows % n:
-        raise ConfigError(f'global batch of {global_rows} rows does not split '
-                          f'over {n} processes.')
+        raise ConfigError(
+            f'global batch of {global_rows} rows does not split over {n} processes.'
+        )
     per = global_rows // n
     return slice(i * per, (i + 1) * per)
 

@@ -3,6 +3,7 @@
 Trains the method and task the config names; restarts from the latest
 checkpoint in DIR automatically. Override any field: `--config.a.b=value`.
 """
+
 import sys
 
 from jaxdistill import cli
@@ -10,15 +11,18 @@ from jaxdistill import cli
 
 def main(argv=None) -> int:
     cli.quiet_tensorflow()
-    args, overrides = cli.parse(sys.argv[1:] if argv is None else argv,
-                                __doc__.splitlines()[0])
+    args, overrides = cli.parse(
+        sys.argv[1:] if argv is None else argv, __doc__.splitlines()[0]
+    )
 
     def run():
         config = cli.load(args, overrides)
         # Must precede any other use of JAX.
         from jaxdistill import sharding  # pylint: disable=g-import-not-at-top
+
         sharding.maybe_initialize_distributed(config.get('distributed'))
         from jaxdistill import trainer  # pylint: disable=g-import-not-at-top
+
         trainer.train_and_evaluate(config, args.workdir)
 
     return cli.main_guard(run)

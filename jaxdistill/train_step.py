@@ -1,4 +1,5 @@
 """The one train-step factory, shared by every method."""
+
 from typing import Any
 
 import flax
@@ -17,6 +18,7 @@ class TrainState:
     `rng` holds raw key data (uint32) so Orbax can save it; each step's key is
     `fold_in(rng, step)`, so randomness depends only on the seed and the step.
     """
+
     step: jax.Array
     params: Any
     opt_state: Any
@@ -24,39 +26,53 @@ class TrainState:
     rng: jax.Array
 
 
-def make_init(method: Method, tx: optax.GradientTransformation, batch: dict,
-              mesh, *, seed: int, shard_params: bool = False,
-              shard_min_size: int = 2**14):
+def make_init(
+    method: Method,
+    tx: optax.GradientTransformation,
+    batch: dict,
+    mesh,
+    *,
+    seed: int,
+    shard_params: bool = False,
+    shard_min_size: int = 2**14,
+):
     """Returns (jitted init: () -> TrainState, its sharding, abstract state).
 
     Follows `eval_shape` -> shardings -> jitted init, so parameters are born
     where they live and never materialise on one device first.
     """
+
     def init():
         rng = jax.random.key(seed)
         p_rng, e_rng, s_rng = jax.random.split(rng, 3)
         params = method.init_params(p_rng, batch)
         return TrainState(
-            step=jnp.zeros((), jnp.int32), params=params,
+            step=jnp.zeros((), jnp.int32),
+            params=params,
             opt_state=tx.init(params),
             extra=method.init_extra(e_rng, params),
-            rng=jax.random.key_data(s_rng))
+            rng=jax.random.key_data(s_rng),
+        )
 
     abstract = jax.eval_shape(init)
     replicated = sharding_lib.replicated(mesh)
     params_sharding = sharding_lib.param_shardings(
-        abstract.params, mesh, shard_params=shard_params,
-        min_size=shard_min_size)
+        abstract.params, mesh, shard_params=shard_params, min_size=shard_min_size
+    )
     state_sharding = jax.tree.map(lambda _: replicated, abstract)
     state_sharding = state_sharding.replace(params=params_sharding)
     # Optimizer moments mirror the parameters they belong to.
     state_sharding = state_sharding.replace(
-        opt_state=_mirror_params(abstract.opt_state, abstract.params,
-                                 params_sharding, replicated))
+        opt_state=_mirror_params(
+            abstract.opt_state, abstract.params, params_sharding, replicated
+        )
+    )
     init_fn = jax.jit(init, out_shardings=state_sharding)
     abstract = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-        abstract, state_sharding)
+        abstract,
+        state_sharding,
+    )
     return init_fn, state_sharding, abstract
 
 
@@ -65,8 +81,11 @@ def _mirror_params(opt_state, params, params_sharding, default):
     params_struct = jax.tree.structure(params)
 
     def is_params_like(x):
-        return jax.tree.structure(x) == params_struct if not isinstance(
-            x, jax.ShapeDtypeStruct) else False
+        return (
+            jax.tree.structure(x) == params_struct
+            if not isinstance(x, jax.ShapeDtypeStruct)
+            else False
+        )
 
     def assign(x):
         if is_params_like(x):
@@ -76,24 +95,30 @@ def _mirror_params(opt_state, params, params_sharding, default):
     return jax.tree.map(assign, opt_state, is_leaf=is_params_like)
 
 
-def make_train_step(method: Method, tx: optax.GradientTransformation, *,
-                    state_sharding, batch_sharding):
+def make_train_step(
+    method: Method, tx: optax.GradientTransformation, *, state_sharding, batch_sharding
+):
     """Jitted `(state, batch) -> (state, aux)` for any method."""
 
     def step(state: TrainState, batch):
-        rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng),
-                                 state.step)
+        rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
         (loss, aux), grads = jax.value_and_grad(method.loss, has_aux=True)(
-            state.params, state.extra, batch, rng, state.step)
+            state.params, state.extra, batch, rng, state.step
+        )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         extra = method.update_extra(state.extra, params, aux, state.step)
         aux = dict(aux)
         aux.setdefault('train/loss', loss)
         aux['train/grad_norm'] = optax.global_norm(grads)
-        new_state = state.replace(step=state.step + 1, params=params,
-                                  opt_state=opt_state, extra=extra)
+        new_state = state.replace(
+            step=state.step + 1, params=params, opt_state=opt_state, extra=extra
+        )
         return new_state, aux
 
-    return jax.jit(step, in_shardings=(state_sharding, batch_sharding),
-                   out_shardings=(state_sharding, None), donate_argnums=0)
+    return jax.jit(
+        step,
+        in_shardings=(state_sharding, batch_sharding),
+        out_shardings=(state_sharding, None),
+        donate_argnums=0,
+    )

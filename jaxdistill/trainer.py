@@ -6,6 +6,7 @@ method and the optimizer from the config, restores the latest checkpoint in
 position, so a resumed run is bitwise identical to an uninterrupted one on
 CPU), then trains with periodic logging, evaluation and checkpoints.
 """
+
 import json
 import math
 import os
@@ -21,13 +22,21 @@ from jaxdistill import optim
 from jaxdistill import registry
 from jaxdistill import sharding as sharding_lib
 from jaxdistill import train_step as train_step_lib
-from jaxdistill import tasks  # pylint: disable=unused-import  (registers)
+from jaxdistill import tasks  # noqa: F401  (registers the tasks)
 from jaxdistill.errors import CheckpointMismatchError, NonFiniteLossError
 from jaxdistill.methods import make_method
 
 # Config keys that must not change between a checkpoint and its resumption.
-RESUME_KEYS = ('task', 'model', 'method.name', 'data.source', 'data.pairs',
-               'data.vocab_size', 'mesh.shard_params', 'optimizer.name')
+RESUME_KEYS = (
+    'task',
+    'model',
+    'method.name',
+    'data.source',
+    'data.pairs',
+    'data.vocab_size',
+    'mesh.shard_params',
+    'optimizer.name',
+)
 
 
 def say(*args):
@@ -47,8 +56,10 @@ def _check_config_compatible(config, workdir, *, write=True):
         if diffs:
             raise CheckpointMismatchError(
                 f'{workdir} holds a run with an incompatible config '
-                f'({path}); changed: ' + '; '.join(diffs) +
-                '. Use a new --workdir, or restore those values.')
+                f'({path}); changed: '
+                + '; '.join(diffs)
+                + '. Use a new --workdir, or restore those values.'
+            )
     if write and jax.process_index() == 0:
         with open(path + '.tmp', 'w', encoding='utf-8') as f:
             f.write(configuration.to_json(config))
@@ -75,36 +86,52 @@ def _mean_metrics(history: list[dict]) -> dict:
 class Trainer:
     """Holds what one run needs; `run()` trains to `config.num_train_steps`."""
 
-    def __init__(self, config, workdir: str, *, restore_step: int | None = None,
-                 read_only: bool = False):
+    def __init__(
+        self,
+        config,
+        workdir: str,
+        *,
+        restore_step: int | None = None,
+        read_only: bool = False,
+    ):
         self.config, self.workdir = config, workdir
         os.makedirs(workdir, exist_ok=True)
         _check_config_compatible(config, workdir, write=not read_only)
         self.mesh = sharding_lib.make_mesh(config.mesh.model_axis_size)
-        self.task = registry.get('task', config.task)(config, workdir,
-                                                      self.mesh)
+        self.task = registry.get('task', config.task)(config, workdir, self.mesh)
         self.method = make_method(config.method, self.task.model_fns)
         self.tx = optim.make_optimizer(config.optimizer)
         init_fn, self.state_sharding, self.abstract = train_step_lib.make_init(
-            self.method, self.tx, self.task.init_batch(), self.mesh,
-            seed=config.seed, shard_params=config.mesh.shard_params)
+            self.method,
+            self.tx,
+            self.task.init_batch(),
+            self.mesh,
+            seed=config.seed,
+            shard_params=config.mesh.shard_params,
+        )
         self.batch_sharding = sharding_lib.batch_sharding(self.mesh)
         self.step_fn = train_step_lib.make_train_step(
-            self.method, self.tx, state_sharding=self.state_sharding,
-            batch_sharding=self.batch_sharding)
+            self.method,
+            self.tx,
+            state_sharding=self.state_sharding,
+            batch_sharding=self.batch_sharding,
+        )
         c = config.checkpoint
         self.ckpt = checkpoint_lib.Checkpointer(
-            os.path.join(workdir, 'checkpoints'), every=c.every_steps,
-            keep=c.keep, async_save=c.async_save)
+            os.path.join(workdir, 'checkpoints'),
+            every=c.every_steps,
+            keep=c.keep,
+            async_save=c.async_save,
+        )
         if restore_step is None:
             restored = self.ckpt.restore_latest(self.abstract)
         elif restore_step not in self.ckpt.all_steps():
             raise CheckpointMismatchError(
                 f'No checkpoint for step {restore_step} in '
-                f'{self.ckpt.directory}; available: {self.ckpt.all_steps()}')
+                f'{self.ckpt.directory}; available: {self.ckpt.all_steps()}'
+            )
         else:
-            restored = (restore_step,
-                        *self.ckpt.restore(restore_step, self.abstract))
+            restored = (restore_step, *self.ckpt.restore(restore_step, self.abstract))
         if restored is None:
             self.state = init_fn()
             self.start_step = 0
@@ -113,12 +140,13 @@ class Trainer:
             self.task.train_batches.set_position(meta['data_position'])
             say(f'Resumed from {self.ckpt.directory}/{self.start_step}.')
         self.writer = metrics_lib.MetricWriter(
-            workdir, resume_step=self.start_step if restored else None,
-            enabled=not read_only)
+            workdir,
+            resume_step=self.start_step if restored else None,
+            enabled=not read_only,
+        )
 
     def _save(self, step: int, force: bool = False):
-        meta = {'data_position': self.task.train_batches.position,
-                'step': step}
+        meta = {'data_position': self.task.train_batches.position, 'step': step}
         return self.ckpt.save(step, self.state, meta, force=force)
 
     def _log(self, step, history, t_window, progress):
@@ -131,17 +159,21 @@ class Trainer:
                 + ', '.join(f'{k}={v}' for k, v in m.items())
                 + f'. Stopped; the last good checkpoint (step {last}) is kept '
                 f'in {self.ckpt.directory}. Lower optimizer.learning_rate or '
-                'raise optimizer.warmup_steps.')
+                'raise optimizer.warmup_steps.'
+            )
         m['train/tokens_per_s'] = m.pop('train/tokens', 0.0) / t_window
         m['train/steps_per_s'] = len(history) / t_window
-        m['train/learning_rate'] = float(optim.current_learning_rate(
-            jax.device_get(self.state.opt_state)))
+        m['train/learning_rate'] = float(
+            optim.current_learning_rate(jax.device_get(self.state.opt_state))
+        )
         self.writer.write(step, m)
         total = self.config.num_train_steps
-        say(f'step {step}/{total} | loss {m["train/loss"]:.4f} | '
+        say(
+            f'step {step}/{total} | loss {m["train/loss"]:.4f} | '
             f'{m["train/tokens_per_s"]:,.0f} tok/s | '
             f'{1 / m["train/steps_per_s"]:.3f} s/step | '
-            f'ETA {_fmt_time(progress)}')
+            f'ETA {_fmt_time(progress)}'
+        )
         return m
 
     def evaluate(self, step: int) -> dict:
@@ -150,8 +182,10 @@ class Trainer:
         m = self.task.evaluate(params)
         m['eval/seconds'] = time.time() - started
         self.writer.write(step, m)
-        say(f'eval @ {step}: ' + ', '.join(
-            f'{k.split("/", 1)[1]} {v:.4g}' for k, v in m.items()))
+        say(
+            f'eval @ {step}: '
+            + ', '.join(f'{k.split("/", 1)[1]} {v:.4g}' for k, v in m.items())
+        )
         for src, hyp, ref in getattr(self.task, 'last_examples', [])[:2]:
             say(f'  src: {src}\n  hyp: {hyp}\n  ref: {ref}')
         return m
@@ -161,18 +195,21 @@ class Trainer:
         c = self.config
         total = c.num_train_steps
         self.data_summary = self.task.data_summary()
-        say(f'Training {c.method.name} on {c.task} for {total} steps '
+        say(
+            f'Training {c.method.name} on {c.task} for {total} steps '
             f'({jax.device_count()} devices, {jax.process_count()} processes)'
-            f'\ndata: ' + ', '.join(f'{k} {v:.3g}' if isinstance(v, float)
-                                    else f'{k} {v}'
-                                    for k, v in self.data_summary.items()))
+            f'\ndata: '
+            + ', '.join(
+                f'{k} {v:.3g}' if isinstance(v, float) else f'{k} {v}'
+                for k, v in self.data_summary.items()
+            )
+        )
         history, window_start, run_start = [], time.time(), time.time()
         last_train, last_eval = {}, {}
         step = self.start_step
         batches = self.task.train_batches
         for step in range(self.start_step + 1, total + 1):
-            batch = sharding_lib.global_batch(next(batches),
-                                              self.batch_sharding)
+            batch = sharding_lib.global_batch(next(batches), self.batch_sharding)
             self.state, aux = self.step_fn(self.state, batch)
             history.append(aux)
             save_now = step % c.checkpoint.every_steps == 0 or step == total
@@ -180,39 +217,47 @@ class Trainer:
                 now = time.time()
                 # The latest window's pace: compile time is not repeated.
                 rate = (now - window_start) / len(history)
-                last_train = self._log(step, history, now - window_start,
-                                       rate * (total - step))
+                last_train = self._log(
+                    step, history, now - window_start, rate * (total - step)
+                )
                 history, window_start = [], time.time()
             if save_now:
                 self._save(step, force=step == total)
             if c.eval.every_steps and step % c.eval.every_steps == 0:
                 last_eval = self.evaluate(step)
+                window_start = time.time()  # Keep eval out of throughput.
         self.ckpt.wait()
         evaluated_last = c.eval.every_steps and step % c.eval.every_steps == 0
         if c.eval.at_end and not (evaluated_last and last_eval):
             last_eval = self.evaluate(step)
-        return self._finish(step, time.time() - run_start, last_train,
-                            last_eval)
+        return self._finish(step, time.time() - run_start, last_train, last_eval)
 
     def _finish(self, step, seconds, last_train, last_eval) -> dict:
         params = self.method.eval_params(self.state.params, self.state.extra)
         n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
         summary = {
-            'step': step, 'train_seconds': seconds,
+            'step': step,
+            'train_seconds': seconds,
             'steps_per_s': (step - self.start_step) / max(seconds, 1e-9),
-            'num_params': n_params, 'workdir': self.workdir,
+            'num_params': n_params,
+            'workdir': self.workdir,
             **{k: float(v) for k, v in {**last_train, **last_eval}.items()},
             **{f'data/{k}': v for k, v in self.data_summary.items()},
         }
         if hasattr(self.task, 'bleu_signature'):
             summary['sacrebleu_signature'] = self.task.bleu_signature
         if jax.process_index() == 0:
-            with open(os.path.join(self.workdir, 'summary.json'), 'w',
-                      encoding='utf-8') as f:
+            with open(
+                os.path.join(self.workdir, 'summary.json'), 'w', encoding='utf-8'
+            ) as f:
                 json.dump(summary, f, indent=2)
-        say('Done.\n' + '\n'.join(
-            f'  {k}: {v:.4g}' if isinstance(v, float) else f'  {k}: {v}'
-            for k, v in summary.items()))
+        say(
+            'Done.\n'
+            + '\n'.join(
+                f'  {k}: {v:.4g}' if isinstance(v, float) else f'  {k}: {v}'
+                for k, v in summary.items()
+            )
+        )
         self.ckpt.close()
         self.writer.close()
         return summary

@@ -1,4 +1,5 @@
 """Running the CLIs as real subprocesses, and reading their checkpoints."""
+
 import os
 import pathlib
 import subprocess
@@ -20,30 +21,36 @@ def env(devices=8, **extra):
 
 
 def train_cmd(workdir, *overrides, config=CONFIG):
-    return [sys.executable, '-m', 'jaxdistill.train', '--config', config,
-            '--workdir', str(workdir), *overrides]
+    return [
+        sys.executable,
+        '-m',
+        'jaxdistill.train',
+        '--config',
+        config,
+        '--workdir',
+        str(workdir),
+        *overrides,
+    ]
 
 
 def run(cmd, timeout=300, **env_extra):
-    return subprocess.run(cmd, cwd=REPO, env=env(**env_extra),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        cmd,
+        cwd=REPO,
+        env=env(**env_extra),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
-def final_params(workdir) -> dict:
-    """{path: np.ndarray} of the newest checkpoint's parameters."""
-    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-    ckpts = pathlib.Path(workdir) / 'checkpoints'
-    step = max(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
-    with ocp.StandardCheckpointer() as c:
-        state = c.restore((ckpts / str(step) / 'state').resolve())
-    flat = {}
+def final_params(workdir) -> tuple[int, dict]:
+    """(step, {path: np.ndarray}) of the newest checkpoint's parameters."""
+    import jax  # pylint: disable=g-import-not-at-top
 
-    def walk(prefix, node):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(f'{prefix}/{k}', v)
-        else:
-            flat[prefix] = np.asarray(node)
+    from jaxdistill import checkpoint  # pylint: disable=g-import-not-at-top
 
-    walk('', state['params'])
-    return step, flat
+    step, path = checkpoint.latest_step_dir(str(pathlib.Path(workdir) / 'checkpoints'))
+    params = checkpoint.read_state(path)['params']
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    return step, {jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves}

@@ -1,7 +1,7 @@
 """Each user mistake gets one clear message naming the culprit, exit code 2."""
+
 import gzip
 import json
-import pathlib
 
 import pytest
 
@@ -28,8 +28,11 @@ def _files(tmp_path, en, de, gz=False):
                     f.write(content)
             else:
                 (d / f'{split}.{lang}').write_bytes(content)
-    return ['--config.data.source=files', f'--config.data.files_dir={d}',
-            '--config.data.pairs=("en-de",)']
+    return [
+        '--config.data.source=files',
+        f'--config.data.files_dir={d}',
+        '--config.data.pairs=("en-de",)',
+    ]
 
 
 def test_unknown_config_key_lists_close_keys(capsys, tmp_path):
@@ -45,8 +48,12 @@ def test_unknown_method_name_suggests(capsys, tmp_path):
 
 
 def test_missing_data_file(capsys, tmp_path):
-    code, _, err = _train(capsys, tmp_path, '--config.data.source=files',
-                          f'--config.data.files_dir={tmp_path}/nowhere')
+    code, _, err = _train(
+        capsys,
+        tmp_path,
+        '--config.data.source=files',
+        f'--config.data.files_dir={tmp_path}/nowhere',
+    )
     assert code == 2 and 'nowhere/train.en' in err
 
 
@@ -64,8 +71,7 @@ def test_empty_file(capsys, tmp_path):
 
 
 def test_invalid_utf8_names_file_and_line(capsys, tmp_path):
-    args = _files(tmp_path, b'good line\nbad \xff line\n',
-                  b'gut\nschlecht\n', gz=True)
+    args = _files(tmp_path, b'good line\nbad \xff line\n', b'gut\nschlecht\n', gz=True)
     code, _, err = _train(capsys, tmp_path / 'w', *args)
     assert code == 2 and 'train.en.gz line 2' in err and 'UTF-8' in err
 
@@ -74,9 +80,15 @@ def test_invalid_utf8_names_file_and_line(capsys, tmp_path):
 def trained(tmp_path_factory):
     """A finished 10-step run with a checkpoint at step 10."""
     work = tmp_path_factory.mktemp('trained')
-    code = train.main(BASE + ['--workdir', str(work),
-                              '--config.num_train_steps=10',
-                              '--config.eval.at_end=False'])
+    code = train.main(
+        BASE
+        + [
+            '--workdir',
+            str(work),
+            '--config.num_train_steps=10',
+            '--config.eval.at_end=False',
+        ]
+    )
     assert code == 0
     return work
 
@@ -91,21 +103,27 @@ def test_long_sentences_are_counted(trained):
 
 
 def test_incompatible_checkpoint_config(capsys, trained):
-    code, _, err = _train(capsys, trained, '--config.num_train_steps=20',
-                          '--config.model.d_model=48')
+    code, _, err = _train(
+        capsys, trained, '--config.num_train_steps=20', '--config.model.d_model=48'
+    )
     assert code == 2
     assert 'incompatible config' in err and 'model.d_model: 32 -> 48' in err
     assert (trained / 'checkpoints' / '10').is_dir()  # Nothing lost.
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(capsys, trained):
-    code, _, err = _train(capsys, trained, '--config.num_train_steps=20',
-                          '--config.optimizer.learning_rate=1e38',
-                          '--config.log_every_steps=1')
+    code, _, err = _train(
+        capsys,
+        trained,
+        '--config.num_train_steps=20',
+        '--config.optimizer.learning_rate=1e38',
+        '--config.log_every_steps=1',
+    )
     assert code == 2, err
     assert 'Non-finite' in err and 'step 10' in err
-    steps = sorted(int(p.name) for p in (trained / 'checkpoints').iterdir()
-                   if p.name.isdigit())
+    steps = sorted(
+        int(p.name) for p in (trained / 'checkpoints').iterdir() if p.name.isdigit()
+    )
     assert steps[-1] == 10, steps
 
 
@@ -113,7 +131,7 @@ def test_evaluate_cli_on_trained_workdir(capsys, trained):
     code = evaluate.main(['--workdir', str(trained)])
     out = capsys.readouterr().out
     assert code == 0
-    metrics = json.loads(out[out.index('{'):])
+    metrics = json.loads(out[out.index('{') :])
     assert metrics['step'] == 10 and 0 <= metrics['eval/bleu'] <= 100
 
 

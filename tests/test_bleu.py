@@ -1,4 +1,5 @@
 """Tests for corpus BLEU with golden numbers."""
+
 import collections
 import math
 
@@ -8,7 +9,9 @@ from jaxdistill.evaluation import corpus_bleu
 
 
 def _ngrams(words, n):
-    return collections.Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    return collections.Counter(
+        tuple(words[i : i + n]) for i in range(len(words) - n + 1)
+    )
 
 
 def _hand_bleu(hyps, refs):
@@ -40,7 +43,7 @@ def test_hand_computed_corpus():
     hyps = ['the cat sat on the mat', 'a dog runs in the park']
     refs = ['the cat sat on a mat today', 'a dog runs in a big green park']
     # 1-grams 10/12, 2-grams 6/10, 3-grams 4/8, 4-grams 2/6; BP = e^(1-15/12).
-    expected = 100 * math.exp(1 - 15 / 12) * (10 / 12 * 6 / 10 * 4 / 8 * 2 / 6)**0.25
+    expected = 100 * math.exp(1 - 15 / 12) * (10 / 12 * 6 / 10 * 4 / 8 * 2 / 6) ** 0.25
     assert _hand_bleu(hyps, refs) == pytest.approx(expected)
     out = corpus_bleu(hyps, refs, target_lang='en')
     assert out['sacrebleu'] == pytest.approx(expected, abs=1e-9)

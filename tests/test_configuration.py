@@ -1,4 +1,5 @@
 """Config files, overrides and their errors."""
+
 import pathlib
 
 import pytest
@@ -20,20 +21,31 @@ def test_every_field_defined_in_a_base_config_has_a_comment():
             if 'ConfigDict()' in line or '.update(' in line:
                 continue
             j = i - 1
-            while j >= 0 and lines[j].startswith('config.') and (
-                    'ConfigDict()' not in lines[j]):
+            while (
+                j >= 0
+                and lines[j].startswith('config.')
+                and ('ConfigDict()' not in lines[j])
+            ):
                 j -= 1
             assert lines[j].startswith('#'), (
-                f'{path.name}:{i + 1} has no comment: {line}')
+                f'{path.name}:{i + 1} has no comment: {line}'
+            )
 
 
 def test_load_with_argument_and_overrides():
     config = configuration.load_config(
-        str(CONFIGS / 'translate_synthetic.py') + ':runlocal')
+        str(CONFIGS / 'translate_synthetic.py') + ':runlocal'
+    )
     assert config.num_train_steps == 20
     configuration.apply_overrides(
-        config, ['model.num_encoder_layers=2', 'optimizer.learning_rate=1',
-                 'data.pairs=("en-de", "en-fr")', 'method.name=supervised'])
+        config,
+        [
+            'model.num_encoder_layers=2',
+            'optimizer.learning_rate=1',
+            'data.pairs=("en-de", "en-fr")',
+            'method.name=supervised',
+        ],
+    )
     assert config.model.num_encoder_layers == 2
     assert config.optimizer.learning_rate == 1.0
     assert config.data.pairs == ('en-de', 'en-fr')
@@ -68,5 +80,4 @@ def test_missing_config_file():
 
 def test_unknown_config_argument():
     with pytest.raises(ValueError, match='Unknown config argument'):
-        configuration.load_config(
-            str(CONFIGS / 'translate_synthetic.py') + ':runlokal')
+        configuration.load_config(str(CONFIGS / 'translate_synthetic.py') + ':runlokal')

@@ -1,4 +1,5 @@
 """Tests for jaxdistill.data: text files, synthetic task, tokenizer, encoding, batching."""
+
 import collections
 import gzip
 import json
@@ -13,6 +14,7 @@ from jaxdistill.errors import ConfigError, DataError
 
 
 # ---------------------------------------------------------------- text files
+
 
 def test_read_lines_plain_and_gzip(tmp_path):
     lines = ['ein Hund', 'zwei Katzen\u2028bleiben', '', 'Grüße']
@@ -35,7 +37,9 @@ def test_read_lines_errors(tmp_path):
         data.read_lines(tmp_path / 'empty.gz')
     bad = b'line one\nline two\nok \xc3\xa4 then \xff bad\n'
     (tmp_path / 'bad.txt').write_bytes(bad)
-    with pytest.raises(DataError, match=r'bad.txt line 3: invalid UTF-8 \(byte offset 29\)'):
+    with pytest.raises(
+        DataError, match=r'bad.txt line 3: invalid UTF-8 \(byte offset 29\)'
+    ):
         data.read_lines(tmp_path / 'bad.txt')
     (tmp_path / 'bad.gz').write_bytes(gzip.compress(bad))
     with pytest.raises(DataError, match='bad.gz line 3: invalid UTF-8'):
@@ -47,12 +51,16 @@ def test_read_parallel(tmp_path):
     (tmp_path / 'x.de').write_text('A\nB\nC\n')
     (tmp_path / 'y.de').write_text('A\nB\n')
     assert data.read_parallel([tmp_path / 'x.en', tmp_path / 'x.de']) == [
-            ('a', 'A'), ('b', 'B'), ('c', 'C')]
+        ('a', 'A'),
+        ('b', 'B'),
+        ('c', 'C'),
+    ]
     with pytest.raises(DataError, match=r'x.en has 3 lines.*y.de has 2 lines'):
         data.read_parallel([tmp_path / 'x.en', tmp_path / 'y.de'])
 
 
 # ---------------------------------------------------------------- synthetic
+
 
 def test_synthetic_deterministic_and_lengths():
     a = data.generate_pairs(300, seed=5)
@@ -74,7 +82,12 @@ def _singular_noun_phrases(pairs):
     lex = synthetic.lexicon('tgt')
     for src, tgt in pairs:
         s, t = src.split(), tgt.split()
-        if s[0] == 'the' and len(s) > 3 and s[1] in lex.adjectives and s[2] in lex.nouns:
+        if (
+            s[0] == 'the'
+            and len(s) > 3
+            and s[1] in lex.adjectives
+            and s[2] in lex.nouns
+        ):
             yield s, t
 
 
@@ -111,7 +124,10 @@ def test_synthetic_lexicon_order_and_agreement():
         if s[noun_at + 1] == 'will':
             verb, tense = s[noun_at + 2], 'future'
         assert shown in (None, number), src
-        assert t[-1] == lex.verbs[verb] + synthetic.VERB_SUFFIX[(tense, number)], (src, tgt)
+        assert t[-1] == lex.verbs[verb] + synthetic.VERB_SUFFIX[(tense, number)], (
+            src,
+            tgt,
+        )
         checked[tense, number] += 1
     assert len(checked) == 6 and min(checked.values()) > 5, checked
 
@@ -120,19 +136,23 @@ def test_synthetic_word_order_differs():
     pairs = data.generate_pairs(200, seed=3)
     lex = synthetic.lexicon('tgt')
     verb_stems = set(lex.verbs.values())
-    last_is_verb = sum(any(tgt.split()[-1].startswith(v) for v in verb_stems)
-                                          for _, tgt in pairs)
+    last_is_verb = sum(
+        any(tgt.split()[-1].startswith(v) for v in verb_stems) for _, tgt in pairs
+    )
     assert last_is_verb > 0.7 * len(pairs)  # Clause-final verbs (SOV).
 
 
 # ---------------------------------------------------------------- tokenizer
+
 
 @pytest.fixture(scope='module')
 def tokenizer(tmp_path_factory):
     pairs = data.generate_pairs(1500, seed=0)
     path = tmp_path_factory.mktemp('tok') / 'spm.model'
     texts = [s for s, _ in pairs] + [t for _, t in pairs]
-    return data.Tokenizer.train(texts, 400, path, user_defined_symbols=['<2de>', '<2fr>'])
+    return data.Tokenizer.train(
+        texts, 400, path, user_defined_symbols=['<2de>', '<2fr>']
+    )
 
 
 def test_tokenizer_round_trip_and_ids(tokenizer, tmp_path):
@@ -162,7 +182,9 @@ def test_tokenizer_deterministic_load_and_mismatch(tmp_path):
     b = data.Tokenizer.train(texts, 300, tmp_path / 'b.model')
     assert (tmp_path / 'a.model').read_bytes() == (tmp_path / 'b.model').read_bytes()
     again = data.load_or_train_tokenizer(tmp_path / 'a.model', texts_fn, 300)
-    assert len(calls) == 1 and again.encode(texts[0]) == a.encode(texts[0]) == b.encode(texts[0])
+    assert len(calls) == 1 and again.encode(texts[0]) == a.encode(texts[0]) == b.encode(
+        texts[0]
+    )
     with pytest.raises(DataError, match='has vocab 300 but the config asks for 500'):
         data.load_or_train_tokenizer(tmp_path / 'a.model', texts_fn, 500)
     with pytest.raises(DataError, match='lacks the symbols'):
@@ -170,20 +192,37 @@ def test_tokenizer_deterministic_load_and_mismatch(tmp_path):
 
 
 def test_tokenizer_vocab_too_large_shrinks(tmp_path, caplog):
-    tok = data.load_or_train_tokenizer(tmp_path / 't.model', lambda: ['ab ba', 'abc'] * 5, 5000)
+    tok = data.load_or_train_tokenizer(
+        tmp_path / 't.model', lambda: ['ab ba', 'abc'] * 5, 5000
+    )
     assert 4 < tok.vocab_size < 5000
     assert 'too large' in caplog.text
     # Reloading with the same config works: the requested size was recorded.
-    assert json.loads((tmp_path / 't.model.json').read_text())['requested_vocab_size'] == 5000
-    assert data.load_or_train_tokenizer(tmp_path / 't.model', list, 5000).vocab_size == tok.vocab_size
+    assert (
+        json.loads((tmp_path / 't.model.json').read_text())['requested_vocab_size']
+        == 5000
+    )
+    assert (
+        data.load_or_train_tokenizer(tmp_path / 't.model', list, 5000).vocab_size
+        == tok.vocab_size
+    )
 
 
 # ---------------------------------------------------------------- sources and encoding
 
+
 def _cfg(**kw):
-    base = dict(source='synthetic', pairs=('en-de',), files_dir='', tfds_name='',
-                            tfds_data_dir=None, synthetic_train_size=100,
-                            synthetic_eval_size=30, synthetic_seed=0, max_examples=0)
+    base = dict(
+        source='synthetic',
+        pairs=('en-de',),
+        files_dir='',
+        tfds_name='',
+        tfds_data_dir=None,
+        synthetic_train_size=100,
+        synthetic_eval_size=30,
+        synthetic_seed=0,
+        max_examples=0,
+    )
     base.update(kw)
     return ml_collections.ConfigDict(base)
 
@@ -215,7 +254,9 @@ def test_load_translation_files(tmp_path):
 
 
 def test_multi30k_val(shared_data):
-    cfg = _cfg(source='files', files_dir=str(shared_data / 'multi30k'), pairs=('en-de',))
+    cfg = _cfg(
+        source='files', files_dir=str(shared_data / 'multi30k'), pairs=('en-de',)
+    )
     val = data.load_translation(cfg, 'val')
     assert len(val.source) == len(val.target) == 1014
     assert val.source[0].strip() and val.target[0].strip()
@@ -223,29 +264,61 @@ def test_multi30k_val(shared_data):
 
 def test_encode_filter_truncate_and_empty(tokenizer):
     d = data.TranslationData(
-            source=['the dog sleeps', '', 'the big old dog sees ' * 4, 'a cat'],
-            target=['lo dog', 'x', 'kurz', ''], target_lang=['de'] * 4)
-    src, tgt, stats = data.encode(d, tokenizer, max_len=12, too_long='filter', tagged=False)
-    assert stats == {'examples': 1, 'filtered_too_long': 1, 'truncated': 0, 'skipped_empty': 2}
-    assert src[0].dtype == np.int32 and src[0][-1] == data.EOS_ID and tgt[0][-1] == data.EOS_ID
+        source=['the dog sleeps', '', 'the big old dog sees ' * 4, 'a cat'],
+        target=['lo dog', 'x', 'kurz', ''],
+        target_lang=['de'] * 4,
+    )
+    src, tgt, stats = data.encode(
+        d, tokenizer, max_len=12, too_long='filter', tagged=False
+    )
+    assert stats == {
+        'examples': 1,
+        'filtered_too_long': 1,
+        'truncated': 0,
+        'skipped_empty': 2,
+    }
+    assert (
+        src[0].dtype == np.int32
+        and src[0][-1] == data.EOS_ID
+        and tgt[0][-1] == data.EOS_ID
+    )
     assert tokenizer.decode(src[0]) == 'the dog sleeps'
-    src, tgt, stats = data.encode(d, tokenizer, max_len=12, too_long='truncate', tagged=True)
-    assert stats == {'examples': 2, 'filtered_too_long': 0, 'truncated': 1, 'skipped_empty': 2}
+    src, tgt, stats = data.encode(
+        d, tokenizer, max_len=12, too_long='truncate', tagged=True
+    )
+    assert stats == {
+        'examples': 2,
+        'filtered_too_long': 0,
+        'truncated': 1,
+        'skipped_empty': 2,
+    }
     assert len(src[1]) == 12 and src[1][-1] == data.EOS_ID
     assert src[0][0] == tokenizer.piece_to_id('<2de>')
     with pytest.raises(ConfigError, match='data.too_long'):
         data.encode(d, tokenizer, max_len=12, too_long='drop', tagged=False)
     with pytest.raises(DataError, match="'<2cs>'"):
-        data.encode(data.TranslationData(['a'], ['b'], ['cs']), tokenizer, max_len=12,
-                                too_long='filter', tagged=True)
+        data.encode(
+            data.TranslationData(['a'], ['b'], ['cs']),
+            tokenizer,
+            max_len=12,
+            too_long='filter',
+            tagged=True,
+        )
 
 
 # ---------------------------------------------------------------- batching
 
+
 def _random_examples(n, seed=0, max_len=30):
     rng = np.random.default_rng(seed)
-    src = [rng.integers(4, 100, rng.integers(1, max_len + 1)).astype(np.int32) for _ in range(n)]
-    tgt = [rng.integers(4, 100, rng.integers(1, max_len + 1)).astype(np.int32) for _ in range(n)]
+    src = [
+        rng.integers(4, 100, rng.integers(1, max_len + 1)).astype(np.int32)
+        for _ in range(n)
+    ]
+    tgt = [
+        rng.integers(4, 100, rng.integers(1, max_len + 1)).astype(np.int32)
+        for _ in range(n)
+    ]
     return src, tgt
 
 
@@ -254,8 +327,9 @@ BUCKETS = (8, 16, 24, 32)
 
 def test_batcher_shapes_and_coverage():
     src, tgt = _random_examples(500)
-    b = data.BucketedBatcher(src, tgt, batch_tokens=256, bucket_lengths=BUCKETS, seed=0,
-                                                      batch_multiple=4)
+    b = data.BucketedBatcher(
+        src, tgt, batch_tokens=256, bucket_lengths=BUCKETS, seed=0, batch_multiple=4
+    )
     shapes = b.batch_shapes()
     assert shapes == {8: (32, 8), 16: (16, 16), 24: (8, 24), 32: (8, 32)}
     seen = collections.Counter()
@@ -271,21 +345,29 @@ def test_batcher_shapes_and_coverage():
                 continue
             s, t = s_row[s_row != 0], t_row[t_row != 0]
             seen[lookup[(s.tobytes(), t.tobytes())]] += 1
-            assert max(len(s), len(t)) <= length and (length == 8 or max(len(s), len(t)) > length - 8)
+            assert max(len(s), len(t)) <= length and (
+                length == 8 or max(len(s), len(t)) > length - 8
+            )
     assert sorted(seen) == list(range(500)) and set(seen.values()) == {1}
 
 
 def test_batcher_determinism_epochs_and_padding():
     src, tgt = _random_examples(300, seed=1)
-    make = lambda seed: data.BucketedBatcher(src, tgt, batch_tokens=200, bucket_lengths=BUCKETS,
-                                                                                      seed=seed)
+    make = lambda seed: data.BucketedBatcher(
+        src, tgt, batch_tokens=200, bucket_lengths=BUCKETS, seed=seed
+    )
     a, b, c = make(3), make(3), make(4)
     n = a.batches_per_epoch()
     assert n == b.batches_per_epoch() == c.batches_per_epoch()
     epoch0 = [a.batch_at(0, i) for i in range(n)]
-    assert all(np.array_equal(x['inputs'], b.batch_at(0, i)['inputs']) for i, x in enumerate(epoch0))
-    differs = lambda other, e: any(not np.array_equal(x['inputs'], other.batch_at(e, i)['inputs'])
-                                                                  for i, x in enumerate(epoch0))
+    assert all(
+        np.array_equal(x['inputs'], b.batch_at(0, i)['inputs'])
+        for i, x in enumerate(epoch0)
+    )
+    differs = lambda other, e: any(
+        not np.array_equal(x['inputs'], other.batch_at(e, i)['inputs'])
+        for i, x in enumerate(epoch0)
+    )
     assert differs(a, 1) and differs(c, 0)
     pad = sum(int((x['inputs'] == 0).sum() + (x['targets'] == 0).sum()) for x in epoch0)
     total = sum(x['inputs'].size + x['targets'].size for x in epoch0)
@@ -298,7 +380,9 @@ def test_batcher_determinism_epochs_and_padding():
 
 def test_batcher_resume():
     src, tgt = _random_examples(120, seed=2)
-    make = lambda: data.BucketedBatcher(src, tgt, batch_tokens=128, bucket_lengths=BUCKETS, seed=7)
+    make = lambda: data.BucketedBatcher(
+        src, tgt, batch_tokens=128, bucket_lengths=BUCKETS, seed=7
+    )
     straight = make()
     n = straight.batches_per_epoch()
     steps = [next(straight) for _ in range(n + 5)]
@@ -309,15 +393,20 @@ def test_batcher_resume():
     saved = json.loads(json.dumps(first.position))
     resumed = make()
     resumed.set_position(saved)
-    for expected, got in zip(steps[n - 3:], resumed):
+    for expected, got in zip(steps[n - 3 :], resumed):
         assert np.array_equal(expected['inputs'], got['inputs'])
         assert np.array_equal(expected['targets'], got['targets'])
         if resumed.position == {'epoch': 1, 'index': 5}:
             break
     else:
         pytest.fail('resumed iterator did not reach the end position')
-    for bad in ({'epoch': 0, 'index': n}, {'epoch': -1, 'index': 0}, {'epoch': 0},
-                            {'epoch': 0.5, 'index': 0}, [0, 0]):
+    for bad in (
+        {'epoch': 0, 'index': n},
+        {'epoch': -1, 'index': 0},
+        {'epoch': 0},
+        {'epoch': 0.5, 'index': 0},
+        [0, 0],
+    ):
         with pytest.raises(DataError, match='does not fit this data'):
             resumed.set_position(bad)
 
@@ -332,18 +421,23 @@ def test_batcher_errors():
 
 def test_padding_low_on_synthetic(tokenizer):
     pairs = data.generate_pairs(1500, seed=9)
-    d = data.TranslationData([s for s, _ in pairs], [t for _, t in pairs], ['de'] * 1500)
+    d = data.TranslationData(
+        [s for s, _ in pairs], [t for _, t in pairs], ['de'] * 1500
+    )
     src, tgt, _ = data.encode(d, tokenizer, max_len=48, too_long='filter', tagged=False)
     # A small corpus needs small batches, or each bucket's last, partly empty
     # batch dominates the count.
-    b = data.BucketedBatcher(src, tgt, batch_tokens=256,
-                                                      bucket_lengths=range(8, 49, 4), seed=0)
+    b = data.BucketedBatcher(
+        src, tgt, batch_tokens=256, bucket_lengths=range(8, 49, 4), seed=0
+    )
     assert b.padding_fraction() < 0.25
 
 
 def test_eval_batches_cover_each_example_once():
     src, tgt = _random_examples(77, seed=3)
-    batches = data.eval_batches(src, tgt, batch_size=10, bucket_lengths=BUCKETS, batch_multiple=4)
+    batches = data.eval_batches(
+        src, tgt, batch_size=10, bucket_lengths=BUCKETS, batch_multiple=4
+    )
     rows = [idx for _, idx in batches]
     assert all(len(r) == 12 for r in rows)
     flat = np.concatenate(rows)
@@ -351,9 +445,13 @@ def test_eval_batches_cover_each_example_once():
     for batch, idx in batches:
         for row, i in enumerate(idx):
             if i < 0:
-                assert not batch['inputs'][row].any() and not batch['targets'][row].any()
+                assert (
+                    not batch['inputs'][row].any() and not batch['targets'][row].any()
+                )
             else:
-                assert np.array_equal(batch['inputs'][row, :len(src[i])], src[i])
-                assert np.array_equal(batch['targets'][row, :len(tgt[i])], tgt[i])
-    again = data.eval_batches(src, tgt, batch_size=10, bucket_lengths=BUCKETS, batch_multiple=4)
+                assert np.array_equal(batch['inputs'][row, : len(src[i])], src[i])
+                assert np.array_equal(batch['targets'][row, : len(tgt[i])], tgt[i])
+    again = data.eval_batches(
+        src, tgt, batch_size=10, bucket_lengths=BUCKETS, batch_multiple=4
+    )
     assert all(np.array_equal(x[1], y[1]) for x, y in zip(batches, again))

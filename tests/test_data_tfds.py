@@ -1,4 +1,5 @@
 """TFDS translation loading, offline through tfds.testing.mock_data."""
+
 import pytest
 
 from jaxdistill.data import load_tfds_translation
@@ -10,18 +11,29 @@ tfds = pytest.importorskip('tensorflow_datasets')
 def test_wmt14_de_en_mock(tmp_path):
     # USE_CODE: TFDS ships no metadata for wmt14, so features come from the
     # builder's code; mock_data replaces download and reading, no network.
-    with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
-        pairs = load_tfds_translation('wmt14_translate/de-en', 'train', 'en', 'de',
-                                                                      data_dir=str(tmp_path))
+    with tfds.testing.mock_data(
+        num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE
+    ):
+        pairs = load_tfds_translation(
+            'wmt14_translate/de-en', 'train', 'en', 'de', data_dir=str(tmp_path)
+        )
         assert len(pairs) == 6
         assert all(isinstance(s, str) and isinstance(t, str) for s, t in pairs)
         assert pairs[0][0] != pairs[0][1]
-        reverse = load_tfds_translation('wmt14_translate/de-en', 'train', 'de', 'en',
-                                                                        data_dir=str(tmp_path), max_examples=2)
+        reverse = load_tfds_translation(
+            'wmt14_translate/de-en',
+            'train',
+            'de',
+            'en',
+            data_dir=str(tmp_path),
+            max_examples=2,
+        )
         assert reverse == [(t, s) for s, t in pairs[:2]]
         with pytest.raises(DataError, match=r"no target language 'fr'.*\['de', 'en'\]"):
-            load_tfds_translation('wmt14_translate/de-en', 'train', 'en', 'fr',
-                                                        data_dir=str(tmp_path))
+            load_tfds_translation(
+                'wmt14_translate/de-en', 'train', 'en', 'fr', data_dir=str(tmp_path)
+            )
         with pytest.raises(DataError, match="'wmt14_translate/xx-en' cannot be opened"):
-            load_tfds_translation('wmt14_translate/xx-en', 'train', 'en', 'de',
-                                                        data_dir=str(tmp_path))
+            load_tfds_translation(
+                'wmt14_translate/xx-en', 'train', 'en', 'de', data_dir=str(tmp_path)
+            )

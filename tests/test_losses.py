@@ -1,4 +1,5 @@
 """Losses: golden values from float64 numpy, masking, jit, gradients."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,8 +9,8 @@ from jax.test_util import check_grads
 from jaxdistill import losses
 
 RNG = np.random.default_rng(0)
-S = RNG.normal(size=(2, 3, 5)) * 2.0   # student logits [B, L, V]
-T = RNG.normal(size=(2, 3, 5)) * 2.0   # teacher logits
+S = RNG.normal(size=(2, 3, 5)) * 2.0  # student logits [B, L, V]
+T = RNG.normal(size=(2, 3, 5)) * 2.0  # teacher logits
 LABELS = RNG.integers(0, 5, size=(2, 3))
 MASK = np.array([[True, True, False], [True, False, True]])
 
@@ -33,8 +34,10 @@ def test_cross_entropy_golden_by_hand():
     close(losses.cross_entropy(logits, np.array([1])), [np.log(4 / 3)])
     close(losses.cross_entropy(logits, np.array([0])), [np.log(4.0)])
     # ε = 0.2, V = 2: target [0.1, 0.9] -> 0.1 ln 4 + 0.9 ln(4/3).
-    close(losses.cross_entropy(logits, np.array([1]), label_smoothing=0.2),
-          [0.1 * np.log(4.0) + 0.9 * np.log(4 / 3)])
+    close(
+        losses.cross_entropy(logits, np.array([1]), label_smoothing=0.2),
+        [0.1 * np.log(4.0) + 0.9 * np.log(4 / 3)],
+    )
 
 
 def test_cross_entropy_matches_numpy_with_smoothing_and_mask():
@@ -48,7 +51,7 @@ def test_cross_entropy_matches_numpy_with_smoothing_and_mask():
 
 
 def test_cross_entropy_masked_padding_labels_are_ignored():
-    labels = np.where(MASK, LABELS, -1)   # padding id outside the vocab
+    labels = np.where(MASK, LABELS, -1)  # padding id outside the vocab
     got = losses.cross_entropy(S, labels, where=MASK)
     want = -np.take_along_axis(np_log_softmax(S), LABELS[..., None], -1)[..., 0]
     close(got, np.where(MASK, want, 0.0))
@@ -59,13 +62,17 @@ def test_distill_kl_and_soft_cross_entropy_golden():
         p, log_p = np_softmax(T / temp), np_log_softmax(T / temp)
         log_q = np_log_softmax(S / temp)
         kl = temp**2 * (p * (log_p - log_q)).sum(-1)
-        ce = -temp**2 * (p * log_q).sum(-1)
+        ce = -(temp**2) * (p * log_q).sum(-1)
         close(losses.distill_kl(S, T, temperature=temp), kl)
         close(losses.soft_cross_entropy(S, T, temperature=temp), ce)
-        close(losses.distill_kl(S, T, temperature=temp, where=MASK),
-              np.where(MASK, kl, 0.0))
-        close(losses.soft_cross_entropy(S, T, temperature=temp, where=MASK),
-              np.where(MASK, ce, 0.0))
+        close(
+            losses.distill_kl(S, T, temperature=temp, where=MASK),
+            np.where(MASK, kl, 0.0),
+        )
+        close(
+            losses.soft_cross_entropy(S, T, temperature=temp, where=MASK),
+            np.where(MASK, ce, 0.0),
+        )
 
 
 def test_distill_kl_is_zero_for_identical_logits():
@@ -89,8 +96,10 @@ def test_hint_mse_and_accuracy_golden():
     acc = losses.accuracy(S, LABELS)
     close(acc, (S.argmax(-1) == LABELS).astype(np.float64))
     assert acc.dtype == jnp.float32
-    close(losses.accuracy(np.array([[0.1, 0.9], [2.0, 1.0]]), np.array([1, 1])),
-          [1.0, 0.0])
+    close(
+        losses.accuracy(np.array([[0.1, 0.9], [2.0, 1.0]]), np.array([1, 1])),
+        [1.0, 0.0],
+    )
 
 
 def test_masked_mean_and_sum():
@@ -99,15 +108,15 @@ def test_masked_mean_and_sum():
     close(losses.masked_mean(v, MASK), (1 + 2 + 4 + 6) / 4)
     close(losses.masked_mean(v), 3.5)
     close(losses.masked_mean(v, np.zeros_like(MASK)), 0.0)  # no NaN
-    close(losses.masked_mean(np.array([1.0, np.nan]), np.array([True, False])),
-          1.0)
+    close(losses.masked_mean(np.array([1.0, np.nan]), np.array([True, False])), 1.0)
     close(losses.masked_mean(v, np.array([True, False, True])), (1 + 3 + 4 + 6) / 4)
 
 
 def test_jit_matches_eager():
     fns = {
-        'ce': lambda s, t: losses.cross_entropy(s, LABELS, label_smoothing=0.1,
-                                                where=MASK),
+        'ce': lambda s, t: losses.cross_entropy(
+            s, LABELS, label_smoothing=0.1, where=MASK
+        ),
         'kl': lambda s, t: losses.distill_kl(s, t, temperature=2.0, where=MASK),
         'sce': lambda s, t: losses.soft_cross_entropy(s, t, temperature=2.0),
         'hint': lambda s, t: losses.hint_mse(s, t, where=MASK),
@@ -116,8 +125,9 @@ def test_jit_matches_eager():
     }
     s, t = jnp.float32(S), jnp.float32(T)
     for name, fn in fns.items():
-        np.testing.assert_allclose(jax.jit(fn)(s, t), fn(s, t), rtol=1e-6,
-                                   atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(
+            jax.jit(fn)(s, t), fn(s, t), rtol=1e-6, atol=1e-6, err_msg=name
+        )
 
 
 def test_check_grads_float64():
@@ -125,8 +135,7 @@ def test_check_grads_float64():
         s, t = jnp.asarray(S, jnp.float64), jnp.asarray(T, jnp.float64)
         assert s.dtype == jnp.float64
         fns = [
-            lambda x: losses.cross_entropy(x, LABELS, label_smoothing=0.1,
-                                           where=MASK),
+            lambda x: losses.cross_entropy(x, LABELS, label_smoothing=0.1, where=MASK),
             lambda x: losses.distill_kl(x, t, temperature=2.0, where=MASK),
             lambda x: losses.soft_cross_entropy(x, t),
             lambda x: losses.hint_mse(x, t, where=MASK),
@@ -137,8 +146,13 @@ def test_check_grads_float64():
 
 def test_cross_entropy_gradient_is_softmax_minus_target():
     eps, vocab = 0.1, S.shape[-1]
-    g = jax.jit(jax.grad(lambda x: losses.cross_entropy(
-        x, LABELS, label_smoothing=eps, where=MASK).sum()))(jnp.float32(S))
+    g = jax.jit(
+        jax.grad(
+            lambda x: losses.cross_entropy(
+                x, LABELS, label_smoothing=eps, where=MASK
+            ).sum()
+        )
+    )(jnp.float32(S))
     target = (1 - eps) * np.eye(vocab)[LABELS] + eps / vocab
     close(g, (np_softmax(S) - target) * MASK[..., None])
 
@@ -146,8 +160,7 @@ def test_cross_entropy_gradient_is_softmax_minus_target():
 def test_teacher_gets_zero_gradient():
     s, t = jnp.float32(S), jnp.float32(T)
     for fn in (losses.distill_kl, losses.soft_cross_entropy, losses.hint_mse):
-        gs, gt = jax.jit(jax.grad(lambda a, b: fn(a, b).sum(),
-                                  argnums=(0, 1)))(s, t)
+        gs, gt = jax.jit(jax.grad(lambda a, b: fn(a, b).sum(), argnums=(0, 1)))(s, t)
         assert float(jnp.abs(gs).sum()) > 0, fn.__name__
         np.testing.assert_array_equal(gt, 0.0, err_msg=fn.__name__)
 
@@ -159,8 +172,12 @@ def test_stable_for_huge_logits():
 
     @jax.jit
     def compute(big, other):
-        grads = jax.grad(lambda x: losses.distill_kl(x, other).sum()
-                         + losses.cross_entropy(x, labels).sum())(big)
+        grads = jax.grad(
+            lambda x: (
+                losses.distill_kl(x, other).sum()
+                + losses.cross_entropy(x, labels).sum()
+            )
+        )(big)
         return {
             'ce': losses.cross_entropy(big, labels, label_smoothing=0.1),
             'kl_self': losses.distill_kl(big, big),
@@ -175,8 +192,7 @@ def test_stable_for_huge_logits():
     for name, value in out.items():
         assert np.all(np.isfinite(value)), name
     # Row 1: log-probs [-1e4 - ln 2, -ln 2, -ln 2], label 1.
-    close(out['ce'][1], 0.9 * np.log(2.0) + 0.1 / 3 * (1e4 + 3 * np.log(2.0)),
-          tol=1e-3)
+    close(out['ce'][1], 0.9 * np.log(2.0) + 0.1 / 3 * (1e4 + 3 * np.log(2.0)), tol=1e-3)
     close(out['kl_self'], [0.0, 0.0])
     # KL([1, 0, 0] || [~0, 1, 0]) = 2e4 (the gap in log-probabilities).
     close(out['kl_rev'][0], 2e4, tol=1e-3)

@@ -1,11 +1,9 @@
 """Kill -9 mid-run, restart, and end bitwise identical to an unbroken run."""
+
 import json
-import os
-import pathlib
 import signal
 import subprocess
 
-import numpy as np
 import pytest
 
 from tests import helpers
@@ -13,18 +11,27 @@ from tests import helpers
 pytestmark = pytest.mark.slow
 
 # Big enough that steps take tens of milliseconds, so the kill lands mid-run.
-OVERRIDES = ('--config.num_train_steps=60', '--config.checkpoint.every_steps=10',
-             '--config.log_every_steps=5', '--config.model.d_model=96',
-             '--config.model.d_ff=192', '--config.model.num_encoder_layers=2',
-             '--config.model.num_decoder_layers=2',
-             '--config.checkpoint.async_save=True')
+OVERRIDES = (
+    '--config.num_train_steps=60',
+    '--config.checkpoint.every_steps=10',
+    '--config.log_every_steps=5',
+    '--config.model.d_model=96',
+    '--config.model.d_ff=192',
+    '--config.model.num_encoder_layers=2',
+    '--config.model.num_decoder_layers=2',
+    '--config.checkpoint.async_save=True',
+)
 
 
 def _kill_when_step_logged(workdir, step):
     proc = subprocess.Popen(
-        helpers.train_cmd(workdir, *OVERRIDES), cwd=helpers.REPO,
-        env=helpers.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True)
+        helpers.train_cmd(workdir, *OVERRIDES),
+        cwd=helpers.REPO,
+        env=helpers.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     seen = []
     for line in proc.stdout:
         seen.append(line)
@@ -67,21 +74,28 @@ def test_sigkill_and_restart_is_bitwise_identical(tmp_path):
     train_steps = [r['step'] for r in records if 'train/loss' in r]
     assert train_steps == sorted(set(train_steps))
     full_records = [json.loads(l) for l in (full / 'metrics.jsonl').open()]
-    assert ([r['train/loss'] for r in records if 'train/loss' in r] ==
-            [r['train/loss'] for r in full_records if 'train/loss' in r])
+    assert [r['train/loss'] for r in records if 'train/loss' in r] == [
+        r['train/loss'] for r in full_records if 'train/loss' in r
+    ]
 
 
 def test_damaged_finished_checkpoint_is_set_aside(tmp_path):
     work = tmp_path / 'w'
-    r = helpers.run(helpers.train_cmd(work, '--config.num_train_steps=20',
-                                      '--config.checkpoint.every_steps=10'))
+    r = helpers.run(
+        helpers.train_cmd(
+            work, '--config.num_train_steps=20', '--config.checkpoint.every_steps=10'
+        )
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     ckpt20 = work / 'checkpoints' / '20' / 'state'
     for f in ckpt20.rglob('*'):
         if f.is_file():
             f.write_bytes(b'garbage')
-    r = helpers.run(helpers.train_cmd(work, '--config.num_train_steps=20',
-                                      '--config.checkpoint.every_steps=10'))
+    r = helpers.run(
+        helpers.train_cmd(
+            work, '--config.num_train_steps=20', '--config.checkpoint.every_steps=10'
+        )
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert f'Resumed from {work}/checkpoints/10' in r.stdout
     assert any((work / 'checkpoints_damaged').iterdir())

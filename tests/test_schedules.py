@@ -1,4 +1,5 @@
 """Loss-weight schedules, learning-rate schedules and make_optimizer."""
+
 import math
 
 import jax
@@ -14,26 +15,49 @@ from jaxdistill.errors import ConfigError
 # (spec, {step: expected value}); expected values computed by hand.
 CASES = [
     (0.3, {0: 0.3, 10**6: 0.3}),
-    ({'kind': 'switch', 'value': 1.0, 'step': 1500},
-     {0: 1.0, 1499: 1.0, 1500: 0.0, 9999: 0.0}),
-    ({'kind': 'burn_in', 'value': 2.0, 'start': 100},
-     {0: 0.0, 99: 0.0, 100: 2.0, 5000: 2.0}),
-    ({'kind': 'linear', 'init': 1.0, 'end': 0.0, 'steps': 10, 'start': 5},
-     {0: 1.0, 5: 1.0, 10: 0.5, 13: 0.2, 15: 0.0, 100: 0.0}),
-    ({'kind': 'cosine', 'init': 1.0, 'end': 0.0, 'steps': 10},
-     {0: 1.0, 2: 0.5 * (1 + math.cos(0.2 * math.pi)), 5: 0.5, 10: 0.0,
-      50: 0.0}),
-    ({'kind': 'cosine', 'init': 0.0, 'end': 2.0, 'steps': 4, 'start': 2},
-     {0: 0.0, 2: 0.0, 4: 1.0, 6: 2.0}),
-    ({'kind': 'exponential', 'init': 1.0, 'rate': 0.5, 'steps_per_decay': 10},
-     {0: 1.0, 5: 2**-0.5, 10: 0.5, 20: 0.25, 18: 0.5**1.8}),
-    ({'kind': 'exponential', 'init': 1.0, 'rate': 0.5, 'steps_per_decay': 10,
-      'end': 0.3}, {10: 0.5, 20: 0.3, 1000: 0.3}),
-    ({'kind': 'diminish', 'init': 0.95, 'steps_per_epoch': 100},
-     {0: 0.95, 99: 0.95, 100: 0.9025, 250: 0.95**4, 300: 0.95**8}),
+    (
+        {'kind': 'switch', 'value': 1.0, 'step': 1500},
+        {0: 1.0, 1499: 1.0, 1500: 0.0, 9999: 0.0},
+    ),
+    (
+        {'kind': 'burn_in', 'value': 2.0, 'start': 100},
+        {0: 0.0, 99: 0.0, 100: 2.0, 5000: 2.0},
+    ),
+    (
+        {'kind': 'linear', 'init': 1.0, 'end': 0.0, 'steps': 10, 'start': 5},
+        {0: 1.0, 5: 1.0, 10: 0.5, 13: 0.2, 15: 0.0, 100: 0.0},
+    ),
+    (
+        {'kind': 'cosine', 'init': 1.0, 'end': 0.0, 'steps': 10},
+        {0: 1.0, 2: 0.5 * (1 + math.cos(0.2 * math.pi)), 5: 0.5, 10: 0.0, 50: 0.0},
+    ),
+    (
+        {'kind': 'cosine', 'init': 0.0, 'end': 2.0, 'steps': 4, 'start': 2},
+        {0: 0.0, 2: 0.0, 4: 1.0, 6: 2.0},
+    ),
+    (
+        {'kind': 'exponential', 'init': 1.0, 'rate': 0.5, 'steps_per_decay': 10},
+        {0: 1.0, 5: 2**-0.5, 10: 0.5, 20: 0.25, 18: 0.5**1.8},
+    ),
+    (
+        {
+            'kind': 'exponential',
+            'init': 1.0,
+            'rate': 0.5,
+            'steps_per_decay': 10,
+            'end': 0.3,
+        },
+        {10: 0.5, 20: 0.3, 1000: 0.3},
+    ),
+    (
+        {'kind': 'diminish', 'init': 0.95, 'steps_per_epoch': 100},
+        {0: 0.95, 99: 0.95, 100: 0.9025, 250: 0.95**4, 300: 0.95**8},
+    ),
     ({'kind': 'diminish', 'steps_per_epoch': 1}, {0: 0.95, 2: 0.95**4}),
-    ({'kind': 'piecewise', 'boundaries': [10, 20], 'values': [1.0, 0.5, 0.0]},
-     {0: 1.0, 9: 1.0, 10: 0.5, 19: 0.5, 20: 0.0, 10**5: 0.0}),
+    (
+        {'kind': 'piecewise', 'boundaries': [10, 20], 'values': [1.0, 0.5, 0.0]},
+        {0: 1.0, 9: 1.0, 10: 0.5, 19: 0.5, 20: 0.0, 10**5: 0.0},
+    ),
 ]
 
 
@@ -44,15 +68,14 @@ def test_schedule_values_eager_and_jitted(spec, expected):
     want = np.array([expected[s] for s in sorted(expected)])
     eager = np.array([sched(int(s)) for s in steps])
     np.testing.assert_allclose(eager, want, rtol=1e-5, atol=1e-6)
-    traced = jax.jit(jax.vmap(sched))(jnp.asarray(steps))   # traced step
+    traced = jax.jit(jax.vmap(sched))(jnp.asarray(steps))  # traced step
     np.testing.assert_allclose(traced, want, rtol=1e-5, atol=1e-6)
     assert sched(jnp.int32(3)).dtype == jnp.float32
     assert sched(jnp.int32(3)).shape == ()
 
 
 def test_factories_equal_from_config_and_configdict():
-    spec = ml_collections.ConfigDict(
-        {'kind': 'switch', 'value': 0.5, 'step': 7})
+    spec = ml_collections.ConfigDict({'kind': 'switch', 'value': 0.5, 'step': 7})
     sched = schedules.from_config(spec)
     assert float(sched(6)) == 0.5 and float(sched(7)) == 0.0
     assert float(schedules.switch(0.5, 7)(6)) == 0.5
@@ -61,15 +84,18 @@ def test_factories_equal_from_config_and_configdict():
     assert schedules.from_config(f) is f
 
 
-@pytest.mark.parametrize('spec,fragments', [
-    ({'kind': 'sqaure', 'value': 1.0}, ['sqaure', 'switch', 'diminish', 'burn_in']),
-    ({'value': 1.0}, ['kind', 'missing']),
-    ({'kind': 'switch', 'value': 1.0}, ['method.weight.step', 'missing']),
-    ({'kind': 'constant', 'value': 1.0, 'valeu': 2}, ['valeu', 'unknown']),
-    ({'kind': 'diminish', 'init': 0.9}, ['steps_per_epoch']),
-    ({'kind': 'piecewise', 'boundaries': [1, 2], 'values': [1.0]}, ['piecewise']),
-    ('fast', ['number']),
-])
+@pytest.mark.parametrize(
+    'spec,fragments',
+    [
+        ({'kind': 'sqaure', 'value': 1.0}, ['sqaure', 'switch', 'diminish', 'burn_in']),
+        ({'value': 1.0}, ['kind', 'missing']),
+        ({'kind': 'switch', 'value': 1.0}, ['method.weight.step', 'missing']),
+        ({'kind': 'constant', 'value': 1.0, 'valeu': 2}, ['valeu', 'unknown']),
+        ({'kind': 'diminish', 'init': 0.9}, ['steps_per_epoch']),
+        ({'kind': 'piecewise', 'boundaries': [1, 2], 'values': [1.0]}, ['piecewise']),
+        ('fast', ['number']),
+    ],
+)
 def test_from_config_errors(spec, fragments):
     with pytest.raises(ConfigError) as info:
         schedules.from_config(spec, name='method.weight')
@@ -85,32 +111,63 @@ def _brute_force_zero_after(spec, threshold, horizon):
     return 0 if not len(bad) else int(bad[-1]) + 1
 
 
-@pytest.mark.parametrize('spec,threshold,want', [
-    ({'kind': 'switch', 'value': 1.0, 'step': 1500}, 0.0, 1500),
-    ({'kind': 'switch', 'value': 0.0, 'step': 1500}, 0.0, 0),
-    (0.0, 0.0, 0),
-    (0.5, 0.0, None),
-    ({'kind': 'burn_in', 'value': 1.0, 'start': 10}, 0.0, None),
-    ({'kind': 'linear', 'init': 1.0, 'end': 0.0, 'steps': 10, 'start': 5}, 0.0, 15),
-    ({'kind': 'linear', 'init': 1.0, 'end': 0.0, 'steps': 10, 'start': 5}, 0.25, 13),
-    ({'kind': 'linear', 'init': 1.0, 'end': 0.1, 'steps': 10}, 0.0, None),
-    ({'kind': 'cosine', 'init': 1.0, 'end': 0.0, 'steps': 10}, 0.0, 10),
-    ({'kind': 'exponential', 'init': 1.0, 'rate': 0.5, 'steps_per_decay': 10},
-     0.3, 18),
-    ({'kind': 'exponential', 'init': 1.0, 'rate': 0.5, 'steps_per_decay': 10},
-     0.0, None),
-    ({'kind': 'exponential', 'init': 1.0, 'rate': 0.5, 'steps_per_decay': 10,
-      'end': 0.5}, 0.3, None),
-    ({'kind': 'exponential', 'init': 1.0, 'rate': 2.0, 'steps_per_decay': 10},
-     0.3, None),
-    # 0.95^(2^e) <= 1e-3 needs 2^e >= ln(1e-3)/ln(0.95) = 134.7, so e = 8.
-    ({'kind': 'diminish', 'init': 0.95, 'steps_per_epoch': 100}, 1e-3, 800),
-    ({'kind': 'diminish', 'init': 0.95, 'steps_per_epoch': 100}, 0.0, None),
-    ({'kind': 'piecewise', 'boundaries': [10, 20], 'values': [1.0, 0.0, 0.0]},
-     0.0, 10),
-    ({'kind': 'piecewise', 'boundaries': [10, 20], 'values': [1.0, 0.0, 1.0]},
-     0.0, None),
-])
+@pytest.mark.parametrize(
+    'spec,threshold,want',
+    [
+        ({'kind': 'switch', 'value': 1.0, 'step': 1500}, 0.0, 1500),
+        ({'kind': 'switch', 'value': 0.0, 'step': 1500}, 0.0, 0),
+        (0.0, 0.0, 0),
+        (0.5, 0.0, None),
+        ({'kind': 'burn_in', 'value': 1.0, 'start': 10}, 0.0, None),
+        ({'kind': 'linear', 'init': 1.0, 'end': 0.0, 'steps': 10, 'start': 5}, 0.0, 15),
+        (
+            {'kind': 'linear', 'init': 1.0, 'end': 0.0, 'steps': 10, 'start': 5},
+            0.25,
+            13,
+        ),
+        ({'kind': 'linear', 'init': 1.0, 'end': 0.1, 'steps': 10}, 0.0, None),
+        ({'kind': 'cosine', 'init': 1.0, 'end': 0.0, 'steps': 10}, 0.0, 10),
+        (
+            {'kind': 'exponential', 'init': 1.0, 'rate': 0.5, 'steps_per_decay': 10},
+            0.3,
+            18,
+        ),
+        (
+            {'kind': 'exponential', 'init': 1.0, 'rate': 0.5, 'steps_per_decay': 10},
+            0.0,
+            None,
+        ),
+        (
+            {
+                'kind': 'exponential',
+                'init': 1.0,
+                'rate': 0.5,
+                'steps_per_decay': 10,
+                'end': 0.5,
+            },
+            0.3,
+            None,
+        ),
+        (
+            {'kind': 'exponential', 'init': 1.0, 'rate': 2.0, 'steps_per_decay': 10},
+            0.3,
+            None,
+        ),
+        # 0.95^(2^e) <= 1e-3 needs 2^e >= ln(1e-3)/ln(0.95) = 134.7, so e = 8.
+        ({'kind': 'diminish', 'init': 0.95, 'steps_per_epoch': 100}, 1e-3, 800),
+        ({'kind': 'diminish', 'init': 0.95, 'steps_per_epoch': 100}, 0.0, None),
+        (
+            {'kind': 'piecewise', 'boundaries': [10, 20], 'values': [1.0, 0.0, 0.0]},
+            0.0,
+            10,
+        ),
+        (
+            {'kind': 'piecewise', 'boundaries': [10, 20], 'values': [1.0, 0.0, 1.0]},
+            0.0,
+            None,
+        ),
+    ],
+)
 def test_is_zero_after(spec, threshold, want):
     got = schedules.is_zero_after(spec, threshold=threshold)
     assert got == want
@@ -123,40 +180,64 @@ def test_is_zero_after_callable_is_unknown():
 
 
 def _opt_cfg(**kw):
-    cfg = ml_collections.ConfigDict({
-        'name': 'adamw', 'learning_rate': 1.0, 'schedule': 'constant',
-        'warmup_steps': 0, 'total_steps': 0, 'end_learning_rate_factor': 0.0,
-        'b1': 0.9, 'b2': 0.98, 'eps': 1e-9, 'weight_decay': 0.0,
-        'grad_clip_norm': 0.0})
+    cfg = ml_collections.ConfigDict(
+        {
+            'name': 'adamw',
+            'learning_rate': 1.0,
+            'schedule': 'constant',
+            'warmup_steps': 0,
+            'total_steps': 0,
+            'end_learning_rate_factor': 0.0,
+            'b1': 0.9,
+            'b2': 0.98,
+            'eps': 1e-9,
+            'weight_decay': 0.0,
+            'grad_clip_norm': 0.0,
+        }
+    )
     cfg.update(kw)
     return cfg
 
 
 def test_learning_rate_inverse_sqrt():
-    lr = schedules.learning_rate(_opt_cfg(learning_rate=1e-3,
-                                          schedule='inverse_sqrt',
-                                          warmup_steps=100))
+    lr = schedules.learning_rate(
+        _opt_cfg(learning_rate=1e-3, schedule='inverse_sqrt', warmup_steps=100)
+    )
     jitted = jax.jit(lr)
-    for step, want in [(0, 0.0), (50, 5e-4), (100, 1e-3), (400, 5e-4),
-                       (2500, 2e-4)]:
+    for step, want in [(0, 0.0), (50, 5e-4), (100, 1e-3), (400, 5e-4), (2500, 2e-4)]:
         assert float(lr(step)) == pytest.approx(want, rel=1e-5, abs=1e-9)
-        assert float(jitted(jnp.int32(step))) == pytest.approx(want, rel=1e-5,
-                                                               abs=1e-9)
+        assert float(jitted(jnp.int32(step))) == pytest.approx(want, rel=1e-5, abs=1e-9)
     assert int(np.argmax(jax.vmap(lr)(jnp.arange(1000)))) == 100
 
 
 @pytest.mark.parametrize('kind,mid', [('cosine', 0.55), ('linear', 0.55)])
 def test_learning_rate_warmup_then_decay(kind, mid):
-    lr = jax.jit(schedules.learning_rate(_opt_cfg(
-        schedule=kind, warmup_steps=10, total_steps=110,
-        end_learning_rate_factor=0.1)))
-    for step, want in [(0, 0.0), (5, 0.5), (10, 1.0), (60, mid), (110, 0.1),
-                       (500, 0.1)]:
+    lr = jax.jit(
+        schedules.learning_rate(
+            _opt_cfg(
+                schedule=kind,
+                warmup_steps=10,
+                total_steps=110,
+                end_learning_rate_factor=0.1,
+            )
+        )
+    )
+    for step, want in [
+        (0, 0.0),
+        (5, 0.5),
+        (10, 1.0),
+        (60, mid),
+        (110, 0.1),
+        (500, 0.1),
+    ]:
         assert float(lr(jnp.int32(step))) == pytest.approx(want, abs=1e-6)
     # cosine and linear differ off the midpoint: cosine stays higher early.
     value = float(lr(jnp.int32(35)))
-    want = (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.25)) if kind == 'cosine'
-            else 1.0 - 0.9 * 0.25)
+    want = (
+        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.25))
+        if kind == 'cosine'
+        else 1.0 - 0.9 * 0.25
+    )
     assert value == pytest.approx(want, abs=1e-6)
 
 
@@ -172,8 +253,10 @@ def test_learning_rate_constant_and_errors():
         schedules.learning_rate(_opt_cfg(schedule='inverse_sqrt'))
 
 
-PARAMS = {'dense': {'kernel': jnp.full((3, 4), 2.0), 'bias': jnp.full((4,), 2.0)},
-          'norm': {'scale': jnp.full((4,), 2.0)}}
+PARAMS = {
+    'dense': {'kernel': jnp.full((3, 4), 2.0), 'bias': jnp.full((4,), 2.0)},
+    'norm': {'scale': jnp.full((4,), 2.0)},
+}
 
 
 def test_adamw_update_and_weight_decay_mask():
@@ -189,8 +272,9 @@ def test_adamw_update_and_weight_decay_mask():
     # First Adam step is lr · sign(g) (bias-corrected m/sqrt(v) = ±1).
     grads = jax.tree.map(lambda p: jnp.full_like(p, -3.0), PARAMS)
     updates, state = jax.jit(tx.update)(grads, state, PARAMS)
-    np.testing.assert_allclose(updates['dense']['kernel'], lr * (1 - wd * 2.0),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        updates['dense']['kernel'], lr * (1 - wd * 2.0), rtol=1e-5
+    )
     np.testing.assert_allclose(updates['norm']['scale'], lr, rtol=1e-5)
     assert float(state.hyperparams['b2']) == pytest.approx(0.98)
 
@@ -218,12 +302,11 @@ def test_grad_clip_bounds_update(name):
     plain = optim.make_optimizer(_opt_cfg(name=name))
     up_c, state = jax.jit(clipped.update)(huge, clipped.init(PARAMS), PARAMS)
     up_p, _ = jax.jit(plain.update)(huge, plain.init(PARAMS), PARAMS)
-    if name == 'sgd':   # update = -lr · clipped grad: global norm exactly 1.
+    if name == 'sgd':  # update = -lr · clipped grad: global norm exactly 1.
         assert float(optax.global_norm(up_c)) == pytest.approx(1.0, rel=1e-5)
-        assert float(optax.global_norm(up_p)) == pytest.approx(1e6 * 20**0.5,
-                                                               rel=1e-5)
+        assert float(optax.global_norm(up_p)) == pytest.approx(1e6 * 20**0.5, rel=1e-5)
         np.testing.assert_allclose(up_c['dense']['bias'], -(20**-0.5), rtol=1e-5)
-    else:   # Adam's first step is scale-free; its 2nd moment sees the clip:
+    else:  # Adam's first step is scale-free; its 2nd moment sees the clip:
         # nu = (1 - b2) · g², with g = 1/sqrt(20) after clipping 20 equal entries.
         nu = optax.tree_utils.tree_get(state, 'nu')
         np.testing.assert_allclose(nu['dense']['kernel'], 0.02 / 20, rtol=1e-4)
@@ -231,8 +314,7 @@ def test_grad_clip_bounds_update(name):
 
 
 def test_sgd_momentum_and_config_errors():
-    tx = optim.make_optimizer(_opt_cfg(name='sgd', learning_rate=0.5,
-                                       momentum=0.9))
+    tx = optim.make_optimizer(_opt_cfg(name='sgd', learning_rate=0.5, momentum=0.9))
     grads = jax.tree.map(jnp.ones_like, PARAMS)
     state = tx.init(PARAMS)
     _, state = tx.update(grads, state, PARAMS)

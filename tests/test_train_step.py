@@ -1,4 +1,5 @@
 """The shared train step: the same result on 1 device and on 8."""
+
 import jax
 import ml_collections
 import numpy as np
@@ -27,26 +28,42 @@ def _batch(rows=16, length=12, vocab=50, seed=0):
 def _optimizer():
     # SGD: Adam's g/sqrt(v) turns float noise in near-zero gradients into
     # full-size steps, which would hide what this test compares.
-    cfg = ml_collections.ConfigDict(dict(
-        name='sgd', learning_rate=0.5, schedule='constant', warmup_steps=0,
-        total_steps=10, grad_clip_norm=1.0))
+    cfg = ml_collections.ConfigDict(
+        dict(
+            name='sgd',
+            learning_rate=0.5,
+            schedule='constant',
+            warmup_steps=0,
+            total_steps=10,
+            grad_clip_norm=1.0,
+        )
+    )
     return optim.make_optimizer(cfg)
 
 
 def _train(mesh, steps=3, shard_params=False):
     """Three steps of a small Transformer; returns (state, losses)."""
-    model = Transformer(TransformerConfig(
-        vocab_size=50, d_model=32, num_heads=2, d_ff=64, num_encoder_layers=1,
-        num_decoder_layers=1, dropout_rate=0.1))
+    model = Transformer(
+        TransformerConfig(
+            vocab_size=50,
+            d_model=32,
+            num_heads=2,
+            d_ff=64,
+            num_encoder_layers=1,
+            num_decoder_layers=1,
+            dropout_rate=0.1,
+        )
+    )
     method = Supervised(model=transformer_fns(model), label_smoothing=0.1)
     tx = _optimizer()
     batch = _batch()
     init, state_sharding, _ = train_step.make_init(
-        method, tx, batch, mesh, seed=0, shard_params=shard_params,
-        shard_min_size=1024)
+        method, tx, batch, mesh, seed=0, shard_params=shard_params, shard_min_size=1024
+    )
     bs = sharding.batch_sharding(mesh)
-    step = train_step.make_train_step(method, tx, state_sharding=state_sharding,
-                                      batch_sharding=bs)
+    step = train_step.make_train_step(
+        method, tx, state_sharding=state_sharding, batch_sharding=bs
+    )
     state, losses = init(), []
     for i in range(steps):
         state, aux = step(state, sharding.global_batch(_batch(seed=i), bs))
@@ -60,9 +77,13 @@ def test_one_device_and_eight_devices_agree():
     state8, losses8 = _train(sharding.make_mesh())
     np.testing.assert_allclose(losses1, losses8, rtol=1e-5)
     assert losses1[-1] < losses1[0]  # It actually trains.
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(
-        np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6),
-        state1.params, state8.params)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(
+            np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6
+        ),
+        state1.params,
+        state8.params,
+    )
     assert int(state8.step) == 3
 
 
@@ -78,6 +99,7 @@ def test_parameters_sharded_over_a_model_axis_agree():
 
 def test_batch_that_does_not_split_over_processes_is_an_error():
     from jaxdistill.errors import ConfigError
+
     assert sharding.process_slice(8) == slice(0, 8)  # One process here.
     with pytest.raises(ConfigError, match='model_axis_size=3'):
         sharding.make_mesh(model_axis_size=3)

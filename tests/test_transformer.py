@@ -1,4 +1,5 @@
 """Tests for the encoder–decoder Transformer and cached greedy decoding."""
+
 import functools
 
 import jax
@@ -19,8 +20,15 @@ EOS = 3
 
 
 def _small(**overrides):
-    kw = dict(vocab_size=50, d_model=32, d_ff=64, num_heads=4, num_encoder_layers=1,
-              num_decoder_layers=2, max_len=32)
+    kw = dict(
+        vocab_size=50,
+        d_model=32,
+        d_ff=64,
+        num_heads=4,
+        num_encoder_layers=1,
+        num_decoder_layers=2,
+        max_len=32,
+    )
     return make_transformer_config('tiny', **{**kw, **overrides})
 
 
@@ -30,8 +38,8 @@ def _batch(seed=0, batch=4, src_len=9, tgt_len=7):
     inputs = rng.integers(4, 50, (batch, src_len)).astype(np.int32)
     targets = rng.integers(4, 50, (batch, tgt_len)).astype(np.int32)
     inputs[:, -1], targets[:, -1] = EOS, EOS
-    inputs[batch // 2:, src_len - 3:], inputs[batch // 2:, src_len - 4] = 0, EOS
-    targets[batch // 2:, tgt_len - 2:], targets[batch // 2:, tgt_len - 3] = 0, EOS
+    inputs[batch // 2 :, src_len - 3 :], inputs[batch // 2 :, src_len - 4] = 0, EOS
+    targets[batch // 2 :, tgt_len - 2 :], targets[batch // 2 :, tgt_len - 3] = 0, EOS
     return jnp.asarray(inputs), jnp.asarray(targets)
 
 
@@ -52,7 +60,8 @@ def setup():
     model = Transformer(_small())
     inputs, targets = _batch()
     params = jax.jit(functools.partial(model.init, train=False))(
-            jax.random.key(0), inputs, targets)
+        jax.random.key(0), inputs, targets
+    )
     return model, params, inputs, targets
 
 
@@ -60,8 +69,9 @@ def test_shapes_and_registry(setup):
     model, params, inputs, targets = setup
     logits = _forward(model)(params, inputs, targets)
     assert logits.shape == (4, 7, 50) and logits.dtype == jnp.float32
-    encoded = jax.eval_shape(functools.partial(model.apply, method=Transformer.encode),
-                             params, inputs)
+    encoded = jax.eval_shape(
+        functools.partial(model.apply, method=Transformer.encode), params, inputs
+    )
     assert encoded.shape == (4, 9, 32)
     assert registry.get('model', 'transformer') is Transformer
 
@@ -97,8 +107,12 @@ def test_shared_embedding_is_one_param(setup):
     vd = [x for x in jax.tree.leaves(params) if x.shape == (50, 32)]
     assert len(vd) == 1
     unshared = Transformer(_small(share_embeddings=False))
-    shapes = jax.eval_shape(functools.partial(unshared.init, train=False),
-                            jax.random.key(0), inputs, targets)
+    shapes = jax.eval_shape(
+        functools.partial(unshared.init, train=False),
+        jax.random.key(0),
+        inputs,
+        targets,
+    )
     assert {'source_embed', 'target_embed', 'output_proj'} <= set(shapes['params'])
 
 
@@ -111,10 +125,14 @@ def test_cached_steps_match_full_decode(setup, precompute_cross):
     full = _method(model, Transformer.decode)(params, encoded, inputs, dec_in)
     cache = model.apply(params, 4, 10, method=Transformer.init_cache)
     if precompute_cross:
-        cache['cross'] = model.apply(params, encoded,
-                                     method=Transformer.precompute_cross)
-    step = jax.jit(lambda t, i, c: model.apply(
-            params, encoded, inputs, t, i, c, method=Transformer.decode_step))
+        cache['cross'] = model.apply(
+            params, encoded, method=Transformer.precompute_cross
+        )
+    step = jax.jit(
+        lambda t, i, c: model.apply(
+            params, encoded, inputs, t, i, c, method=Transformer.decode_step
+        )
+    )
     for t in range(dec_in.shape[1]):
         logits, cache = step(dec_in[:, t], t, cache)
         np.testing.assert_allclose(logits, full[:, t], atol=1e-5)
@@ -140,7 +158,8 @@ def test_greedy_equals_uncached_argmax_and_stops_after_eos():
     model = Transformer(_small(share_embeddings=False))
     inputs, _ = _batch(seed=0, batch=8)
     params = jax.jit(functools.partial(model.init, train=False))(
-            jax.random.key(0), inputs, inputs)
+        jax.random.key(0), inputs, inputs
+    )
     kernel = params['params']['output_proj']['kernel']
     for scale in (1.0, 1.5, 2.0, 2.5, 3.0, 4.0):
         params['params']['output_proj']['kernel'] = kernel.at[:, EOS].multiply(scale)
@@ -157,15 +176,16 @@ def test_greedy_equals_uncached_argmax_and_stops_after_eos():
 def test_dropout_only_in_train(setup):
     model, params, inputs, targets = setup
     apply = jax.jit(model.apply, static_argnames='train')
-    run = lambda seed, train: apply(params, inputs, targets, train=train,
-                                    rngs={'dropout': jax.random.key(seed)})
+    run = lambda seed, train: apply(
+        params, inputs, targets, train=train, rngs={'dropout': jax.random.key(seed)}
+    )
     assert np.abs(run(1, True) - run(2, True)).max() > 1e-3
     np.testing.assert_array_equal(run(1, True), run(1, True))
     np.testing.assert_array_equal(run(1, False), run(2, False))
 
 
 def _analytic_param_count(v, d, f, n_enc, n_dec):
-    attn = 4 * (d * d + d)             # q, k, v, o kernels and biases.
+    attn = 4 * (d * d + d)  # q, k, v, o kernels and biases.
     ffn = d * f + f + f * d + d
     norm = 2 * d
     enc_layer = attn + ffn + 2 * norm
@@ -176,8 +196,12 @@ def _analytic_param_count(v, d, f, n_enc, n_dec):
 def test_param_count_tiny():
     config = make_transformer_config('tiny', vocab_size=10000)
     x = jnp.ones((1, 5), jnp.int32)
-    shapes = jax.eval_shape(functools.partial(Transformer(config).init, train=False),
-                            jax.random.key(0), x, x)
+    shapes = jax.eval_shape(
+        functools.partial(Transformer(config).init, train=False),
+        jax.random.key(0),
+        x,
+        x,
+    )
     assert count_params(shapes) == _analytic_param_count(10000, 128, 256, 4, 4)
     assert count_params(shapes) == 2_605_568
 
@@ -185,11 +209,18 @@ def test_param_count_tiny():
 def test_flops_per_token_matches_param_count():
     config = _small(share_embeddings=False)
     x = jnp.ones((1, 5), jnp.int32)
-    shapes = jax.eval_shape(functools.partial(Transformer(config).init, train=False),
-                            jax.random.key(0), x, x)
+    shapes = jax.eval_shape(
+        functools.partial(Transformer(config).init, train=False),
+        jax.random.key(0),
+        x,
+        x,
+    )
     flat = jax.tree_util.tree_flatten_with_path(shapes)[0]
-    matmul = sum(np.size(leaf) for path, leaf in flat
-                 if path[-1].key == 'kernel' and 'output_proj' not in str(path))
+    matmul = sum(
+        np.size(leaf)
+        for path, leaf in flat
+        if path[-1].key == 'kernel' and 'output_proj' not in str(path)
+    )
     flops = flops_per_token(config, src_len=10, tgt_len=10)
     assert flops['encoder_dense'] + flops['decoder_dense'] == 6 * matmul
     assert flops['logits'] == 6 * 32 * 50

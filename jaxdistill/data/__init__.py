@@ -1,4 +1,5 @@
 """Translation data: text files, TFDS or a generator -> token ids -> numpy batches."""
+
 from jaxdistill.data.batching import BucketedBatcher
 from jaxdistill.data.batching import eval_batches
 from jaxdistill.data.synthetic import generate_pairs

@@ -1,4 +1,5 @@
 """Length-bucketed, deterministic, resumable batching of token-id examples."""
+
 from typing import Optional, Sequence
 
 import numpy as np
@@ -10,7 +11,9 @@ from jaxdistill.errors import DataError
 def _bucket_lengths(bucket_lengths: Sequence[int]) -> np.ndarray:
     lengths = np.asarray(sorted(set(int(l) for l in bucket_lengths)), np.int64)
     if not lengths.size or lengths[0] < 1:
-        raise DataError(f'bucket lengths must be positive integers, got {list(bucket_lengths)}')
+        raise DataError(
+            f'bucket lengths must be positive integers, got {list(bucket_lengths)}'
+        )
     return lengths
 
 
@@ -24,8 +27,10 @@ def _assign_buckets(src, tgt, buckets: np.ndarray) -> np.ndarray:
     bucket = np.searchsorted(buckets, lengths, side='left')
     if lengths.size and bucket.max() >= len(buckets):
         i = int(np.argmax(lengths))
-        raise DataError(f'example {i} has {lengths[i]} tokens, more than the largest bucket '
-                                        f'length {buckets[-1]}; raise the bucket lengths or lower max_len')
+        raise DataError(
+            f'example {i} has {lengths[i]} tokens, more than the largest bucket '
+            f'length {buckets[-1]}; raise the bucket lengths or lower max_len'
+        )
     return bucket
 
 
@@ -34,7 +39,7 @@ def _fill(rows: np.ndarray, seqs, length: int) -> np.ndarray:
     out = np.full((len(rows), length), PAD_ID, np.int32)
     for r, i in enumerate(rows):
         if i >= 0:
-            out[r, :len(seqs[i])] = seqs[i]
+            out[r, : len(seqs[i])] = seqs[i]
     return out
 
 
@@ -42,7 +47,7 @@ def _chunk(members: np.ndarray, rows: int) -> list[np.ndarray]:
     """`members` cut into [rows] arrays, the last padded with -1."""
     n = -(-len(members) // rows) * rows
     padded = np.full(n, -1, np.int64)
-    padded[:len(members)] = members
+    padded[: len(members)] = members
     return list(padded.reshape(-1, rows))
 
 
@@ -55,21 +60,39 @@ class BucketedBatcher:
     of batch_multiple). The last batch of a bucket is filled with all-PAD rows.
     """
 
-    def __init__(self, src: Sequence[np.ndarray], tgt: Sequence[np.ndarray], *,
-                             batch_tokens: int, bucket_lengths: Sequence[int], seed: int,
-                             batch_multiple: int = 1):
+    def __init__(
+        self,
+        src: Sequence[np.ndarray],
+        tgt: Sequence[np.ndarray],
+        *,
+        batch_tokens: int,
+        bucket_lengths: Sequence[int],
+        seed: int,
+        batch_multiple: int = 1,
+    ):
         if batch_multiple < 1 or batch_tokens < 1:
-            raise DataError(f'batch_tokens ({batch_tokens}) and batch_multiple '
-                                            f'({batch_multiple}) must be positive')
+            raise DataError(
+                f'batch_tokens ({batch_tokens}) and batch_multiple '
+                f'({batch_multiple}) must be positive'
+            )
         if not len(src):
-            raise DataError('no examples to batch (all were filtered or the data is empty)')
+            raise DataError(
+                'no examples to batch (all were filtered or the data is empty)'
+            )
         self._src, self._tgt, self._seed = src, tgt, int(seed)
         self._lengths = _bucket_lengths(bucket_lengths)
         bucket = _assign_buckets(src, tgt, self._lengths)
         self._members = [np.flatnonzero(bucket == b) for b in range(len(self._lengths))]
-        self._rows = [max(batch_multiple, (batch_tokens // int(l)) // batch_multiple * batch_multiple)
-                                    for l in self._lengths]
-        self._num_batches = sum(-(-len(m) // r) for m, r in zip(self._members, self._rows))
+        self._rows = [
+            max(
+                batch_multiple,
+                (batch_tokens // int(l)) // batch_multiple * batch_multiple,
+            )
+            for l in self._lengths
+        ]
+        self._num_batches = sum(
+            -(-len(m) // r) for m, r in zip(self._members, self._rows)
+        )
         self._cache = (None, None)
         self._epoch, self._index = 0, 0
 
@@ -79,7 +102,10 @@ class BucketedBatcher:
             rng = np.random.default_rng([self._seed, epoch])
             plan = []
             for b, members in enumerate(self._members):
-                plan += [(b, rows) for rows in _chunk(rng.permutation(members), self._rows[b])]
+                plan += [
+                    (b, rows)
+                    for rows in _chunk(rng.permutation(members), self._rows[b])
+                ]
             order = rng.permutation(len(plan))
             self._cache = (epoch, [plan[i] for i in order])
         return self._cache[1]
@@ -90,12 +116,16 @@ class BucketedBatcher:
     def batch_at(self, epoch: int, index: int) -> dict:
         """Batch `index` of `epoch`: {'inputs', 'targets'} int32 [B, L]."""
         if not 0 <= index < self._num_batches or epoch < 0:
-            raise DataError(f'batch ({epoch}, {index}) does not exist: epochs have '
-                                            f'{self._num_batches} batches')
+            raise DataError(
+                f'batch ({epoch}, {index}) does not exist: epochs have '
+                f'{self._num_batches} batches'
+            )
         bucket, rows = self._plan(epoch)[index]
         length = int(self._lengths[bucket])
-        return {'inputs': _fill(rows, self._src, length),
-                        'targets': _fill(rows, self._tgt, length)}
+        return {
+            'inputs': _fill(rows, self._src, length),
+            'targets': _fill(rows, self._tgt, length),
+        }
 
     @property
     def position(self) -> dict:
@@ -104,12 +134,19 @@ class BucketedBatcher:
 
     def set_position(self, pos: dict) -> None:
         """Continues from a `position` saved earlier (e.g. in a checkpoint)."""
-        ok = (isinstance(pos, dict) and set(pos) == {'epoch', 'index'} and
-                    all(isinstance(pos[k], (int, np.integer)) and not isinstance(pos[k], bool)
-                            for k in pos))
+        ok = (
+            isinstance(pos, dict)
+            and set(pos) == {'epoch', 'index'}
+            and all(
+                isinstance(pos[k], (int, np.integer)) and not isinstance(pos[k], bool)
+                for k in pos
+            )
+        )
         if not ok or pos['epoch'] < 0 or not 0 <= pos['index'] < self._num_batches:
-            raise DataError(f'data position {pos!r} does not fit this data: expected '
-                                            f"{{'epoch': >= 0, 'index': 0..{self._num_batches - 1}}}")
+            raise DataError(
+                f'data position {pos!r} does not fit this data: expected '
+                f"{{'epoch': >= 0, 'index': 0..{self._num_batches - 1}}}"
+            )
         self._epoch, self._index = int(pos['epoch']), int(pos['index'])
 
     def __iter__(self):
@@ -124,8 +161,11 @@ class BucketedBatcher:
 
     def batch_shapes(self) -> dict[int, tuple[int, int]]:
         """{bucket length L: (B_L, L)} for buckets that hold examples."""
-        return {int(l): (r, int(l)) for l, r, m in zip(self._lengths, self._rows, self._members)
-                        if len(m)}
+        return {
+            int(l): (r, int(l))
+            for l, r, m in zip(self._lengths, self._rows, self._members)
+            if len(m)
+        }
 
     def padding_fraction(self, epoch: int = 0) -> float:
         """PAD tokens / all tokens over an epoch's batches (inputs and targets).
@@ -134,23 +174,35 @@ class BucketedBatcher:
         `epoch` is accepted for clarity at call sites.
         """
         del epoch
-        total = sum(2 * r * -(-len(m) // r) * int(l)
-                                for l, r, m in zip(self._lengths, self._rows, self._members))
+        total = sum(
+            2 * r * -(-len(m) // r) * int(l)
+            for l, r, m in zip(self._lengths, self._rows, self._members)
+        )
         real = sum(len(s) for s in self._src) + sum(len(t) for t in self._tgt)
         return 1.0 - real / total
 
     def stats(self) -> dict:
-        return {'num_examples': len(self._src),
-                        'batches_per_epoch': self._num_batches,
-                        'batch_shapes': {str(l): list(s) for l, s in self.batch_shapes().items()},
-                        'examples_per_bucket': {str(int(l)): len(m) for l, m in
-                                                                        zip(self._lengths, self._members) if len(m)},
-                        'padding_fraction': self.padding_fraction()}
+        return {
+            'num_examples': len(self._src),
+            'batches_per_epoch': self._num_batches,
+            'batch_shapes': {str(l): list(s) for l, s in self.batch_shapes().items()},
+            'examples_per_bucket': {
+                str(int(l)): len(m)
+                for l, m in zip(self._lengths, self._members)
+                if len(m)
+            },
+            'padding_fraction': self.padding_fraction(),
+        }
 
 
-def eval_batches(src: Sequence[np.ndarray], tgt: Optional[Sequence[np.ndarray]], *,
-                                  batch_size: int, bucket_lengths: Sequence[int],
-                                  batch_multiple: int = 1) -> list[tuple[dict, np.ndarray]]:
+def eval_batches(
+    src: Sequence[np.ndarray],
+    tgt: Optional[Sequence[np.ndarray]],
+    *,
+    batch_size: int,
+    bucket_lengths: Sequence[int],
+    batch_multiple: int = 1,
+) -> list[tuple[dict, np.ndarray]]:
     """Fixed-order batches for evaluation, with each row's example index.
 
     Examples are sorted by length into buckets and cut into batches of
@@ -162,8 +214,10 @@ def eval_batches(src: Sequence[np.ndarray], tgt: Optional[Sequence[np.ndarray]],
       int64 [B], the original example index of each row, -1 for padding rows.
     """
     if batch_size < 1 or batch_multiple < 1:
-        raise DataError(f'batch_size ({batch_size}) and batch_multiple ({batch_multiple}) '
-                                        'must be positive')
+        raise DataError(
+            f'batch_size ({batch_size}) and batch_multiple ({batch_multiple}) '
+            'must be positive'
+        )
     rows = -(-batch_size // batch_multiple) * batch_multiple
     lengths = _bucket_lengths(bucket_lengths)
     bucket = _assign_buckets(src, tgt, lengths)
@@ -172,7 +226,7 @@ def eval_batches(src: Sequence[np.ndarray], tgt: Optional[Sequence[np.ndarray]],
     for b, length in enumerate(lengths):
         members = np.flatnonzero(bucket == b)
         members = members[np.argsort(own[members], kind='stable')]
-        for idx in (_chunk(members, rows) if len(members) else []):
+        for idx in _chunk(members, rows) if len(members) else []:
             batch = {'inputs': _fill(idx, src, int(length))}
             if tgt is not None:
                 batch['targets'] = _fill(idx, tgt, int(length))

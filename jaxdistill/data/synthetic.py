@@ -20,6 +20,7 @@ seed), and the grammar changes word order and adds agreement:
 About 360 source word forms and 700 target word forms; sentences have 4-20
 words on both sides.
 """
+
 import dataclasses
 import functools
 import hashlib
@@ -27,33 +28,59 @@ import hashlib
 import numpy as np
 
 _NOUNS = (
-        'dog cat horse bird fish child man woman boy girl teacher doctor farmer '
-        'king queen friend mother father brother sister student baker singer '
-        'soldier sailor house tree river city village garden table chair window '
-        'door book letter song story apple bread cake flower stone road bridge '
-        'mountain forest field boat car train box glass bus knife wolf mouse fox '
-        'baby lady church dress key toy hat coat shoe ball cup plate lamp bed '
-        'wall hill lake island star moon cloud ship').split()
+    'dog cat horse bird fish child man woman boy girl teacher doctor farmer '
+    'king queen friend mother father brother sister student baker singer '
+    'soldier sailor house tree river city village garden table chair window '
+    'door book letter song story apple bread cake flower stone road bridge '
+    'mountain forest field boat car train box glass bus knife wolf mouse fox '
+    'baby lady church dress key toy hat coat shoe ball cup plate lamp bed '
+    'wall hill lake island star moon cloud ship'
+).split()
 _IRREGULAR_PLURALS = {
-        'child': 'children', 'man': 'men', 'woman': 'women', 'knife': 'knives',
-        'wolf': 'wolves', 'mouse': 'mice'}
+    'child': 'children',
+    'man': 'men',
+    'woman': 'women',
+    'knife': 'knives',
+    'wolf': 'wolves',
+    'mouse': 'mice',
+}
 _ADJECTIVES = (
-        'big small old young new red blue green white black happy sad tall '
-        'short long quiet loud fast slow warm cold bright dark clean dirty rich '
-        'poor strong weak kind brave clever lazy busy heavy light sweet empty '
-        'full beautiful').split()
+    'big small old young new red blue green white black happy sad tall '
+    'short long quiet loud fast slow warm cold bright dark clean dirty rich '
+    'poor strong weak kind brave clever lazy busy heavy light sweet empty '
+    'full beautiful'
+).split()
 _TRANSITIVE = (
-        'see watch like love find take give carry build buy sell open close '
-        'paint wash cook read write hold bring follow help visit call meet '
-        'hear eat drink want push pull catch throw draw').split()
+    'see watch like love find take give carry build buy sell open close '
+    'paint wash cook read write hold bring follow help visit call meet '
+    'hear eat drink want push pull catch throw draw'
+).split()
 _INTRANSITIVE = 'sleep run walk sing dance swim wait laugh cry sit work play'.split()
 _IRREGULAR_PAST = {
-        'see': 'saw', 'find': 'found', 'take': 'took', 'give': 'gave',
-        'build': 'built', 'buy': 'bought', 'sell': 'sold', 'read': 'read',
-        'write': 'wrote', 'hold': 'held', 'bring': 'brought', 'meet': 'met',
-        'hear': 'heard', 'eat': 'ate', 'drink': 'drank', 'catch': 'caught',
-        'throw': 'threw', 'draw': 'drew', 'sleep': 'slept', 'run': 'ran',
-        'sing': 'sang', 'swim': 'swam', 'sit': 'sat'}
+    'see': 'saw',
+    'find': 'found',
+    'take': 'took',
+    'give': 'gave',
+    'build': 'built',
+    'buy': 'bought',
+    'sell': 'sold',
+    'read': 'read',
+    'write': 'wrote',
+    'hold': 'held',
+    'bring': 'brought',
+    'meet': 'met',
+    'hear': 'heard',
+    'eat': 'ate',
+    'drink': 'drank',
+    'catch': 'caught',
+    'throw': 'threw',
+    'draw': 'drew',
+    'sleep': 'slept',
+    'run': 'ran',
+    'sing': 'sang',
+    'swim': 'swam',
+    'sit': 'sat',
+}
 _PREPOSITIONS = 'in on near with under behind from to'.split()
 _ADVERBS = 'often quickly slowly quietly again today always never'.split()
 _NUMERALS = 'two three four five'.split()
@@ -61,24 +88,33 @@ _CONJUNCTIONS = 'and but'.split()
 
 # Target function words: (determiner, number) -> gender -> word.
 _TARGET_DETERMINERS = {
-        ('the', 'sg'): {'m': 'lo', 'f': 'ka', 'n': 'te'},
-        ('the', 'pl'): {'m': 'los', 'f': 'kas', 'n': 'tes'},
-        ('a', 'sg'): {'m': 'un', 'f': 'una', 'n': 'uno'},
-        ('some', 'pl'): {'m': 'algi', 'f': 'alga', 'n': 'algo'},
-        ('this', 'sg'): {'m': 'esto', 'f': 'esta', 'n': 'este'},
-        ('this', 'pl'): {'m': 'estoi', 'f': 'estai', 'n': 'estei'},
-        ('that', 'sg'): {'m': 'quo', 'f': 'qua', 'n': 'que'},
-        ('that', 'pl'): {'m': 'quoi', 'f': 'quai', 'n': 'quei'},
+    ('the', 'sg'): {'m': 'lo', 'f': 'ka', 'n': 'te'},
+    ('the', 'pl'): {'m': 'los', 'f': 'kas', 'n': 'tes'},
+    ('a', 'sg'): {'m': 'un', 'f': 'una', 'n': 'uno'},
+    ('some', 'pl'): {'m': 'algi', 'f': 'alga', 'n': 'algo'},
+    ('this', 'sg'): {'m': 'esto', 'f': 'esta', 'n': 'este'},
+    ('this', 'pl'): {'m': 'estoi', 'f': 'estai', 'n': 'estei'},
+    ('that', 'sg'): {'m': 'quo', 'f': 'qua', 'n': 'que'},
+    ('that', 'pl'): {'m': 'quoi', 'f': 'quai', 'n': 'quei'},
 }
 _SOURCE_DETERMINERS = {('this', 'pl'): 'these', ('that', 'pl'): 'those'}
 NOUN_PLURAL_SUFFIX = {'m': 'ar', 'f': 'en', 'n': 'u'}
 ADJECTIVE_SUFFIX = {
-        ('m', 'sg'): 'o', ('f', 'sg'): 'a', ('n', 'sg'): 'e',
-        ('m', 'pl'): 'os', ('f', 'pl'): 'as', ('n', 'pl'): 'es'}
+    ('m', 'sg'): 'o',
+    ('f', 'sg'): 'a',
+    ('n', 'sg'): 'e',
+    ('m', 'pl'): 'os',
+    ('f', 'pl'): 'as',
+    ('n', 'pl'): 'es',
+}
 VERB_SUFFIX = {
-        ('present', 'sg'): 'at', ('present', 'pl'): 'ant',
-        ('past', 'sg'): 'ek', ('past', 'pl'): 'eken',
-        ('future', 'sg'): 'oru', ('future', 'pl'): 'orun'}
+    ('present', 'sg'): 'at',
+    ('present', 'pl'): 'ant',
+    ('past', 'sg'): 'ek',
+    ('past', 'pl'): 'eken',
+    ('future', 'sg'): 'oru',
+    ('future', 'pl'): 'orun',
+}
 _CONSONANTS = 'bdfgklmnprstvz'
 _VOWELS = 'aeiou'
 _RESERVED = frozenset(w for d in _TARGET_DETERMINERS.values() for w in d.values())
@@ -91,6 +127,7 @@ class Lexicon:
     nouns: source singular -> (target stem, gender in 'mfn').
     Other fields: source base form -> target stem / word.
     """
+
     nouns: dict
     adjectives: dict
     verbs: dict
@@ -121,13 +158,19 @@ def lexicon(target_lang: str = 'tgt') -> Lexicon:
     nouns = {}
     for w in _NOUNS:
         stem = _stem('noun:' + w, target_lang, taken, final_consonant=False)
-        gender = 'mfn'[hashlib.sha256(f'{target_lang}/gender/{w}'.encode()).digest()[0] % 3]
+        gender = 'mfn'[
+            hashlib.sha256(f'{target_lang}/gender/{w}'.encode()).digest()[0] % 3
+        ]
         nouns[w] = (stem, gender)
     adjectives = {w: _stem('adj:' + w, target_lang, taken, True) for w in _ADJECTIVES}
-    verbs = {w: _stem('verb:' + w, target_lang, taken, True)
-                     for w in _TRANSITIVE + _INTRANSITIVE}
-    words = {w: _stem('word:' + w, target_lang, taken, False)
-                     for w in _PREPOSITIONS + _ADVERBS + _NUMERALS + _CONJUNCTIONS}
+    verbs = {
+        w: _stem('verb:' + w, target_lang, taken, True)
+        for w in _TRANSITIVE + _INTRANSITIVE
+    }
+    words = {
+        w: _stem('word:' + w, target_lang, taken, False)
+        for w in _PREPOSITIONS + _ADVERBS + _NUMERALS + _CONJUNCTIONS
+    }
     return Lexicon(nouns, adjectives, verbs, words)
 
 
@@ -173,17 +216,23 @@ def _sample_np(rng: np.random.Generator) -> dict:
         det = _pick(rng, ('the', 'the', 'some', 'these', 'those') + tuple(_NUMERALS))
         det = {'these': 'this', 'those': 'that'}.get(det, det)
     n_adjs = _pick(rng, (0, 0, 0, 1, 1, 2))
-    adjs = tuple(_ADJECTIVES[i] for i in rng.choice(len(_ADJECTIVES), n_adjs, replace=False))
+    adjs = tuple(
+        _ADJECTIVES[i] for i in rng.choice(len(_ADJECTIVES), n_adjs, replace=False)
+    )
     return {'noun': _pick(rng, _NOUNS), 'number': number, 'det': det, 'adjs': adjs}
 
 
 def _sample_clause(rng: np.random.Generator) -> dict:
     transitive = rng.random() < 0.75
-    clause = {'subj': _sample_np(rng),
-                        'verb': _pick(rng, _TRANSITIVE if transitive else _INTRANSITIVE),
-                        'tense': _pick(rng, ('present', 'past', 'future')),
-                        'obj': _sample_np(rng) if transitive else None,
-                        'prep': None, 'pp': None, 'adv': None}
+    clause = {
+        'subj': _sample_np(rng),
+        'verb': _pick(rng, _TRANSITIVE if transitive else _INTRANSITIVE),
+        'tense': _pick(rng, ('present', 'past', 'future')),
+        'obj': _sample_np(rng) if transitive else None,
+        'prep': None,
+        'pp': None,
+        'adv': None,
+    }
     if rng.random() < 0.4:
         clause['prep'], clause['pp'] = _pick(rng, _PREPOSITIONS), _sample_np(rng)
     if rng.random() < 0.3:
@@ -192,7 +241,9 @@ def _sample_clause(rng: np.random.Generator) -> dict:
 
 
 def _source_np(np_: dict) -> list[str]:
-    words = list(np_['adjs']) + [np_['noun'] if np_['number'] == 'sg' else plural(np_['noun'])]
+    words = list(np_['adjs']) + [
+        np_['noun'] if np_['number'] == 'sg' else plural(np_['noun'])
+    ]
     det = _SOURCE_DETERMINERS.get((np_['det'], np_['number']), np_['det'])
     if det == 'a' and words[0][0] in 'aeiou':
         det = 'an'
@@ -207,8 +258,10 @@ def _target_np(np_: dict, lex: Lexicon) -> list[str]:
         det = lex.words[np_['det']]
     else:
         det = _TARGET_DETERMINERS[(np_['det'], number)][gender]
-    adjs = [lex.adjectives[a] + ADJECTIVE_SUFFIX[(gender, number)]
-                    for a in reversed(np_['adjs'])]
+    adjs = [
+        lex.adjectives[a] + ADJECTIVE_SUFFIX[(gender, number)]
+        for a in reversed(np_['adjs'])
+    ]
     return [det, noun] + adjs
 
 
@@ -242,8 +295,14 @@ def _target_clause(c: dict, lex: Lexicon) -> list[str]:
     return words + [lex.verbs[c['verb']] + suffix]
 
 
-def generate_pairs(n: int, seed: int, *, target_lang: str = 'tgt',
-                                     min_words: int = 4, max_words: int = 20) -> list[tuple[str, str]]:
+def generate_pairs(
+    n: int,
+    seed: int,
+    *,
+    target_lang: str = 'tgt',
+    min_words: int = 4,
+    max_words: int = 20,
+) -> list[tuple[str, str]]:
     """`n` (source, target) sentence pairs, deterministic for (seed, target_lang).
 
     The sentences depend on `seed`; the lexicon depends only on `target_lang`,

@@ -1,4 +1,5 @@
 """Reading one-sentence-a-line text files, plain or gzip."""
+
 import gzip
 import os
 import zlib
@@ -48,7 +49,8 @@ def read_lines(path: PathLike) -> list[str]:
     except UnicodeDecodeError as e:
         line = data.count(b'\n', 0, e.start) + 1
         raise DataError(
-                f'{path} line {line}: invalid UTF-8 (byte offset {e.start})') from None
+            f'{path} line {line}: invalid UTF-8 (byte offset {e.start})'
+        ) from None
     if text.startswith('\ufeff'):
         text = text[1:]
     lines = text.split('\n')

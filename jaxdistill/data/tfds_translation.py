@@ -1,4 +1,5 @@
 """Translation pairs from TensorFlow Datasets (wmt14_translate/de-en, ...)."""
+
 from typing import Optional
 
 from jaxdistill.errors import DataError
@@ -17,9 +18,14 @@ def _languages(builder) -> list[str]:
     return list(features.keys()) if hasattr(features, 'keys') else []
 
 
-def load_tfds_translation(name: str, split: str, source_lang: str, target_lang: str,
-                                                    data_dir: Optional[str] = None,
-                                                    max_examples: Optional[int] = None) -> list[tuple[str, str]]:
+def load_tfds_translation(
+    name: str,
+    split: str,
+    source_lang: str,
+    target_lang: str,
+    data_dir: Optional[str] = None,
+    max_examples: Optional[int] = None,
+) -> list[tuple[str, str]]:
     """(source, target) string pairs of a TFDS translation dataset split.
 
     Uses `tfds.load(name, split=split, data_dir=data_dir)`, which downloads and
@@ -34,6 +40,7 @@ def load_tfds_translation(name: str, split: str, source_lang: str, target_lang: 
       DataError: unknown dataset or split, or a language not in the features.
     """
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as e:  # DatasetNotFoundError, bad config names, ...
@@ -41,14 +48,18 @@ def load_tfds_translation(name: str, split: str, source_lang: str, target_lang: 
     languages = _languages(builder)
     for role, lang in (('source', source_lang), ('target', target_lang)):
         if lang not in languages:
-            raise DataError(f'TFDS dataset {name!r} has no {role} language {lang!r}; '
-                                            f'its languages are {sorted(languages)}')
+            raise DataError(
+                f'TFDS dataset {name!r} has no {role} language {lang!r}; '
+                f'its languages are {sorted(languages)}'
+            )
     if max_examples:
         split = f'{split}[:{int(max_examples)}]' if '[' not in split else split
     try:
         ds = tfds.load(name, split=split, data_dir=data_dir)
     except Exception as e:  # Unknown split, download failure, ...
-        raise DataError(f'TFDS dataset {name!r} split {split!r} cannot be loaded: {e}') from None
+        raise DataError(
+            f'TFDS dataset {name!r} split {split!r} cannot be loaded: {e}'
+        ) from None
     pairs = []
     for example in tfds.as_numpy(ds):
         pairs.append((_text(example[source_lang]), _text(example[target_lang])))

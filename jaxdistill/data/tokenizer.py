@@ -1,4 +1,5 @@
 """SentencePiece tokenizer with fixed special ids, trained deterministically."""
+
 import io
 import json
 import logging
@@ -17,7 +18,9 @@ BOS_ID = 2
 EOS_ID = 3
 
 _log = logging.getLogger(__name__)
-_TOO_HIGH = re.compile(r'Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)')
+_TOO_HIGH = re.compile(
+    r'Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)'
+)
 
 
 def _meta_path(model_path) -> str:
@@ -44,10 +47,19 @@ def _train_bytes(texts: list[str], vocab_size: int, **options) -> bytes:
     """Serialized model; RuntimeError from SentencePiece passes through."""
     writer = io.BytesIO()
     spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(texts), model_writer=writer, vocab_size=vocab_size,
-            pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
-            num_threads=1, shuffle_input_sentence=False, character_coverage=1.0,
-            minloglevel=2, **options)
+        sentence_iterator=iter(texts),
+        model_writer=writer,
+        vocab_size=vocab_size,
+        pad_id=PAD_ID,
+        unk_id=UNK_ID,
+        bos_id=BOS_ID,
+        eos_id=EOS_ID,
+        num_threads=1,
+        shuffle_input_sentence=False,
+        character_coverage=1.0,
+        minloglevel=2,
+        **options,
+    )
     return writer.getvalue()
 
 
@@ -58,11 +70,17 @@ class Tokenizer:
         self.sp = processor
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int, model_path, *,
-                        user_defined_symbols: Sequence[str] = (),
-                        seed_sentencepiece_size: int = 1_000_000,
-                        input_sentence_size: int = 2_000_000,
-                        model_type: str = 'unigram') -> 'Tokenizer':
+    def train(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int,
+        model_path,
+        *,
+        user_defined_symbols: Sequence[str] = (),
+        seed_sentencepiece_size: int = 1_000_000,
+        input_sentence_size: int = 2_000_000,
+        model_type: str = 'unigram',
+    ) -> 'Tokenizer':
         """Trains on the first `input_sentence_size` non-empty texts, saves, loads.
 
         Deterministic: one thread, no shuffling. When `vocab_size` is more than
@@ -74,19 +92,27 @@ class Tokenizer:
         texts = [t for t in texts if t.strip()][:input_sentence_size]
         if not texts:
             raise DataError(f'cannot train tokenizer {model_path}: no non-empty text')
-        options = dict(user_defined_symbols=list(user_defined_symbols),
-                                     seed_sentencepiece_size=seed_sentencepiece_size,
-                                     input_sentence_size=input_sentence_size,
-                                     model_type=model_type)
+        options = dict(
+            user_defined_symbols=list(user_defined_symbols),
+            seed_sentencepiece_size=seed_sentencepiece_size,
+            input_sentence_size=input_sentence_size,
+            model_type=model_type,
+        )
         try:
             data = _train_bytes(texts, vocab_size, **options)
         except RuntimeError as e:
             match = _TOO_HIGH.search(str(e))
             if not match:
-                raise DataError(f'SentencePiece training for {model_path} failed: {e}') from None
+                raise DataError(
+                    f'SentencePiece training for {model_path} failed: {e}'
+                ) from None
             allowed = int(match.group(2))
-            _log.warning('Tokenizer: vocab_size %d is too large for this text; '
-                                            'training with the largest possible, %d.', vocab_size, allowed)
+            _log.warning(
+                'Tokenizer: vocab_size %d is too large for this text; '
+                'training with the largest possible, %d.',
+                vocab_size,
+                allowed,
+            )
             data = _train_bytes(texts, allowed, **options)
         _atomic_write(model_path, data)
         with open(_meta_path(model_path), 'w') as f:
@@ -128,16 +154,23 @@ class Tokenizer:
         return self.sp.DecodeIds(kept)
 
 
-def load_or_train_tokenizer(model_path, texts_fn: Callable[[], Iterable[str]],
-                                                        vocab_size: int,
-                                                        user_defined_symbols: Sequence[str] = ()) -> Tokenizer:
+def load_or_train_tokenizer(
+    model_path,
+    texts_fn: Callable[[], Iterable[str]],
+    vocab_size: int,
+    user_defined_symbols: Sequence[str] = (),
+) -> Tokenizer:
     """Loads `model_path` if it exists (checking its vocab size), else trains it.
 
     `texts_fn` is only called when training is needed.
     """
     if not os.path.exists(model_path):
-        return Tokenizer.train(texts_fn(), vocab_size, model_path,
-                                                      user_defined_symbols=user_defined_symbols)
+        return Tokenizer.train(
+            texts_fn(),
+            vocab_size,
+            model_path,
+            user_defined_symbols=user_defined_symbols,
+        )
     tok = Tokenizer.load(model_path)
     requested = tok.vocab_size
     if os.path.exists(_meta_path(model_path)):
@@ -148,10 +181,13 @@ def load_or_train_tokenizer(model_path, texts_fn: Callable[[], Iterable[str]],
             raise DataError(f'{_meta_path(model_path)} is malformed: {e}') from None
     if vocab_size not in (requested, tok.vocab_size):
         raise DataError(
-                f"the workdir's tokenizer {model_path} has vocab {tok.vocab_size} but the "
-                f'config asks for {vocab_size}; use a new workdir or delete the tokenizer')
+            f"the workdir's tokenizer {model_path} has vocab {tok.vocab_size} but the "
+            f'config asks for {vocab_size}; use a new workdir or delete the tokenizer'
+        )
     missing = [s for s in user_defined_symbols if tok.piece_to_id(s) == UNK_ID]
     if missing:
-        raise DataError(f"the workdir's tokenizer {model_path} lacks the symbols {missing} "
-                                        'that the config needs; use a new workdir or delete the tokenizer')
+        raise DataError(
+            f"the workdir's tokenizer {model_path} lacks the symbols {missing} "
+            'that the config needs; use a new workdir or delete the tokenizer'
+        )
     return tok

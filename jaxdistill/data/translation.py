@@ -1,4 +1,5 @@
 """Translation corpora from a `config.data` block, and their encoding to ids."""
+
 import dataclasses
 import os
 import zlib
@@ -17,6 +18,7 @@ TOO_LONG = ('filter', 'truncate')
 @dataclasses.dataclass(frozen=True)
 class TranslationData:
     """Parallel sentences; target_lang[i] is the language of target[i]."""
+
     source: list[str]
     target: list[str]
     target_lang: list[str]
@@ -33,8 +35,9 @@ def language_pairs(cfg) -> list[tuple[str, str]]:
     if isinstance(pairs, str):
         pairs = (pairs,)
     if not pairs:
-        raise ConfigError("data.pairs must list 'src-tgt' pairs, e.g. ('en-de',); got "
-                                            f'{pairs!r}')
+        raise ConfigError(
+            f"data.pairs must list 'src-tgt' pairs, e.g. ('en-de',); got {pairs!r}"
+        )
     result = []
     for pair in pairs:
         parts = pair.split('-') if isinstance(pair, str) else []
@@ -88,12 +91,18 @@ def _pairs_for(cfg, kind: str, split: str, src: str, tgt: str, max_examples: int
         pairs = text_lib.read_parallel(paths)
     else:
         from jaxdistill.data import tfds_translation  # pylint: disable=g-import-not-at-top
+
         name = cfg.get('tfds_name', None)
         if not name:
             raise ConfigError("data.tfds_name must be set when data.source is 'tfds'")
         pairs = tfds_translation.load_tfds_translation(
-                name, split, src, tgt, data_dir=cfg.get('tfds_data_dir', None),
-                max_examples=max_examples or None)
+            name,
+            split,
+            src,
+            tgt,
+            data_dir=cfg.get('tfds_data_dir', None),
+            max_examples=max_examples or None,
+        )
     return pairs[:max_examples] if max_examples else pairs
 
 
@@ -108,7 +117,9 @@ def load_translation(cfg, split: str) -> TranslationData:
     """
     kind = cfg.get('source', None)
     if kind not in SOURCES:
-        raise ConfigError(f'data.source is {kind!r}; valid values: {", ".join(SOURCES)}')
+        raise ConfigError(
+            f'data.source is {kind!r}; valid values: {", ".join(SOURCES)}'
+        )
     max_examples = int(cfg.get('max_examples', 0) or 0)
     source, target, langs = [], [], []
     for src, tgt in language_pairs(cfg):
@@ -125,11 +136,12 @@ def _fit(ids: list[int], max_len: int, too_long: str):
         return np.asarray(ids, np.int32), False
     if too_long == 'filter':
         return None, False
-    return np.asarray(ids[:max_len - 1] + [tokenizer_lib.EOS_ID], np.int32), True
+    return np.asarray(ids[: max_len - 1] + [tokenizer_lib.EOS_ID], np.int32), True
 
 
-def encode(data: TranslationData, tokenizer, *, max_len: int, too_long: str,
-                      tagged: bool) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
+def encode(
+    data: TranslationData, tokenizer, *, max_len: int, too_long: str, tagged: bool
+) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
     """Token ids of every usable pair, EOS last on both sides.
 
     Args:
@@ -145,16 +157,22 @@ def encode(data: TranslationData, tokenizer, *, max_len: int, too_long: str,
       {'examples', 'filtered_too_long', 'truncated', 'skipped_empty'}.
     """
     if too_long not in TOO_LONG:
-        raise ConfigError(f'data.too_long is {too_long!r}; valid values: {", ".join(TOO_LONG)}')
+        raise ConfigError(
+            f'data.too_long is {too_long!r}; valid values: {", ".join(TOO_LONG)}'
+        )
     if max_len < 2 + int(tagged):
-        raise ConfigError(f'data.max_len is {max_len}; it must leave room for EOS and a token')
+        raise ConfigError(
+            f'data.max_len is {max_len}; it must leave room for EOS and a token'
+        )
     tag_ids = {}
     if tagged:
         for lang in dict.fromkeys(data.target_lang):
             tag_ids[lang] = tokenizer.piece_to_id(target_tag(lang))
             if tag_ids[lang] == tokenizer_lib.UNK_ID:
-                raise DataError(f'the tokenizer has no piece {target_tag(lang)!r}; train it '
-                                                'with user_defined_symbols=tag_symbols(config.data)')
+                raise DataError(
+                    f'the tokenizer has no piece {target_tag(lang)!r}; train it '
+                    'with user_defined_symbols=tag_symbols(config.data)'
+                )
     stats = {'examples': 0, 'filtered_too_long': 0, 'truncated': 0, 'skipped_empty': 0}
     sources, targets = [], []
     for src, tgt, lang in zip(data.source, data.target, data.target_lang):
@@ -163,7 +181,9 @@ def encode(data: TranslationData, tokenizer, *, max_len: int, too_long: str,
             continue
         src_ids = ([tag_ids[lang]] if tagged else []) + tokenizer.encode(src)
         src_ids, src_cut = _fit(src_ids + [tokenizer_lib.EOS_ID], max_len, too_long)
-        tgt_ids, tgt_cut = _fit(tokenizer.encode(tgt) + [tokenizer_lib.EOS_ID], max_len, too_long)
+        tgt_ids, tgt_cut = _fit(
+            tokenizer.encode(tgt) + [tokenizer_lib.EOS_ID], max_len, too_long
+        )
         if src_ids is None or tgt_ids is None:
             stats['filtered_too_long'] += 1
             continue

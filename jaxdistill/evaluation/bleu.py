@@ -1,4 +1,5 @@
 """Corpus BLEU: standard sacreBLEU and the tokenised, lowercased Multi30k variant."""
+
 import functools
 
 import sacrebleu
@@ -16,8 +17,9 @@ def _tok_lc(lines: list[str], lang: str) -> list[str]:
     return [tok.tokenize(line, escape=False, return_str=True).lower() for line in lines]
 
 
-def corpus_bleu(hypotheses: list[str], references: list[str], *,
-                target_lang: str = 'de') -> dict:
+def corpus_bleu(
+    hypotheses: list[str], references: list[str], *, target_lang: str = 'de'
+) -> dict:
     """BLEU of detokenised hypotheses against one reference each.
 
     Returns:
@@ -29,15 +31,21 @@ def corpus_bleu(hypotheses: list[str], references: list[str], *,
       Scores are on the 0–100 scale.
     """
     if len(hypotheses) != len(references):
-        raise ValueError(f'{len(hypotheses)} hypotheses but {len(references)} '
-                         'references; they must pair up one to one.')
+        raise ValueError(
+            f'{len(hypotheses)} hypotheses but {len(references)} '
+            'references; they must pair up one to one.'
+        )
     hypotheses, references = list(hypotheses), list(references)
     standard = sacrebleu.metrics.BLEU()
     score = standard.corpus_score(hypotheses, [references])
-    tokenised = sacrebleu.metrics.BLEU(tokenize='none', lowercase=False,
-                                       smooth_method='none')
-    tok_lc = tokenised.corpus_score(_tok_lc(hypotheses, target_lang),
-                                    [_tok_lc(references, target_lang)])
-    return {'sacrebleu': float(score.score),
-            'sacrebleu_signature': str(standard.get_signature()),
-            'bleu_tok_lc': float(tok_lc.score)}
+    tokenised = sacrebleu.metrics.BLEU(
+        tokenize='none', lowercase=False, smooth_method='none'
+    )
+    tok_lc = tokenised.corpus_score(
+        _tok_lc(hypotheses, target_lang), [_tok_lc(references, target_lang)]
+    )
+    return {
+        'sacrebleu': float(score.score),
+        'sacrebleu_signature': str(standard.get_signature()),
+        'bleu_tok_lc': float(tok_lc.score),
+    }

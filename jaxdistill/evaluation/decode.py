@@ -1,4 +1,5 @@
 """Greedy decoding with the Transformer's explicit KV cache."""
+
 import functools
 
 import jax
@@ -7,8 +8,9 @@ import jax.numpy as jnp
 from jaxdistill.models.transformer import Transformer
 
 
-def greedy_decode(model: Transformer, params, inputs: jax.Array, *,
-                  max_len: int) -> jax.Array:
+def greedy_decode(
+    model: Transformer, params, inputs: jax.Array, *, max_len: int
+) -> jax.Array:
     """Greedy (argmax) translation of a batch.
 
     Args:
@@ -21,10 +23,10 @@ def greedy_decode(model: Transformer, params, inputs: jax.Array, *,
       that never emit EOS are cut at max_len.
     """
     if max_len > model.config.max_len:
-        raise ValueError(f'max_len={max_len} exceeds the model max_len='
-                         f'{model.config.max_len}.')
-    return _greedy_decode_jit(model, params, jnp.asarray(inputs, jnp.int32),
-                              max_len)
+        raise ValueError(
+            f'max_len={max_len} exceeds the model max_len={model.config.max_len}.'
+        )
+    return _greedy_decode_jit(model, params, jnp.asarray(inputs, jnp.int32), max_len)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
@@ -42,14 +44,19 @@ def _greedy_decode_jit(model, params, inputs, max_len):
 
     def body(state):
         index, token, done, out, cache = state
-        logits, cache = model.apply(params, encoded, inputs, token, index, cache,
-                                    method=Transformer.decode_step)
+        logits, cache = model.apply(
+            params, encoded, inputs, token, index, cache, method=Transformer.decode_step
+        )
         nxt = jnp.argmax(logits, axis=-1).astype(jnp.int32)
         nxt = jnp.where(done, c.pad_id, nxt)
         out = jax.lax.dynamic_update_slice_in_dim(out, nxt[:, None], index, axis=1)
         return index + 1, nxt, done | (nxt == c.eos_id), out, cache
 
-    state = (jnp.int32(0), jnp.full((batch,), c.bos_id, jnp.int32),
-             jnp.zeros((batch,), bool), jnp.full((batch, max_len), c.pad_id, jnp.int32),
-             cache)
+    state = (
+        jnp.int32(0),
+        jnp.full((batch,), c.bos_id, jnp.int32),
+        jnp.zeros((batch,), bool),
+        jnp.full((batch, max_len), c.pad_id, jnp.int32),
+        cache,
+    )
     return jax.lax.while_loop(cond, body, state)[3]

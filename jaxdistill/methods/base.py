@@ -5,6 +5,7 @@ A method never calls a Flax module directly: the task hands it `ModelFns`
 images alike, and parameters stay plain pytrees the method may stack, slice
 or copy.
 """
+
 import dataclasses
 import difflib
 from typing import Any, Callable
@@ -26,6 +27,7 @@ class ModelFns:
     apply: (params, batch, *, train, rng) -> logits [..., V].
     labels: batch -> (labels [...] int, where [...] bool).
     """
+
     init: Callable[..., Params]
     apply: Callable[..., jax.Array]
     labels: Callable[[Batch], tuple[jax.Array, jax.Array]]
@@ -37,6 +39,7 @@ class Method:
     Subclasses are frozen dataclasses registered with
     `@registry.register('method', name)` and built by `make_method`.
     """
+
     model: ModelFns
 
     def init_params(self, rng: jax.Array, batch: Batch) -> Params:
@@ -78,5 +81,6 @@ def make_method(cfg, model: ModelFns) -> Method:
             hint = f' Did you mean {", ".join(close)}?' if close else ''
             raise ConfigError(
                 f'Unknown key method.{key} for method {cfg.name!r}.{hint} '
-                f'Valid keys: {", ".join(sorted(fields))}.')
+                f'Valid keys: {", ".join(sorted(fields))}.'
+            )
     return cls.from_config(model, options)

@@ -1,4 +1,5 @@
 """Plain supervised training on the labels: the baseline every method beats."""
+
 import dataclasses
 
 import jax.numpy as jnp
@@ -12,6 +13,7 @@ from jaxdistill.methods.base import Method, ModelFns
 @dataclasses.dataclass(frozen=True)
 class Supervised(Method):
     """Cross entropy (optionally label-smoothed), mean over labelled tokens."""
+
     model: ModelFns
     label_smoothing: float = 0.0
 
@@ -23,8 +25,9 @@ class Supervised(Method):
         del extra, step
         logits = self.model.apply(params, batch, train=True, rng=rng)
         labels, where = self.model.labels(batch)
-        ce = losses.cross_entropy(logits, labels, where=where,
-                                  label_smoothing=self.label_smoothing)
+        ce = losses.cross_entropy(
+            logits, labels, where=where, label_smoothing=self.label_smoothing
+        )
         loss = losses.masked_mean(ce, where)
         return loss, supervised_metrics(logits, labels, where, loss)
 
@@ -36,6 +39,7 @@ def supervised_metrics(logits, labels, where, loss):
         'train/loss': loss,
         'train/nll': losses.masked_mean(nll, where),
         'train/accuracy': losses.masked_mean(
-            losses.accuracy(logits, labels, where=where), where),
+            losses.accuracy(logits, labels, where=where), where
+        ),
         'train/tokens': jnp.sum(where),
     }

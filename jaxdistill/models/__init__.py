@@ -1,4 +1,5 @@
 """Flax models."""
+
 from jaxdistill.models.transformer import count_params
 from jaxdistill.models.transformer import flops_per_token
 from jaxdistill.models.transformer import init_cache

@@ -20,6 +20,7 @@ When 'cross' is absent, `decode_step` recomputes the cross-attention keys and
 values from `encoded` at every step; `precompute_cross` builds them once so a
 decoding loop can add them to the cache (what `greedy_decode` does).
 """
+
 import dataclasses
 import functools
 import math
@@ -40,26 +41,29 @@ _XAVIER = nn.initializers.xavier_uniform()
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
     """Hyperparameters of `Transformer`; hashable, so usable as a jit static."""
+
     vocab_size: int
     d_model: int = 128
     num_heads: int = 4
     d_ff: int = 256
     num_encoder_layers: int = 4
     num_decoder_layers: int = 4
-    dropout_rate: float = 0.1            # residual and embedding dropout
+    dropout_rate: float = 0.1  # residual and embedding dropout
     attention_dropout_rate: float = 0.0  # on attention weights
     activation_dropout_rate: float = 0.0  # inside the FFN, after ReLU
-    max_len: int = 256                   # longest source or target sequence
-    share_embeddings: bool = True        # source, target and output projection
-    dtype: Any = jnp.float32             # compute dtype; params stay float32
+    max_len: int = 256  # longest source or target sequence
+    share_embeddings: bool = True  # source, target and output projection
+    dtype: Any = jnp.float32  # compute dtype; params stay float32
     pad_id: int = 0
     bos_id: int = 2
     eos_id: int = 3
 
     def __post_init__(self):
         if self.d_model % self.num_heads:
-            raise ConfigError(f'd_model={self.d_model} is not divisible by '
-                              f'num_heads={self.num_heads}.')
+            raise ConfigError(
+                f'd_model={self.d_model} is not divisible by '
+                f'num_heads={self.num_heads}.'
+            )
 
     @property
     def head_dim(self) -> int:
@@ -67,27 +71,38 @@ class TransformerConfig:
 
 
 SIZES: dict[str, dict] = {
-        'tiny': dict(num_encoder_layers=4, num_decoder_layers=4, d_model=128,
-                     d_ff=256, num_heads=4),
-        'small': dict(num_encoder_layers=6, num_decoder_layers=6, d_model=256,
-                      d_ff=1024, num_heads=4),
-        'base': dict(num_encoder_layers=6, num_decoder_layers=6, d_model=512,
-                     d_ff=2048, num_heads=8),
-        'big': dict(num_encoder_layers=6, num_decoder_layers=6, d_model=1024,
-                    d_ff=4096, num_heads=16),
+    'tiny': dict(
+        num_encoder_layers=4, num_decoder_layers=4, d_model=128, d_ff=256, num_heads=4
+    ),
+    'small': dict(
+        num_encoder_layers=6, num_decoder_layers=6, d_model=256, d_ff=1024, num_heads=4
+    ),
+    'base': dict(
+        num_encoder_layers=6, num_decoder_layers=6, d_model=512, d_ff=2048, num_heads=8
+    ),
+    'big': dict(
+        num_encoder_layers=6,
+        num_decoder_layers=6,
+        d_model=1024,
+        d_ff=4096,
+        num_heads=16,
+    ),
 }
 
 
 def make_transformer_config(size: str = 'tiny', **overrides) -> TransformerConfig:
     """A named size from `SIZES` with field overrides (vocab_size is required)."""
     if size not in SIZES:
-        raise ConfigError(f'Unknown transformer size {size!r}; known sizes: '
-                          f'{", ".join(SIZES)}.')
+        raise ConfigError(
+            f'Unknown transformer size {size!r}; known sizes: {", ".join(SIZES)}.'
+        )
     fields = {f.name for f in dataclasses.fields(TransformerConfig)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise ConfigError(f'Unknown TransformerConfig field(s) {unknown}; '
-                          f'known: {", ".join(sorted(fields))}.')
+        raise ConfigError(
+            f'Unknown TransformerConfig field(s) {unknown}; '
+            f'known: {", ".join(sorted(fields))}.'
+        )
     if 'vocab_size' not in overrides:
         raise ConfigError('make_transformer_config needs vocab_size=...')
     return TransformerConfig(**{**SIZES[size], **overrides})
@@ -100,29 +115,37 @@ def sinusoidal_positions(max_len: int, d_model: int) -> np.ndarray:
     angles = np.arange(max_len)[:, None] * inv[None, :]
     table = np.zeros((max_len, d_model), np.float32)
     table[:, :half] = np.sin(angles)
-    table[:, half:2 * half] = np.cos(angles)
+    table[:, half : 2 * half] = np.cos(angles)
     return table
 
 
 def init_cache(config: TransformerConfig, batch_size: int, max_len: int) -> dict:
     """Zero self-attention cache: per decoder layer k, v [B, max_len, H, Dh]."""
     shape = (batch_size, max_len, config.num_heads, config.head_dim)
-    layer = lambda: {'k': jnp.zeros(shape, config.dtype),
-                     'v': jnp.zeros(shape, config.dtype)}
+    layer = lambda: {
+        'k': jnp.zeros(shape, config.dtype),
+        'v': jnp.zeros(shape, config.dtype),
+    }
     return {'self': tuple(layer() for _ in range(config.num_decoder_layers))}
 
 
 class MultiHeadAttention(nn.Module):
     """Multi-head dot-product attention with per-head projections."""
+
     config: TransformerConfig
 
     def setup(self):
         c = self.config
-        dense = functools.partial(nn.DenseGeneral, features=(c.num_heads, c.head_dim),
-                                  dtype=c.dtype, kernel_init=_XAVIER)
+        dense = functools.partial(
+            nn.DenseGeneral,
+            features=(c.num_heads, c.head_dim),
+            dtype=c.dtype,
+            kernel_init=_XAVIER,
+        )
         self.query, self.key, self.value = dense(), dense(), dense()
-        self.out = nn.DenseGeneral(features=c.d_model, axis=(-2, -1), dtype=c.dtype,
-                                   kernel_init=_XAVIER)
+        self.out = nn.DenseGeneral(
+            features=c.d_model, axis=(-2, -1), dtype=c.dtype, kernel_init=_XAVIER
+        )
         self.dropout = nn.Dropout(c.attention_dropout_rate)
 
     def key_value(self, context: Array) -> tuple[Array, Array]:
@@ -145,6 +168,7 @@ class MultiHeadAttention(nn.Module):
 
 class FeedForward(nn.Module):
     """Dense(d_ff) -> ReLU -> dropout -> Dense(d_model)."""
+
     config: TransformerConfig
 
     @nn.compact
@@ -211,14 +235,17 @@ class DecoderLayer(nn.Module):
         h = self.ln_self(y)
         k, v = self.self_attn.key_value(h)
         ck = jax.lax.dynamic_update_slice_in_dim(
-                layer_cache['k'], k.astype(layer_cache['k'].dtype), index, axis=1)
+            layer_cache['k'], k.astype(layer_cache['k'].dtype), index, axis=1
+        )
         cv = jax.lax.dynamic_update_slice_in_dim(
-                layer_cache['v'], v.astype(layer_cache['v'].dtype), index, axis=1)
+            layer_cache['v'], v.astype(layer_cache['v'].dtype), index, axis=1
+        )
         mask = (jnp.arange(ck.shape[1]) <= index)[None, None, None, :]
         y = y + self.self_attn.attend(h, ck, cv, mask, False)
         h = self.ln_cross(y)
-        y = y + self.cross_attn.attend(h, cross_kv['k'], cross_kv['v'], cross_mask,
-                                       False)
+        y = y + self.cross_attn.attend(
+            h, cross_kv['k'], cross_kv['v'], cross_mask, False
+        )
         return y + self.ffn(self.ln_ffn(y), False), {'k': ck, 'v': cv}
 
 
@@ -243,8 +270,9 @@ class Decoder(nn.Module):
         """y [B, 1, D] -> ([B, 1, D], new cache); cache must hold 'cross'."""
         new_self = []
         for i, layer in enumerate(self.layers):
-            y, layer_cache = layer.step(y, index, cache['self'][i], cache['cross'][i],
-                                        cross_mask)
+            y, layer_cache = layer.step(
+                y, index, cache['self'][i], cache['cross'][i], cross_mask
+            )
             new_self.append(layer_cache)
         return self.norm(y), {**cache, 'self': tuple(new_self)}
 
@@ -257,19 +285,25 @@ def _padding_mask(inputs: Array, pad_id: int) -> Array:
 @registry.register('model', 'transformer')
 class Transformer(nn.Module):
     """Encoder–decoder Transformer (pre-LN, sinusoidal positions)."""
+
     config: TransformerConfig
 
     def setup(self):
         c = self.config
         embed = functools.partial(
-                nn.Embed, c.vocab_size, c.d_model, dtype=c.dtype,
-                embedding_init=nn.initializers.normal(stddev=c.d_model**-0.5))
+            nn.Embed,
+            c.vocab_size,
+            c.d_model,
+            dtype=c.dtype,
+            embedding_init=nn.initializers.normal(stddev=c.d_model**-0.5),
+        )
         if c.share_embeddings:
             self.embed = embed()
         else:
             self.source_embed, self.target_embed = embed(), embed()
-            self.output_proj = nn.Dense(c.vocab_size, use_bias=False, dtype=c.dtype,
-                                        kernel_init=_XAVIER)
+            self.output_proj = nn.Dense(
+                c.vocab_size, use_bias=False, dtype=c.dtype, kernel_init=_XAVIER
+            )
         self.encoder = Encoder(c)
         self.decoder = Decoder(c)
         self.embed_dropout = nn.Dropout(c.dropout_rate)
@@ -279,8 +313,9 @@ class Transformer(nn.Module):
         """tokens [B, L] -> [B, L, D]: scaled embedding + positions from `start`."""
         c = self.config
         if tokens.shape[1] > c.max_len:
-            raise ValueError(f'Sequence length {tokens.shape[1]} exceeds '
-                             f'max_len={c.max_len}.')
+            raise ValueError(
+                f'Sequence length {tokens.shape[1]} exceeds max_len={c.max_len}.'
+            )
         x = table(tokens) * jnp.sqrt(c.d_model).astype(c.dtype)
         pos = jax.lax.dynamic_slice_in_dim(self.positions, start, tokens.shape[1])
         x = x + pos.astype(c.dtype)[None]
@@ -315,8 +350,9 @@ class Transformer(nn.Module):
         """Teacher forcing: inputs [B, Ls], targets [B, Lt] -> logits [B, Lt, V]."""
         bos = jnp.full_like(targets[:, :1], self.config.bos_id)
         decoder_inputs = jnp.concatenate([bos, targets[:, :-1]], axis=1)
-        return self.decode(self.encode(inputs, train=train), inputs, decoder_inputs,
-                           train=train)
+        return self.decode(
+            self.encode(inputs, train=train), inputs, decoder_inputs, train=train
+        )
 
     def init_cache(self, batch_size: int, max_len: int) -> dict:
         """Zero cache; see the module docstring. Same as `init_cache(config, ...)`."""
@@ -370,11 +406,16 @@ def flops_per_token(config: TransformerConfig, src_len: int, tgt_len: int) -> di
     enc_attn = c.num_encoder_layers * 4 * src_len * d * 3 * ratio
     # Decoder: self q,k,v,o + cross q,o + FFN per target token; cross k,v per
     # source token.
-    dec_dense = c.num_decoder_layers * 6 * (
-            6 * d * d + 2 * d * f + 2 * d * d * ratio)
+    dec_dense = c.num_decoder_layers * 6 * (6 * d * d + 2 * d * f + 2 * d * d * ratio)
     dec_attn = c.num_decoder_layers * 4 * (tgt_len + src_len) * d * 3
     logits = 6 * d * c.vocab_size
     total = enc_dense + enc_attn + dec_dense + dec_attn + logits
-    return {'encoder_dense': float(enc_dense), 'encoder_attention': float(enc_attn),
-            'decoder_dense': float(dec_dense), 'decoder_attention': float(dec_attn),
-            'logits': float(logits), 'total': float(total), 'forward': float(total / 3)}
+    return {
+        'encoder_dense': float(enc_dense),
+        'encoder_attention': float(enc_attn),
+        'decoder_dense': float(dec_dense),
+        'decoder_attention': float(dec_attn),
+        'logits': float(logits),
+        'total': float(total),
+        'forward': float(total / 3),
+    }

@@ -1,4 +1,5 @@
 """Translation: data, tokenizer, model and evaluation glued for the trainer."""
+
 import dataclasses
 import difflib
 import functools
@@ -34,22 +35,30 @@ def build_model(model_cfg, vocab_size: int) -> transformer_lib.Transformer:
             raise ConfigError(
                 f'Unknown key model.{key}.'
                 + (f' Did you mean {", ".join(close)}?' if close else '')
-                + f' Valid keys: {", ".join(sorted(valid - {"vocab_size"}))}.')
+                + f' Valid keys: {", ".join(sorted(valid - {"vocab_size"}))}.'
+            )
     return transformer_lib.Transformer(
-        transformer_lib.TransformerConfig(vocab_size=vocab_size, **fields))
+        transformer_lib.TransformerConfig(vocab_size=vocab_size, **fields)
+    )
 
 
 def transformer_fns(model) -> ModelFns:
     """How methods run an encoder-decoder on `{'inputs', 'targets'}` batches."""
 
     def init(rng, batch):
-        return model.init({'params': rng}, batch['inputs'], batch['targets'],
-                          train=False)['params']
+        return model.init(
+            {'params': rng}, batch['inputs'], batch['targets'], train=False
+        )['params']
 
     def apply(params, batch, *, train, rng=None):
         rngs = {'dropout': rng} if train and rng is not None else None
-        return model.apply({'params': params}, batch['inputs'],
-                           batch['targets'], train=train, rngs=rngs)
+        return model.apply(
+            {'params': params},
+            batch['inputs'],
+            batch['targets'],
+            train=train,
+            rngs=rngs,
+        )
 
     def labels(batch):
         return batch['targets'], batch['targets'] != data_lib.PAD_ID
@@ -63,7 +72,8 @@ def _tokenizer(config, workdir, train_data, tags):
     texts = lambda: list(train_data.source) + list(train_data.target)
     if jax.process_index() == 0:
         tok = data_lib.load_or_train_tokenizer(
-            path, texts, config.data.vocab_size, user_defined_symbols=tags)
+            path, texts, config.data.vocab_size, user_defined_symbols=tags
+        )
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices('jaxdistill_tokenizer')
         if jax.process_index() != 0:
@@ -81,7 +91,8 @@ class TranslationTask:
         if max(d.bucket_lengths) < d.max_len:
             raise ConfigError(
                 f'data.bucket_lengths (largest {max(d.bucket_lengths)}) must '
-                f'reach data.max_len ({d.max_len}).')
+                f'reach data.max_len ({d.max_len}).'
+            )
         started = time.time()
         train = data_lib.load_translation(d, d.train_split)
         self.eval_data = data_lib.load_translation(d, d.eval_split)
@@ -89,18 +100,30 @@ class TranslationTask:
         self.tagged = bool(tags)
         self.tokenizer = _tokenizer(config, workdir, train, tags)
         src, tgt, self.encode_stats = data_lib.encode(
-            train, self.tokenizer, max_len=d.max_len, too_long=d.too_long,
-            tagged=self.tagged)
+            train,
+            self.tokenizer,
+            max_len=d.max_len,
+            too_long=d.too_long,
+            tagged=self.tagged,
+        )
         self.batch_multiple = mesh.shape['data']
         self.train_batches = data_lib.BucketedBatcher(
-            src, tgt, batch_tokens=d.batch_tokens,
-            bucket_lengths=d.bucket_lengths, seed=config.seed,
-            batch_multiple=self.batch_multiple)
+            src,
+            tgt,
+            batch_tokens=d.batch_tokens,
+            bucket_lengths=d.bucket_lengths,
+            seed=config.seed,
+            batch_multiple=self.batch_multiple,
+        )
         self.model = build_model(config.model, self.tokenizer.vocab_size)
         self.model_fns = transformer_fns(self.model)
         self._eval = None
-        logging.info('Data ready in %.1fs: %s; %s', time.time() - started,
-                     self.encode_stats, self.train_batches.stats())
+        logging.info(
+            'Data ready in %.1fs: %s; %s',
+            time.time() - started,
+            self.encode_stats,
+            self.train_batches.stats(),
+        )
 
     def data_summary(self) -> dict:
         stats = dict(self.encode_stats)
@@ -122,14 +145,22 @@ class TranslationTask:
             subset = data_lib.TranslationData(
                 source=self.eval_data.source[:n],
                 target=self.eval_data.target[:n],
-                target_lang=self.eval_data.target_lang[:n])
+                target_lang=self.eval_data.target_lang[:n],
+            )
             src, tgt, _ = data_lib.encode(
-                subset, self.tokenizer, max_len=d.max_len, too_long='truncate',
-                tagged=self.tagged)
+                subset,
+                self.tokenizer,
+                max_len=d.max_len,
+                too_long='truncate',
+                tagged=self.tagged,
+            )
             batches = data_lib.eval_batches(
-                src, tgt, batch_size=e.batch_size,
+                src,
+                tgt,
+                batch_size=e.batch_size,
                 bucket_lengths=d.bucket_lengths,
-                batch_multiple=self.batch_multiple)
+                batch_multiple=self.batch_multiple,
+            )
             self._eval = (batches, subset, len(src))
         return self._eval
 
@@ -157,14 +188,19 @@ class TranslationTask:
             sums += np.array(jax.device_get(self._eval_step(params, arrays)))
             if bleu:
                 out = decode_lib.greedy_decode(
-                    self.model, {'params': params}, arrays['inputs'],
-                    max_len=self.config.eval.max_decode_len)
+                    self.model,
+                    {'params': params},
+                    arrays['inputs'],
+                    max_len=self.config.eval.max_decode_len,
+                )
                 out = multihost_utils.process_allgather(out, tiled=True)
                 for row, i in zip(np.asarray(out), index):
                     if i >= 0:
                         hyps[i] = self.tokenizer.decode(row.tolist())
-        metrics = {'eval/loss': sums[0] / max(sums[2], 1),
-                   'eval/accuracy': sums[1] / max(sums[2], 1)}
+        metrics = {
+            'eval/loss': sums[0] / max(sums[2], 1),
+            'eval/accuracy': sums[1] / max(sums[2], 1),
+        }
         if bleu:
             metrics.update(self._bleu(hyps, subset))
         return metrics
@@ -177,8 +213,9 @@ class TranslationTask:
         out['eval/bleu_tok_lc'] = result['bleu_tok_lc']
         for lang in sorted(set(langs)) if len(set(langs)) > 1 else []:
             idx = [i for i, l in enumerate(langs) if l == lang]
-            r = bleu_lib.corpus_bleu([hyps[i] for i in idx],
-                                     [refs[i] for i in idx], target_lang=lang)
+            r = bleu_lib.corpus_bleu(
+                [hyps[i] for i in idx], [refs[i] for i in idx], target_lang=lang
+            )
             out[f'eval/bleu_{lang}'] = r['sacrebleu']
         self.last_examples = list(zip(subset.source[:3], hyps[:3], refs[:3]))
         self.bleu_signature = result['sacrebleu_signature']

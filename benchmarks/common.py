@@ -1,0 +1,51 @@
+"""What every benchmark records beside its figures: command, date, machine."""
+
+import datetime
+import json
+import os
+import pathlib
+import platform
+import sys
+
+RESULTS = pathlib.Path(__file__).resolve().parent / 'results'
+REPO = RESULTS.parents[1]
+
+
+def machine() -> dict:
+    """A description of the machine and software that produced a result."""
+    import jax  # pylint: disable=g-import-not-at-top
+
+    info = {
+        'platform': platform.platform(),
+        'processor': platform.processor() or platform.machine(),
+        'cpu_count': os.cpu_count(),
+        'python': platform.python_version(),
+        'jax': jax.__version__,
+        'backend': jax.default_backend(),
+        'devices': [str(d) for d in jax.devices()],
+    }
+    try:
+        import flax  # pylint: disable=g-import-not-at-top
+
+        info['flax'] = flax.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def write_result(name: str, result: dict) -> pathlib.Path:
+    """Writes benchmarks/results/NAME.json with command, date and machine."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    record = {
+        'command': 'python '
+        + ' '.join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]),
+        'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec='seconds'
+        ),
+        'machine': machine(),
+        **result,
+    }
+    path = RESULTS / f'{name}.json'
+    path.write_text(json.dumps(record, indent=2) + '\n')
+    print(f'wrote {path}')
+    return path

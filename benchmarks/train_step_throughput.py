@@ -1,0 +1,158 @@
+"""Throughput of the train step, per bucket shape, against the matmul peak.
+
+    python benchmarks/train_step_throughput.py [--config configs/translate_synthetic.py] \
+        [--config.k=v ...] [--repeats 20]
+
+Builds the run the config describes (data, tokenizer, model, method, sharded
+step) exactly as `jaxdistill.train` does, then times the compiled step on one
+full batch of every bucket length (after a warm-up call, so compile time is
+excluded). The machine's float32 matmul peak is measured in the same run with
+a large `jnp.dot`; model FLOPs are counted analytically
+(`models.transformer.flops_per_token`). Writes
+benchmarks/results/train_step_throughput.json and .png. On a GPU, pass a
+bigger config (e.g. `:size=base` and `--config.data.batch_tokens=16384`).
+"""
+
+import argparse
+import pathlib
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from jaxdistill import configuration  # pylint: disable=g-import-not-at-top
+from jaxdistill import sharding  # pylint: disable=g-import-not-at-top
+from jaxdistill import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+from jaxdistill.models import transformer  # pylint: disable=g-import-not-at-top
+
+
+def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
+    """Float32 FLOP/s of a large `jnp.dot` on the default device."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    dot(a, a).block_until_ready()
+    best = float('inf')
+    for _ in range(repeats):
+        t = time.perf_counter()
+        dot(a, a).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def time_step(tr, batch, repeats: int) -> float:
+    """Median seconds of one train step on `batch` (state is donated)."""
+    arrays = sharding.global_batch(batch, tr.batch_sharding)
+    tr.state, aux = tr.step_fn(tr.state, arrays)  # Compile + warm up.
+    jax.block_until_ready(aux)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        tr.state, aux = tr.step_fn(tr.state, arrays)
+        jax.block_until_ready(aux)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def main():
+    argv = sys.argv[1:]
+    overrides = [a[len('--config.') :] for a in argv if a.startswith('--config.')]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--config', default='configs/translate_synthetic.py')
+    parser.add_argument('--repeats', type=int, default=20)
+    args = parser.parse_args([a for a in argv if not a.startswith('--config.')])
+    config = configuration.apply_overrides(
+        configuration.load_config(args.config), overrides
+    )
+    peak = matmul_peak()
+    with tempfile.TemporaryDirectory() as workdir:
+        tr = trainer_lib.Trainer(config, workdir)
+        batcher = tr.task.train_batches
+        model_cfg = tr.task.model.config
+        rows = []
+        for length, (b, l) in sorted(batcher.batch_shapes().items()):
+            batch = next(
+                batcher.batch_at(0, i)
+                for i in range(batcher.batches_per_epoch())
+                if batcher.batch_at(0, i)['inputs'].shape == (b, l)
+            )
+            seconds = time_step(tr, batch, args.repeats)
+            real = int((batch['targets'] != 0).sum())
+            flops = transformer.flops_per_token(model_cfg, l, l)['total'] * b * l
+            rows.append(
+                {
+                    'bucket_length': l,
+                    'batch_rows': b,
+                    'step_seconds': seconds,
+                    'padded_tokens_per_s': b * l / seconds,
+                    'target_tokens_per_s': real / seconds,
+                    'model_flops_per_s': flops / seconds,
+                    'fraction_of_peak': flops / seconds / peak,
+                }
+            )
+        tr.ckpt.close()
+    _plot(rows, common.RESULTS / 'train_step_throughput.png')
+    mean_frac = float(np.mean([r['fraction_of_peak'] for r in rows]))
+    common.write_result(
+        'train_step_throughput',
+        {
+            'config': args.config,
+            'overrides': overrides,
+            'model': dict(config.model),
+            'batch_tokens': config.data.batch_tokens,
+            'devices': jax.device_count(),
+            'matmul_peak_flops_per_s': peak,
+            'buckets': rows,
+            'mean_fraction_of_peak': mean_frac,
+            'mean_padded_tokens_per_s': float(
+                np.mean([r['padded_tokens_per_s'] for r in rows])
+            ),
+            'plot': 'benchmarks/results/train_step_throughput.png',
+        },
+    )
+    for r in rows:
+        print(
+            f'L={r["bucket_length"]:3d} B={r["batch_rows"]:4d} '
+            f'{r["step_seconds"] * 1e3:7.1f} ms/step '
+            f'{r["padded_tokens_per_s"]:9,.0f} tok/s '
+            f'{100 * r["fraction_of_peak"]:5.1f}% of peak'
+        )
+    print(f'matmul peak {peak / 1e9:.1f} GFLOP/s; mean fraction {mean_frac:.3f}')
+
+
+def _plot(rows, path):
+    import matplotlib  # pylint: disable=g-import-not-at-top
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+    fig, ax1 = plt.subplots(figsize=(6, 3.5))
+    lengths = [r['bucket_length'] for r in rows]
+    ax1.bar(
+        [str(l) for l in lengths],
+        [r['padded_tokens_per_s'] for r in rows],
+        color='tab:blue',
+    )
+    ax1.set_xlabel('bucket length (tokens)')
+    ax1.set_ylabel('padded tokens / s', color='tab:blue')
+    ax2 = ax1.twinx()
+    ax2.plot(
+        [str(l) for l in lengths],
+        [100 * r['fraction_of_peak'] for r in rows],
+        'o-',
+        color='tab:red',
+    )
+    ax2.set_ylabel('% of matmul peak', color='tab:red')
+    ax2.set_ylim(bottom=0)
+    ax1.set_title('train step throughput per bucket shape')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == '__main__':
+    main()
