@@ -126,6 +126,10 @@ def get_config(arg=None):
     config.eval.batch_size = 128
     # Longest decoded output.
     config.eval.max_decode_len = 64
+    # Beam size of evaluation decoding; 0 or 1 = greedy.
+    config.eval.beam_size = 0
+    # Alpha of the beam score log p / length**alpha (fairseq's --lenpen).
+    config.eval.length_penalty = 1.0
 
     config.distributed = ml_collections.ConfigDict()
     # host:port of process 0 for multi-process runs ('' = single process,

@@ -65,6 +65,12 @@ def main(argv=None) -> int:
                     indent=2,
                 )
             )
+            curve = getattr(t.task, 'last_curve', None)
+            if curve:  # Multi-exit models: the anytime early-exit curve.
+                from jaxdistill.evaluation import early_exit  # pylint: disable=g-import-not-at-top
+
+                print('early exit (accuracy vs measured time of the plain network):')
+                print(early_exit.format_curve(curve))
 
     return cli.main_guard(run)
 

@@ -11,6 +11,7 @@ the learning rate used by the latest update (schedule(0) right after init).
 """
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from jaxdistill import schedules
@@ -27,8 +28,44 @@ def decay_mask(params):
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def make_optimizer(cfg) -> optax.GradientTransformation:
+def clip_by_replica_norm(max_norm: float) -> optax.GradientTransformation:
+    """`clip_by_global_norm` for stacked replicas: each replica's own norm.
+
+    Every leaf has a leading replica axis; replica r's gradients are scaled by
+    min(1, max_norm / ||g_r||), so replicas never couple through clipping (and
+    no gradient statistic crosses between replica groups).
+    """
+
+    def update(updates, state, params=None):
+        del params
+        sq = sum(
+            jnp.sum(jnp.square(g), axis=tuple(range(1, g.ndim)))
+            for g in jax.tree.leaves(updates)
+        )
+        scale = jnp.minimum(1.0, max_norm / jnp.maximum(jnp.sqrt(sq), 1e-30))
+        return jax.tree.map(
+            lambda g: g * scale.reshape((-1,) + (1,) * (g.ndim - 1)).astype(g.dtype),
+            updates,
+        ), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def replica_norms(tree) -> jax.Array:
+    """[N] global norm of each replica's slice of a stacked pytree."""
+    return jnp.sqrt(
+        sum(
+            jnp.sum(jnp.square(g), axis=tuple(range(1, g.ndim)))
+            for g in jax.tree.leaves(tree)
+        )
+    )
+
+
+def make_optimizer(cfg, *, stacked: bool = False) -> optax.GradientTransformation:
     """Builds the optimizer described by `config.optimizer`.
+
+    With `stacked` (parameters with a leading replica axis, as in
+    codistillation), clipping and the weight-decay mask act per replica.
 
     Fields: name ('adamw' | 'adam' | 'sgd'); learning_rate, schedule,
     warmup_steps, total_steps, end_learning_rate_factor (see
@@ -63,7 +100,16 @@ def make_optimizer(cfg) -> optax.GradientTransformation:
         raise ConfigError(f"optimizer.momentum is only used by 'sgd', not {name!r}.")
 
     def with_clip(tx):
-        return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx
+        if not clip:
+            return tx
+        clipper = clip_by_replica_norm if stacked else optax.clip_by_global_norm
+        return optax.chain(clipper(clip), tx)
+
+    mask = (
+        (lambda params: jax.tree.map(lambda p: p.ndim > 2, params))
+        if stacked
+        else decay_mask
+    )
 
     if name == 'sgd':
 
@@ -82,7 +128,7 @@ def make_optimizer(cfg) -> optax.GradientTransformation:
                 b2=b2,
                 eps=eps,
                 weight_decay=weight_decay,
-                mask=decay_mask,
+                mask=mask,
             )
         )
 

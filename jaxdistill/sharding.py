@@ -53,29 +53,50 @@ def maybe_initialize_distributed(cfg=None) -> bool:
     return True
 
 
-def make_mesh(model_axis_size: int = 1, devices=None) -> jax.sharding.Mesh:
-    """Mesh ('data', 'model') over all (or the given) devices, process-major.
+def make_mesh(
+    model_axis_size: int = 1, devices=None, *, replica_axis_size: int = 1
+) -> jax.sharding.Mesh:
+    """Mesh ('replica', 'data', 'model') over all (or the given) devices.
 
-    Devices are ordered by (process, id), so each process holds a contiguous
-    block of the data axis and feeds the matching rows of the global batch.
+    `replica` separates groups that train different models (codistillation's
+    replicas; size 1 otherwise), `data` splits batch rows within a group,
+    `model` splits large parameters. Devices are ordered by (process, id), so
+    each process holds a contiguous block of rows of the global batch (and,
+    with one replica per process, exactly one replica).
     """
     devices = sorted(devices or jax.devices(), key=lambda d: (d.process_index, d.id))
     n = len(devices)
-    if model_axis_size < 1 or n % model_axis_size:
+    for name, size in (('model', model_axis_size), ('replica', replica_axis_size)):
+        if size < 1 or n % size:
+            raise ConfigError(
+                f'mesh.{name}_axis_size={size} must divide the {n} devices.'
+            )
+    if n % (model_axis_size * replica_axis_size):
         raise ConfigError(
-            f'mesh.model_axis_size={model_axis_size} must divide the {n} devices.'
+            f'{replica_axis_size} replicas x model axis {model_axis_size} do not '
+            f'divide the {n} devices.'
         )
+    data = n // (model_axis_size * replica_axis_size)
     return jax.make_mesh(
-        (n // model_axis_size, model_axis_size),
-        ('data', 'model'),
-        axis_types=(AxisType.Auto, AxisType.Auto),
+        (replica_axis_size, data, model_axis_size),
+        ('replica', 'data', 'model'),
+        axis_types=(AxisType.Auto,) * 3,
         devices=devices,
     )
 
 
+def batch_axes(mesh) -> int:
+    """Devices a global batch's rows are split over (replicas x data)."""
+    return mesh.shape['replica'] * mesh.shape['data']
+
+
 def batch_sharding(mesh) -> NamedSharding:
-    """Leading (batch) axis split over `data`, the rest replicated."""
-    return NamedSharding(mesh, P('data'))
+    """Leading (batch) axis split over `replica` then `data`; rest replicated.
+
+    With several replicas, replica r gets the r-th block of rows: its own
+    disjoint share of every global batch.
+    """
+    return NamedSharding(mesh, P(('replica', 'data')))
 
 
 def replicated(mesh) -> NamedSharding:
@@ -83,26 +104,34 @@ def replicated(mesh) -> NamedSharding:
 
 
 def param_shardings(
-    abstract_params: Any, mesh, *, shard_params: bool, min_size: int = 2**14
+    abstract_params: Any,
+    mesh,
+    *,
+    shard_params: bool,
+    min_size: int = 2**14,
+    stacked: bool = False,
 ) -> Any:
     """Shardings for a parameter pytree.
 
-    Replicated by default. With `shard_params`, each array of at least
-    `min_size` elements is split over `model` along its largest axis that the
-    axis size divides (a simple, always-valid rule; XLA inserts the gathers).
+    Replicated by default. With `stacked`, the leading axis of every array
+    indexes replicas and is split over `replica`. With `shard_params`, each
+    array of at least `min_size` elements is also split over `model` along its
+    largest remaining axis that the axis size divides (a simple, always-valid
+    rule; XLA inserts the gathers).
     """
     size = mesh.shape['model']
 
     def one(x):
-        if not shard_params or size == 1 or np.prod(x.shape) < min_size:
-            return replicated(mesh)
-        dims = sorted(range(len(x.shape)), key=lambda d: -x.shape[d])
-        for d in dims:
-            if x.shape[d] % size == 0:
-                spec = [None] * len(x.shape)
-                spec[d] = 'model'
-                return NamedSharding(mesh, P(*spec))
-        return replicated(mesh)
+        spec = [None] * len(x.shape)
+        if stacked:
+            spec[0] = 'replica'
+        if shard_params and size > 1 and np.prod(x.shape) >= min_size:
+            dims = sorted(range(int(stacked), len(x.shape)), key=lambda d: -x.shape[d])
+            for d in dims:
+                if x.shape[d] % size == 0:
+                    spec[d] = 'model'
+                    break
+        return NamedSharding(mesh, P(*spec))
 
     return jax.tree.map(one, abstract_params)
 

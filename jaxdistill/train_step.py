@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxdistill import optim
 from jaxdistill import sharding as sharding_lib
 from jaxdistill.methods.base import Method
 
@@ -57,7 +58,11 @@ def make_init(
     abstract = jax.eval_shape(init)
     replicated = sharding_lib.replicated(mesh)
     params_sharding = sharding_lib.param_shardings(
-        abstract.params, mesh, shard_params=shard_params, min_size=shard_min_size
+        abstract.params,
+        mesh,
+        shard_params=shard_params,
+        min_size=shard_min_size,
+        stacked=getattr(method, 'stacked_params', False),
     )
     state_sharding = jax.tree.map(lambda _: replicated, abstract)
     state_sharding = state_sharding.replace(params=params_sharding)
@@ -98,27 +103,57 @@ def _mirror_params(opt_state, params, params_sharding, default):
 def make_train_step(
     method: Method, tx: optax.GradientTransformation, *, state_sharding, batch_sharding
 ):
-    """Jitted `(state, batch) -> (state, aux)` for any method."""
+    """`(state, batch, phase=None) -> (state, aux)` for any method.
 
-    def step(state: TrainState, batch):
-        rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-        (loss, aux), grads = jax.value_and_grad(method.loss, has_aux=True)(
-            state.params, state.extra, batch, rng, state.step
-        )
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        extra = method.update_extra(state.extra, params, aux, state.step)
-        aux = dict(aux)
-        aux.setdefault('train/loss', loss)
-        aux['train/grad_norm'] = optax.global_norm(grads)
-        new_state = state.replace(
-            step=state.step + 1, params=params, opt_state=opt_state, extra=extra
-        )
-        return new_state, aux
+    One jitted step per phase: a method whose work changes over time (weights
+    exchanged every K steps, auxiliary losses switched off) names the phase
+    of each step with `method.phase(step)` on the host, and gets a separate
+    compiled step for each, so work a phase doesn't need is not compiled in
+    (rather than multiplied by zero). Methods with one phase use `None`.
+    """
+    compiled = {}
 
-    return jax.jit(
-        step,
-        in_shardings=(state_sharding, batch_sharding),
-        out_shardings=(state_sharding, None),
-        donate_argnums=0,
-    )
+    def build(phase):
+        kwargs = {} if phase is None else {'phase': phase}
+
+        def step(state: TrainState, batch):
+            rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+            (loss, aux), grads = jax.value_and_grad(method.loss, has_aux=True)(
+                state.params, state.extra, batch, rng, state.step, **kwargs
+            )
+            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            extra = method.update_extra(state.extra, params, aux, state.step, **kwargs)
+            aux = dict(aux)
+            aux.setdefault('train/loss', loss)
+            # Per replica for stacked methods: no statistic couples replicas.
+            aux['train/grad_norm'] = (
+                optim.replica_norms(grads)
+                if getattr(method, 'stacked_params', False)
+                else optax.global_norm(grads)
+            )
+            new_state = state.replace(
+                step=state.step + 1, params=params, opt_state=opt_state, extra=extra
+            )
+            return new_state, aux
+
+        return jax.jit(
+            step,
+            in_shardings=(state_sharding, batch_sharding),
+            out_shardings=(state_sharding, None),
+            donate_argnums=0,
+        )
+
+    mesh = batch_sharding.mesh
+
+    def run(state, batch, phase=None):
+        if phase not in compiled:
+            compiled[phase] = build(phase)
+        # The mesh in context lets methods `jax.shard_map` over its axes.
+        with jax.set_mesh(mesh):
+            return compiled[phase](state, batch)
+
+    run.compiled = compiled  # For inspection (e.g. HLO tests, under set_mesh).
+    run.build = build
+    run.mesh = mesh
+    return run

@@ -13,6 +13,7 @@ import os
 import time
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
 from jaxdistill import checkpoint as checkpoint_lib
@@ -73,13 +74,28 @@ def _fmt_time(seconds: float) -> str:
     return f'{h}h{m:02d}m{s:02d}s' if h else f'{m}m{s:02d}s'
 
 
+def _addressable(x):
+    """Metrics sharded over other processes' devices, gathered to this one."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return multihost_utils.process_allgather(x, tiled=True)
+    return x
+
+
 def _mean_metrics(history: list[dict]) -> dict:
-    """Averages a window of per-step aux dicts (one device_get for all)."""
-    history = jax.device_get(history)
+    """Averages a window of per-step aux dicts (one device_get for all).
+
+    Keys ending in 'tokens' are summed. A vector metric (one value per
+    replica) is reported as its mean plus one key per replica: 'name/r0', ...
+    """
+    history = jax.device_get(jax.tree.map(_addressable, history))
     out = {}
     for key in history[0]:
         values = np.array([h[key] for h in history], dtype=np.float64)
-        out[key] = values.sum() if key.endswith('tokens') else values.mean()
+        reduce = np.sum if key.endswith('tokens') else np.mean
+        out[key] = float(reduce(values))
+        if values.ndim == 2 and values.shape[1] > 1:
+            for r, v in enumerate(reduce(values, axis=0)):
+                out[f'{key}/r{r}'] = float(v)
     return out
 
 
@@ -97,10 +113,15 @@ class Trainer:
         self.config, self.workdir = config, workdir
         os.makedirs(workdir, exist_ok=True)
         _check_config_compatible(config, workdir, write=not read_only)
-        self.mesh = sharding_lib.make_mesh(config.mesh.model_axis_size)
+        self.mesh = sharding_lib.make_mesh(
+            config.mesh.model_axis_size,
+            replica_axis_size=config.method.get('num_replicas', 1),
+        )
         self.task = registry.get('task', config.task)(config, workdir, self.mesh)
         self.method = make_method(config.method, self.task.model_fns)
-        self.tx = optim.make_optimizer(config.optimizer)
+        self.tx = optim.make_optimizer(
+            config.optimizer, stacked=getattr(self.method, 'stacked_params', False)
+        )
         init_fn, self.state_sharding, self.abstract = train_step_lib.make_init(
             self.method,
             self.tx,
@@ -210,7 +231,9 @@ class Trainer:
         batches = self.task.train_batches
         for step in range(self.start_step + 1, total + 1):
             batch = sharding_lib.global_batch(next(batches), self.batch_sharding)
-            self.state, aux = self.step_fn(self.state, batch)
+            self.state, aux = self.step_fn(
+                self.state, batch, self.method.phase(step - 1)
+            )
             history.append(aux)
             save_now = step % c.checkpoint.every_steps == 0 or step == total
             if step % c.log_every_steps == 0 or save_now or step == total:

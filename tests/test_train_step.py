@@ -89,7 +89,7 @@ def test_one_device_and_eight_devices_agree():
 
 def test_parameters_sharded_over_a_model_axis_agree():
     mesh = sharding.make_mesh(model_axis_size=2)
-    assert dict(mesh.shape) == {'data': 4, 'model': 2}
+    assert dict(mesh.shape) == {'replica': 1, 'data': 4, 'model': 2}
     state_sh, losses_sh = _train(mesh, shard_params=True)
     _, losses8 = _train(sharding.make_mesh())
     np.testing.assert_allclose(losses_sh, losses8, rtol=1e-5)

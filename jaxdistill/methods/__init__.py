@@ -2,4 +2,7 @@
 
 from jaxdistill.methods.base import Method, ModelFns, make_method
 from jaxdistill.methods import supervised  # registers 'supervised'
+from jaxdistill.methods import codistill  # registers 'codistill'
 from jaxdistill.methods.supervised import Supervised
+from jaxdistill.methods.codistill import Codistill
+from jaxdistill.methods import self_distill  # registers 'self_distill'

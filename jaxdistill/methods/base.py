@@ -54,10 +54,17 @@ class Method:
         """-> (scalar loss to differentiate, aux dict of scalar metrics)."""
         raise NotImplementedError
 
-    def update_extra(self, extra, params, aux, step):
+    def update_extra(self, extra, params, aux, step, **kwargs):
         """Non-gradient update of `extra` after each optimizer step."""
-        del params, aux, step
+        del params, aux, step, kwargs
         return extra
+
+    def phase(self, step: int):
+        """Host-side name of the compiled step to run at `step` (see
+        `train_step.make_train_step`); `loss` and `update_extra` then receive
+        it as `phase=`. None (the default) means one phase throughout."""
+        del step
+        return None
 
     def eval_params(self, params, extra) -> Params:
         """The parameters of the model to evaluate and export."""

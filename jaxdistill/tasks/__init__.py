@@ -1,3 +1,4 @@
 """Tasks glue data, model and evaluation for the trainer; chosen by name."""
 
 from jaxdistill.tasks import translation  # registers 'translation'
+from jaxdistill.tasks import classification  # registers 'image_classification'

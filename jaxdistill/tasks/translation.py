@@ -18,7 +18,7 @@ from jaxdistill import registry
 from jaxdistill import sharding as sharding_lib
 from jaxdistill.errors import ConfigError
 from jaxdistill.evaluation import bleu as bleu_lib
-from jaxdistill.evaluation import decode as decode_lib
+from jaxdistill.evaluation.beam_search import generate
 from jaxdistill.methods.base import ModelFns
 from jaxdistill.models import transformer as transformer_lib
 
@@ -106,7 +106,7 @@ class TranslationTask:
             too_long=d.too_long,
             tagged=self.tagged,
         )
-        self.batch_multiple = mesh.shape['data']
+        self.batch_multiple = sharding_lib.batch_axes(mesh)
         self.train_batches = data_lib.BucketedBatcher(
             src,
             tgt,
@@ -117,7 +117,7 @@ class TranslationTask:
         )
         self.model = build_model(config.model, self.tokenizer.vocab_size)
         self.model_fns = transformer_fns(self.model)
-        self._eval = None
+        self._eval_sets = {}
         logging.info(
             'Data ready in %.1fs: %s; %s',
             time.time() - started,
@@ -135,17 +135,22 @@ class TranslationTask:
     def init_batch(self) -> dict:
         return self.train_batches.batch_at(0, 0)
 
-    def _eval_set(self):
-        """Encoded eval batches (cached) and the raw references."""
-        if self._eval is None:
+    def _eval_set(self, split: str):
+        """Encoded batches of `split` (cached), the raw sentences, their count."""
+        if split not in self._eval_sets:
             d, e = self.config.data, self.config.eval
-            n = len(self.eval_data.source)
+            data = (
+                self.eval_data
+                if split == d.eval_split
+                else data_lib.load_translation(d, split)
+            )
+            n = len(data.source)
             if e.max_examples:
                 n = min(n, e.max_examples)
             subset = data_lib.TranslationData(
-                source=self.eval_data.source[:n],
-                target=self.eval_data.target[:n],
-                target_lang=self.eval_data.target_lang[:n],
+                source=data.source[:n],
+                target=data.target[:n],
+                target_lang=data.target_lang[:n],
             )
             src, tgt, _ = data_lib.encode(
                 subset,
@@ -161,8 +166,8 @@ class TranslationTask:
                 bucket_lengths=d.bucket_lengths,
                 batch_multiple=self.batch_multiple,
             )
-            self._eval = (batches, subset, len(src))
-        return self._eval
+            self._eval_sets[split] = (batches, subset, len(src))
+        return self._eval_sets[split]
 
     @functools.cached_property
     def _eval_step(self):
@@ -177,9 +182,31 @@ class TranslationTask:
 
         return jax.jit(step)
 
-    def evaluate(self, params, *, bleu: bool = True) -> dict:
-        """Eval loss, token accuracy and greedy-decoding BLEU."""
-        batches, subset, n = self._eval_set()
+    def evaluate(
+        self,
+        params,
+        *,
+        bleu: bool = True,
+        split: str | None = None,
+        beam_size: int | None = None,
+        length_penalty: float | None = None,
+    ) -> dict:
+        """Loss, token accuracy and BLEU (sacreBLEU and tokenised lowercased).
+
+        Args:
+          params: the raw parameter tree.
+          bleu: decode and score BLEU (else loss and accuracy only).
+          split: default `data.eval_split`; e.g. 'test_2016_flickr'.
+          beam_size, length_penalty: default `eval.beam_size` (0 or 1 =
+            greedy) and `eval.length_penalty` (see `evaluation.beam_search`).
+        The hypotheses stay in `self.last_hypotheses`.
+        """
+        e = self.config.eval
+        beam = e.get('beam_size', 0) if beam_size is None else beam_size
+        alpha = (
+            e.get('length_penalty', 1.0) if length_penalty is None else length_penalty
+        )
+        batches, subset, n = self._eval_set(split or self.config.data.eval_split)
         sharding = sharding_lib.batch_sharding(self.mesh)
         sums = np.zeros(3)
         hyps = [''] * n
@@ -187,11 +214,13 @@ class TranslationTask:
             arrays = sharding_lib.global_batch(batch, sharding)
             sums += np.array(jax.device_get(self._eval_step(params, arrays)))
             if bleu:
-                out = decode_lib.greedy_decode(
+                out = generate(
                     self.model,
                     {'params': params},
                     arrays['inputs'],
-                    max_len=self.config.eval.max_decode_len,
+                    beam_size=beam,
+                    max_len=e.max_decode_len,
+                    length_penalty=alpha,
                 )
                 out = multihost_utils.process_allgather(out, tiled=True)
                 for row, i in zip(np.asarray(out), index):
@@ -203,6 +232,7 @@ class TranslationTask:
         }
         if bleu:
             metrics.update(self._bleu(hyps, subset))
+            self.last_hypotheses = hyps
         return metrics
 
     def _bleu(self, hyps, subset) -> dict:
@@ -220,3 +250,69 @@ class TranslationTask:
         self.last_examples = list(zip(subset.source[:3], hyps[:3], refs[:3]))
         self.bleu_signature = result['sacrebleu_signature']
         return out
+
+
+def translate_texts(
+    model,
+    params,
+    tokenizer,
+    texts: list[str],
+    *,
+    data_cfg,
+    beam_size: int,
+    max_len: int,
+    length_penalty: float = 1.0,
+    batch_size: int = 64,
+    target_lang: str | None = None,
+) -> list[str]:
+    """Translations of `texts` on one device, in order; blank lines stay blank.
+
+    Args:
+      model, params: a `Transformer` and its raw parameter tree.
+      tokenizer: the run's `Tokenizer` (WORKDIR/spm.model).
+      texts: source sentences.
+      data_cfg: the run's `config.data` (pairs, max_len, bucket_lengths);
+        sources longer than `max_len` tokens are cut, as in evaluation.
+      beam_size, max_len, length_penalty: see `evaluation.generate`.
+      batch_size: sentences per decoding batch (sorted by length).
+      target_lang: the '<2xx>' tag to put first; required (and only allowed)
+        when the run translates into several languages.
+    """
+    langs = data_lib.target_languages(data_cfg)
+    tagged = bool(data_lib.tag_symbols(data_cfg))
+    if tagged and target_lang not in langs:
+        raise ConfigError(
+            f'This model translates into {", ".join(langs)}; choose one with '
+            f'--target_lang (got {target_lang!r}).'
+        )
+    if not tagged and target_lang not in (None, langs[0]):
+        raise ConfigError(
+            f'This model only translates into {langs[0]}, not {target_lang!r}.'
+        )
+    prefix = [tokenizer.piece_to_id(data_lib.target_tag(target_lang))] if tagged else []
+    kept = [i for i, t in enumerate(texts) if t.strip()]
+    src = []
+    for i in kept:
+        ids = prefix + tokenizer.encode(texts[i])
+        src.append(
+            np.asarray(ids[: data_cfg.max_len - 1] + [data_lib.EOS_ID], np.int32)
+        )
+    out = [''] * len(texts)
+    if not src:
+        return out
+    batches = data_lib.eval_batches(
+        src, None, batch_size=batch_size, bucket_lengths=data_cfg.bucket_lengths
+    )
+    for batch, index in batches:
+        tokens = generate(
+            model,
+            {'params': params},
+            batch['inputs'],
+            beam_size=beam_size,
+            max_len=max_len,
+            length_penalty=length_penalty,
+        )
+        for row, j in zip(np.asarray(tokens), index):
+            if j >= 0:
+                out[kept[j]] = tokenizer.decode(row.tolist())
+    return out

@@ -1,0 +1,316 @@
+"""Multi30k en→de with the tiny Transformer, against the published reference.
+
+    python benchmarks/nmt_multi30k.py [--minutes 60] [--workdir DIR] \
+        [--config configs/translate_multi30k.py] [--config.k=v ...]
+    python benchmarks/nmt_multi30k.py --quick          # a 2-minute smoke run
+    # GPU: a bigger model and batch, the same script.
+    python benchmarks/nmt_multi30k.py --config configs/translate_multi30k.py:size=base \
+        --config.data.batch_tokens=16384
+
+Reference (../shared/data/README.md): fairseq transformer_tiny, BLEU4 41.02 on
+test2016 en→de, lowercased and Moses-tokenised, after 8k updates of 4,096
+tokens, beam 5 and the last 10 checkpoints averaged.
+
+What it does, all in one process:
+ 1. Probe: builds the run as `jaxdistill.train` does, measures the float32
+    matmul peak with a large `jnp.dot`, and times the compiled train step on a
+    full batch of every bucket (on copies of the state). Model FLOPs are
+    counted analytically (`flops_per_token`); `fraction_of_peak` is their
+    rate over the peak, averaged over an epoch's mix of buckets. The probe's
+    step time, compile time and one validation pass set how many steps fit in
+    `--minutes` (capped by `num_train_steps`).
+ 2. Trains that many steps with `Trainer`, evaluating on val (greedy, loss and
+    BLEU) `--curve_points` times for the learning curve. `train_minutes` is
+    the wall time of `Trainer.run()`: compilation and those evaluations count.
+ 3. Chooses on val, with beam search, among the last checkpoint and the means
+    of the last 5 and 10 checkpoints, and scores the choice on
+    test_2016_flickr: lowercased tokenised BLEU and cased sacreBLEU.
+Writes benchmarks/results/nmt_multi30k.json (`--quick`: nmt_multi30k_quick)
+and a learning-curve plot (val loss and val BLEU against minutes).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import resource
+import sys
+import time
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+import train_step_throughput  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from jaxdistill import averaging  # pylint: disable=g-import-not-at-top
+from jaxdistill import configuration  # pylint: disable=g-import-not-at-top
+from jaxdistill import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+from jaxdistill import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+from jaxdistill import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+from jaxdistill.models import transformer  # pylint: disable=g-import-not-at-top
+
+REFERENCE_BLEU = 41.02
+TEST_SPLIT = 'test_2016_flickr'
+
+
+def parse_args(argv):
+    overrides = [a[len('--config.') :] for a in argv if a.startswith('--config.')]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--config', default='configs/translate_multi30k.py')
+    parser.add_argument('--minutes', type=float, default=60.0, help='training budget')
+    parser.add_argument('--quick', action='store_true', help='2-minute smoke run')
+    parser.add_argument('--workdir', default='/tmp/jaxdistill_nmt_multi30k')
+    parser.add_argument(
+        '--data_dir', default=str(common.REPO.parent / 'shared/data/multi30k')
+    )
+    parser.add_argument(
+        '--beam', type=int, default=None, help='final beam (default eval.beam_size)'
+    )
+    parser.add_argument('--curve_points', type=int, default=10, help='val evals')
+    parser.add_argument('--repeats', type=int, default=3, help='timed steps/bucket')
+    args = parser.parse_args([a for a in argv if not a.startswith('--config.')])
+    if args.quick:
+        args.minutes = min(args.minutes, 1.0)
+        args.curve_points, args.repeats = 2, 1
+        args.config += ',runlocal' if ':' in args.config else ':runlocal'
+    return args, overrides
+
+
+def load_config(args, overrides):
+    if not os.path.isdir(args.data_dir):
+        raise SystemExit(f'Multi30k folder {args.data_dir} not found; pass --data_dir.')
+    config = configuration.load_config(args.config)
+    config.data.files_dir = args.data_dir
+    config = configuration.apply_overrides(config, overrides)
+    config.checkpoint.async_save = False  # Whole steps on disk before averaging.
+    return config
+
+
+def probe(config, workdir, repeats):
+    """Matmul peak, per-bucket step timings, compile and eval seconds.
+
+    Uses a throwaway `Trainer` in `workdir` (it leaves the tokenizer behind
+    for the real run, and nothing else: it saves no checkpoint).
+    """
+    peak = train_step_throughput.matmul_peak()
+    tr = trainer_lib.Trainer(config, workdir)
+    batcher = tr.task.train_batches
+    counts, examples = {}, {}
+    for i in range(batcher.batches_per_epoch()):
+        batch = batcher.batch_at(0, i)
+        shape = batch['inputs'].shape
+        counts[shape] = counts.get(shape, 0) + 1
+        examples.setdefault(shape, batch)
+    rows, compile_s = [], 0.0
+    for (b, length), count in sorted(counts.items(), key=lambda kv: kv[0][1]):
+        batch = examples[(b, length)]
+        started = time.perf_counter()
+        seconds = train_step_throughput.time_step(tr, batch, repeats)
+        compile_s += time.perf_counter() - started - seconds * (repeats + 1)
+        flops = transformer.flops_per_token(tr.task.model.config, length, length)
+        rows.append(
+            {
+                'bucket_length': length,
+                'batch_rows': b,
+                'batches_per_epoch': count,
+                'step_seconds': seconds,
+                'target_tokens_per_s': int((batch['targets'] != 0).sum()) / seconds,
+                'model_flops_per_s': flops['total'] * b * length / seconds,
+            }
+        )
+    # The better of two readings, one on each side of the step timings.
+    peak = max(peak, train_step_throughput.matmul_peak())
+    for r in rows:
+        r['fraction_of_peak'] = r['model_flops_per_s'] / peak
+    started = time.perf_counter()
+    tr.task.evaluate(tr.state.params, bleu=True)
+    eval_s = time.perf_counter() - started
+    tr.ckpt.close()
+    tr.writer.close()
+    return peak, rows, compile_s, eval_s
+
+
+def epoch_mean(rows, key):
+    weights = np.array([r['batches_per_epoch'] for r in rows], float)
+    return float(np.average([r[key] for r in rows], weights=weights))
+
+
+def plan_steps(config, args, rows, compile_s, eval_s):
+    """Steps that fit in the budget, and the matching eval/checkpoint cadence."""
+    step_s = epoch_mean(rows, 'step_seconds')
+    # Compilation repeats (cheaper, from the persistent cache); evals cost
+    # (the probe's untrained model decodes to the length limit: an overestimate).
+    reserve = 0.5 * compile_s + (args.curve_points + 1) * eval_s
+    fit = int(max(args.minutes * 60 - reserve, 0) / step_s)
+    steps = max(min(config.num_train_steps, fit), 20)
+    config.num_train_steps = steps
+    config.eval.every_steps = max(steps // args.curve_points, 1)
+    # Ten checkpoints over the last quarter (the reference: last 10 epochs of
+    # about 69), so averaging 5 or 10 covers the tail of training.
+    config.checkpoint.every_steps = max(steps // 40, 1)
+    config.checkpoint.keep = 10
+    config.log_every_steps = min(config.log_every_steps, config.checkpoint.every_steps)
+    return steps, step_s
+
+
+def choose_on_val(tr, args, alpha):
+    """Val BLEU of the last checkpoint and of the means of the last 5 and 10."""
+    ckpt_dir = tr.ckpt.directory
+    available = len(averaging.checkpoint_steps(ckpt_dir))
+    candidates = {}
+    replicated = sharding_lib.replicated(tr.mesh)
+    for n in sorted({1, min(5, available), min(10, available)}):
+        params, steps = averaging.average_checkpoints(ckpt_dir, n)
+        params = jax.device_put(params, replicated)
+        m = tr.task.evaluate(params, beam_size=args.beam, length_penalty=alpha)
+        candidates[f'last_{n}'] = {
+            'steps': steps,
+            'val_bleu_tok_lc': m['eval/bleu_tok_lc'],
+            'val_sacrebleu': m['eval/bleu'],
+            'val_loss': m['eval/loss'],
+        }
+        print(f'val, mean of last {n} checkpoints: {candidates[f"last_{n}"]}')
+    best = max(candidates, key=lambda k: candidates[k]['val_bleu_tok_lc'])
+    params, _ = averaging.average_checkpoints(ckpt_dir, int(best.split('_')[1]))
+    return best, candidates, jax.device_put(params, replicated)
+
+
+def curve(workdir, start):
+    """Val loss and BLEU records of the run: [{'minutes', 'step', ...}]."""
+    points = []
+    for r in metrics_lib.read_metrics(workdir):
+        if 'eval/loss' in r:
+            points.append(
+                {
+                    'minutes': (r['time'] - start) / 60,
+                    'step': r['step'],
+                    'val_loss': r['eval/loss'],
+                    'val_bleu_tok_lc': r.get('eval/bleu_tok_lc'),
+                    'val_sacrebleu': r.get('eval/bleu'),
+                }
+            )
+    return points
+
+
+def train_tokens(batcher, steps):
+    """Non-padding target tokens in the first `steps` batches of training."""
+    per_epoch = batcher.batches_per_epoch()
+    return int(
+        sum(
+            (batcher.batch_at(s // per_epoch, s % per_epoch)['targets'] != 0).sum()
+            for s in range(steps)
+        )
+    )
+
+
+def main():
+    args, overrides = parse_args(sys.argv[1:])
+    config = load_config(args, overrides)
+    workdir = os.path.join(args.workdir, 'run')
+    if os.path.exists(os.path.join(workdir, 'checkpoints')):
+        raise SystemExit(f'{workdir} holds an earlier run; pass a fresh --workdir.')
+    jax.config.update('jax_compilation_cache_dir', os.path.join(args.workdir, 'jit'))
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+    if args.beam is None:
+        args.beam = config.eval.beam_size
+    config.eval.beam_size = 0  # Greedy for the curve; a beam for the choice.
+    peak, rows, compile_s, eval_s = probe(config, workdir, args.repeats)
+    steps, step_s = plan_steps(config, args, rows, compile_s, eval_s)
+    print(
+        f'peak {peak / 1e9:.1f} GFLOP/s; {step_s:.3f} s/step; compile {compile_s:.0f}s;'
+        f' eval {eval_s:.0f}s -> {steps} steps in {args.minutes} min'
+    )
+    tr = trainer_lib.Trainer(config, workdir)
+    start = time.time()
+    summary = tr.run()
+    train_s = time.time() - start
+    alpha = config.eval.length_penalty
+    choice, candidates, params = choose_on_val(tr, args, alpha)
+    test = tr.task.evaluate(
+        params, split=TEST_SPLIT, beam_size=args.beam, length_penalty=alpha
+    )
+    with open(os.path.join(workdir, 'test_hypotheses.de'), 'w', encoding='utf-8') as f:
+        f.writelines(h + '\n' for h in tr.task.last_hypotheses)
+    points = curve(workdir, start)
+    tokens = train_tokens(tr.task.train_batches, steps)
+    name = 'nmt_multi30k_quick' if args.quick else 'nmt_multi30k'
+    plot = common.RESULTS / f'{name}.png'
+    _plot(points, test, plot)
+    result = {
+        'bleu_tok_lc': test['eval/bleu_tok_lc'],
+        'sacrebleu': test['eval/bleu'],
+        'sacrebleu_signature': tr.task.bleu_signature,
+        'train_minutes': train_s / 60,
+        'fraction_of_peak': epoch_mean(rows, 'fraction_of_peak'),
+        'target_tokens_per_s': tokens / train_s,
+        'target_tokens_per_s_probe': epoch_mean(rows, 'target_tokens_per_s'),
+        'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        'reference': {
+            'bleu_tok_lc': REFERENCE_BLEU,
+            'what': 'fairseq transformer_tiny, 8k updates of 4,096 tokens, '
+            'beam 5, last 10 checkpoints averaged (Wu et al., ACL 2021)',
+        },
+        'targets_met': {
+            'quality': test['eval/bleu_tok_lc'] >= 41.0 and train_s <= 3600,
+            'speed': epoch_mean(rows, 'fraction_of_peak') >= 0.5,
+        },
+        'test_split': TEST_SPLIT,
+        'test_loss': test['eval/loss'],
+        'beam_size': args.beam,
+        'length_penalty': alpha,
+        'checkpoint_choice': choice,
+        'val_candidates': candidates,
+        'train_steps': steps,
+        'budget_minutes': args.minutes,
+        'train_target_tokens': tokens,
+        'matmul_peak_flops_per_s': peak,
+        'buckets': rows,
+        'learning_curve': points,
+        'num_params': summary.get('num_params'),
+        'config': json.loads(configuration.to_json(config)),
+        'workdir': workdir,
+        'plot': str(plot.relative_to(common.REPO)),
+    }
+    common.write_result(name, result)
+    print(
+        f'test2016 BLEU tok/lc {result["bleu_tok_lc"]:.2f} (reference {REFERENCE_BLEU}),'
+        f' sacreBLEU {result["sacrebleu"]:.2f}; {result["train_minutes"]:.1f} min;'
+        f' {result["fraction_of_peak"]:.2f} of peak;'
+        f' {result["target_tokens_per_s"]:,.0f} target tok/s;'
+        f' peak RSS {result["peak_rss_mb"]:,.0f} MB'
+    )
+
+
+def _plot(points, test, path):
+    import matplotlib  # pylint: disable=g-import-not-at-top
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    minutes = [p['minutes'] for p in points]
+    ax1.plot(minutes, [p['val_loss'] for p in points], 'o-')
+    ax1.set_xlabel('training minutes')
+    ax1.set_ylabel('val loss (nats/token)')
+    ax2.plot(minutes, [p['val_bleu_tok_lc'] for p in points], 'o-', label='val, greedy')
+    ax2.axhline(REFERENCE_BLEU, color='gray', ls='--', label='reference (test)')
+    if minutes:
+        ax2.plot(
+            [minutes[-1]],
+            [test['eval/bleu_tok_lc']],
+            'r*',
+            ms=12,
+            label='test, beam + choice',
+        )
+    ax2.set_xlabel('training minutes')
+    ax2.set_ylabel('BLEU (tokenised, lowercased)')
+    ax2.legend(fontsize=8)
+    fig.suptitle('tiny Transformer, Multi30k en→de')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == '__main__':
+    main()

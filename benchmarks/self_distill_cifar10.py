@@ -1,0 +1,225 @@
+"""Self-distillation (Be Your Own Teacher) vs a single-exit baseline on CIFAR-10.
+
+    python benchmarks/self_distill_cifar10.py                 # CPU size, 3 seeds
+    python benchmarks/self_distill_cifar10.py --size gpu      # ResNet-18 width 64
+    python benchmarks/self_distill_cifar10.py --quick         # smoke test, ~minutes
+
+For each seed it trains configs/self_distill_cifar10.py twice, in-process: the
+baseline (method=supervised: the same backbone with only the deepest
+classifier) and self-distillation (4 exits). It records the test accuracy of
+every exit, each exit's measured inference time relative to the plain network
+(all stages, deepest head only: the baseline's architecture), and the
+early-exit curve. Writes benchmarks/results/self_distill_cifar10[_quick].json
+and two plots (accuracy per exit; accuracy vs measured inference time).
+Percentages are means over seeds. Unless --no_sst2, it then does the same for
+the Transformer text classifier on SST-2 (configs/self_distill_sst2.py; GLUE
+dev as test set) and stores it under the key 'sst2'.
+"""
+
+import argparse
+import os
+import pathlib
+import shutil
+import sys
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+CONFIG = str(common.REPO / 'configs' / 'self_distill_cifar10.py')
+SIZES = {
+    # ResNet-18 layout at width 16, batch 128: sized for ~30 min a run on a 2-core CPU.
+    'cpu': {'model.width': 16, 'num_train_steps': 3000, 'optimizer.warmup_steps': 200},
+    # The ResNet-18 of the paper's table (width 64), long schedule, for a GPU.
+    'gpu': {
+        'model.width': 64,
+        'num_train_steps': 30000,
+        'optimizer.warmup_steps': 1000,
+    },
+}
+
+
+def _parse():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--quick', action='store_true', help='tiny smoke run (1 seed)')
+    p.add_argument('--size', choices=sorted(SIZES), default='cpu')
+    p.add_argument('--seeds', type=int, default=3)
+    p.add_argument('--steps', type=int, default=0, help='override num_train_steps')
+    p.add_argument('--workdir', default='/tmp/jaxdistill_bench_sd')
+    p.add_argument('--cache_dir', default='/tmp/jaxdistill_cache', help='decoded .npy')
+    p.add_argument(
+        '--data_dir', default=str(common.REPO.parent / 'shared/data/cifar10')
+    )
+    p.add_argument('--sst2_dir', default=str(common.REPO.parent / 'shared/data/sst2'))
+    p.add_argument('--no_sst2', action='store_true', help='skip the SST-2 runs')
+    return p.parse_args()
+
+
+def _config(args, method, seed, text=False):
+    from jaxdistill import configuration  # pylint: disable=g-import-not-at-top
+
+    arg = ','.join(filter(None, ['runlocal' if args.quick else '', f'method={method}']))
+    config = configuration.load_config(f'{SST2_CONFIG if text else CONFIG}:{arg}')
+    overrides = {} if args.quick or text else dict(SIZES[args.size])
+    if args.quick:
+        overrides.update({'num_train_steps': 30, 'eval.max_examples': 500})
+    if args.steps and not text:
+        overrides['num_train_steps'] = args.steps
+    overrides.update(
+        {
+            'seed': seed,
+            'data.data_dir': args.sst2_dir if text else args.data_dir,
+            'checkpoint.every_steps': 10**9,
+            'log_every_steps': 10 if args.quick else 200,
+        }
+    )
+    if not text:
+        overrides['data.cache_dir'] = args.cache_dir
+    return configuration.apply_overrides(
+        config, [f'{k}={v}' for k, v in overrides.items()]
+    )
+
+
+def _train(args, method, seed, text=False):
+    """One run -> (per-exit accuracies %, per-exit time fractions, curve)."""
+    from jaxdistill import trainer  # pylint: disable=g-import-not-at-top
+
+    prefix = 'sst2_' if text else ''
+    workdir = os.path.join(args.workdir, f'{prefix}{method}_seed{seed}')
+    shutil.rmtree(workdir, ignore_errors=True)  # This script's own run folder.
+    t = trainer.Trainer(_config(args, method, seed, text), workdir)
+    summary = t.run()
+    k = summary['data/num_exits']
+    acc = [100 * summary[f'eval/accuracy_exit{i}'] for i in range(k - 1)]
+    acc.append(100 * summary['eval/accuracy'])
+    time_fraction = [summary.get(f'eval/time_fraction_exit{i}') for i in range(k)]
+    return {
+        'accuracy': acc,
+        'time_fraction': time_fraction,
+        'curve': getattr(t.task, 'last_curve', []),
+        'seconds_plain': summary.get('eval/seconds_plain'),
+        'train_seconds': summary['train_seconds'],
+        'steps': summary['step'],
+    }
+
+
+def _mean_curve(runs):
+    curve = []
+    for points in zip(*[r['curve'] for r in runs]):
+        curve.append(
+            {
+                'threshold': points[0]['threshold'],
+                'accuracy': float(np.mean([100 * p['accuracy'] for p in points])),
+                'time_fraction': float(np.mean([p['time_fraction'] for p in points])),
+                'exit_fractions': np.mean(
+                    [p['exit_fractions'] for p in points], 0
+                ).tolist(),
+            }
+        )
+    return curve
+
+
+def _summarise(base, sd):
+    acc_baseline = float(np.mean([r['accuracy'][-1] for r in base]))
+    acc_exits = np.mean([r['accuracy'] for r in sd], axis=0).tolist()
+    exit_time = np.mean([r['time_fraction'] for r in sd], axis=0).tolist()
+    curve = _mean_curve(sd)
+    cheap_close = [
+        i
+        for i, (a, f) in enumerate(zip(acc_exits, exit_time))
+        if f <= 0.5 and a >= acc_baseline - 1.5
+    ] + [
+        f'curve@{p["threshold"]:g}'
+        for p in curve
+        if p['time_fraction'] <= 0.5 and p['accuracy'] >= acc_baseline - 1.5
+    ]
+    return {
+        'acc_baseline': acc_baseline,
+        'acc_exits_sd': acc_exits,
+        'exit_time_fraction_sd': exit_time,
+        'early_exit_curve': curve,
+        'acc_baseline_per_seed': [r['accuracy'][-1] for r in base],
+        'acc_exits_sd_per_seed': [r['accuracy'] for r in sd],
+        'seconds_plain_network_eval': [r['seconds_plain'] for r in base],
+        'train_seconds': {
+            'baseline': [r['train_seconds'] for r in base],
+            'self_distill': [r['train_seconds'] for r in sd],
+        },
+        'targets': {
+            'deepest_minus_baseline': acc_exits[-1] - acc_baseline,
+            'deepest_at_least_baseline_plus_1': acc_exits[-1] >= acc_baseline + 1.0,
+            'exits_within_1.5_at_half_time': cheap_close,
+            'cheap_exit_target_met': bool(cheap_close),
+        },
+    }
+
+
+def _plot(result, name):
+    import matplotlib  # pylint: disable=g-import-not-at-top
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    acc = result['acc_exits_sd']
+    ax1.bar(range(len(acc)), acc, color='tab:blue', label='self-distillation exits')
+    ax1.axhline(
+        result['acc_baseline'], color='k', ls='--', label='baseline (single exit)'
+    )
+    ax1.set_xticks(range(len(acc)), [f'exit {i}' for i in range(len(acc))])
+    ax1.set_ylabel('test accuracy (%)')
+    ax1.set_ylim(max(0, min(acc + [result['acc_baseline']]) - 10), 100)
+    ax1.legend(loc='lower right')
+    ax1.set_title('CIFAR-10 accuracy per exit (mean over seeds)')
+    curve = result['early_exit_curve']
+    ax2.plot(
+        [p['time_fraction'] for p in curve],
+        [p['accuracy'] for p in curve],
+        'o-',
+        label='early exit (thresholds)',
+    )
+    ax2.plot(result['exit_time_fraction_sd'], acc, 's', label='single exit k')
+    ax2.axhline(result['acc_baseline'], color='k', ls='--', label='baseline')
+    ax2.axvline(1.0, color='gray', lw=0.5)
+    ax2.set_xlabel('measured inference time / plain network')
+    ax2.set_ylabel('test accuracy (%)')
+    ax2.legend(loc='lower right')
+    ax2.set_title('Anytime inference')
+    fig.tight_layout()
+    path = common.RESULTS / f'{name}.png'
+    fig.savefig(path, dpi=120)
+    print(f'wrote {path}')
+
+
+def main():
+    args = _parse()
+    seeds = range(1 if args.quick else args.seeds)
+    base = [_train(args, 'supervised', s) for s in seeds]
+    sd = [_train(args, 'self_distill', s) for s in seeds]
+    result = _summarise(base, sd)
+    result['settings'] = {
+        'quick': args.quick,
+        'size': 'runlocal' if args.quick else args.size,
+        'seeds': len(seeds),
+        'steps': base[0]['steps'],
+    }
+    if not args.no_sst2:
+        text_base = [_train(args, 'supervised', s, text=True) for s in seeds]
+        text_sd = [_train(args, 'self_distill', s, text=True) for s in seeds]
+        text = _summarise(text_base, text_sd)
+        result['sst2'] = {k: text[k] for k in text if k != 'train_seconds'}
+    name = 'self_distill_cifar10' + ('_quick' if args.quick else '')
+    common.write_result(name, result)
+    _plot(result, name)
+    for key in ('acc_baseline', 'acc_exits_sd', 'exit_time_fraction_sd', 'targets'):
+        print(f'{key}: {result[key]}')
+    if 'sst2' in result:
+        print(
+            f'sst2: baseline {result["sst2"]["acc_baseline"]:.2f}, exits '
+            f'{result["sst2"]["acc_exits_sd"]}'
+        )
+
+
+if __name__ == '__main__':
+    main()

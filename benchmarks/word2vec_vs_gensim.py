@@ -1,0 +1,158 @@
+"""Our JAX skip-gram against gensim's Word2Vec on the Brown corpus, one run.
+
+    python benchmarks/word2vec_vs_gensim.py [--quick] [--data ../shared/data/words]
+        [--centers 1024 --steps-per-call 16]   # bigger on a GPU, e.g. 8192 / 64
+
+Both train skip-gram with negative sampling with the same settings (d=100,
+window 5, 5 negatives, min_count 5, sample 1e-3, lr 0.025 -> 1e-4, 10
+epochs) on the same sentences in the same process, one after the other;
+gensim with workers=2. Both sets of vectors are scored by the same code
+(`evaluation.word_similarity`) on WordSim-353 and SimLex-999, pairs out of
+vocabulary left out. Words per second = corpus tokens (before vocabulary
+and subsampling) × epochs / training seconds; ours includes compilation
+and batch preparation, gensim's is `Word2Vec.train`; vocabulary building
+is timed apart for both. CPU seconds (all threads, vocabulary included)
+are recorded too: on a machine shared with other jobs the wall-clock ratio
+depends on how the scheduler splits the cores. `--quick` uses a tenth of the corpus and 2 epochs
+(a smoke test; its figures mean little). Needs `pip install gensim`.
+Writes benchmarks/results/word2vec_vs_gensim.json and .png.
+"""
+
+import argparse
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from jaxdistill import word2vec  # pylint: disable=g-import-not-at-top
+from jaxdistill.data import words  # pylint: disable=g-import-not-at-top
+from jaxdistill.evaluation import word_similarity  # pylint: disable=g-import-not-at-top
+
+DEFAULT_DATA = common.REPO.parent / 'shared' / 'data' / 'words'
+
+
+def run_gensim(sentences, epochs, seed):
+    """-> (vectors [V, D], word -> row, vocab seconds, train seconds)."""
+    from gensim.models import Word2Vec  # pylint: disable=g-import-not-at-top
+
+    start = time.perf_counter()
+    model = Word2Vec(
+        sg=1,
+        vector_size=100,
+        window=5,
+        negative=5,
+        min_count=5,
+        sample=1e-3,
+        alpha=0.025,
+        min_alpha=1e-4,
+        workers=2,
+        seed=seed,
+    )
+    model.build_vocab(sentences)
+    vocab_s = time.perf_counter() - start
+    start = time.perf_counter()
+    model.train(sentences, total_examples=model.corpus_count, epochs=epochs)
+    train_s = time.perf_counter() - start
+    return model.wv.vectors, dict(model.wv.key_to_index), vocab_s, train_s
+
+
+def run_ours(sentences, options):
+    """-> (vectors [V, D], word -> row, vocab seconds, train seconds)."""
+    start = time.perf_counter()
+    vocab = words.build_vocab(sentences, options.min_count)
+    ids, sentence = words.encode(sentences, vocab)
+    vocab_s = time.perf_counter() - start
+    result = word2vec.train(ids, sentence, vocab, options)
+    return result['vectors'], vocab.index, vocab_s, result['seconds']
+
+
+def plot(result, path):
+    import matplotlib  # pylint: disable=g-import-not-at-top
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    x = np.arange(2)
+    for i, who in enumerate(('gensim', 'ours')):
+        vals = [result[f'{who}_ws353'], result[f'{who}_simlex']]
+        ax1.bar(x + (i - 0.5) * 0.35, vals, 0.35, label=who)
+    ax1.set_xticks(x, ['WordSim-353', 'SimLex-999'])
+    ax1.set_ylabel('Spearman ρ')
+    ax1.legend()
+    speeds = [result['gensim_words_per_s'], result['ours_words_per_s']]
+    ax2.bar(['gensim (2 workers)', 'ours (JAX)'], np.array(speeds) / 1e3)
+    ax2.set_ylabel('thousand words / s')
+    fig.suptitle(f'Skip-gram on {result["corpus"]}, {result["epochs"]} epochs')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f'wrote {path}')
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--quick', action='store_true')
+    parser.add_argument('--data', type=pathlib.Path, default=DEFAULT_DATA)
+    parser.add_argument('--epochs', type=int, default=10)
+    parser.add_argument('--centers', type=int, default=word2vec.Options.centers)
+    parser.add_argument(
+        '--steps-per-call', type=int, default=word2vec.Options.steps_per_call
+    )
+    parser.add_argument('--seed', type=int, default=0)
+    args = parser.parse_args()
+    sentences = words.read_sentences(args.data / 'brown.txt.gz')
+    epochs = args.epochs
+    if args.quick:
+        sentences, epochs = sentences[: len(sentences) // 10], 2
+    tokens = sum(len(s) for s in sentences)
+    sets = {
+        'ws353': word_similarity.read_pairs(args.data / 'wordsim353.tsv'),
+        'simlex': word_similarity.read_pairs(args.data / 'simlex999.txt'),
+    }
+    options = word2vec.Options(
+        epochs=epochs,
+        seed=args.seed,
+        centers=args.centers,
+        steps_per_call=args.steps_per_call,
+    )
+    result = {'corpus': 'brown.txt.gz', 'quick': args.quick, 'epochs': epochs}
+    result['tokens'] = tokens
+    runs = {
+        'gensim': lambda: run_gensim(sentences, epochs, args.seed),
+        'ours': lambda: run_ours(sentences, options),
+    }
+    for who, run in runs.items():
+        cpu = time.process_time()
+        vectors, index, vocab_s, train_s = run()
+        result[f'{who}_cpu_seconds'] = round(time.process_time() - cpu, 3)
+        result[f'{who}_vocab_size'] = len(index)
+        result[f'{who}_vocab_seconds'] = round(vocab_s, 3)
+        result[f'{who}_train_seconds'] = round(train_s, 3)
+        result[f'{who}_words_per_s'] = tokens * epochs / train_s
+        for name, pairs in sets.items():
+            r = word_similarity.evaluate(vectors, index, pairs)
+            result[f'{who}_{name}'] = r['spearman']
+            result[f'{who}_{name}_oov_fraction'] = r['oov_fraction']
+        print(
+            f'{who}: {train_s:.1f} s, {result[f"{who}_words_per_s"]:,.0f} words/s, '
+            f'WS353 {result[f"{who}_ws353"]:.4f}, SimLex {result[f"{who}_simlex"]:.4f}'
+        )
+    result['speed_ratio'] = result['ours_words_per_s'] / result['gensim_words_per_s']
+    result['options'] = {k: getattr(options, k) for k in options.__dataclass_fields__}
+    result['targets_met'] = {
+        'ws353': result['ours_ws353'] >= result['gensim_ws353'],
+        'simlex': result['ours_simlex'] >= result['gensim_simlex'],
+        'speed': result['speed_ratio'] >= 1.0,
+    }
+    print(f'speed ratio ours / gensim: {result["speed_ratio"]:.2f}')
+    name = 'word2vec_vs_gensim' + ('_quick' if args.quick else '')
+    common.write_result(name, result)
+    plot(result, common.RESULTS / f'{name}.png')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,24 @@
+"""Self-distillation on MNIST: a small multi-exit ResNet, minutes on a CPU.
+
+  python -m jaxdistill.train --config configs/self_distill_mnist.py --workdir /tmp/sd_mnist
+Arguments as in image_classification_base.py (runlocal, method=NAME).
+"""
+
+import image_classification_base as base
+
+
+def get_config(arg=None):
+    args = base.parse_arg(arg)
+    if 'dataset' in args:
+        raise ValueError('self_distill_mnist.py fixes dataset=mnist.')
+    config = base.get_config(','.join(filter(None, [arg, 'dataset=mnist'])))
+    if args.get('runlocal'):
+        return config
+    # Three stages of one block at width 16: MNIST needs little depth.
+    config.model.stage_sizes = (1, 1, 1)
+    config.model.width = 16
+    config.model.exits = (0, 1)
+    config.num_train_steps = 1500
+    config.optimizer.warmup_steps = 100
+    config.data.augment = 'none'
+    return config

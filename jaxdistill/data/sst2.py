@@ -1,0 +1,68 @@
+"""SST-2 (GLUE) sentiment data: `sentence<TAB>label` TSV with a header line.
+
+Word-level tokens: lowercased, split on whitespace; the vocabulary is the most
+frequent training words. Ids: 0 = PAD, 1 = UNK.
+"""
+
+import collections
+import gzip
+import pathlib
+
+import numpy as np
+
+from jaxdistill.errors import DataError
+
+PAD, UNK = 0, 1
+SPLITS = {'train': 'train.tsv.gz', 'dev': 'dev.tsv', 'test': 'glue_dev.tsv'}
+
+
+def read_sst2(path) -> tuple[list[str], np.ndarray]:
+    """(sentences, labels int32 [N]) from a (gzipped) SST-2 TSV.
+
+    Raises:
+      DataError: missing file, a header other than `sentence<TAB>label`, or a
+        line without exactly one tab and a 0/1 label (named by line number).
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise DataError(f'SST-2 file {path} does not exist.')
+    opener = gzip.open if path.suffix == '.gz' else open
+    with opener(path, 'rt', encoding='utf-8') as f:
+        lines = f.read().splitlines()
+    if not lines or lines[0].strip().split('\t') != ['sentence', 'label']:
+        head = lines[0][:60] if lines else '<empty file>'
+        raise DataError(f"{path}:1: header must be 'sentence<TAB>label', got {head!r}.")
+    sentences, labels = [], []
+    for number, line in enumerate(lines[1:], start=2):
+        parts = line.rstrip('\n').split('\t')
+        if len(parts) != 2 or parts[1].strip() not in ('0', '1'):
+            raise DataError(
+                f'{path}:{number}: expected sentence<TAB>0|1, got {line[:80]!r}.'
+            )
+        sentences.append(parts[0])
+        labels.append(int(parts[1]))
+    if not sentences:
+        raise DataError(f'{path} holds no examples.')
+    return sentences, np.asarray(labels, np.int32)
+
+
+def load_split(data_dir, split: str):
+    if split not in SPLITS:
+        raise DataError(f'SST-2 split {split!r} unknown; known: {", ".join(SPLITS)}.')
+    return read_sst2(pathlib.Path(data_dir) / SPLITS[split])
+
+
+def build_vocab(sentences, size: int) -> dict[str, int]:
+    """The `size - 2` most frequent lowercased words -> ids 2.. (ties: first seen)."""
+    counts = collections.Counter(w for s in sentences for w in s.lower().split())
+    words = [w for w, _ in counts.most_common(max(size - 2, 0))]
+    return {w: i + 2 for i, w in enumerate(words)}
+
+
+def encode(sentences, vocab: dict[str, int], max_len: int) -> np.ndarray:
+    """int32 [N, max_len]: word ids (UNK if unknown), truncated, PAD-filled."""
+    out = np.full((len(sentences), max_len), PAD, np.int32)
+    for row, s in enumerate(sentences):
+        ids = [vocab.get(w, UNK) for w in s.lower().split()][:max_len]
+        out[row, : len(ids)] = ids
+    return out

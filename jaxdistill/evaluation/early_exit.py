@@ -1,0 +1,126 @@
+"""Anytime inference: per-example early exit on softmax confidence.
+
+An example stops at the first exit whose top softmax probability reaches the
+threshold (the deepest exit always answers). Its cost is the measured time of
+the network prefix that ends at that exit, shallower heads included (they had
+to run to be checked). Costs are wall-clock seconds of jitted prefixes over
+the eval set (`measure_prefix_seconds`), divided by the measured time of the
+plain network (all stages, deepest head only), so `time_fraction` < 1 is
+compute actually saved and > 1 is the price of the extra heads.
+"""
+
+import time
+from typing import Callable, Sequence
+
+import jax
+import numpy as np
+
+DEFAULT_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+
+
+def exit_assignment(confidence: np.ndarray, threshold: float) -> np.ndarray:
+    """Index of the exit each example leaves at.
+
+    Args:
+      confidence: [K, N] top softmax probability per exit (shallow to deep).
+      threshold: leave at the first exit with confidence >= threshold.
+    Returns:
+      int [N] in 0..K-1 (K-1 when no exit is confident enough).
+    """
+    confident = np.asarray(confidence) >= threshold
+    confident[-1] = True
+    return np.argmax(confident, axis=0)
+
+
+def early_exit_curve(
+    confidence: np.ndarray,
+    correct: np.ndarray,
+    thresholds: Sequence[float],
+    exit_cost: Sequence[float] | None = None,
+) -> list[dict]:
+    """Accuracy and cost of early exit at each threshold.
+
+    Args:
+      confidence: [K, N] top softmax probability per exit.
+      correct: [K, N] bool, exit k's prediction is right.
+      thresholds: confidence thresholds to evaluate.
+      exit_cost: [K] cost of stopping at exit k relative to the plain full
+        network (e.g. measured time fractions); None leaves time_fraction out.
+    Returns:
+      [{'threshold', 'accuracy' (fraction), 'mean_exit', 'exit_fractions' [K],
+        'time_fraction' (if exit_cost)}] in threshold order.
+    """
+    confidence, correct = np.asarray(confidence), np.asarray(correct, bool)
+    k, n = confidence.shape
+    curve = []
+    for t in thresholds:
+        exits = exit_assignment(confidence, t)
+        point = {
+            'threshold': float(t),
+            'accuracy': float(np.mean(correct[exits, np.arange(n)])),
+            'mean_exit': float(np.mean(exits)),
+            'exit_fractions': [float(np.mean(exits == i)) for i in range(k)],
+        }
+        if exit_cost is not None:
+            point['time_fraction'] = float(np.mean(np.asarray(exit_cost)[exits]))
+        curve.append(point)
+    return curve
+
+
+def time_batches(fn: Callable, params, batches: Sequence, repeats: int) -> float:
+    """Best-of-`repeats` wall seconds of `fn(params, b)` over all `batches`.
+
+    `fn` should be jitted; it is called once on the first batch beforehand so
+    that compilation is not timed; every output is `block_until_ready`.
+    """
+    jax.block_until_ready(fn(params, batches[0]))
+    best = float('inf')
+    for _ in range(max(repeats, 1)):
+        start = time.perf_counter()
+        for batch in batches:
+            jax.block_until_ready(fn(params, batch))
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def measure_prefix_seconds(
+    apply_exits: Callable, params, batches: Sequence, num_exits: int, repeats: int = 3
+) -> tuple[list[float], float]:
+    """Measured inference time of each exit prefix and of the plain network.
+
+    Args:
+      apply_exits: `MultiExitFns.apply_exits`.
+      params: the model parameters.
+      batches: eval batches already placed on devices.
+      num_exits: K.
+      repeats: timing repeats; the best is kept.
+    Returns:
+      ([K] seconds to run prefix k with heads 0..k over `batches`, seconds of
+      the whole network with the deepest head only).
+    """
+
+    def prefix(k, only_last=False):
+        return jax.jit(
+            lambda p, b: apply_exits(p, b, train=False, upto=k, only_last=only_last)[
+                'logits'
+            ]
+        )
+
+    seconds = [
+        time_batches(prefix(k), params, batches, repeats) for k in range(num_exits)
+    ]
+    plain = time_batches(prefix(num_exits - 1, True), params, batches, repeats)
+    return seconds, plain
+
+
+def format_curve(curve: Sequence[dict]) -> str:
+    """A text table of an early-exit curve, one threshold a line."""
+    lines = ['threshold  accuracy  time_fraction  mean_exit  exit_fractions']
+    for p in curve:
+        fractions = ' '.join(f'{f:.2f}' for f in p['exit_fractions'])
+        time_fraction = p.get('time_fraction', float('nan'))
+        lines.append(
+            f'{p["threshold"]:>9.3f}  {p["accuracy"]:>8.4f}  {time_fraction:>13.3f}  '
+            f'{p["mean_exit"]:>9.2f}  {fractions}'
+        )
+    return '\n'.join(lines)

@@ -1,0 +1,82 @@
+"""Self-distillation with multi-exit networks ("Be Your Own Teacher").
+
+The deepest exit of one network teaches its shallower exits; no separate
+teacher is trained or stored. See docs/methods/self_distillation.md.
+"""
+
+import dataclasses
+
+import jax.numpy as jnp
+import optax
+
+from jaxdistill import losses
+from jaxdistill import losses_self_distill
+from jaxdistill import registry
+from jaxdistill import schedules
+from jaxdistill.errors import ConfigError
+from jaxdistill.methods.base import Method, ModelFns
+
+
+@registry.register('method', 'self_distill')
+@dataclasses.dataclass(frozen=True)
+class SelfDistill(Method):
+    """(1−α)·Σ CE + α·Σ T²·KL(deepest ‖ exit) + β·Σ ‖F_exit − F_deepest‖².
+
+    alpha, temperature and beta are schedules (`step -> value`); configs
+    give numbers or schedule dicts (see `schedules.from_config`).
+    """
+
+    model: ModelFns
+    alpha: optax.Schedule = schedules.constant(0.1)
+    temperature: optax.Schedule = schedules.constant(3.0)
+    beta: optax.Schedule = schedules.constant(1e-6)
+
+    @classmethod
+    def from_config(cls, model, options):
+        if getattr(model, 'apply_exits', None) is None:
+            raise ConfigError(
+                "method 'self_distill' needs a multi-exit model (its ModelFns "
+                'has no apply_exits); use an image_classification or '
+                'text_classification task.'
+            )
+        built = {
+            key: schedules.from_config(options[key], name=f'method.{key}')
+            for key in ('alpha', 'temperature', 'beta')
+            if key in options
+        }
+        return cls(model=model, **built)
+
+    def loss(self, params, extra, batch, rng, step):
+        del extra
+        out = self.model.apply_exits(params, batch, train=True, rng=rng)
+        labels, where = self.model.labels(batch)
+        alpha = self.alpha(step)
+        per_example, terms = losses_self_distill.self_distill_loss(
+            out['logits'],
+            out['features'],
+            labels,
+            alpha=alpha,
+            temperature=self.temperature(step),
+            beta=self.beta(step),
+            where=where,
+        )
+        loss = losses.masked_mean(per_example, where)
+        return loss, _metrics(out['logits'], labels, where, loss, terms, alpha)
+
+
+def _metrics(logits, labels, where, loss, terms, alpha):
+    """Scalar metrics: totals and per exit (exit K-1 is the deepest)."""
+    mean = lambda v: losses.masked_mean(v, where)
+    aux = {
+        'train/loss': loss,
+        'train/nll': mean(terms['ce'][-1]),
+        'train/accuracy': mean(losses.accuracy(logits[-1], labels, where=where)),
+        'train/kd': mean(jnp.sum(terms['kd'], axis=0)),
+        'train/hint': mean(jnp.sum(terms['hint'], axis=0)),
+        'train/alpha': alpha,
+        'train/tokens': jnp.sum(where),
+    }
+    for i, z in enumerate(logits[:-1]):
+        aux[f'train/nll_exit{i}'] = mean(terms['ce'][i])
+        aux[f'train/accuracy_exit{i}'] = mean(losses.accuracy(z, labels, where=where))
+    return aux

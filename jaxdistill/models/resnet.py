@@ -1,0 +1,170 @@
+"""CIFAR-style ResNet with classifier exits after chosen stages (BYOT layout).
+
+The backbone is a 3×3 stem and `len(stage_sizes)` stages of basic blocks;
+stage s has `width · 2^s` channels and halves the resolution (except stage 0).
+Exit i after stage s < last gets, as in "Be Your Own Teacher" (Zhang et al.
+2019), a bottleneck that brings the feature map to the deepest stage's width
+and resolution (one strided bottleneck block per missing stage), then global
+average pooling (the exit's feature F_i, [B, width · 2^(S-1)]) and a dense
+classifier. The deepest exit pools the last stage. Normalisation is GroupNorm
+(per-example statistics): no batch statistics to carry, and an example's
+prediction never depends on which other examples share its batch, which
+per-example early exit needs.
+
+Parameter layout: stem, stage{s}_block{b}, exit{i}_bottleneck{j}, exit{i}_head.
+"""
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxdistill import registry
+from jaxdistill.models import multi_exit
+
+Array = jax.Array
+_CONV_INIT = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+
+
+def _norm(channels: int, groups: int, name=None):
+    return nn.GroupNorm(num_groups=min(groups, channels), name=name)
+
+
+class BasicBlock(nn.Module):
+    """Two 3×3 convolutions with a residual; projection when the shape changes."""
+
+    channels: int
+    stride: int = 1
+    groups: int = 8
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        """[B, H, W, C] -> [B, H / stride, W / stride, channels]."""
+        conv = lambda c, k, s, name: nn.Conv(
+            c, (k, k), (s, s), use_bias=False, kernel_init=_CONV_INIT, name=name
+        )
+        h = conv(self.channels, 3, self.stride, 'conv1')(x)
+        h = nn.relu(_norm(self.channels, self.groups, 'norm1')(h))
+        h = conv(self.channels, 3, 1, 'conv2')(h)
+        h = _norm(self.channels, self.groups, 'norm2')(h)
+        if x.shape[-1] != self.channels or self.stride != 1:
+            x = conv(self.channels, 1, self.stride, 'proj')(x)
+            x = _norm(self.channels, self.groups, 'proj_norm')(x)
+        return nn.relu(h + x)
+
+
+class Bottleneck(nn.Module):
+    """1×1 reduce, strided 3×3, 1×1 expand, with a projected residual."""
+
+    channels: int
+    stride: int = 2
+    groups: int = 8
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        """[B, H, W, C] -> [B, H / stride, W / stride, channels]."""
+        mid = max(self.channels // 4, self.groups)
+        conv = lambda c, k, s, name: nn.Conv(
+            c, (k, k), (s, s), use_bias=False, kernel_init=_CONV_INIT, name=name
+        )
+        h = nn.relu(_norm(mid, self.groups, 'norm1')(conv(mid, 1, 1, 'conv1')(x)))
+        h = nn.relu(
+            _norm(mid, self.groups, 'norm2')(conv(mid, 3, self.stride, 'conv2')(h))
+        )
+        h = _norm(self.channels, self.groups, 'norm3')(
+            conv(self.channels, 1, 1, 'conv3')(h)
+        )
+        x = conv(self.channels, 1, self.stride, 'proj')(x)
+        x = _norm(self.channels, self.groups, 'proj_norm')(x)
+        return nn.relu(h + x)
+
+
+@registry.register('model', 'resnet')
+class ResNet(nn.Module):
+    """Multi-exit CIFAR ResNet; see the module docstring.
+
+    Attributes:
+      num_classes: classifier outputs.
+      stage_sizes: basic blocks per stage; (2, 2, 2, 2) is ResNet-18.
+      width: channels of stage 0 (doubling per stage).
+      exits: stages (0-based, < last) followed by a shallow exit; the
+        deepest exit after the last stage always exists. () is a plain ResNet.
+      norm_groups: GroupNorm groups.
+      pixel_mean, pixel_std: per-channel statistics of [0, 1] pixels.
+    """
+
+    num_classes: int
+    stage_sizes: Sequence[int] = (2, 2, 2, 2)
+    width: int = 64
+    exits: Sequence[int] = (0, 1, 2)
+    norm_groups: int = 8
+    pixel_mean: Sequence[float] = (0.5,)
+    pixel_std: Sequence[float] = (0.25,)
+
+    def __post_init__(self):
+        last = len(self.stage_sizes) - 1
+        if sorted(set(self.exits)) != list(self.exits) or any(
+            not 0 <= s < last for s in self.exits
+        ):
+            raise ValueError(
+                f'exits {tuple(self.exits)} must be increasing stage indices in '
+                f'0..{last - 1} (the deepest exit after stage {last} is implicit)'
+            )
+        super().__post_init__()
+
+    @property
+    def num_exits(self) -> int:
+        return len(self.exits) + 1
+
+    def _channels(self, stage: int) -> int:
+        return self.width * 2**stage
+
+    def _head(self, h: Array, index: int, stage: int) -> tuple[Array, Array]:
+        """Stage output [B, H, W, C] -> (logits [B, K], feature [B, C_last])."""
+        for j, s in enumerate(range(stage + 1, len(self.stage_sizes))):
+            h = Bottleneck(
+                self._channels(s),
+                2,
+                self.norm_groups,
+                name=f'exit{index}_bottleneck{j}',
+            )(h)
+        feature = jnp.mean(h, axis=(1, 2))
+        logits = nn.Dense(self.num_classes, name=f'exit{index}_head')(feature)
+        return logits, feature
+
+    @nn.compact
+    def __call__(
+        self, images: Array, *, train: bool, upto: int | None = None, only_last=False
+    ):
+        """images uint8 or float [B, H, W, C] -> {'logits', 'features'} per exit.
+
+        `upto=k` computes only the stages and heads the first k + 1 exits need;
+        `only_last` skips the heads before exit k (the plain network's cost).
+        """
+        del train  # No dropout; GroupNorm behaves the same in both modes.
+        last = multi_exit.exit_index(upto, self.num_exits)
+        exit_stages = list(self.exits) + [len(self.stage_sizes) - 1]
+        x = images.astype(jnp.float32)
+        if images.dtype == jnp.uint8:
+            x = x / 255.0
+        x = (x - jnp.asarray(self.pixel_mean)) / jnp.asarray(self.pixel_std)
+        x = nn.Conv(
+            self.width, (3, 3), use_bias=False, kernel_init=_CONV_INIT, name='stem'
+        )(x)
+        x = nn.relu(_norm(self.width, self.norm_groups, 'stem_norm')(x))
+        out = {'logits': [], 'features': []}
+        for s, blocks in enumerate(self.stage_sizes[: exit_stages[last] + 1]):
+            for b in range(blocks):
+                stride = 2 if s > 0 and b == 0 else 1
+                x = BasicBlock(
+                    self._channels(s),
+                    stride,
+                    self.norm_groups,
+                    name=f'stage{s}_block{b}',
+                )(x)
+            if s in exit_stages and (not only_last or s == exit_stages[last]):
+                logits, feature = self._head(x, exit_stages.index(s), s)
+                out['logits'].append(logits)
+                out['features'].append(feature)
+        return out

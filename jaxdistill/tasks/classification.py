@@ -1,0 +1,237 @@
+"""Classification tasks (images; text) with multi-exit models and anytime eval.
+
+`evaluate` reports the loss and accuracy of every exit and, when the model
+has more than one exit, the early-exit curve: accuracy and measured inference
+time (as a fraction of the plain network's) at each confidence threshold.
+"""
+
+import dataclasses
+import difflib
+import functools
+import os
+import time
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdistill import losses
+from jaxdistill import registry
+from jaxdistill import sharding as sharding_lib
+from jaxdistill.data import images as images_lib
+from jaxdistill.data import sst2 as sst2_lib
+from jaxdistill.errors import ConfigError
+from jaxdistill.evaluation import early_exit
+from jaxdistill.models import multi_exit
+from jaxdistill.models import resnet  # noqa: F401  (registers 'resnet')
+from jaxdistill.models import text_classifier  # noqa: F401  (registers it)
+
+
+def build_model(model_cfg, **fixed):
+    """The registered model `model_cfg.name` with the other fields as attributes.
+
+    `fixed` (num_classes, data statistics) come from the data, not the config.
+    """
+    cls = registry.get('model', model_cfg.get('name', ''))
+    valid = {f.name for f in dataclasses.fields(cls)} - {'parent', 'name'} - set(fixed)
+    options = {k: v for k, v in model_cfg.items() if k != 'name'}
+    for key in options:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+            raise ConfigError(
+                f'Unknown key model.{key} for model {model_cfg.name!r}.'
+                + (f' Did you mean {", ".join(close)}?' if close else '')
+                + f' Valid keys: {", ".join(sorted(valid))}.'
+            )
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    try:
+        return cls(**options, **fixed)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f'config.model: {e}') from e
+
+
+class ClassificationTask:
+    """Shared evaluation; subclasses set train_batches, eval_batches, model."""
+
+    input_key = 'image'
+
+    def _setup_model(self, model, summary: dict):
+        self.model = model
+        self.model_fns = multi_exit.make_fns(model, self.input_key)
+        self.summary = summary
+        self.last_curve = []
+
+    def data_summary(self) -> dict:
+        return dict(
+            self.summary, batches_per_epoch=self.train_batches.batches_per_epoch()
+        )
+
+    def init_batch(self) -> dict:
+        return self.train_batches.batch_at(0, 0)
+
+    @functools.cached_property
+    def _eval_step(self):
+        fns = self.model_fns
+
+        def step(params, batch):
+            logits = fns.apply_exits(params, batch, train=False)['logits']
+            labels, where = fns.labels(batch)
+            probs = [jax.nn.softmax(z.astype(jnp.float32), axis=-1) for z in logits]
+            nll = jnp.stack(
+                [losses.cross_entropy(z, labels, where=where) for z in logits]
+            )
+            return {
+                'confidence': jnp.stack([jnp.max(p, axis=-1) for p in probs]),
+                'correct': jnp.stack([jnp.argmax(z, -1) == labels for z in logits]),
+                'nll': jnp.sum(nll, axis=1),
+            }
+
+        return jax.jit(step)
+
+    def _device_batches(self):
+        sharding = sharding_lib.batch_sharding(self.mesh)
+        return [sharding_lib.global_batch(b, sharding) for b in self.eval_batches]
+
+    def evaluate(self, params) -> dict:
+        """Per-exit loss/accuracy, and the early-exit curve with measured times."""
+        e = self.config.eval
+        batches = self._device_batches()
+        outs = [jax.device_get(self._eval_step(params, b)) for b in batches]
+        real = np.concatenate([b['label'] >= 0 for b in self.eval_batches])
+        confidence = np.concatenate([o['confidence'] for o in outs], axis=1)[:, real]
+        correct = np.concatenate([o['correct'] for o in outs], axis=1)[:, real]
+        nll = np.sum([o['nll'] for o in outs], axis=0) / real.sum()
+        k = self.model_fns.num_exits
+        metrics = {'eval/loss': float(nll[-1]), 'eval/accuracy': correct[-1].mean()}
+        for i in range(k - 1):
+            metrics[f'eval/accuracy_exit{i}'] = float(correct[i].mean())
+            metrics[f'eval/loss_exit{i}'] = float(nll[i])
+        cost = None
+        if e.timing_repeats > 0:
+            seconds, plain = early_exit.measure_prefix_seconds(
+                self.model_fns.apply_exits, params, batches, k, e.timing_repeats
+            )
+            cost = [s / plain for s in seconds]
+            metrics['eval/seconds_plain'] = plain
+            for i, c in enumerate(cost):
+                metrics[f'eval/time_fraction_exit{i}'] = c
+        if k > 1:
+            self.last_curve = early_exit.early_exit_curve(
+                confidence, correct, e.thresholds, cost
+            )
+            for p in self.last_curve:
+                name = f'eval/early_exit_{p["threshold"]:g}'
+                metrics[f'{name}/accuracy'] = p['accuracy']
+                if cost is not None:
+                    metrics[f'{name}/time_fraction'] = p['time_fraction']
+        return {key: float(v) for key, v in metrics.items()}
+
+
+def _batch_multiple(config, mesh) -> int:
+    n = mesh.shape['data']
+    if config.data.batch_size % n:
+        raise ConfigError(
+            f'data.batch_size={config.data.batch_size} must be a multiple of the '
+            f'{n} devices on the data axis.'
+        )
+    return n
+
+
+def _subset(arrays, n: int):
+    """A fixed random subset of n examples (0 = all), in file order.
+
+    Files may be sorted by class (the CIFAR-10 tar is), so a prefix would
+    hold few classes; the subset depends on nothing but n.
+    """
+    if not n or n >= len(arrays[1]):
+        return arrays
+    rows = np.sort(np.random.default_rng(0).permutation(len(arrays[1]))[:n])
+    return tuple(a[rows] for a in arrays)
+
+
+@registry.register('task', 'image_classification')
+class ImageClassificationTask(ClassificationTask):
+    """MNIST or CIFAR-10 with a multi-exit ResNet."""
+
+    def __init__(self, config, workdir: str, mesh):
+        self.config, self.mesh = config, mesh
+        d = config.data
+        multiple = _batch_multiple(config, mesh)
+        started = time.time()
+        cache = d.cache_dir or os.path.join(workdir, 'cache')
+        train = images_lib.load_images(d.dataset, d.data_dir, 'train', cache)
+        test = images_lib.load_images(d.dataset, d.data_dir, d.eval_split, cache)
+        train = _subset(train, d.max_train_examples)
+        test = _subset(test, config.eval.max_examples)
+        self.train_batches = images_lib.ImageBatcher(
+            *train, batch_size=d.batch_size, seed=config.seed, augment=d.augment
+        )
+        self.eval_batches = images_lib.eval_batches(
+            *test, batch_size=config.eval.batch_size, batch_multiple=multiple
+        )
+        mean, std = images_lib.channel_stats(train[0])
+        num_classes = images_lib.NUM_CLASSES[d.dataset]
+        model = build_model(
+            config.model, num_classes=num_classes, pixel_mean=mean, pixel_std=std
+        )
+        self._setup_model(
+            model,
+            {
+                'train_examples': len(train[1]),
+                'eval_examples': len(test[1]),
+                'num_classes': num_classes,
+                'image_shape': list(train[0].shape[1:]),
+                'num_exits': model.num_exits,
+            },
+        )
+        logging.info('Data ready in %.1fs: %s', time.time() - started, self.summary)
+
+
+@registry.register('task', 'text_classification')
+class TextClassificationTask(ClassificationTask):
+    """SST-2 sentiment with a multi-exit Transformer encoder classifier."""
+
+    input_key = 'tokens'
+
+    def __init__(self, config, workdir: str, mesh):
+        del workdir
+        self.config, self.mesh = config, mesh
+        d = config.data
+        multiple = _batch_multiple(config, mesh)
+        sentences, labels = sst2_lib.load_split(d.data_dir, 'train')
+        test_sentences, test_labels = sst2_lib.load_split(d.data_dir, d.eval_split)
+        vocab = sst2_lib.build_vocab(sentences, d.vocab_size)
+        train = _subset(
+            (sst2_lib.encode(sentences, vocab, d.max_len), labels), d.max_train_examples
+        )
+        test = _subset(
+            (sst2_lib.encode(test_sentences, vocab, d.max_len), test_labels),
+            config.eval.max_examples,
+        )
+        self.train_batches = images_lib.ImageBatcher(
+            *train, batch_size=d.batch_size, seed=config.seed, key='tokens'
+        )
+        self.eval_batches = images_lib.eval_batches(
+            *test,
+            batch_size=config.eval.batch_size,
+            batch_multiple=multiple,
+            key='tokens',
+        )
+        model = build_model(
+            config.model,
+            num_classes=2,
+            vocab_size=len(vocab) + 2,
+            max_len=d.max_len,
+        )
+        unk = float(np.mean(train[0][train[0] > 0] == sst2_lib.UNK))
+        self._setup_model(
+            model,
+            {
+                'train_examples': len(train[1]),
+                'eval_examples': len(test[1]),
+                'vocab_size': len(vocab) + 2,
+                'unk_fraction': unk,
+                'num_exits': model.num_exits,
+            },
+        )

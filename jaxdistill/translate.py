@@ -1,0 +1,126 @@
+"""`python -m jaxdistill.translate --workdir DIR [--step N] [--average N] [--beam N]`.
+
+Reads sentences from stdin, one a line, and writes their translations to
+stdout, one a line in the same order (blank lines stay blank). Uses the model,
+tokenizer and config of the run in DIR (DIR/config.json, DIR/spm.model,
+DIR/checkpoints): the latest checkpoint or `--step`, or the mean of the last
+`--average` checkpoints up to it. Beam size and length penalty default to the
+run's `eval.beam_size` and `eval.length_penalty`; `--config.k=v` changes other
+fields (e.g. `--config.eval.max_decode_len=100`).
+
+  echo 'A man rides a bike.' | python -m jaxdistill.translate --workdir /tmp/m30k \
+      --average 10 --beam 5
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import ml_collections
+
+from jaxdistill import cli
+from jaxdistill import configuration
+from jaxdistill.errors import JaxdistillError
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--workdir', required=True, help='the training run')
+    parser.add_argument(
+        '--step', type=int, default=None, help='checkpoint step (default: newest)'
+    )
+    parser.add_argument(
+        '--average',
+        type=int,
+        default=1,
+        help='average the last N checkpoints up to --step (default 1: none)',
+    )
+    parser.add_argument(
+        '--beam', type=int, default=None, help='beam size; 0 or 1 = greedy'
+    )
+    parser.add_argument(
+        '--length_penalty', type=float, default=None, help='alpha of logp/len**alpha'
+    )
+    parser.add_argument('--batch_size', type=int, default=64, help='sentences a batch')
+    parser.add_argument(
+        '--target_lang', default=None, help='for runs with several target languages'
+    )
+    overrides = [a[len('--config.') :] for a in argv if a.startswith('--config.')]
+    rest = [a for a in argv if not a.startswith('--config.')]
+    return parser.parse_args(rest), overrides
+
+
+def _run_config(workdir: str) -> ml_collections.ConfigDict:
+    path = os.path.join(workdir, 'config.json')
+    if not os.path.exists(path):
+        raise JaxdistillError(
+            f'{workdir} holds no run (no config.json); '
+            'pass the --workdir used for training.'
+        )
+    with open(path, encoding='utf-8') as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def load_model(workdir: str, config, *, step=None, average: int = 1):
+    """(model, params, tokenizer, steps averaged) of the run in `workdir`."""
+    from jaxdistill import averaging  # pylint: disable=g-import-not-at-top
+    from jaxdistill import data as data_lib  # pylint: disable=g-import-not-at-top
+    from jaxdistill.methods import make_method  # pylint: disable=g-import-not-at-top
+    from jaxdistill.tasks import translation  # pylint: disable=g-import-not-at-top
+
+    tokenizer = data_lib.Tokenizer.load(os.path.join(workdir, 'spm.model'))
+    model = translation.build_model(config.model, tokenizer.vocab_size)
+    method = make_method(config.method, translation.transformer_fns(model))
+    params, steps = averaging.average_checkpoints(
+        os.path.join(workdir, 'checkpoints'),
+        average,
+        upto=step,
+        select=lambda s: method.eval_params(s['params'], s.get('extra', {})),
+    )
+    return model, params, tokenizer, steps
+
+
+def main(argv=None) -> int:
+    cli.quiet_tensorflow()
+    args, overrides = _parse(sys.argv[1:] if argv is None else argv)
+
+    def run():
+        config = _run_config(args.workdir)
+        config = configuration.apply_overrides(config, overrides)
+        if args.average < 1:
+            raise JaxdistillError(f'--average must be >= 1, got {args.average}.')
+        from jaxdistill.tasks import translation  # pylint: disable=g-import-not-at-top
+
+        model, params, tokenizer, steps = load_model(
+            args.workdir, config, step=args.step, average=args.average
+        )
+        e = config.eval
+        texts = [line.rstrip('\r\n') for line in sys.stdin]
+        print(
+            f'translating {len(texts)} lines with checkpoint(s) {steps}',
+            file=sys.stderr,
+            flush=True,
+        )
+        out = translation.translate_texts(
+            model,
+            params,
+            tokenizer,
+            texts,
+            data_cfg=config.data,
+            beam_size=e.get('beam_size', 0) if args.beam is None else args.beam,
+            max_len=e.max_decode_len,
+            length_penalty=e.get('length_penalty', 1.0)
+            if args.length_penalty is None
+            else args.length_penalty,
+            batch_size=args.batch_size,
+            target_lang=args.target_lang,
+        )
+        sys.stdout.write(''.join(line + '\n' for line in out))
+        sys.stdout.flush()
+
+    return cli.main_guard(run)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

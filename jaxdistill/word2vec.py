@@ -1,0 +1,227 @@
+"""`python -m jaxdistill.word2vec --corpus PATH --out vectors.txt`: skip-gram.
+
+Trains word2vec's skip-gram with negative sampling (`models.skipgram`) on a
+one-sentence-per-line corpus and saves the input vectors in word2vec text
+format. Defaults are word2vec's and gensim's: d=100, window 5, 5 negatives,
+min_count 5, sample 1e-3, learning rate 0.025 decaying linearly to 1e-4
+over all epochs. `--similarity FILE` (repeatable) prints the Spearman
+correlation on WordSim-353 / SimLex-999 style files after training.
+"""
+
+import argparse
+import dataclasses
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+from jaxdistill.errors import ConfigError, DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Skip-gram hyper-parameters (word2vec's names and defaults)."""
+
+    dim: int = 100
+    window: int = 5
+    negative: int = 5
+    min_count: int = 5
+    epochs: int = 10
+    sample: float = 1e-3
+    lr: float = 0.025
+    min_lr: float = 1e-4
+    seed: int = 0
+    # Center tokens per SGD step (all their pairs are summed in one update).
+    centers: int = 1024
+    # Consecutive tokens sharing one draw of negatives, and its size.
+    group: int = 16
+    shared_negatives: int = 16
+    # Most pair updates a row takes in one step at full learning rate.
+    max_row_updates: float = 64.0
+    # SGD steps per jitted call (one `lax.scan`).
+    steps_per_call: int = 16
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            low = 0 if field.name in ('sample', 'min_lr', 'seed') else 1
+            if field.type is float:
+                low = 0.0 if low == 0 else 1e-12
+            if value < low:
+                raise ConfigError(
+                    f'word2vec option {field.name}={value!r} must be >= {low}.'
+                )
+
+
+def _epoch_arrays(ids, sentence, vocab_arrays, options, epoch):
+    """Numpy chunks of one epoch, padded to a multiple of steps_per_call."""
+    from jaxdistill.data import words  # pylint: disable=g-import-not-at-top
+
+    keep, table = vocab_arrays
+    b = words.window_batches(
+        ids,
+        sentence,
+        keep=keep,
+        table=table,
+        window=options.window,
+        centers=options.centers,
+        negatives=options.shared_negatives,
+        group=options.group,
+        rng=words.epoch_rng(options.seed, epoch),
+    )
+    arrays = {k: b[k] for k in ('tokens', 'sentence', 'window', 'negatives')}
+    steps = arrays['tokens'].shape[0]
+    padded = -(-steps // options.steps_per_call) * options.steps_per_call
+    fill = {'tokens': words.PAD, 'sentence': -1, 'window': 1, 'negatives': 0}
+    for k, v in arrays.items():
+        pad = np.full((padded - steps, *v.shape[1:]), fill[k], v.dtype)
+        arrays[k] = np.concatenate([v, pad])
+    return arrays, steps
+
+
+def _epoch_plan(ids, sentence, vocab_arrays, options, epoch, lr):
+    """(numpy chunks of `epoch`, [S] learning rates by corpus position)."""
+    arrays, steps = _epoch_arrays(ids, sentence, vocab_arrays, options, epoch)
+    n = len(ids)
+    position = epoch * n + np.arange(len(arrays['tokens'])) * (n / steps)
+    lrs = np.asarray(lr(np.minimum(position, options.epochs * n)), np.float32)
+    return arrays, lrs
+
+
+def train(ids, sentence, vocab, options: Options, *, log=print) -> dict:
+    """Trains skip-gram on encoded tokens (`data.words.encode`).
+
+    The next epoch's batches are built in numpy while the device runs the
+    current one. Returns {'vectors': [V, D] numpy input vectors, 'seconds':
+    training time (compilation included), 'words': in-vocabulary tokens ×
+    epochs, 'pairs': pairs trained, 'loss': mean loss per pair of the last
+    epoch}.
+    """
+    import jax  # pylint: disable=g-import-not-at-top
+
+    from jaxdistill import schedules  # pylint: disable=g-import-not-at-top
+    from jaxdistill.data import words  # pylint: disable=g-import-not-at-top
+    from jaxdistill.models import skipgram  # pylint: disable=g-import-not-at-top
+
+    if len(ids) == 0:
+        raise DataError('The corpus has no in-vocabulary tokens.')
+    start = time.perf_counter()
+    vocab_arrays = (
+        words.keep_probabilities(vocab.counts, options.sample),
+        words.negative_table(vocab.counts),
+    )
+    n, s = len(ids), options.steps_per_call
+    lr = schedules.linear(options.lr, options.min_lr, options.epochs * n)
+    params = skipgram.init_params(jax.random.key(options.seed), len(vocab), options.dim)
+    step = skipgram.make_train_chunk(
+        options.window, options.negative, options.max_row_updates
+    )
+    plan = _epoch_plan(ids, sentence, vocab_arrays, options, 0, lr)
+    pairs_total, last = 0, None
+    for epoch in range(options.epochs):
+        arrays, lrs = plan
+        sums = []
+        for i in range(0, len(lrs), s):
+            chunk = {k: v[i : i + s] for k, v in arrays.items()}
+            params, out = step(params, chunk, lrs[i : i + s])
+            sums.append(out)
+        if epoch + 1 < options.epochs:  # Overlaps with the dispatched steps.
+            plan = _epoch_plan(ids, sentence, vocab_arrays, options, epoch + 1, lr)
+        loss, pairs = np.sum(np.asarray(jax.device_get(sums), np.float64), axis=0)
+        pairs_total, last = pairs_total + int(pairs), loss / max(pairs, 1)
+        done = (epoch + 1) * n / (time.perf_counter() - start)
+        log(
+            f'epoch {epoch + 1}/{options.epochs}: loss/pair {last:.4f}, '
+            f'lr {lrs[-1]:.5f}, {done:,.0f} words/s'
+        )
+    vectors = np.asarray(jax.device_get(params['input']))
+    return {
+        'vectors': vectors,
+        'seconds': time.perf_counter() - start,
+        'words': options.epochs * n,
+        'pairs': pairs_total,
+        'loss': last,
+    }
+
+
+def save_word2vec(path, words, vectors) -> None:
+    """Writes word2vec text format: 'V D' then 'word x1 ... xD' per line."""
+    vectors = np.asarray(vectors)
+    if len(words) != len(vectors):
+        raise ValueError(f'{len(words)} words but {len(vectors)} vectors.')
+    with open(path, 'w', encoding='utf-8') as f:
+        f.write(f'{vectors.shape[0]} {vectors.shape[1]}\n')
+        for w, v in zip(words, vectors):
+            f.write(w + ' ' + ' '.join(f'{x:.6g}' for x in v) + '\n')
+
+
+def load_word2vec(path) -> tuple[list, np.ndarray]:
+    """Reads word2vec text format -> (words, [V, D] float32 vectors)."""
+    path = pathlib.Path(path)
+    with open(path, encoding='utf-8') as f:
+        header = f.readline().split()
+        if len(header) != 2 or not all(h.isdigit() for h in header):
+            raise DataError(f'{path}:1: expected "VOCAB DIM", got {header!r}.')
+        count, dim = map(int, header)
+        words, vectors = [], np.zeros((count, dim), np.float32)
+        for i, line in enumerate(f):
+            fields = line.rstrip('\n').split(' ')
+            if i >= count or len(fields) != dim + 1:
+                raise DataError(
+                    f'{path}:{i + 2}: expected a word and {dim} numbers '
+                    f'(header says {count} words).'
+                )
+            words.append(fields[0])
+            vectors[i] = np.asarray(fields[1:], np.float32)
+    if len(words) != count:
+        raise DataError(f'{path}: header says {count} words, found {len(words)}.')
+    return words, vectors
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--corpus', required=True, help='text, one sentence a line')
+    parser.add_argument('--out', required=True, help='vectors, word2vec text')
+    for field in dataclasses.fields(Options):
+        flag = '--' + field.name.replace('_', '-')
+        parser.add_argument(flag, type=type(field.default), default=field.default)
+    parser.add_argument(
+        '--similarity', action='append', default=[], help='TSV of scored pairs'
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    from jaxdistill import cli  # pylint: disable=g-import-not-at-top
+
+    args = _parse(sys.argv[1:] if argv is None else argv)
+
+    def run():
+        names = [f.name for f in dataclasses.fields(Options)]
+        options = Options(**{name: getattr(args, name) for name in names})
+        from jaxdistill.data import words  # pylint: disable=g-import-not-at-top
+        from jaxdistill.evaluation import word_similarity  # pylint: disable=g-import-not-at-top
+
+        sentences = words.read_sentences(args.corpus)
+        vocab = words.build_vocab(sentences, options.min_count)
+        ids, sentence = words.encode(sentences, vocab)
+        print(
+            f'{len(sentences):,} sentences, {len(ids):,} tokens, {len(vocab):,} words'
+        )
+        result = train(ids, sentence, vocab, options)
+        save_word2vec(args.out, vocab.words, result['vectors'])
+        print(f'saved {args.out} ({result["seconds"]:.1f} s of training)')
+        for path in args.similarity:
+            pairs = word_similarity.read_pairs(path)
+            r = word_similarity.evaluate(result['vectors'], vocab.index, pairs)
+            print(
+                f'{pathlib.Path(path).name}: Spearman {r["spearman"]:.4f} '
+                f'({r["oov_fraction"]:.0%} of pairs out of vocabulary)'
+            )
+
+    return cli.main_guard(run)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Codistillation: stacked replicas, stale peers, exchange only every K steps."""
+
+import json
+import re
+import socket
+import subprocess
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from jaxdistill import losses
+from jaxdistill import optim
+from jaxdistill import sharding
+from jaxdistill import train_step
+from jaxdistill.errors import ConfigError
+from jaxdistill.methods import Codistill, make_method
+from jaxdistill.models.transformer import Transformer, TransformerConfig
+from jaxdistill.tasks.translation import transformer_fns
+from tests import helpers
+from tests.test_train_step import _batch
+
+COLLECTIVES = (
+    'all-reduce',
+    'all-gather',
+    'collective-permute',
+    'all-to-all',
+    'reduce-scatter',
+)
+
+
+def _fns():
+    model = Transformer(
+        TransformerConfig(
+            vocab_size=50,
+            d_model=32,
+            num_heads=2,
+            d_ff=64,
+            num_encoder_layers=1,
+            num_decoder_layers=1,
+            dropout_rate=0.0,
+        )
+    )
+    return transformer_fns(model)
+
+
+def _method(**kw):
+    cfg = ml_collections.ConfigDict(
+        dict(name='codistill', num_replicas=2, burn_in_steps=2, exchange_every=3, **kw)
+    )
+    return make_method(cfg, _fns())
+
+
+def _setup(method, mesh):
+    tx = optim.make_optimizer(
+        ml_collections.ConfigDict(
+            dict(
+                name='sgd',
+                learning_rate=0.5,
+                schedule='constant',
+                warmup_steps=0,
+                total_steps=10,
+                grad_clip_norm=1.0,
+            )
+        ),
+        stacked=True,
+    )
+    init, state_sharding, _ = train_step.make_init(method, tx, _batch(), mesh, seed=0)
+    bs = sharding.batch_sharding(mesh)
+    step = train_step.make_train_step(
+        method, tx, state_sharding=state_sharding, batch_sharding=bs
+    )
+    return init(), step, bs
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match='method.distance'):
+        _method(distance='l2')
+    with pytest.raises(ConfigError, match='num_replicas >= 2'):
+        make_method(
+            ml_collections.ConfigDict(dict(name='codistill', num_replicas=1)), _fns()
+        )
+    with pytest.raises(ConfigError, match='exchange_evry'):
+        make_method(
+            ml_collections.ConfigDict(dict(name='codistill', exchange_evry=1)), _fns()
+        )
+
+
+def test_distillation_term_for_two_replicas_is_kl_to_the_other():
+    method = _method(temperature=2.0)
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=(2, 3, 5, 7)), jnp.float32)
+    other = jnp.asarray(rng.normal(size=(1, 2, 3, 5, 7)), jnp.float32)
+    where = jnp.asarray(rng.random((2, 3, 5)) > 0.3)
+    got = method.distillation(logits, other, where)  # [N-1=1, N, B, L, V] peers
+    for r in range(2):
+        kl = losses.distill_kl(logits[r], other[0, r], temperature=2.0, where=where[r])
+        np.testing.assert_allclose(got[r], losses.masked_mean(kl, where[r]), rtol=1e-5)
+
+
+def test_replicas_differ_stale_copies_refresh_only_on_exchange():
+    mesh = sharding.make_mesh(replica_axis_size=2)
+    method = _method()
+    state, step, bs = _setup(method, mesh)
+    p = jax.device_get(state.params)
+    # Own init seed per replica: every random-initialised kernel differs.
+    kernels = [x for x in jax.tree.leaves(p) if np.std(x[0]) > 0]
+    assert kernels and all(not np.allclose(x[0], x[1]) for x in kernels)
+    spec = jax.tree.leaves(state.params)[0].sharding.spec
+    assert spec[0] == 'replica'
+    phases = [method.phase(i) for i in range(7)]
+    assert phases == [
+        (False, False),
+        (False, True),  # Refresh right before distillation starts.
+        (True, True),  # (2 + 1) % 3 == 0
+        (True, False),
+        (True, False),
+        (True, True),
+        (True, False),
+    ]
+    for i in range(6):
+        before = jax.device_get(state.extra['stale'])
+        state, aux = step(state, sharding.global_batch(_batch(seed=i), bs), phases[i])
+        params = jax.device_get(state.params)
+        stale = jax.device_get(state.extra['stale'])
+        same_as_params = all(
+            jax.tree.leaves(jax.tree.map(np.array_equal, stale, params))
+        )
+        unchanged = all(jax.tree.leaves(jax.tree.map(np.array_equal, stale, before)))
+        assert same_as_params == phases[i][1], i
+        assert unchanged == (not phases[i][1]), i
+        assert ('train/distill' in aux) == phases[i][0]
+        assert aux['train/loss'].shape == (2,)
+
+
+def _groups(line):
+    """Device groups of one HLO collective, as lists of logical ids."""
+    m = re.search(
+        r'replica_groups=\[(\d+),(\d+)\]<=\[([\d,]+)\](?:T\(([\d,]+)\))?', line
+    )
+    if m:
+        g, s = int(m.group(1)), int(m.group(2))
+        dims = [int(x) for x in m.group(3).split(',')]
+        ids = np.arange(np.prod(dims)).reshape(dims)
+        if m.group(4):
+            ids = ids.transpose([int(x) for x in m.group(4).split(',')])
+        return ids.reshape(g, s).tolist()
+    m = re.search(r'(?:replica_groups|source_target_pairs)=\{(\{[\d,{}]*\})\}', line)
+    if m:
+        return [
+            [int(x) for x in grp.split(',') if x]
+            for grp in re.findall(r'\{([\d,]*)\}', m.group(1))
+        ]
+    return [list(range(8))]  # No groups listed: all devices.
+
+
+def _elements(line):
+    head = line.split('=', 1)[1]
+    head = head[: min(head.find(op) for op in COLLECTIVES if op in head)]
+    return sum(
+        int(np.prod([int(d) for d in dims.split(',') if d] or [1]))
+        for dims in re.findall(r'[a-z]\d*\[([\d,]*)\]', head)
+    )
+
+
+def _cross_replica_traffic(hlo: str, per_replica: int = 4) -> list[int]:
+    """Element counts of collectives whose groups span several replicas."""
+    out = []
+    for line in hlo.splitlines():
+        line = line.strip()
+        if '=' not in line or not any(
+            f' {op}(' in line or f' {op}-start(' in line for op in COLLECTIVES
+        ):
+            continue
+        if any(len({i // per_replica for i in g}) > 1 for g in _groups(line)):
+            out.append(_elements(line))
+    return out
+
+
+def test_compiled_hlo_moves_weights_between_groups_only_when_exchanging():
+    mesh = sharding.make_mesh(replica_axis_size=2)
+    method = _method()
+    state, step, bs = _setup(method, mesh)
+    batch = sharding.global_batch(_batch(), bs)
+    n_params = sum(int(np.prod(x.shape[1:])) for x in jax.tree.leaves(state.params))
+    traffic = {}
+    for phase in [(False, False), (True, False), (True, True)]:
+        with jax.set_mesh(mesh):
+            hlo = step.build(phase).lower(state, batch).compile().as_text()
+        traffic[phase] = _cross_replica_traffic(hlo)
+    # Plain and distilling steps: at most metric scalars cross groups.
+    for phase in [(False, False), (True, False)]:
+        assert all(n <= 2 for n in traffic[phase]), (phase, traffic[phase])
+    # The exchange step gathers every replica's weights across groups.
+    assert sum(traffic[(True, True)]) >= n_params, (traffic[(True, True)], n_params)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('localhost', 0))
+        return s.getsockname()[1]
+
+
+OVERRIDES = (
+    '--config.num_train_steps=10',
+    '--config.log_every_steps=2',
+    '--config.checkpoint.every_steps=5',
+    '--config.eval.at_end=False',
+    '--config.optimizer.name=sgd',
+    '--config.optimizer.weight_decay=0.0',
+    '--config.optimizer.learning_rate=0.5',
+)
+CONFIG = str(helpers.REPO / 'configs' / 'codistill_synthetic.py') + ':runlocal'
+
+
+def _losses(workdir):
+    records = [json.loads(l) for l in (workdir / 'metrics.jsonl').open()]
+    return [
+        [r['train/loss/r0'], r['train/loss/r1']] for r in records if 'train/loss' in r
+    ]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(tmp_path):
+    one = tmp_path / 'one'
+    r = helpers.run(helpers.train_cmd(one, *OVERRIDES, config=CONFIG))
+    assert r.returncode == 0, r.stderr[-3000:]
+    two, port = tmp_path / 'two', _free_port()
+    procs = [
+        subprocess.Popen(
+            helpers.train_cmd(two, *OVERRIDES, config=CONFIG),
+            cwd=helpers.REPO,
+            env=helpers.env(
+                devices=4,
+                JAX_COORDINATOR_ADDRESS=f'localhost:{port}',
+                JAX_NUM_PROCESSES=2,
+                JAX_PROCESS_ID=i,
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-3000:]
+    a, b = _losses(one), _losses(two)
+    assert len(a) == 6  # Every 2 steps, plus the checkpoint at step 5.
+    np.testing.assert_allclose(b, a, rtol=1e-5)
+    assert a[-1][0] != a[-1][1]  # Two different models.

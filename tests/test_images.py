@@ -1,0 +1,142 @@
+"""Image data: IDX and JPEG-tar readers, augmentation, resumable batches."""
+
+import gzip
+import io
+import tarfile
+
+import numpy as np
+import pytest
+
+from jaxdistill.data import images
+from jaxdistill.errors import DataError
+
+
+def _write_idx(path, array, magic=b'\x00\x00\x08'):
+    header = magic + bytes([array.ndim])
+    header += b''.join(int(n).to_bytes(4, 'big') for n in array.shape)
+    with gzip.open(path, 'wb') as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_idx_reader_roundtrip_and_errors(tmp_path):
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    _write_idx(tmp_path / 'a.gz', array)
+    np.testing.assert_array_equal(images.read_idx(tmp_path / 'a.gz'), array)
+    _write_idx(tmp_path / 'float.gz', array, magic=b'\x00\x00\x0d')
+    with pytest.raises(DataError, match='unsigned byte'):
+        images.read_idx(tmp_path / 'float.gz')
+    with gzip.open(tmp_path / 'short.gz', 'wb') as f:
+        f.write(b'\x00\x00\x08\x01' + (10).to_bytes(4, 'big') + b'abc')
+    with pytest.raises(DataError, match='3 data bytes'):
+        images.read_idx(tmp_path / 'short.gz')
+    with pytest.raises(DataError, match='does not exist'):
+        images.read_idx(tmp_path / 'missing.gz')
+
+
+def test_crop_flip_is_a_shifted_mirrored_window():
+    rng = np.random.default_rng(0)
+    batch = rng.integers(1, 255, (16, 8, 8, 3), dtype=np.uint8)
+    same = images.crop_flip(batch, np.random.default_rng(1), pad=0, flip=False)
+    np.testing.assert_array_equal(same, batch)
+    out = images.crop_flip(batch, np.random.default_rng(2), pad=2)
+    again = images.crop_flip(batch, np.random.default_rng(2), pad=2)
+    np.testing.assert_array_equal(out, again)
+    padded = np.pad(batch, ((0, 0), (2, 2), (2, 2), (0, 0)))
+    flipped = 0
+    for b in range(16):
+        windows = [
+            w
+            for y in range(5)
+            for x in range(5)
+            for w in (
+                padded[b, y : y + 8, x : x + 8],
+                padded[b, y : y + 8, x : x + 8][:, ::-1],
+            )
+        ]
+        matches = [i for i, w in enumerate(windows) if np.array_equal(w, out[b])]
+        assert matches, f'row {b} is no crop of its padded image'
+        flipped += matches[0] % 2
+    assert 0 < flipped < 16  # Both flipped and unflipped rows occur.
+
+
+def test_batcher_is_deterministic_and_resumes_exactly():
+    x = np.arange(40 * 4 * 4 * 3, dtype=np.int64).reshape(40, 4, 4, 3).astype(np.uint8)
+    y = np.arange(40, dtype=np.int32)
+    make = lambda: images.ImageBatcher(x, y, batch_size=8, seed=3, augment='crop_flip')
+    a = make()
+    assert a.batches_per_epoch() == 5
+    first = [next(a) for _ in range(7)]
+    assert a.position == {'epoch': 1, 'index': 2}
+    epoch0 = np.concatenate([b['label'] for b in first[:5]])
+    assert sorted(epoch0) == list(range(40))  # Each image once per epoch.
+    b = make()
+    b.set_position({'epoch': 1, 'index': 0})
+    for want in first[5:]:
+        got = next(b)
+        np.testing.assert_array_equal(got['image'], want['image'])
+        np.testing.assert_array_equal(got['label'], want['label'])
+    assert not np.array_equal(first[0]['label'], first[5]['label'])
+    with pytest.raises(DataError, match='does not fit'):
+        b.set_position({'epoch': 0, 'index': 5})
+    with pytest.raises(DataError, match='augment'):
+        images.ImageBatcher(x, y, batch_size=8, seed=0, augment='mixup')
+
+
+def test_eval_batches_pad_with_negative_labels():
+    x = np.ones((10, 2, 2, 1), np.uint8)
+    batches = images.eval_batches(x, np.arange(10), batch_size=3, batch_multiple=2)
+    assert [len(b['label']) for b in batches] == [4, 4, 4]
+    assert list(batches[-1]['label']) == [8, 9, -1, -1]
+    assert batches[-1]['image'][2:].sum() == 0
+
+
+def _jpeg(color):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new('RGB', (32, 32), color).save(buf, format='JPEG', quality=95)
+    return buf.getvalue()
+
+
+def test_cifar_tar_decode_and_cache(tmp_path):
+    data = tmp_path / 'data'
+    data.mkdir()
+    with tarfile.open(data / images.CIFAR10_TAR, 'w:gz') as tar:
+        for name, color in [
+            ('train/ship/0001.jpg', (0, 0, 255)),
+            ('train/cat/0000.jpg', (255, 0, 0)),
+            ('test/truck/0000.jpg', (0, 255, 0)),
+        ]:
+            payload = _jpeg(color)
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    x, y = images.load_cifar10(data, 'train', tmp_path / 'cache')
+    assert x.shape == (2, 32, 32, 3) and list(y) == [3, 8]  # cat, ship
+    assert x[0, :, :, 0].mean() > 200 and x[1, :, :, 2].mean() > 200
+    assert len(list((tmp_path / 'cache').glob('*.npy'))) == 4
+    x2, y2 = images.load_cifar10(data, 'test', tmp_path / 'cache')
+    assert list(y2) == [9] and x2.shape == (1, 32, 32, 3)
+    with pytest.raises(DataError, match='does not exist'):
+        images.load_cifar10(tmp_path, 'train', tmp_path / 'cache')
+
+
+def test_real_mnist(shared_data):
+    x, y = images.load_mnist(shared_data / 'mnist', 'train')
+    assert x.shape == (60000, 28, 28, 1) and x.dtype == np.uint8
+    assert list(y[:5]) == [5, 0, 4, 1, 9] and set(np.unique(y)) == set(range(10))
+    xt, yt = images.load_mnist(shared_data / 'mnist', 'test')
+    assert xt.shape == (10000, 28, 28, 1) and len(yt) == 10000
+
+
+def test_real_cifar10_archive_members(shared_data):
+    path = shared_data / 'cifar10' / images.CIFAR10_TAR
+    seen = []
+    for name, pixels, label in images.iter_cifar10_tar(path):
+        assert pixels.shape == (32, 32, 3) and pixels.std() > 0
+        seen.append((name.split('/')[1], label))
+        if len(seen) == 20:
+            break
+    assert seen[0] == ('airplane', 0) and all(
+        images.CIFAR10_CLASSES[lab] == cls for cls, lab in seen
+    )

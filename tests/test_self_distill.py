@@ -1,0 +1,220 @@
+"""Self-distillation: loss math, multi-exit models, the method, early exit, CLI."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from jaxdistill import losses_self_distill as sd
+from jaxdistill.errors import ConfigError
+from jaxdistill.evaluation import early_exit
+from jaxdistill.methods import make_method
+from jaxdistill.methods.base import ModelFns
+from jaxdistill.models import multi_exit
+from jaxdistill.models.resnet import ResNet
+from tests import helpers
+
+LOGITS = [
+    np.array([[1.0, 0.0, -1.0], [0.5, 0.5, 0.0]], np.float32),
+    np.array([[2.0, 1.0, 0.0], [0.0, 1.0, 3.0]], np.float32),
+]
+FEATURES = [
+    np.array([[1.0, 2.0], [0.0, 0.0]], np.float32),
+    np.array([[0.0, 1.0], [1.0, -1.0]], np.float32),
+]
+LABELS = np.array([0, 2])
+
+
+def _numpy_loss(alpha, temperature, beta):
+    """The BYOT loss written out in numpy, independently of jaxdistill.losses."""
+
+    def log_softmax(z):
+        z = z - z.max(-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+    ce = [-log_softmax(z)[np.arange(2), LABELS] for z in LOGITS]
+    log_p = log_softmax(LOGITS[1] / temperature)
+    log_q = log_softmax(LOGITS[0] / temperature)
+    kl = temperature**2 * np.sum(np.exp(log_p) * (log_p - log_q), -1)
+    hint = np.sum((FEATURES[0] - FEATURES[1]) ** 2, -1)
+    return (1 - alpha) * (ce[0] + ce[1]) + alpha * kl + beta * hint
+
+
+def test_loss_matches_golden_numbers_under_jit():
+    fn = jax.jit(
+        lambda lo, fe, y: sd.self_distill_loss(
+            lo, fe, y, alpha=0.3, temperature=2.0, beta=0.5
+        )[0]
+    )
+    got = fn(LOGITS, FEATURES, LABELS)
+    np.testing.assert_allclose(got, _numpy_loss(0.3, 2.0, 0.5), rtol=1e-5)
+    # Hand-checked first row: ce = log(e + 1 + 1/e) - 1 = 0.40761 for both
+    # exits, hint = ‖(1, 2) - (0, 1)‖² = 2.
+    assert _numpy_loss(0.0, 1.0, 1.0)[0] == pytest.approx(2 * 0.40760596 + 2)
+
+
+def test_where_masks_rows_and_single_exit_is_plain_ce():
+    loss, terms = sd.self_distill_loss(
+        LOGITS, FEATURES, LABELS, where=np.array([True, False])
+    )
+    assert loss[1] == 0 and loss[0] > 0
+    single, terms = sd.self_distill_loss(LOGITS[1:], FEATURES[1:], LABELS, alpha=0.0)
+    assert terms['kd'].shape == (0, 2)
+    ref = -jax.nn.log_softmax(LOGITS[1])[np.arange(2), LABELS]
+    np.testing.assert_allclose(single, ref, rtol=1e-6)
+
+
+def test_teacher_gets_no_distillation_gradient():
+    def total(lo, fe):
+        return jnp.sum(sd.self_distill_loss(lo, fe, LABELS, alpha=0.5, beta=1.0)[0])
+
+    def ce_only(deep):
+        return 0.5 * jnp.sum(sd.self_distill_terms([deep], [FEATURES[1]], LABELS)['ce'])
+
+    g_logits, g_features = jax.grad(total, argnums=(0, 1))(LOGITS, FEATURES)
+    # Teacher logits: only their own (1 - α)·CE; teacher features: nothing.
+    np.testing.assert_allclose(g_logits[1], jax.grad(ce_only)(LOGITS[1]), atol=1e-6)
+    np.testing.assert_allclose(g_features[1], 0.0)
+    assert np.abs(g_features[0]).sum() > 0 and np.abs(g_logits[0]).sum() > 0
+
+
+def test_gradients_match_finite_differences():
+    student = lambda z, f: sd.self_distill_loss(
+        [z, LOGITS[1]], [f, FEATURES[1]], LABELS, temperature=3.0, beta=0.1
+    )[0]
+    check_grads(student, (LOGITS[0], FEATURES[0]), order=1, modes=['rev'], eps=1e-2)
+
+
+def _tiny_resnet(exits=(0, 1)):
+    return ResNet(
+        num_classes=5, stage_sizes=(1, 1, 1), width=4, exits=exits, norm_groups=2
+    )
+
+
+@pytest.fixture(scope='module')
+def tiny():
+    """(MultiExitFns, params, batch) of a 3-exit ResNet; init compiles once."""
+    fns = multi_exit.make_fns(_tiny_resnet(), 'image')
+    rng = np.random.default_rng(0)
+    batch = {
+        'image': rng.integers(0, 255, (4, 16, 16, 3), dtype=np.uint8),
+        'label': np.array([0, 1, 2, -1], np.int32),
+    }
+    return fns, jax.jit(fns.init)(jax.random.key(0), batch), batch
+
+
+def test_resnet_exit_shapes_and_prefixes(tiny):
+    fns, params, batch = tiny
+    apply = jax.jit(fns.apply_exits, static_argnames=('train', 'upto', 'only_last'))
+    out = apply(params, batch, train=False)
+    multi_exit.check_output(out, 3)
+    assert [z.shape for z in out['logits']] == [(4, 5)] * 3
+    assert [f.shape for f in out['features']] == [(4, 16)] * 3
+    first = apply(params, batch, train=False, upto=0)
+    assert len(first['logits']) == 1
+    np.testing.assert_allclose(first['logits'][0], out['logits'][0], atol=1e-5)
+    last = apply(params, batch, train=False, only_last=True)
+    assert len(last['logits']) == 1
+    np.testing.assert_allclose(last['logits'][0], out['logits'][-1], atol=1e-5)
+    with pytest.raises(ValueError, match='exits'):
+        _tiny_resnet(exits=(2,))
+
+
+def test_method_loss_with_schedules_and_config_errors(tiny):
+    fns, params, batch = tiny
+
+    def method(**options):
+        cfg = ml_collections.ConfigDict({'name': 'self_distill', **options})
+        return make_method(cfg, fns)
+
+    linear = {'kind': 'linear', 'init': 0.0, 'end': 1.0, 'steps': 10}
+    loss_fn = jax.jit(method(alpha=linear).loss)
+    loss, aux = loss_fn(params, {}, batch, jax.random.key(1), 5)
+    assert np.isfinite(loss) and aux['train/alpha'] == pytest.approx(0.5)
+    assert aux['train/tokens'] == 3 and 'train/accuracy_exit1' in aux
+    loss0, aux0 = loss_fn(params, {}, batch, jax.random.key(1), 0)
+    assert aux0['train/kd'] == aux['train/kd'] and loss0 != loss
+    with pytest.raises(ConfigError, match='temperature'):
+        method(temprature=2.0)
+    with pytest.raises(ConfigError, match='multi-exit'):
+        make_method(
+            ml_collections.ConfigDict({'name': 'self_distill'}),
+            ModelFns(init=None, apply=None, labels=None),
+        )
+
+
+def test_early_exit_curve_by_hand():
+    confidence = np.array([[0.9, 0.4, 0.7], [0.8, 0.95, 0.6]])
+    correct = np.array([[True, False, False], [False, True, True]])
+    curve = early_exit.early_exit_curve(
+        confidence, correct, [0.5, 0.75, 1.0], [0.4, 1.2]
+    )
+    assert [p['accuracy'] for p in curve] == pytest.approx([2 / 3, 1.0, 2 / 3])
+    assert curve[0]['exit_fractions'] == pytest.approx([2 / 3, 1 / 3])
+    assert curve[0]['time_fraction'] == pytest.approx((0.4 + 1.2 + 0.4) / 3)
+    assert curve[2]['time_fraction'] == pytest.approx(1.2)
+    np.testing.assert_array_equal(
+        early_exit.exit_assignment(confidence, 0.85), [0, 1, 1]
+    )
+
+
+def test_measured_prefix_times_are_positive(tiny):
+    fns, params, batch = tiny
+    seconds, plain = early_exit.measure_prefix_seconds(
+        fns.apply_exits, params, [batch], 3, repeats=1
+    )
+    assert len(seconds) == 3 and min(seconds) > 0 and plain > 0
+
+
+def test_runlocal_mnist_through_cli(tmp_path, shared_data):
+    del shared_data
+    config = str(helpers.REPO / 'configs' / 'self_distill_mnist.py') + ':runlocal'
+    result = helpers.run(
+        helpers.train_cmd(tmp_path, '--config.num_train_steps=6', config=config),
+        devices=2,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / 'summary.json').read_text())
+    assert summary['step'] == 6 and summary['data/num_exits'] == 2
+    for key in ('eval/accuracy_exit0', 'eval/accuracy'):
+        assert 0.0 <= summary[key] <= 1.0
+    assert summary['eval/early_exit_1/time_fraction'] > 0
+    assert np.isfinite(summary['train/kd'])
+
+
+def test_text_classifier_exits_and_sst2_reader(tmp_path):
+    from jaxdistill.data import sst2
+    from jaxdistill.errors import DataError
+    from jaxdistill.models.text_classifier import TextClassifier
+
+    (tmp_path / 'ok.tsv').write_text('sentence\tlabel\na fine film \t1\nbad\t0\n')
+    sentences, labels = sst2.read_sst2(tmp_path / 'ok.tsv')
+    assert sentences == ['a fine film ', 'bad'] and list(labels) == [1, 0]
+    vocab = sst2.build_vocab(sentences * 2 + ['film'], 4)
+    assert vocab == {'film': 2, 'a': 3}
+    tokens = sst2.encode(['A film bad', ''], vocab, 4)
+    np.testing.assert_array_equal(tokens, [[3, 2, sst2.UNK, 0], [0, 0, 0, 0]])
+    (tmp_path / 'bad.tsv').write_text('text\tlabel\nx\t1\n')
+    with pytest.raises(DataError, match='header'):
+        sst2.read_sst2(tmp_path / 'bad.tsv')
+    (tmp_path / 'row.tsv').write_text('sentence\tlabel\nx\t1\ny\tpositive\n')
+    with pytest.raises(DataError, match='row.tsv:3'):
+        sst2.read_sst2(tmp_path / 'row.tsv')
+
+    model = TextClassifier(
+        num_classes=2, vocab_size=10, num_layers=2, d_model=8, num_heads=2,
+        d_ff=16, exits=(0,), max_len=8,
+    )  # fmt: skip
+    fns = multi_exit.make_fns(model, 'tokens')
+    batch = {'tokens': tokens, 'label': labels}
+    params = jax.jit(fns.init)(jax.random.key(0), batch)
+    apply = jax.jit(fns.apply_exits, static_argnames=('train', 'upto', 'only_last'))
+    out = apply(params, batch, train=False)
+    multi_exit.check_output(out, 2)
+    assert out['logits'][0].shape == (2, 2) and out['features'][1].shape == (2, 8)
+    first = apply(params, batch, train=False, upto=0)['logits']
+    np.testing.assert_allclose(first[0], out['logits'][0], atol=1e-5)

@@ -1,0 +1,298 @@
+"""Skip-gram: corpus processing, SGNS loss and step, vectors I/O, similarity."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from jaxdistill import word2vec
+from jaxdistill.data import words
+from jaxdistill.errors import ConfigError, DataError
+from jaxdistill.evaluation import word_similarity
+from jaxdistill.models import skipgram
+
+
+def test_keep_probabilities_golden():
+    # T = 1110, s·T = 11.1: p = (sqrt(c / 11.1) + 1) · 11.1 / c, capped at 1.
+    keep = words.keep_probabilities([1000, 100, 10], 0.01)
+    expected = [
+        (math.sqrt(1000 / 11.1) + 1) * 11.1 / 1000,
+        (math.sqrt(100 / 11.1) + 1) * 0.111,
+        1.0,
+    ]
+    np.testing.assert_allclose(keep, expected, rtol=1e-12)
+    assert keep[0] == pytest.approx(0.116457, abs=1e-6)
+    np.testing.assert_array_equal(words.keep_probabilities([5, 3], 0.0), [1.0, 1.0])
+
+
+def test_negative_table_follows_unigram_power():
+    # counts^0.75 = [1, 8, 27] -> shares 1/36, 8/36, 27/36.
+    counts = [1, 16, 81]
+    np.testing.assert_allclose(
+        words.unigram_probabilities(counts), np.array([1, 8, 27]) / 36
+    )
+    table = words.negative_table(counts, size=36_000)
+    share = np.bincount(table, minlength=3) / len(table)
+    np.testing.assert_allclose(share, np.array([1, 8, 27]) / 36, atol=1e-4)
+
+
+def _toy(n_sent=40, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 12, n_sent)
+    ids = rng.integers(0, 30, lengths.sum()).astype(np.int32)
+    sent = np.repeat(np.arange(n_sent), lengths).astype(np.int32)
+    return ids, sent
+
+
+def _batches(ids, sent, seed, centers=16, sample_keep=None):
+    keep = np.ones(30) if sample_keep is None else sample_keep
+    return words.window_batches(
+        ids,
+        sent,
+        keep=keep,
+        table=np.arange(30, dtype=np.int32),
+        window=3,
+        centers=centers,
+        negatives=4,
+        group=5,
+        rng=words.epoch_rng(seed, 0),
+    )
+
+
+def test_window_batches_deterministic_from_seed():
+    ids, sent = _toy()
+    keep = np.full(30, 0.6)
+    a, b, c = (_batches(ids, sent, s, sample_keep=keep) for s in (7, 7, 8))
+    for key in ('tokens', 'sentence', 'window', 'negatives'):
+        np.testing.assert_array_equal(a[key], b[key])
+    assert not np.array_equal(a['tokens'], c['tokens'])
+    assert a['window'].min() >= 1 and a['window'].max() <= 3
+    assert a['negatives'].shape == (a['tokens'].shape[0], 5, 4)  # ceil(22 / 5) groups
+
+
+def _brute_pairs(ids, sent, windows):
+    out = []
+    for i in range(len(ids)):
+        for j in range(len(ids)):
+            if i != j and abs(i - j) <= windows[i] and sent[i] == sent[j]:
+                out.append((ids[i], ids[j]))
+    return sorted(out)
+
+
+def test_chunk_pairs_are_exactly_the_skipgram_pairs():
+    ids, sent = _toy()
+    b = _batches(ids, sent, 3)
+    windows = b['window'].reshape(-1)[: len(ids)]
+    centers, contexts = words.skipgram_pairs(ids, sent, windows)
+    expected = _brute_pairs(ids, sent, windows)
+    assert sorted(zip(centers, contexts)) == expected
+    got = []
+    for s in range(b['tokens'].shape[0]):
+        chunk = {k: jnp.asarray(v[s]) for k, v in b.items() if k != 'words'}
+        pairs = np.asarray(skipgram.chunk_pairs(chunk, 3))
+        c, o = np.nonzero(pairs)
+        off = skipgram.offsets(3)[o]
+        got += list(zip(b['tokens'][s][3 + c], b['tokens'][s][3 + c + off]))
+    assert sorted(got) == expected
+
+
+def test_sgns_loss_golden_and_grads():
+    u = jnp.array([1.0, 0.0])
+    pos = jnp.array([2.0, 0.0])
+    neg = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+    # -log σ(2) - log σ(-1) - log σ(0).
+    expected = math.log1p(math.exp(-2)) + math.log1p(math.exp(1)) + math.log(2)
+    assert float(jax.jit(skipgram.sgns_loss)(u, pos, neg)) == pytest.approx(
+        expected, rel=1e-6
+    )
+    half = skipgram.sgns_loss(u, pos, neg, negative_scale=0.5)
+    assert float(half) == pytest.approx(
+        math.log1p(math.exp(-2)) + 0.5 * (expected - math.log1p(math.exp(-2))), rel=1e-6
+    )
+    masked = skipgram.sgns_loss(u, pos, neg, negative_where=jnp.array([False, True]))
+    assert float(masked) == pytest.approx(
+        math.log1p(math.exp(-2)) + math.log(2), rel=1e-6
+    )
+    assert float(skipgram.sgns_loss(u, pos, neg, where=jnp.array(False))) == 0.0
+    rng = np.random.default_rng(0)
+    args = [rng.normal(size=s) for s in ((3, 4), (3, 4), (3, 2, 4))]
+    check_grads(
+        lambda a, b, c: skipgram.sgns_loss(a, b, c).sum(),
+        args,
+        order=2,
+        modes=['rev'],
+        atol=1e-2,
+        rtol=1e-2,
+    )
+
+
+def _chunk_setup():
+    ids, sent = _toy()
+    b = _batches(ids, sent, 1)
+    chunk = {k: jnp.asarray(v[0]) for k, v in b.items() if k != 'words'}
+    params = skipgram.init_params(jax.random.key(0), 30, 8)
+    params['output'] = jax.random.normal(jax.random.key(1), (30, 8)) * 0.3
+    return chunk, params
+
+
+def test_chunk_loss_equals_sum_of_per_pair_sgns_loss():
+    chunk, params = _chunk_setup()
+    pairs = skipgram.chunk_pairs(chunk, 3)
+    counts = skipgram.context_counts(pairs, 3)
+    tok = jnp.clip(chunk['tokens'], 0)
+    rows = {
+        'input': params['input'][tok],
+        'output': params['output'][tok[3:-3]],
+        'negative': params['output'][chunk['negatives']],
+    }
+    got = skipgram.chunk_loss(rows, pairs, counts, negative=5)
+    total = 0.0
+    for c, o in zip(*np.nonzero(np.asarray(pairs))):
+        j = 3 + c + skipgram.offsets(3)[o]  # Context token's position in the chunk.
+        total += skipgram.sgns_loss(
+            rows['input'][j],
+            rows['output'][c],
+            rows['negative'][j // 5],
+            negative_scale=5 / 4,
+        )
+    assert float(got) == pytest.approx(float(total), rel=1e-5)
+
+
+def test_sgd_chunk_is_dense_sgd():
+    chunk, params = _chunk_setup()
+    pairs = skipgram.chunk_pairs(chunk, 3)
+    batch = {**chunk, 'pairs': pairs, 'counts': skipgram.context_counts(pairs, 3)}
+
+    def dense_loss(p):
+        tok = jnp.clip(chunk['tokens'], 0)
+        rows = {
+            'input': p['input'][tok],
+            'output': p['output'][tok[3:-3]],
+            'negative': p['output'][chunk['negatives']],
+        }
+        return skipgram.chunk_loss(rows, pairs, batch['counts'], 5)
+
+    grads = jax.grad(dense_loss)(params)
+    new, loss = skipgram.sgd_chunk(params, batch, 0.1, 3, 5, cap=1e9)
+    assert float(loss) == pytest.approx(float(dense_loss(params)), rel=1e-6)
+    for k in params:
+        np.testing.assert_allclose(new[k], params[k] - 0.1 * grads[k], atol=1e-6)
+    assert float(jnp.abs(new['output'] - params['output']).max()) > 1e-3
+
+
+def test_word2vec_text_round_trip(tmp_path):
+    vectors = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    path = tmp_path / 'v.txt'
+    word2vec.save_word2vec(path, ['a', 'bb', "c'"], vectors)
+    assert path.read_text().splitlines()[0] == '3 4'
+    got_words, got = word2vec.load_word2vec(path)
+    assert got_words == ['a', 'bb', "c'"]
+    np.testing.assert_allclose(got, vectors, rtol=1e-5)
+    path.write_text('2 4\na 1 2 3 4\n')
+    with pytest.raises(DataError, match='header says 2 words'):
+        word2vec.load_word2vec(path)
+
+
+def test_spearman_hand_computed_with_ties():
+    # Ranks of y: [1, 2, 3.5, 5, 3.5]; ρ = Σ dx·dy / sqrt(Σ dx² Σ dy²) = 8 / sqrt(95).
+    x, y = [1, 2, 3, 4, 5], [5, 6, 7, 8, 7]
+    np.testing.assert_allclose(word_similarity.rankdata(y), [1, 2, 3.5, 5, 3.5])
+    assert word_similarity.spearman(x, y) == pytest.approx(8 / math.sqrt(95), abs=1e-12)
+    assert word_similarity.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_similarity_files_and_oov(shared_data, tmp_path):
+    ws = word_similarity.read_pairs(shared_data / 'words' / 'wordsim353.tsv')
+    sl = word_similarity.read_pairs(shared_data / 'words' / 'simlex999.txt')
+    assert len(ws) == 353 and len(sl) == 999
+    assert ws[0] == ('love', 'sex', 6.77)
+    vocab = sorted({w for a, b, _ in ws for w in (a, b)})
+    index = {w: i for i, w in enumerate(vocab[: len(vocab) // 2])}
+    vectors = np.random.default_rng(0).normal(size=(len(vocab), 10))
+    r = word_similarity.evaluate(vectors, index, ws)
+    known = sum(a in index and b in index for a, b, _ in ws)
+    assert r['pairs'] == known and r['oov_fraction'] == pytest.approx(1 - known / 353)
+    assert abs(r['spearman']) < 0.3  # Random vectors.
+    bad = tmp_path / 'bad.tsv'
+    bad.write_text('# header\nalpha\tbeta\n')
+    with pytest.raises(DataError, match='bad.tsv:2'):
+        word_similarity.read_pairs(bad)
+
+
+def test_tiny_corpus_related_words_end_up_closer(tmp_path):
+    rng = np.random.default_rng(0)
+    topics = [
+        ['cat', 'dog', 'horse', 'cow', 'sheep'],
+        ['one', 'two', 'three', 'four', 'five'],
+    ]
+    lines = [' '.join(rng.choice(topics[i % 2], 8)) for i in range(400)]
+    corpus = tmp_path / 'corpus.txt'
+    corpus.write_text('\n'.join(lines) + '\n')
+    out = tmp_path / 'vectors.txt'
+    argv = [
+        '--corpus',
+        str(corpus),
+        '--out',
+        str(out),
+        '--dim',
+        '16',
+        '--epochs',
+        '3',
+        '--sample',
+        '0',
+        '--centers',
+        '256',
+        '--min-count',
+        '1',
+        '--lr',
+        '0.05',
+    ]
+    assert word2vec.main(argv) == 0
+    vocab, vectors = word2vec.load_word2vec(out)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    v = {w: unit[i] for i, w in enumerate(vocab)}
+    same = np.mean([v['cat'] @ v[w] for w in ('dog', 'horse', 'cow', 'sheep')])
+    other = np.mean([v['cat'] @ v[w] for w in topics[1]])
+    assert same > other + 0.3, (same, other)
+
+
+def test_bad_input_errors(tmp_path):
+    with pytest.raises(ConfigError, match='window'):
+        word2vec.Options(window=0)
+    with pytest.raises(DataError, match='does not exist'):
+        words.read_sentences(tmp_path / 'missing.txt')
+    (tmp_path / 'empty.txt').write_text('\n\n')
+    with pytest.raises(DataError, match='no tokens'):
+        words.read_sentences(tmp_path / 'empty.txt')
+    with pytest.raises(DataError, match='min_count'):
+        words.build_vocab([['a', 'b']], min_count=2)
+
+
+def test_row_scale_caps_frequent_rows():
+    # Row 0 takes 3 + 2 = 5 pair updates (> cap 2): its contributions get 2/5.
+    ids = jnp.array([0, 0, 1, 3])  # 3 = vocab: padding.
+    scale = skipgram.row_scale(ids, jnp.array([3.0, 2.0, 1.0, 5.0]), 3, 2.0)
+    np.testing.assert_allclose(scale, [0.4, 0.4, 1.0, 1.0])
+
+
+def test_capped_step_shrinks_each_row_update():
+    chunk, params = _chunk_setup()
+    pairs = skipgram.chunk_pairs(chunk, 3)
+    batch = {**chunk, 'pairs': pairs, 'counts': skipgram.context_counts(pairs, 3)}
+    full, _ = skipgram.sgd_chunk(params, batch, 0.1, 3, 5, cap=1e9)
+    capped, _ = skipgram.sgd_chunk(params, batch, 0.1, 3, 5, cap=2.0)
+    for k in params:
+        d_full = np.asarray(full[k] - params[k])
+        d_cap = np.asarray(capped[k] - params[k])
+        moved = np.linalg.norm(d_full, axis=1) > 1e-7
+        ratio = (
+            np.linalg.norm(d_cap, axis=1)[moved] / np.linalg.norm(d_full, axis=1)[moved]
+        )
+        assert np.all(ratio <= 1 + 1e-5) and np.min(ratio) < 0.9
+        cos = np.sum(d_cap * d_full, 1)[moved] / (
+            np.linalg.norm(d_cap, axis=1)[moved] * np.linalg.norm(d_full, axis=1)[moved]
+        )
+        np.testing.assert_allclose(cos, 1.0, atol=1e-4)
