@@ -87,7 +87,7 @@ def _losses(workdir):
     return [(r['step'], r['train/loss']) for r in records if 'train/loss' in r]
 
 
-def _plot(full, resumed, kills, path):
+def _plot(full, resumed, kills, path, identical):
     import matplotlib  # pylint: disable=g-import-not-at-top
 
     matplotlib.use('Agg')
@@ -100,7 +100,7 @@ def _plot(full, resumed, kills, path):
         ax.axvline(k, color='r', lw=0.8, alpha=0.6)
     ax.set_xlabel('step')
     ax.set_ylabel('train loss')
-    ax.set_title('SIGKILL (red lines) and resume: identical curves')
+    ax.set_title(f'SIGKILL (red lines), restart; params bitwise identical: {identical}')
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -126,7 +126,7 @@ def main():
         equal = {k: a[k].tobytes() == b[k].tobytes() for k in a}
         max_diff = max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
         curves = _losses(full), _losses(broken)
-    _plot(*curves, kills, common.RESULTS / 'resume.png')
+    _plot(*curves, kills, common.RESULTS / 'resume.png', all(equal.values()))
     common.write_result(
         'resume',
         {

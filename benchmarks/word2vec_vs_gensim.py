@@ -1,7 +1,7 @@
 """Our JAX skip-gram against gensim's Word2Vec on the Brown corpus, one run.
 
     python benchmarks/word2vec_vs_gensim.py [--quick] [--data ../shared/data/words]
-        [--centers 1024 --steps-per-call 16]   # bigger on a GPU, e.g. 8192 / 64
+        [--centers 512 --steps-per-call 32]   # bigger on a GPU, e.g. 8192 / 64
 
 Both train skip-gram with negative sampling with the same settings (d=100,
 window 5, 5 negatives, min_count 5, sample 1e-3, lr 0.025 -> 1e-4, 10

@@ -143,14 +143,6 @@ def get_config(arg=None):
     return config
 
 
-def baseline(config):
-    """The single-exit baseline: same backbone, deepest classifier only, CE."""
-    config.model.exits = ()
-    config.method = ml_collections.ConfigDict(
-        {'name': 'supervised', 'label_smoothing': 0.0}
-    )
-
-
 def shrink(config):
     """A run of seconds: tiny ResNet, little data, few steps."""
     config.num_train_steps = 12
@@ -166,3 +158,11 @@ def shrink(config):
     config.eval.max_examples = 200
     config.eval.batch_size = 64
     config.eval.timing_repeats = 1
+
+
+def baseline(config):
+    """The single-exit baseline: same backbone, deepest classifier only, CE."""
+    config.model.exits = ()
+    config.method = ml_collections.ConfigDict(
+        {'name': 'supervised', 'label_smoothing': 0.0}
+    )

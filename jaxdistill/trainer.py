@@ -99,6 +99,25 @@ def _mean_metrics(history: list[dict]) -> dict:
     return out
 
 
+def agreement_metrics(predictions: dict) -> dict:
+    """Pairwise agreement of models' predictions (task.predict output).
+
+    Each value is (predicted labels [N] int, valid mask [N] bool). Agreement
+    is the fraction of valid positions where two models predict the same
+    label; churn (Anil et al.) is 1 - agreement.
+    """
+    names = list(predictions)
+    out = {}
+    for a in range(len(names)):
+        for b in range(a + 1, len(names)):
+            (pa, valid), (pb, _) = predictions[names[a]], predictions[names[b]]
+            agree = float(np.mean(pa[valid] == pb[valid]))
+            out[f'eval/agreement_{names[a]}_{names[b]}'] = agree
+    if out:
+        out['eval/churn'] = 1.0 - float(np.mean(list(out.values())))
+    return out
+
+
 class Trainer:
     """Holds what one run needs; `run()` trains to `config.num_train_steps`."""
 
@@ -198,9 +217,30 @@ class Trainer:
         return m
 
     def evaluate(self, step: int) -> dict:
+        """Evaluates every model the method trains; the first one unprefixed.
+
+        With several models (codistillation's replicas) each gets its own
+        'eval/NAME/...' metrics, and where the task can predict, the
+        agreement between models' predictions on the held-out set.
+        """
         started = time.time()
-        params = self.method.eval_params(self.state.params, self.state.extra)
-        m = self.task.evaluate(params)
+        models = self.method.eval_models(self.state.params, self.state.extra)
+        m, predictions = {}, {}
+        for i, (name, params) in enumerate(models.items()):
+            result = self.task.evaluate(params)
+            if i == 0:
+                m.update(result)
+            if len(models) > 1:
+                m.update(
+                    {
+                        k.replace('eval/', f'eval/{name}/', 1): v
+                        for k, v in result.items()
+                    }
+                )
+                if hasattr(self.task, 'predict'):
+                    predictions[name] = self.task.predict(params)
+        if len(predictions) > 1:
+            m.update(agreement_metrics(predictions))
         m['eval/seconds'] = time.time() - started
         self.writer.write(step, m)
         say(
@@ -237,6 +277,7 @@ class Trainer:
             history.append(aux)
             save_now = step % c.checkpoint.every_steps == 0 or step == total
             if step % c.log_every_steps == 0 or save_now or step == total:
+                jax.block_until_ready(history[-1])  # Time compute, not dispatch.
                 now = time.time()
                 # The latest window's pace: compile time is not repeated.
                 rate = (now - window_start) / len(history)

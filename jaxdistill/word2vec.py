@@ -33,14 +33,14 @@ class Options:
     min_lr: float = 1e-4
     seed: int = 0
     # Center tokens per SGD step (all their pairs are summed in one update).
-    centers: int = 1024
+    centers: int = 512
     # Consecutive tokens sharing one draw of negatives, and its size.
     group: int = 16
     shared_negatives: int = 16
     # Most pair updates a row takes in one step at full learning rate.
     max_row_updates: float = 64.0
     # SGD steps per jitted call (one `lax.scan`).
-    steps_per_call: int = 16
+    steps_per_call: int = 32
 
     def __post_init__(self):
         for field in dataclasses.fields(self):

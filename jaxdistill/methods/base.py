@@ -66,6 +66,10 @@ class Method:
         del step
         return None
 
+    def eval_models(self, params, extra) -> dict[str, Params]:
+        """Every model the method trains, by name, for evaluation."""
+        return {'': self.eval_params(params, extra)}
+
     def eval_params(self, params, extra) -> Params:
         """The parameters of the model to evaluate and export."""
         del extra

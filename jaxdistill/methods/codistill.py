@@ -156,7 +156,10 @@ class Codistill(Method):
         del extra
         return jax.tree.map(lambda p: p[0], params)
 
-    def replica_params(self, params):
-        return [
-            jax.tree.map(lambda p, i=i: p[i], params) for i in range(self.num_replicas)
-        ]
+    def eval_models(self, params, extra):
+        """Each replica as a standalone model: {'r0': params_0, ...}."""
+        del extra
+        return {
+            f'r{i}': jax.tree.map(lambda p, i=i: p[i], params)
+            for i in range(self.num_replicas)
+        }

@@ -11,10 +11,10 @@ decay), sparse row updates with `.at[].add`, and many steps per call with
 
 Batched versus word2vec's Hogwild SGD. word2vec updates the rows after every
 (context, center) pair, drawing K fresh negatives for each. Here one step
-takes a contiguous chunk of the subsampled corpus (`data.words.
-window_batches`, ~1k centers), computes every pair's gradient from the same
-parameters and adds them up (the sum, so the learning rate means what it
-means in word2vec). Three things make it fast on a CPU:
+takes a contiguous chunk of the subsampled corpus
+(`data.words.window_batches`, 512 centers by default), computes every
+pair's gradient from the same parameters and adds them up (the sum, so the
+learning rate means what it means in word2vec). Three things make it fast on a CPU:
 
 * Input rows are gathered once per chunk token; each center's context
   window is a static shifted slice of them, so a step gathers and scatters
@@ -31,9 +31,10 @@ frequent word (or any word of a tiny vocabulary) can take hundreds of
 updates in one step, and their sum overshoots where sequential updates
 would correct each other. `apply_updates` therefore caps each row at
 `cap` pair updates' worth per step (the mean of its updates times `cap`).
-On the Brown corpus (1,024 centers a step, cap 64) it scales about 5 input
-rows and 50-60 output rows a step, the most frequent words and topical
-words repeated within a chunk: ~5% and ~25% of the update weight.
+On the Brown corpus with 1,024 centers a step and cap 64 it scales about
+5 input rows and 50-60 output rows a step (the most frequent words, and
+topical words repeated within a chunk): ~5% and ~25% of the update
+weight; fewer at the default 512 centers.
 """
 
 import functools
@@ -253,16 +254,3 @@ def make_train_chunk(window: int, negative: int, cap: float = 64.0):
     """
     run = functools.partial(_scan_chunks, window=window, negative=negative, cap=cap)
     return jax.jit(run, donate_argnums=0)
-
-
-@functools.partial(jax.jit, static_argnames=('k',))
-def nearest(vectors, query_ids, k: int = 5):
-    """Cosine nearest neighbours: ([Q, k] ids, [Q, k] similarities).
-
-    The query word itself is excluded.
-    """
-    unit = vectors / jnp.maximum(jnp.linalg.norm(vectors, axis=-1, keepdims=True), 1e-8)
-    sims = unit[query_ids] @ unit.T
-    sims = sims.at[jnp.arange(len(query_ids)), query_ids].set(-jnp.inf)
-    values, ids = jax.lax.top_k(sims, k)
-    return ids, values

@@ -1,0 +1,33 @@
+"""Prediction churn between two trained single-model workdirs.
+
+    python benchmarks/churn.py WORKDIR_A WORKDIR_B
+
+Loads each run's latest checkpoint with its own config, predicts the eval
+split (teacher-forced argmax per target token, `task.predict`), and prints
+the fraction of valid tokens where the two disagree (last line).
+"""
+
+import json
+import pathlib
+import sys
+
+import ml_collections
+
+from jaxdistill import trainer as trainer_lib
+
+
+def predictions(workdir):
+    config = ml_collections.ConfigDict(json.loads((pathlib.Path(workdir) / 'config.json').read_text()))
+    t = trainer_lib.Trainer(config, str(workdir), read_only=True)
+    models = t.method.eval_models(t.state.params, t.state.extra)
+    return t.task.predict(next(iter(models.values())))
+
+
+def main():
+    a, b = sys.argv[1:3]
+    agreement = trainer_lib.agreement_metrics({'a': predictions(a), 'b': predictions(b)})
+    print(agreement['eval/churn'])
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,165 @@
+"""Codistillation vs more data parallelism, counted in steps (Anil et al. 2018).
+
+    python benchmarks/codistill.py [--quick] [--steps 3000] [--config.k=v ...]
+
+Arms, each a `python -m jaxdistill.train` subprocess on fake CPU devices
+(XLA_FLAGS=--xla_force_host_platform_device_count), Multi30k en->de from
+../shared/data/multi30k (or `--config.data.files_dir=...`):
+  A:  one model, batch B, 4 devices (twice, seeds 0 and 1, for churn);
+  B:  one model, batch 2B, 8 devices;
+  C:  codistillation, 2 replicas x 4 devices, batch B each (the 8 devices of B).
+Reports the steps each arm needs to reach A's best validation loss, the
+validation curves (plot), the step-time overhead of C over B (same devices),
+and prediction churn between the two A models vs between C's two replicas.
+Fake devices share the CPU's cores, so steps, not seconds, are the measure.
+On a GPU/TPU machine pass `--devices-per-group` and a bigger model.
+Writes benchmarks/results/codistill.json and codistill.png.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+CONFIG = 'configs/translate_multi30k.py'
+CODISTILL = 'configs/codistill_synthetic.py'
+
+
+def _run(workdir, config, devices, overrides):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+    env.setdefault('JAX_PLATFORMS', 'cpu')
+    if env['JAX_PLATFORMS'] == 'cpu':
+        env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+    cmd = [sys.executable, '-m', 'jaxdistill.train', '--config', config]
+    cmd += ['--workdir', str(workdir), *overrides]
+    print('$', ' '.join(cmd), flush=True)
+    r = subprocess.run(cmd, cwd=common.REPO, env=env, capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(r.stdout[-2000:] + r.stderr[-3000:])
+    with open(pathlib.Path(workdir) / 'metrics.jsonl', encoding='utf-8') as f:
+        return [json.loads(line) for line in f]
+
+
+def _curve(records, key='eval/loss'):
+    return [(r['step'], r[key]) for r in records if key in r]
+
+
+def _steps_to(curve, target):
+    return next((s for s, v in curve if v <= target), None)
+
+
+def _step_seconds(records):
+    rates = [r['train/steps_per_s'] for r in records if 'train/steps_per_s' in r]
+    return float(1 / np.median(rates[1:] or rates))  # First window compiles.
+
+
+def _churn(work_a, work_b):
+    """Disagreement of two single models' argmax predictions on val."""
+    out = subprocess.run(
+        [sys.executable, str(pathlib.Path(__file__).with_name('churn.py')), str(work_a), str(work_b)],
+        cwd=common.REPO,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, JAX_PLATFORMS=os.environ.get('JAX_PLATFORMS', 'cpu')),
+    )
+    if out.returncode:
+        raise SystemExit(out.stderr[-3000:])
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    argv = sys.argv[1:]
+    extra = [a for a in argv if a.startswith('--config.')]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--quick', action='store_true', help='a few-minute smoke run')
+    parser.add_argument('--steps', type=int, default=3000)
+    parser.add_argument('--batch-tokens', type=int, default=2048, help='B, per model')
+    parser.add_argument('--devices-per-group', type=int, default=4)
+    parser.add_argument('--data', default='../shared/data/multi30k')
+    args = parser.parse_args([a for a in argv if not a.startswith('--config.')])
+    steps = 40 if args.quick else args.steps
+    every = max(steps // 20, 5)
+    common_overrides = [
+        f'--config.num_train_steps={steps}',
+        f'--config.eval.every_steps={every}',
+        f'--config.log_every_steps={every}',
+        f'--config.checkpoint.every_steps={steps}',
+        '--config.data.source=files',
+        f'--config.data.files_dir={args.data}',
+        '--config.data.pairs=("en-de",)',
+        '--config.data.vocab_size=8000',
+        '--config.eval.max_examples=500',
+    ]
+    if args.quick:
+        common_overrides += ['--config.data.max_examples=3000', '--config.eval.max_examples=100']
+    common_overrides += extra
+    g, b = args.devices_per_group, args.batch_tokens
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix='codistill_bench_'))
+    arms = {}
+    for name, config, devices, over in [
+        ('A', CONFIG, g, [f'--config.data.batch_tokens={b}', '--config.seed=0']),
+        ('A2', CONFIG, g, [f'--config.data.batch_tokens={b}', '--config.seed=1']),
+        ('B', CONFIG, 2 * g, [f'--config.data.batch_tokens={2 * b}']),
+        ('C', CODISTILL, 2 * g, [f'--config.data.batch_tokens={2 * b}',
+                                 f'--config.method.burn_in_steps={steps // 5}']),
+    ]:
+        arms[name] = _run(tmp / name, config, devices, common_overrides + over)
+    curves = {k: _curve(v) for k, v in arms.items()}
+    curves['C'] = _curve(arms['C'], 'eval/r0/loss')
+    curves['C_r1'] = _curve(arms['C'], 'eval/r1/loss')
+    best_a = min(v for _, v in curves['A'])
+    steps_a, steps_b, steps_c = (_steps_to(curves[k], best_a) for k in ('A', 'B', 'C'))
+    churn_c = [r['eval/churn'] for r in arms['C'] if 'eval/churn' in r][-1]
+    result = {
+        'steps': steps,
+        'batch_tokens_per_model': b,
+        'best_val_loss_a': best_a,
+        'steps_to_best_a': {'A': steps_a, 'B': steps_b, 'C': steps_c},
+        'steps_ratio_c_vs_a': steps_c / steps_a if steps_c and steps_a else None,
+        'steps_ratio_c_vs_b': steps_c / steps_b if steps_c and steps_b else None,
+        'churn_a_pair': _churn(tmp / 'A', tmp / 'A2'),
+        'churn_c_pair': churn_c,
+        'step_overhead': _step_seconds(arms['C']) / _step_seconds(arms['B']),
+        'curves': curves,
+        'workdirs': str(tmp),
+        'plot': 'benchmarks/results/codistill.png',
+    }
+    _plot(curves, best_a, common.RESULTS / 'codistill.png')
+    common.write_result('codistill' + ('_quick' if args.quick else ''), result)
+    print(json.dumps({k: v for k, v in result.items() if k != 'curves'}, indent=2))
+
+
+def _plot(curves, best_a, path):
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    labels = {
+        'A': 'A: 1 model, batch B, 4 dev',
+        'A2': 'A (seed 1)',
+        'B': 'B: 1 model, batch 2B, 8 dev',
+        'C': 'C: codistill replica 0',
+        'C_r1': 'C: codistill replica 1',
+    }
+    for k, c in curves.items():
+        ax.plot(*zip(*c), label=labels[k], ls='--' if k in ('A2', 'C_r1') else '-')
+    ax.axhline(best_a, color='gray', lw=0.8)
+    ax.set_xlabel('step')
+    ax.set_ylabel('validation loss')
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,111 @@
+"""`python -m jaxdistill.translate`, checkpoint averaging and beam evaluation."""
+
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from jaxdistill import averaging
+from jaxdistill import checkpoint
+from jaxdistill import configuration
+from jaxdistill import translate
+from jaxdistill import trainer as trainer_lib
+from jaxdistill.errors import CheckpointMismatchError
+from tests import helpers
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+    """A 20-step synthetic run with checkpoints at steps 10 and 20."""
+    workdir = tmp_path_factory.mktemp('translate_run')
+    config = configuration.load_config(helpers.CONFIG)
+    config.eval.at_end = False
+    config.data.bucket_lengths = (48,)  # One compiled train step.
+    tr = trainer_lib.Trainer(config, str(workdir))
+    tr.run()
+    return tr, workdir
+
+
+def _mean_params(workdir, steps):
+    trees = [
+        checkpoint.read_state(str(workdir / 'checkpoints' / str(s)))['params']
+        for s in steps
+    ]
+    return jax.tree.map(lambda *x: np.mean(np.stack(x), axis=0), *trees)
+
+
+def test_average_checkpoints_is_the_elementwise_mean(run):
+    _, workdir = run
+    ckpt_dir = str(workdir / 'checkpoints')
+    assert averaging.checkpoint_steps(ckpt_dir) == [10, 20]
+    mean, steps = averaging.average_checkpoints(ckpt_dir, 2)
+    assert steps == [10, 20]
+    expected = _mean_params(workdir, [10, 20])
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+        mean,
+        expected,
+    )
+    single, steps = averaging.average_checkpoints(ckpt_dir, 1, upto=10)
+    assert steps == [10]
+    jax.tree.map(np.testing.assert_array_equal, single, _mean_params(workdir, [10]))
+    with pytest.raises(CheckpointMismatchError, match='holds 2'):
+        averaging.average_checkpoints(ckpt_dir, 5)
+    with pytest.raises(CheckpointMismatchError, match='step 15'):
+        averaging.average_checkpoints(ckpt_dir, 1, upto=15)
+
+
+def test_cli_loads_the_mean_of_the_last_checkpoints(run):
+    tr, workdir = run
+    model, params, tokenizer, steps = translate.load_model(
+        str(workdir), tr.config, average=2
+    )
+    assert steps == [10, 20] and tokenizer.vocab_size == tr.task.tokenizer.vocab_size
+    assert model.config == tr.task.model.config
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+        params,
+        _mean_params(workdir, [10, 20]),
+    )
+
+
+def test_cli_translates_stdin_as_the_sharded_evaluation_does(run):
+    """Beam search on one device (the CLI) against the task's on 8 devices."""
+    tr, workdir = run
+    assert jax.device_count() == 8 and tr.mesh.shape['data'] == 8
+    metrics = tr.task.evaluate(tr.state.params, beam_size=3, length_penalty=0.6)
+    assert 0 <= metrics['eval/bleu'] <= 100 and 0 <= metrics['eval/bleu_tok_lc'] <= 100
+    evaluated = list(tr.task.last_hypotheses[:16])
+    lines = list(tr.task.eval_data.source[:16])
+    lines.insert(3, '')
+    result = subprocess.run(
+        [sys.executable, '-m', 'jaxdistill.translate', '--workdir', str(workdir)]
+        + ['--beam', '3', '--length_penalty', '0.6', '--batch_size', '8'],
+        cwd=helpers.REPO,
+        env=helpers.env(devices=1),
+        input='\n'.join(lines) + '\n',
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'checkpoint(s) [20]' in result.stderr
+    got = result.stdout.split('\n')
+    assert len(got) == len(lines) + 1 and got[-1] == '' and got[3] == ''
+    del got[3]
+    # Shapes differ (batching, sharding), so a near-tie may flip; most match.
+    same = np.mean([a == b for a, b in zip(got[:-1], evaluated)])
+    assert same >= 0.85, (same, got[:3], evaluated[:3])
+    assert all(got[:-1])
+
+
+def test_cli_errors_name_the_problem(run, tmp_path, capsys):
+    _, workdir = run
+    assert translate.main(['--workdir', str(tmp_path)]) == 2
+    assert 'holds no run (no config.json)' in capsys.readouterr().err
+    assert translate.main(['--workdir', str(workdir), '--step', '7']) == 2
+    assert 'No checkpoint for step 7' in capsys.readouterr().err
+    assert translate.main(['--workdir', str(workdir), '--average', '3']) == 2
+    assert 'average the last 3 checkpoints' in capsys.readouterr().err
