@@ -67,6 +67,10 @@ def _check_config_compatible(config, workdir, *, write=True):
         os.replace(path + '.tmp', path)
 
 
+def _plural(n: int, noun: str) -> str:
+    return f'{n} {noun}' + ('' if n == 1 else 'es' if noun.endswith('s') else 's')
+
+
 def _fmt_time(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     h, rem = divmod(seconds, 3600)
@@ -258,7 +262,8 @@ class Trainer:
         self.data_summary = self.task.data_summary()
         say(
             f'Training {c.method.name} on {c.task} for {total} steps '
-            f'({jax.device_count()} devices, {jax.process_count()} processes)'
+            f'({_plural(jax.device_count(), "device")}, '
+            f'{_plural(jax.process_count(), "process")})'
             f'\ndata: '
             + ', '.join(
                 f'{k} {v:.3g}' if isinstance(v, float) else f'{k} {v}'
