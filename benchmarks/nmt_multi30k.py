@@ -14,14 +14,15 @@ tokens, beam 5 and the last 10 checkpoints averaged.
 What it does, all in one process:
  1. Probe: builds the run as `jaxdistill.train` does, measures the float32
     matmul peak with a large `jnp.dot`, and times the compiled train step on a
-    full batch of every bucket (on copies of the state). Model FLOPs are
+    full batch of every bucket (in a throwaway `Trainer`). Model FLOPs are
     counted analytically (`flops_per_token`); `fraction_of_peak` is their
     rate over the peak, averaged over an epoch's mix of buckets. The probe's
     step time, compile time and one validation pass set how many steps fit in
     `--minutes` (capped by `num_train_steps`).
  2. Trains that many steps with `Trainer`, evaluating on val (greedy, loss and
     BLEU) `--curve_points` times for the learning curve. `train_minutes` is
-    the wall time of `Trainer.run()`: compilation and those evaluations count.
+    the wall time of building the `Trainer` and its `run()`: data loading,
+    compilation, checkpoints and those evaluations all count.
  3. Chooses on val, with beam search, among the last checkpoint and the means
     of the last 5 and 10 checkpoints, and scores the choice on
     test_2016_flickr: lowercased tokenised BLEU and cased sacreBLEU.
@@ -142,7 +143,8 @@ def plan_steps(config, args, rows, compile_s, eval_s):
     step_s = epoch_mean(rows, 'step_seconds')
     # Compilation repeats (cheaper, from the persistent cache); evals cost
     # (the probe's untrained model decodes to the length limit: an overestimate).
-    reserve = 0.5 * compile_s + (args.curve_points + 1) * eval_s
+    # Checkpoints are written synchronously, about 40 of them.
+    reserve = 0.5 * compile_s + (args.curve_points + 1) * eval_s + 40 * 0.5
     fit = int(max(args.minutes * 60 - reserve, 0) / step_s)
     steps = max(min(config.num_train_steps, fit), 20)
     config.num_train_steps = steps
@@ -167,14 +169,27 @@ def choose_on_val(tr, args, alpha):
         m = tr.task.evaluate(params, beam_size=args.beam, length_penalty=alpha)
         candidates[f'last_{n}'] = {
             'steps': steps,
-            'val_bleu_tok_lc': m['eval/bleu_tok_lc'],
-            'val_sacrebleu': m['eval/bleu'],
-            'val_loss': m['eval/loss'],
+            'val_bleu_tok_lc': float(m['eval/bleu_tok_lc']),
+            'val_sacrebleu': float(m['eval/bleu']),
+            'val_loss': float(m['eval/loss']),
         }
         print(f'val, mean of last {n} checkpoints: {candidates[f"last_{n}"]}')
     best = max(candidates, key=lambda k: candidates[k]['val_bleu_tok_lc'])
     params, _ = averaging.average_checkpoints(ckpt_dir, int(best.split('_')[1]))
     return best, candidates, jax.device_put(params, replicated)
+
+
+def steady_tokens_per_s(workdir):
+    """Median of the logged windows' non-padding target tokens per second.
+
+    The first window (compilation) is left out; eval time is not in windows.
+    """
+    rates = [
+        r['train/tokens_per_s']
+        for r in metrics_lib.read_metrics(workdir)
+        if 'train/tokens_per_s' in r
+    ]
+    return float(np.median(rates[1:] if len(rates) > 1 else rates))
 
 
 def curve(workdir, start):
@@ -222,8 +237,8 @@ def main():
         f'peak {peak / 1e9:.1f} GFLOP/s; {step_s:.3f} s/step; compile {compile_s:.0f}s;'
         f' eval {eval_s:.0f}s -> {steps} steps in {args.minutes} min'
     )
+    start = time.time()  # Data, tokenizer (cached) and compilation count.
     tr = trainer_lib.Trainer(config, workdir)
-    start = time.time()
     summary = tr.run()
     train_s = time.time() - start
     alpha = config.eval.length_penalty
@@ -245,6 +260,7 @@ def main():
         'train_minutes': train_s / 60,
         'fraction_of_peak': epoch_mean(rows, 'fraction_of_peak'),
         'target_tokens_per_s': tokens / train_s,
+        'target_tokens_per_s_steady': steady_tokens_per_s(workdir),
         'target_tokens_per_s_probe': epoch_mean(rows, 'target_tokens_per_s'),
         'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         'reference': {

@@ -254,3 +254,22 @@ def test_two_processes_match_one_process(tmp_path):
     assert len(a) == 6  # Every 2 steps, plus the checkpoint at step 5.
     np.testing.assert_allclose(b, a, rtol=1e-5)
     assert a[-1][0] != a[-1][1]  # Two different models.
+
+
+def test_agreement_metrics_and_translation_predict(tmp_path):
+    from jaxdistill import trainer as trainer_lib
+    from jaxdistill import configuration
+
+    config = configuration.load_config(CONFIG)
+    configuration.apply_overrides(config, ['num_train_steps=2', 'eval.max_examples=16'])
+    t = trainer_lib.Trainer(config, str(tmp_path))
+    models = t.method.eval_models(t.state.params, t.state.extra)
+    preds = {k: t.task.predict(p) for k, p in models.items()}
+    (p0, v0), (p1, _) = preds['r0'], preds['r1']
+    assert p0.shape == v0.shape and v0.sum() > 0
+    m = trainer_lib.agreement_metrics(preds)
+    expected = float(np.mean(p0[v0] == p1[v0]))
+    assert m['eval/agreement_r0_r1'] == pytest.approx(expected)
+    assert m['eval/churn'] == pytest.approx(1 - expected)
+    same = trainer_lib.agreement_metrics({'a': preds['r0'], 'b': preds['r0']})
+    assert same['eval/churn'] == 0.0

@@ -115,6 +115,61 @@ def _merge_finished(fin, cand_tokens, cand_scores, beam: int):
     return jnp.take_along_axis(tokens, idx[:, :, None], axis=1), top
 
 
+def _select(logp, t, alive, alive_lp, fin, n_fin, *, max_len, alpha, eos_id):
+    """One step of hypothesis bookkeeping, for every sentence of the batch.
+
+    Args:
+      logp: [B, K, V] next-token log-probabilities of the live beams.
+      t: the position being generated (0-based).
+      alive: int [B, K, 1 + max_len] BOS and tokens of the live beams.
+      alive_lp: [B, K] their summed log-probabilities (-inf: no beam).
+      fin: (tokens int [B, K, max_len], normalised scores [B, K]) finished.
+      n_fin: int [B] hypotheses finished so far.
+    Returns:
+      (alive, alive_lp, fin, n_fin, parents int [B, K]: the live beam each
+      new live beam extends).
+    """
+    batch, beam, vocab = logp.shape
+    cand = (alive_lp[:, :, None] + logp).reshape(batch, beam * vocab)
+    top_lp, top_idx = jax.lax.top_k(cand, 2 * beam)
+    parent, tok = top_idx // vocab, (top_idx % vocab).astype(jnp.int32)
+    seqs = jnp.take_along_axis(alive, parent[:, :, None], axis=1)
+    seqs = jax.lax.dynamic_update_slice_in_dim(seqs, tok[:, :, None], t + 1, axis=2)
+    is_eos = tok == eos_id
+    # Only the first K candidates may finish (so K = 1 is greedy); at the
+    # last position all of them do, cut like greedy decoding cuts.
+    rank_ok = jnp.arange(2 * beam)[None] < beam
+    finish = (is_eos | (t == max_len - 1)) & rank_ok & jnp.isfinite(top_lp)
+    finish &= (n_fin < beam)[:, None]
+    norm = (t + 1).astype(jnp.float32) ** alpha
+    fin = _merge_finished(
+        fin, seqs[:, :, 1:], jnp.where(finish, top_lp / norm, NEG_INF), beam
+    )
+    n_fin = n_fin + jnp.sum(finish, axis=1)
+    # The best K extensions that do not end in EOS live on.
+    keep_lp, keep = jax.lax.top_k(jnp.where(is_eos, NEG_INF, top_lp), beam)
+    alive = jnp.take_along_axis(seqs, keep[:, :, None], axis=1)
+    parents = jnp.take_along_axis(parent, keep, axis=1)
+    return alive, keep_lp, fin, n_fin, parents
+
+
+def _initial_state(c, batch: int, beam: int, max_len: int, cache):
+    """(t, cache, alive, alive_lp, finished, n_finished) before position 0.
+
+    Only beam 0 is live at the start, so the first step does not repeat one
+    hypothesis K times.
+    """
+    alive = jnp.full((batch, beam, max_len + 1), c.pad_id, jnp.int32)
+    alive = alive.at[:, :, 0].set(c.bos_id)
+    alive_lp = jnp.where(jnp.arange(beam) == 0, 0.0, NEG_INF).astype(jnp.float32)
+    fin = (
+        jnp.full((batch, beam, max_len), c.pad_id, jnp.int32),
+        jnp.full((batch, beam), NEG_INF, jnp.float32),
+    )
+    alive_lp = jnp.broadcast_to(alive_lp, (batch, beam))
+    return jnp.int32(0), cache, alive, alive_lp, fin, jnp.zeros((batch,), jnp.int32)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
 def _beam_search_jit(model, params, inputs, beam, max_len, alpha):
     """Jitted body of `beam_search`; a while_loop over target positions."""
@@ -131,54 +186,27 @@ def _beam_search_jit(model, params, inputs, beam, max_len, alpha):
     def body(state):
         t, cache, alive, alive_lp, fin, n_fin = state
         token = jax.lax.dynamic_index_in_dim(alive, t, axis=2, keepdims=False)
-        token = token.reshape(rows)
         logits, cache = model.apply(
-            params, encoded, inputs_k, token, t, cache, method=Transformer.decode_step
+            params,
+            encoded,
+            inputs_k,
+            token.reshape(rows),
+            t,
+            cache,
+            method=Transformer.decode_step,
         )
         logp = jax.nn.log_softmax(logits).reshape(batch, beam, -1)
-        vocab = logp.shape[-1]
-        cand = (alive_lp[:, :, None] + logp).reshape(batch, beam * vocab)
-        top_lp, top_idx = jax.lax.top_k(cand, 2 * beam)
-        parent, tok = top_idx // vocab, (top_idx % vocab).astype(jnp.int32)
-        seqs = jnp.take_along_axis(alive, parent[:, :, None], axis=1)
-        seqs = jax.lax.dynamic_update_slice_in_dim(seqs, tok[:, :, None], t + 1, axis=2)
-        last = t == max_len - 1
-        is_eos = tok == c.eos_id
-        rank_ok = jnp.arange(2 * beam)[None] < beam
-        finish = (is_eos | last) & rank_ok & jnp.isfinite(top_lp)
-        finish &= (n_fin < beam)[:, None]
-        norm = (t + 1).astype(jnp.float32) ** alpha
-        fin = _merge_finished(
-            fin, seqs[:, :, 1:], jnp.where(finish, top_lp / norm, NEG_INF), beam
-        )
-        n_fin = n_fin + jnp.sum(finish, axis=1)
-        # The best K extensions that do not end in EOS live on.
-        keep_lp = jnp.where(is_eos, NEG_INF, top_lp)
-        keep_lp, keep = jax.lax.top_k(keep_lp, beam)
-        alive = jnp.take_along_axis(seqs, keep[:, :, None], axis=1)
-        parents = jnp.take_along_axis(parent, keep, axis=1)
+        alive, alive_lp, fin, n_fin, parents = _select(
+            logp, t, alive, alive_lp, fin, n_fin,
+            max_len=max_len, alpha=alpha, eos_id=c.eos_id,
+        )  # fmt: skip
         cache = {**cache, 'self': _gather_beams(cache['self'], parents, batch, beam)}
-        return t + 1, cache, alive, keep_lp, fin, n_fin
+        return t + 1, cache, alive, alive_lp, fin, n_fin
 
     def cond(state):
         t, n_fin = state[0], state[5]
         return (t < max_len) & jnp.any(n_fin < beam)
 
-    # alive [B, K, 1 + max_len] holds BOS then the tokens so far; only beam 0
-    # is live at the start, so the first step does not repeat one hypothesis.
-    alive = jnp.full((batch, beam, max_len + 1), c.pad_id, jnp.int32)
-    alive = alive.at[:, :, 0].set(c.bos_id)
-    alive_lp = jnp.where(jnp.arange(beam) == 0, 0.0, NEG_INF)
-    state = (
-        jnp.int32(0),
-        cache,
-        alive,
-        jnp.broadcast_to(alive_lp, (batch, beam)).astype(jnp.float32),
-        (
-            jnp.full((batch, beam, max_len), c.pad_id, jnp.int32),
-            jnp.full((batch, beam), NEG_INF, jnp.float32),
-        ),
-        jnp.zeros((batch,), jnp.int32),
-    )
+    state = _initial_state(c, batch, beam, max_len, cache)
     _, _, _, _, (tokens, scores), _ = jax.lax.while_loop(cond, body, state)
     return tokens[:, 0], scores[:, 0]

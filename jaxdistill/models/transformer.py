@@ -161,6 +161,23 @@ class MultiHeadAttention(nn.Module):
         weights = self.dropout(weights, deterministic=not train)
         return self.out(jnp.einsum('bhqk,bkhd->bqhd', weights, v))
 
+    def attend_one(self, x: Array, k: Array, v: Array, mask: Array) -> Array:
+        """One query a row (decoding): x [B, 1, D], k/v [B, T, H, Dh] -> [B, 1, D].
+
+        `mask` broadcastable to [B, 1, 1, T]. The same math as `attend`, as
+        multiply-and-sum over the cache in its stored [B, T, H, Dh] layout:
+        an einsum makes XLA transpose every cache every step, which on CPU
+        cost most of a decoding step (a matrix-vector product is bound by
+        memory either way).
+        """
+        c = self.config
+        q = self.query(x)[:, 0] / jnp.sqrt(c.head_dim).astype(c.dtype)  # [B, H, Dh]
+        logits = jnp.sum(q[:, None] * k, axis=-1).astype(jnp.float32)  # [B, T, H]
+        logits = jnp.where(mask[:, 0, 0, :, None], logits, jnp.finfo(jnp.float32).min)
+        weights = jax.nn.softmax(logits, axis=1).astype(c.dtype)
+        out = jnp.sum(weights[..., None] * v, axis=1)  # [B, H, Dh]
+        return self.out(out[:, None])
+
     def __call__(self, x: Array, context: Array, mask: Array, train: bool) -> Array:
         k, v = self.key_value(context)
         return self.attend(x, k, v, mask, train)
@@ -241,11 +258,9 @@ class DecoderLayer(nn.Module):
             layer_cache['v'], v.astype(layer_cache['v'].dtype), index, axis=1
         )
         mask = (jnp.arange(ck.shape[1]) <= index)[None, None, None, :]
-        y = y + self.self_attn.attend(h, ck, cv, mask, False)
+        y = y + self.self_attn.attend_one(h, ck, cv, mask)
         h = self.ln_cross(y)
-        y = y + self.cross_attn.attend(
-            h, cross_kv['k'], cross_kv['v'], cross_mask, False
-        )
+        y = y + self.cross_attn.attend_one(h, cross_kv['k'], cross_kv['v'], cross_mask)
         return y + self.ffn(self.ln_ffn(y), False), {'k': ck, 'v': cv}
 
 
@@ -328,10 +343,19 @@ class Transformer(nn.Module):
         return self.embed if self.config.share_embeddings else self.target_embed
 
     def _logits(self, h: Array) -> Array:
-        """[..., D] -> float32 [..., V]."""
+        """[..., D] -> float32 [..., V].
+
+        Computed on the tokens flattened to [N, D]: with [B, L, D], XLA:CPU
+        transposes the [B, L, V] logits gradient for the embedding gradient
+        by a slow path whenever L is not a power of two (up to 5x slower, a
+        third of the whole train step at L=24).
+        """
+        flat = h.reshape(-1, h.shape[-1])
         if self.config.share_embeddings:
-            return self.embed.attend(h).astype(jnp.float32)
-        return self.output_proj(h).astype(jnp.float32)
+            logits = self.embed.attend(flat)
+        else:
+            logits = self.output_proj(flat)
+        return logits.astype(jnp.float32).reshape(h.shape[:-1] + (-1,))
 
     def encode(self, inputs: Array, *, train: bool = False) -> Array:
         """inputs int [B, Ls] -> encoded [B, Ls, D]."""

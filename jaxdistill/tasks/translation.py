@@ -66,6 +66,20 @@ def transformer_fns(model) -> ModelFns:
     return ModelFns(init=init, apply=apply, labels=labels)
 
 
+def eval_lengths(max_len: int) -> tuple[int, ...]:
+    """Padded lengths of evaluation batches: 16, 32, ... below max_len, then it.
+
+    Coarser than training buckets, so that the (length-sorted) batches are
+    full and decoding compiles few shapes; fine enough that cross-attention,
+    read at every decoding step, does not scan much padding.
+    """
+    lengths, n = [], 16
+    while n < max_len:
+        lengths.append(n)
+        n *= 2
+    return tuple(lengths) + (max_len,)
+
+
 def _tokenizer(config, workdir, train_data, tags):
     """Trains the joint SentencePiece model once (process 0), then loads it."""
     path = os.path.join(workdir, 'spm.model')
@@ -163,7 +177,7 @@ class TranslationTask:
                 src,
                 tgt,
                 batch_size=e.batch_size,
-                bucket_lengths=d.bucket_lengths,
+                bucket_lengths=eval_lengths(d.max_len),
                 batch_multiple=self.batch_multiple,
             )
             self._eval_sets[split] = (batches, subset, len(src))
@@ -235,6 +249,31 @@ class TranslationTask:
             self.last_hypotheses = hyps
         return metrics
 
+    @functools.cached_property
+    def _predict_step(self):
+        fns = self.model_fns
+        return jax.jit(
+            lambda params, batch: jnp.argmax(fns.apply(params, batch, train=False), -1)
+        )
+
+    def predict(self, params, split: str | None = None):
+        """Teacher-forced argmax token at every target position of `split`.
+
+        Returns (predictions int32 [N], valid bool [N]) over all positions of
+        the eval batches in a fixed order, for agreement and churn between
+        models (`trainer.agreement_metrics`).
+        """
+        batches, _, _ = self._eval_set(split or self.config.data.eval_split)
+        sharding = sharding_lib.batch_sharding(self.mesh)
+        preds, valid = [], []
+        for batch, index in batches:
+            out = self._predict_step(params, sharding_lib.global_batch(batch, sharding))
+            out = np.asarray(multihost_utils.process_allgather(out, tiled=True))
+            preds.append(out.reshape(-1))
+            real = (batch['targets'] != data_lib.PAD_ID) & (index >= 0)[:, None]
+            valid.append(real.reshape(-1))
+        return np.concatenate(preds), np.concatenate(valid)
+
     def _bleu(self, hyps, subset) -> dict:
         refs, langs = list(subset.target), list(subset.target_lang)
         out = {}
@@ -301,7 +340,7 @@ def translate_texts(
     if not src:
         return out
     batches = data_lib.eval_batches(
-        src, None, batch_size=batch_size, bucket_lengths=data_cfg.bucket_lengths
+        src, None, batch_size=batch_size, bucket_lengths=eval_lengths(data_cfg.max_len)
     )
     for batch, index in batches:
         tokens = generate(
