@@ -1,6 +1,7 @@
 """Shared command-line handling: `--config FILE[:arg]`, `--config.k=v`."""
 
 import argparse
+import json
 import os
 import sys
 from typing import Callable, Sequence
@@ -61,3 +62,18 @@ def quiet_tensorflow():
 def load(args, overrides):
     config = configuration.load_config(args.config)
     return configuration.apply_overrides(config, overrides)
+
+
+def workdir_config(workdir: str):
+    """The ConfigDict a training run saved in `workdir` (its config.json)."""
+    import ml_collections  # pylint: disable=g-import-not-at-top
+
+    from jaxdistill.errors import JaxdistillError  # pylint: disable=g-import-not-at-top
+
+    path = os.path.join(workdir, 'config.json')
+    if not os.path.exists(path):
+        raise JaxdistillError(
+            f'{workdir} holds no run (no config.json); pass the --workdir used for training.'
+        )
+    with open(path, encoding='utf-8') as f:
+        return ml_collections.ConfigDict(json.load(f))

@@ -9,22 +9,10 @@ import json
 import os
 import sys
 
-import ml_collections
 
 from jaxdistill import cli
 from jaxdistill import configuration
 from jaxdistill.errors import JaxdistillError
-
-
-def _workdir_config(workdir):
-    path = os.path.join(workdir, 'config.json')
-    if not os.path.exists(path):
-        raise JaxdistillError(
-            f'{workdir} holds no run (no config.json); '
-            'pass the --workdir used for training.'
-        )
-    with open(path, encoding='utf-8') as f:
-        return ml_collections.ConfigDict(json.load(f))
 
 
 def main(argv=None) -> int:
@@ -39,7 +27,7 @@ def main(argv=None) -> int:
         config = (
             configuration.load_config(args.config)
             if args.config
-            else _workdir_config(args.workdir)
+            else cli.workdir_config(args.workdir)
         )
         config = configuration.apply_overrides(config, overrides)
         from jaxdistill import sharding  # pylint: disable=g-import-not-at-top

@@ -13,11 +13,9 @@ fields (e.g. `--config.eval.max_decode_len=100`).
 """
 
 import argparse
-import json
 import os
 import sys
 
-import ml_collections
 
 from jaxdistill import cli
 from jaxdistill import configuration
@@ -51,17 +49,6 @@ def _parse(argv):
     return parser.parse_args(rest), overrides
 
 
-def _run_config(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(workdir, 'config.json')
-    if not os.path.exists(path):
-        raise JaxdistillError(
-            f'{workdir} holds no run (no config.json); '
-            'pass the --workdir used for training.'
-        )
-    with open(path, encoding='utf-8') as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
 def load_model(workdir: str, config, *, step=None, average: int = 1):
     """(model, params, tokenizer, steps averaged) of the run in `workdir`."""
     from jaxdistill import averaging  # pylint: disable=g-import-not-at-top
@@ -86,7 +73,7 @@ def main(argv=None) -> int:
     args, overrides = _parse(sys.argv[1:] if argv is None else argv)
 
     def run():
-        config = _run_config(args.workdir)
+        config = cli.workdir_config(args.workdir)
         config = configuration.apply_overrides(config, overrides)
         if args.average < 1:
             raise JaxdistillError(f'--average must be >= 1, got {args.average}.')

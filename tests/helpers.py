@@ -1,6 +1,7 @@
 """Running the CLIs as real subprocesses, and reading their checkpoints."""
 
 import os
+import socket
 import pathlib
 import subprocess
 import sys
@@ -54,3 +55,33 @@ def final_params(workdir) -> tuple[int, dict]:
     params = checkpoint.read_state(path)['params']
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
     return step, {jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves}
+
+
+def run_two_processes(workdir, *overrides, config=CONFIG, timeout=900):
+    """Trains on 2 local processes x 4 CPU devices (gloo); returns their outputs.
+
+    Asserts both processes exit 0.
+    """
+    with socket.socket() as s:
+        s.bind(('localhost', 0))
+        port = s.getsockname()[1]
+    procs = [
+        subprocess.Popen(
+            train_cmd(workdir, *overrides, config=config),
+            cwd=REPO,
+            env=env(
+                devices=4,
+                JAX_COORDINATOR_ADDRESS=f'localhost:{port}',
+                JAX_NUM_PROCESSES=2,
+                JAX_PROCESS_ID=i,
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=timeout)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-3000:]
+    return outs

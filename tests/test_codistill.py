@@ -2,8 +2,6 @@
 
 import json
 import re
-import socket
-import subprocess
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +14,7 @@ from jaxdistill import optim
 from jaxdistill import sharding
 from jaxdistill import train_step
 from jaxdistill.errors import ConfigError
-from jaxdistill.methods import Codistill, make_method
+from jaxdistill.methods import make_method
 from jaxdistill.models.transformer import Transformer, TransformerConfig
 from jaxdistill.tasks.translation import transformer_fns
 from tests import helpers
@@ -197,12 +195,6 @@ def test_compiled_hlo_moves_weights_between_groups_only_when_exchanging():
     assert sum(traffic[(True, True)]) >= n_params, (traffic[(True, True)], n_params)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('localhost', 0))
-        return s.getsockname()[1]
-
-
 OVERRIDES = (
     '--config.num_train_steps=10',
     '--config.log_every_steps=2',
@@ -230,26 +222,8 @@ def test_two_processes_match_one_process(tmp_path):
     one = tmp_path / 'one'
     r = helpers.run(helpers.train_cmd(one, *OVERRIDES, config=CONFIG))
     assert r.returncode == 0, r.stderr[-3000:]
-    two, port = tmp_path / 'two', _free_port()
-    procs = [
-        subprocess.Popen(
-            helpers.train_cmd(two, *OVERRIDES, config=CONFIG),
-            cwd=helpers.REPO,
-            env=helpers.env(
-                devices=4,
-                JAX_COORDINATOR_ADDRESS=f'localhost:{port}',
-                JAX_NUM_PROCESSES=2,
-                JAX_PROCESS_ID=i,
-            ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    outs = [p.communicate(timeout=900)[0] for p in procs]
-    for p, out in zip(procs, outs):
-        assert p.returncode == 0, out[-3000:]
+    two = tmp_path / 'two'
+    helpers.run_two_processes(two, *OVERRIDES, config=CONFIG)
     a, b = _losses(one), _losses(two)
     assert len(a) == 6  # Every 2 steps, plus the checkpoint at step 5.
     np.testing.assert_allclose(b, a, rtol=1e-5)

@@ -1,8 +1,6 @@
 """Two processes x 4 CPU devices (gloo) train like one process x 8 devices."""
 
 import json
-import socket
-import subprocess
 
 import numpy as np
 import pytest
@@ -23,12 +21,6 @@ OVERRIDES = (
 )
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('localhost', 0))
-        return s.getsockname()[1]
-
-
 def _losses(workdir):
     records = [json.loads(l) for l in (workdir / 'metrics.jsonl').open()]
     return [r['train/loss'] for r in records if 'train/loss' in r]
@@ -40,26 +32,7 @@ def test_two_processes_match_one_process(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
 
     two = tmp_path / 'two'
-    port = _free_port()
-    procs = [
-        subprocess.Popen(
-            helpers.train_cmd(two, *OVERRIDES),
-            cwd=helpers.REPO,
-            env=helpers.env(
-                devices=4,
-                JAX_COORDINATOR_ADDRESS=f'localhost:{port}',
-                JAX_NUM_PROCESSES=2,
-                JAX_PROCESS_ID=i,
-            ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    outs = [p.communicate(timeout=300)[0] for p in procs]
-    for p, out in zip(procs, outs):
-        assert p.returncode == 0, out[-3000:]
+    outs = helpers.run_two_processes(two, *OVERRIDES)
     assert '8 devices, 2 processes' in outs[0]
 
     np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-5)

@@ -6,6 +6,7 @@ images alike, and parameters stay plain pytrees the method may stack, slice
 or copy.
 """
 
+import abc
 import dataclasses
 import difflib
 from typing import Any, Callable
@@ -33,7 +34,7 @@ class ModelFns:
     labels: Callable[[Batch], tuple[jax.Array, jax.Array]]
 
 
-class Method:
+class Method(abc.ABC):
     """Base class: the same small face for every method.
 
     Subclasses are frozen dataclasses registered with
@@ -50,9 +51,9 @@ class Method:
         del rng, params
         return {}
 
+    @abc.abstractmethod
     def loss(self, params, extra, batch, rng, step) -> tuple[jax.Array, dict]:
         """-> (scalar loss to differentiate, aux dict of scalar metrics)."""
-        raise NotImplementedError
 
     def update_extra(self, extra, params, aux, step, **kwargs):
         """Non-gradient update of `extra` after each optimizer step."""
