@@ -44,6 +44,13 @@ def get_config(arg=None):
     config.model.max_len = 256
     # One embedding for source, target and output projection.
     config.model.share_embeddings = True
+    # Several capacities in one parameter tree (method 'tsjt'; models/composite.py).
+    config.model.composite = ml_collections.ConfigDict()
+    # '' = a plain Transformer; 'width' = nested heads and FFN units (composite
+    # A); 'depth' = bottom layers with their own output norms (composite B).
+    config.model.composite.kind = ''
+    # Capacities as fractions of the full model's width or depth, the last 1.0.
+    config.model.composite.fractions = (0.5, 1.0)
 
     config.method = ml_collections.ConfigDict()
     # Registered training method.
@@ -61,6 +68,8 @@ def get_config(arg=None):
     # TFDS dataset name and data dir (source 'tfds').
     config.data.tfds_name = ''
     config.data.tfds_data_dir = ''
+    # One TFDS name per pair, in the order of data.pairs (overrides tfds_name).
+    config.data.tfds_names = ()
     # Split names: file prefix or TFDS split.
     config.data.train_split = 'train'
     config.data.eval_split = 'val'

@@ -154,3 +154,10 @@ def read_state(step_dir: str) -> Any:
             lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree
         )
         return c.restore(path, target)
+
+
+def read_meta(step_dir: str) -> dict:
+    """A checkpoint's JSON item (data position, step)."""
+    path = os.path.abspath(os.path.join(step_dir, 'meta'))
+    with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as c:
+        return c.restore(path)

@@ -303,12 +303,20 @@ class Trainer:
 
     def _finish(self, step, seconds, last_train, last_eval) -> dict:
         params = self.method.eval_params(self.state.params, self.state.extra)
-        n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+        count = lambda p: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(p))
+        n_params = count(params)
+        models = self.method.eval_models(self.state.params, self.state.extra)
+        sizes = (
+            {f'num_params/{k}': count(p) for k, p in models.items()}
+            if len(models) > 1
+            else {}
+        )
         summary = {
             'step': step,
             'train_seconds': seconds,
             'steps_per_s': (step - self.start_step) / max(seconds, 1e-9),
             'num_params': n_params,
+            **sizes,
             'workdir': self.workdir,
             **{k: float(v) for k, v in {**last_train, **last_eval}.items()},
             **{f'data/{k}': v for k, v in self.data_summary.items()},

@@ -42,6 +42,11 @@ def _parse(argv):
     )
     parser.add_argument('--batch_size', type=int, default=64, help='sentences a batch')
     parser.add_argument(
+        '--capacity',
+        default=None,
+        help="of a composite (TSJT) run: which model, e.g. 'x0.25' (default: largest)",
+    )
+    parser.add_argument(
         '--target_lang', default=None, help='for runs with several target languages'
     )
     overrides = [a[len('--config.') :] for a in argv if a.startswith('--config.')]
@@ -49,21 +54,37 @@ def _parse(argv):
     return parser.parse_args(rest), overrides
 
 
-def load_model(workdir: str, config, *, step=None, average: int = 1):
-    """(model, params, tokenizer, steps averaged) of the run in `workdir`."""
+def load_model(workdir: str, config, *, step=None, average: int = 1, capacity=None):
+    """(model, params, tokenizer, steps averaged) of the run in `workdir`.
+
+    `capacity` names one model of a composite (TSJT) run; default the largest.
+    """
     from jaxdistill import averaging  # pylint: disable=g-import-not-at-top
     from jaxdistill import data as data_lib  # pylint: disable=g-import-not-at-top
     from jaxdistill.methods import make_method  # pylint: disable=g-import-not-at-top
+    from jaxdistill.models import transformer as transformer_lib  # pylint: disable=g-import-not-at-top
     from jaxdistill.tasks import translation  # pylint: disable=g-import-not-at-top
 
     tokenizer = data_lib.Tokenizer.load(os.path.join(workdir, 'spm.model'))
-    model = translation.build_model(config.model, tokenizer.vocab_size)
-    method = make_method(config.method, translation.transformer_fns(model))
+    model, fns, composite = translation.model_fns_for(
+        config.model, tokenizer.vocab_size
+    )
+    if capacity is not None and composite is None:
+        raise JaxdistillError(
+            f'--capacity {capacity}: {workdir} trained a plain Transformer.'
+        )
+    method = make_method(config.method, fns)
+
+    def select(state):
+        if capacity is not None:
+            return composite.extract(state['params'], composite.index(capacity))
+        return method.eval_params(state['params'], state.get('extra', {}))
+
     params, steps = averaging.average_checkpoints(
-        os.path.join(workdir, 'checkpoints'),
-        average,
-        upto=step,
-        select=lambda s: method.eval_params(s['params'], s.get('extra', {})),
+        os.path.join(workdir, 'checkpoints'), average, upto=step, select=select
+    )
+    model = transformer_lib.Transformer(
+        transformer_lib.infer_config(params, model.config)
     )
     return model, params, tokenizer, steps
 
@@ -80,7 +101,11 @@ def main(argv=None) -> int:
         from jaxdistill.tasks import translation  # pylint: disable=g-import-not-at-top
 
         model, params, tokenizer, steps = load_model(
-            args.workdir, config, step=args.step, average=args.average
+            args.workdir,
+            config,
+            step=args.step,
+            average=args.average,
+            capacity=args.capacity,
         )
         e = config.eval
         texts = [line.rstrip('\r\n') for line in sys.stdin]

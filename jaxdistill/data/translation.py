@@ -80,6 +80,26 @@ def _synthetic_pairs(cfg, split: str, tgt: str, max_examples: int):
     return synthetic.generate_pairs(size, seed, target_lang=tgt)
 
 
+def _tfds_name(cfg, src: str, tgt: str) -> str:
+    """The TFDS dataset of pair src-tgt: `data.tfds_names` (one per pair) or
+    `data.tfds_name` (one for all pairs)."""
+    names = tuple(cfg.get('tfds_names', None) or ())
+    if names:
+        pairs = language_pairs(cfg)
+        if len(names) != len(pairs):
+            raise ConfigError(
+                f'data.tfds_names lists {len(names)} datasets for {len(pairs)} '
+                'data.pairs; give one per pair, in the same order.'
+            )
+        return names[pairs.index((src, tgt))]
+    name = cfg.get('tfds_name', None)
+    if not name:
+        raise ConfigError(
+            "data.tfds_name (or data.tfds_names) must be set when data.source is 'tfds'"
+        )
+    return name
+
+
 def _pairs_for(cfg, kind: str, split: str, src: str, tgt: str, max_examples: int):
     if kind == 'synthetic':
         return _synthetic_pairs(cfg, split, tgt, max_examples)
@@ -92,9 +112,7 @@ def _pairs_for(cfg, kind: str, split: str, src: str, tgt: str, max_examples: int
     else:
         from jaxdistill.data import tfds_translation  # pylint: disable=g-import-not-at-top
 
-        name = cfg.get('tfds_name', None)
-        if not name:
-            raise ConfigError("data.tfds_name must be set when data.source is 'tfds'")
+        name = _tfds_name(cfg, src, tgt)
         pairs = tfds_translation.load_tfds_translation(
             name,
             split,

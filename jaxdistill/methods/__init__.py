@@ -6,3 +6,6 @@ from jaxdistill.methods import codistill  # registers 'codistill'
 from jaxdistill.methods.supervised import Supervised
 from jaxdistill.methods.codistill import Codistill
 from jaxdistill.methods import self_distill  # registers 'self_distill'
+from jaxdistill.methods import tsjt  # noqa: F401  (registers 'tsjt')
+from jaxdistill.methods import multitask  # noqa: F401  (registers 'multitask')
+from jaxdistill.methods import rl_multi_teacher  # noqa: F401  (registers it)

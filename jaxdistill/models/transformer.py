@@ -57,9 +57,13 @@ class TransformerConfig:
     pad_id: int = 0
     bos_id: int = 2
     eos_id: int = 3
+    # Width of each attention head; 0 = d_model // num_heads. Set by nested-width
+    # composites (models/composite.py), whose slices keep the head width of the
+    # full model while dropping heads.
+    head_size: int = 0
 
     def __post_init__(self):
-        if self.d_model % self.num_heads:
+        if not self.head_size and self.d_model % self.num_heads:
             raise ConfigError(
                 f'd_model={self.d_model} is not divisible by '
                 f'num_heads={self.num_heads}.'
@@ -67,7 +71,7 @@ class TransformerConfig:
 
     @property
     def head_dim(self) -> int:
-        return self.d_model // self.num_heads
+        return self.head_size or self.d_model // self.num_heads
 
 
 SIZES: dict[str, dict] = {
@@ -425,13 +429,14 @@ def flops_per_token(config: TransformerConfig, src_len: int, tgt_len: int) -> di
     """
     c = config
     d, f = c.d_model, c.d_ff
+    a = c.num_heads * c.head_dim  # Width of the attention projections.
     ratio = src_len / tgt_len
-    enc_dense = c.num_encoder_layers * (4 * d * d + 2 * d * f) * 6 * ratio
-    enc_attn = c.num_encoder_layers * 4 * src_len * d * 3 * ratio
+    enc_dense = c.num_encoder_layers * (4 * d * a + 2 * d * f) * 6 * ratio
+    enc_attn = c.num_encoder_layers * 4 * src_len * a * 3 * ratio
     # Decoder: self q,k,v,o + cross q,o + FFN per target token; cross k,v per
     # source token.
-    dec_dense = c.num_decoder_layers * 6 * (6 * d * d + 2 * d * f + 2 * d * d * ratio)
-    dec_attn = c.num_decoder_layers * 4 * (tgt_len + src_len) * d * 3
+    dec_dense = c.num_decoder_layers * 6 * (6 * d * a + 2 * d * f + 2 * d * a * ratio)
+    dec_attn = c.num_decoder_layers * 4 * (tgt_len + src_len) * a * 3
     logits = 6 * d * c.vocab_size
     total = enc_dense + enc_attn + dec_dense + dec_attn + logits
     return {
@@ -443,3 +448,25 @@ def flops_per_token(config: TransformerConfig, src_len: int, tgt_len: int) -> di
         'total': float(total),
         'forward': float(total / 3),
     }
+
+
+def infer_config(params, base: TransformerConfig) -> TransformerConfig:
+    """`base` with the architecture read off a plain parameter tree's shapes.
+
+    Layer counts, d_model, heads, head width and FFN units come from `params`
+    (e.g. one capacity of a composite, or an extracted checkpoint); vocab,
+    dropout, max_len and ids stay `base`'s.
+    """
+    count = lambda stack: sum(k.startswith('layers_') for k in params[stack])
+    layer = params['encoder']['layers_0']
+    d_model, heads, head_dim = layer['self_attn']['query']['kernel'].shape
+    return dataclasses.replace(
+        base,
+        d_model=d_model,
+        num_heads=heads,
+        head_size=0 if heads * head_dim == d_model else head_dim,
+        d_ff=layer['ffn']['wi']['kernel'].shape[1],
+        num_encoder_layers=count('encoder'),
+        num_decoder_layers=count('decoder'),
+        share_embeddings='embed' in params,
+    )

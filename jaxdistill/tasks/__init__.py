@@ -2,3 +2,4 @@
 
 from jaxdistill.tasks import translation  # registers 'translation'
 from jaxdistill.tasks import classification  # registers 'image_classification'
+from jaxdistill.tasks import multitask  # noqa: F401  (registers 'mt2st_sst2')

@@ -26,6 +26,7 @@ from jaxdistill.evaluation import early_exit
 from jaxdistill.models import multi_exit
 from jaxdistill.models import resnet  # noqa: F401  (registers 'resnet')
 from jaxdistill.models import text_classifier  # noqa: F401  (registers it)
+from jaxdistill.models import text_models  # noqa: F401  (registers them)
 
 
 def build_model(model_cfg, **fixed):
@@ -200,6 +201,7 @@ class TextClassificationTask(ClassificationTask):
         d = config.data
         multiple = _batch_multiple(config, mesh)
         sentences, labels = sst2_lib.load_split(d.data_dir, 'train')
+        rows = _subset((np.arange(len(labels)), labels), d.max_train_examples)[0]
         test_sentences, test_labels = sst2_lib.load_split(d.data_dir, d.eval_split)
         vocab = sst2_lib.build_vocab(sentences, d.vocab_size)
         train = _subset(
@@ -209,9 +211,21 @@ class TextClassificationTask(ClassificationTask):
             (sst2_lib.encode(test_sentences, vocab, d.max_len), test_labels),
             config.eval.max_examples,
         )
-        self.train_batches = images_lib.ImageBatcher(
-            *train, batch_size=d.batch_size, seed=config.seed, key='tokens'
-        )
+        if d.get('teachers'):  # Frozen teachers' logits ride with each batch.
+            from jaxdistill import teacher_cache  # pylint: disable=g-import-not-at-top
+
+            self.train_batches = teacher_cache.with_teacher_logits(
+                *train,
+                [sentences[i] for i in rows],
+                tuple(d.teachers),
+                batch_size=d.batch_size,
+                seed=config.seed,
+                cache_dir=d.get('teacher_cache_dir', ''),
+            )
+        else:
+            self.train_batches = images_lib.ImageBatcher(
+                *train, batch_size=d.batch_size, seed=config.seed, key='tokens'
+            )
         self.eval_batches = images_lib.eval_batches(
             *test,
             batch_size=config.eval.batch_size,

@@ -2,7 +2,6 @@
 
 import dataclasses
 import difflib
-import functools
 import os
 import time
 
@@ -20,12 +19,16 @@ from jaxdistill.errors import ConfigError
 from jaxdistill.evaluation import bleu as bleu_lib
 from jaxdistill.evaluation.beam_search import generate
 from jaxdistill.methods.base import ModelFns
+from jaxdistill.models import composite as composite_lib
 from jaxdistill.models import transformer as transformer_lib
 
 
 def build_model(model_cfg, vocab_size: int) -> transformer_lib.Transformer:
-    """A Transformer from `config.model` (name + TransformerConfig fields)."""
-    fields = {k: v for k, v in model_cfg.items() if k != 'name'}
+    """A Transformer from `config.model` (name + TransformerConfig fields).
+
+    With a `model.composite` block, this is the composite's largest capacity.
+    """
+    fields = {k: v for k, v in model_cfg.items() if k not in ('name', 'composite')}
     if model_cfg.get('name', 'transformer') != 'transformer':
         registry.get('model', model_cfg.name)  # Raises with suggestions.
     valid = {f.name for f in dataclasses.fields(transformer_lib.TransformerConfig)}
@@ -40,6 +43,40 @@ def build_model(model_cfg, vocab_size: int) -> transformer_lib.Transformer:
     return transformer_lib.Transformer(
         transformer_lib.TransformerConfig(vocab_size=vocab_size, **fields)
     )
+
+
+def build_composite(model_cfg, full: transformer_lib.TransformerConfig):
+    """The `Composite` that `model.composite` asks for, or None.
+
+    `model.composite.kind`: '' (a plain Transformer), 'width' or 'depth';
+    `model.composite.fractions`: capacities, e.g. (0.25, 0.5, 1.0).
+    """
+    cfg = model_cfg.get('composite', None)
+    if not cfg or not cfg.get('kind', ''):
+        return None
+    unknown = sorted(set(cfg.keys()) - {'kind', 'fractions'})
+    if unknown:
+        raise ConfigError(
+            f'Unknown key(s) model.composite.{", model.composite.".join(unknown)}; '
+            'valid keys: kind, fractions.'
+        )
+    return composite_lib.Composite(
+        full, cfg.kind, tuple(float(f) for f in cfg.get('fractions', ()))
+    )
+
+
+def model_fns_for(model_cfg, vocab_size: int):
+    """(largest Transformer, ModelFns, Composite or None) of `config.model`."""
+    model = build_model(model_cfg, vocab_size)
+    composite = build_composite(model_cfg, model.config)
+    if composite is None:
+        return model, transformer_fns(model), None
+    return model, composite_lib.make_fns(composite, translation_labels), composite
+
+
+def translation_labels(batch):
+    """Targets and where they are real tokens."""
+    return batch['targets'], batch['targets'] != data_lib.PAD_ID
 
 
 def transformer_fns(model) -> ModelFns:
@@ -60,10 +97,7 @@ def transformer_fns(model) -> ModelFns:
             rngs=rngs,
         )
 
-    def labels(batch):
-        return batch['targets'], batch['targets'] != data_lib.PAD_ID
-
-    return ModelFns(init=init, apply=apply, labels=labels)
+    return ModelFns(init=init, apply=apply, labels=translation_labels)
 
 
 def eval_lengths(max_len: int) -> tuple[int, ...]:
@@ -129,9 +163,11 @@ class TranslationTask:
             seed=config.seed,
             batch_multiple=self.batch_multiple,
         )
-        self.model = build_model(config.model, self.tokenizer.vocab_size)
-        self.model_fns = transformer_fns(self.model)
+        self.model, self.model_fns, self.composite = model_fns_for(
+            config.model, self.tokenizer.vocab_size
+        )
         self._eval_sets = {}
+        self._models, self._steps = {}, {}
         logging.info(
             'Data ready in %.1fs: %s; %s',
             time.time() - started,
@@ -183,9 +219,22 @@ class TranslationTask:
             self._eval_sets[split] = (batches, subset, len(src))
         return self._eval_sets[split]
 
-    @functools.cached_property
-    def _eval_step(self):
-        fns = self.model_fns
+    def model_for(self, params) -> transformer_lib.Transformer:
+        """The plain Transformer that `params` (any capacity) belong to."""
+        config = transformer_lib.infer_config(params, self.model.config)
+        if config not in self._models:
+            self._models[config] = transformer_lib.Transformer(config)
+        return self._models[config]
+
+    def _eval_step(self, model):
+        key = ('eval', model.config)
+        if key not in self._steps:
+            self._steps[key] = self._make_eval_step(model)
+        return self._steps[key]
+
+    @staticmethod
+    def _make_eval_step(model):
+        fns = transformer_fns(model)
 
         def step(params, batch):
             logits = fns.apply(params, batch, train=False)
@@ -213,8 +262,11 @@ class TranslationTask:
           split: default `data.eval_split`; e.g. 'test_2016_flickr'.
           beam_size, length_penalty: default `eval.beam_size` (0 or 1 =
             greedy) and `eval.length_penalty` (see `evaluation.beam_search`).
+        `params` are plain Transformer parameters of any shape (e.g. one
+        capacity of a composite); the architecture is read off their shapes.
         The hypotheses stay in `self.last_hypotheses`.
         """
+        model = self.model_for(params)
         e = self.config.eval
         beam = e.get('beam_size', 0) if beam_size is None else beam_size
         alpha = (
@@ -226,10 +278,10 @@ class TranslationTask:
         hyps = [''] * n
         for batch, index in batches:
             arrays = sharding_lib.global_batch(batch, sharding)
-            sums += np.array(jax.device_get(self._eval_step(params, arrays)))
+            sums += np.array(jax.device_get(self._eval_step(model)(params, arrays)))
             if bleu:
                 out = generate(
-                    self.model,
+                    model,
                     {'params': params},
                     arrays['inputs'],
                     beam_size=beam,
@@ -249,12 +301,16 @@ class TranslationTask:
             self.last_hypotheses = hyps
         return metrics
 
-    @functools.cached_property
-    def _predict_step(self):
-        fns = self.model_fns
-        return jax.jit(
-            lambda params, batch: jnp.argmax(fns.apply(params, batch, train=False), -1)
-        )
+    def _predict_step(self, model):
+        key = ('predict', model.config)
+        if key not in self._steps:
+            fns = transformer_fns(model)
+            self._steps[key] = jax.jit(
+                lambda params, batch: jnp.argmax(
+                    fns.apply(params, batch, train=False), -1
+                )
+            )
+        return self._steps[key]
 
     def predict(self, params, split: str | None = None):
         """Teacher-forced argmax token at every target position of `split`.
@@ -267,7 +323,9 @@ class TranslationTask:
         sharding = sharding_lib.batch_sharding(self.mesh)
         preds, valid = [], []
         for batch, index in batches:
-            out = self._predict_step(params, sharding_lib.global_batch(batch, sharding))
+            out = self._predict_step(self.model_for(params))(
+                params, sharding_lib.global_batch(batch, sharding)
+            )
             out = np.asarray(multihost_utils.process_allgather(out, tiled=True))
             preds.append(out.reshape(-1))
             real = (batch['targets'] != data_lib.PAD_ID) & (index >= 0)[:, None]

@@ -1,0 +1,33 @@
+"""The TSJT blocks shared by the tsjt_* configs (not a config itself)."""
+
+import ml_collections
+
+
+def set_tsjt(config, kind, *, stage2_start):
+    """Makes `config` a TSJT run of a `kind` ('width' | 'depth') composite."""
+    if kind not in ('width', 'depth'):
+        raise ValueError(f'composite={kind!r}; valid: width, depth.')
+    # 'width': nested heads/FFN units (composite A); 'depth': bottom layers
+    # with their own output norms (composite B). See models/composite.py.
+    config.model.composite.kind = kind
+    # Capacities as fractions of the full model; the last must be 1.0.
+    config.model.composite.fractions = (
+        (0.25, 0.5, 1.0) if kind == 'width' else (0.5, 1.0)
+    )
+    label_smoothing = config.method.get('label_smoothing', 0.1)
+    config.method = ml_collections.ConfigDict()
+    # Registered method: Two-Stage Joint-Training (jaxdistill/methods/tsjt.py).
+    config.method.name = 'tsjt'
+    # First step of stage 2, where the largest capacity starts teaching.
+    config.method.stage2_start = stage2_start
+    # Weight of each capacity's label loss: a number or a schedule spec.
+    config.method.label_weight = 1.0
+    # Weight of each smaller capacity's distillation term in stage 2.
+    config.method.distill_weight = 1.0
+    # Softmax temperature of the distillation term.
+    config.method.temperature = 1.0
+    # Label smoothing of the label losses.
+    config.method.label_smoothing = label_smoothing
+    # Middle capacities trained per step (0 = all; for more than three sizes).
+    config.method.sample_middle = 0
+    return config

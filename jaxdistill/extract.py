@@ -1,0 +1,162 @@
+"""`python -m jaxdistill.extract --workdir RUN --capacity NAME --out DIR [--step N]`.
+
+Writes one capacity of a composite (TSJT) run as a standalone run of a plain
+Transformer in DIR: its config (method 'supervised', no composite, the
+capacity's layers/heads/FFN units), the run's tokenizer, and a checkpoint at
+the same step holding only that capacity's parameters. `evaluate` and
+`translate` then load DIR like any training run:
+
+  python -m jaxdistill.extract --workdir /tmp/tsjt --capacity x0.25 --out /tmp/small
+  python -m jaxdistill.evaluate --workdir /tmp/small
+  echo "a sentence" | python -m jaxdistill.translate --workdir /tmp/small
+
+The optimizer state starts fresh (Adam moments of a slice are not kept), so
+training on in DIR fine-tunes the extracted model from its parameters.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+
+from jaxdistill import cli
+from jaxdistill import configuration
+from jaxdistill.errors import ConfigError, JaxdistillError
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--workdir', required=True, help='the composite run')
+    parser.add_argument(
+        '--capacity', required=True, help="capacity name, e.g. 'x0.25' (see the log)"
+    )
+    parser.add_argument('--out', required=True, help='new run directory to write')
+    parser.add_argument(
+        '--step', type=int, default=None, help='checkpoint step (default: latest)'
+    )
+    return parser.parse_args(argv)
+
+
+def extract(workdir: str, capacity: str, out: str, *, step: int | None = None) -> dict:
+    """Writes capacity `capacity` of the run in `workdir` to `out`; returns a summary."""
+    import jax  # pylint: disable=g-import-not-at-top
+    import ml_collections  # pylint: disable=g-import-not-at-top
+
+    from jaxdistill import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
+    from jaxdistill import data as data_lib  # pylint: disable=g-import-not-at-top
+    from jaxdistill import optim  # pylint: disable=g-import-not-at-top
+    from jaxdistill import sharding  # pylint: disable=g-import-not-at-top
+    from jaxdistill import train_step as train_step_lib  # pylint: disable=g-import-not-at-top
+    from jaxdistill.methods import make_method  # pylint: disable=g-import-not-at-top
+    from jaxdistill.models import transformer as transformer_lib  # pylint: disable=g-import-not-at-top
+    from jaxdistill.tasks import translation  # pylint: disable=g-import-not-at-top
+
+    config = cli.workdir_config(workdir)
+    if config.get('task') != 'translation':
+        raise ConfigError(
+            f'{workdir} is a {config.get("task")!r} run; extract needs translation.'
+        )
+    tokenizer = data_lib.Tokenizer.load(os.path.join(workdir, 'spm.model'))
+    model, _, composite = translation.model_fns_for(config.model, tokenizer.vocab_size)
+    if composite is None:
+        raise ConfigError(
+            f'{workdir} trained a plain Transformer (model.composite.kind is empty); '
+            'there is nothing to extract.'
+        )
+    i = composite.index(capacity)
+    ckpt_dir = os.path.join(workdir, 'checkpoints')
+    if step is None:
+        step, step_dir = checkpoint_lib.latest_step_dir(ckpt_dir)
+    else:
+        step_dir = os.path.join(ckpt_dir, str(step))
+        if not os.path.isdir(step_dir):
+            raise JaxdistillError(f'No checkpoint for step {step} in {ckpt_dir}.')
+    everything = jax.device_get(checkpoint_lib.read_state(step_dir)['params'])
+    params = composite.extract(everything, i)
+    small = transformer_lib.infer_config(params, model.config)
+
+    new = ml_collections.ConfigDict(config.to_dict())
+    for key in (
+        'num_encoder_layers',
+        'num_decoder_layers',
+        'd_model',
+        'num_heads',
+        'd_ff',
+    ):
+        new.model[key] = getattr(small, key)
+    new.model.head_size = small.head_size
+    new.model.composite.kind = ''
+    new.method = ml_collections.ConfigDict(
+        {
+            'name': 'supervised',
+            'label_smoothing': config.method.get('label_smoothing', 0.0),
+        }
+    )
+    if os.path.exists(os.path.join(out, 'checkpoints')):
+        raise JaxdistillError(f'{out} already holds checkpoints; choose a new --out.')
+    os.makedirs(out, exist_ok=True)
+    shutil.copy(os.path.join(workdir, 'spm.model'), os.path.join(out, 'spm.model'))
+    with open(os.path.join(out, 'config.json'), 'w', encoding='utf-8') as f:
+        f.write(configuration.to_json(new))
+
+    _, fns, _ = translation.model_fns_for(new.model, tokenizer.vocab_size)
+    method = make_method(new.method, fns)
+    tx = optim.make_optimizer(new.optimizer)
+    mesh = sharding.make_mesh(1, devices=jax.local_devices()[:1])
+    batch = {
+        'inputs': jax.numpy.ones((1, 8), 'int32'),
+        'targets': jax.numpy.ones((1, 8), 'int32'),
+    }
+    init_fn, state_sharding, _ = train_step_lib.make_init(
+        method, tx, batch, mesh, seed=config.seed
+    )
+    state = init_fn()
+    state = state.replace(
+        step=jax.numpy.asarray(step, jax.numpy.int32),
+        params=jax.device_put(params, state_sharding.params),
+    )
+    saver = checkpoint_lib.Checkpointer(
+        os.path.join(out, 'checkpoints'), every=1, keep=1, async_save=False
+    )
+    saver.save(step, state, checkpoint_lib.read_meta(step_dir), force=True)
+    saver.wait()
+    saver.close()
+    summary = {
+        'capacity': capacity,
+        'step': int(step),
+        'num_params': transformer_lib.count_params(params),
+        'num_params_largest': composite.num_params(
+            everything, len(composite.names) - 1
+        ),
+        'architecture': {
+            k: getattr(small, k)
+            for k in (
+                'num_encoder_layers',
+                'num_decoder_layers',
+                'd_model',
+                'num_heads',
+                'head_dim',
+                'd_ff',
+            )
+        },
+        'out': out,
+    }
+    with open(os.path.join(out, 'extracted.json'), 'w', encoding='utf-8') as f:
+        json.dump({**summary, 'from': os.path.abspath(workdir)}, f, indent=2)
+    return summary
+
+
+def main(argv=None) -> int:
+    cli.quiet_tensorflow()
+    args = _parse(sys.argv[1:] if argv is None else argv)
+
+    def run():
+        summary = extract(args.workdir, args.capacity, args.out, step=args.step)
+        print(json.dumps(summary, indent=2))
+
+    return cli.main_guard(run)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""MT2ST on SST-2: sentiment (primary) + skip-gram (auxiliary), one vocabulary.
+
+The word vocabulary is built from the Brown corpus plus the SST-2 training
+text (`data.min_count`); id 0 is PAD, 1 UNK, word i of `words.build_vocab`
+is i + 2, in the classifier's input and in skip-gram alike, so both tasks
+train the same rows of one embedding table. The skip-gram head is built
+only if the method can ever give it a non-zero weight (an STL run has no
+skip-gram parameters at all), and its pairs travel in a step's batch only
+while the method computes it (`methods.multitask.active_aux`).
+
+`evaluate` reports accuracy and loss on every split of `eval.splits` (the
+first also unprefixed as eval/accuracy) and the Spearman correlation of the
+shared embeddings on the word-similarity sets (evaluation only).
+"""
+
+import functools
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdistill import losses
+from jaxdistill import registry
+from jaxdistill import sharding as sharding_lib
+from jaxdistill.data import images as images_lib
+from jaxdistill.data import multitask as multitask_data
+from jaxdistill.data import sst2 as sst2_lib
+from jaxdistill.data import words
+from jaxdistill.errors import ConfigError
+from jaxdistill.evaluation import word_similarity
+from jaxdistill.methods import multitask as multitask_method
+from jaxdistill.models import multitask as multitask_model
+
+OFFSET = 2  # Word ids start after PAD (0) and UNK (1).
+AUX_TASKS = ('skipgram',)
+
+
+def _subset(sentences, labels, n: int):
+    """A fixed random subset of n examples (0 = all), in file order."""
+    if not n or n >= len(labels):
+        return sentences, labels
+    rows = np.sort(np.random.default_rng(0).permutation(len(labels))[:n])
+    return [sentences[i] for i in rows], labels[rows]
+
+
+@registry.register('task', 'mt2st_sst2')
+class MT2STSST2Task:
+    """SST-2 classification with an optional skip-gram head on a shared table."""
+
+    def __init__(self, config, workdir: str, mesh):
+        del workdir
+        self.config, self.mesh = config, mesh
+        d, sg = config.data, config.data.skipgram
+        self._multiple = mesh.shape['data'] * mesh.shape['replica']
+        if d.batch_size % self._multiple or sg.pairs % self._multiple:
+            raise ConfigError(
+                f'data.batch_size={d.batch_size} and data.skipgram.pairs='
+                f'{sg.pairs} must be multiples of the {self._multiple} data devices.'
+            )
+        sentences, labels = _subset(
+            *sst2_lib.load_split(d.sst2_dir, 'train'), d.max_train_examples
+        )
+        sst_text = [s.lower().split() for s in sentences]
+        brown = words.read_sentences(d.corpus)
+        vocab = words.build_vocab(brown + sst_text, d.min_count)
+        self.index = {w: i + OFFSET for i, w in enumerate(vocab.words)}
+        self.vocab_size = len(vocab) + OFFSET
+        train = sst2_lib.encode(sentences, self.index, d.max_len), labels
+        self._eval_data = {}
+        for split in config.eval.splits:
+            s, y = _subset(
+                *sst2_lib.load_split(d.sst2_dir, split), config.eval.max_examples
+            )
+            self._eval_data[split] = sst2_lib.encode(s, self.index, d.max_len), y
+        method = config.method
+        off = multitask_method.aux_off_steps(
+            method.get('aux_weights', {}), method.get('threshold', 0.0)
+        )
+        self.aux_off_steps = {k: v for k, v in off.items() if k in AUX_TASKS}
+        with_skipgram = self.aux_off_steps.get('skipgram', 0) != 0
+        samplers = {}
+        if with_skipgram:
+            corpus = brown + (sst_text if sg.include_sst2_text else [])
+            ids, sentence = words.encode(corpus, vocab)
+            samplers['skipgram'] = multitask_data.SkipgramPairs(
+                ids + OFFSET,
+                sentence,
+                vocab.counts,
+                offset=OFFSET,
+                pairs=sg.pairs,
+                negatives=sg.negatives,
+                window=sg.window,
+                sample=sg.sample,
+                seed=config.seed,
+            )
+            self._corpus_tokens = len(ids)
+
+        def active(step):
+            return tuple(
+                n
+                for n in multitask_method.active_aux(self.aux_off_steps, step)
+                if n in samplers
+            )
+
+        primary = images_lib.ImageBatcher(
+            *train, batch_size=d.batch_size, seed=config.seed, key='tokens'
+        )
+        self.train_batches = multitask_data.MultiTaskBatches(primary, samplers, active)
+        m = config.model
+        head = multitask_model.PooledClassifier(
+            num_classes=2,
+            pooling=m.pooling,
+            hidden=tuple(m.hidden),
+            filter_widths=tuple(m.filter_widths),
+            num_filters=m.num_filters,
+            dropout_rate=m.dropout_rate,
+        )
+        self.model_fns = multitask_model.make_fns(
+            head,
+            vocab_size=self.vocab_size,
+            dim=m.dim,
+            embed_init_scale=m.embed_init_scale,
+            with_skipgram=with_skipgram,
+        )
+        unk = float(np.mean(train[0][train[0] > 0] == sst2_lib.UNK))
+        self.summary = {
+            'train_examples': len(train[1]),
+            'vocab_size': self.vocab_size,
+            'unk_fraction': unk,
+            'skipgram_head': with_skipgram,
+            **{
+                f'{name}_off_step': -1 if s is None else s
+                for name, s in self.aux_off_steps.items()
+            },
+        }
+        if with_skipgram:
+            self.summary['skipgram_corpus_tokens'] = self._corpus_tokens
+            self.summary['skipgram_steps_per_pass'] = samplers[
+                'skipgram'
+            ].steps_per_pass
+
+    def data_summary(self) -> dict:
+        return dict(
+            self.summary, batches_per_epoch=self.train_batches.batches_per_epoch()
+        )
+
+    def init_batch(self) -> dict:
+        return self.train_batches.batch_at(0, 0)
+
+    @functools.cached_property
+    def _eval_step(self):
+        fns = self.model_fns
+
+        def step(params, batch):
+            logits = fns.apply(params, batch, train=False)
+            labels, where = fns.labels(batch)
+            correct = losses.accuracy(logits, labels, where=where)
+            nll = losses.cross_entropy(logits, labels, where=where)
+            return jnp.sum(correct), jnp.sum(nll)
+
+        return jax.jit(step)
+
+    @functools.cached_property
+    def _eval_batches(self) -> dict:
+        sharding = sharding_lib.batch_sharding(self.mesh)
+        out = {}
+        for split, (tokens, labels) in self._eval_data.items():
+            batches = images_lib.eval_batches(
+                tokens,
+                labels,
+                batch_size=self.config.eval.batch_size,
+                batch_multiple=self._multiple,
+                key='tokens',
+            )
+            out[split] = [sharding_lib.global_batch(b, sharding) for b in batches]
+        return out
+
+    def evaluate(self, params) -> dict:
+        """Accuracy/loss per split of eval.splits; word-similarity Spearman."""
+        metrics = {}
+        for i, (split, batches) in enumerate(self._eval_batches.items()):
+            sums = jax.device_get([self._eval_step(params, b) for b in batches])
+            n = len(self._eval_data[split][1])
+            acc, nll = (float(np.sum([s[k] for s in sums])) / n for k in (0, 1))
+            metrics[f'eval/{split}/accuracy'] = acc
+            metrics[f'eval/{split}/loss'] = nll
+            if i == 0:
+                metrics['eval/accuracy'], metrics['eval/loss'] = acc, nll
+        metrics.update(self.word_similarity(params))
+        return metrics
+
+    def word_similarity(self, params) -> dict:
+        """{'eval/NAME': Spearman} for each file of data.similarity."""
+        files = self.config.data.similarity
+        if not files:
+            return {}
+        vectors = np.asarray(jax.device_get(params['embed']))
+        out = {}
+        for name, path in files.items():
+            pairs = word_similarity.read_pairs(pathlib.Path(path))
+            r = word_similarity.evaluate(vectors, self.index, pairs)
+            out[f'eval/{name}'] = r['spearman']
+        return out

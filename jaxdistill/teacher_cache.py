@@ -1,0 +1,187 @@
+"""Frozen teachers' logits on a training set, computed once and cached.
+
+A teacher is the workdir of a finished `python -m jaxdistill.train` run of a
+text classifier: its config.json says how to build the model and its
+vocabulary, its newest checkpoint holds the parameters (read with
+`checkpoint.read_state`, so the student's run never checkpoints a teacher,
+big_vision style). Logits on a list of sentences are cached as .npy under a
+key made of the teacher's parameter fingerprint and the data fingerprint, so
+a retrained teacher or different data gives a new key (the stale file of the
+same teacher is removed).
+
+`with_teacher_logits` wraps a batcher so each batch also carries
+'teacher_logits' float32 [B, K, C] and 'index' int [B] (the row in the
+training set).
+"""
+
+import hashlib
+import json
+import os
+
+from absl import logging
+import jax
+import numpy as np
+
+from jaxdistill import checkpoint as checkpoint_lib
+from jaxdistill.data import images as images_lib
+from jaxdistill.data import sst2 as sst2_lib
+from jaxdistill.errors import ConfigError
+
+
+def params_fingerprint(params) -> str:
+    """sha256 hex of every parameter's path, shape, dtype and bytes."""
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        leaf = np.asarray(leaf)
+        h.update(f'{jax.tree_util.keystr(path)}{leaf.shape}{leaf.dtype}'.encode())
+        h.update(np.ascontiguousarray(leaf).tobytes())
+    return h.hexdigest()
+
+
+def data_fingerprint(sentences) -> str:
+    """sha256 hex of the sentences, in order."""
+    h = hashlib.sha256()
+    for s in sentences:
+        h.update(s.encode('utf-8') + b'\n')
+    return h.hexdigest()
+
+
+def load_teacher(workdir: str):
+    """(config, params, step) of the newest checkpoint of a training run."""
+    path = os.path.join(workdir, 'config.json')
+    if not os.path.exists(path):
+        raise ConfigError(
+            f'data.teachers: {workdir} holds no training run (no config.json).'
+        )
+    import ml_collections  # pylint: disable=g-import-not-at-top
+
+    with open(path, encoding='utf-8') as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    if config.task != 'text_classification':
+        raise ConfigError(
+            f'data.teachers: {workdir} trained task {config.task!r}; a teacher '
+            'must be a text_classification run.'
+        )
+    step, step_dir = checkpoint_lib.latest_step_dir(
+        os.path.join(workdir, 'checkpoints')
+    )
+    state = checkpoint_lib.read_state(step_dir)
+    return config, state['params'], step
+
+
+def _teacher_forward(config, params, sentences, batch_size: int) -> np.ndarray:
+    """Logits float32 [N, C] of the teacher described by `config`."""
+    from jaxdistill.tasks import classification  # pylint: disable=g-import-not-at-top
+
+    d = config.data
+    train_sentences, _ = sst2_lib.load_split(d.data_dir, 'train')
+    vocab = sst2_lib.build_vocab(train_sentences, d.vocab_size)
+    tokens = sst2_lib.encode(sentences, vocab, d.max_len)
+    model = classification.build_model(
+        config.model, num_classes=2, vocab_size=len(vocab) + 2, max_len=d.max_len
+    )
+    apply = jax.jit(
+        lambda p, x: model.apply({'params': p}, x, train=False)['logits'][-1]
+    )
+    n = len(tokens)
+    pad = (-n) % batch_size
+    tokens = np.concatenate([tokens, np.zeros((pad, tokens.shape[1]), np.int32)])
+    out = [
+        np.asarray(apply(params, tokens[i : i + batch_size]), np.float32)
+        for i in range(0, len(tokens), batch_size)
+    ]
+    return np.concatenate(out)[:n]
+
+
+def teacher_logits(
+    workdir: str, sentences, *, cache_dir: str = '', batch_size: int = 512
+) -> np.ndarray:
+    """float32 [N, C] logits of the teacher run in `workdir` on `sentences`.
+
+    Cached in `cache_dir` ('' = WORKDIR/logit_cache) as
+    `<teacher>-<key>.npy`, key = sha256(parameter fingerprint, data
+    fingerprint, teacher config).
+    """
+    config, params, step = load_teacher(workdir)
+    cache_dir = cache_dir or os.path.join(workdir, 'logit_cache')
+    teacher_id = hashlib.sha256(os.path.abspath(workdir).encode()).hexdigest()[:12]
+    key = hashlib.sha256(
+        (
+            params_fingerprint(params)
+            + data_fingerprint(sentences)
+            + json.dumps(config.model.to_dict(), sort_keys=True, default=str)
+            + json.dumps(config.data.to_dict(), sort_keys=True, default=str)
+        ).encode()
+    ).hexdigest()[:24]
+    path = os.path.join(cache_dir, f'{teacher_id}-{key}.npy')
+    if os.path.exists(path):
+        logits = np.load(path)
+        if logits.shape[0] == len(sentences):
+            return logits
+    logging.info('Teacher %s (step %d): computing logits.', workdir, step)
+    logits = _teacher_forward(config, params, sentences, batch_size)
+    os.makedirs(cache_dir, exist_ok=True)
+    for name in os.listdir(cache_dir):  # Stale entries of this teacher.
+        if name.startswith(teacher_id + '-') and name != os.path.basename(path):
+            os.remove(os.path.join(cache_dir, name))
+    tmp = f'{path}.{os.getpid()}.tmp.npy'
+    np.save(tmp, logits)
+    os.replace(tmp, path)
+    return logits
+
+
+class GatherBatcher:
+    """Batches of an id batcher, with rows of `arrays` gathered by 'index'.
+
+    Position, resumption and order are the inner batcher's, so a run with
+    teachers sees exactly the batches of the same run without them.
+    """
+
+    def __init__(self, inner, arrays: dict):
+        self._inner, self._arrays = inner, arrays
+
+    def batches_per_epoch(self) -> int:
+        return self._inner.batches_per_epoch()
+
+    def padding_fraction(self) -> float:
+        return self._inner.padding_fraction()
+
+    def _add(self, batch: dict) -> dict:
+        rows = batch['index']
+        return {**batch, **{k: v[rows] for k, v in self._arrays.items()}}
+
+    def batch_at(self, epoch: int, index: int) -> dict:
+        return self._add(self._inner.batch_at(epoch, index))
+
+    @property
+    def position(self) -> dict:
+        return self._inner.position
+
+    def set_position(self, pos: dict) -> None:
+        self._inner.set_position(pos)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        return self._add(next(self._inner))
+
+
+def with_teacher_logits(
+    tokens, labels, sentences, teachers, *, batch_size, seed, cache_dir=''
+):
+    """A batcher of {'tokens', 'label', 'index', 'teacher_logits' [B, K, C]}.
+
+    Args:
+      tokens: int32 [N, L] the student's encoding of `sentences`.
+      labels: int32 [N].
+      sentences: the N training sentences (what the teachers read).
+      teachers: K teacher workdirs.
+    """
+    logits = np.stack(
+        [teacher_logits(t, sentences, cache_dir=cache_dir) for t in teachers], axis=1
+    )
+    ids = images_lib.ImageBatcher(
+        np.arange(len(labels)), labels, batch_size=batch_size, seed=seed, key='index'
+    )
+    return GatherBatcher(ids, {'tokens': tokens, 'teacher_logits': logits})

@@ -1,0 +1,310 @@
+"""Reinforced multi-teacher distillation: weights, policy, devices, cache, run."""
+
+import functools
+import json
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from jaxdistill import configuration
+from jaxdistill import losses
+from jaxdistill import optim
+from jaxdistill import sharding
+from jaxdistill import teacher_cache
+from jaxdistill import train_step
+from jaxdistill.errors import ConfigError
+from jaxdistill.methods import make_method
+from jaxdistill.models import multi_exit
+from jaxdistill.models import text_models
+from tests.conftest import SHARED_DATA
+
+CONFIG = str(pathlib.Path(__file__).resolve().parents[1] / 'configs' / 'rlkd_sst2.py')
+B, L, K, V, D = 16, 6, 3, 40, 8
+
+
+FNS = multi_exit.make_fns(
+    text_models.BagOfEmbeddings(
+        num_classes=2, vocab_size=V, embed_dim=D, hidden_dim=D, dropout_rate=0.0
+    ),
+    'tokens',
+)
+
+
+@functools.cache
+def _params():
+    """Student parameters (jitted: eager Flax init compiles op by op)."""
+    return jax.jit(FNS.init)(jax.random.key(0), _batch())
+
+
+def _method(**kw):
+    options = dict(
+        name='rl_multi_teacher',
+        num_teachers=K,
+        feature_dim=D,
+        warmup_steps=0,
+        pretrain_steps=0,
+        policy_every=1,
+        policy_learning_rate=0.05,
+    )
+    options.update(kw)
+    return make_method(ml_collections.ConfigDict(options), FNS)
+
+
+def _batch(seed=0):
+    """Teacher 0 is right and confident, 1 is wrong, 2 is unsure."""
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 2, B).astype(np.int32)
+    gold = np.eye(2, dtype=np.float32)[label] * 2 - 1  # +1 on the gold class.
+    teacher = np.stack([3 * gold, -3 * gold, 0.1 * gold], axis=1)
+    return {
+        'tokens': rng.integers(1, V, (B, L)).astype(np.int32),
+        'label': label,
+        'teacher_logits': teacher.astype(np.float32),
+    }
+
+
+def _setup(method, mesh):
+    tx = optim.make_optimizer(
+        ml_collections.ConfigDict(
+            dict(
+                name='sgd',
+                learning_rate=0.5,
+                schedule='constant',
+                warmup_steps=0,
+                total_steps=10,
+                grad_clip_norm=0.0,
+            )
+        )
+    )
+    init, state_sharding, _ = train_step.make_init(method, tx, _batch(), mesh, seed=0)
+    bs = sharding.batch_sharding(mesh)
+    step = train_step.make_train_step(
+        method, tx, state_sharding=state_sharding, batch_sharding=bs
+    )
+    return init(), step, bs
+
+
+def test_weights_normalise_over_selected_with_fallbacks():
+    probs = jnp.array([[0.9, 0.5, 0.2], [0.3, 0.6, 0.1], [0.3, 0.6, 0.1]])
+    actions = jnp.array([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    select = _method(fallback='all').weights(probs, actions)
+    np.testing.assert_allclose(select[0], [0.5, 0.5, 0.0])
+    np.testing.assert_allclose(select[1], [1 / 3] * 3, rtol=1e-6)
+    np.testing.assert_allclose(select[2], [0.0, 0.0, 1.0])
+    soft = _method(weighting='soft', fallback='argmax').weights(probs, actions)
+    np.testing.assert_allclose(soft[0], [0.9 / 1.4, 0.5 / 1.4, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(soft[1], [0.0, 1.0, 0.0])
+    none = _method(fallback='none').weights(probs, actions)
+    np.testing.assert_allclose(none[1], [0.0, 0.0, 0.0])
+
+
+def test_loss_is_ce_plus_weighted_teacher_kl_in_equal_phase():
+    method = _method(weighting='equal', alpha=0.25, temperature=2.0)
+    batch, params = _batch(), _params()
+    extra = method.init_extra(None, params)
+    loss, aux, logits = jax.jit(
+        lambda p, e: (
+            *method.loss(p, e, batch, jax.random.key(2), 0, 'equal'),
+            method.model.apply(p, batch, train=False),
+        )
+    )(params, extra)
+    ce = losses.cross_entropy(logits, batch['label'])
+    kl = [
+        losses.distill_kl(logits, batch['teacher_logits'][:, k], temperature=2.0)
+        for k in range(K)
+    ]
+    expected = np.mean(0.75 * ce + 0.25 * sum(kl) / K)
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    assert float(aux['train/weight_t1']) == pytest.approx(1 / K)
+
+
+def test_every_phase_reports_the_same_metric_keys():
+    """The trainer averages a window of steps: keys may not depend on phase."""
+    method = _method()
+    batch, params = _batch(), _params()
+    extra = method.init_extra(None, params)
+    keys = []
+    for phase in ('equal', 'act', 'learn'):
+
+        def run(params, extra, phase=phase):
+            _, aux = method.loss(params, extra, batch, jax.random.key(2), 0, phase)
+            extra = method.update_extra(extra, params, aux, 0, phase=phase)
+            return aux, extra
+
+        aux, new_extra = jax.eval_shape(run, params, extra)
+        keys.append(sorted(aux))
+        assert jax.tree.structure(new_extra) == jax.tree.structure(extra)
+    assert keys[0] == keys[1] == keys[2]
+    assert 'train/weight_conf_corr_t2' in keys[0] and '_rl' not in keys[2]
+
+
+def test_phase_schedule():
+    m = _method(warmup_steps=3, pretrain_steps=2, policy_every=3)
+    phases = [m.phase(s) for s in range(11)]
+    assert phases == ['equal'] * 3 + ['learn'] * 2 + ['learn', 'act', 'act'] * 2
+    assert {_method(weighting='equal').phase(s) for s in range(5)} == {'equal'}
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match='method.reward'):
+        _method(reward='accuracy')
+    with pytest.raises(ConfigError, match='method.weighting'):
+        _method(weighting='hard')
+    method = _method(num_teachers=2)
+    batch, params = _batch(), _params()
+    with pytest.raises(ConfigError, match='num_teachers=2'):
+        method.loss(
+            params, method.init_extra(None, params), batch, jax.random.key(0), 0
+        )
+
+
+def test_eight_devices_match_one_device():
+    """Loss, weights and the REINFORCE update agree on 8 devices and on 1."""
+    method = _method(reward='neg_ce_kd')
+    results = []
+    for devices in (jax.devices()[:8], jax.devices()[:1]):
+        mesh = sharding.make_mesh(1, devices=devices)
+        state, step, bs = _setup(method, mesh)
+        auxs = []
+        for i in range(2):
+            batch = sharding.global_batch(_batch(i), bs)
+            state, aux = step(state, batch, method.phase(i))
+            auxs.append(jax.device_get(aux))
+        results.append((auxs, jax.device_get(state.extra)))
+    (a8, e8), (a1, e1) = results
+    assert '_rl' not in a8[0]  # update_extra consumed the private data.
+    for x, y in zip(a8, a1):
+        for key in ('train/loss', 'train/weight_t0', 'train/baseline'):
+            np.testing.assert_allclose(x[key], y[key], rtol=2e-5, atol=1e-7)
+    jax.tree.map(
+        lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-4, atol=1e-6), e8, e1
+    )
+    assert float(jnp.abs(e8['policy']['w']).sum()) > 0  # The policy moved.
+
+
+def test_reinforce_learns_to_prefer_the_helpful_teacher():
+    """Teacher 0 is right, 1 wrong: the policy learns to select 0, not 1."""
+    method = _method(reward='neg_ce', policy_learning_rate=0.1, alpha=0.9)
+    batches = [_batch(i) for i in range(150)]
+    batches = {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+    params = _params()
+    extra = method.init_extra(None, params)
+
+    def step(carry, batch):
+        params, extra, i = carry
+        grads, aux = jax.grad(method.loss, has_aux=True)(
+            params, extra, batch, jax.random.key(i), i, 'learn'
+        )
+        params = jax.tree.map(lambda p, g: p - 0.5 * g, params, grads)
+        extra = method.update_extra(extra, params, aux, i, phase='learn')
+        return (params, extra, i + 1), aux['train/weight_t0'] - aux['train/weight_t1']
+
+    (_, extra, _), gaps = jax.jit(lambda c, b: jax.lax.scan(step, c, b))(
+        (params, extra, 0), batches
+    )
+    states = method.policy_states(
+        jnp.zeros((1, D)),
+        jnp.asarray(batches['teacher_logits'][0, :1]),
+        jnp.asarray(batches['label'][0, :1]),
+        jnp.zeros((1, K)),
+    )
+    probs = np.asarray(method.select_probs(extra['policy'], states))[0]
+    assert probs[0] > 0.6 > 0.4 > probs[1], probs
+    assert np.mean(gaps[-20:]) > np.mean(gaps[:20]) + 0.1
+
+
+def _save_teacher(workdir, step, seed):
+    """A teacher run's files (config.json, checkpoint) without training it."""
+    from jaxdistill import checkpoint
+    from jaxdistill.tasks import classification
+
+    config = configuration.load_config(CONFIG + ':arm=teacher_cnn,runlocal')
+    config.data.data_dir = str(SHARED_DATA / 'sst2')
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+        f.write(configuration.to_json(config))
+    model = classification.build_model(
+        config.model, num_classes=2, vocab_size=config.data.vocab_size, max_len=24
+    )
+    params = jax.jit(lambda r: model.init(r, np.ones((1, 24), np.int32), train=False))(
+        jax.random.key(seed)
+    )
+    ckpt = checkpoint.Checkpointer(
+        os.path.join(workdir, 'checkpoints'), every=1, keep=1, async_save=False
+    )
+    ckpt.save(step, {'params': params['params']}, {'step': step}, force=True)
+    ckpt.close()
+
+
+@pytest.fixture
+def teacher(shared_data, tmp_path):
+    del shared_data
+    workdir = str(tmp_path / 'teacher')
+    os.makedirs(workdir)
+    _save_teacher(workdir, 1, seed=0)
+    return workdir
+
+
+def test_teacher_cache_is_keyed_by_checkpoint_and_data(teacher, monkeypatch):
+    sentences = ['a great movie', 'not good at all', 'dull']
+    first = teacher_cache.teacher_logits(teacher, sentences)
+    calls = []
+    forward = teacher_cache._teacher_forward
+    monkeypatch.setattr(
+        teacher_cache,
+        '_teacher_forward',
+        lambda *a, **k: calls.append(1) or forward(*a, **k),
+    )
+    again = teacher_cache.teacher_logits(teacher, sentences)
+    np.testing.assert_array_equal(first, again)
+    assert calls == [] and first.shape == (3, 2)
+    teacher_cache.teacher_logits(teacher, sentences[:2])  # New data: recomputed.
+    assert calls == [1]
+    assert len(os.listdir(os.path.join(teacher, 'logit_cache'))) == 1  # Stale gone.
+    _save_teacher(teacher, 2, seed=1)  # A new checkpoint: recomputed, differs.
+    changed = teacher_cache.teacher_logits(teacher, sentences[:2])
+    assert calls == [1, 1] and not np.allclose(changed, first[:2])
+    assert teacher_cache.params_fingerprint({'a': np.ones(2)}) != (
+        teacher_cache.params_fingerprint({'a': np.ones(2) * 1.5})
+    )
+
+
+def test_run_from_config_logs_per_teacher_weights(teacher, tmp_path):
+    """The whole path: config -> cached teacher logits in batches -> RL step."""
+    from jaxdistill import trainer
+
+    config = configuration.load_config(
+        f'{CONFIG}:arm=rl,runlocal,teachers={teacher}+{teacher}'
+    )
+    configuration.apply_overrides(
+        config,
+        [
+            f'data.data_dir={SHARED_DATA / "sst2"}',
+            'num_train_steps=4',
+            'log_every_steps=2',
+            'method.warmup_steps=0',
+            'method.policy_every=1',
+            'checkpoint.every_steps=100',
+            'checkpoint.async_save=False',
+            'eval.max_examples=64',
+        ],
+    )
+    t = trainer.Trainer(config, str(tmp_path))
+    batch = t.task.train_batches.batch_at(0, 0)
+    assert batch['teacher_logits'].shape == (32, 2, 2)
+    np.testing.assert_array_equal(
+        batch['teacher_logits'][:, 0], batch['teacher_logits'][:, 1]
+    )
+    summary = t.run()
+    assert 0.0 <= summary['eval/accuracy'] <= 1.0
+    with open(tmp_path / 'metrics.jsonl') as f:
+        records = [json.loads(line) for line in f]
+    train = [r for r in records if 'train/weight_t0' in r]
+    assert len(train) == 2 and not any('_rl' in r for r in records)
+    assert all(
+        r['train/weight_t0'] + r['train/weight_t1'] == pytest.approx(1.0) for r in train
+    )

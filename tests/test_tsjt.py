@@ -1,0 +1,264 @@
+"""Composite Transformers and Two-Stage Joint-Training (TSJT)."""
+
+import json
+import os
+import sys
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdistill import checkpoint as checkpoint_lib
+from jaxdistill.errors import ConfigError
+from jaxdistill.methods import make_method
+from jaxdistill.models import composite as composite_lib
+from jaxdistill.models import transformer as transformer_lib
+from jaxdistill.tasks import translation
+from tests import helpers
+
+import ml_collections
+
+CFG = transformer_lib.TransformerConfig(
+    vocab_size=40,
+    d_model=16,
+    num_heads=4,
+    d_ff=32,
+    num_encoder_layers=2,
+    num_decoder_layers=2,
+    dropout_rate=0.0,
+    max_len=16,
+)
+
+
+def _batch(seed=0, rows=3, length=7):
+    rng = np.random.default_rng(seed)
+    inputs = rng.integers(4, CFG.vocab_size, (rows, length)).astype(np.int32)
+    targets = rng.integers(4, CFG.vocab_size, (rows, length)).astype(np.int32)
+    inputs[0, -2:] = 0  # Some padding.
+    targets[1, -3:] = 0
+    return {'inputs': jnp.asarray(inputs), 'targets': jnp.asarray(targets)}
+
+
+def _apply(config, params, batch):
+    model = transformer_lib.Transformer(config)
+    return jax.jit(lambda p, b: model.apply({'params': p}, *b.values(), train=False))(
+        params, batch
+    )
+
+
+def _composite(kind, fractions):
+    comp = composite_lib.Composite(CFG, kind, fractions)
+    return comp, comp.init(jax.random.key(0), *_batch().values())
+
+
+def _method(kind, fractions, **options):
+    comp = composite_lib.Composite(CFG, kind, fractions)
+    fns = composite_lib.make_fns(comp, translation.translation_labels)
+    cfg = ml_collections.ConfigDict({'name': 'tsjt', **options})
+    return make_method(cfg, fns), comp
+
+
+def test_width_slice_is_the_subnetwork_of_the_full_model():
+    comp, params = _composite('width', (0.5, 1.0))
+    small_cfg = comp.capacity_config(0)
+    assert (small_cfg.num_heads, small_cfg.d_ff, small_cfg.head_dim) == (2, 16, 4)
+    # Silencing the dropped heads and FFN units in the full model (their
+    # output projections) must give exactly the small model's function.
+    flat = flax.traverse_util.flatten_dict(params['model'])
+    masked = {}
+    for path, x in flat.items():
+        if path[-2:] == ('out', 'kernel'):
+            x = x.at[2:].set(0.0)
+        if path[-2:] == ('wo', 'kernel'):
+            x = x.at[16:].set(0.0)
+        masked[path] = x
+    masked = flax.traverse_util.unflatten_dict(masked)
+    batch = _batch()
+    full = _apply(CFG, masked, batch)
+    small = _apply(small_cfg, comp.extract(params, 0), batch)
+    np.testing.assert_allclose(full, small, atol=1e-5)
+    unmasked = _apply(CFG, params['model'], batch)
+    assert np.abs(unmasked - small).max() > 1e-3  # The slice really is smaller.
+
+
+@pytest.mark.parametrize(
+    'kind,fractions', [('width', (0.25, 0.5, 1.0)), ('depth', (0.5, 1.0))]
+)
+def test_extract_gives_plain_transformer_params(kind, fractions):
+    comp, params = _composite(kind, fractions)
+    sizes = []
+    for i in range(len(fractions)):
+        sub = comp.extract(params, i)
+        assert transformer_lib.infer_config(sub, CFG) == comp.capacity_config(i)
+        abstract = jax.eval_shape(
+            lambda: transformer_lib.Transformer(comp.capacity_config(i)).init(
+                {'params': jax.random.key(1)}, *_batch().values(), train=False
+            )['params']
+        )
+        assert jax.tree.structure(sub) == jax.tree.structure(abstract)
+        assert [x.shape for x in jax.tree.leaves(sub)] == [
+            x.shape for x in jax.tree.leaves(abstract)
+        ]
+        sizes.append(comp.num_params(params, i))
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+
+
+def test_depth_capacities_own_their_norms_and_share_lower_layers():
+    comp, params = _composite('depth', (0.5, 1.0))
+    batch = _batch()
+
+    def nll(p, i):
+        fns = composite_lib.make_fns(comp, translation.translation_labels)
+        logits = fns.apply_capacity(p, batch, i, train=False)
+        return jnp.mean(jax.nn.log_softmax(logits)[..., 5])
+
+    norm = lambda tree: float(sum(jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(tree)))
+    grad = jax.jit(jax.grad(nll), static_argnums=1)
+    g_small = grad(params, 0)
+    assert norm(g_small['model']['encoder']['layers_1']) == 0.0
+    assert norm(g_small['model']['decoder']['layers_1']) == 0.0
+    assert norm(g_small['model']['decoder']['norm']) == 0.0
+    assert norm(g_small['model']['encoder']['layers_0']) > 0.0
+    assert norm(g_small['exit_norms']['x0.5']) > 0.0
+    g_large = grad(params, 1)
+    assert norm(g_large['exit_norms']) == 0.0
+    assert norm(g_large['model']['decoder']['layers_1']) > 0.0
+
+
+def test_stage2_distills_into_small_only_with_teacher_stop_gradient():
+    method, _ = _method('depth', (0.5, 1.0), stage2_start=10, distill_weight=0.5)
+    assert [method.phase(s) for s in (0, 9, 10, 11)] == [
+        'stage1',
+        'stage1',
+        'stage2',
+        'stage2',
+    ]
+    params = method.init_params(jax.random.key(0), _batch())
+    batch, rng = _batch(1), jax.random.key(3)
+
+    def loss(p, phase):
+        return method.loss(p, {}, batch, rng, 10, phase=phase)
+
+    value_and_grad = jax.jit(
+        jax.value_and_grad(loss, has_aux=True), static_argnames='phase'
+    )
+    (l1, aux1), g1 = value_and_grad(params, phase='stage1')
+    (l2, aux2), g2 = value_and_grad(params, phase='stage2')
+    assert float(aux1['train/x0.5/kd']) == 0.0
+    kd = float(aux2['train/x0.5/kd'])
+    assert kd > 0.0
+    np.testing.assert_allclose(l2 - l1, 0.5 * kd, rtol=1e-5)
+    diff = jax.tree.map(lambda a, b: jnp.sum(jnp.abs(a - b)), g2, g1)
+    # Layers only the teacher uses get no gradient from distillation.
+    assert float(sum(jax.tree.leaves(diff['model']['decoder']['layers_1']))) == 0.0
+    assert float(sum(jax.tree.leaves(diff['model']['decoder']['norm']))) == 0.0
+    assert float(sum(jax.tree.leaves(diff['model']['decoder']['layers_0']))) > 0.0
+
+
+def test_sample_middle_trains_one_drawn_middle_capacity_per_step():
+    fractions = (0.25, 0.5, 0.75, 1.0)
+    method, comp = _method('width', fractions, sample_middle=1, stage2_start=100)
+    params = method.init_params(jax.random.key(0), _batch())
+    batch = _batch(2)
+    labels, where = translation.translation_labels(batch)
+
+    def ce(i):
+        logits = method.model.apply_capacity(params, batch, i, train=False)
+        logp = jax.nn.log_softmax(logits)
+        nll = -jnp.take_along_axis(logp, labels[..., None], -1)[..., 0]
+        return float(jnp.sum(nll * where) / jnp.sum(where))
+
+    each = [ce(i) for i in range(4)]
+    loss = jax.jit(lambda r: method.loss(params, {}, batch, r, 0, phase='stage1')[0])
+    drawn = set()
+    for seed in range(12):
+        total = float(loss(jax.random.key(seed)))
+        middle = total - each[0] - each[3]
+        match = [i for i in (1, 2) if abs(middle - each[i]) < 1e-4]
+        assert len(match) == 1, (total, each)
+        drawn.add(match[0])
+    assert drawn == {1, 2}
+    assert loss._cache_size() == 1  # One compiled step for every draw.
+
+
+def test_bad_composite_configs_are_named():
+    with pytest.raises(
+        ConfigError, match=r'model\.composite\.fractions: num_heads x 0\.3'
+    ):
+        composite_lib.Composite(CFG, 'width', (0.3, 1.0))
+    with pytest.raises(ConfigError, match='must increase'):
+        composite_lib.Composite(CFG, 'depth', (1.0, 0.5))
+    with pytest.raises(ConfigError, match='valid: width, depth'):
+        composite_lib.Composite(CFG, 'deep', (0.5, 1.0))
+    plain = translation.transformer_fns(transformer_lib.Transformer(CFG))
+    with pytest.raises(ConfigError, match='model.composite.kind'):
+        make_method(ml_collections.ConfigDict({'name': 'tsjt'}), plain)
+    with pytest.raises(ConfigError, match='sample_middle=2'):
+        _method('width', (0.25, 0.5, 1.0), sample_middle=2)
+
+
+def _module(name, *args):
+    return [sys.executable, '-m', f'jaxdistill.{name}', *args]
+
+
+def _ok(cmd):
+    result = helpers.run(cmd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def _json(stdout):
+    """The JSON object a CLI printed last (indent=2)."""
+    start = stdout.rindex('{\n  "')
+    return json.loads(stdout[start : stdout.index('\n}', start) + 2])
+
+
+def test_train_extract_evaluate_cli(tmp_path):
+    run, out = str(tmp_path / 'run'), str(tmp_path / 'small')
+    _ok(
+        helpers.train_cmd(
+            run,
+            '--config.num_train_steps=4',
+            '--config.method.stage2_start=0',
+            '--config.model.composite.fractions=(0.25, 1.0)',
+            '--config.checkpoint.every_steps=4',
+            '--config.eval.at_end=False',
+            '--config.log_every_steps=2',
+            config='configs/tsjt_synthetic.py:runlocal',
+        )
+    )
+    records = [json.loads(l) for l in open(os.path.join(run, 'metrics.jsonl'))]
+    assert records[0]['train/x0.25/kd'] == 0.0 and records[-1]['train/x0.25/kd'] > 0
+    summary = json.load(open(os.path.join(run, 'summary.json')))
+    assert (
+        summary['num_params/x0.25']
+        < summary['num_params/x0.5']
+        < summary['num_params/x1']
+    )
+
+    info = _json(
+        _ok(_module('extract', '--workdir', run, '--capacity', 'x0.25', '--out', out))
+    )
+    assert info['num_params'] == summary['num_params/x0.25']
+    assert info['architecture']['num_heads'] == 1
+    src = checkpoint_lib.read_state(os.path.join(run, 'checkpoints', '4'))['params']
+    dst = checkpoint_lib.read_state(os.path.join(out, 'checkpoints', '4'))['params']
+    comp = composite_lib.Composite(
+        transformer_lib.infer_config(src['model'], CFG), 'width', (0.25, 1.0)
+    )
+    jax.tree.map(np.testing.assert_array_equal, dst, comp.extract(src, 0))
+
+    metrics = _json(
+        _ok(
+            _module(
+                'evaluate',
+                '--workdir',
+                out,
+                '--config.eval.max_examples=8',
+                '--config.eval.max_decode_len=6',
+            )
+        )
+    )
+    assert np.isfinite(metrics['eval/loss']) and 'eval/bleu' in metrics
