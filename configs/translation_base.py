@@ -129,7 +129,8 @@ def get_config(arg=None):
     config.eval.every_steps = 2000
     # Evaluate after the last step.
     config.eval.at_end = True
-    # Evaluate on at most N examples of the eval split (0 = all).
+    # Evaluate on at most N examples of the eval split (0 = all), shared
+    # equally among the target languages.
     config.eval.max_examples = 0
     # Sentences per eval/decoding batch.
     config.eval.batch_size = 128

@@ -37,3 +37,22 @@ def test_wmt14_de_en_mock(tmp_path):
             load_tfds_translation(
                 'wmt14_translate/xx-en', 'train', 'en', 'de', data_dir=str(tmp_path)
             )
+
+
+def test_wmt10_config_loads_every_pair_from_its_own_dataset(tmp_path):
+    from jaxdistill import configuration, data
+    from jaxdistill.errors import ConfigError
+
+    config = configuration.load_config('configs/tsjt_wmt10_tfds.py:runlocal')
+    d = config.data
+    d.tfds_data_dir = str(tmp_path)
+    with tfds.testing.mock_data(
+        num_examples=2, policy=tfds.testing.MockPolicy.USE_CODE
+    ):
+        out = data.load_translation(d, 'train')
+    langs = ['cs', 'de', 'et', 'fi', 'fr', 'gu', 'hi', 'lv', 'ro', 'tr']
+    assert out.target_lang == [l for l in langs for _ in range(2)]
+    assert len(out.source) == 20 and all(out.source)
+    d.tfds_names = d.tfds_names[:3]
+    with pytest.raises(ConfigError, match='tfds_names lists 3 datasets for 10'):
+        data.load_translation(d, 'train')

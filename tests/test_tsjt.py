@@ -1,5 +1,6 @@
 """Composite Transformers and Two-Stage Joint-Training (TSJT)."""
 
+import dataclasses
 import json
 import os
 import sys
@@ -262,3 +263,46 @@ def test_train_extract_evaluate_cli(tmp_path):
         )
     )
     assert np.isfinite(metrics['eval/loss']) and 'eval/bleu' in metrics
+
+
+def test_distill_mixes_label_loss_and_frozen_teacher():
+    teacher_model = transformer_lib.Transformer(CFG)
+    batch = _batch(4)
+    teacher_params = teacher_model.init(
+        {'params': jax.random.key(7)}, *batch.values(), train=False
+    )['params']
+    teacher_fns = translation.transformer_fns(teacher_model)
+    small = dataclasses.replace(CFG, num_heads=2, d_ff=16)
+    fns = dataclasses.replace(
+        translation.transformer_fns(transformer_lib.Transformer(small)),
+        load_teacher=lambda workdir: (teacher_fns, teacher_params),
+    )
+
+    def make(alpha):
+        cfg = {'name': 'distill', 'teacher_workdir': '/run', 'alpha': alpha}
+        return make_method(ml_collections.ConfigDict(cfg), fns)
+
+    method = make(0.25)
+    params = method.init_params(jax.random.key(0), batch)
+    extra = method.init_extra(jax.random.key(1), params)
+    loss, aux = jax.jit(lambda p, e: method.loss(p, e, batch, jax.random.key(2), 0))(
+        params, extra
+    )
+    # With dropout 0, the mix is exactly 0.75 · NLL + 0.25 · KD.
+    np.testing.assert_allclose(
+        loss, 0.75 * aux['train/nll'] + 0.25 * aux['train/kd'], rtol=1e-5
+    )
+    assert float(aux['train/kd']) > 0
+    grads = jax.grad(lambda e: method.loss(params, e, batch, jax.random.key(2), 0)[0])(
+        extra
+    )
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads))
+    with pytest.raises(ConfigError, match='teacher_workdir'):
+        make_method(ml_collections.ConfigDict({'name': 'distill'}), fns)
+
+
+def test_eval_subset_is_shared_among_target_languages():
+    langs = ['de'] * 5 + ['fr'] * 5 + ['cs'] * 5
+    keep = translation._first_per_language(langs, 6)
+    assert keep == [0, 1, 5, 6, 10, 11]
+    assert translation._first_per_language(langs, 0) == list(range(15))

@@ -27,11 +27,15 @@ class ModelFns:
     init: (rng, batch) -> params.
     apply: (params, batch, *, train, rng) -> logits [..., V].
     labels: batch -> (labels [...] int, where [...] bool).
+    load_teacher: optional, workdir -> (ModelFns, params): a frozen teacher
+      trained by the library in `workdir`, checked to fit this model's data
+      (same vocabulary); set by tasks that support distillation ('distill').
     """
 
     init: Callable[..., Params]
     apply: Callable[..., jax.Array]
     labels: Callable[[Batch], tuple[jax.Array, jax.Array]]
+    load_teacher: Callable[[str], tuple['ModelFns', Params]] | None = None
 
 
 class Method(abc.ABC):

@@ -163,9 +163,11 @@ class TranslationTask:
             seed=config.seed,
             batch_multiple=self.batch_multiple,
         )
-        self.model, self.model_fns, self.composite = model_fns_for(
+        self.model, fns, self.composite = model_fns_for(
             config.model, self.tokenizer.vocab_size
         )
+        self.workdir = workdir
+        self.model_fns = dataclasses.replace(fns, load_teacher=self.load_teacher)
         self._eval_sets = {}
         self._models, self._steps = {}, {}
         logging.info(
@@ -174,6 +176,45 @@ class TranslationTask:
             self.encode_stats,
             self.train_batches.stats(),
         )
+
+    def load_teacher(self, workdir: str):
+        """(ModelFns, params) of the model trained in `workdir`, for 'distill'.
+
+        The teacher must use this run's vocabulary: its spm.model must be
+        byte-identical to ours (copy it into the student's workdir before
+        the student's first start).
+        """
+        from jaxdistill import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
+        from jaxdistill import cli  # pylint: disable=g-import-not-at-top
+        from jaxdistill.methods import make_method  # pylint: disable=g-import-not-at-top
+
+        config = cli.workdir_config(workdir)
+        paths = [os.path.join(d, 'spm.model') for d in (workdir, self.workdir)]
+        blobs = []
+        for path in paths:
+            if not os.path.exists(path):
+                raise ConfigError(f'method.teacher_workdir: {path} does not exist.')
+            with open(path, 'rb') as f:
+                blobs.append(f.read())
+        if blobs[0] != blobs[1]:
+            raise ConfigError(
+                f'method.teacher_workdir: the teacher in {workdir} uses another '
+                f'vocabulary ({paths[0]} differs from {paths[1]}); copy the '
+                "teacher's spm.model into a new student workdir before training."
+            )
+        model, fns, _ = model_fns_for(config.model, self.tokenizer.vocab_size)
+        method = make_method(config.method, fns)
+        _, step_dir = checkpoint_lib.latest_step_dir(
+            os.path.join(workdir, 'checkpoints')
+        )
+        state = checkpoint_lib.read_state(step_dir)
+        params = jax.device_get(
+            method.eval_params(state['params'], state.get('extra', {}))
+        )
+        teacher = transformer_lib.Transformer(
+            transformer_lib.infer_config(params, model.config)
+        )
+        return transformer_fns(teacher), params
 
     def data_summary(self) -> dict:
         stats = dict(self.encode_stats)
@@ -194,13 +235,11 @@ class TranslationTask:
                 if split == d.eval_split
                 else data_lib.load_translation(d, split)
             )
-            n = len(data.source)
-            if e.max_examples:
-                n = min(n, e.max_examples)
+            keep = _first_per_language(data.target_lang, e.max_examples)
             subset = data_lib.TranslationData(
-                source=data.source[:n],
-                target=data.target[:n],
-                target_lang=data.target_lang[:n],
+                source=[data.source[i] for i in keep],
+                target=[data.target[i] for i in keep],
+                target_lang=[data.target_lang[i] for i in keep],
             )
             src, tgt, _ = data_lib.encode(
                 subset,
@@ -344,9 +383,24 @@ class TranslationTask:
                 [hyps[i] for i in idx], [refs[i] for i in idx], target_lang=lang
             )
             out[f'eval/bleu_{lang}'] = r['sacrebleu']
+            out[f'eval/bleu_tok_lc_{lang}'] = r['bleu_tok_lc']
         self.last_examples = list(zip(subset.source[:3], hyps[:3], refs[:3]))
         self.bleu_signature = result['sacrebleu_signature']
         return out
+
+
+def _first_per_language(langs: list[str], limit: int) -> list[int]:
+    """Indices of the first limit // L examples of each of the L target
+    languages (all when limit is 0), in order."""
+    if not limit:
+        return list(range(len(langs)))
+    per = max(limit // len(set(langs)), 1)
+    seen, keep = {}, []
+    for i, lang in enumerate(langs):
+        if seen.get(lang, 0) < per:
+            seen[lang] = seen.get(lang, 0) + 1
+            keep.append(i)
+    return keep
 
 
 def translate_texts(

@@ -1,0 +1,407 @@
+"""TSJT on one-to-many Multi30k (en→de, fr, cs) against solo training and distillation.
+
+    python benchmarks/tsjt_multi30k.py [--steps 8000] [--size tiny] [--workdir DIR]
+    python benchmarks/tsjt_multi30k.py --quick            # a few-minute smoke run
+    # GPU: bigger models and batches, the same script.
+    python benchmarks/tsjt_multi30k.py --size base --batch_tokens 16384 --steps 20000
+
+Every arm trains on the same data (one joint SentencePiece vocabulary, the
+target-language tag first on the source) for the same number of steps:
+
+  small_solo       the small model alone (`--size`, e.g. tiny: 4+4 layers,
+                   d 128, 4 heads, FFN 256);
+  large_solo       the wide large model alone: twice the heads (same head
+                   width) and FFN units, the large model of composite A;
+  large_deep_solo  the deep large model alone: twice the layers, the large
+                   model of composite B;
+  small_kd         classic distillation: the small model distilled from the
+                   finished large_solo (alpha 0.5, T 1), after it;
+  tsjt_a           TSJT, composite A (nested width, capacities x0.5 = small
+                   and x1 = wide large);
+  tsjt_b           TSJT, composite B (stacked depth, x0.5 = the bottom half
+                   of the deep large = small's shape plus its own norms).
+
+Each arm evaluates on val (greedy, `--eval_examples` shared by the three
+directions) `--curve_points` times; at the end every model is scored on
+test_2016_flickr (beam `--beam`) per direction, with lowercased tokenised
+BLEU (the Multi30k literature's) and cased sacreBLEU. Wall times are of
+`Trainer(...).run()` minus its evaluations. Then TSJT-A's small capacity is
+extracted with `jaxdistill.extract`, evaluated on test by the
+`jaxdistill.evaluate` CLI, and its decoding time compared with the large's.
+
+Writes benchmarks/results/tsjt_multi30k.json (`--quick`: tsjt_multi30k_quick)
+and a plot of val BLEU against step for every capacity and arm.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from jaxdistill import configuration  # pylint: disable=g-import-not-at-top
+from jaxdistill import extract as extract_lib  # pylint: disable=g-import-not-at-top
+from jaxdistill import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+from jaxdistill import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+from jaxdistill.models import transformer  # pylint: disable=g-import-not-at-top
+from jaxdistill.tasks import translation  # pylint: disable=g-import-not-at-top
+
+ARMS = ('small_solo', 'large_solo', 'large_deep_solo', 'small_kd', 'tsjt_a', 'tsjt_b')
+LANGS = ('de', 'fr', 'cs')
+TEST_SPLIT = 'test_2016_flickr'
+
+
+def parse_args(argv):
+    overrides = [a[len('--config.') :] for a in argv if a.startswith('--config.')]
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--steps', type=int, default=8000, help='training steps per arm')
+    p.add_argument('--size', default='tiny', help='the small model (SIZES name)')
+    p.add_argument('--batch_tokens', type=int, default=4096)
+    p.add_argument('--vocab_size', type=int, default=10000)
+    p.add_argument('--stage2_fraction', type=float, default=0.5)
+    p.add_argument('--curve_points', type=int, default=8)
+    p.add_argument('--eval_examples', type=int, default=300, help='val, all directions')
+    p.add_argument('--beam', type=int, default=5, help='test decoding beam')
+    p.add_argument('--arms', default=','.join(ARMS))
+    p.add_argument('--quick', action='store_true', help='smoke run: tiny everything')
+    p.add_argument('--workdir', default='/tmp/jaxdistill_tsjt_multi30k')
+    p.add_argument(
+        '--data_dir', default=str(common.REPO.parent / 'shared/data/multi30k')
+    )
+    args = p.parse_args([a for a in argv if not a.startswith('--config.')])
+    if args.quick:
+        args.steps, args.curve_points, args.eval_examples, args.beam = 30, 2, 30, 2
+        args.batch_tokens, args.vocab_size = 512, 400
+    return args, overrides
+
+
+def _models(size):
+    """(small, wide, deep) model fields from a named size."""
+    small = dict(transformer.SIZES[size])
+    head = small['d_model'] // small['num_heads']
+    wide = dict(small, num_heads=2 * small['num_heads'], d_ff=2 * small['d_ff'])
+    wide['head_size'] = head
+    deep = dict(
+        small,
+        num_encoder_layers=2 * small['num_encoder_layers'],
+        num_decoder_layers=2 * small['num_decoder_layers'],
+    )
+    return small, wide, deep
+
+
+def arm_config(arm, args, overrides, root):
+    config = configuration.load_config(
+        'configs/tsjt_multi30k.py' + (':runlocal' if args.quick else '')
+    )
+    config.data.files_dir = args.data_dir
+    config.data.vocab_size = args.vocab_size
+    config.data.batch_tokens = args.batch_tokens
+    config.num_train_steps = args.steps
+    config.log_every_steps = max(min(50, args.steps // 10), 1)
+    config.eval.every_steps = max(args.steps // args.curve_points, 1)
+    config.eval.max_examples = args.eval_examples
+    config.eval.beam_size = 0
+    config.checkpoint.every_steps = max(args.steps // 4, 1)
+    config.checkpoint.keep = 1
+    config.checkpoint.async_save = False
+    small, wide, deep = _models('tiny' if args.quick else args.size)
+    if args.quick:  # Shrink each model to 1 layer a side, d_model 32.
+        for m in (small, wide, deep):
+            n = 1 if m is not deep else 2
+            m.update(num_encoder_layers=n, num_decoder_layers=n, d_model=32)
+            m['d_ff'] //= 4
+        wide['head_size'] = 8
+    model = {
+        'small_solo': small,
+        'small_kd': small,
+        'large_solo': wide,
+        'large_deep_solo': deep,
+        'tsjt_a': wide,
+        'tsjt_b': deep,
+    }[arm]
+    config.model.update(model)
+    if 'head_size' not in model:
+        config.model.head_size = 0
+    smoothing = config.method.label_smoothing
+    config.model.composite.kind = ''
+    if arm.startswith('tsjt'):
+        config.model.composite.kind = 'width' if arm == 'tsjt_a' else 'depth'
+        config.model.composite.fractions = (0.5, 1.0)
+        config.method.stage2_start = int(args.steps * args.stage2_fraction)
+    elif arm == 'small_kd':
+        config.method = ml_collections.ConfigDict(
+            dict(
+                name='distill',
+                teacher_workdir=os.path.join(root, 'large_solo'),
+                alpha=0.5,
+                temperature=1.0,
+                label_smoothing=smoothing,
+            )
+        )
+    else:
+        config.method = ml_collections.ConfigDict(
+            dict(name='supervised', label_smoothing=smoothing)
+        )
+    return configuration.apply_overrides(config, overrides)
+
+
+def eval_seconds(workdir):
+    return sum(r.get('eval/seconds', 0.0) for r in metrics_lib.read_metrics(workdir))
+
+
+def curves(workdir, names):
+    """{capacity: [(step, val BLEU tok/lc mean over directions)]}."""
+    out = {n: [] for n in names}
+    for r in metrics_lib.read_metrics(workdir):
+        for n in names:
+            prefix = 'eval/' if len(names) == 1 else f'eval/{n}/'
+            keys = [f'{prefix}bleu_tok_lc_{l}' for l in LANGS]
+            if all(k in r for k in keys):
+                out[n].append((r['step'], float(np.mean([r[k] for k in keys]))))
+    return out
+
+
+def test_scores(tr, params, beam):
+    m = tr.task.evaluate(params, split=TEST_SPLIT, beam_size=beam)
+    per = {l: float(m[f'eval/bleu_tok_lc_{l}']) for l in LANGS}
+    sacre = {l: float(m[f'eval/bleu_{l}']) for l in LANGS}
+    return {
+        'bleu_tok_lc': float(np.mean(list(per.values()))),
+        'sacrebleu': float(np.mean(list(sacre.values()))),
+        'per_direction_tok_lc': per,
+        'per_direction_sacrebleu': sacre,
+        'test_loss': float(m['eval/loss']),
+    }
+
+
+def run_arm(arm, args, overrides, root):
+    workdir = os.path.join(root, arm)
+    if os.path.exists(os.path.join(workdir, 'summary.json')):
+        raise SystemExit(f'{workdir} holds a finished run; pass a fresh --workdir.')
+    os.makedirs(workdir, exist_ok=True)
+    spm = os.path.join(root, 'spm.model')
+    if os.path.exists(spm):  # One vocabulary for every arm (distillation needs it).
+        shutil.copy(spm, os.path.join(workdir, 'spm.model'))
+    config = arm_config(arm, args, overrides, root)
+    print(f'=== {arm}: {config.method.name}, model {dict(config.model)}', flush=True)
+    started = time.time()
+    tr = trainer_lib.Trainer(config, workdir)
+    summary = tr.run()
+    wall = time.time() - started
+    if not os.path.exists(spm):
+        shutil.copy(os.path.join(workdir, 'spm.model'), spm)
+    models = tr.method.eval_models(tr.state.params, tr.state.extra)
+    names = list(models)
+    result = {
+        'method': config.method.name,
+        'wall_seconds': wall,
+        'eval_seconds': eval_seconds(workdir),
+        'train_seconds': wall - eval_seconds(workdir),
+        'num_params': {n: transformer.count_params(p) for n, p in models.items()},
+        'val_curve': curves(workdir, names),
+        'test': {},
+        'workdir': workdir,
+    }
+    for n, p in models.items():
+        result['test'][n] = test_scores(tr, p, args.beam)
+        print(f'{arm} {n}: test {result["test"][n]}', flush=True)
+    result['summary_keys'] = sorted(k for k in summary if k.startswith('eval/'))
+    return result, tr
+
+
+def extraction(root, args, tr):
+    """Extracts TSJT-A's small capacity; CLI evaluation and decoding time."""
+    out = os.path.join(root, 'tsjt_a_small_extracted')
+    shutil.rmtree(out, ignore_errors=True)
+    info = extract_lib.extract(os.path.join(root, 'tsjt_a'), 'x0.5', out)
+    cmd = [
+        sys.executable,
+        '-m',
+        'jaxdistill.evaluate',
+        '--workdir',
+        out,
+        f'--config.data.eval_split={TEST_SPLIT}',
+        f'--config.eval.beam_size={args.beam}',
+        '--config.eval.max_examples=0',
+        f'--config.data.files_dir={args.data_dir}',
+    ]
+    proc = subprocess.run(cmd, cwd=common.REPO, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f'evaluate CLI failed: {proc.stderr[-2000:]}')
+    start = proc.stdout.rindex('{\n  "')
+    cli = json.loads(proc.stdout[start : proc.stdout.index('\n}', start) + 2])
+    # Decoding time on the test sources (en, one direction's tag), each model.
+    data = translation.data_lib.load_translation(tr.config.data, TEST_SPLIT)
+    texts = [s for s, l in zip(data.source, data.target_lang) if l == 'de']
+    models = tr.method.eval_models(tr.state.params, tr.state.extra)
+    seconds = {}
+    for name, params in models.items():
+        model = translation.transformer_lib.Transformer(
+            translation.transformer_lib.infer_config(params, tr.task.model.config)
+        )
+        decode = lambda: translation.translate_texts(  # noqa: E731
+            model,
+            params,
+            tr.task.tokenizer,
+            texts,
+            data_cfg=tr.config.data,
+            beam_size=args.beam,
+            max_len=tr.config.eval.max_decode_len,
+            target_lang='de',
+        )
+        decode()  # Compile.
+        started = time.perf_counter()
+        decode()
+        seconds[name] = time.perf_counter() - started
+    return {
+        'extracted': info,
+        'cli_command': ' '.join(cmd[1:]),
+        'cli_test_bleu_tok_lc': cli.get('eval/bleu_tok_lc'),
+        'cli_test_bleu_tok_lc_per_direction': {
+            l: cli.get(f'eval/bleu_tok_lc_{l}') for l in LANGS
+        },
+        'decode_seconds_en_de_test': seconds,
+        'decode_speedup_small_vs_large': seconds['x1'] / seconds['x0.5'],
+    }
+
+
+def main():
+    args, overrides = parse_args(sys.argv[1:])
+    if not os.path.isdir(args.data_dir):
+        raise SystemExit(f'Multi30k folder {args.data_dir} not found; pass --data_dir.')
+    arms = [a for a in args.arms.split(',') if a]
+    if 'small_kd' in arms and 'large_solo' in arms:
+        arms.remove('small_kd')
+        arms.insert(arms.index('large_solo') + 1, 'small_kd')
+    root = args.workdir
+    os.makedirs(root, exist_ok=True)
+    jax.config.update('jax_compilation_cache_dir', os.path.join(root, 'jit'))
+    results, trainers = {}, {}
+    for arm in arms:
+        results[arm], trainers[arm] = run_arm(arm, args, overrides, root)
+        partial = common.RESULTS / 'tsjt_multi30k_partial.json'
+        partial.write_text(json.dumps(results, indent=2) + '\n')
+    extracted = extraction(root, args, trainers['tsjt_a']) if 'tsjt_a' in arms else {}
+
+    def bleu(arm, cap):
+        r = results.get(arm)
+        return r['test'][cap]['bleu_tok_lc'] if r else None
+
+    def secs(*names):
+        return sum(results[n]['train_seconds'] for n in names if n in results)
+
+    summary = {
+        'small_solo': bleu('small_solo', ''),
+        'large_solo': bleu('large_solo', ''),
+        'large_deep_solo': bleu('large_deep_solo', ''),
+        'small_kd': bleu('small_kd', ''),
+        'small_tsjt_a': bleu('tsjt_a', 'x0.5'),
+        'large_tsjt_a': bleu('tsjt_a', 'x1'),
+        'small_tsjt_b': bleu('tsjt_b', 'x0.5'),
+        'large_tsjt_b': bleu('tsjt_b', 'x1'),
+    }
+    per_direction = {
+        l: {
+            f'{arm}/{cap}' if cap else arm: r['test'][cap]['per_direction_tok_lc'][l]
+            for arm, r in results.items()
+            for cap in r['test']
+        }
+        for l in LANGS
+    }
+    ratio_a = ratio_b = None
+    if all(a in results for a in ('tsjt_a', 'large_solo', 'small_kd')):
+        ratio_a = secs('tsjt_a') / secs('large_solo', 'small_kd')
+    if all(a in results for a in ('tsjt_b', 'large_deep_solo', 'small_kd')):
+        ratio_b = secs('tsjt_b') / secs('large_deep_solo', 'small_kd')
+    targets = {}
+    if None not in (summary['small_tsjt_a'], summary['small_solo']):
+        targets['small_tsjt_a_ge_solo_plus_1'] = (
+            summary['small_tsjt_a'] >= summary['small_solo'] + 1.0
+        )
+        targets['large_tsjt_a_within_0.3'] = (
+            summary['large_tsjt_a'] >= summary['large_solo'] - 0.3
+        )
+    if None not in (summary['small_tsjt_b'], summary['small_solo']):
+        targets['small_tsjt_b_ge_solo_plus_1'] = (
+            summary['small_tsjt_b'] >= summary['small_solo'] + 1.0
+        )
+        targets['large_tsjt_b_within_0.3'] = (
+            summary['large_tsjt_b'] >= summary['large_deep_solo'] - 0.3
+        )
+    if ratio_a is not None:
+        targets['wall_ratio_le_0.7'] = ratio_a <= 0.7
+    name = 'tsjt_multi30k_quick' if args.quick else 'tsjt_multi30k'
+    plot = common.RESULTS / f'{name}.png'
+    _plot(results, plot, args)
+    result = {
+        **summary,
+        'wall_ratio_tsjt_vs_separate': ratio_a,
+        'wall_ratio_tsjt_b_vs_separate': ratio_b,
+        'targets_met': targets,
+        'per_direction': per_direction,
+        'metric': 'test_2016_flickr BLEU, lowercased and tokenised (sacrebleu '
+        '13a, lowercase), mean over en-de, en-fr, en-cs; beam '
+        f'{args.beam}; last checkpoint (no averaging)',
+        'scale': {
+            'steps_per_arm': args.steps,
+            'batch_tokens': args.batch_tokens,
+            'vocab_size': args.vocab_size,
+            'size': args.size,
+            'stage2_start': int(args.steps * args.stage2_fraction),
+            'quick': args.quick,
+        },
+        'arms': results,
+        'extraction': extracted,
+        'plot': str(plot.relative_to(common.REPO)),
+    }
+    common.write_result(name, result)
+    print(json.dumps({k: result[k] for k in (*summary, 'wall_ratio_tsjt_vs_separate')}))
+
+
+def _plot(results, path, args):
+    import matplotlib  # pylint: disable=g-import-not-at-top
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    small = {'small_solo': '', 'small_kd': '', 'tsjt_a': 'x0.5', 'tsjt_b': 'x0.5'}
+    large = {'large_solo': '', 'large_deep_solo': '', 'tsjt_a': 'x1', 'tsjt_b': 'x1'}
+    for ax, group, title in (
+        (axes[0], small, 'small models'),
+        (axes[1], large, 'large models'),
+    ):
+        for arm, cap in group.items():
+            if arm not in results:
+                continue
+            points = results[arm]['val_curve'].get(cap, [])
+            if points:
+                steps, values = zip(*points)
+                label = f'{arm} {cap}'.strip()
+                ax.plot(
+                    steps,
+                    values,
+                    'o-' if arm.startswith('tsjt') else 's--',
+                    label=label,
+                )
+        ax.set_title(title)
+        ax.set_xlabel('step')
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel('val BLEU (tok, lc), mean of en→de/fr/cs, greedy')
+    fig.suptitle(f'TSJT on Multi30k, {args.steps} steps per arm')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == '__main__':
+    main()
