@@ -9,3 +9,4 @@ from jaxdistill.methods import self_distill  # registers 'self_distill'
 from jaxdistill.methods import tsjt  # noqa: F401  (registers 'tsjt')
 from jaxdistill.methods import multitask  # noqa: F401  (registers 'multitask')
 from jaxdistill.methods import rl_multi_teacher  # noqa: F401  (registers it)
+from jaxdistill.methods import distill  # noqa: F401  (registers 'distill')
