@@ -1,7 +1,6 @@
 """MT2ST on SST-2: sentiment classification + skip-gram on one embedding table.
 
-  python -m jaxdistill.train --config configs/mt2st_sst2.py:arm=switch \
-      --workdir /tmp/mt2st
+  python -m jaxdistill.train --config configs/mt2st_sst2.py:arm=switch --workdir DIR
 Arguments (comma-separated, e.g. `...:runlocal,arm=diminish`):
   arm=NAME   stl (sentiment only) | mtl (constant auxiliary weight) |
              diminish (MT2ST Diminish, the default) | switch (MT2ST Switch).

@@ -14,6 +14,7 @@ same teacher is removed).
 training set).
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -69,20 +70,30 @@ def load_teacher(workdir: str):
     return config, state['params'], step
 
 
+@functools.lru_cache(maxsize=4)
+def _vocab(data_dir: str, size: int) -> dict:
+    """The vocabulary a text_classification run built from its training split."""
+    return sst2_lib.build_vocab(sst2_lib.load_split(data_dir, 'train')[0], size)
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_logits(model):
+    return jax.jit(
+        lambda p, x: model.apply({'params': p}, x, train=False)['logits'][-1]
+    )
+
+
 def _teacher_forward(config, params, sentences, batch_size: int) -> np.ndarray:
     """Logits float32 [N, C] of the teacher described by `config`."""
     from jaxdistill.tasks import classification  # pylint: disable=g-import-not-at-top
 
     d = config.data
-    train_sentences, _ = sst2_lib.load_split(d.data_dir, 'train')
-    vocab = sst2_lib.build_vocab(train_sentences, d.vocab_size)
+    vocab = _vocab(d.data_dir, d.vocab_size)
     tokens = sst2_lib.encode(sentences, vocab, d.max_len)
     model = classification.build_model(
         config.model, num_classes=2, vocab_size=len(vocab) + 2, max_len=d.max_len
     )
-    apply = jax.jit(
-        lambda p, x: model.apply({'params': p}, x, train=False)['logits'][-1]
-    )
+    apply = _jitted_logits(model)
     n = len(tokens)
     pad = (-n) % batch_size
     tokens = np.concatenate([tokens, np.zeros((pad, tokens.shape[1]), np.int32)])

@@ -166,25 +166,32 @@ def test_config_errors():
 def test_eight_devices_match_one_device():
     """Loss, weights and the REINFORCE update agree on 8 devices and on 1."""
     method = _method(reward='neg_ce_kd')
+    params = _params()
+    extra = method.init_extra(None, params)
+
+    def step(params, extra, batch):
+        (loss, aux), grads = jax.value_and_grad(method.loss, has_aux=True)(
+            params, extra, batch, jax.random.key(3), 0, 'learn'
+        )
+        params = jax.tree.map(lambda p, g: p - 0.5 * g, params, grads)
+        extra = method.update_extra(extra, params, aux, 0, phase='learn')
+        return loss, aux, extra
+
     results = []
     for devices in (jax.devices()[:8], jax.devices()[:1]):
         mesh = sharding.make_mesh(1, devices=devices)
-        state, step, bs = _setup(method, mesh)
-        auxs = []
-        for i in range(2):
-            batch = sharding.global_batch(_batch(i), bs)
-            state, aux = step(state, batch, method.phase(i))
-            auxs.append(jax.device_get(aux))
-        results.append((auxs, jax.device_get(state.extra)))
-    (a8, e8), (a1, e1) = results
-    assert '_rl' not in a8[0]  # update_extra consumed the private data.
-    for x, y in zip(a8, a1):
-        for key in ('train/loss', 'train/weight_t0', 'train/baseline'):
-            np.testing.assert_allclose(x[key], y[key], rtol=2e-5, atol=1e-7)
+        batch = sharding.global_batch(_batch(), sharding.batch_sharding(mesh))
+        with jax.set_mesh(mesh):
+            results.append(jax.device_get(jax.jit(step)(params, extra, batch)))
+    (l8, a8, e8), (l1, a1, e1) = results
+    assert '_rl' not in a8  # update_extra consumed the private data.
+    np.testing.assert_allclose(l8, l1, rtol=1e-6)
+    for key in ('train/weight_t0', 'train/weight_t2', 'train/baseline'):
+        np.testing.assert_allclose(a8[key], a1[key], rtol=1e-5, atol=1e-8)
     jax.tree.map(
-        lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-4, atol=1e-6), e8, e1
+        lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-7), e8, e1
     )
-    assert float(jnp.abs(e8['policy']['w']).sum()) > 0  # The policy moved.
+    assert float(np.abs(e8['policy']['w']).sum()) > 0  # The policy moved.
 
 
 def test_reinforce_learns_to_prefer_the_helpful_teacher():
@@ -218,6 +225,25 @@ def test_reinforce_learns_to_prefer_the_helpful_teacher():
     assert np.mean(gaps[-20:]) > np.mean(gaps[:20]) + 0.1
 
 
+def test_gather_batcher_gives_the_plain_batches_plus_gathered_rows():
+    from jaxdistill.data import images
+
+    rng = np.random.default_rng(0)
+    tokens, labels = rng.integers(0, 9, (50, 4)), rng.integers(0, 2, 50)
+    extra = rng.normal(size=(50, 3, 2)).astype(np.float32)
+    plain = images.ImageBatcher(tokens, labels, batch_size=8, seed=3, key='tokens')
+    ids = images.ImageBatcher(np.arange(50), labels, batch_size=8, seed=3, key='index')
+    gathered = teacher_cache.GatherBatcher(ids, {'tokens': tokens, 'extra': extra})
+    gathered.set_position({'epoch': 1, 'index': 2})
+    plain.set_position({'epoch': 1, 'index': 2})
+    for _ in range(8):  # Across an epoch boundary.
+        a, b = next(plain), next(gathered)
+        np.testing.assert_array_equal(a['tokens'], b['tokens'])
+        np.testing.assert_array_equal(a['label'], b['label'])
+        np.testing.assert_array_equal(b['extra'], extra[b['index']])
+    assert gathered.position == plain.position
+
+
 def _save_teacher(workdir, step, seed):
     """A teacher run's files (config.json, checkpoint) without training it."""
     from jaxdistill import checkpoint
@@ -240,13 +266,53 @@ def _save_teacher(workdir, step, seed):
     ckpt.close()
 
 
-@pytest.fixture
-def teacher(shared_data, tmp_path):
-    del shared_data
-    workdir = str(tmp_path / 'teacher')
-    os.makedirs(workdir)
+@pytest.fixture(scope='module')
+def teacher(tmp_path_factory):
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f'real data folder {SHARED_DATA} is absent')
+    workdir = str(tmp_path_factory.mktemp('teacher'))
     _save_teacher(workdir, 1, seed=0)
     return workdir
+
+
+def test_run_from_config_carries_teacher_logits_and_logs_weights(teacher, tmp_path):
+    """Config -> cached teacher logits in every batch -> trainer run -> metrics.
+
+    Warm-up phase only (the policy's compiled steps are tested above; each
+    compile costs seconds here).
+    """
+    from jaxdistill import trainer
+
+    config = configuration.load_config(
+        f'{CONFIG}:arm=rl,runlocal,teachers={teacher}+{teacher}'
+    )
+    configuration.apply_overrides(
+        config,
+        [
+            f'data.data_dir={SHARED_DATA / "sst2"}',
+            'num_train_steps=4',
+            'log_every_steps=2',
+            'method.warmup_steps=4',
+            'checkpoint.every_steps=100',
+            'checkpoint.async_save=False',
+            'eval.max_examples=64',
+        ],
+    )
+    t = trainer.Trainer(config, str(tmp_path))
+    batch = t.task.train_batches.batch_at(0, 0)
+    assert batch['teacher_logits'].shape == (32, 2, 2)
+    assert np.isfinite(batch['teacher_logits']).all()
+    np.testing.assert_array_equal(
+        batch['teacher_logits'][:, 0], batch['teacher_logits'][:, 1]
+    )
+    summary = t.run()
+    assert 0.0 <= summary['eval/accuracy'] <= 1.0
+    with open(tmp_path / 'metrics.jsonl') as f:
+        records = [json.loads(line) for line in f]
+    train = [r for r in records if 'train/weight_t0' in r]
+    assert len(train) == 2
+    assert all(r['train/weight_t0'] == pytest.approx(0.5) for r in train)
+    assert all('train/confidence_t1' in r for r in train)
 
 
 def test_teacher_cache_is_keyed_by_checkpoint_and_data(teacher, monkeypatch):
@@ -259,52 +325,13 @@ def test_teacher_cache_is_keyed_by_checkpoint_and_data(teacher, monkeypatch):
         '_teacher_forward',
         lambda *a, **k: calls.append(1) or forward(*a, **k),
     )
-    again = teacher_cache.teacher_logits(teacher, sentences)
-    np.testing.assert_array_equal(first, again)
-    assert calls == [] and first.shape == (3, 2)
-    teacher_cache.teacher_logits(teacher, sentences[:2])  # New data: recomputed.
-    assert calls == [1]
-    assert len(os.listdir(os.path.join(teacher, 'logit_cache'))) == 1  # Stale gone.
-    _save_teacher(teacher, 2, seed=1)  # A new checkpoint: recomputed, differs.
-    changed = teacher_cache.teacher_logits(teacher, sentences[:2])
-    assert calls == [1, 1] and not np.allclose(changed, first[:2])
-    assert teacher_cache.params_fingerprint({'a': np.ones(2)}) != (
-        teacher_cache.params_fingerprint({'a': np.ones(2) * 1.5})
-    )
-
-
-def test_run_from_config_logs_per_teacher_weights(teacher, tmp_path):
-    """The whole path: config -> cached teacher logits in batches -> RL step."""
-    from jaxdistill import trainer
-
-    config = configuration.load_config(
-        f'{CONFIG}:arm=rl,runlocal,teachers={teacher}+{teacher}'
-    )
-    configuration.apply_overrides(
-        config,
-        [
-            f'data.data_dir={SHARED_DATA / "sst2"}',
-            'num_train_steps=4',
-            'log_every_steps=2',
-            'method.warmup_steps=0',
-            'method.policy_every=1',
-            'checkpoint.every_steps=100',
-            'checkpoint.async_save=False',
-            'eval.max_examples=64',
-        ],
-    )
-    t = trainer.Trainer(config, str(tmp_path))
-    batch = t.task.train_batches.batch_at(0, 0)
-    assert batch['teacher_logits'].shape == (32, 2, 2)
     np.testing.assert_array_equal(
-        batch['teacher_logits'][:, 0], batch['teacher_logits'][:, 1]
+        first, teacher_cache.teacher_logits(teacher, sentences)
     )
-    summary = t.run()
-    assert 0.0 <= summary['eval/accuracy'] <= 1.0
-    with open(tmp_path / 'metrics.jsonl') as f:
-        records = [json.loads(line) for line in f]
-    train = [r for r in records if 'train/weight_t0' in r]
-    assert len(train) == 2 and not any('_rl' in r for r in records)
-    assert all(
-        r['train/weight_t0'] + r['train/weight_t1'] == pytest.approx(1.0) for r in train
-    )
+    assert calls == [] and first.shape == (3, 2)  # A hit.
+    _save_teacher(teacher, 2, seed=1)  # A new checkpoint: recomputed, differs.
+    changed = teacher_cache.teacher_logits(teacher, sentences)
+    assert calls == [1] and not np.allclose(changed, first)
+    teacher_cache.teacher_logits(teacher, sentences[:2])  # New data: recomputed.
+    assert calls == [1, 1]
+    assert len(os.listdir(os.path.join(teacher, 'logit_cache'))) == 1  # Stale gone.

@@ -144,7 +144,7 @@ class RLMultiTeacher(Method):
           labels: [B] int (padding rows may hold any value).
           kl: [B, K] T²·KL(teacher ‖ student).
         """
-        b, k, c = teacher_logits.shape
+        b, k, _ = teacher_logits.shape
         probs = jax.nn.softmax(teacher_logits.astype(jnp.float32), axis=-1)
         gold = jnp.broadcast_to(jnp.maximum(labels, 0)[:, None], (b, k))
         ce = losses.cross_entropy(teacher_logits, gold)

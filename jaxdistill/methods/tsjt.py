@@ -149,11 +149,12 @@ class TwoStageJoint(Method):
         return total, aux
 
     def eval_models(self, params, extra):
-        """Every capacity as plain Transformer parameters, smallest first."""
+        """Every capacity as plain Transformer parameters, largest first (the
+        trainer also reports the first one's metrics unprefixed)."""
         del extra
+        names = self.model.names
         return {
-            name: self.model.extract(params, i)
-            for i, name in enumerate(self.model.names)
+            names[i]: self.model.extract(params, i) for i in reversed(range(len(names)))
         }
 
     def eval_params(self, params, extra):
