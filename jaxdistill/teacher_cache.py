@@ -104,6 +104,18 @@ def _teacher_forward(config, params, sentences, batch_size: int) -> np.ndarray:
     return np.concatenate(out)[:n]
 
 
+def cache_key(params, sentences, config) -> str:
+    """Hex key of (teacher parameters, data, teacher model and data config)."""
+    return hashlib.sha256(
+        (
+            params_fingerprint(params)
+            + data_fingerprint(sentences)
+            + json.dumps(config.model.to_dict(), sort_keys=True, default=str)
+            + json.dumps(config.data.to_dict(), sort_keys=True, default=str)
+        ).encode()
+    ).hexdigest()[:24]
+
+
 def teacher_logits(
     workdir: str, sentences, *, cache_dir: str = '', batch_size: int = 512
 ) -> np.ndarray:
@@ -116,14 +128,7 @@ def teacher_logits(
     config, params, step = load_teacher(workdir)
     cache_dir = cache_dir or os.path.join(workdir, 'logit_cache')
     teacher_id = hashlib.sha256(os.path.abspath(workdir).encode()).hexdigest()[:12]
-    key = hashlib.sha256(
-        (
-            params_fingerprint(params)
-            + data_fingerprint(sentences)
-            + json.dumps(config.model.to_dict(), sort_keys=True, default=str)
-            + json.dumps(config.data.to_dict(), sort_keys=True, default=str)
-        ).encode()
-    ).hexdigest()[:24]
+    key = cache_key(params, sentences, config)
     path = os.path.join(cache_dir, f'{teacher_id}-{key}.npy')
     if os.path.exists(path):
         logits = np.load(path)

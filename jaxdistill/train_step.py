@@ -100,6 +100,26 @@ def _mirror_params(opt_state, params, params_sharding, default):
     return jax.tree.map(assign, opt_state, is_leaf=is_params_like)
 
 
+def _keep_frozen(frozen, new, old):
+    """(params, opt_state) with the frozen leaves (and the params-shaped parts
+    of the optimizer state at them) taken from `old`.
+
+    The choice is static, so the discarded updates are dead code to XLA.
+    """
+    (new_params, new_opt), (old_params, old_opt) = new, old
+    struct = jax.tree.structure(old_params)
+    pick = lambda n, o, f: o if f else n  # noqa: E731
+    params = jax.tree.map(pick, new_params, old_params, frozen)
+
+    def is_params_like(x):
+        return jax.tree.structure(x) == struct
+
+    def merge(n, o):
+        return jax.tree.map(pick, n, o, frozen) if is_params_like(n) else n
+
+    return params, jax.tree.map(merge, new_opt, old_opt, is_leaf=is_params_like)
+
+
 def make_train_step(
     method: Method, tx: optax.GradientTransformation, *, state_sharding, batch_sharding
 ):
@@ -123,6 +143,11 @@ def make_train_step(
             )
             updates, opt_state = tx.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
+            frozen = method.frozen(state.params, phase)
+            if frozen is not None:
+                params, opt_state = _keep_frozen(
+                    frozen, (params, opt_state), (state.params, state.opt_state)
+                )
             extra = method.update_extra(state.extra, params, aux, state.step, **kwargs)
             aux = dict(aux)
             aux.setdefault('train/loss', loss)

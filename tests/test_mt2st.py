@@ -148,6 +148,24 @@ def test_post_switch_step_computes_no_auxiliary_work():
     # The negatives' rows [P, K, D] are gathered before the switch, never after.
     assert f'[{P},{K},{D}]' in compiled[('skipgram',)].as_text()
     assert f'[{P},{K},{D}]' not in compiled[()].as_text()
+    # After the switch the skip-gram output table is frozen: Adam momentum
+    # from the earlier steps no longer moves it, and its moments stay put.
+    state, _ = step(state, sharding.global_batch(_batch(True), bs), ('skipgram',))
+    before = jax.device_get((state.params, state.opt_state))
+    state, _ = step(state, sharding.global_batch(_batch(False), bs), ())
+    after = jax.device_get((state.params, state.opt_state))
+    np.testing.assert_array_equal(
+        after[0]['skipgram_output'], before[0]['skipgram_output']
+    )
+    assert np.abs(after[0]['embed'] - before[0]['embed']).max() > 0
+    mu = lambda s: [  # noqa: E731
+        x['skipgram_output']
+        for x in jax.tree.leaves(s, is_leaf=lambda x: isinstance(x, dict))
+        if isinstance(x, dict) and 'skipgram_output' in x
+    ]
+    assert len(mu(after[1])) == 2  # Adam's mu and nu.
+    for a, b in zip(mu(after[1]), mu(before[1])):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_skipgram_pairs_are_word2vec_pairs_and_deterministic():

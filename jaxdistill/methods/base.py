@@ -71,6 +71,17 @@ class Method(abc.ABC):
         del step
         return None
 
+    def frozen(self, params, phase) -> Any:
+        """Which parameters the step of `phase` leaves untouched, or None.
+
+        A pytree of Python bools with the structure of `params` (True =
+        frozen). The step then keeps those parameters and their optimizer
+        state as they are, so XLA drops their update entirely (no Adam
+        moments, no weight decay for a head whose loss is switched off).
+        """
+        del params, phase
+        return None
+
     def eval_models(self, params, extra) -> dict[str, Params]:
         """Every model the method trains, by name, for evaluation."""
         return {'': self.eval_params(params, extra)}

@@ -18,6 +18,7 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from jaxdistill import losses
@@ -101,6 +102,19 @@ class MultiTask(Method):
         for name, spec in self.aux_weights.items():
             out[name] = schedules.from_config(spec, name=f'method.aux_weights.{name}')
         return out
+
+    def frozen(self, params, phase):
+        """Freezes the parameters only a switched-off auxiliary task uses
+        (`model.aux_params`: name -> top-level parameter keys)."""
+        owned = getattr(self.model, 'aux_params', {}) or {}
+        active = self.phase(0) if phase is None else phase
+        off = {k for name, keys in owned.items() if name not in active for k in keys}
+        if not off:
+            return None
+        return {
+            key: jax.tree.map(lambda _, f=key in off: f, value)
+            for key, value in params.items()
+        }
 
     @functools.cached_property
     def off_steps(self) -> dict:

@@ -79,6 +79,9 @@ class MultiTaskFns(ModelFns):
     aux_losses: Mapping[str, Callable[..., Any]] = dataclasses.field(
         default_factory=dict
     )
+    # name -> top-level parameter keys only that auxiliary task uses (frozen,
+    # update and all, once the task is switched off).
+    aux_params: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
 
 
 def skipgram_batch_loss(params, batch):
@@ -158,4 +161,10 @@ def make_fns(
         aux['skipgram'] = lambda params, batch, *, rng=None: skipgram_batch_loss(
             params, batch
         )
-    return MultiTaskFns(init=init, apply=apply, labels=labels, aux_losses=aux)
+    return MultiTaskFns(
+        init=init,
+        apply=apply,
+        labels=labels,
+        aux_losses=aux,
+        aux_params={'skipgram': ('skipgram_output',)} if aux else {},
+    )

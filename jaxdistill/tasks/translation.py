@@ -235,7 +235,15 @@ class TranslationTask:
                 if split == d.eval_split
                 else data_lib.load_translation(d, split)
             )
-            keep = _first_per_language(data.target_lang, e.max_examples)
+            # Pairs with a blank side cannot be scored; leaving them out here
+            # keeps hypotheses aligned with references (encode skips them too).
+            usable = [
+                i
+                for i in range(len(data.source))
+                if data.source[i].strip() and data.target[i].strip()
+            ]
+            langs = [data.target_lang[i] for i in usable]
+            keep = [usable[j] for j in _first_per_language(langs, e.max_examples)]
             subset = data_lib.TranslationData(
                 source=[data.source[i] for i in keep],
                 target=[data.target[i] for i in keep],
@@ -255,6 +263,7 @@ class TranslationTask:
                 bucket_lengths=eval_lengths(d.max_len),
                 batch_multiple=self.batch_multiple,
             )
+            assert len(src) == len(subset.source), 'eval pairs must not be dropped'
             self._eval_sets[split] = (batches, subset, len(src))
         return self._eval_sets[split]
 
