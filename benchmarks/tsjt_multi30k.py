@@ -74,6 +74,12 @@ def parse_args(argv):
     p.add_argument('--beam', type=int, default=5, help='test decoding beam')
     p.add_argument('--arms', default=','.join(ARMS))
     p.add_argument('--quick', action='store_true', help='smoke run: tiny everything')
+    p.add_argument(
+        '--resume',
+        action='store_true',
+        help='keep the arms already recorded in WORKDIR/results_partial.json '
+        '(same settings) and run only the others',
+    )
     p.add_argument('--workdir', default='/tmp/jaxdistill_tsjt_multi30k')
     p.add_argument(
         '--data_dir', default=str(common.REPO.parent / 'shared/data/multi30k')
@@ -196,7 +202,7 @@ def run_arm(arm, args, overrides, root):
     print(f'=== {arm}: {config.method.name}, model {dict(config.model)}', flush=True)
     started = time.time()
     tr = trainer_lib.Trainer(config, workdir)
-    summary = tr.run()
+    tr.run()
     wall = time.time() - started
     if not os.path.exists(spm):
         shutil.copy(os.path.join(workdir, 'spm.model'), spm)
@@ -215,7 +221,6 @@ def run_arm(arm, args, overrides, root):
     for n, p in models.items():
         result['test'][n] = test_scores(tr, p, args.beam)
         print(f'{arm} {n}: test {result["test"][n]}', flush=True)
-    result['summary_keys'] = sorted(k for k in summary if k.startswith('eval/'))
     return result, tr
 
 
@@ -286,12 +291,22 @@ def main():
     root = args.workdir
     os.makedirs(root, exist_ok=True)
     jax.config.update('jax_compilation_cache_dir', os.path.join(root, 'jit'))
-    results, trainers = {}, {}
+    partial = pathlib.Path(root) / 'results_partial.json'
+    results, resumed = {}, []
+    if args.resume and partial.exists():
+        results = json.loads(partial.read_text())
+        resumed = list(results)
+        print(f'resuming: arms already done: {", ".join(results)}', flush=True)
     for arm in arms:
-        results[arm], trainers[arm] = run_arm(arm, args, overrides, root)
-        partial = common.RESULTS / 'tsjt_multi30k_partial.json'
+        if arm in results:
+            continue
+        results[arm], _ = run_arm(arm, args, overrides, root)
         partial.write_text(json.dumps(results, indent=2) + '\n')
-    extracted = extraction(root, args, trainers['tsjt_a']) if 'tsjt_a' in arms else {}
+    extracted = {}
+    if 'tsjt_a' in results:
+        config = arm_config('tsjt_a', args, overrides, root)
+        tr = trainer_lib.Trainer(config, os.path.join(root, 'tsjt_a'), read_only=True)
+        extracted = extraction(root, args, tr)
 
     def bleu(arm, cap):
         r = results.get(arm)
@@ -360,6 +375,9 @@ def main():
             'stage2_start': int(args.steps * args.stage2_fraction),
             'quick': args.quick,
         },
+        'arms_run': list(results),
+        'arms_missing': [a for a in ARMS if a not in results],
+        'arms_from_an_earlier_invocation': resumed,
         'arms': results,
         'extraction': extracted,
         'plot': str(plot.relative_to(common.REPO)),

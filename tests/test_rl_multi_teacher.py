@@ -1,7 +1,6 @@
 """Reinforced multi-teacher distillation: weights, policy, devices, cache, run."""
 
 import functools
-import json
 import os
 import pathlib
 
@@ -66,27 +65,6 @@ def _batch(seed=0):
         'label': label,
         'teacher_logits': teacher.astype(np.float32),
     }
-
-
-def _setup(method, mesh):
-    tx = optim.make_optimizer(
-        ml_collections.ConfigDict(
-            dict(
-                name='sgd',
-                learning_rate=0.5,
-                schedule='constant',
-                warmup_steps=0,
-                total_steps=10,
-                grad_clip_norm=0.0,
-            )
-        )
-    )
-    init, state_sharding, _ = train_step.make_init(method, tx, _batch(), mesh, seed=0)
-    bs = sharding.batch_sharding(mesh)
-    step = train_step.make_train_step(
-        method, tx, state_sharding=state_sharding, batch_sharding=bs
-    )
-    return init(), step, bs
 
 
 def test_weights_normalise_over_selected_with_fallbacks():
@@ -164,29 +142,48 @@ def test_config_errors():
 
 
 def test_eight_devices_match_one_device():
-    """Loss, weights and the REINFORCE update agree on 8 devices and on 1."""
+    """The shared train step gives the same loss, weights and REINFORCE update
+    on 8 devices as on 1 (and update_extra keeps the private aux out)."""
     method = _method(reward='neg_ce_kd')
-    params = _params()
-    extra = method.init_extra(None, params)
-
-    def step(params, extra, batch):
-        (loss, aux), grads = jax.value_and_grad(method.loss, has_aux=True)(
-            params, extra, batch, jax.random.key(3), 0, 'learn'
+    tx = optim.make_optimizer(
+        ml_collections.ConfigDict(
+            {
+                'name': 'sgd',
+                'learning_rate': 0.5,
+                'schedule': 'constant',
+                'warmup_steps': 0,
+                'total_steps': 10,
+                'grad_clip_norm': 0.0,
+            }
         )
-        params = jax.tree.map(lambda p, g: p - 0.5 * g, params, grads)
-        extra = method.update_extra(extra, params, aux, 0, phase='learn')
-        return loss, aux, extra
-
+    )
+    params = _params()
+    state = jax.device_get(  # Host copies: the step donates its input.
+        train_step.TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=tx.init(params),
+            extra=method.init_extra(None, params),
+            rng=jax.random.key_data(jax.random.key(3)),
+        )
+    )
     results = []
     for devices in (jax.devices()[:8], jax.devices()[:1]):
         mesh = sharding.make_mesh(1, devices=devices)
-        batch = sharding.global_batch(_batch(), sharding.batch_sharding(mesh))
-        with jax.set_mesh(mesh):
-            results.append(jax.device_get(jax.jit(step)(params, extra, batch)))
-    (l8, a8, e8), (l1, a1, e1) = results
+        replicated = jax.tree.map(lambda _: sharding.replicated(mesh), state)
+        bs = sharding.batch_sharding(mesh)
+        step = train_step.make_train_step(
+            method, tx, state_sharding=replicated, batch_sharding=bs
+        )
+        new, aux = step(
+            jax.device_put(state, replicated),
+            sharding.global_batch(_batch(), bs),
+            'learn',
+        )
+        results.append(jax.device_get((aux, new.extra)))
+    (a8, e8), (a1, e1) = results
     assert '_rl' not in a8  # update_extra consumed the private data.
-    np.testing.assert_allclose(l8, l1, rtol=1e-6)
-    for key in ('train/weight_t0', 'train/weight_t2', 'train/baseline'):
+    for key in ('train/loss', 'train/weight_t0', 'train/weight_t2', 'train/baseline'):
         np.testing.assert_allclose(a8[key], a1[key], rtol=1e-5, atol=1e-8)
     jax.tree.map(
         lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-7), e8, e1
@@ -244,75 +241,70 @@ def test_gather_batcher_gives_the_plain_batches_plus_gathered_rows():
     assert gathered.position == plain.position
 
 
-def _save_teacher(workdir, step, seed):
-    """A teacher run's files (config.json, checkpoint) without training it."""
-    from jaxdistill import checkpoint
+# Teacher runs held in memory: workdir -> (config, params, step). Reading a
+# real checkpoint is `checkpoint.read_state` (tested with the checkpoints); the
+# benchmark reads real teacher runs. Orbax costs seconds a call here.
+RUNS = {}
+
+
+@functools.cache
+def _teacher_shapes():
+    """(config, parameter shapes) of a tiny bag-of-embeddings teacher run."""
     from jaxdistill.tasks import classification
 
-    config = configuration.load_config(CONFIG + ':arm=teacher_cnn,runlocal')
+    config = configuration.load_config(CONFIG + ':arm=student,runlocal')
     config.data.data_dir = str(SHARED_DATA / 'sst2')
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-        f.write(configuration.to_json(config))
     model = classification.build_model(
         config.model, num_classes=2, vocab_size=config.data.vocab_size, max_len=24
     )
-    params = jax.jit(lambda r: model.init(r, np.ones((1, 24), np.int32), train=False))(
-        jax.random.key(seed)
-    )
-    ckpt = checkpoint.Checkpointer(
-        os.path.join(workdir, 'checkpoints'), every=1, keep=1, async_save=False
-    )
-    ckpt.save(step, {'params': params['params']}, {'step': step}, force=True)
-    ckpt.close()
+    tokens = np.ones((1, 24), np.int32)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens, train=False))
+    return config, shapes['params']
 
 
-@pytest.fixture(scope='module')
-def teacher(tmp_path_factory):
+def _set_teacher(workdir, step, seed):
+    """Stands in for a finished teacher run in `workdir` at `step`."""
+    config, shapes = _teacher_shapes()
+    rng = np.random.default_rng(seed)
+    params = jax.tree.map(lambda x: rng.normal(0, 0.5, x.shape).astype(x.dtype), shapes)
+    RUNS[workdir] = (config, params, step)
+
+
+@pytest.fixture
+def teacher(tmp_path, monkeypatch):
     if not SHARED_DATA.is_dir():
         pytest.skip(f'real data folder {SHARED_DATA} is absent')
-    workdir = str(tmp_path_factory.mktemp('teacher'))
-    _save_teacher(workdir, 1, seed=0)
+    workdir = str(tmp_path / 'teacher')
+    _set_teacher(workdir, 1, seed=0)
+    monkeypatch.setattr(teacher_cache, 'load_teacher', RUNS.__getitem__)
     return workdir
 
 
-def test_run_from_config_carries_teacher_logits_and_logs_weights(teacher, tmp_path):
-    """Config -> cached teacher logits in every batch -> trainer run -> metrics.
-
-    Warm-up phase only (the policy's compiled steps are tested above; each
-    compile costs seconds here).
-    """
-    from jaxdistill import trainer
+def test_task_from_config_carries_cached_teacher_logits(teacher):
+    """Config -> text_classification task -> teacher logits in every batch."""
+    from jaxdistill.tasks import classification
 
     config = configuration.load_config(
         f'{CONFIG}:arm=rl,runlocal,teachers={teacher}+{teacher}'
     )
-    configuration.apply_overrides(
-        config,
-        [
-            f'data.data_dir={SHARED_DATA / "sst2"}',
-            'num_train_steps=4',
-            'log_every_steps=2',
-            'method.warmup_steps=4',
-            'checkpoint.every_steps=100',
-            'checkpoint.async_save=False',
-            'eval.max_examples=64',
-        ],
-    )
-    t = trainer.Trainer(config, str(tmp_path))
-    batch = t.task.train_batches.batch_at(0, 0)
+    config.data.data_dir = str(SHARED_DATA / 'sst2')
+    task = classification.TextClassificationTask(config, '', sharding.make_mesh(1))
+    batch = next(task.train_batches)
     assert batch['teacher_logits'].shape == (32, 2, 2)
     assert np.isfinite(batch['teacher_logits']).all()
     np.testing.assert_array_equal(
         batch['teacher_logits'][:, 0], batch['teacher_logits'][:, 1]
     )
-    summary = t.run()
-    assert 0.0 <= summary['eval/accuracy'] <= 1.0
-    with open(tmp_path / 'metrics.jsonl') as f:
-        records = [json.loads(line) for line in f]
-    train = [r for r in records if 'train/weight_t0' in r]
-    assert len(train) == 2
-    assert all(r['train/weight_t0'] == pytest.approx(0.5) for r in train)
-    assert all('train/confidence_t1' in r for r in train)
+    assert task.train_batches.position == {'epoch': 0, 'index': 1}
+    method = make_method(config.method, task.model_fns)
+    params = jax.eval_shape(method.init_params, jax.random.key(0), batch)
+    loss, aux = jax.eval_shape(
+        lambda p: method.loss(
+            p, method.init_extra(None, p), batch, jax.random.key(1), 0
+        ),
+        params,
+    )
+    assert loss.shape == () and 'train/weight_t1' in aux
 
 
 def test_teacher_cache_is_keyed_by_checkpoint_and_data(teacher, monkeypatch):
@@ -329,9 +321,12 @@ def test_teacher_cache_is_keyed_by_checkpoint_and_data(teacher, monkeypatch):
         first, teacher_cache.teacher_logits(teacher, sentences)
     )
     assert calls == [] and first.shape == (3, 2)  # A hit.
-    _save_teacher(teacher, 2, seed=1)  # A new checkpoint: recomputed, differs.
+    _set_teacher(teacher, 2, seed=1)  # A new checkpoint: recomputed, differs.
     changed = teacher_cache.teacher_logits(teacher, sentences)
     assert calls == [1] and not np.allclose(changed, first)
-    teacher_cache.teacher_logits(teacher, sentences[:2])  # New data: recomputed.
-    assert calls == [1, 1]
     assert len(os.listdir(os.path.join(teacher, 'logit_cache'))) == 1  # Stale gone.
+    config = configuration.load_config(CONFIG + ':arm=teacher_cnn,runlocal')
+    params = {'a': np.ones(2, np.float32)}
+    key = teacher_cache.cache_key(params, sentences, config)
+    assert key != teacher_cache.cache_key(params, sentences[:2], config)  # Data.
+    assert key != teacher_cache.cache_key({'a': np.ones(2) * 2}, sentences, config)
