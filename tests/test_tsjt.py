@@ -222,7 +222,7 @@ def test_train_extract_evaluate_cli(tmp_path):
         helpers.train_cmd(
             run,
             '--config.num_train_steps=4',
-            '--config.method.stage2_start=0',
+            '--config.method.stage2_start=2',
             '--config.model.composite.fractions=(0.25, 1.0)',
             '--config.checkpoint.every_steps=4',
             '--config.eval.at_end=False',
@@ -233,11 +233,7 @@ def test_train_extract_evaluate_cli(tmp_path):
     records = [json.loads(l) for l in open(os.path.join(run, 'metrics.jsonl'))]
     assert records[0]['train/x0.25/kd'] == 0.0 and records[-1]['train/x0.25/kd'] > 0
     summary = json.load(open(os.path.join(run, 'summary.json')))
-    assert (
-        summary['num_params/x0.25']
-        < summary['num_params/x0.5']
-        < summary['num_params/x1']
-    )
+    assert summary['num_params/x0.25'] < summary['num_params/x1']
 
     info = _json(
         _ok(_module('extract', '--workdir', run, '--capacity', 'x0.25', '--out', out))
