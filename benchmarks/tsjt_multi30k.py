@@ -34,6 +34,7 @@ and a plot of val BLEU against step for every capacity and arm.
 """
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -52,6 +53,7 @@ import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxdistill import configuration  # pylint: disable=g-import-not-at-top
 from jaxdistill import extract as extract_lib  # pylint: disable=g-import-not-at-top
 from jaxdistill import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+from jaxdistill import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
 from jaxdistill import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
 from jaxdistill.models import transformer  # pylint: disable=g-import-not-at-top
 from jaxdistill.tasks import translation  # pylint: disable=g-import-not-at-top
@@ -73,6 +75,13 @@ def parse_args(argv):
     p.add_argument('--eval_examples', type=int, default=300, help='val, all directions')
     p.add_argument('--beam', type=int, default=5, help='test decoding beam')
     p.add_argument('--arms', default=','.join(ARMS))
+    p.add_argument(
+        '--timing_steps',
+        type=int,
+        default=30,
+        help='after the arms, time this many steps of each arm alone, one '
+        'after another (0: off); the wall ratio is taken from these',
+    )
     p.add_argument('--quick', action='store_true', help='smoke run: tiny everything')
     p.add_argument(
         '--resume',
@@ -146,17 +155,17 @@ def arm_config(arm, args, overrides, root):
         config.method.stage2_start = int(args.steps * args.stage2_fraction)
     elif arm == 'small_kd':
         config.method = ml_collections.ConfigDict(
-            dict(
-                name='distill',
-                teacher_workdir=os.path.join(root, 'large_solo'),
-                alpha=0.5,
-                temperature=1.0,
-                label_smoothing=smoothing,
-            )
+            {
+                'name': 'distill',
+                'teacher_workdir': os.path.join(root, 'large_solo'),
+                'alpha': 0.5,
+                'temperature': 1.0,
+                'label_smoothing': smoothing,
+            }
         )
     else:
         config.method = ml_collections.ConfigDict(
-            dict(name='supervised', label_smoothing=smoothing)
+            {'name': 'supervised', 'label_smoothing': smoothing}
         )
     return configuration.apply_overrides(config, overrides)
 
@@ -217,11 +226,45 @@ def run_arm(arm, args, overrides, root):
         'val_curve': curves(workdir, names),
         'test': {},
         'workdir': workdir,
+        'load_average': os.getloadavg()[0],
     }
     for n, p in models.items():
         result['test'][n] = test_scores(tr, p, args.beam)
         print(f'{arm} {n}: test {result["test"][n]}', flush=True)
     return result, tr
+
+
+def isolated_step_seconds(arm, args, overrides, root):
+    """Seconds per train step of one arm with the machine to itself.
+
+    The arm's first `--timing_steps` batches (TSJT: half of them in each
+    stage) run through its compiled step twice; the first pass compiles every
+    batch shape and phase, the second is timed.
+    """
+    workdir = os.path.join(root, 'timing', arm)
+    shutil.rmtree(workdir, ignore_errors=True)
+    os.makedirs(workdir)
+    shutil.copy(os.path.join(root, 'spm.model'), os.path.join(workdir, 'spm.model'))
+    config = arm_config(arm, args, overrides, root)
+    steps = args.timing_steps
+    if arm.startswith('tsjt'):
+        config.method.stage2_start = steps // 2
+    tr = trainer_lib.Trainer(config, workdir)
+    batches = [
+        sharding_lib.global_batch(next(tr.task.train_batches), tr.batch_sharding)
+        for _ in range(steps)
+    ]
+    phases = [tr.method.phase(i) for i in range(steps)]
+
+    def sweep(state):
+        for batch, phase in zip(batches, phases):
+            state, aux = tr.step_fn(state, batch, phase)
+        return jax.block_until_ready((state, aux))[0]
+
+    state = sweep(tr.state)
+    started = time.perf_counter()
+    sweep(state)
+    return (time.perf_counter() - started) / steps
 
 
 def extraction(root, args, tr):
@@ -240,7 +283,9 @@ def extraction(root, args, tr):
         '--config.eval.max_examples=0',
         f'--config.data.files_dir={args.data_dir}',
     ]
-    proc = subprocess.run(cmd, cwd=common.REPO, capture_output=True, text=True)
+    proc = subprocess.run(
+        cmd, check=False, cwd=common.REPO, capture_output=True, text=True
+    )
     if proc.returncode:
         raise SystemExit(f'evaluate CLI failed: {proc.stderr[-2000:]}')
     start = proc.stdout.rindex('{\n  "')
@@ -254,7 +299,8 @@ def extraction(root, args, tr):
         model = translation.transformer_lib.Transformer(
             translation.transformer_lib.infer_config(params, tr.task.model.config)
         )
-        decode = lambda: translation.translate_texts(  # noqa: E731
+        decode = functools.partial(
+            translation.translate_texts,
             model,
             params,
             tr.task.tokenizer,
@@ -302,6 +348,11 @@ def main():
             continue
         results[arm], _ = run_arm(arm, args, overrides, root)
         partial.write_text(json.dumps(results, indent=2) + '\n')
+    timing = {}
+    if args.timing_steps:
+        for arm in results:
+            timing[arm] = isolated_step_seconds(arm, args, overrides, root)
+            print(f'{arm}: {timing[arm]:.3f} s/step alone', flush=True)
     extracted = {}
     if 'tsjt_a' in results:
         config = arm_config('tsjt_a', args, overrides, root)
@@ -333,11 +384,18 @@ def main():
         }
         for l in LANGS
     }
-    ratio_a = ratio_b = None
-    if all(a in results for a in ('tsjt_a', 'large_solo', 'small_kd')):
-        ratio_a = secs('tsjt_a') / secs('large_solo', 'small_kd')
-    if all(a in results for a in ('tsjt_b', 'large_deep_solo', 'small_kd')):
-        ratio_b = secs('tsjt_b') / secs('large_deep_solo', 'small_kd')
+
+    def ratio(tsjt, large, times):
+        if all(a in times for a in (tsjt, large, 'small_kd')):
+            return times[tsjt] / (times[large] + times['small_kd'])
+        return None
+
+    # Every arm trains the same number of steps, so the ratio of step times is
+    # the ratio of training times. The isolated timings are the fair one: the
+    # full runs may have shared the machine with each other.
+    full = {a: secs(a) for a in results}
+    ratio_a = ratio('tsjt_a', 'large_solo', timing)
+    ratio_b = ratio('tsjt_b', 'large_deep_solo', timing)
     targets = {}
     if None not in (summary['small_tsjt_a'], summary['small_solo']):
         targets['small_tsjt_a_ge_solo_plus_1'] = (
@@ -362,6 +420,15 @@ def main():
         **summary,
         'wall_ratio_tsjt_vs_separate': ratio_a,
         'wall_ratio_tsjt_b_vs_separate': ratio_b,
+        'wall_ratio_note': 'TSJT step time over (large solo + small KD) step '
+        'times, each arm timed alone for --timing_steps steps; the *_full_runs '
+        "ratios use the full runs' training times, which may have shared the "
+        'machine with other work (arms.*.load_average: 1-minute load at the end)',
+        'step_seconds_isolated': timing,
+        'wall_ratio_tsjt_vs_separate_full_runs': ratio('tsjt_a', 'large_solo', full),
+        'wall_ratio_tsjt_b_vs_separate_full_runs': ratio(
+            'tsjt_b', 'large_deep_solo', full
+        ),
         'targets_met': targets,
         'per_direction': per_direction,
         'metric': 'test_2016_flickr BLEU, lowercased and tokenised (sacrebleu '

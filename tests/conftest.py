@@ -2,17 +2,32 @@
 
 import os
 import pathlib
+import shutil
+import tempfile
 
 os.environ['XLA_FLAGS'] = (
     os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
 ).strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+# One persistent compilation cache for the session, inherited by the xdist
+# workers and the CLI subprocesses: the many short training runs compile the
+# same steps, and compiling is most of their time on 2 cores.
+_JIT_CACHE = None
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+    _JIT_CACHE = tempfile.mkdtemp(prefix='jaxdistill_tests_jit_')
+    os.environ['JAX_COMPILATION_CACHE_DIR'] = _JIT_CACHE
 
 import pytest  # pylint: disable=g-import-not-at-top
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / 'shared' / 'data'
+
+
+def pytest_unconfigure(config):
+    del config
+    if _JIT_CACHE:
+        shutil.rmtree(_JIT_CACHE, ignore_errors=True)
 
 
 @pytest.fixture
