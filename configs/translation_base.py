@@ -47,7 +47,8 @@ def get_config(arg=None):
     # Several capacities in one parameter tree (method 'tsjt'; models/composite.py).
     config.model.composite = ml_collections.ConfigDict()
     # '' = a plain Transformer; 'width' = nested heads and FFN units (composite
-    # A); 'depth' = bottom layers with their own output norms (composite B).
+    # A); 'depth' = bottom layers with their own output norms (composite B);
+    # 'decoder' = exits inside the decoder (method 'self_distill').
     config.model.composite.kind = ''
     # Capacities as fractions of the full model's width or depth, the last 1.0.
     config.model.composite.fractions = (0.5, 1.0)

@@ -218,3 +218,79 @@ def test_text_classifier_exits_and_sst2_reader(tmp_path):
     assert out['logits'][0].shape == (2, 2) and out['features'][1].shape == (2, 8)
     first = apply(params, batch, train=False, upto=0)['logits']
     np.testing.assert_allclose(first[0], out['logits'][0], atol=1e-5)
+
+
+def test_decoder_exits_are_the_extracted_shallow_decoders():
+    from jaxdistill.models import composite as composite_lib
+    from jaxdistill.models import transformer as transformer_lib
+    from jaxdistill.tasks import translation
+
+    cfg = transformer_lib.TransformerConfig(
+        vocab_size=30,
+        d_model=16,
+        num_heads=2,
+        d_ff=32,
+        num_encoder_layers=1,
+        num_decoder_layers=4,
+        dropout_rate=0.0,
+        max_len=16,
+    )
+    rng = np.random.default_rng(0)
+    batch = {
+        k: jnp.asarray(rng.integers(4, 30, (3, 6)), jnp.int32)
+        for k in ('inputs', 'targets')
+    }
+    batch['targets'] = batch['targets'].at[1, -2:].set(0)  # Padding.
+    comp = composite_lib.Composite(cfg, 'decoder', (0.25, 0.5, 1.0))
+    assert [comp.capacity_config(i).num_decoder_layers for i in range(3)] == [1, 2, 4]
+    assert comp.capacity_config(0).num_encoder_layers == 1
+    fns = composite_lib.make_fns(comp, translation.translation_labels)
+    params = fns.init(jax.random.key(0), batch)
+    # Exit norms are their own parameters: make them differ from the final one.
+    params['exit_norms']['x0.25']['decoder']['scale'] *= 2.0
+    out = jax.jit(lambda p: fns.apply_exits(p, batch, train=False))(params)
+    multi_exit.check_output(out, 3)
+    for i in range(3):  # Each exit is exactly the extracted shallow model.
+        plain = transformer_lib.Transformer(comp.capacity_config(i)).apply(
+            {'params': comp.extract(params, i)}, *batch.values(), train=False
+        )
+        np.testing.assert_allclose(out['logits'][i], plain, rtol=2e-5, atol=2e-5)
+    assert not np.allclose(out['logits'][0], out['logits'][1])
+    only = fns.apply_exits(params, batch, train=False, upto=1, only_last=True)
+    np.testing.assert_allclose(
+        only['logits'][0], out['logits'][1], rtol=2e-5, atol=2e-5
+    )
+
+    method = make_method(
+        ml_collections.ConfigDict({'name': 'self_distill', 'alpha': 0.5}), fns
+    )
+    loss, aux = method.loss(params, {}, batch, jax.random.key(1), 0)
+    labels, where = translation.translation_labels(batch)
+    assert float(aux['train/tokens']) == float(np.sum(where))
+    assert np.isfinite(float(loss)) and float(aux['train/kd']) > 0
+    # The deepest exit (the teacher) learns from the labels only: its own
+    # cross-entropy gradient, scaled by (1 - alpha), is the whole of it.
+    grads = jax.grad(lambda p: method.loss(p, {}, batch, jax.random.key(1), 0)[0])(
+        params
+    )
+    norm_grad = grads['model']['decoder']['norm']['scale']
+
+    def deepest_ce(p):
+        z = fns.apply_exits(p, batch, train=False)['logits'][-1]
+        return 0.5 * jnp.sum(optax_ce(z, labels) * where) / jnp.sum(where)
+
+    np.testing.assert_allclose(
+        norm_grad,
+        jax.grad(deepest_ce)(params)['model']['decoder']['norm']['scale'],
+        rtol=1e-4,
+        atol=1e-7,
+    )
+    models = method.eval_models(params, {})
+    assert list(models) == ['x1', 'x0.5', 'x0.25']
+    assert len(models['x0.25']['decoder']) == 2  # layers_0 and norm
+
+
+def optax_ce(logits, labels):
+    import optax
+
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)

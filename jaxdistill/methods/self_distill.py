@@ -36,8 +36,9 @@ class SelfDistill(Method):
         if getattr(model, 'apply_exits', None) is None:
             raise ConfigError(
                 "method 'self_distill' needs a multi-exit model (its ModelFns "
-                'has no apply_exits); use an image_classification or '
-                'text_classification task.'
+                'has no apply_exits): an image_classification or '
+                'text_classification task, or translation with model.composite.'
+                "kind = 'decoder' (exits inside the decoder)."
             )
         built = {
             key: schedules.from_config(options[key], name=f'method.{key}')
@@ -50,10 +51,14 @@ class SelfDistill(Method):
         del extra
         out = self.model.apply_exits(params, batch, train=True, rng=rng)
         labels, where = self.model.labels(batch)
+        # Sequence models' exits give [B, L, ...]: every token is an example.
+        labels, where = jnp.reshape(labels, -1), jnp.reshape(where, -1)
+        logits = [jnp.reshape(z, (labels.shape[0], -1)) for z in out['logits']]
+        features = [jnp.reshape(f, (labels.shape[0], -1)) for f in out['features']]
         alpha = self.alpha(step)
         per_example, terms = losses_self_distill.self_distill_loss(
-            out['logits'],
-            out['features'],
+            logits,
+            features,
             labels,
             alpha=alpha,
             temperature=self.temperature(step),
@@ -61,7 +66,19 @@ class SelfDistill(Method):
             where=where,
         )
         loss = losses.masked_mean(per_example, where)
-        return loss, _metrics(out['logits'], labels, where, loss, terms, alpha)
+        return loss, _metrics(logits, labels, where, loss, terms, alpha)
+
+    def eval_models(self, params, extra):
+        """A composite's exits as plain models, deepest first; else the model."""
+        if hasattr(self.model, 'eval_models'):
+            return self.model.eval_models(params)
+        return super().eval_models(params, extra)
+
+    def eval_params(self, params, extra):
+        del extra
+        if hasattr(self.model, 'extract'):
+            return self.model.extract(params, self.model.num_exits - 1)
+        return params
 
 
 def _metrics(logits, labels, where, loss, terms, alpha):

@@ -54,7 +54,7 @@ class TwoStageJoint(Method):
         if getattr(model, 'apply_capacity', None) is None:
             raise ConfigError(
                 "method 'tsjt' needs a composite model: set model.composite.kind "
-                "to 'width' or 'depth' and model.composite.fractions."
+                "to 'width', 'depth' or 'decoder' and model.composite.fractions."
             )
         options = dict(options)
         for key in ('label_weight', 'distill_weight'):
@@ -152,10 +152,7 @@ class TwoStageJoint(Method):
         """Every capacity as plain Transformer parameters, largest first (the
         trainer also reports the first one's metrics unprefixed)."""
         del extra
-        names = self.model.names
-        return {
-            names[i]: self.model.extract(params, i) for i in reversed(range(len(names)))
-        }
+        return self.model.eval_models(params)
 
     def eval_params(self, params, extra):
         del extra

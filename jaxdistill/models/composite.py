@@ -10,12 +10,17 @@ Two ways one tree holds models of several sizes (see docs/methods/tsjt.md):
   plus the bottom f-fraction of the encoder and of the decoder layers, with
   its own final encoder and decoder LayerNorms; larger capacities add layers
   on top.
+* 'decoder' (decoder exits): capacity f is the whole encoder and the bottom
+  f-fraction of the decoder layers with its own final decoder LayerNorm: an
+  exit inside the decoder, as self-distillation uses it
+  (docs/methods/self_distillation.md). Its `apply_exits` runs the encoder and
+  the decoder once and reads every exit off the way up.
 
 The composite tree is
 
     {'model': params of the full Transformer (the largest capacity),
-     'exit_norms': {NAME: {'encoder': LayerNorm params,
-                           'decoder': LayerNorm params}}}  # 'depth' only
+     'exit_norms': {NAME: {'encoder': LayerNorm params,   # 'depth' only
+                           'decoder': LayerNorm params}}}  # not 'width'
 
 and `Composite.extract(params, i)` returns plain `Transformer` parameters of
 capacity i (for `capacity_config(i)`): what evaluation decodes with, and what
@@ -31,9 +36,10 @@ import numpy as np
 
 from jaxdistill.errors import ConfigError
 from jaxdistill.methods.base import ModelFns
+from jaxdistill.models import multi_exit
 from jaxdistill.models import transformer as transformer_lib
 
-KINDS = ('width', 'depth')
+KINDS = ('width', 'depth', 'decoder')
 
 
 def capacity_name(fraction: float) -> str:
@@ -58,9 +64,10 @@ class Composite:
 
     Attributes:
       config: the full (largest) Transformer.
-      kind: 'width' or 'depth'.
+      kind: 'width', 'depth' or 'decoder'.
       fractions: capacity of each model as a fraction of the full model's
-        heads and FFN units ('width') or layers ('depth').
+        heads and FFN units ('width'), layers ('depth') or decoder layers
+        ('decoder').
     """
 
     config: transformer_lib.TransformerConfig
@@ -112,14 +119,15 @@ class Composite:
                 # Heads keep the full model's width (0 = d_model // heads).
                 head_size=0 if heads * c.head_dim == c.d_model else c.head_dim,
             )
+        decoder = _whole(c.num_decoder_layers * f, f'num_decoder_layers x {f:g}')
+        if self.kind == 'decoder':
+            return dataclasses.replace(c, num_decoder_layers=decoder)
         return dataclasses.replace(
             c,
             num_encoder_layers=_whole(
                 c.num_encoder_layers * f, f'num_encoder_layers x {f:g}'
             ),
-            num_decoder_layers=_whole(
-                c.num_decoder_layers * f, f'num_decoder_layers x {f:g}'
-            ),
+            num_decoder_layers=decoder,
         )
 
     def init(self, rng, inputs, targets) -> dict:
@@ -127,12 +135,10 @@ class Composite:
         model = transformer_lib.Transformer(self.config)
         full = model.init({'params': rng}, inputs, targets, train=False)['params']
         norms = {}
-        if self.kind == 'depth':
-            for name in self.names[:-1]:
-                norms[name] = {
-                    'encoder': full['encoder']['norm'],
-                    'decoder': full['decoder']['norm'],
-                }
+        stacks = {'depth': ('encoder', 'decoder'), 'decoder': ('decoder',)}
+        for name in self.names[:-1]:
+            if self.kind in stacks:
+                norms[name] = {s: full[s]['norm'] for s in stacks[self.kind]}
         return {'model': full, 'exit_norms': norms}
 
     def extract(self, params: dict, i: int) -> dict:
@@ -147,11 +153,12 @@ class Composite:
             for path, x in flat.items():
                 out[path] = _slice_width(path, x, cfg.num_heads, cfg.d_ff)
         else:
+            norms = params['exit_norms'][self.names[i]]
             keep = {
                 'encoder': cfg.num_encoder_layers,
                 'decoder': cfg.num_decoder_layers,
             }
-            norms = params['exit_norms'][self.names[i]]
+            keep = {stack: n for stack, n in keep.items() if stack in norms}
             for path, x in flat.items():
                 stack = path[0]
                 if stack in keep and path[1].startswith('layers_'):
@@ -189,10 +196,18 @@ class CompositeFns(ModelFns):
 
     apply_capacity: (params, batch, i, *, train, rng=None) -> logits [B, L, V]
       of capacity i, computed on `composite.extract(params, i)`.
+    apply_exits: 'decoder' composites only (else None): the multi-exit face
+      (`models/multi_exit.py`) over every capacity, smallest first, in one
+      pass: (params, batch, *, train, rng=None, upto=None, only_last=False)
+      -> {'logits': list of [B, L, V], 'features': list of [B, L, D]}, the
+      features being each exit's normalised decoder states.
+    num_exits: the number of capacities.
     """
 
     composite: Composite = None
     apply_capacity: Callable = None
+    apply_exits: Callable = None
+    num_exits: int = 1
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -200,6 +215,11 @@ class CompositeFns(ModelFns):
 
     def extract(self, params, i: int):
         return self.composite.extract(params, i)
+
+    def eval_models(self, params) -> dict:
+        """Every capacity as plain Transformer parameters, largest first."""
+        names = self.names
+        return {names[i]: self.extract(params, i) for i in reversed(range(len(names)))}
 
 
 def make_fns(composite: Composite, labels) -> CompositeFns:
@@ -225,10 +245,42 @@ def make_fns(composite: Composite, labels) -> CompositeFns:
     def apply(params, batch, *, train, rng=None):
         return apply_capacity(params, batch, len(models) - 1, train=train, rng=rng)
 
+    full = models[-1]
+    depths = [m.config.num_decoder_layers for m in models]
+    norm = flax.linen.LayerNorm(dtype=full.config.dtype)
+
+    def apply_exits(params, batch, *, train, rng=None, upto=None, only_last=False):
+        last = multi_exit.exit_index(upto, len(models))
+        rngs = {'dropout': rng} if train and rng is not None else None
+        variables = {'params': params['model']}
+        states = full.apply(
+            variables,
+            batch['inputs'],
+            batch['targets'],
+            train=train,
+            upto=depths[last],
+            rngs=rngs,
+            method=transformer_lib.Transformer.decoder_states,
+        )
+        out = {'logits': [], 'features': []}
+        for i in range(last if only_last else 0, last + 1):
+            if i == len(models) - 1:
+                scale = params['model']['decoder']['norm']
+            else:
+                scale = params['exit_norms'][composite.names[i]]['decoder']
+            h = norm.apply({'params': scale}, states[depths[i] - 1])
+            out['features'].append(h)
+            out['logits'].append(
+                full.apply(variables, h, method=transformer_lib.Transformer.logits)
+            )
+        return out
+
     return CompositeFns(
         init=init,
         apply=apply,
         labels=labels,
         composite=composite,
         apply_capacity=apply_capacity,
+        apply_exits=apply_exits if composite.kind == 'decoder' else None,
+        num_exits=len(models),
     )

@@ -282,6 +282,14 @@ class Decoder(nn.Module):
             y = layer(y, encoded, self_mask, cross_mask, train)
         return self.norm(y)
 
+    def states(self, y, encoded, self_mask, cross_mask, train: bool, upto: int):
+        """The un-normalised output [B, Lt, D] of each of the first `upto` layers."""
+        out = []
+        for layer in self.layers[:upto]:
+            y = layer(y, encoded, self_mask, cross_mask, train)
+            out.append(y)
+        return out
+
     def cross_key_value(self, encoded: Array) -> tuple:
         return tuple(layer.cross_key_value(encoded) for layer in self.layers)
 
@@ -346,6 +354,10 @@ class Transformer(nn.Module):
     def _target_table(self):
         return self.embed if self.config.share_embeddings else self.target_embed
 
+    def logits(self, h: Array) -> Array:
+        """Normalised decoder states [..., D] -> float32 logits [..., V]."""
+        return self._logits(h)
+
     def _logits(self, h: Array) -> Array:
         """[..., D] -> float32 [..., V].
 
@@ -381,6 +393,20 @@ class Transformer(nn.Module):
         return self.decode(
             self.encode(inputs, train=train), inputs, decoder_inputs, train=train
         )
+
+    def decoder_states(
+        self, inputs: Array, targets: Array, *, train: bool, upto: int | None = None
+    ) -> list:
+        """Teacher forcing up to decoder layer `upto` (default all): each
+        layer's un-normalised output [B, Lt, D], bottom first (decoder exits)."""
+        bos = jnp.full_like(targets[:, :1], self.config.bos_id)
+        decoder_inputs = jnp.concatenate([bos, targets[:, :-1]], axis=1)
+        encoded = self.encode(inputs, train=train)
+        y = self._embed(decoder_inputs, self._target_table(), 0, train)
+        causal = nn.make_causal_mask(decoder_inputs, dtype=jnp.bool_)
+        cross_mask = _padding_mask(inputs, self.config.pad_id)
+        upto = self.config.num_decoder_layers if upto is None else upto
+        return self.decoder.states(y, encoded, causal, cross_mask, train, upto)
 
     def init_cache(self, batch_size: int, max_len: int) -> dict:
         """Zero cache; see the module docstring. Same as `init_cache(config, ...)`."""
