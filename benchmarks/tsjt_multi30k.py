@@ -187,7 +187,15 @@ def curves(workdir, names):
 
 
 def test_scores(tr, params, beam):
-    m = tr.task.evaluate(params, split=TEST_SPLIT, beam_size=beam)
+    """Scores on the whole test set (eval.max_examples limits val only)."""
+    limit = tr.config.eval.max_examples
+    with tr.config.unlocked():
+        tr.config.eval.max_examples = 0
+    try:
+        m = tr.task.evaluate(params, split=TEST_SPLIT, beam_size=beam)
+    finally:
+        with tr.config.unlocked():
+            tr.config.eval.max_examples = limit
     per = {l: float(m[f'eval/bleu_tok_lc_{l}']) for l in LANGS}
     sacre = {l: float(m[f'eval/bleu_{l}']) for l in LANGS}
     return {
@@ -433,7 +441,8 @@ def main():
         'per_direction': per_direction,
         'metric': 'test_2016_flickr BLEU, lowercased and tokenised (sacrebleu '
         '13a, lowercase), mean over en-de, en-fr, en-cs; beam '
-        f'{args.beam}; last checkpoint (no averaging)',
+        f'{args.beam}; last checkpoint (no averaging); all 1,000 test '
+        'sentences per direction',
         'scale': {
             'steps_per_arm': args.steps,
             'batch_tokens': args.batch_tokens,
