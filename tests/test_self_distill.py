@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 from jax.test_util import check_grads
 
@@ -277,7 +278,8 @@ def test_decoder_exits_are_the_extracted_shallow_decoders():
 
     def deepest_ce(p):
         z = fns.apply_exits(p, batch, train=False)['logits'][-1]
-        return 0.5 * jnp.sum(optax_ce(z, labels) * where) / jnp.sum(where)
+        ce = optax.softmax_cross_entropy_with_integer_labels(z, labels)
+        return 0.5 * jnp.sum(ce * where) / jnp.sum(where)
 
     np.testing.assert_allclose(
         norm_grad,
@@ -288,9 +290,3 @@ def test_decoder_exits_are_the_extracted_shallow_decoders():
     models = method.eval_models(params, {})
     assert list(models) == ['x1', 'x0.5', 'x0.25']
     assert len(models['x0.25']['decoder']) == 2  # layers_0 and norm
-
-
-def optax_ce(logits, labels):
-    import optax
-
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)

@@ -278,9 +278,8 @@ class Decoder(nn.Module):
 
     def __call__(self, y, encoded, self_mask, cross_mask, train: bool) -> Array:
         """y [B, Lt, D] embedded -> [B, Lt, D] normalised hidden states."""
-        for layer in self.layers:
-            y = layer(y, encoded, self_mask, cross_mask, train)
-        return self.norm(y)
+        states = self.states(y, encoded, self_mask, cross_mask, train, len(self.layers))
+        return self.norm(states[-1])
 
     def states(self, y, encoded, self_mask, cross_mask, train: bool, upto: int):
         """The un-normalised output [B, Lt, D] of each of the first `upto` layers."""
@@ -355,11 +354,7 @@ class Transformer(nn.Module):
         return self.embed if self.config.share_embeddings else self.target_embed
 
     def logits(self, h: Array) -> Array:
-        """Normalised decoder states [..., D] -> float32 logits [..., V]."""
-        return self._logits(h)
-
-    def _logits(self, h: Array) -> Array:
-        """[..., D] -> float32 [..., V].
+        """Normalised decoder states [..., D] -> float32 logits [..., V].
 
         Computed on the tokens flattened to [N, D]: with [B, L, D], XLA:CPU
         transposes the [B, L, V] logits gradient for the embedding gradient
@@ -378,20 +373,29 @@ class Transformer(nn.Module):
         x = self._embed(inputs, self._source_table(), 0, train)
         return self.encoder(x, _padding_mask(inputs, self.config.pad_id), train)
 
-    def decode(self, encoded, inputs, decoder_inputs, *, train: bool = False):
-        """encoded [B, Ls, D], inputs [B, Ls], decoder_inputs [B, Lt] -> [B, Lt, V]."""
+    def _decoder_args(self, inputs, decoder_inputs, train: bool) -> tuple:
+        """(embedded decoder inputs, causal mask, cross mask) for the decoder."""
         y = self._embed(decoder_inputs, self._target_table(), 0, train)
         causal = nn.make_causal_mask(decoder_inputs, dtype=jnp.bool_)
-        cross_mask = _padding_mask(inputs, self.config.pad_id)
-        h = self.decoder(y, encoded, causal, cross_mask, train)
-        return self._logits(h)
+        return y, causal, _padding_mask(inputs, self.config.pad_id)
+
+    def decode(self, encoded, inputs, decoder_inputs, *, train: bool = False):
+        """encoded [B, Ls, D], inputs [B, Ls], decoder_inputs [B, Lt] -> [B, Lt, V]."""
+        y, causal, cross_mask = self._decoder_args(inputs, decoder_inputs, train)
+        return self.logits(self.decoder(y, encoded, causal, cross_mask, train))
+
+    def _shift_right(self, targets: Array) -> Array:
+        """Teacher-forcing decoder inputs: BOS, then targets without the last."""
+        bos = jnp.full_like(targets[:, :1], self.config.bos_id)
+        return jnp.concatenate([bos, targets[:, :-1]], axis=1)
 
     def __call__(self, inputs: Array, targets: Array, *, train: bool) -> Array:
         """Teacher forcing: inputs [B, Ls], targets [B, Lt] -> logits [B, Lt, V]."""
-        bos = jnp.full_like(targets[:, :1], self.config.bos_id)
-        decoder_inputs = jnp.concatenate([bos, targets[:, :-1]], axis=1)
         return self.decode(
-            self.encode(inputs, train=train), inputs, decoder_inputs, train=train
+            self.encode(inputs, train=train),
+            inputs,
+            self._shift_right(targets),
+            train=train,
         )
 
     def decoder_states(
@@ -399,12 +403,10 @@ class Transformer(nn.Module):
     ) -> list:
         """Teacher forcing up to decoder layer `upto` (default all): each
         layer's un-normalised output [B, Lt, D], bottom first (decoder exits)."""
-        bos = jnp.full_like(targets[:, :1], self.config.bos_id)
-        decoder_inputs = jnp.concatenate([bos, targets[:, :-1]], axis=1)
         encoded = self.encode(inputs, train=train)
-        y = self._embed(decoder_inputs, self._target_table(), 0, train)
-        causal = nn.make_causal_mask(decoder_inputs, dtype=jnp.bool_)
-        cross_mask = _padding_mask(inputs, self.config.pad_id)
+        y, causal, cross_mask = self._decoder_args(
+            inputs, self._shift_right(targets), train
+        )
         upto = self.config.num_decoder_layers if upto is None else upto
         return self.decoder.states(y, encoded, causal, cross_mask, train, upto)
 
@@ -429,7 +431,7 @@ class Transformer(nn.Module):
         y = self._embed(token[:, None], self._target_table(), index, False)
         cross_mask = _padding_mask(inputs, self.config.pad_id)
         h, new_cache = self.decoder.step(y, index, cache, cross_mask)
-        return self._logits(h[:, 0]), new_cache
+        return self.logits(h[:, 0]), new_cache
 
 
 def count_params(params) -> int:
