@@ -89,11 +89,20 @@ def parse_args(argv):
         help='keep the arms already recorded in WORKDIR/results_partial.json '
         '(same settings) and run only the others',
     )
+    p.add_argument(
+        '--rescore',
+        action='store_true',
+        help='with --resume: score the recorded arms again on the test set '
+        "from their workdirs' last checkpoints (same settings), e.g. after a "
+        'change to the scoring',
+    )
     p.add_argument('--workdir', default='/tmp/jaxdistill_tsjt_multi30k')
     p.add_argument(
         '--data_dir', default=str(common.REPO.parent / 'shared/data/multi30k')
     )
     args = p.parse_args([a for a in argv if not a.startswith('--config.')])
+    if args.rescore and not args.resume:
+        p.error('--rescore needs --resume (it rescores the recorded arms)')
     if args.quick:
         args.steps, args.curve_points, args.eval_examples, args.beam = 30, 2, 30, 2
         args.batch_tokens, args.vocab_size = 512, 400
@@ -242,6 +251,18 @@ def run_arm(arm, args, overrides, root):
     return result, tr
 
 
+def rescore_arm(arm, args, overrides, root, workdir):
+    """Test scores of every capacity of a finished arm, from its last checkpoint."""
+    config = arm_config(arm, args, overrides, root)
+    tr = trainer_lib.Trainer(config, workdir, read_only=True)
+    models = tr.method.eval_models(tr.state.params, tr.state.extra)
+    test = {}
+    for n, p in models.items():
+        test[n] = test_scores(tr, p, args.beam)
+        print(f'{arm} {n}: rescored test {test[n]}', flush=True)
+    return test
+
+
 def isolated_step_seconds(arm, args, overrides, root):
     """Seconds per train step of one arm with the machine to itself.
 
@@ -351,6 +372,15 @@ def main():
         results = json.loads(partial.read_text())
         resumed = list(results)
         print(f'resuming: arms already done: {", ".join(results)}', flush=True)
+    if args.rescore:
+        for arm in results:
+            results[arm]['test'] = rescore_arm(
+                arm, args, overrides, root, results[arm]['workdir']
+            )
+            results[arm]['rescored'] = time.strftime(
+                '%Y-%m-%d %H:%M UTC', time.gmtime()
+            )
+        partial.write_text(json.dumps(results, indent=2) + '\n')
     for arm in arms:
         if arm in results:
             continue
