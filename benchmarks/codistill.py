@@ -97,6 +97,7 @@ def main():
         '--config.data.pairs=("en-de",)',
         '--config.data.vocab_size=8000',
         '--config.eval.max_examples=500',
+        '--config.eval.bleu=False',  # The curves are of val loss.
     ]
     if args.quick:
         common_overrides += ['--config.data.max_examples=3000', '--config.eval.max_examples=100']

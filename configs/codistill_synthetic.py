@@ -29,6 +29,17 @@ def get_config(arg=None):
     config.method.distance = 'kl'
     # Label smoothing of each replica's own cross entropy.
     config.method.label_smoothing = 0.1
+    # 'params': distil from stale peer copies refreshed every exchange_every
+    # steps (the paper); 'predictions': from the peers' current predictions
+    # on a shared batch, exchanged every step (PFN's variant; no stale copies).
+    config.method.exchange = 'params'
+    # exchange='predictions': the share of each replica's rows all replicas
+    # predict on (the distillation term is computed there).
+    config.method.shared_fraction = 0.25
+    # With a composite model (model.composite.kind, .fractions): the capacity
+    # of each replica, e.g. ('x0.5', 'x1') for a half-width and a full-width
+    # replica; () = every replica the full model.
+    config.method.replica_capacities = ()
     # Each replica gets batch_tokens // num_replicas of every global batch.
     config.data.batch_tokens = 4096
     config.num_train_steps = 1200

@@ -135,6 +135,9 @@ def get_config(arg=None):
     config.eval.max_examples = 0
     # Sentences per eval/decoding batch.
     config.eval.batch_size = 128
+    # Decode and score BLEU at each evaluation (False: loss and accuracy only,
+    # much cheaper, e.g. for loss curves).
+    config.eval.bleu = True
     # Longest decoded output.
     config.eval.max_decode_len = 64
     # Beam size of evaluation decoding; 0 or 1 = greedy.

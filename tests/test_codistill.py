@@ -195,6 +195,108 @@ def test_compiled_hlo_moves_weights_between_groups_only_when_exchanging():
     assert sum(traffic[(True, True)]) >= n_params, (traffic[(True, True)], n_params)
 
 
+def _split(batch, n=2):
+    """The global batch's rows as the n replica blocks (contiguous)."""
+    rows = batch['inputs'].shape[0] // n
+    return [
+        {k: v[r * rows : (r + 1) * rows] for k, v in batch.items()} for r in range(n)
+    ]
+
+
+def test_prediction_exchange_distils_towards_peers_current_predictions():
+    mesh = sharding.make_mesh(replica_axis_size=2)
+    method = _method(exchange='predictions', shared_fraction=0.5)
+    state, step, bs = _setup(method, mesh)
+    assert state.extra == {}  # No stale copies to keep.
+    assert [method.phase(i) for i in range(4)] == [(False, False)] * 2 + [
+        (True, False)
+    ] * 2
+    for i in range(2):  # Burn-in.
+        batch = _batch(seed=i)
+        state, aux = step(state, sharding.global_batch(batch, bs), method.phase(i))
+        assert 'train/distill' not in aux
+    batch = _batch(seed=2)
+    params = jax.device_get(state.params)
+    state, aux = step(state, sharding.global_batch(batch, bs), method.phase(2))
+    # The shared batch: the first half of each replica's 8 rows, r0's then r1's.
+    blocks = _split(batch)
+    shared = {k: np.concatenate([b[k][:4] for b in blocks]) for k in batch}
+    fns = _fns()  # Dropout 0: training and eval forwards agree.
+    logits = [
+        fns.apply(jax.tree.map(lambda p, r=r: p[r], params), shared, train=False)
+        for r in range(2)
+    ]
+    where = fns.labels(shared)[1]
+    for r in range(2):
+        kl = losses.distill_kl(logits[r], logits[1 - r], temperature=1.0, where=where)
+        np.testing.assert_allclose(
+            aux['train/distill'][r], losses.masked_mean(kl, where), rtol=1e-4
+        )
+    assert np.all(np.asarray(aux['train/distill']) > 0)
+
+
+def test_replicas_of_different_capacities():
+    from jaxdistill.models import composite as composite_lib
+    from jaxdistill.tasks import translation
+
+    cfg = TransformerConfig(
+        vocab_size=50,
+        d_model=32,
+        num_heads=4,
+        d_ff=64,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        dropout_rate=0.0,
+    )
+    comp = composite_lib.Composite(cfg, 'width', (0.5, 1.0))
+    fns = composite_lib.make_fns(comp, translation.translation_labels)
+    options = dict(name='codistill', num_replicas=2, burn_in_steps=1, exchange_every=1)
+    with pytest.raises(ConfigError, match="unknown capacity 'x2'"):
+        make_method(
+            ml_collections.ConfigDict(dict(options, replica_capacities=('x0.5', 'x2'))),
+            fns,
+        )
+    with pytest.raises(ConfigError, match='needs a composite model'):
+        make_method(
+            ml_collections.ConfigDict(dict(options, replica_capacities=('x0.5', 'x1'))),
+            _fns(),
+        )
+    method = make_method(
+        ml_collections.ConfigDict(dict(options, replica_capacities=('x0.5', 'x1'))), fns
+    )
+    assert method.replica_capacities == (0, 1)
+    mesh = sharding.make_mesh(replica_axis_size=2)
+    state, step, bs = _setup(method, mesh)
+    models = method.eval_models(state.params, state.extra)
+    sizes = {n: sum(x.size for x in jax.tree.leaves(p)) for n, p in models.items()}
+    assert sizes['r0'] < sizes['r1']  # Half the heads and FFN units.
+    assert sizes['r1'] == sum(
+        x.size
+        for x in jax.tree.leaves(
+            comp.extract(jax.tree.map(lambda p: p[1], jax.device_get(state.params)), 1)
+        )
+    )
+    batch = _batch(seed=0)
+    params = jax.device_get(state.params)
+    state, aux = step(state, sharding.global_batch(batch, bs), method.phase(0))
+    # Each replica's loss is its own capacity's cross entropy on its own rows.
+    for r, block in enumerate(_split(batch)):
+        p = jax.tree.map(lambda x, r=r: x[r], params)
+        logits = fns.apply_capacity(p, block, r, train=False)
+        labels, where = fns.labels(block)
+        ce = losses.masked_mean(
+            losses.cross_entropy(logits, labels, where=where), where
+        )
+        np.testing.assert_allclose(aux['train/ce'][r], ce, rtol=1e-4)
+    # Distilling from the stale peer of the other size, after the exchange.
+    for i in (1, 2):
+        state, aux = step(
+            state, sharding.global_batch(_batch(seed=i), bs), method.phase(i)
+        )
+        assert np.all(np.isfinite(np.asarray(aux['train/loss'])))
+    assert np.all(np.asarray(aux['train/distill']) > 0)
+
+
 OVERRIDES = (
     '--config.num_train_steps=10',
     '--config.log_every_steps=2',

@@ -10,6 +10,18 @@ its own rows of every global batch. Stale copies of all replicas live in
 all-gather over `replica` every `exchange_every` steps, and weights cross
 between groups at no other time. Replica r's distillation target is the mean
 prediction of the stale copies of its peers q != r on r's own batch.
+
+Two options beyond the paper's setting:
+* `exchange='predictions'` (the variant of PFN's public code): no stale
+  copies; every step each replica also predicts on a shared batch (the first
+  `shared_fraction` of every replica's rows, gathered over `replica`), the
+  predictions are all-gathered, and each replica distils towards its peers'
+  current predictions there. Predictions, not weights, cross every step.
+* `replica_capacities`: with a composite model (`model.composite`, see
+  models/composite.py), replica r is capacity `replica_capacities[r]` of its
+  own copy of the composite, so the replicas differ in architecture (e.g. a
+  half-width and a full-width Transformer). Each replica's forward runs only
+  its own capacity's sub-network (a `lax.switch` on the replica index).
 """
 
 import dataclasses
@@ -26,6 +38,7 @@ from jaxdistill.errors import ConfigError
 from jaxdistill.methods.base import Method, ModelFns
 
 DISTANCES = ('kl', 'soft_ce')
+EXCHANGES = ('params', 'predictions')
 
 
 @registry.register('method', 'codistill')
@@ -44,6 +57,16 @@ class Codistill(Method):
     temperature: float = 1.0
     distance: str = 'kl'
     label_smoothing: float = 0.0
+    # 'params': stale peer copies refreshed every `exchange_every` steps (the
+    # paper); 'predictions': peers' current predictions on a shared batch,
+    # every step (PFN's variant).
+    exchange: str = 'params'
+    # 'predictions' only: the share of each replica's rows (at least one row)
+    # that all replicas predict on; the distillation term is on these rows.
+    shared_fraction: float = 0.25
+    # Composite models only: the capacity of each replica, by name ('x0.5')
+    # or index; empty: every replica is the largest capacity.
+    replica_capacities: tuple = ()
 
     stacked_params = True
 
@@ -64,7 +87,60 @@ class Codistill(Method):
                 'codistillation needs method.num_replicas >= 2 and '
                 'method.exchange_every >= 1.'
             )
+        if method.exchange not in EXCHANGES:
+            raise ConfigError(
+                f'method.exchange={method.exchange!r}; valid: {", ".join(EXCHANGES)}.'
+            )
+        if not 0.0 < method.shared_fraction <= 1.0:
+            raise ConfigError(
+                f'method.shared_fraction={method.shared_fraction} must be in (0, 1].'
+            )
+        if method.replica_capacities:
+            method = dataclasses.replace(
+                method, replica_capacities=method._capacity_indices()
+            )
         return method
+
+    def _capacity_indices(self) -> tuple[int, ...]:
+        names = getattr(self.model, 'names', None)
+        if names is None:
+            raise ConfigError(
+                'method.replica_capacities needs a composite model '
+                "(model.composite.kind 'width', 'depth' or 'decoder')."
+            )
+        caps = tuple(self.replica_capacities)
+        if len(caps) != self.num_replicas:
+            raise ConfigError(
+                f'method.replica_capacities={caps} names {len(caps)} capacities '
+                f'for method.num_replicas={self.num_replicas}.'
+            )
+        out = []
+        for c in caps:
+            if isinstance(c, str) and c in names:
+                out.append(names.index(c))
+            elif isinstance(c, int) and 0 <= c < len(names):
+                out.append(c)
+            else:
+                raise ConfigError(
+                    f'method.replica_capacities: unknown capacity {c!r}; the '
+                    f'composite has {", ".join(names)} (or indices 0..{len(names) - 1}).'
+                )
+        return tuple(out)
+
+    def _apply(self, params, batch, index, *, train, rng=None):
+        """Logits of replica `index` (traced) with its own parameters."""
+        if not self.replica_capacities:
+            return self.model.apply(params, batch, train=train, rng=rng)
+        branches = [
+            functools.partial(
+                lambda p, b, c: self.model.apply_capacity(
+                    p, b, c, train=train, rng=rng
+                ),
+                c=c,
+            )
+            for c in self.replica_capacities
+        ]
+        return jax.lax.switch(index, branches, params, batch)
 
     def _weight(self, step):
         w = self.weight(step) if callable(self.weight) else self.weight
@@ -77,11 +153,13 @@ class Codistill(Method):
 
     def init_extra(self, rng, params):
         del rng
-        return {'stale': params}
+        return {'stale': params} if self.exchange == 'params' else {}
 
     def phase(self, step: int):
         """(distil?, exchange after this step?): each pair compiles once."""
         distil = step >= self.burn_in_steps
+        if self.exchange == 'predictions':
+            return (bool(distil), False)
         exchange = (
             step + 1
         ) % self.exchange_every == 0 or step + 1 == self.burn_in_steps
@@ -102,7 +180,7 @@ class Codistill(Method):
             out_specs=spec,
             axis_names={'replica'},
         )
-        stale = extra['stale'] if distil else None
+        stale = extra['stale'] if distil and self.exchange == 'params' else None
         loss, aux = per_replica(params, batch, stale, jax.random.key_data(rng), step)
         return jnp.sum(loss), aux
 
@@ -111,14 +189,24 @@ class Codistill(Method):
         r = jax.lax.axis_index('replica')
         params = jax.tree.map(lambda p: p[0], params)
         rng = jax.random.fold_in(jax.random.wrap_key_data(rng), r)
-        logits = self.model.apply(params, batch, train=True, rng=rng)
+        logits = self._apply(params, batch, r, train=True, rng=rng)
         labels, where = self.model.labels(batch)
         ce = losses.cross_entropy(
             logits, labels, where=where, label_smoothing=self.label_smoothing
         )
         ce = losses.masked_mean(ce, where)
         loss, aux = ce, {'train/ce': ce, 'train/tokens': jnp.sum(where)}
-        if distil:
+        if distil and self.exchange == 'predictions':
+            shared = self.shared_batch(batch)
+            own = self._apply(
+                params, shared, r, train=True, rng=jax.random.fold_in(rng, 1)
+            )
+            peers = self.peer_predictions(own, r)
+            where = self.model.labels(shared)[1]
+            d = self.distillation(own[None], peers[:, None], where[None])[0]
+            loss = ce + self._weight(step) * d
+            aux['train/distill'] = d
+        elif distil:
             peers = self.peer_logits(stale, batch, r)
             d = self.distillation(logits[None], peers[:, None], where[None])[0]
             loss = ce + self._weight(step) * d
@@ -130,9 +218,28 @@ class Codistill(Method):
         """[N-1, B, ..., V]: stale peers (r+k) % N, k=1..N-1, on r's batch."""
         out = []
         for k in range(1, self.num_replicas):
-            peer = jax.tree.map(lambda p: p[(r + k) % self.num_replicas], stale)
-            out.append(self.model.apply(peer, batch, train=False))
+            q = (r + k) % self.num_replicas
+            peer = jax.tree.map(lambda p, q=q: p[q], stale)
+            out.append(self._apply(peer, batch, q, train=False))
         return jax.lax.stop_gradient(jnp.stack(out))
+
+    def shared_batch(self, batch):
+        """The first `shared_fraction` of every replica's rows, all replicas'
+        together (an all-gather over `replica` of token ids): [N * k, ...]."""
+        rows = jax.tree.leaves(batch)[0].shape[0]
+        k = max(1, round(rows * self.shared_fraction))
+        return jax.tree.map(
+            lambda x: jax.lax.all_gather(x[:k], 'replica', tiled=True), batch
+        )
+
+    def peer_predictions(self, own, r):
+        """[N-1, S, ..., V]: peers' current logits on the shared batch
+        (all-gathered over `replica`, under stop-gradient), peers (r+k) % N."""
+        every = jax.lax.all_gather(jax.lax.stop_gradient(own), 'replica')
+        peers = [
+            every[(r + k) % self.num_replicas] for k in range(1, self.num_replicas)
+        ]
+        return jnp.stack(peers)
 
     def distillation(self, logits, peers, where):
         """[N] mean distance from each replica to its peers' mean prediction."""
@@ -151,15 +258,24 @@ class Codistill(Method):
             return {'stale': params}
         return extra
 
+    def replica_params(self, params, i: int):
+        """Replica i as a standalone model (a composite's capacity extracted)."""
+        p = jax.tree.map(lambda x: x[i], params)
+        if hasattr(self.model, 'extract'):  # A composite.
+            largest = len(self.model.names) - 1
+            p = self.model.extract(
+                p, self.replica_capacities[i] if self.replica_capacities else largest
+            )
+        return p
+
     def eval_params(self, params, extra):
         """Replica 0 (every replica is a full model)."""
         del extra
-        return jax.tree.map(lambda p: p[0], params)
+        return self.replica_params(params, 0)
 
     def eval_models(self, params, extra):
         """Each replica as a standalone model: {'r0': params_0, ...}."""
         del extra
         return {
-            f'r{i}': jax.tree.map(lambda p, i=i: p[i], params)
-            for i in range(self.num_replicas)
+            f'r{i}': self.replica_params(params, i) for i in range(self.num_replicas)
         }

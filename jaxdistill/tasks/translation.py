@@ -297,7 +297,7 @@ class TranslationTask:
         self,
         params,
         *,
-        bleu: bool = True,
+        bleu: bool | None = None,
         split: str | None = None,
         beam_size: int | None = None,
         length_penalty: float | None = None,
@@ -306,7 +306,8 @@ class TranslationTask:
 
         Args:
           params: the raw parameter tree.
-          bleu: decode and score BLEU (else loss and accuracy only).
+          bleu: decode and score BLEU (else loss and accuracy only); default
+            `eval.bleu` (True).
           split: default `data.eval_split`; e.g. 'test_2016_flickr'.
           beam_size, length_penalty: default `eval.beam_size` (0 or 1 =
             greedy) and `eval.length_penalty` (see `evaluation.beam_search`).
@@ -316,6 +317,8 @@ class TranslationTask:
         """
         model = self.model_for(params)
         e = self.config.eval
+        if bleu is None:
+            bleu = e.get('bleu', True)
         beam = e.get('beam_size', 0) if beam_size is None else beam_size
         alpha = (
             e.get('length_penalty', 1.0) if length_penalty is None else length_penalty
