@@ -17,7 +17,9 @@ from jaxdistill import trainer as trainer_lib
 
 
 def predictions(workdir):
-    config = ml_collections.ConfigDict(json.loads((pathlib.Path(workdir) / 'config.json').read_text()))
+    config = ml_collections.ConfigDict(
+        json.loads((pathlib.Path(workdir) / 'config.json').read_text())
+    )
     t = trainer_lib.Trainer(config, str(workdir), read_only=True)
     models = t.method.eval_models(t.state.params, t.state.extra)
     return t.task.predict(next(iter(models.values())))
@@ -25,7 +27,9 @@ def predictions(workdir):
 
 def main():
     a, b = sys.argv[1:3]
-    agreement = trainer_lib.agreement_metrics({'a': predictions(a), 'b': predictions(b)})
+    agreement = trainer_lib.agreement_metrics(
+        {'a': predictions(a), 'b': predictions(b)}
+    )
     print(agreement['eval/churn'])
 
 

@@ -40,10 +40,15 @@ def _run(workdir, config, devices, overrides):
         env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
     cmd = [sys.executable, '-m', 'jaxdistill.train', '--config', config]
     cmd += ['--workdir', str(workdir), *overrides]
-    print('$', ' '.join(cmd), flush=True)
-    r = subprocess.run(cmd, cwd=common.REPO, env=env, capture_output=True, text=True)
-    if r.returncode:
-        raise SystemExit(r.stdout[-2000:] + r.stderr[-3000:])
+    if (pathlib.Path(workdir) / 'summary.json').exists():
+        print(f'{workdir}: finished earlier, reusing its metrics', flush=True)
+    else:  # A fresh run, or the rest of an interrupted one (train resumes).
+        print('$', ' '.join(cmd), flush=True)
+        r = subprocess.run(
+            cmd, cwd=common.REPO, env=env, capture_output=True, text=True
+        )
+        if r.returncode:
+            raise SystemExit(r.stdout[-2000:] + r.stderr[-3000:])
     with open(pathlib.Path(workdir) / 'metrics.jsonl', encoding='utf-8') as f:
         return [json.loads(line) for line in f]
 
@@ -61,14 +66,27 @@ def _step_seconds(records):
     return float(1 / np.median(rates[1:] or rates))  # First window compiles.
 
 
-def _churn(work_a, work_b):
-    """Disagreement of two single models' argmax predictions on val."""
+def _churn(work_a, work_b, devices):
+    """Disagreement of two single models' argmax predictions on val.
+
+    Runs on the arms' own device count: the data position in a checkpoint is
+    only valid for the batching of that many devices.
+    """
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+    env.setdefault('JAX_PLATFORMS', 'cpu')
+    if env['JAX_PLATFORMS'] == 'cpu':
+        env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
     out = subprocess.run(
-        [sys.executable, str(pathlib.Path(__file__).with_name('churn.py')), str(work_a), str(work_b)],
+        [
+            sys.executable,
+            str(pathlib.Path(__file__).with_name('churn.py')),
+            str(work_a),
+            str(work_b),
+        ],
         cwd=common.REPO,
         capture_output=True,
         text=True,
-        env=dict(os.environ, JAX_PLATFORMS=os.environ.get('JAX_PLATFORMS', 'cpu')),
+        env=env,
     )
     if out.returncode:
         raise SystemExit(out.stderr[-3000:])
@@ -84,6 +102,12 @@ def main():
     parser.add_argument('--batch-tokens', type=int, default=2048, help='B, per model')
     parser.add_argument('--devices-per-group', type=int, default=4)
     parser.add_argument('--data', default='../shared/data/multi30k')
+    parser.add_argument(
+        '--workdir',
+        default=None,
+        help='folder of the arms (default: a new temporary one); arms that '
+        'finished there earlier are reused, interrupted ones resume',
+    )
     args = parser.parse_args([a for a in argv if not a.startswith('--config.')])
     steps = 40 if args.quick else args.steps
     every = max(steps // 20, 5)
@@ -98,19 +122,43 @@ def main():
         '--config.data.vocab_size=8000',
         '--config.eval.max_examples=500',
         '--config.eval.bleu=False',  # The curves are of val loss.
+        # The plain arms start from configs/translate_multi30k.py and C from
+        # configs/codistill_synthetic.py: pin every training setting they
+        # would otherwise not share.
+        '--config.model.dropout_rate=0.1',
+        '--config.optimizer.learning_rate=0.001',
+        f'--config.optimizer.warmup_steps={max(steps // 10, 1)}',
+        f'--config.optimizer.total_steps={steps}',
+        '--config.data.bucket_lengths=(16, 24, 32, 48, 64)',
+        '--config.eval.beam_size=0',
+        '--config.checkpoint.keep=1',
     ]
     if args.quick:
-        common_overrides += ['--config.data.max_examples=3000', '--config.eval.max_examples=100']
+        common_overrides += [
+            '--config.data.max_examples=3000',
+            '--config.eval.max_examples=100',
+        ]
     common_overrides += extra
     g, b = args.devices_per_group, args.batch_tokens
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix='codistill_bench_'))
+    if args.workdir:
+        tmp = pathlib.Path(args.workdir)
+        tmp.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = pathlib.Path(tempfile.mkdtemp(prefix='codistill_bench_'))
     arms = {}
     for name, config, devices, over in [
         ('A', CONFIG, g, [f'--config.data.batch_tokens={b}', '--config.seed=0']),
         ('A2', CONFIG, g, [f'--config.data.batch_tokens={b}', '--config.seed=1']),
         ('B', CONFIG, 2 * g, [f'--config.data.batch_tokens={2 * b}']),
-        ('C', CODISTILL, 2 * g, [f'--config.data.batch_tokens={2 * b}',
-                                 f'--config.method.burn_in_steps={steps // 5}']),
+        (
+            'C',
+            CODISTILL,
+            2 * g,
+            [
+                f'--config.data.batch_tokens={2 * b}',
+                f'--config.method.burn_in_steps={steps // 5}',
+            ],
+        ),
     ]:
         arms[name] = _run(tmp / name, config, devices, common_overrides + over)
     curves = {k: _curve(v) for k, v in arms.items()}
@@ -126,7 +174,7 @@ def main():
         'steps_to_best_a': {'A': steps_a, 'B': steps_b, 'C': steps_c},
         'steps_ratio_c_vs_a': steps_c / steps_a if steps_c and steps_a else None,
         'steps_ratio_c_vs_b': steps_c / steps_b if steps_c and steps_b else None,
-        'churn_a_pair': _churn(tmp / 'A', tmp / 'A2'),
+        'churn_a_pair': _churn(tmp / 'A', tmp / 'A2', g),
         'churn_c_pair': churn_c,
         'step_overhead': _step_seconds(arms['C']) / _step_seconds(arms['B']),
         'curves': curves,
