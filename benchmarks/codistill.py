@@ -33,11 +33,17 @@ CONFIG = 'configs/translate_multi30k.py'
 CODISTILL = 'configs/codistill_synthetic.py'
 
 
-def _run(workdir, config, devices, overrides):
+def _env(devices):
+    """A subprocess environment with `devices` fake CPU devices (on CPU)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
     env.setdefault('JAX_PLATFORMS', 'cpu')
     if env['JAX_PLATFORMS'] == 'cpu':
         env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+    return env
+
+
+def _run(workdir, config, devices, overrides):
+    env = _env(devices)
     cmd = [sys.executable, '-m', 'jaxdistill.train', '--config', config]
     cmd += ['--workdir', str(workdir), *overrides]
     if (pathlib.Path(workdir) / 'summary.json').exists():
@@ -72,10 +78,6 @@ def _churn(work_a, work_b, devices):
     Runs on the arms' own device count: the data position in a checkpoint is
     only valid for the batching of that many devices.
     """
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-    env.setdefault('JAX_PLATFORMS', 'cpu')
-    if env['JAX_PLATFORMS'] == 'cpu':
-        env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
     out = subprocess.run(
         [
             sys.executable,
@@ -86,7 +88,7 @@ def _churn(work_a, work_b, devices):
         cwd=common.REPO,
         capture_output=True,
         text=True,
-        env=env,
+        env=_env(devices),
     )
     if out.returncode:
         raise SystemExit(out.stderr[-3000:])

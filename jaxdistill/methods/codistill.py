@@ -202,8 +202,8 @@ class Codistill(Method):
                 params, shared, r, train=True, rng=jax.random.fold_in(rng, 1)
             )
             peers = self.peer_predictions(own, r)
-            where = self.model.labels(shared)[1]
-            d = self.distillation(own[None], peers[:, None], where[None])[0]
+            shared_where = self.model.labels(shared)[1]
+            d = self.distillation(own[None], peers[:, None], shared_where[None])[0]
             loss = ce + self._weight(step) * d
             aux['train/distill'] = d
         elif distil:

@@ -243,7 +243,10 @@ class TranslationTask:
                 if data.source[i].strip() and data.target[i].strip()
             ]
             langs = [data.target_lang[i] for i in usable]
-            keep = [usable[j] for j in _first_per_language(langs, e.max_examples)]
+            # eval.max_examples trims the eval split only; other splits
+            # (e.g. a test set scored by a benchmark) are always whole.
+            limit = e.max_examples if split == d.eval_split else 0
+            keep = [usable[j] for j in _first_per_language(langs, limit)]
             subset = data_lib.TranslationData(
                 source=[data.source[i] for i in keep],
                 target=[data.target[i] for i in keep],
