@@ -29,19 +29,20 @@ COLLECTIVES = (
 )
 
 
-def _fns():
-    model = Transformer(
-        TransformerConfig(
-            vocab_size=50,
-            d_model=32,
-            num_heads=2,
-            d_ff=64,
-            num_encoder_layers=1,
-            num_decoder_layers=1,
-            dropout_rate=0.0,
-        )
+def _config(num_heads=2):
+    return TransformerConfig(
+        vocab_size=50,
+        d_model=32,
+        num_heads=num_heads,
+        d_ff=64,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        dropout_rate=0.0,
     )
-    return transformer_fns(model)
+
+
+def _fns():
+    return transformer_fns(Transformer(_config()))
 
 
 def _method(**kw):
@@ -239,16 +240,7 @@ def test_replicas_of_different_capacities():
     from jaxdistill.models import composite as composite_lib
     from jaxdistill.tasks import translation
 
-    cfg = TransformerConfig(
-        vocab_size=50,
-        d_model=32,
-        num_heads=4,
-        d_ff=64,
-        num_encoder_layers=1,
-        num_decoder_layers=1,
-        dropout_rate=0.0,
-    )
-    comp = composite_lib.Composite(cfg, 'width', (0.5, 1.0))
+    comp = composite_lib.Composite(_config(num_heads=4), 'width', (0.5, 1.0))
     fns = composite_lib.make_fns(comp, translation.translation_labels)
     options = dict(name='codistill', num_replicas=2, burn_in_steps=1, exchange_every=1)
     with pytest.raises(ConfigError, match="unknown capacity 'x2'"):
