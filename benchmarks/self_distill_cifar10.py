@@ -110,7 +110,8 @@ def _train(args, method, seed, text=False):
     return {
         'accuracy': acc,
         'time_fraction': time_fraction,
-        'flops_fraction': _flops_fractions(t.task),
+        # Seeds do not change the architecture: count FLOPs once, on seed 0.
+        'flops_fraction': _flops_fractions(t.task) if seed == 0 else None,
         'curve': getattr(t.task, 'last_curve', []),
         'seconds_plain': summary.get('eval/seconds_plain'),
         'train_seconds': summary['train_seconds'],
@@ -165,7 +166,7 @@ def _summarise(base, sd):
     acc_baseline = float(np.mean([r['accuracy'][-1] for r in base]))
     acc_exits = np.mean([r['accuracy'] for r in sd], axis=0).tolist()
     exit_time = np.mean([r['time_fraction'] for r in sd], axis=0).tolist()
-    exit_flops = np.mean([r['flops_fraction'] for r in sd], axis=0).tolist()
+    exit_flops = sd[0]['flops_fraction']
     curve = _mean_curve(sd)
     cheap_close = [
         i
