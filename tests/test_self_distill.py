@@ -290,3 +290,24 @@ def test_decoder_exits_are_the_extracted_shallow_decoders():
     models = method.eval_models(params, {})
     assert list(models) == ['x1', 'x0.5', 'x0.25']
     assert len(models['x0.25']['decoder']) == 2  # layers_0 and norm
+
+
+def test_interleaved_seconds_times_round_robin(monkeypatch):
+    """Each repeat times every function once, in order; the best is kept."""
+    calls = []
+    clock = iter(range(1000))
+    monkeypatch.setattr(early_exit.time, 'perf_counter', lambda: float(next(clock)))
+
+    def make(name):
+        def fn(params, batch):
+            calls.append(name)
+            return params
+
+        return fn
+
+    seconds = early_exit.interleaved_seconds(
+        [make('a'), make('b')], np.zeros(1), [0, 1], repeats=2
+    )
+    # Warm-up a, b; then repeat 1: a a b b; repeat 2: a a b b (2 batches each).
+    assert calls == ['a', 'b'] + ['a', 'a', 'b', 'b'] * 2
+    assert seconds == [1.0, 1.0]

@@ -10,7 +10,7 @@ compute actually saved and > 1 is the price of the extra heads.
 """
 
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
@@ -67,19 +67,39 @@ def early_exit_curve(
     return curve
 
 
+def _run_once(fn: Callable, params, batches: Sequence) -> float:
+    """Wall seconds of `fn(params, b)` over all `batches`, outputs ready."""
+    start = time.perf_counter()
+    for batch in batches:
+        jax.block_until_ready(fn(params, batch))
+    return time.perf_counter() - start
+
+
 def time_batches(fn: Callable, params, batches: Sequence, repeats: int) -> float:
     """Best-of-`repeats` wall seconds of `fn(params, b)` over all `batches`.
 
     `fn` should be jitted; it is called once on the first batch beforehand so
     that compilation is not timed; every output is `block_until_ready`.
     """
-    jax.block_until_ready(fn(params, batches[0]))
-    best = float('inf')
+    return interleaved_seconds([fn], params, batches, repeats)[0]
+
+
+def interleaved_seconds(
+    fns: Sequence[Callable], params, batches: Sequence, repeats: int
+) -> list[float]:
+    """Best-of-`repeats` seconds of each of `fns` over `batches`, round-robin.
+
+    Every function is warmed up (compiled) first; then each repeat times every
+    function once, in turn, so a machine whose speed drifts during the
+    measurement (other jobs, frequency scaling) slows all of them alike and
+    their ratios stay meaningful. The minimum over repeats is kept.
+    """
+    for fn in fns:
+        jax.block_until_ready(fn(params, batches[0]))
+    best = [float('inf')] * len(fns)
     for _ in range(max(repeats, 1)):
-        start = time.perf_counter()
-        for batch in batches:
-            jax.block_until_ready(fn(params, batch))
-        best = min(best, time.perf_counter() - start)
+        for i, fn in enumerate(fns):
+            best[i] = min(best[i], _run_once(fn, params, batches))
     return best
 
 
@@ -87,6 +107,9 @@ def measure_prefix_seconds(
     apply_exits: Callable, params, batches: Sequence, num_exits: int, repeats: int = 3
 ) -> tuple[list[float], float]:
     """Measured inference time of each exit prefix and of the plain network.
+
+    The prefixes and the plain network are timed round-robin
+    (`interleaved_seconds`), best of `repeats` each.
 
     Args:
       apply_exits: `MultiExitFns.apply_exits`.
@@ -106,11 +129,9 @@ def measure_prefix_seconds(
             ]
         )
 
-    seconds = [
-        time_batches(prefix(k), params, batches, repeats) for k in range(num_exits)
-    ]
-    plain = time_batches(prefix(num_exits - 1, True), params, batches, repeats)
-    return seconds, plain
+    fns = [prefix(k) for k in range(num_exits)] + [prefix(num_exits - 1, True)]
+    seconds = interleaved_seconds(fns, params, batches, repeats)
+    return seconds[:-1], seconds[-1]
 
 
 def format_curve(curve: Sequence[dict]) -> str:
