@@ -5,8 +5,10 @@
 
 Both train skip-gram with negative sampling with the same settings (d=100,
 window 5, 5 negatives, min_count 5, sample 1e-3, lr 0.025 -> 1e-4, 10
-epochs) on the same sentences in the same process, one after the other;
-gensim with workers=2. Both sets of vectors are scored by the same code
+epochs) on the same sentences in the same process, one after the other,
+`--repeats` times (order alternating); gensim with workers=2. Speeds are the
+median repeat (this machine's speed varies by ±20% from minute to minute),
+scores the mean over repeats. Both sets of vectors are scored by the same code
 (`evaluation.word_similarity`) on WordSim-353 and SimLex-999, pairs out of
 vocabulary left out. Words per second = corpus tokens (before vocabulary
 and subsampling) × epochs / training seconds; ours includes compilation
@@ -103,11 +105,16 @@ def main():
         '--steps-per-call', type=int, default=word2vec.Options.steps_per_call
     )
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument(
+        '--repeats', type=int, default=3, help='interleaved runs of each; median speed'
+    )
     args = parser.parse_args()
     sentences = words.read_sentences(args.data / 'brown.txt.gz')
     epochs = args.epochs
     if args.quick:
         sentences, epochs = sentences[: len(sentences) // 10], 2
+    if args.repeats < 1:
+        parser.error(f'--repeats must be >= 1, got {args.repeats}.')
     tokens = sum(len(s) for s in sentences)
     sets = {
         'ws353': word_similarity.read_pairs(args.data / 'wordsim353.tsv'),
@@ -121,26 +128,54 @@ def main():
     )
     result = {'corpus': 'brown.txt.gz', 'quick': args.quick, 'epochs': epochs}
     result['tokens'] = tokens
+    result['repeats'] = args.repeats
     runs = {
         'gensim': lambda: run_gensim(sentences, epochs, args.seed),
         'ours': lambda: run_ours(sentences, options),
     }
-    for who, run in runs.items():
-        cpu = time.process_time()
-        vectors, index, vocab_s, train_s = run()
-        result[f'{who}_cpu_seconds'] = round(time.process_time() - cpu, 3)
-        result[f'{who}_vocab_size'] = len(index)
-        result[f'{who}_vocab_seconds'] = round(vocab_s, 3)
-        result[f'{who}_train_seconds'] = round(train_s, 3)
-        result[f'{who}_words_per_s'] = tokens * epochs / train_s
-        for name, pairs in sets.items():
-            r = word_similarity.evaluate(vectors, index, pairs)
-            result[f'{who}_{name}'] = r['spearman']
-            result[f'{who}_{name}_oov_fraction'] = r['oov_fraction']
-        print(
-            f'{who}: {train_s:.1f} s, {result[f"{who}_words_per_s"]:,.0f} words/s, '
-            f'WS353 {result[f"{who}_ws353"]:.4f}, SimLex {result[f"{who}_simlex"]:.4f}'
-        )
+    per_run = {who: [] for who in runs}
+    for rep in range(args.repeats):
+        # Alternate which goes first, so a machine that drifts during the
+        # benchmark slows both alike.
+        for who in sorted(runs, reverse=rep % 2 == 1):
+            cpu = time.process_time()
+            vectors, index, vocab_s, train_s = runs[who]()
+            r = {
+                'cpu_seconds': round(time.process_time() - cpu, 3),
+                'vocab_size': len(index),
+                'vocab_seconds': round(vocab_s, 3),
+                'train_seconds': round(train_s, 3),
+                'words_per_s': tokens * epochs / train_s,
+            }
+            for name, pairs in sets.items():
+                score = word_similarity.evaluate(vectors, index, pairs)
+                r[name], r[f'{name}_oov_fraction'] = (
+                    score['spearman'],
+                    score['oov_fraction'],
+                )
+            per_run[who].append(r)
+            print(
+                f'repeat {rep + 1}/{args.repeats} {who}: {train_s:.1f} s, '
+                f'{r["words_per_s"]:,.0f} words/s, WS353 {r["ws353"]:.4f}, '
+                f'SimLex {r["simlex"]:.4f}'
+            )
+    for who, runs_ in per_run.items():
+        # Speed: the median repeat; scores: the mean (gensim's 2 workers make
+        # its vectors vary from run to run; ours are the same every repeat).
+        result[f'{who}_vocab_size'] = runs_[0]['vocab_size']
+        for key in runs_[0]:
+            if key == 'vocab_size':
+                continue
+            values = [r[key] for r in runs_]
+            agg = np.median if key.endswith(('seconds', 'words_per_s')) else np.mean
+            result[f'{who}_{key}'] = float(agg(values))
+        result[f'{who}_words_per_s_runs'] = [r['words_per_s'] for r in runs_]
+        result[f'{who}_ws353_runs'] = [r['ws353'] for r in runs_]
+        result[f'{who}_simlex_runs'] = [r['simlex'] for r in runs_]
+    result['speed_ratio_runs'] = [
+        o['words_per_s'] / g['words_per_s']
+        for o, g in zip(per_run['ours'], per_run['gensim'])
+    ]
     result['speed_ratio'] = result['ours_words_per_s'] / result['gensim_words_per_s']
     result['options'] = {k: getattr(options, k) for k in options.__dataclass_fields__}
     result['targets_met'] = {
@@ -148,7 +183,10 @@ def main():
         'simlex': result['ours_simlex'] >= result['gensim_simlex'],
         'speed': result['speed_ratio'] >= 1.0,
     }
-    print(f'speed ratio ours / gensim: {result["speed_ratio"]:.2f}')
+    print(
+        f'speed ratio ours / gensim (medians): {result["speed_ratio"]:.2f}; '
+        f'per repeat {", ".join(f"{r:.2f}" for r in result["speed_ratio_runs"])}'
+    )
     name = 'word2vec_vs_gensim' + ('_quick' if args.quick else '')
     common.write_result(name, result)
     plot(result, common.RESULTS / f'{name}.png')

@@ -89,6 +89,18 @@ def _epoch_plan(ids, sentence, vocab_arrays, options, epoch, lr):
     return arrays, lrs
 
 
+def linear_lr(options: Options, words_per_epoch: int):
+    """word2vec's learning rate by corpus position: lr → min_lr over all epochs.
+
+    In numpy (not an Optax schedule): it runs on the host between device
+    calls, and evaluating a jnp schedule there cost ~0.3 s of op compilation.
+    """
+    total = options.epochs * words_per_epoch
+    return lambda position: np.interp(
+        position, [0, total], [options.lr, options.min_lr]
+    )
+
+
 def train(ids, sentence, vocab, options: Options, *, log=print) -> dict:
     """Trains skip-gram on encoded tokens (`data.words.encode`).
 
@@ -100,7 +112,6 @@ def train(ids, sentence, vocab, options: Options, *, log=print) -> dict:
     """
     import jax  # pylint: disable=g-import-not-at-top
 
-    from jaxdistill import schedules  # pylint: disable=g-import-not-at-top
     from jaxdistill.data import words  # pylint: disable=g-import-not-at-top
     from jaxdistill.models import skipgram  # pylint: disable=g-import-not-at-top
 
@@ -112,7 +123,7 @@ def train(ids, sentence, vocab, options: Options, *, log=print) -> dict:
         words.negative_table(vocab.counts),
     )
     n, s = len(ids), options.steps_per_call
-    lr = schedules.linear(options.lr, options.min_lr, options.epochs * n)
+    lr = linear_lr(options, n)
     params = skipgram.init_params(jax.random.key(options.seed), len(vocab), options.dim)
     step = skipgram.make_train_chunk(
         options.window, options.negative, options.max_row_updates

@@ -161,6 +161,43 @@ def test_chunk_loss_equals_sum_of_per_pair_sgns_loss():
     assert float(got) == pytest.approx(float(jnp.sum(per_pair)), rel=1e-5)
 
 
+def test_window_logits_hand_written_gradient_matches_autodiff():
+    # The custom VJP against autodiff of the same logits written as a gather
+    # of every (center, offset) pair, and against finite differences.
+    k1, k2, k3 = jax.random.split(jax.random.key(3), 3)
+    window, c = 3, 9
+    u = jax.random.normal(k1, (c + 2 * window, 4))
+    v = jax.random.normal(k2, (c, 4))
+    w = jax.random.normal(k3, (c, 2 * window))
+    j = window + np.arange(c)[:, None] + skipgram.offsets(window)[None, :]
+
+    def by_gather(u, v):
+        return jnp.sum(jnp.sin(jnp.einsum('cwd,cd->cw', u[j], v)) * w)
+
+    def by_window(u, v):
+        return jnp.sum(jnp.sin(skipgram.window_logits(u, v, window)) * w)
+
+    assert float(by_window(u, v)) == pytest.approx(float(by_gather(u, v)), rel=1e-6)
+    for got, want in zip(
+        jax.grad(by_window, (0, 1))(u, v), jax.grad(by_gather, (0, 1))(u, v)
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    check_grads(by_window, (u, v), order=1, modes=('rev',))
+
+
+def test_negative_table_is_the_midpoint_rule():
+    # Entry i holds the word whose cdf interval contains (i + 0.5) / size.
+    counts = np.random.default_rng(0).integers(0, 500, 300)
+    counts[0] = 7
+    table = words.negative_table(counts, size=100_003)
+    cdf = np.cumsum(words.unigram_probabilities(counts))
+    mid = (np.arange(100_003) + 0.5) / 100_003
+    want = np.minimum(np.searchsorted(cdf, mid, side='right'), len(cdf) - 1)
+    np.testing.assert_array_equal(table, want)
+    assert table.dtype == np.int32
+    assert not np.isin(np.flatnonzero(counts == 0), table).any()
+
+
 def test_sgd_chunk_is_dense_sgd():
     chunk, params = _chunk_setup()
     pairs = skipgram.chunk_pairs(chunk, 3)

@@ -116,6 +116,53 @@ def context_counts(pairs: jax.Array, window: int) -> jax.Array:
     return counts
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def window_logits(u: jax.Array, v: jax.Array, window: int) -> jax.Array:
+    """[C, 2W] logits u[W + o + c] · v[c] of every (center c, offset o) pair.
+
+    Args:
+      u: [C + 2W, D] input rows of the chunk tokens.
+      v: [C, D] output rows of the centers.
+      window: W.
+
+    Every term is a multiply-sum over a shifted slice. The gradient is
+    written by hand: autodiff's transpose of a slice is a pad, and its sum of
+    2W pads of [C, D] products ran at ~7 ns an element on XLA's CPU backend
+    (bounds checks per pad); here both gradients are sums of slices of
+    arrays padded once. The whole skip-gram step is ~1.7x faster for it
+    (`benchmarks/word2vec_vs_gensim.py`). Same values as autodiff (tested).
+    """
+    c = v.shape[0]
+    return jnp.stack(
+        [jnp.sum(u[window + o : window + o + c] * v, -1) for o in offsets(window)], 1
+    )
+
+
+def _window_logits_fwd(u, v, window):
+    return window_logits(u, v, window), (u, v)
+
+
+def _window_logits_bwd(window, residuals, g):
+    u, v = residuals
+    c, n = v.shape[0], u.shape[0]
+    offs = offsets(window)
+    grad_v = sum(
+        g[:, i : i + 1] * u[window + o : window + o + c] for i, o in enumerate(offs)
+    )
+    # u[j] meets v[j - W - o] with coefficient g[j - W - o, o]: pad g and v by
+    # 2W on each side, and every offset's term is a slice starting at W - o.
+    pad = ((2 * window, 2 * window), (0, 0))
+    gp, vp = jnp.pad(g, pad), jnp.pad(v, pad)
+    grad_u = sum(
+        gp[window - o : window - o + n, i : i + 1] * vp[window - o : window - o + n]
+        for i, o in enumerate(offs)
+    )
+    return grad_u, grad_v
+
+
+window_logits.defvjp(_window_logits_fwd, _window_logits_bwd)
+
+
 def _grouped(x: jax.Array, groups: int) -> jax.Array:
     """[T, ...] -> [G, ceil(T / G), ...], zero-padded at the end."""
     rows = -(-x.shape[0] // groups)
@@ -143,9 +190,8 @@ def chunk_loss(rows: dict, pairs, counts, negative: int) -> jax.Array:
       scalar.
     """
     u, v = rows['input'], rows['output']
-    c, window = pairs.shape[0], pairs.shape[1] // 2
-    contexts = jnp.stack([u[window + o : window + o + c] for o in offsets(window)], 1)
-    pos_logit = jnp.einsum('cwd,cd->cw', contexts, v)
+    window = pairs.shape[1] // 2
+    pos_logit = window_logits(u, v, window)
     pos = jnp.sum(jnp.where(pairs, -jax.nn.log_sigmoid(pos_logit), 0.0))
     groups, shared = rows['negative'].shape[:2]
     weight = _grouped(counts, groups) * (negative / shared)
