@@ -96,6 +96,7 @@ def get_config(arg=None):
     config.optimizer.eps = 1e-8
     # Decoupled weight decay (not on biases and norms).
     config.optimizer.weight_decay = 5e-2
+    config.optimizer.momentum = 0.0  # With name='sgd' (0.9 in the paper's recipe).
     # Global-norm gradient clipping (0 = off).
     config.optimizer.grad_clip_norm = 0.0
 

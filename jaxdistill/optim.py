@@ -70,8 +70,10 @@ def make_optimizer(cfg, *, stacked: bool = False) -> optax.GradientTransformatio
     Fields: name ('adamw' | 'adam' | 'sgd'); learning_rate, schedule,
     warmup_steps, total_steps, end_learning_rate_factor (see
     `schedules.learning_rate`); b1=0.9, b2=0.98, eps=1e-9 (adam/adamw);
-    weight_decay=0.0 (adamw only; decoupled and multiplied by the learning
-    rate as in optax.adamw; skipped for params with ndim <= 1);
+    weight_decay=0.0 (adamw: decoupled and multiplied by the learning rate as
+    in optax.adamw; sgd: coupled L2, wd · param added to the gradient before
+    momentum, as in the usual CIFAR/ImageNet SGD recipes; not for adam;
+    skipped for params with ndim <= 1);
     momentum=0.0 (sgd only; 0 = plain SGD); grad_clip_norm=0.0 (> 0 clips the
     global gradient norm before the optimizer).
 
@@ -90,10 +92,10 @@ def make_optimizer(cfg, *, stacked: bool = False) -> optax.GradientTransformatio
     if clip < 0:
         raise ConfigError(f'optimizer.grad_clip_norm must be >= 0, got {clip}.')
     weight_decay = float(get('weight_decay', 0.0) or 0.0)
-    if weight_decay and name != 'adamw':
+    if weight_decay and name == 'adam':
         raise ConfigError(
             f'optimizer.weight_decay={weight_decay} is only used '
-            f"by 'adamw', not {name!r}."
+            "by 'adamw' and 'sgd', not 'adam'."
         )
     momentum = float(get('momentum', 0.0) or 0.0)
     if momentum and name != 'sgd':
@@ -114,7 +116,10 @@ def make_optimizer(cfg, *, stacked: bool = False) -> optax.GradientTransformatio
     if name == 'sgd':
 
         def factory(learning_rate):
-            return with_clip(optax.sgd(learning_rate, momentum=momentum or None))
+            tx = optax.sgd(learning_rate, momentum=momentum or None)
+            if weight_decay:  # L2 added to the gradient, before momentum.
+                tx = optax.chain(optax.add_decayed_weights(weight_decay, mask), tx)
+            return with_clip(tx)
 
         return optax.inject_hyperparams(factory)(learning_rate=lr)
 

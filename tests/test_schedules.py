@@ -325,3 +325,24 @@ def test_sgd_momentum_and_config_errors():
     assert 'optimizer.name' in str(info.value) and 'adamw' in str(info.value)
     with pytest.raises(ConfigError, match='optimizer.weight_decay'):
         optim.make_optimizer(_opt_cfg(name='adam', weight_decay=0.1))
+
+
+def test_sgd_weight_decay_is_coupled_l2_before_momentum():
+    lr, wd, mom = 0.5, 0.1, 0.9
+    tx = optim.make_optimizer(
+        _opt_cfg(name='sgd', learning_rate=lr, momentum=mom, weight_decay=wd)
+    )
+    grads = jax.tree.map(jnp.ones_like, PARAMS)
+    state = tx.init(PARAMS)
+    up1, state = tx.update(grads, state, PARAMS)
+    # Kernels (ndim 2): g + wd · p = 1.2; bias and scale (ndim 1): g = 1.
+    np.testing.assert_allclose(up1['dense']['kernel'], -lr * 1.2, rtol=1e-6)
+    np.testing.assert_allclose(up1['dense']['bias'], -lr * 1.0, rtol=1e-6)
+    params = optax.apply_updates(PARAMS, up1)
+    up2, _ = tx.update(grads, state, params)
+    # Momentum carries the decayed gradient: 1.2 · 0.9 + (1 + wd · p_1).
+    p1 = 2.0 - lr * 1.2
+    np.testing.assert_allclose(
+        up2['dense']['kernel'], -lr * (mom * 1.2 + 1 + wd * p1), rtol=1e-6
+    )
+    np.testing.assert_allclose(up2['norm']['scale'], -lr * (mom + 1), rtol=1e-6)
