@@ -99,6 +99,25 @@ def test_distillation_term_for_two_replicas_is_kl_to_the_other():
         np.testing.assert_allclose(got[r], losses.masked_mean(kl, where[r]), rtol=1e-5)
 
 
+def test_distillation_target_is_the_peers_mean_probability():
+    # Three replicas: each distils towards the mean of two peers' tempered
+    # probabilities; extreme logits (probabilities that underflow) stay finite.
+    t = 2.0
+    cfg = dict(name='codistill', num_replicas=3, temperature=t)
+    method = make_method(ml_collections.ConfigDict(cfg), _fns())
+    rng = np.random.default_rng(1)
+    logits = jnp.asarray(rng.normal(size=(3, 4, 6)), jnp.float32)
+    peers = jnp.asarray(rng.normal(size=(2, 3, 4, 6)) * 60.0, jnp.float32)
+    where = jnp.ones((3, 4), bool)
+    got = method.distillation(logits, peers, where)
+    p = np.mean(jax.nn.softmax(np.asarray(peers, np.float64) / t, axis=-1), axis=0)
+    q = jax.nn.log_softmax(np.asarray(logits, np.float64) / t, axis=-1)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        kl = np.where(p > 0, p * (np.log(p) - q), 0.0).sum(-1) * t**2
+    np.testing.assert_allclose(got, kl.mean(-1), rtol=1e-4)
+    assert np.all(np.isfinite(np.asarray(got)))
+
+
 def test_replicas_differ_stale_copies_refresh_only_on_exchange():
     mesh = sharding.make_mesh(replica_axis_size=2)
     method = _method()

@@ -244,9 +244,15 @@ class Codistill(Method):
     def distillation(self, logits, peers, where):
         """[N] mean distance from each replica to its peers' mean prediction."""
         t = self.temperature
-        # Mean of the peers' tempered probabilities, as logits at temperature T.
-        probs = jnp.mean(jax.nn.softmax(peers / t, axis=-1), axis=0)
-        target = t * jnp.log(jnp.maximum(probs, 1e-30))
+        # Mean of the peers' tempered probabilities, as logits at temperature
+        # T: log mean_k p_k = logsumexp_k log p_k - log K, in log space (no
+        # underflow to log 0); one peer is its own log-softmax.
+        log_probs = jax.nn.log_softmax(peers / t, axis=-1)
+        if peers.shape[0] == 1:
+            target = t * log_probs[0]
+        else:
+            mean = jax.nn.logsumexp(log_probs, axis=0) - jnp.log(peers.shape[0])
+            target = t * mean
         fn = losses.distill_kl if self.distance == 'kl' else losses.soft_cross_entropy
         per_token = fn(logits, target, temperature=t, where=where)
         return jax.vmap(losses.masked_mean)(per_token, where)
