@@ -205,6 +205,7 @@ class Trainer:
                 f'in {self.ckpt.directory}. Lower optimizer.learning_rate or '
                 'raise optimizer.warmup_steps.'
             )
+        counted = 'train/tokens' in m
         m['train/tokens_per_s'] = m.pop('train/tokens', 0.0) / t_window
         m['train/steps_per_s'] = len(history) / t_window
         m['train/learning_rate'] = float(
@@ -212,9 +213,11 @@ class Trainer:
         )
         self.writer.write(step, m)
         total = self.config.num_train_steps
+        # What 'train/tokens' counts: target tokens, or examples for classifiers.
+        unit = getattr(self.task, 'throughput_unit', 'tok')
+        rate = f'{m["train/tokens_per_s"]:,.0f} {unit}/s | ' if counted else ''
         say(
-            f'step {step}/{total} | loss {m["train/loss"]:.4f} | '
-            f'{m["train/tokens_per_s"]:,.0f} tok/s | '
+            f'step {step}/{total} | loss {m["train/loss"]:.4f} | {rate}'
             f'{1 / m["train/steps_per_s"]:.3f} s/step | '
             f'ETA {_fmt_time(progress)}'
         )

@@ -56,6 +56,8 @@ class ClassificationTask:
     """Shared evaluation; subclasses set train_batches, eval_batches, model."""
 
     input_key = 'image'
+    # 'train/tokens' of a classifier counts examples (one label each).
+    throughput_unit = 'ex'
 
     def _setup_model(self, model, summary: dict):
         self.model = model
