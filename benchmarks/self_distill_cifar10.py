@@ -3,13 +3,16 @@
     python benchmarks/self_distill_cifar10.py                 # CPU size, 3 seeds
     python benchmarks/self_distill_cifar10.py --size gpu      # ResNet-18 width 64
     python benchmarks/self_distill_cifar10.py --quick         # smoke test, ~minutes
+    python benchmarks/self_distill_cifar10.py --tag sgd --config.optimizer.name=sgd \
+        --config.optimizer.momentum=0.9 --config.optimizer.learning_rate=0.1 \
+        --config.optimizer.weight_decay=5e-4   # an ablation, both CIFAR arms
 
 For each seed it trains configs/self_distill_cifar10.py twice, in-process: the
 baseline (method=supervised: the same backbone with only the deepest
 classifier) and self-distillation (4 exits). It records the test accuracy of
 every exit, each exit's measured inference time relative to the plain network
 (all stages, deepest head only: the baseline's architecture), and the
-early-exit curve. Writes benchmarks/results/self_distill_cifar10[_quick].json
+early-exit curve. Writes benchmarks/results/self_distill_cifar10[_TAG][_quick].json
 and two plots (accuracy per exit; accuracy vs measured inference time).
 Percentages are means over seeds. Unless --no_sst2, it then does the same for
 the Transformer text classifier on SST-2 (configs/self_distill_sst2.py; GLUE
@@ -64,7 +67,15 @@ def _parse():
     p.add_argument(
         '--sst2_steps', type=int, default=0, help='override the SST-2 num_train_steps'
     )
-    return p.parse_args()
+    p.add_argument(
+        '--tag', default='', help='results/self_distill_cifar10_TAG.json (ablations)'
+    )
+    argv = sys.argv[1:]
+    args = p.parse_args([a for a in argv if not a.startswith('--config.')])
+    # --config.KEY=VALUE: overrides for both CIFAR arms (not SST-2), e.g. the
+    # paper's optimizer: --config.optimizer.name=sgd --config.optimizer.momentum=0.9
+    args.overrides = [a[len('--config.') :] for a in argv if a.startswith('--config.')]
+    return args
 
 
 def _config(args, method, seed, text=False):
@@ -89,8 +100,9 @@ def _config(args, method, seed, text=False):
     )
     if not text:
         overrides['data.cache_dir'] = args.cache_dir
+    extra = [] if text else args.overrides
     return configuration.apply_overrides(
-        config, [f'{k}={v}' for k, v in overrides.items()]
+        config, [f'{k}={v}' for k, v in overrides.items()] + extra
     )
 
 
@@ -250,13 +262,16 @@ def main():
         'size': 'runlocal' if args.quick else args.size,
         'seeds': len(seeds),
         'steps': base[0]['steps'],
+        'config_overrides': args.overrides,
     }
     if not args.no_sst2:
         text_base = [_train(args, 'supervised', s, text=True) for s in seeds]
         text_sd = [_train(args, 'self_distill', s, text=True) for s in seeds]
         text = _summarise(text_base, text_sd)
         result['sst2'] = dict(text, steps=text_base[0]['steps'])
-    name = 'self_distill_cifar10' + ('_quick' if args.quick else '')
+    name = '_'.join(
+        filter(None, ['self_distill_cifar10', args.tag, 'quick' if args.quick else ''])
+    )
     common.write_result(name, result)
     _plot(result, name)
     for key in (
