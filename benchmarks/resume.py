@@ -77,7 +77,9 @@ def _params(workdir):
     from jaxdistill import checkpoint  # pylint: disable=g-import-not-at-top
 
     step, path = checkpoint.latest_step_dir(str(pathlib.Path(workdir) / 'checkpoints'))
-    leaves = jax.tree_util.tree_flatten_with_path(checkpoint.read_state(path)['params'])[0]
+    leaves = jax.tree_util.tree_flatten_with_path(
+        checkpoint.read_state(path)['params']
+    )[0]
     return step, {jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves}
 
 
