@@ -58,7 +58,7 @@ TEST_SPLIT = 'test_2016_flickr'
 
 
 def parse_args(argv):
-    overrides = [a[len('--config.') :] for a in argv if a.startswith('--config.')]
+    rest, overrides = configuration.split_overrides(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--config', default='configs/translate_multi30k.py')
     parser.add_argument('--minutes', type=float, default=60.0, help='training budget')
@@ -86,7 +86,7 @@ def parse_args(argv):
         help='result name suffix: results/nmt_multi30k_TAG.json (default: the '
         "JAX backend when it is not 'cpu', e.g. nmt_multi30k_gpu)",
     )
-    args = parser.parse_args([a for a in argv if not a.startswith('--config.')])
+    args = parser.parse_args(rest)
     if args.tag is None and jax.default_backend() != 'cpu':
         args.tag = jax.default_backend()
     if args.quick:

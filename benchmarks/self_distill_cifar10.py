@@ -70,11 +70,13 @@ def _parse():
     p.add_argument(
         '--tag', default='', help='results/self_distill_cifar10_TAG.json (ablations)'
     )
-    argv = sys.argv[1:]
-    args = p.parse_args([a for a in argv if not a.startswith('--config.')])
     # --config.KEY=VALUE: overrides for both CIFAR arms (not SST-2), e.g. the
     # paper's optimizer: --config.optimizer.name=sgd --config.optimizer.momentum=0.9
-    args.overrides = [a[len('--config.') :] for a in argv if a.startswith('--config.')]
+    from jaxdistill import configuration  # pylint: disable=g-import-not-at-top
+
+    rest, overrides = configuration.split_overrides(sys.argv[1:])
+    args = p.parse_args(rest)
+    args.overrides = overrides
     return args
 
 

@@ -64,11 +64,11 @@ def time_step(tr, batch, repeats: int) -> float:
 
 def main():
     argv = sys.argv[1:]
-    overrides = [a[len('--config.') :] for a in argv if a.startswith('--config.')]
+    rest, overrides = configuration.split_overrides(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--config', default='configs/translate_synthetic.py')
     parser.add_argument('--repeats', type=int, default=20)
-    args = parser.parse_args([a for a in argv if not a.startswith('--config.')])
+    args = parser.parse_args(rest)
     config = configuration.apply_overrides(
         configuration.load_config(args.config), overrides
     )

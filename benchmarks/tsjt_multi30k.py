@@ -64,7 +64,7 @@ TEST_SPLIT = 'test_2016_flickr'
 
 
 def parse_args(argv):
-    overrides = [a[len('--config.') :] for a in argv if a.startswith('--config.')]
+    rest, overrides = configuration.split_overrides(argv)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--steps', type=int, default=8000, help='training steps per arm')
     p.add_argument('--size', default='tiny', help='the small model (SIZES name)')
@@ -100,7 +100,7 @@ def parse_args(argv):
     p.add_argument(
         '--data_dir', default=str(common.REPO.parent / 'shared/data/multi30k')
     )
-    args = p.parse_args([a for a in argv if not a.startswith('--config.')])
+    args = p.parse_args(rest)
     if args.rescore and not args.resume:
         p.error('--rescore needs --resume (it rescores the recorded arms)')
     if args.quick:

@@ -31,12 +31,7 @@ def parse(
         default=None,
         help='checkpoint step to use (default: the latest)',
     )
-    overrides, rest = [], []
-    for arg in argv:
-        if arg.startswith('--config.'):
-            overrides.append(arg[len('--config.') :])
-        else:
-            rest.append(arg)
+    rest, overrides = configuration.split_overrides(argv)
     return parser.parse_args(rest), overrides
 
 

@@ -96,6 +96,17 @@ def _parse(key: str, text: str, old: Any) -> Any:
     return value
 
 
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """argv -> (the other arguments, `a.b=value` from each `--config.a.b=value`)."""
+    rest, overrides = [], []
+    for arg in argv:
+        if arg.startswith('--config.'):
+            overrides.append(arg[len('--config.') :])
+        else:
+            rest.append(arg)
+    return rest, overrides
+
+
 def apply_overrides(
     config: ml_collections.ConfigDict, overrides: Sequence[str]
 ) -> ml_collections.ConfigDict:

@@ -93,7 +93,7 @@ def linear_lr(options: Options, words_per_epoch: int):
     """word2vec's learning rate by corpus position: lr → min_lr over all epochs.
 
     In numpy (not an Optax schedule): it runs on the host between device
-    calls, and evaluating a jnp schedule there cost ~0.3 s of op compilation.
+    calls, where a jnp schedule would compile its ops at start-up.
     """
     total = options.epochs * words_per_epoch
     return lambda position: np.interp(

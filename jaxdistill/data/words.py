@@ -125,7 +125,8 @@ def negative_table(counts, size: int = 10_000_000, power: float = 0.75):
     cdf = np.cumsum(unigram_probabilities(counts, power))
     # Entry i holds the word w with cdf[w-1] <= (i + 0.5) / size < cdf[w]:
     # word w ends before the first i with i + 0.5 >= cdf[w]·size. Repeating
-    # each word that many times is ~50x faster than a searchsorted per entry.
+    # each word that many times is the same table, much faster than a
+    # searchsorted per entry (`benchmarks/skipgram_step.py` times both).
     ends = np.clip(np.ceil(cdf * size - 0.5), 0, size).astype(np.int64)
     ends[-1] = size
     return np.repeat(np.arange(len(cdf), dtype=np.int32), np.diff(ends, prepend=0))

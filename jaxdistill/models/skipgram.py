@@ -26,8 +26,8 @@ learning rate means what it means in word2vec). Four things make it fast on a CP
   the token is context in. The expected loss and gradient equal word2vec's.
 * Many steps run in one jitted `lax.scan`, with in-place `.at[].add`.
 * `window_logits` has a hand-written gradient: sums of slices of arrays
-  padded once, where autodiff's transpose of each slice is a pad (1.7x
-  faster a step on XLA's CPU backend).
+  padded once, where autodiff's transpose of each slice is a pad
+  (`benchmarks/skipgram_step.py` times both).
 
 Summing stale updates is word2vec's sequential SGD to first order, but a
 frequent word (or any word of a tiny vocabulary) can take hundreds of
@@ -130,10 +130,10 @@ def window_logits(u: jax.Array, v: jax.Array, window: int) -> jax.Array:
 
     Every term is a multiply-sum over a shifted slice. The gradient is
     written by hand: autodiff's transpose of a slice is a pad, and its sum of
-    2W pads of [C, D] products ran at ~7 ns an element on XLA's CPU backend
-    (bounds checks per pad); here both gradients are sums of slices of
-    arrays padded once. The whole skip-gram step is ~1.7x faster for it
-    (`benchmarks/word2vec_vs_gensim.py`). Same values as autodiff (tested).
+    2W pads of [C, D] products was the costliest kernel of the step in a
+    profile on XLA's CPU backend; here both gradients are sums of slices of
+    arrays padded once. `benchmarks/skipgram_step.py` times an epoch with
+    each. Same values as autodiff (tested).
     """
     c = v.shape[0]
     return jnp.stack(
