@@ -106,7 +106,7 @@ def main():
         {
             'config': args.config,
             'overrides': overrides,
-            'model': dict(config.model),
+            'model': config.model.to_dict(),
             'batch_tokens': config.data.batch_tokens,
             'devices': jax.device_count(),
             'matmul_peak_flops_per_s': peak,

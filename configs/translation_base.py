@@ -19,7 +19,8 @@ def parse_arg(arg):
     return out
 
 
-def get_config(arg=None):
+def get_config(arg=None, extra_args=()):
+    """The base translation config; `extra_args` are flags a caller accepts."""
     args = parse_arg(arg)
     config = ml_collections.ConfigDict()
     # Registered task that builds data, model and evaluation.
@@ -155,10 +156,11 @@ def get_config(arg=None):
 
     if args.get('runlocal'):
         shrink(config)
-    unknown = set(args) - {'runlocal', 'size'}
+    unknown = set(args) - {'runlocal', 'size', *extra_args}
     if unknown:
+        known = ', '.join(['runlocal', 'size=NAME', *extra_args])
         raise ValueError(
-            f'Unknown config argument(s) {sorted(unknown)}; known: runlocal, size=NAME.'
+            f'Unknown config argument(s) {sorted(unknown)}; known: {known}.'
         )
     return config
 
