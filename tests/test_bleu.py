@@ -69,3 +69,14 @@ def test_tok_lc_is_unsmoothed_like_multi_bleu():
 def test_length_mismatch():
     with pytest.raises(ValueError, match='2 hypotheses but 1 references'):
         corpus_bleu(['a', 'b'], ['a'])
+
+
+def test_tok_lc_logs_no_detokenize_warning(caplog):
+    # The tokenised variant feeds sacreBLEU Moses-tokenised text on purpose;
+    # sacreBLEU's "forgot to detokenize" warning (>100 lines ending in ' .')
+    # would be printed at every evaluation.
+    lines = [f'Mann {i} fährt Fahrrad.' for i in range(120)]
+    with caplog.at_level('WARNING', logger='sacrebleu'):
+        out = corpus_bleu(lines, lines)
+    assert out['bleu_tok_lc'] == pytest.approx(100.0)
+    assert not [r for r in caplog.records if 'detokenize' in r.getMessage()]

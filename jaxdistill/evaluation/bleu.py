@@ -38,8 +38,10 @@ def corpus_bleu(
     hypotheses, references = list(hypotheses), list(references)
     standard = sacrebleu.metrics.BLEU()
     score = standard.corpus_score(hypotheses, [references])
+    # force: the input is tokenised on purpose; without it sacreBLEU logs a
+    # warning ("forgot to detokenize") on every evaluation.
     tokenised = sacrebleu.metrics.BLEU(
-        tokenize='none', lowercase=False, smooth_method='none'
+        tokenize='none', lowercase=False, smooth_method='none', force=True
     )
     tok_lc = tokenised.corpus_score(
         _tok_lc(hypotheses, target_lang), [_tok_lc(references, target_lang)]
