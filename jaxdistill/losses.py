@@ -25,9 +25,24 @@ def _apply_where(values, where):
     return jnp.where(where, values, jnp.zeros_like(values))
 
 
-def _plogq(p, log_q):
-    """p · log q summed over the last axis, with 0 · log 0 taken as 0."""
-    return jnp.sum(jnp.where(p > 0, p * log_q, 0.0), axis=-1)
+def _shifted(student_logits, teacher_logits, temperature):
+    """Tempered logits shifted by their maxima, and their log-sum-exps.
+
+    Returns t, lse_t, s, lse_s with t = teacher / T - max (no gradient) and
+    s = student / T - max, so log softmax = t - lse_t (and s - lse_s) without
+    materialising the log-probabilities: the distillation losses below are
+    then one elementwise pass and one reduction over V, forward and backward,
+    instead of two log_softmax and two sums (benchmarks/distill_loss.py times
+    both). The student's max is a constant shift
+    whose gradient cancels (sum p = 1), so it is under stop_gradient.
+    """
+    t = jax.lax.stop_gradient(_upcast(teacher_logits)) / temperature
+    s = _upcast(student_logits) / temperature
+    t = t - jnp.max(t, axis=-1, keepdims=True)
+    s = s - jax.lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True))
+    lse_t = jnp.log(jnp.sum(jnp.exp(t), axis=-1))
+    lse_s = jnp.log(jnp.sum(jnp.exp(s), axis=-1))
+    return t, lse_t, s, lse_s
 
 
 def cross_entropy(logits, labels, *, label_smoothing=0.0, where=None):
@@ -71,12 +86,11 @@ def distill_kl(student_logits, teacher_logits, *, temperature=1.0, where=None):
     Returns:
       [...] float array, ≥ 0 up to rounding.
     """
-    teacher = jax.lax.stop_gradient(_upcast(teacher_logits)) / temperature
-    student = _upcast(student_logits) / temperature
-    log_p = jax.nn.log_softmax(teacher, axis=-1)
-    log_q = jax.nn.log_softmax(student, axis=-1)
-    p = jnp.exp(log_p)
-    kl = _plogq(p, log_p) - _plogq(p, log_q)
+    t, lse_t, s, lse_s = _shifted(student_logits, teacher_logits, temperature)
+    p = jnp.exp(t - lse_t[..., None])
+    # KL = sum p (log p - log q) = sum p (t - s) - lse_t + lse_s, as one
+    # reduction over V (sum p = 1); 0 * log 0 taken as 0 where p underflows.
+    kl = jnp.sum(jnp.where(p > 0, p * (t - s), 0.0), axis=-1) - lse_t + lse_s
     return _apply_where(temperature**2 * kl, where)
 
 
@@ -94,11 +108,11 @@ def soft_cross_entropy(student_logits, teacher_logits, *, temperature=1.0, where
     Returns:
       [...] float array.
     """
-    teacher = jax.lax.stop_gradient(_upcast(teacher_logits)) / temperature
-    student = _upcast(student_logits) / temperature
-    p = jax.nn.softmax(teacher, axis=-1)
-    log_q = jax.nn.log_softmax(student, axis=-1)
-    return _apply_where(-(temperature**2) * _plogq(p, log_q), where)
+    t, lse_t, s, lse_s = _shifted(student_logits, teacher_logits, temperature)
+    p = jnp.exp(t - lse_t[..., None])
+    # H = -sum p log q = lse_s - sum p s (sum p = 1).
+    h = lse_s - jnp.sum(jnp.where(p > 0, p * s, 0.0), axis=-1)
+    return _apply_where(temperature**2 * h, where)
 
 
 def hint_mse(student_features, teacher_features, *, where=None):
