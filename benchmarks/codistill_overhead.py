@@ -1,0 +1,211 @@
+"""Step time of codistillation over a plain data-parallel step, in one process.
+
+    python benchmarks/codistill_overhead.py [--devices 8] [--batch-tokens 1024] \
+        [--buckets 16,24,32,48,64] [--repeats 9] [--config.k=v ...]
+
+`benchmarks/codistill.py` reports the overhead as the ratio of two training
+subprocesses' median logged step rates, measured at different times. Here both
+steps are built in one process on the same (fake, on CPU) devices, exactly as
+`jaxdistill.train` builds them, and timed alternately on the same data:
+  B: one model, batch 2B, data-parallel over all devices;
+  C: codistillation, 2 replicas x devices/2, batch B each, after burn-in (the
+     step with the stale peer's forward and the distillation term), and also
+     the exchange step (every `exchange_every`-th step; it adds the refresh).
+Every bucket length is timed (medians of `--repeats`, arms alternating), and
+the overhead is the ratio of the arms' mean step over the buckets.
+The settings match benchmarks/codistill.py (Multi30k en->de, the same
+overrides; pass the same `--config.model.*` as the run being compared).
+Writes benchmarks/results/codistill_overhead.json and .png.
+"""
+
+import argparse
+import os
+import pathlib
+import sys
+
+DEVICES = 8
+for i, a in enumerate(sys.argv):  # Before jax is imported.
+    if a.startswith('--devices'):
+        DEVICES = int(a.split('=', 1)[1] if '=' in a else sys.argv[i + 1])
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+if os.environ['JAX_PLATFORMS'] == 'cpu':
+    os.environ['XLA_FLAGS'] = (
+        os.environ.get('XLA_FLAGS', '')
+        + f' --xla_force_host_platform_device_count={DEVICES}'
+    )
+
+import tempfile  # pylint: disable=g-import-not-at-top,wrong-import-position
+import time  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from jaxdistill import configuration  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxdistill import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxdistill import trainer as trainer_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+PLAIN = 'configs/translate_multi30k.py'
+CODISTILL = 'configs/codistill_synthetic.py'
+
+
+def overrides_for(args, batch_tokens):
+    """benchmarks/codistill.py's shared settings, for a timing run."""
+    return [
+        'num_train_steps=1000',
+        'data.source=files',
+        f'data.files_dir={args.data}',
+        'data.pairs=("en-de",)',
+        'data.vocab_size=8000',
+        'model.dropout_rate=0.1',
+        'optimizer.learning_rate=0.001',
+        'optimizer.warmup_steps=100',
+        'optimizer.total_steps=1000',
+        'data.bucket_lengths=(16, 24, 32, 48, 64)',
+        'eval.beam_size=0',
+        f'data.batch_tokens={batch_tokens}',
+    ]
+
+
+def build(config_path, overrides, workdir):
+    config = configuration.load_config(config_path)
+    config = configuration.apply_overrides(config, overrides)
+    return trainer_lib.Trainer(config, workdir)
+
+
+def main():
+    rest, extra = configuration.split_overrides(sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--devices', type=int, default=DEVICES)
+    parser.add_argument('--batch-tokens', type=int, default=1024, help='B, per model')
+    parser.add_argument(
+        '--buckets',
+        default='16,24,32,48,64',
+        help='sequence lengths to time (comma-separated; buckets of the config)',
+    )
+    parser.add_argument('--repeats', type=int, default=9)
+    parser.add_argument('--data', default='../shared/data/multi30k')
+    args = parser.parse_args(rest)
+    if not os.path.isdir(args.data):
+        raise SystemExit(f'Multi30k folder {args.data} not found; pass --data.')
+    if args.devices % 2 or jax.device_count() != args.devices:
+        raise SystemExit(
+            f'need an even --devices and that many devices; jax sees '
+            f'{jax.device_count()}.'
+        )
+    base = overrides_for(args, 2 * args.batch_tokens) + extra
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = build(PLAIN, base, os.path.join(tmp, 'B'))
+        codistill = build(
+            CODISTILL,
+            base + ['method.burn_in_steps=0'],
+            os.path.join(tmp, 'C'),
+        )
+        method = codistill.method
+        distil = next(s for s in range(1000) if method.phase(s) == (True, False))
+        exchange = next(s for s in range(1000) if method.phase(s) == (True, True))
+        arms = {
+            'B': (plain, None),
+            'C': (codistill, method.phase(distil)),
+            'C_exchange': (codistill, method.phase(exchange)),
+        }
+        lengths = [int(x) for x in args.buckets.split(',')]
+        runs = {length: {name: [] for name in arms} for length in lengths}
+        rows = {}
+        for length in lengths:
+            batches = {}
+            for name, (tr, phase) in arms.items():
+                batcher = tr.task.train_batches
+                batch = next(
+                    (
+                        batcher.batch_at(0, i)
+                        for i in range(batcher.batches_per_epoch())
+                        if batcher.batch_at(0, i)['inputs'].shape[1] == length
+                    ),
+                    None,
+                )
+                if batch is None:
+                    raise SystemExit(f'--buckets: no batch of length {length}.')
+                batches[name] = sharding.global_batch(batch, tr.batch_sharding)
+                tr.state, aux = tr.step_fn(tr.state, batches[name], phase)  # Compile.
+                jax.block_until_ready(aux)
+            rows[length] = int(batches['B']['inputs'].shape[0])
+            for _ in range(args.repeats):
+                for name, (tr, phase) in arms.items():
+                    t = time.perf_counter()
+                    tr.state, aux = tr.step_fn(tr.state, batches[name], phase)
+                    jax.block_until_ready(aux)
+                    runs[length][name].append(time.perf_counter() - t)
+        for tr, _ in arms.values():
+            tr.ckpt.close()
+    median = {
+        length: {name: float(np.median(v)) for name, v in r.items()}
+        for length, r in runs.items()
+    }
+    # Buckets weighted equally: the mean step of each arm over the lengths.
+    mean = {name: float(np.mean([m[name] for m in median.values()])) for name in arms}
+    exchange_every = method.exchange_every
+    mean_c = ((exchange_every - 1) * mean['C'] + mean['C_exchange']) / exchange_every
+    result = {
+        'devices': args.devices,
+        'batch_tokens_per_model': args.batch_tokens,
+        'global_batch_rows': rows,
+        'config_overrides': extra,
+        'repeats': args.repeats,
+        'step_seconds_runs': {str(k): v for k, v in runs.items()},
+        'step_seconds_median': {str(k): v for k, v in median.items()},
+        'step_overhead_per_bucket': {
+            str(k): m['C'] / m['B'] for k, m in median.items()
+        },
+        'exchange_every': exchange_every,
+        'step_overhead': mean['C'] / mean['B'],
+        'step_overhead_with_exchange': mean_c / mean['B'],
+        'exchange_step_overhead': mean['C_exchange'] / mean['B'],
+        'plot': 'benchmarks/results/codistill_overhead.png',
+    }
+    common.write_result('codistill_overhead', result)
+    print(
+        f'mean over buckets: B {mean["B"] * 1e3:.1f} ms, C {mean["C"] * 1e3:.1f} ms, '
+        f'C with exchange {mean["C_exchange"] * 1e3:.1f} ms: overhead '
+        f'{result["step_overhead"]:.3f}x ({result["step_overhead_with_exchange"]:.3f}x '
+        f'counting one exchange per {exchange_every} steps)'
+    )
+    _plot(result, common.RESULTS / 'codistill_overhead.png')
+
+
+def _plot(result, path):
+    import matplotlib  # pylint: disable=g-import-not-at-top
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    medians = result['step_seconds_median']
+    lengths = list(medians)
+    x = np.arange(len(lengths))
+    for i, name in enumerate(['B', 'C', 'C_exchange']):
+        ax.bar(
+            x + (i - 1) * 0.27,
+            [medians[k][name] * 1e3 for k in lengths],
+            0.27,
+            label=name,
+        )
+    ax.set_xticks(x, lengths)
+    ax.set_xlabel('bucket length')
+    ax.set_ylabel('ms / step (median)')
+    ax.set_ylim(0, 1.3 * max(m[n] for m in medians.values() for n in m) * 1e3)
+    ax.legend(loc='upper center', ncols=3)
+    ax.set_title(
+        f'Codistillation step vs plain, {result["devices"]} devices '
+        f'(overhead {result["step_overhead"]:.2f}x)'
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f'wrote {path}')
+
+
+if __name__ == '__main__':
+    main()
