@@ -15,6 +15,7 @@ import shutil
 import time
 
 from absl import logging
+from etils import epath
 import jax
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
@@ -148,8 +149,9 @@ def read_state(step_dir: str) -> Any:
     path = os.path.abspath(os.path.join(step_dir, 'state'))
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     with ocp.StandardCheckpointer() as c:
-        metadata = c.metadata(path)
-        tree = getattr(metadata, 'item_metadata', metadata)
+        # The item's own metadata: the step metadata lives one folder up (the
+        # manager's), so `c.metadata(path)` would warn that it is missing.
+        tree = ocp.StandardCheckpointHandler().metadata(epath.Path(path))
         target = jax.tree.map(
             lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree
         )

@@ -57,6 +57,16 @@ def test_average_checkpoints_is_the_elementwise_mean(run):
         averaging.average_checkpoints(ckpt_dir, 1, upto=15)
 
 
+def test_read_state_logs_no_missing_metadata_warning(run, caplog):
+    # The step metadata belongs to the manager's step folder, not the item's;
+    # reading the item must not warn about it once per checkpoint averaged.
+    _, workdir = run
+    with caplog.at_level('WARNING'):
+        state = checkpoint.read_state(str(workdir / 'checkpoints' / '20'))
+    assert 'params' in state
+    assert not [r for r in caplog.records if 'Metadata file' in r.getMessage()]
+
+
 def test_cli_loads_the_mean_of_the_last_checkpoints(run):
     tr, workdir = run
     model, params, tokenizer, steps = translate.load_model(
