@@ -95,6 +95,28 @@ def _churn(work_a, work_b, devices):
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def shared_overrides(steps, data):
+    """The training settings every arm shares ('key=value', no '--config.').
+
+    The plain arms start from configs/translate_multi30k.py and C from
+    configs/codistill_synthetic.py: these pin every training setting they
+    would otherwise not share. benchmarks/codistill_overhead.py uses them too.
+    """
+    return [
+        f'num_train_steps={steps}',
+        'data.source=files',
+        f'data.files_dir={data}',
+        'data.pairs=("en-de",)',
+        'data.vocab_size=8000',
+        'model.dropout_rate=0.1',
+        'optimizer.learning_rate=0.001',
+        f'optimizer.warmup_steps={max(steps // 10, 1)}',
+        f'optimizer.total_steps={steps}',
+        'data.bucket_lengths=(16, 24, 32, 48, 64)',
+        'eval.beam_size=0',
+    ]
+
+
 def main():
     argv = sys.argv[1:]
     extra = [a for a in argv if a.startswith('--config.')]
@@ -114,26 +136,16 @@ def main():
     steps = 40 if args.quick else args.steps
     every = max(steps // 20, 5)
     common_overrides = [
-        f'--config.num_train_steps={steps}',
-        f'--config.eval.every_steps={every}',
-        f'--config.log_every_steps={every}',
-        f'--config.checkpoint.every_steps={steps}',
-        '--config.data.source=files',
-        f'--config.data.files_dir={args.data}',
-        '--config.data.pairs=("en-de",)',
-        '--config.data.vocab_size=8000',
-        '--config.eval.max_examples=500',
-        '--config.eval.bleu=False',  # The curves are of val loss.
-        # The plain arms start from configs/translate_multi30k.py and C from
-        # configs/codistill_synthetic.py: pin every training setting they
-        # would otherwise not share.
-        '--config.model.dropout_rate=0.1',
-        '--config.optimizer.learning_rate=0.001',
-        f'--config.optimizer.warmup_steps={max(steps // 10, 1)}',
-        f'--config.optimizer.total_steps={steps}',
-        '--config.data.bucket_lengths=(16, 24, 32, 48, 64)',
-        '--config.eval.beam_size=0',
-        '--config.checkpoint.keep=1',
+        f'--config.{o}'
+        for o in shared_overrides(steps, args.data)
+        + [
+            f'eval.every_steps={every}',
+            f'log_every_steps={every}',
+            f'checkpoint.every_steps={steps}',
+            'eval.max_examples=500',
+            'eval.bleu=False',  # The curves are of val loss.
+            'checkpoint.keep=1',
+        ]
     ]
     if args.quick:
         common_overrides += [

@@ -41,7 +41,9 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import codistill  # pylint: disable=g-import-not-at-top,wrong-import-position
 import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+import train_step_throughput  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from jaxdistill import configuration  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxdistill import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -49,24 +51,6 @@ from jaxdistill import trainer as trainer_lib  # pylint: disable=g-import-not-at
 
 PLAIN = 'configs/translate_multi30k.py'
 CODISTILL = 'configs/codistill_synthetic.py'
-
-
-def overrides_for(args, batch_tokens):
-    """benchmarks/codistill.py's shared settings, for a timing run."""
-    return [
-        'num_train_steps=1000',
-        'data.source=files',
-        f'data.files_dir={args.data}',
-        'data.pairs=("en-de",)',
-        'data.vocab_size=8000',
-        'model.dropout_rate=0.1',
-        'optimizer.learning_rate=0.001',
-        'optimizer.warmup_steps=100',
-        'optimizer.total_steps=1000',
-        'data.bucket_lengths=(16, 24, 32, 48, 64)',
-        'eval.beam_size=0',
-        f'data.batch_tokens={batch_tokens}',
-    ]
 
 
 def build(config_path, overrides, workdir):
@@ -95,22 +79,22 @@ def main():
             f'need an even --devices and that many devices; jax sees '
             f'{jax.device_count()}.'
         )
-    base = overrides_for(args, 2 * args.batch_tokens) + extra
-    runs = {}
+    base = codistill.shared_overrides(1000, args.data)
+    base += [f'data.batch_tokens={2 * args.batch_tokens}', *extra]
     with tempfile.TemporaryDirectory() as tmp:
         plain = build(PLAIN, base, os.path.join(tmp, 'B'))
-        codistill = build(
+        codist = build(
             CODISTILL,
             base + ['method.burn_in_steps=0'],
             os.path.join(tmp, 'C'),
         )
-        method = codistill.method
-        distil = next(s for s in range(1000) if method.phase(s) == (True, False))
-        exchange = next(s for s in range(1000) if method.phase(s) == (True, True))
+        method = codist.method
+        # Phases are (distil?, exchange?): after burn-in, without and with
+        # the refresh of the stale copies.
         arms = {
             'B': (plain, None),
-            'C': (codistill, method.phase(distil)),
-            'C_exchange': (codistill, method.phase(exchange)),
+            'C': (codist, (True, False)),
+            'C_exchange': (codist, (True, True)),
         }
         lengths = [int(x) for x in args.buckets.split(',')]
         runs = {length: {name: [] for name in arms} for length in lengths}
@@ -118,17 +102,9 @@ def main():
         for length in lengths:
             batches = {}
             for name, (tr, phase) in arms.items():
-                batcher = tr.task.train_batches
-                batch = next(
-                    (
-                        batcher.batch_at(0, i)
-                        for i in range(batcher.batches_per_epoch())
-                        if batcher.batch_at(0, i)['inputs'].shape[1] == length
-                    ),
-                    None,
+                batch = train_step_throughput.batch_of_length(
+                    tr.task.train_batches, length
                 )
-                if batch is None:
-                    raise SystemExit(f'--buckets: no batch of length {length}.')
                 batches[name] = sharding.global_batch(batch, tr.batch_sharding)
                 tr.state, aux = tr.step_fn(tr.state, batches[name], phase)  # Compile.
                 jax.block_until_ready(aux)

@@ -48,6 +48,15 @@ def matmul_peak(n: int | None = None, repeats: int = 10) -> float:
     return 2 * n**3 / best
 
 
+def batch_of_length(batcher, length: int) -> dict:
+    """The first batch of epoch 0 whose sequences are `length` long."""
+    for i in range(batcher.batches_per_epoch()):
+        batch = batcher.batch_at(0, i)
+        if batch['inputs'].shape[1] == length:
+            return batch
+    raise SystemExit(f'no batch of length {length}; buckets: {batcher.batch_shapes()}')
+
+
 def time_step(tr, batch, repeats: int) -> float:
     """Median seconds of one train step on `batch` (state is donated)."""
     arrays = sharding.global_batch(batch, tr.batch_sharding)
@@ -79,11 +88,7 @@ def main():
         model_cfg = tr.task.model.config
         rows = []
         for length, (b, l) in sorted(batcher.batch_shapes().items()):
-            batch = next(
-                batcher.batch_at(0, i)
-                for i in range(batcher.batches_per_epoch())
-                if batcher.batch_at(0, i)['inputs'].shape == (b, l)
-            )
+            batch = batch_of_length(batcher, l)
             seconds = time_step(tr, batch, args.repeats)
             real = int((batch['targets'] != 0).sum())
             flops = transformer.flops_per_token(model_cfg, l, l)['total'] * b * l

@@ -23,6 +23,7 @@ import translation_base
 
 def get_config(arg=None):
     config = translation_base.get_config(arg, extra_args=('budget',))
+    args = translation_base.parse_arg(arg)
     config.data.source = 'files'
     # SPLIT.LANG.gz files; the README of ../shared/data describes them.
     config.data.files_dir = '../shared/data/multi30k'
@@ -33,7 +34,7 @@ def get_config(arg=None):
     # log p / length (EOS counted).
     config.eval.beam_size = 5
     config.eval.length_penalty = 1.0
-    if 'runlocal' in translation_base.parse_arg(arg):
+    if 'runlocal' in args:
         return config
     config.data.vocab_size = 10000
     # Finer buckets: 15% padding instead of 22% (13 compiled shapes, not 7).
@@ -47,7 +48,7 @@ def get_config(arg=None):
     config.checkpoint.every_steps = 130
     config.checkpoint.keep = 10
     config.eval.every_steps = 1000
-    if translation_base.parse_arg(arg).get('budget'):
+    if args.get('budget'):
         config.optimizer.schedule = 'cosine'
         config.optimizer.warmup_steps = 400
         config.optimizer.learning_rate = 2e-3
