@@ -8,6 +8,7 @@ matches the training that actually counts.
 import json
 import math
 import os
+import threading
 import time
 from typing import Any
 
@@ -71,6 +72,73 @@ class MetricWriter:
     def close(self):
         if self._tb is not None:
             self._tb.close()
+
+
+class CompileClock:
+    """Wall time this process spends tracing, lowering and compiling.
+
+    Listens to JAX's own compile events (`jax.monitoring` time spans of the
+    jaxpr trace, the lowering to MLIR and the backend compile, a persistent
+    cache hit included), so the trainer can keep compilation out of its
+    throughput. Only compiles in the thread that made the clock count (not,
+    e.g., those of a background checkpoint writer); overlapping spans (a
+    function traced inside another) count once. Use as a context manager, or call `close()` to stop listening.
+
+        clock = CompileClock()
+        start = time.time(); ...; clock.seconds(start, time.time())
+    """
+
+    EVENTS = frozenset(
+        {
+            '/jax/core/compile/jaxpr_trace_duration',
+            '/jax/core/compile/jaxpr_to_mlir_module_duration',
+            '/jax/core/compile/backend_compile_duration',
+        }
+    )
+
+    def __init__(self):
+        self._spans: list[tuple[float, float]] = []
+        self._lock = threading.Lock()
+        self._thread = threading.get_ident()
+        jax.monitoring.register_event_time_span_listener(self._listen)
+        self._listening = True
+
+    def _listen(self, event, start_time, end_time, **kwargs):
+        del kwargs
+        if event in self.EVENTS and threading.get_ident() == self._thread:
+            with self._lock:
+                self._spans.append((start_time, end_time))
+
+    def seconds(self, start: float, end: float) -> float:
+        """Seconds of [start, end] (`time.time()` values) spent compiling.
+
+        Queries move forward in time: spans that ended before `start` are
+        forgotten, so the clock's memory stays small over a long run.
+        """
+        with self._lock:
+            spans = sorted(
+                (max(a, start), min(b, end))
+                for a, b in self._spans
+                if b > start and a < end
+            )
+            self._spans = [s for s in self._spans if s[1] > start]  # Forget old.
+        total, reach = 0.0, start
+        for a, b in spans:  # Length of the union of the spans.
+            if b > reach:
+                total += b - max(a, reach)
+                reach = b
+        return total
+
+    def close(self):
+        if self._listening:
+            jax.monitoring.unregister_event_time_span_listener(self._listen)
+            self._listening = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def read_metrics(workdir: str) -> list[dict]:

@@ -193,7 +193,9 @@ class Trainer:
         meta = {'data_position': self.task.train_batches.position, 'step': step}
         return self.ckpt.save(step, self.state, meta, force=force)
 
-    def _log(self, step, history, t_window, progress):
+    def _log(self, step, history, seconds, compiling, progress):
+        """Logs a window of `history`'s steps: `seconds` long, `compiling` of
+        them spent compiling."""
         m = _mean_metrics(history)
         if not all(math.isfinite(v) for v in m.values()):
             last = self.ckpt.latest_step()
@@ -206,8 +208,12 @@ class Trainer:
                 'raise optimizer.warmup_steps.'
             )
         counted = 'train/tokens' in m
-        m['train/tokens_per_s'] = m.pop('train/tokens', 0.0) / t_window
-        m['train/steps_per_s'] = len(history) / t_window
+        # Throughput of the steps themselves: compilation (first steps, a new
+        # batch shape or phase) is reported apart, not spread over the window.
+        m['train/compile_seconds'] = compiling
+        seconds = max(seconds - compiling, 1e-3 * seconds)
+        m['train/tokens_per_s'] = m.pop('train/tokens', 0.0) / seconds
+        m['train/steps_per_s'] = len(history) / seconds
         m['train/learning_rate'] = float(
             optim.current_learning_rate(jax.device_get(self.state.opt_state))
         )
@@ -216,9 +222,10 @@ class Trainer:
         # What 'train/tokens' counts: target tokens, or examples for classifiers.
         unit = getattr(self.task, 'throughput_unit', 'tok')
         rate = f'{m["train/tokens_per_s"]:,.0f} {unit}/s | ' if counted else ''
+        compiled = f'compiled {compiling:.1f}s | ' if compiling >= 0.05 else ''
         say(
             f'step {step}/{total} | loss {m["train/loss"]:.4f} | {rate}'
-            f'{1 / m["train/steps_per_s"]:.3f} s/step | '
+            f'{1 / m["train/steps_per_s"]:.3f} s/step | {compiled}'
             f'ETA {_fmt_time(progress)}'
         )
         return m
@@ -273,6 +280,14 @@ class Trainer:
                 for k, v in self.data_summary.items()
             )
         )
+        with metrics_lib.CompileClock() as clock:
+            step, last_train, last_eval, seconds = self._train_loop(clock)
+        return self._finish(step, seconds, last_train, last_eval)
+
+    def _train_loop(self, clock):
+        """-> (last step, last train metrics, last eval metrics, seconds)."""
+        c = self.config
+        total = c.num_train_steps
         history, window_start, run_start = [], time.time(), time.time()
         last_train, last_eval = {}, {}
         step = self.start_step
@@ -287,14 +302,16 @@ class Trainer:
             if step % c.log_every_steps == 0 or save_now or step == total:
                 jax.block_until_ready(history[-1])  # Time compute, not dispatch.
                 now = time.time()
-                # The latest window's pace: compile time is not repeated.
-                rate = (now - window_start) / len(history)
+                compiling = clock.seconds(window_start, now)
+                # The latest window's pace, compilation left out.
+                rate = max(now - window_start - compiling, 0.0) / len(history)
                 last_train = self._log(
-                    step, history, now - window_start, rate * (total - step)
+                    step, history, now - window_start, compiling, rate * (total - step)
                 )
                 history, window_start = [], time.time()
             if save_now:
                 self._save(step, force=step == total)
+                window_start = time.time()  # Keep checkpointing out of throughput.
             if c.eval.every_steps and step % c.eval.every_steps == 0:
                 last_eval = self.evaluate(step)
                 window_start = time.time()  # Keep eval out of throughput.
@@ -302,7 +319,7 @@ class Trainer:
         evaluated_last = c.eval.every_steps and step % c.eval.every_steps == 0
         if c.eval.at_end and not (evaluated_last and last_eval):
             last_eval = self.evaluate(step)
-        return self._finish(step, time.time() - run_start, last_train, last_eval)
+        return step, last_train, last_eval, time.time() - run_start
 
     def _finish(self, step, seconds, last_train, last_eval) -> dict:
         params = self.method.eval_params(self.state.params, self.state.extra)

@@ -10,6 +10,7 @@ import pytest
 from jaxdistill import averaging
 from jaxdistill import checkpoint
 from jaxdistill import configuration
+from jaxdistill import metrics as metrics_lib
 from jaxdistill import translate
 from jaxdistill import trainer as trainer_lib
 from jaxdistill.errors import CheckpointMismatchError
@@ -26,6 +27,24 @@ def run(tmp_path_factory):
     tr = trainer_lib.Trainer(config, str(workdir))
     tr.run()
     return tr, workdir
+
+
+def test_compilation_is_logged_apart_from_throughput(run):
+    """The first window compiles the train step; the later ones reuse it."""
+    _, workdir = run
+    windows = [
+        r for r in metrics_lib.read_metrics(str(workdir)) if 'train/steps_per_s' in r
+    ]
+    assert len(windows) >= 2
+    first = windows[0]
+    assert first['train/compile_seconds'] > 0.0
+    assert all(
+        w['train/compile_seconds'] < 0.1 * first['train/compile_seconds']
+        for w in windows[1:]
+    )
+    # Counted with its compilation, the first window could not run faster than
+    # its steps / compile seconds.
+    assert first['train/steps_per_s'] > first['step'] / first['train/compile_seconds']
 
 
 def _mean_params(workdir, steps):
