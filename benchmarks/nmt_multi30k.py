@@ -202,7 +202,8 @@ def choose_on_val(tr, args, alpha):
 def steady_tokens_per_s(workdir):
     """Median of the logged windows' non-padding target tokens per second.
 
-    The first window (compilation) is left out; eval time is not in windows.
+    The first window is left out; the logged rates already leave compilation,
+    evaluation and checkpointing out.
     """
     rates = [
         r['train/tokens_per_s']
