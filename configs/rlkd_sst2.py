@@ -82,6 +82,10 @@ def get_config(arg=None):
             # (GLUE dev sentences: report).
             'eval_split': 'dev',
             'batch_size': 64,
+            # 'words' (lowercased words, the most frequent vocab_size - 2)
+            # or 'sentencepiece' (a unigram model of vocab_size pieces,
+            # trained on the training phrases, kept as WORKDIR/spm.model).
+            'tokenizer': 'words',
             'vocab_size': 16000,
             'max_len': 40,
             'max_train_examples': 0,

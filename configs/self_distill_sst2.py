@@ -2,7 +2,8 @@
 
   python -m jaxdistill.train --config configs/self_distill_sst2.py --workdir /tmp/sd_sst2
 Arguments as in image_classification_base.py (runlocal, method=NAME); the
-dataset is fixed. Word-level tokens from the training phrases.
+dataset is fixed. Word-level tokens from the training phrases, or SentencePiece
+pieces with --config.data.tokenizer=sentencepiece.
 """
 
 import ml_collections
@@ -37,6 +38,10 @@ def get_config(arg=None):
             # 'dev' (held-out training phrases) | 'test' (GLUE dev sentences).
             'eval_split': 'test',
             'batch_size': 64,
+            # 'words' (lowercased words, the most frequent vocab_size - 2)
+            # or 'sentencepiece' (a unigram model of vocab_size pieces,
+            # trained on the training phrases, kept as WORKDIR/spm.model).
+            'tokenizer': 'words',
             'vocab_size': 16000,
             'max_len': 64,
             'max_train_examples': 0,

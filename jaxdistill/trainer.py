@@ -35,6 +35,7 @@ RESUME_KEYS = (
     'data.source',
     'data.pairs',
     'data.vocab_size',
+    'data.tokenizer',
     'mesh.shard_params',
     'optimizer.name',
 )

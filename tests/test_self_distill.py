@@ -221,6 +221,33 @@ def test_text_classifier_exits_and_sst2_reader(tmp_path):
     np.testing.assert_allclose(first[0], out['logits'][0], atol=1e-5)
 
 
+def test_sst2_sentencepiece_encoder_has_no_unknown_words(tmp_path):
+    from jaxdistill.data import sst2
+
+    train = [
+        'a gripping , funny film',
+        'the plot is thin and the acting is flat',
+        'funny and warm',
+        'a thin , flat film',
+    ] * 50
+    encode, size = sst2.text_encoder('sentencepiece', train, 28, 24, str(tmp_path))
+    assert (tmp_path / 'spm.model').is_file() and size == 28
+    # 'filmplot' is no training word: word-level gives UNK, pieces cover it.
+    tokens = encode(['the filmplot is funny', ''])
+    assert tokens.shape == (2, 24) and tokens.dtype == np.int32
+    n = int((tokens[0] != sst2.PAD).sum())
+    assert 0 < n < 24 and (tokens[0, n:] == sst2.PAD).all()
+    assert (tokens[0, :n] != sst2.UNK).all() and (tokens[0, :n] < size).all()
+    assert (tokens[1] == sst2.PAD).all()
+    words, word_size = sst2.text_encoder('words', train, 28, 12, str(tmp_path))
+    assert sst2.UNK in words(['the filmplot is funny'])[0] and word_size < 28
+    # A second run in the workdir reads the same model, not a new one.
+    again, _ = sst2.text_encoder('sentencepiece', ['other text'], 28, 24, str(tmp_path))
+    np.testing.assert_array_equal(again(['the filmplot is funny']), tokens[:1])
+    with pytest.raises(ConfigError, match="data.tokenizer .*'bpe'"):
+        sst2.text_encoder('bpe', train, 28, 12, str(tmp_path))
+
+
 def test_decoder_exits_are_the_extracted_shallow_decoders():
     from jaxdistill.models import composite as composite_lib
     from jaxdistill.models import transformer as transformer_lib

@@ -9,6 +9,7 @@ from jaxdistill.data.text import read_parallel
 from jaxdistill.data.tokenizer import BOS_ID
 from jaxdistill.data.tokenizer import EOS_ID
 from jaxdistill.data.tokenizer import load_or_train_tokenizer
+from jaxdistill.data.tokenizer import shared_tokenizer
 from jaxdistill.data.tokenizer import PAD_ID
 from jaxdistill.data.tokenizer import Tokenizer
 from jaxdistill.data.tokenizer import UNK_ID

@@ -1,16 +1,21 @@
 """SST-2 (GLUE) sentiment data: `sentence<TAB>label` TSV with a header line.
 
-Word-level tokens: lowercased, split on whitespace; the vocabulary is the most
-frequent training words. Ids: 0 = PAD, 1 = UNK.
+Two tokenizations (`text_encoder`): word-level (lowercased, split on
+whitespace; the vocabulary is the most frequent training words) or a
+SentencePiece model trained on the training sentences. Ids: 0 = PAD, 1 = UNK
+in both.
 """
 
 import collections
 import gzip
+import os
 import pathlib
+from collections.abc import Callable
 
 import numpy as np
 
-from jaxdistill.errors import DataError
+from jaxdistill.data import tokenizer as tokenizer_lib
+from jaxdistill.errors import ConfigError, DataError
 
 PAD, UNK = 0, 1
 SPLITS = {'train': 'train.tsv.gz', 'dev': 'dev.tsv', 'test': 'glue_dev.tsv'}
@@ -61,8 +66,50 @@ def build_vocab(sentences, size: int) -> dict[str, int]:
 
 def encode(sentences, vocab: dict[str, int], max_len: int) -> np.ndarray:
     """int32 [N, max_len]: word ids (UNK if unknown), truncated, PAD-filled."""
-    out = np.full((len(sentences), max_len), PAD, np.int32)
-    for row, s in enumerate(sentences):
-        ids = [vocab.get(w, UNK) for w in s.lower().split()][:max_len]
+    return pad_ids(
+        ([vocab.get(w, UNK) for w in s.lower().split()] for s in sentences),
+        len(sentences),
+        max_len,
+    )
+
+
+def pad_ids(rows, n: int, max_len: int) -> np.ndarray:
+    """int32 [n, max_len] from `n` id lists: truncated, PAD-filled."""
+    out = np.full((n, max_len), PAD, np.int32)
+    for row, ids in enumerate(rows):
+        ids = ids[:max_len]
         out[row, : len(ids)] = ids
     return out
+
+
+TOKENIZERS = ('words', 'sentencepiece')
+
+
+def text_encoder(
+    kind: str, train_sentences, vocab_size: int, max_len: int, workdir: str
+) -> tuple[Callable[[list[str]], np.ndarray], int]:
+    """(sentences -> int32 [N, max_len], vocabulary size incl. PAD and UNK).
+
+    kind 'words': the `vocab_size - 2` most frequent lowercased training words.
+    kind 'sentencepiece': a unigram SentencePiece model of `vocab_size` pieces
+    trained on the training sentences once, kept as `workdir/spm.model` (a
+    resumed run or `evaluate` reads the same one); no word is out of
+    vocabulary.
+
+    Raises:
+      ConfigError: an unknown kind.
+    """
+    if kind == 'words':
+        vocab = build_vocab(train_sentences, vocab_size)
+        return (lambda s: encode(s, vocab, max_len)), len(vocab) + 2
+    if kind == 'sentencepiece':
+        assert (PAD, UNK) == (tokenizer_lib.PAD_ID, tokenizer_lib.UNK_ID)
+        tok = tokenizer_lib.shared_tokenizer(
+            os.path.join(workdir, 'spm.model'), lambda: train_sentences, vocab_size
+        )
+        return (
+            lambda s: pad_ids((tok.encode(x) for x in s), len(s), max_len)
+        ), tok.vocab_size
+    raise ConfigError(
+        f'data.tokenizer must be one of {", ".join(TOKENIZERS)}; got {kind!r}.'
+    )

@@ -8,6 +8,8 @@ import re
 import tempfile
 from typing import Callable, Iterable, Sequence
 
+import jax
+from jax.experimental import multihost_utils
 import sentencepiece as spm
 
 from jaxdistill.errors import DataError
@@ -190,4 +192,23 @@ def load_or_train_tokenizer(
             f"the workdir's tokenizer {model_path} lacks the symbols {missing} "
             'that the config needs; use a new workdir or delete the tokenizer'
         )
+    return tok
+
+
+def shared_tokenizer(
+    model_path,
+    texts_fn: Callable[[], Iterable[str]],
+    vocab_size: int,
+    user_defined_symbols: Sequence[str] = (),
+) -> Tokenizer:
+    """`load_or_train_tokenizer` on process 0; the other processes wait for it
+    and load the same model (so every process tokenizes alike)."""
+    if jax.process_index() == 0:
+        tok = load_or_train_tokenizer(
+            model_path, texts_fn, vocab_size, user_defined_symbols
+        )
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices('jaxdistill_tokenizer')
+        if jax.process_index() != 0:
+            tok = Tokenizer.load(model_path)
     return tok

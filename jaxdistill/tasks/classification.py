@@ -198,21 +198,17 @@ class TextClassificationTask(ClassificationTask):
     input_key = 'tokens'
 
     def __init__(self, config, workdir: str, mesh):
-        del workdir
         self.config, self.mesh = config, mesh
         d = config.data
         multiple = _batch_multiple(config, mesh)
         sentences, labels = sst2_lib.load_split(d.data_dir, 'train')
         rows = _subset((np.arange(len(labels)), labels), d.max_train_examples)[0]
         test_sentences, test_labels = sst2_lib.load_split(d.data_dir, d.eval_split)
-        vocab = sst2_lib.build_vocab(sentences, d.vocab_size)
-        train = _subset(
-            (sst2_lib.encode(sentences, vocab, d.max_len), labels), d.max_train_examples
+        encode, vocab_size = sst2_lib.text_encoder(
+            d.get('tokenizer', 'words'), sentences, d.vocab_size, d.max_len, workdir
         )
-        test = _subset(
-            (sst2_lib.encode(test_sentences, vocab, d.max_len), test_labels),
-            config.eval.max_examples,
-        )
+        train = _subset((encode(sentences), labels), d.max_train_examples)
+        test = _subset((encode(test_sentences), test_labels), config.eval.max_examples)
         if d.get('teachers'):  # Frozen teachers' logits ride with each batch.
             from jaxdistill import teacher_cache  # pylint: disable=g-import-not-at-top
 
@@ -237,7 +233,7 @@ class TextClassificationTask(ClassificationTask):
         model = build_model(
             config.model,
             num_classes=2,
-            vocab_size=len(vocab) + 2,
+            vocab_size=vocab_size,
             max_len=d.max_len,
         )
         unk = float(np.mean(train[0][train[0] > 0] == sst2_lib.UNK))
@@ -246,7 +242,7 @@ class TextClassificationTask(ClassificationTask):
             {
                 'train_examples': len(train[1]),
                 'eval_examples': len(test[1]),
-                'vocab_size': len(vocab) + 2,
+                'vocab_size': vocab_size,
                 'unk_fraction': unk,
                 'num_exits': model.num_exits,
             },

@@ -118,15 +118,9 @@ def _tokenizer(config, workdir, train_data, tags):
     """Trains the joint SentencePiece model once (process 0), then loads it."""
     path = os.path.join(workdir, 'spm.model')
     texts = lambda: list(train_data.source) + list(train_data.target)
-    if jax.process_index() == 0:
-        tok = data_lib.load_or_train_tokenizer(
-            path, texts, config.data.vocab_size, user_defined_symbols=tags
-        )
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices('jaxdistill_tokenizer')
-        if jax.process_index() != 0:
-            tok = data_lib.Tokenizer.load(path)
-    return tok
+    return data_lib.shared_tokenizer(
+        path, texts, config.data.vocab_size, user_defined_symbols=tags
+    )
 
 
 @registry.register('task', 'translation')
