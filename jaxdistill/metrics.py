@@ -82,7 +82,8 @@ class CompileClock:
     cache hit included), so the trainer can keep compilation out of its
     throughput. Only compiles in the thread that made the clock count (not,
     e.g., those of a background checkpoint writer); overlapping spans (a
-    function traced inside another) count once. Use as a context manager, or call `close()` to stop listening.
+    function traced inside another) count once. Use as a context manager, or
+    call `close()` to stop listening.
 
         clock = CompileClock()
         start = time.time(); ...; clock.seconds(start, time.time())
