@@ -74,6 +74,15 @@ def _step_seconds(records):
     return float(1 / np.median(rates[1:] or rates))
 
 
+def _compile_seconds(records):
+    """(seconds compiling, windows that compiled) from the logged windows;
+    None for logs written before the trainer recorded compilation."""
+    c = [r['train/compile_seconds'] for r in records if 'train/compile_seconds' in r]
+    if not c:
+        return None
+    return {'seconds': float(sum(c)), 'windows': sum(x > 0.5 for x in c), 'of': len(c)}
+
+
 def _churn(work_a, work_b, devices):
     """Disagreement of two single models' argmax predictions on val.
 
@@ -193,6 +202,9 @@ def main():
         'churn_a_pair': _churn(tmp / 'A', tmp / 'A2', g),
         'churn_c_pair': churn_c,
         'step_overhead': _step_seconds(arms['C']) / _step_seconds(arms['B']),
+        # Left out of the logged rates above; C compiles a program per phase
+        # (distil?, exchange?) and bucket, B one per bucket.
+        'compile_seconds': {k: _compile_seconds(v) for k, v in arms.items()},
         'curves': curves,
         'workdirs': str(tmp),
         'plot': 'benchmarks/results/codistill.png',

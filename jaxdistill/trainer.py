@@ -195,8 +195,8 @@ class Trainer:
         return self.ckpt.save(step, self.state, meta, force=force)
 
     def _log(self, step, history, seconds, compiling, progress):
-        """Logs a window of `history`'s steps: `seconds` long, `compiling` of
-        them spent compiling."""
+        """Logs a window of `history`'s steps: `seconds` of stepping, plus
+        `compiling` seconds spent compiling (reported apart)."""
         m = _mean_metrics(history)
         if not all(math.isfinite(v) for v in m.values()):
             last = self.ckpt.latest_step()
@@ -212,7 +212,6 @@ class Trainer:
         # Throughput of the steps themselves: compilation (first steps, a new
         # batch shape or phase) is reported apart, not spread over the window.
         m['train/compile_seconds'] = compiling
-        seconds = max(seconds - compiling, 1e-3 * seconds)
         m['train/tokens_per_s'] = m.pop('train/tokens', 0.0) / seconds
         m['train/steps_per_s'] = len(history) / seconds
         m['train/learning_rate'] = float(
@@ -304,10 +303,14 @@ class Trainer:
                 jax.block_until_ready(history[-1])  # Time compute, not dispatch.
                 now = time.time()
                 compiling = clock.seconds(window_start, now)
-                # The latest window's pace, compilation left out.
-                rate = max(now - window_start - compiling, 0.0) / len(history)
+                # The window's steps alone, compilation left out.
+                stepping = max(now - window_start - compiling, 1e-6)
                 last_train = self._log(
-                    step, history, now - window_start, compiling, rate * (total - step)
+                    step,
+                    history,
+                    stepping,
+                    compiling,
+                    stepping / len(history) * (total - step),
                 )
                 history, window_start = [], time.time()
             if save_now:

@@ -17,7 +17,7 @@ import numpy as np
 from jaxdistill.data import tokenizer as tokenizer_lib
 from jaxdistill.errors import ConfigError, DataError
 
-PAD, UNK = 0, 1
+PAD, UNK = tokenizer_lib.PAD_ID, tokenizer_lib.UNK_ID  # 0, 1 for both kinds.
 SPLITS = {'train': 'train.tsv.gz', 'dev': 'dev.tsv', 'test': 'glue_dev.tsv'}
 
 
@@ -103,7 +103,6 @@ def text_encoder(
         vocab = build_vocab(train_sentences, vocab_size)
         return (lambda s: encode(s, vocab, max_len)), len(vocab) + 2
     if kind == 'sentencepiece':
-        assert (PAD, UNK) == (tokenizer_lib.PAD_ID, tokenizer_lib.UNK_ID)
         tok = tokenizer_lib.shared_tokenizer(
             os.path.join(workdir, 'spm.model'), lambda: train_sentences, vocab_size
         )
