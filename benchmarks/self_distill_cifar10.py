@@ -20,10 +20,12 @@ dev as test set) and stores it under the key 'sst2'.
 """
 
 import argparse
+import json
 import os
 import pathlib
 import shutil
 import sys
+import time
 
 import numpy as np
 
@@ -42,11 +44,17 @@ SIZES = {
         'num_train_steps': 3000,
         'optimizer.warmup_steps': 200,
     },
-    # The ResNet-18 of the paper's table (width 64), long schedule, for a GPU.
+    # The ResNet-18 of the paper's table (width 64) with the paper's optimizer
+    # (SGD, momentum 0.9, lr 0.1, weight decay 5e-4; cosine instead of its step
+    # decay), for a GPU. 30k steps is ~77 epochs; pass --steps for less.
     'gpu': {
         'model.width': 64,
         'num_train_steps': 30000,
         'optimizer.warmup_steps': 1000,
+        'optimizer.name': 'sgd',
+        'optimizer.momentum': 0.9,
+        'optimizer.learning_rate': 0.1,
+        'optimizer.weight_decay': 5e-4,
     },
 }
 
@@ -57,6 +65,16 @@ def _parse():
     p.add_argument('--size', choices=sorted(SIZES), default='cpu')
     p.add_argument('--seeds', type=int, default=3)
     p.add_argument('--steps', type=int, default=0, help='override num_train_steps')
+    p.add_argument(
+        '--warmup', type=int, default=0, help='override optimizer.warmup_steps'
+    )
+    p.add_argument(
+        '--time_limit_minutes',
+        type=float,
+        default=0,
+        help='start no new seed (a baseline + self-distillation pair) that the '
+        "last pair's time says would end past this; 0 = no limit",
+    )
     p.add_argument('--workdir', default='/tmp/jaxdistill_bench_sd')
     p.add_argument('--cache_dir', default='/tmp/jaxdistill_cache', help='decoded .npy')
     p.add_argument(
@@ -69,6 +87,12 @@ def _parse():
     )
     p.add_argument(
         '--tag', default='', help='results/self_distill_cifar10_TAG.json (ablations)'
+    )
+    p.add_argument(
+        '--recount_flops',
+        action='store_true',
+        help='train nothing: recount exit_flops_fraction_sd of the existing '
+        'result (same --size/--tag/overrides) with the current counter, and replot',
     )
     # --config.KEY=VALUE: overrides for both CIFAR arms (not SST-2), e.g. the
     # paper's optimizer: --config.optimizer.name=sgd --config.optimizer.momentum=0.9
@@ -90,6 +114,8 @@ def _config(args, method, seed, text=False):
         overrides.update({'num_train_steps': 30, 'eval.max_examples': 500})
     if args.steps and not text:
         overrides['num_train_steps'] = args.steps
+    if args.warmup and not text:
+        overrides['optimizer.warmup_steps'] = args.warmup
     if args.sst2_steps and text:
         overrides['num_train_steps'] = args.sst2_steps
     overrides.update(
@@ -109,19 +135,31 @@ def _config(args, method, seed, text=False):
 
 
 def _train(args, method, seed, text=False):
-    """One run -> (per-exit accuracies %, per-exit time fractions, curve)."""
+    """One run -> (per-exit accuracies %, per-exit time fractions, curve).
+
+    The record is kept as WORKDIR/METHOD_seedS.json and reused by a later
+    invocation whose config for that run is the same (so an interrupted
+    benchmark, or one cut by --time_limit_minutes, continues where it stopped).
+    """
     from jaxdistill import trainer  # pylint: disable=g-import-not-at-top
 
     prefix = 'sst2_' if text else ''
     workdir = os.path.join(args.workdir, f'{prefix}{method}_seed{seed}')
+    record_path = pathlib.Path(f'{workdir}.json')
+    config = _config(args, method, seed, text)
+    if record_path.exists():
+        record = json.loads(record_path.read_text())
+        if record.get('config') == config.to_json_best_effort(sort_keys=True):
+            print(f'reusing {record_path}')
+            return record['result']
     shutil.rmtree(workdir, ignore_errors=True)  # This script's own run folder.
-    t = trainer.Trainer(_config(args, method, seed, text), workdir)
+    t = trainer.Trainer(config, workdir)
     summary = t.run()
     k = summary['data/num_exits']
     acc = [100 * summary[f'eval/accuracy_exit{i}'] for i in range(k - 1)]
     acc.append(100 * summary['eval/accuracy'])
     time_fraction = [summary.get(f'eval/time_fraction_exit{i}') for i in range(k)]
-    return {
+    result = {
         'accuracy': acc,
         'time_fraction': time_fraction,
         # Seeds do not change the architecture: count FLOPs once, on seed 0.
@@ -129,8 +167,16 @@ def _train(args, method, seed, text=False):
         'curve': getattr(t.task, 'last_curve', []),
         'seconds_plain': summary.get('eval/seconds_plain'),
         'train_seconds': summary['train_seconds'],
+        'steps_per_s': summary.get('train/steps_per_s'),
         'steps': summary['step'],
     }
+    record = {
+        'config': config.to_json_best_effort(sort_keys=True),
+        'machine': common.machine(),
+        'result': result,
+    }
+    record_path.write_text(json.dumps(record, indent=2) + '\n')
+    return result
 
 
 def _flops_fractions(task):
@@ -139,13 +185,16 @@ def _flops_fractions(task):
     The analytic counterpart of the measured time fractions: where the two
     differ, the gap is the hardware (memory-bound full-resolution stages on a
     CPU), not the layout. Parameter values do not change FLOPs, so a fresh init
-    serves.
+    serves. Counted on the CPU backend whatever the run's device: on a GPU the
+    convolutions become cuDNN calls, and the count there came out far from the
+    layout's (docs/methods/self_distillation.md).
     """
     import jax  # pylint: disable=g-import-not-at-top
 
     fns = task.model_fns
-    batch = task.eval_batches[0]
-    params = fns.init(jax.random.key(0), batch)
+    cpu = jax.devices('cpu')[0]
+    batch = jax.device_put(jax.device_get(task.eval_batches[0]), cpu)
+    params = jax.device_put(jax.device_get(fns.init(jax.random.key(0), batch)), cpu)
 
     def flops(k, only_last=False):
         fn = jax.jit(
@@ -253,27 +302,90 @@ def _plot(result, name):
     print(f'wrote {path}')
 
 
+def _pairs(args, seeds):
+    """(baseline runs, self-distillation runs), a seed's pair at a time.
+
+    Pairs rather than all baselines first, so that a run cut short by
+    --time_limit_minutes still compares like with like.
+    """
+    import jax  # pylint: disable=g-import-not-at-top
+
+    os.makedirs(args.workdir, exist_ok=True)
+    # Seeds after the first reuse the first's compiled programs.
+    jax.config.update('jax_compilation_cache_dir', os.path.join(args.workdir, 'jit'))
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+    start, last, base, sd = time.time(), 0.0, [], []
+    for seed in seeds:
+        left = args.time_limit_minutes * 60 - (time.time() - start)
+        # The first pair compiles too: an estimate on the safe side.
+        if args.time_limit_minutes and base and last > left:
+            print(
+                f'time limit: seed {seed} would need ~{last:.0f}s, {left:.0f}s '
+                f'left; stopping at {len(base)} seed(s).'
+            )
+            break
+        t0 = time.time()
+        base.append(_train(args, 'supervised', seed))
+        sd.append(_train(args, 'self_distill', seed))
+        last = time.time() - t0
+    return base, sd
+
+
+def _recount_flops(args, name):
+    """Rewrites NAME.json's FLOPs fractions with `_flops_fractions` as it is now."""
+    import datetime  # pylint: disable=g-import-not-at-top
+    import tempfile  # pylint: disable=g-import-not-at-top
+
+    from jaxdistill import trainer  # pylint: disable=g-import-not-at-top
+
+    path = common.RESULTS / f'{name}.json'
+    result = json.loads(path.read_text())
+    with tempfile.TemporaryDirectory() as workdir:
+        t = trainer.Trainer(_config(args, 'self_distill', 0), workdir)
+        flops = _flops_fractions(t.task)
+    result['exit_flops_fraction_sd_before_recount'] = result['exit_flops_fraction_sd']
+    result['exit_flops_fraction_sd'] = flops
+    result['flops_recount'] = {
+        'command': 'python '
+        + ' '.join([os.path.relpath(sys.argv[0], common.REPO)] + sys.argv[1:]),
+        'date': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
+        'machine': common.machine(),
+    }
+    path.write_text(json.dumps(result, indent=2) + '\n')
+    print(f'wrote {path}: exit_flops_fraction_sd {flops}')
+    _plot(result, name)
+
+
 def main():
     args = _parse()
+    name = '_'.join(
+        filter(None, ['self_distill_cifar10', args.tag, 'quick' if args.quick else ''])
+    )
+    if args.recount_flops:
+        _recount_flops(args, name)
+        return
     seeds = range(1 if args.quick else args.seeds)
-    base = [_train(args, 'supervised', s) for s in seeds]
-    sd = [_train(args, 'self_distill', s) for s in seeds]
+    base, sd = _pairs(args, seeds)
     result = _summarise(base, sd)
     result['settings'] = {
         'quick': args.quick,
         'size': 'runlocal' if args.quick else args.size,
-        'seeds': len(seeds),
+        'seeds': len(base),
+        'seeds_asked': len(seeds),
         'steps': base[0]['steps'],
+        'warmup_steps': args.warmup or None,
+        'preset': {} if args.quick else dict(SIZES[args.size]),
         'config_overrides': args.overrides,
+        'steps_per_s': {
+            'baseline': [r.get('steps_per_s') for r in base],
+            'self_distill': [r.get('steps_per_s') for r in sd],
+        },
     }
     if not args.no_sst2:
         text_base = [_train(args, 'supervised', s, text=True) for s in seeds]
         text_sd = [_train(args, 'self_distill', s, text=True) for s in seeds]
         text = _summarise(text_base, text_sd)
         result['sst2'] = dict(text, steps=text_base[0]['steps'])
-    name = '_'.join(
-        filter(None, ['self_distill_cifar10', args.tag, 'quick' if args.quick else ''])
-    )
     common.write_result(name, result)
     _plot(result, name)
     for key in (
