@@ -202,8 +202,8 @@ def main():
         'churn_a_pair': _churn(tmp / 'A', tmp / 'A2', g),
         'churn_c_pair': churn_c,
         'step_overhead': _step_seconds(arms['C']) / _step_seconds(arms['B']),
-        # Left out of the logged rates above; C compiles a program per phase
-        # (distil?, exchange?) and bucket, B one per bucket.
+        # Left out of the logged rates above; C compiles a step per phase
+        # (burn-in, distillation) and bucket plus the exchange, B one per bucket.
         'compile_seconds': {k: _compile_seconds(v) for k, v in arms.items()},
         'curves': curves,
         'workdirs': str(tmp),

@@ -89,33 +89,34 @@ def main():
             os.path.join(tmp, 'C'),
         )
         method = codist.method
-        # Phases are (distil?, exchange?): after burn-in, without and with
-        # the refresh of the stale copies.
+        # After burn-in, without and with the refresh of the stale copies
+        # (the exchange: a program of its own, run after the step).
         arms = {
-            'B': (plain, None),
-            'C': (codist, (True, False)),
-            'C_exchange': (codist, (True, True)),
+            'B': (plain, None, False),
+            'C': (codist, 'distil', False),
+            'C_exchange': (codist, 'distil', True),
         }
         lengths = [int(x) for x in args.buckets.split(',')]
         runs = {length: {name: [] for name in arms} for length in lengths}
         rows = {}
         for length in lengths:
             batches = {}
-            for name, (tr, phase) in arms.items():
+            for name, (tr, phase, refresh) in arms.items():
                 batch = train_step_throughput.batch_of_length(
                     tr.task.train_batches, length
                 )
                 batches[name] = sharding.global_batch(batch, tr.batch_sharding)
-                tr.state, aux = tr.step_fn(tr.state, batches[name], phase)  # Compile.
-                jax.block_until_ready(aux)
+                # Compile.
+                tr.state, aux = tr.step_fn(tr.state, batches[name], phase, refresh)
+                jax.block_until_ready((tr.state, aux))
             rows[length] = int(batches['B']['inputs'].shape[0])
             for _ in range(args.repeats):
-                for name, (tr, phase) in arms.items():
+                for name, (tr, phase, refresh) in arms.items():
                     t = time.perf_counter()
-                    tr.state, aux = tr.step_fn(tr.state, batches[name], phase)
-                    jax.block_until_ready(aux)
+                    tr.state, aux = tr.step_fn(tr.state, batches[name], phase, refresh)
+                    jax.block_until_ready((tr.state, aux))
                     runs[length][name].append(time.perf_counter() - t)
-        for tr, _ in arms.values():
+        for tr, _, _ in arms.values():
             tr.ckpt.close()
     median = {
         length: {name: float(np.median(v)) for name, v in r.items()}

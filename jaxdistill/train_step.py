@@ -123,13 +123,16 @@ def _keep_frozen(frozen, new, old):
 def make_train_step(
     method: Method, tx: optax.GradientTransformation, *, state_sharding, batch_sharding
 ):
-    """`(state, batch, phase=None) -> (state, aux)` for any method.
+    """`(state, batch, phase=None, refresh=False) -> (state, aux)` for any method.
 
-    One jitted step per phase: a method whose work changes over time (weights
-    exchanged every K steps, auxiliary losses switched off) names the phase
-    of each step with `method.phase(step)` on the host, and gets a separate
-    compiled step for each, so work a phase doesn't need is not compiled in
-    (rather than multiplied by zero). Methods with one phase use `None`.
+    One jitted step per phase: a method whose work changes over time
+    (auxiliary losses switched off, distillation after a burn-in) names the
+    phase of each step with `method.phase(step)` on the host, and gets a
+    separate compiled step for each, so work a phase doesn't need is not
+    compiled in (rather than multiplied by zero). Methods with one phase use
+    `None`. `refresh=True` (from `method.refresh_due(step)`) then runs
+    `method.refresh_extra` as its own small program: a rare update (weights
+    exchanged every K steps) costs one compile, not one per phase and shape.
     """
     compiled = {}
 
@@ -171,14 +174,28 @@ def make_train_step(
 
     mesh = batch_sharding.mesh
 
-    def run(state, batch, phase=None):
+    def refresh(state: TrainState):
+        return state.replace(extra=method.refresh_extra(state.extra, state.params))
+
+    refresh_fn = jax.jit(
+        refresh,
+        in_shardings=(state_sharding,),
+        out_shardings=state_sharding,
+        donate_argnums=0,
+    )
+
+    def run(state, batch, phase=None, refresh=False):
         if phase not in compiled:
             compiled[phase] = build(phase)
         # The mesh in context lets methods `jax.shard_map` over its axes.
         with jax.set_mesh(mesh):
-            return compiled[phase](state, batch)
+            state, aux = compiled[phase](state, batch)
+            if refresh:
+                state = refresh_fn(state)
+        return state, aux
 
     run.compiled = compiled  # For inspection (e.g. HLO tests, under set_mesh).
     run.build = build
+    run.refresh_fn = refresh_fn
     run.mesh = mesh
     return run

@@ -295,7 +295,10 @@ class Trainer:
         for step in range(self.start_step + 1, total + 1):
             batch = sharding_lib.global_batch(next(batches), self.batch_sharding)
             self.state, aux = self.step_fn(
-                self.state, batch, self.method.phase(step - 1)
+                self.state,
+                batch,
+                self.method.phase(step - 1),
+                refresh=self.method.refresh_due(step - 1),
             )
             history.append(aux)
             save_now = step % c.checkpoint.every_steps == 0 or step == total

@@ -136,28 +136,45 @@ def test_replicas_differ_stale_copies_refresh_only_on_exchange():
     spec = jax.tree.leaves(state.params)[0].sharding.spec
     assert spec[0] == 'replica'
     phases = [method.phase(i) for i in range(7)]
-    assert phases == [
-        (False, False),
-        (False, True),  # Refresh right before distillation starts.
-        (True, True),  # (2 + 1) % 3 == 0
-        (True, False),
-        (True, False),
-        (True, True),
-        (True, False),
+    assert phases == ['burn_in'] * 2 + ['distil'] * 5
+    refresh = [method.refresh_due(i) for i in range(7)]
+    assert refresh == [
+        False,
+        True,  # Refresh right before distillation starts.
+        True,  # (2 + 1) % 3 == 0
+        False,
+        False,
+        True,
+        False,
+    ]
+    # During a longer burn-in the copies are not refreshed (nothing reads them).
+    long = make_method(
+        ml_collections.ConfigDict(
+            dict(name='codistill', num_replicas=2, burn_in_steps=7, exchange_every=3)
+        ),
+        _fns(),
+    )
+    assert [long.refresh_due(i) for i in range(9)] == [False] * 6 + [True] + [
+        False,
+        True,
     ]
     for i in range(6):
         before = jax.device_get(state.extra['stale'])
-        state, aux = step(state, sharding.global_batch(_batch(seed=i), bs), phases[i])
+        state, aux = step(
+            state, sharding.global_batch(_batch(seed=i), bs), phases[i], refresh[i]
+        )
         params = jax.device_get(state.params)
         stale = jax.device_get(state.extra['stale'])
         same_as_params = all(
             jax.tree.leaves(jax.tree.map(np.array_equal, stale, params))
         )
         unchanged = all(jax.tree.leaves(jax.tree.map(np.array_equal, stale, before)))
-        assert same_as_params == phases[i][1], i
-        assert unchanged == (not phases[i][1]), i
-        assert ('train/distill' in aux) == phases[i][0]
+        assert same_as_params == refresh[i], i
+        assert unchanged == (not refresh[i]), i
+        assert ('train/distill' in aux) == (phases[i] == 'distil')
         assert aux['train/loss'].shape == (2,)
+    # Two phases, and one refresh program whatever the batch shapes.
+    assert set(step.compiled) == {'burn_in', 'distil'}
 
 
 def _groups(line):
@@ -211,15 +228,17 @@ def test_compiled_hlo_moves_weights_between_groups_only_when_exchanging():
     batch = sharding.global_batch(_batch(), bs)
     n_params = sum(int(np.prod(x.shape[1:])) for x in jax.tree.leaves(state.params))
     traffic = {}
-    for phase in [(False, False), (True, False), (True, True)]:
-        with jax.set_mesh(mesh):
+    with jax.set_mesh(mesh):
+        for phase in ['burn_in', 'distil']:
             hlo = step.build(phase).lower(state, batch).compile().as_text()
-        traffic[phase] = _cross_replica_traffic(hlo)
+            traffic[phase] = _cross_replica_traffic(hlo)
+        hlo = step.refresh_fn.lower(state).compile().as_text()
+        traffic['exchange'] = _cross_replica_traffic(hlo)
     # Plain and distilling steps: at most metric scalars cross groups.
-    for phase in [(False, False), (True, False)]:
+    for phase in ['burn_in', 'distil']:
         assert all(n <= 2 for n in traffic[phase]), (phase, traffic[phase])
-    # The exchange step gathers every replica's weights across groups.
-    assert sum(traffic[(True, True)]) >= n_params, (traffic[(True, True)], n_params)
+    # The exchange gathers every replica's weights across groups.
+    assert sum(traffic['exchange']) >= n_params, (traffic['exchange'], n_params)
 
 
 def _split(batch, n=2):
@@ -235,9 +254,8 @@ def test_prediction_exchange_distils_towards_peers_current_predictions():
     method = _method(exchange='predictions', shared_fraction=0.5)
     state, step, bs = _setup(method, mesh)
     assert state.extra == {}  # No stale copies to keep.
-    assert [method.phase(i) for i in range(4)] == [(False, False)] * 2 + [
-        (True, False)
-    ] * 2
+    assert [method.phase(i) for i in range(4)] == ['burn_in'] * 2 + ['distil'] * 2
+    assert not any(method.refresh_due(i) for i in range(100))
     for i in range(2):  # Burn-in.
         batch = _batch(seed=i)
         state, aux = step(state, sharding.global_batch(batch, bs), method.phase(i))
@@ -296,7 +314,9 @@ def test_replicas_of_different_capacities():
     )
     batch = _batch(seed=0)
     params = jax.device_get(state.params)
-    state, aux = step(state, sharding.global_batch(batch, bs), method.phase(0))
+    state, aux = step(
+        state, sharding.global_batch(batch, bs), method.phase(0), method.refresh_due(0)
+    )
     # Each replica's loss is its own capacity's cross entropy on its own rows.
     for r, block in enumerate(_split(batch)):
         p = jax.tree.map(lambda x, r=r: x[r], params)
@@ -309,7 +329,10 @@ def test_replicas_of_different_capacities():
     # Distilling from the stale peer of the other size, after the exchange.
     for i in (1, 2):
         state, aux = step(
-            state, sharding.global_batch(_batch(seed=i), bs), method.phase(i)
+            state,
+            sharding.global_batch(_batch(seed=i), bs),
+            method.phase(i),
+            method.refresh_due(i),
         )
         assert np.all(np.isfinite(np.asarray(aux['train/loss'])))
     assert np.all(np.asarray(aux['train/distill']) > 0)

@@ -71,6 +71,21 @@ class Method(abc.ABC):
         del step
         return None
 
+    def refresh_due(self, step: int) -> bool:
+        """Host-side: whether `refresh_extra` runs after step `step`.
+
+        For rare updates of `extra` (codistillation's weight exchange): they
+        run as a separate small program between steps instead of as a phase of
+        the step, so the step is not compiled twice for every input shape.
+        """
+        del step
+        return False
+
+    def refresh_extra(self, extra, params) -> Any:
+        """`extra` after a refresh (see `refresh_due`), from the new params."""
+        del params
+        return extra
+
     def frozen(self, params, phase) -> Any:
         """Which parameters the step of `phase` leaves untouched, or None.
 

@@ -7,8 +7,9 @@ The N replicas are one parameter pytree with a leading replica axis, split
 over the mesh's `replica` axis, so each device group trains its own model on
 its own rows of every global batch. Stale copies of all replicas live in
 `extra['stale']`, replicated on every group; they are refreshed by one
-all-gather over `replica` every `exchange_every` steps, and weights cross
-between groups at no other time. Replica r's distillation target is the mean
+all-gather over `replica` every `exchange_every` steps (`refresh_extra`, a
+program of its own between two steps), and weights cross between groups at no
+other time. Replica r's distillation target is the mean
 prediction of the stale copies of its peers q != r on r's own batch.
 
 Two options beyond the paper's setting:
@@ -155,24 +156,35 @@ class Codistill(Method):
         del rng
         return {'stale': params} if self.exchange == 'params' else {}
 
-    def phase(self, step: int):
-        """(distil?, exchange after this step?): each pair compiles once."""
-        distil = step >= self.burn_in_steps
-        if self.exchange == 'predictions':
-            return (bool(distil), False)
-        exchange = (
-            step + 1
-        ) % self.exchange_every == 0 or step + 1 == self.burn_in_steps
-        return (bool(distil), bool(exchange))
+    def phase(self, step: int) -> str:
+        """'burn_in' (no peers) or 'distil': each compiles once per shape."""
+        return 'distil' if step >= self.burn_in_steps else 'burn_in'
 
-    def loss(self, params, extra, batch, rng, step, phase=(True, False)):
+    def refresh_due(self, step: int) -> bool:
+        """Exchange weights after this step? Every `exchange_every` steps once
+        distillation has started, and right before it starts (burn-in steps
+        would never read the copies)."""
+        if self.exchange != 'params':
+            return False
+        done = step + 1
+        return done == self.burn_in_steps or (
+            done > self.burn_in_steps and done % self.exchange_every == 0
+        )
+
+    def refresh_extra(self, extra, params):
+        """The exchange: every replica's weights, all-gathered over `replica`
+        into the replicated stale copies (the only time weights cross groups)."""
+        del extra
+        return {'stale': params}
+
+    def loss(self, params, extra, batch, rng, step, phase='distil'):
         """Sum over replicas of each one's loss; each computed in its group.
 
         `jax.shard_map` over `replica` (the `data` and `model` axes stay
         automatic) pins replica r's forward and backward passes to its own
         devices, so only metric scalars cross between groups.
         """
-        distil, _ = phase
+        distil = phase == 'distil'
         spec = jax.P('replica')
         per_replica = jax.shard_map(
             functools.partial(self._replica_loss, distil=distil),
@@ -256,13 +268,6 @@ class Codistill(Method):
         fn = losses.distill_kl if self.distance == 'kl' else losses.soft_cross_entropy
         per_token = fn(logits, target, temperature=t, where=where)
         return jax.vmap(losses.masked_mean)(per_token, where)
-
-    def update_extra(self, extra, params, aux, step, phase=(True, False)):
-        del aux, step
-        _, exchange = phase
-        if exchange:  # One all-gather over `replica`; no traffic otherwise.
-            return {'stale': params}
-        return extra
 
     def replica_params(self, params, i: int):
         """Replica i as a standalone model (a composite's capacity extracted)."""
