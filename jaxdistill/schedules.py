@@ -193,6 +193,41 @@ def from_config(spec, *, name='schedule') -> optax.Schedule:
         raise ConfigError(f'{name}: invalid {kind!r} schedule: {e}') from e
 
 
+def values(spec, *, name='schedule') -> list[float]:
+    """The values a schedule spec takes or moves between, for range checks.
+
+    A constant's value; a switch's or burn-in's value and 0; the ends of
+    linear, cosine, exponential (its `end`, 0 by default) and diminish (which
+    falls from `init` towards 0); piecewise's values. Exact bounds for every
+    kind but a growing exponential (rate > 1), whose growth is not bounded
+    here. Callables: [] (nothing is known about them).
+    """
+    if callable(spec):
+        return []
+    kind, kw = _parse(spec, name)
+    defaults = {
+        'switch': [0.0],
+        'burn_in': [0.0],
+        'exponential': [float(kw.get('end', 0.0))],
+        'diminish': [float(kw.get('init', 0.95)), 0.0],
+    }.get(kind, [])
+    given = [kw[k] for k in ('value', 'init', 'end') if k in kw]
+    given += list(kw.get('values', ()))
+    return [float(v) for v in given if _is_number(v)] + defaults
+
+
+def check_range(spec, *, name, low=None, high=None, low_open=False):
+    """Raises ConfigError naming `name` unless every value of `spec` (see
+    `values`) is finite and within [low, high] ((low, high] if `low_open`)."""
+    for v in values(spec, name=name):
+        below = low is not None and (v <= low if low_open else v < low)
+        if below or (high is not None and v > high) or not math.isfinite(v):
+            lo = '' if low is None else ('> ' if low_open else '>= ') + f'{low:g}'
+            hi = '' if high is None else f'<= {high:g}'
+            bounds = ' and '.join(filter(None, [lo, hi])) or 'finite'
+            raise ConfigError(f'{name} must be {bounds}; it takes the value {v:g}.')
+
+
 def _first_step(sched, horizon, ok):
     """Smallest integer s in [0, horizon] with ok(sched(s)); `ok` must hold on an
     upper set of steps and at `horizon`."""

@@ -179,6 +179,49 @@ def test_is_zero_after_callable_is_unknown():
     assert schedules.is_zero_after(lambda step: 0.0) is None
 
 
+@pytest.mark.parametrize(
+    'spec',
+    [
+        0.3,
+        {'kind': 'switch', 'value': 0.7, 'step': 5},
+        {'kind': 'burn_in', 'value': 2.0, 'start': 5},
+        {'kind': 'linear', 'init': 0.2, 'end': 0.9, 'steps': 10, 'start': 3},
+        {'kind': 'cosine', 'init': 1.0, 'end': 0.1, 'steps': 10},
+        {'kind': 'exponential', 'init': 1.0, 'rate': 0.5, 'steps_per_decay': 2},
+        {'kind': 'diminish', 'steps_per_epoch': 3},
+        {'kind': 'piecewise', 'boundaries': [4, 8], 'values': [0.5, 3.0, 1.0]},
+    ],
+)
+def test_values_bound_every_step(spec):
+    """The range check's values bound what the schedule really takes."""
+    got = schedules.values(spec)
+    sched = schedules.from_config(spec)
+    taken = np.array([float(sched(step)) for step in range(60)])
+    assert taken.min() >= min(got) - 1e-6 and taken.max() <= max(got) + 1e-6
+    schedules.check_range(spec, name='w', low=min(got), high=max(got))
+
+
+def test_check_range_names_key_and_value():
+    with pytest.raises(
+        ConfigError, match=r'method.alpha must be >= 0 and <= 1; .* 1.5'
+    ):
+        schedules.check_range(1.5, name='method.alpha', low=0.0, high=1.0)
+    # A switch ends at 0: not a valid temperature.
+    with pytest.raises(ConfigError, match=r'method.temperature must be > 0; .* 0'):
+        schedules.check_range(
+            {'kind': 'switch', 'value': 2.0, 'step': 9},
+            name='method.temperature',
+            low=0.0,
+            low_open=True,
+        )
+    with pytest.raises(ConfigError, match='finite'):
+        schedules.check_range(float('nan'), name='w')
+    linear = {'kind': 'linear', 'init': 0.1, 'end': 2.0, 'steps': 10}
+    with pytest.raises(ConfigError, match='2'):
+        schedules.check_range(linear, name='method.alpha', low=0.0, high=1.0)
+    schedules.check_range(lambda step: -1.0, name='w', low=0.0)  # Unknowable.
+
+
 def _opt_cfg(**kw):
     cfg = ml_collections.ConfigDict(
         {

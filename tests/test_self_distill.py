@@ -125,6 +125,24 @@ def test_resnet_exit_shapes_and_prefixes(tiny):
         _tiny_resnet(exits=(2,))
 
 
+@pytest.mark.parametrize(
+    'options, match',
+    [
+        ({'width': 0}, r'width \(0\)'),
+        ({'stage_sizes': ()}, 'stage_sizes'),
+        ({'stage_sizes': (1, 0)}, 'stage_sizes'),
+        ({'width': 12, 'norm_groups': 8}, 'GroupNorm over 12 channels'),
+    ],
+)
+def test_resnet_rejects_shapes_it_cannot_build(options, match):
+    """Named before any JAX call, instead of an error deep inside GroupNorm."""
+    from jaxdistill.models import resnet
+
+    kw = {'num_classes': 3, 'stage_sizes': (1, 1), 'width': 8, 'norm_groups': 4}
+    with pytest.raises(ValueError, match=match):
+        resnet.ResNet(**{**kw, **options})
+
+
 def test_method_loss_with_schedules_and_config_errors(tiny):
     fns, params, batch = tiny
 
@@ -141,6 +159,13 @@ def test_method_loss_with_schedules_and_config_errors(tiny):
     assert aux0['train/kd'] == aux['train/kd'] and loss0 != loss
     with pytest.raises(ConfigError, match='temperature'):
         method(temprature=2.0)
+    for options, match in [
+        ({'temperature': 0.0}, 'method.temperature must be > 0'),
+        ({'alpha': 1.5}, 'method.alpha must be >= 0 and <= 1'),
+        ({'beta': -1.0}, 'method.beta must be >= 0'),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            method(**options)
     with pytest.raises(ConfigError, match='multi-exit'):
         make_method(
             ml_collections.ConfigDict({'name': 'self_distill'}),

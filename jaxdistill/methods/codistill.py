@@ -75,6 +75,7 @@ class Codistill(Method):
     def from_config(cls, model, options):
         options = dict(options)
         if 'weight' in options:
+            schedules.check_range(options['weight'], name='method.weight', low=0.0)
             options['weight'] = schedules.from_config(
                 options['weight'], name='method.weight'
             )
@@ -88,6 +89,9 @@ class Codistill(Method):
                 'codistillation needs method.num_replicas >= 2 and '
                 'method.exchange_every >= 1.'
             )
+        schedules.check_range(
+            method.temperature, name='method.temperature', low=0.0, low_open=True
+        )
         if method.exchange not in EXCHANGES:
             raise ConfigError(
                 f'method.exchange={method.exchange!r}; valid: {", ".join(EXCHANGES)}.'

@@ -51,10 +51,19 @@ class Distill(Method):
                 "method 'distill': this task cannot load teachers (no "
                 'ModelFns.load_teacher).'
             )
-        if 'alpha' in options:
+        if 'alpha' in options:  # Labels get 1 − alpha.
+            schedules.check_range(
+                options['alpha'], name='method.alpha', low=0.0, high=1.0
+            )
             options['alpha'] = schedules.from_config(
                 options['alpha'], name='method.alpha'
             )
+        schedules.check_range(
+            options.get('temperature', cls.temperature),
+            name='method.temperature',
+            low=0.0,
+            low_open=True,
+        )
         teacher, params = model.load_teacher(options['teacher_workdir'])
         return cls(model=model, teacher=teacher, teacher_params=params, **options)
 

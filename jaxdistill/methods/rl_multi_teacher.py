@@ -67,11 +67,17 @@ class RLMultiTeacher(Method):
     @classmethod
     def from_config(cls, model, options):
         options = dict(options)
-        if 'alpha' in options:
+        if 'alpha' in options:  # Labels get 1 − alpha.
+            schedules.check_range(
+                options['alpha'], name='method.alpha', low=0.0, high=1.0
+            )
             options['alpha'] = schedules.from_config(
                 options['alpha'], name='method.alpha'
             )
         method = cls(model=model, **options)
+        schedules.check_range(
+            method.temperature, name='method.temperature', low=0.0, low_open=True
+        )
         method._check()
         return method
 

@@ -40,9 +40,18 @@ class SelfDistill(Method):
                 'text_classification task, or translation with model.composite.'
                 "kind = 'decoder' (exits inside the decoder)."
             )
+        # α weighs the labels by 1 − α; T divides logits; β weighs a distance.
+        bounds = {
+            'alpha': {'low': 0.0, 'high': 1.0},
+            'temperature': {'low': 0.0, 'low_open': True},
+            'beta': {'low': 0.0},
+        }
+        for key, kw in bounds.items():
+            if key in options:
+                schedules.check_range(options[key], name=f'method.{key}', **kw)
         built = {
             key: schedules.from_config(options[key], name=f'method.{key}')
-            for key in ('alpha', 'temperature', 'beta')
+            for key in bounds
             if key in options
         }
         return cls(model=model, **built)

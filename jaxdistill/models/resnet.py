@@ -103,6 +103,26 @@ class ResNet(nn.Module):
     pixel_std: Sequence[float] = (0.25,)
 
     def __post_init__(self):
+        if not self.stage_sizes or any(
+            not isinstance(b, int) or b < 1 for b in self.stage_sizes
+        ):
+            raise ValueError(
+                f'stage_sizes {tuple(self.stage_sizes)} must be one or more '
+                'positive block counts, e.g. (2, 2, 2, 2)'
+            )
+        if self.width < 1 or self.norm_groups < 1:
+            raise ValueError(
+                f'width ({self.width}) and norm_groups ({self.norm_groups}) must be >= 1'
+            )
+        for c in self._normalised_channels():
+            if c % min(self.norm_groups, c):
+                raise ValueError(
+                    f'GroupNorm over {c} channels cannot make {self.norm_groups} '
+                    f'equal groups: choose width and norm_groups so that every '
+                    f'stage width (width * 2^s) and bottleneck width '
+                    f'(max(width * 2^s // 4, norm_groups)) is a multiple of '
+                    'norm_groups (or smaller than it)'
+                )
         last = len(self.stage_sizes) - 1
         if sorted(set(self.exits)) != list(self.exits) or any(
             not 0 <= s < last for s in self.exits
@@ -119,6 +139,12 @@ class ResNet(nn.Module):
 
     def _channels(self, stage: int) -> int:
         return self.width * 2**stage
+
+    def _normalised_channels(self) -> set[int]:
+        """Every channel count a GroupNorm sees (stages and exit bottlenecks)."""
+        stages = [self._channels(s) for s in range(len(self.stage_sizes))]
+        mids = [max(c // 4, self.norm_groups) for c in stages]
+        return set(stages + mids)
 
     def _head(self, h: Array, index: int, stage: int) -> tuple[Array, Array]:
         """Stage output [B, H, W, C] -> (logits [B, K], feature [B, C_last])."""
