@@ -47,6 +47,19 @@ def test_unknown_method_name_suggests(capsys, tmp_path):
     assert code == 2 and "Did you mean 'supervised'" in err
 
 
+@pytest.mark.parametrize(
+    'override, message',
+    [
+        ('--config.model.d_model=0', 'model.d_model=0 must be >= 1'),
+        ('--config.model.dropout_rate=1.5', 'model.dropout_rate=1.5 must be in [0, 1)'),
+        ('--config.eval.beam_size=-1', 'eval.beam_size=-1 must be >= 0'),
+    ],
+)
+def test_out_of_range_values_are_named(capsys, tmp_path, override, message):
+    code, _, err = _train(capsys, tmp_path, override)
+    assert code == 2 and message in err and 'Traceback' not in err
+
+
 def test_missing_data_file(capsys, tmp_path):
     code, _, err = _train(
         capsys,

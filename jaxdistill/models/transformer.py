@@ -63,6 +63,29 @@ class TransformerConfig:
     head_size: int = 0
 
     def __post_init__(self):
+        for key in (
+            'vocab_size',
+            'd_model',
+            'num_heads',
+            'd_ff',
+            'max_len',
+            'num_encoder_layers',
+            'num_decoder_layers',
+        ):
+            if getattr(self, key) < 1:
+                raise ConfigError(f'model.{key}={getattr(self, key)} must be >= 1.')
+        if self.head_size < 0:
+            raise ConfigError(f'model.head_size={self.head_size} must be >= 0.')
+        for key in (
+            'dropout_rate',
+            'attention_dropout_rate',
+            'activation_dropout_rate',
+        ):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ConfigError(
+                    f'model.{key}={getattr(self, key)} must be in [0, 1) '
+                    '(the fraction of units dropped).'
+                )
         if not self.head_size and self.d_model % self.num_heads:
             raise ConfigError(
                 f'd_model={self.d_model} is not divisible by '

@@ -130,6 +130,13 @@ class TranslationTask:
     def __init__(self, config, workdir: str, mesh):
         self.config, self.mesh = config, mesh
         d = config.data
+        beam = config.eval.get('beam_size', 0)
+        if beam < 0:
+            raise ConfigError(f'eval.beam_size={beam} must be >= 0 (0 or 1: greedy).')
+        if config.eval.get('length_penalty', 1.0) < 0:
+            raise ConfigError(
+                f'eval.length_penalty={config.eval.length_penalty} must be >= 0.'
+            )
         if max(d.bucket_lengths) < d.max_len:
             raise ConfigError(
                 f'data.bucket_lengths (largest {max(d.bucket_lengths)}) must '
