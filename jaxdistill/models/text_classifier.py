@@ -36,6 +36,8 @@ class TextClassifier(nn.Module):
     max_len: int = 128
 
     def __post_init__(self):
+        if self.num_layers < 1:
+            raise ValueError(f'num_layers={self.num_layers} must be >= 1')
         if sorted(set(self.exits)) != list(self.exits) or any(
             not 0 <= l < self.num_layers - 1 for l in self.exits
         ):

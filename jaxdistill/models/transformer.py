@@ -69,13 +69,13 @@ class TransformerConfig:
             'num_heads',
             'd_ff',
             'max_len',
-            'num_encoder_layers',
-            'num_decoder_layers',
         ):
             if getattr(self, key) < 1:
                 raise ConfigError(f'model.{key}={getattr(self, key)} must be >= 1.')
-        if self.head_size < 0:
-            raise ConfigError(f'model.head_size={self.head_size} must be >= 0.')
+        # 0 decoder layers: the encoder-only users (models/text_classifier.py).
+        for key in ('num_encoder_layers', 'num_decoder_layers', 'head_size'):
+            if getattr(self, key) < 0:
+                raise ConfigError(f'model.{key}={getattr(self, key)} must be >= 0.')
         for key in (
             'dropout_rate',
             'attention_dropout_rate',
