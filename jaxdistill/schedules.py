@@ -320,6 +320,8 @@ def learning_rate(cfg) -> optax.Schedule:
     peak · sqrt(warmup / step); it requires warmup_steps > 0.
     """
     peak = float(_get(cfg, 'learning_rate', required=True))
+    if not peak >= 0 or not math.isfinite(peak):
+        raise ConfigError(f'optimizer.learning_rate must be >= 0, got {peak}.')
     kind = _get(cfg, 'schedule', 'constant')
     warmup = int(_get(cfg, 'warmup_steps', 0) or 0)
     if warmup < 0:

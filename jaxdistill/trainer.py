@@ -24,7 +24,11 @@ from jaxdistill import registry
 from jaxdistill import sharding as sharding_lib
 from jaxdistill import train_step as train_step_lib
 from jaxdistill import tasks  # noqa: F401  (registers the tasks)
-from jaxdistill.errors import CheckpointMismatchError, NonFiniteLossError
+from jaxdistill.errors import (
+    CheckpointMismatchError,
+    ConfigError,
+    NonFiniteLossError,
+)
 from jaxdistill.methods import make_method
 
 # Config keys that must not change between a checkpoint and its resumption.
@@ -45,6 +49,22 @@ def say(*args):
     """Progress output, from process 0 only."""
     if jax.process_index() == 0:
         print(*args, flush=True)
+
+
+def _check_loop_settings(config):
+    """ConfigError naming the first step count the training loop cannot use."""
+    for key, low in (
+        ('num_train_steps', 1),
+        ('log_every_steps', 1),
+        ('checkpoint.every_steps', 1),
+        ('eval.every_steps', 0),
+    ):
+        node = config
+        for part in key.split('.')[:-1]:
+            node = node.get(part, {})
+        value = node.get(key.split('.')[-1], low)
+        if not isinstance(value, int) or value < low:
+            raise ConfigError(f'{key}={value!r} must be an integer >= {low}.')
 
 
 def _check_config_compatible(config, workdir, *, write=True):
@@ -135,6 +155,7 @@ class Trainer:
         read_only: bool = False,
     ):
         self.config, self.workdir = config, workdir
+        _check_loop_settings(config)
         os.makedirs(workdir, exist_ok=True)
         _check_config_compatible(config, workdir, write=not read_only)
         self.mesh = sharding_lib.make_mesh(

@@ -53,6 +53,8 @@ def test_unknown_method_name_suggests(capsys, tmp_path):
         ('--config.model.d_model=0', 'model.d_model=0 must be >= 1'),
         ('--config.model.dropout_rate=1.5', 'model.dropout_rate=1.5 must be in [0, 1)'),
         ('--config.eval.beam_size=-1', 'eval.beam_size=-1 must be >= 0'),
+        ('--config.log_every_steps=0', 'log_every_steps=0 must be an integer >= 1'),
+        ('--config.optimizer.learning_rate=-1', 'optimizer.learning_rate must be >= 0'),
     ],
 )
 def test_out_of_range_values_are_named(capsys, tmp_path, override, message):

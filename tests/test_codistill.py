@@ -81,6 +81,16 @@ def test_config_errors():
         make_method(
             ml_collections.ConfigDict(dict(name='codistill', num_replicas=1)), _fns()
         )
+    with pytest.raises(ConfigError, match='burn_in_steps=-1 must be >= 0'):
+        make_method(
+            ml_collections.ConfigDict({'name': 'codistill', 'burn_in_steps': -1}),
+            _fns(),
+        )
+    with pytest.raises(ConfigError, match='method.temperature must be > 0'):
+        make_method(
+            ml_collections.ConfigDict({'name': 'codistill', 'temperature': 0.0}),
+            _fns(),
+        )
     with pytest.raises(ConfigError, match='exchange_evry'):
         make_method(
             ml_collections.ConfigDict(dict(name='codistill', exchange_evry=1)), _fns()

@@ -79,6 +79,17 @@ def test_config_errors_name_the_key():
         _method(1.0, fns=_fns(with_skipgram=False))
     # A task that is off from step 0 needs no head (single-task learning).
     assert _method(0.0, fns=_fns(with_skipgram=False)).phase(0) == ()
+    with pytest.raises(ConfigError, match='aux_weights.skipgram must be >= 0'):
+        _method({'kind': 'linear', 'init': 1.0, 'end': -0.5, 'steps': 10})
+    for head, dim, match in [
+        (multitask_model.PooledClassifier(), 0, 'model.dim=0'),
+        (multitask_model.PooledClassifier(hidden=(8, 0)), D, r'model.hidden=\(8, 0\)'),
+        (multitask_model.PooledClassifier(dropout_rate=1.0), D, 'dropout_rate'),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            multitask_model.make_fns(
+                head, vocab_size=V, dim=dim, embed_init_scale=0.1, with_skipgram=True
+            )
 
 
 def test_aux_loss_is_differentiable_and_weighted():

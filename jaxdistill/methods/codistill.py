@@ -84,6 +84,10 @@ class Codistill(Method):
             raise ConfigError(
                 f'method.distance={method.distance!r}; valid: {", ".join(DISTANCES)}.'
             )
+        if method.burn_in_steps < 0:
+            raise ConfigError(
+                f'method.burn_in_steps={method.burn_in_steps} must be >= 0.'
+            )
         if method.num_replicas < 2 or method.exchange_every < 1:
             raise ConfigError(
                 'codistillation needs method.num_replicas >= 2 and '

@@ -82,6 +82,11 @@ class MultiTask(Method):
         if method.threshold < 0:
             raise ConfigError(f'method.threshold must be >= 0, got {method.threshold}.')
         _ = method.weights  # Validates every spec now (raises ConfigError).
+        schedules.check_range(
+            method.primary_weight, name='method.primary_weight', low=0.0
+        )
+        for name, spec in method.aux_weights.items():
+            schedules.check_range(spec, name=f'method.aux_weights.{name}', low=0.0)
         known = getattr(model, 'aux_losses', {})
         for name, off in method.off_steps.items():
             if name not in known and off != 0:

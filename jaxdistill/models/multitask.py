@@ -125,6 +125,21 @@ def make_fns(
         raise ConfigError(
             f'model.pooling={head.pooling!r}; valid: {", ".join(POOLINGS)}.'
         )
+    sizes = {
+        'model.dim': dim,
+        'model.hidden': head.hidden,
+        'model.filter_widths': head.filter_widths,
+        'model.num_filters': head.num_filters,
+    }
+    for key, value in sizes.items():
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        if any(not isinstance(v, int) or v < 1 for v in values):
+            raise ConfigError(f'{key}={value!r}: sizes must be integers >= 1.')
+    if not 0.0 <= head.dropout_rate < 1.0:
+        raise ConfigError(
+            f'model.dropout_rate={head.dropout_rate} must be in [0, 1) '
+            '(the fraction of units dropped).'
+        )
 
     def init(rng, batch):
         e_rng, c_rng = jax.random.split(rng)
