@@ -167,7 +167,9 @@ def _train(args, method, seed, text=False):
         'curve': getattr(t.task, 'last_curve', []),
         'seconds_plain': summary.get('eval/seconds_plain'),
         'train_seconds': summary['train_seconds'],
-        'steps_per_s': summary.get('train/steps_per_s'),
+        # Median over the logged windows (each compile-free): the last window
+        # alone is noisy on a GPU.
+        'steps_per_s': _median_rate(workdir),
         'steps': summary['step'],
     }
     record = {
@@ -177,6 +179,17 @@ def _train(args, method, seed, text=False):
     }
     record_path.write_text(json.dumps(record, indent=2) + '\n')
     return result
+
+
+def _median_rate(workdir):
+    from jaxdistill import metrics  # pylint: disable=g-import-not-at-top
+
+    rates = [
+        r['train/steps_per_s']
+        for r in metrics.read_metrics(workdir)
+        if 'train/steps_per_s' in r
+    ]
+    return float(np.median(rates)) if rates else None
 
 
 def _flops_fractions(task):
