@@ -98,6 +98,14 @@ def main(argv=None) -> int:
         config = configuration.apply_overrides(config, overrides)
         if args.average < 1:
             raise JaxdistillError(f'--average must be >= 1, got {args.average}.')
+        if args.beam is not None and args.beam < 0:
+            raise JaxdistillError(
+                f'--beam must be >= 0 (0 or 1: greedy), got {args.beam}.'
+            )
+        if args.length_penalty is not None and args.length_penalty < 0:
+            raise JaxdistillError(
+                f'--length_penalty must be >= 0, got {args.length_penalty}.'
+            )
         from jaxdistill.tasks import translation  # pylint: disable=g-import-not-at-top
 
         model, params, tokenizer, steps = load_model(

@@ -138,3 +138,7 @@ def test_cli_errors_name_the_problem(run, tmp_path, capsys):
     assert 'No checkpoint for step 7' in capsys.readouterr().err
     assert translate.main(['--workdir', str(workdir), '--average', '3']) == 2
     assert 'average the last 3 checkpoints' in capsys.readouterr().err
+    assert translate.main(['--workdir', str(workdir), '--beam', '-2']) == 2
+    assert '--beam must be >= 0' in capsys.readouterr().err
+    assert translate.main(['--workdir', str(workdir), '--length_penalty', '-1']) == 2
+    assert '--length_penalty must be >= 0' in capsys.readouterr().err
