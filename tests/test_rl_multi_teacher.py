@@ -133,6 +133,14 @@ def test_config_errors():
         _method(reward='accuracy')
     with pytest.raises(ConfigError, match='method.weighting'):
         _method(weighting='hard')
+    for options, match in [
+        ({'baseline_decay': 1.0}, r'baseline_decay=1.0 must be in \[0, 1\)'),
+        ({'warmup_steps': -1}, 'warmup_steps=-1 must be >= 0'),
+        ({'temperature': 0.0}, 'method.temperature must be > 0'),
+        ({'alpha': -0.1}, 'method.alpha must be >= 0 and <= 1'),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            _method(**options)
     method = _method(num_teachers=2)
     batch, params = _batch(), _params()
     with pytest.raises(ConfigError, match='num_teachers=2'):

@@ -102,6 +102,17 @@ class RLMultiTeacher(Method):
             )
         if not 0.0 < self.init_select_prob < 1.0:
             raise ConfigError('method.init_select_prob must be in (0, 1).')
+        if not 0.0 <= self.baseline_decay < 1.0:
+            raise ConfigError(
+                f'method.baseline_decay={self.baseline_decay} must be in [0, 1).'
+            )
+        if not self.policy_learning_rate >= 0.0:
+            raise ConfigError(
+                f'method.policy_learning_rate={self.policy_learning_rate} must be >= 0.'
+            )
+        for key in ('warmup_steps', 'pretrain_steps'):
+            if getattr(self, key) < 0:
+                raise ConfigError(f'method.{key}={getattr(self, key)} must be >= 0.')
 
     @property
     def state_dim(self) -> int:
