@@ -33,18 +33,29 @@ def machine() -> dict:
     return info
 
 
-def write_result(name: str, result: dict) -> pathlib.Path:
-    """Writes benchmarks/results/NAME.json with command, date and machine."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    record = {
+def provenance() -> dict:
+    """{'command', 'date', 'machine'} of the running benchmark."""
+    return {
         'command': 'python '
         + ' '.join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]),
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec='seconds'
         ),
         'machine': machine(),
-        **result,
     }
+
+
+def xla_flops(compiled) -> float:
+    """XLA's FLOP count of a compiled computation (`jit(f).lower(...).compile()`)."""
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost['flops'])
+
+
+def write_result(name: str, result: dict) -> pathlib.Path:
+    """Writes benchmarks/results/NAME.json with command, date and machine."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    record = {**provenance(), **result}
     path = RESULTS / f'{name}.json'
     path.write_text(json.dumps(record, indent=2) + '\n')
     print(f'wrote {path}')

@@ -43,12 +43,6 @@ def _parse():
     return args
 
 
-def _flops(fn, *args):
-    cost = fn.lower(*args).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost['flops'])
-
-
 def main():
     import jax  # pylint: disable=g-import-not-at-top
 
@@ -82,7 +76,8 @@ def main():
         fn = jax.jit(lambda p, x, m=m: m.apply(p, x, train=False)['logits'][-1])
         backbones.append(fn)
         params.append(p)
-        flops.append(_flops(fn, jax.device_put(p, cpu), jax.device_put(images[0], cpu)))
+        cpu_args = (jax.device_put(p, cpu), jax.device_put(images[0], cpu))
+        flops.append(common.xla_flops(fn.lower(*cpu_args).compile()))
     multi = model(len(stages), with_exits=True)
     multi_params = multi.init(jax.random.key(0), images[0][:2], train=False)
     prefixes = [

@@ -213,9 +213,7 @@ def _flops_fractions(task):
         fn = jax.jit(
             lambda p, b: fns.apply_exits(p, b, train=False, upto=k, only_last=only_last)
         )
-        cost = fn.lower(params, batch).compile().cost_analysis()
-        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        return float(cost['flops'])
+        return common.xla_flops(fn.lower(params, batch).compile())
 
     k = fns.num_exits
     plain = flops(k - 1, only_last=True)
@@ -346,7 +344,6 @@ def _pairs(args, seeds):
 
 def _recount_flops(args, name):
     """Rewrites NAME.json's FLOPs fractions with `_flops_fractions` as it is now."""
-    import datetime  # pylint: disable=g-import-not-at-top
     import tempfile  # pylint: disable=g-import-not-at-top
 
     from jaxdistill import trainer  # pylint: disable=g-import-not-at-top
@@ -356,14 +353,12 @@ def _recount_flops(args, name):
     with tempfile.TemporaryDirectory() as workdir:
         t = trainer.Trainer(_config(args, 'self_distill', 0), workdir)
         flops = _flops_fractions(t.task)
-    result['exit_flops_fraction_sd_before_recount'] = result['exit_flops_fraction_sd']
+    # The figures the run itself wrote, kept through later recounts.
+    result.setdefault(
+        'exit_flops_fraction_sd_before_recount', result['exit_flops_fraction_sd']
+    )
     result['exit_flops_fraction_sd'] = flops
-    result['flops_recount'] = {
-        'command': 'python '
-        + ' '.join([os.path.relpath(sys.argv[0], common.REPO)] + sys.argv[1:]),
-        'date': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
-        'machine': common.machine(),
-    }
+    result['flops_recount'] = common.provenance()
     path.write_text(json.dumps(result, indent=2) + '\n')
     print(f'wrote {path}: exit_flops_fraction_sd {flops}')
     _plot(result, name)

@@ -173,19 +173,24 @@ def _parse(spec, name):
     return kind, spec
 
 
-def from_config(spec, *, name='schedule') -> optax.Schedule:
+def from_config(
+    spec, *, name='schedule', low=None, high=None, low_open=False
+) -> optax.Schedule:
     """Builds a schedule from a number, a dict/ConfigDict with `kind`, or a callable.
 
     Args:
       spec: e.g. 0.5, or {'kind': 'switch', 'value': 1.0, 'step': 1500}. A
         callable is returned unchanged.
       name: the config path, used in error messages (e.g. 'method.weight').
+      low, high, low_open: bounds on the values the schedule takes (see
+        `check_range`); None = unbounded.
     Raises:
       ConfigError: unknown kind (lists valid kinds), missing or unknown
-        argument (names it), or invalid argument values.
+        argument (names it), invalid argument values, or values out of bounds.
     """
     if callable(spec):
         return spec
+    check_range(spec, name=name, low=low, high=high, low_open=low_open)
     kind, kwargs = _parse(spec, name)
     try:
         return KINDS[kind](**kwargs)

@@ -75,9 +75,8 @@ class Codistill(Method):
     def from_config(cls, model, options):
         options = dict(options)
         if 'weight' in options:
-            schedules.check_range(options['weight'], name='method.weight', low=0.0)
             options['weight'] = schedules.from_config(
-                options['weight'], name='method.weight'
+                options['weight'], name='method.weight', low=0.0
             )
         method = cls(model=model, **options)
         if method.distance not in DISTANCES:

@@ -52,11 +52,8 @@ class Distill(Method):
                 'ModelFns.load_teacher).'
             )
         if 'alpha' in options:  # Labels get 1 − alpha.
-            schedules.check_range(
-                options['alpha'], name='method.alpha', low=0.0, high=1.0
-            )
             options['alpha'] = schedules.from_config(
-                options['alpha'], name='method.alpha'
+                options['alpha'], name='method.alpha', low=0.0, high=1.0
             )
         schedules.check_range(
             options.get('temperature', cls.temperature),

@@ -82,11 +82,6 @@ class MultiTask(Method):
         if method.threshold < 0:
             raise ConfigError(f'method.threshold must be >= 0, got {method.threshold}.')
         _ = method.weights  # Validates every spec now (raises ConfigError).
-        schedules.check_range(
-            method.primary_weight, name='method.primary_weight', low=0.0
-        )
-        for name, spec in method.aux_weights.items():
-            schedules.check_range(spec, name=f'method.aux_weights.{name}', low=0.0)
         known = getattr(model, 'aux_losses', {})
         for name, off in method.off_steps.items():
             if name not in known and off != 0:
@@ -101,11 +96,13 @@ class MultiTask(Method):
         """'primary' and every auxiliary name -> optax schedule."""
         out = {
             'primary': schedules.from_config(
-                self.primary_weight, name='method.primary_weight'
+                self.primary_weight, name='method.primary_weight', low=0.0
             )
         }
         for name, spec in self.aux_weights.items():
-            out[name] = schedules.from_config(spec, name=f'method.aux_weights.{name}')
+            out[name] = schedules.from_config(
+                spec, name=f'method.aux_weights.{name}', low=0.0
+            )
         return out
 
     def frozen(self, params, phase):

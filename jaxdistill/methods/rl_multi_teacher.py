@@ -68,11 +68,8 @@ class RLMultiTeacher(Method):
     def from_config(cls, model, options):
         options = dict(options)
         if 'alpha' in options:  # Labels get 1 − alpha.
-            schedules.check_range(
-                options['alpha'], name='method.alpha', low=0.0, high=1.0
-            )
             options['alpha'] = schedules.from_config(
-                options['alpha'], name='method.alpha'
+                options['alpha'], name='method.alpha', low=0.0, high=1.0
             )
         method = cls(model=model, **options)
         schedules.check_range(

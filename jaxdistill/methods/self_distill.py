@@ -46,12 +46,9 @@ class SelfDistill(Method):
             'temperature': {'low': 0.0, 'low_open': True},
             'beta': {'low': 0.0},
         }
-        for key, kw in bounds.items():
-            if key in options:
-                schedules.check_range(options[key], name=f'method.{key}', **kw)
         built = {
-            key: schedules.from_config(options[key], name=f'method.{key}')
-            for key in bounds
+            key: schedules.from_config(options[key], name=f'method.{key}', **kw)
+            for key, kw in bounds.items()
             if key in options
         }
         return cls(model=model, **built)

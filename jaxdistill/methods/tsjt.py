@@ -59,8 +59,9 @@ class TwoStageJoint(Method):
         options = dict(options)
         for key in ('label_weight', 'distill_weight'):
             if key in options:
-                schedules.check_range(options[key], name=f'method.{key}', low=0.0)
-                options[key] = schedules.from_config(options[key], name=f'method.{key}')
+                options[key] = schedules.from_config(
+                    options[key], name=f'method.{key}', low=0.0
+                )
         method = cls(model=model, **options)
         schedules.check_range(
             method.temperature, name='method.temperature', low=0.0, low_open=True
