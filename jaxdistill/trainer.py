@@ -53,16 +53,13 @@ def say(*args):
 
 def _check_loop_settings(config):
     """ConfigError naming the first step count the training loop cannot use."""
-    for key, low in (
-        ('num_train_steps', 1),
-        ('log_every_steps', 1),
-        ('checkpoint.every_steps', 1),
-        ('eval.every_steps', 0),
+    c = config
+    for key, value, low in (
+        ('num_train_steps', c.num_train_steps, 1),
+        ('log_every_steps', c.log_every_steps, 1),
+        ('checkpoint.every_steps', c.checkpoint.every_steps, 1),
+        ('eval.every_steps', c.eval.every_steps, 0),
     ):
-        node = config
-        for part in key.split('.')[:-1]:
-            node = node.get(part, {})
-        value = node.get(key.split('.')[-1], low)
         if not isinstance(value, int) or value < low:
             raise ConfigError(f'{key}={value!r} must be an integer >= {low}.')
 
