@@ -1,6 +1,7 @@
 """Codistillation vs more data parallelism, counted in steps (Anil et al. 2018).
 
-    python benchmarks/codistill.py [--quick] [--steps 3000] [--config.k=v ...]
+    python benchmarks/codistill.py [--quick] [--steps 3000] [--ablation]
+        [--tag NAME] [--config.k=v ...]
 
 Arms, each a `python -m jaxdistill.train` subprocess on fake CPU devices
 (XLA_FLAGS=--xla_force_host_platform_device_count), Multi30k en->de from
@@ -12,8 +13,11 @@ Reports the steps each arm needs to reach A's best validation loss, the
 validation curves (plot), the step-time overhead of C over B (same devices),
 and prediction churn between the two A models vs between C's two replicas.
 Fake devices share the CPU's cores, so steps, not seconds, are the measure.
+`--ablation` also trains C's variants (ABLATION below: distillation off, half
+the weight, a 5x more frequent exchange, the PFN code's 40% burn-in) on the
+same devices and data, and reports each one's curve, final loss and churn.
 On a GPU/TPU machine pass `--devices-per-group` and a bigger model.
-Writes benchmarks/results/codistill.json and codistill.png.
+Writes benchmarks/results/codistill[_TAG].json and .png.
 """
 
 import argparse
@@ -31,6 +35,19 @@ import common  # noqa: E402
 
 CONFIG = 'configs/translate_multi30k.py'
 CODISTILL = 'configs/codistill_synthetic.py'
+
+
+# C's variants for --ablation: name -> (what it changes, overrides given the
+# step count). Each differs from C in one setting.
+ABLATION = {
+    'C_w0': ('no distillation (weight 0)', lambda steps: ['method.weight=0.0']),
+    'C_w0.5': ('distillation weight 0.5', lambda steps: ['method.weight=0.5']),
+    'C_ex10': ('exchange every 10 steps', lambda steps: ['method.exchange_every=10']),
+    'C_burn40': (
+        'burn-in 40% of the steps',
+        lambda steps: [f'method.burn_in_steps={2 * steps // 5}'],
+    ),
+}
 
 
 def _env(devices):
@@ -138,6 +155,18 @@ def main():
     parser.add_argument('--devices-per-group', type=int, default=4)
     parser.add_argument('--data', default='../shared/data/multi30k')
     parser.add_argument(
+        '--burn-in',
+        type=float,
+        default=0.2,
+        help="C's burn-in, a fraction of the steps (PFN's code: 0.4)",
+    )
+    parser.add_argument(
+        '--ablation', action='store_true', help="also train C's variants (ABLATION)"
+    )
+    parser.add_argument(
+        '--tag', default='', help='results go to codistill_TAG.{json,png}'
+    )
+    parser.add_argument(
         '--workdir',
         default=None,
         help='folder of the arms (default: a new temporary one); arms that '
@@ -145,6 +174,9 @@ def main():
     )
     args = parser.parse_args([a for a in argv if not a.startswith('--config.')])
     steps = 40 if args.quick else args.steps
+    if not 0 <= args.burn_in < 1:
+        parser.error(f'--burn-in={args.burn_in} must be in [0, 1)')
+    burn_in = round(steps * args.burn_in)
     every = max(steps // 20, 5)
     common_overrides = [
         f'--config.{o}'
@@ -181,20 +213,38 @@ def main():
             2 * g,
             [
                 f'--config.data.batch_tokens={2 * b}',
-                f'--config.method.burn_in_steps={steps // 5}',
+                f'--config.method.burn_in_steps={burn_in}',
             ],
         ),
+    ] + [
+        (
+            name,
+            CODISTILL,
+            2 * g,
+            [
+                f'--config.data.batch_tokens={2 * b}',
+                f'--config.method.burn_in_steps={burn_in}',
+                *(f'--config.{o}' for o in overrides(steps)),
+            ],
+        )
+        for name, (_, overrides) in (ABLATION.items() if args.ablation else ())
     ]:
         arms[name] = _run(tmp / name, config, devices, common_overrides + over)
-    curves = {k: _curve(v) for k, v in arms.items()}
+    curves = {k: _curve(v) for k, v in arms.items() if k in ('A', 'A2', 'B')}
     curves['C'] = _curve(arms['C'], 'eval/r0/loss')
     curves['C_r1'] = _curve(arms['C'], 'eval/r1/loss')
     best_a = min(v for _, v in curves['A'])
     steps_a, steps_b, steps_c = (_steps_to(curves[k], best_a) for k in ('A', 'B', 'C'))
-    churn_c = [r['eval/churn'] for r in arms['C'] if 'eval/churn' in r][-1]
+    churn_c = _last(arms['C'], 'eval/churn')
+    name = (
+        'codistill'
+        + (f'_{args.tag}' if args.tag else '')
+        + ('_quick' if args.quick else '')
+    )
     result = {
         'steps': steps,
         'batch_tokens_per_model': b,
+        'burn_in_steps': burn_in,
         'best_val_loss_a': best_a,
         'steps_to_best_a': {'A': steps_a, 'B': steps_b, 'C': steps_c},
         'steps_ratio_c_vs_a': steps_c / steps_a if steps_c and steps_a else None,
@@ -207,11 +257,43 @@ def main():
         'compile_seconds': {k: _compile_seconds(v) for k, v in arms.items()},
         'curves': curves,
         'workdirs': str(tmp),
-        'plot': 'benchmarks/results/codistill.png',
+        'plot': f'benchmarks/results/{name}.png',
     }
-    _plot(curves, best_a, common.RESULTS / 'codistill.png')
-    common.write_result('codistill' + ('_quick' if args.quick else ''), result)
+    if args.ablation:
+        result['ablation'] = _ablation(arms, best_a)
+        for k in ABLATION:
+            curves[k] = _curve(arms[k], 'eval/r0/loss')
+    _plot(curves, best_a, common.RESULTS / f'{name}.png')
+    common.write_result(name, result)
     print(json.dumps({k: v for k, v in result.items() if k != 'curves'}, indent=2))
+
+
+def _last(records, key):
+    return [r[key] for r in records if key in r][-1]
+
+
+def _ablation(arms, best_a):
+    """C and its variants side by side: final val loss of each replica, the
+    steps replica 0 needs to reach A's best, and churn between the replicas
+    (at the end, and the mean of the last five evals)."""
+    rows = {}
+    for k in ['C', *ABLATION]:
+        rows[k] = {
+            'change': ABLATION[k][0] if k in ABLATION else 'none (C as above)',
+            'final_val_loss': [_last(arms[k], f'eval/r{i}/loss') for i in (0, 1)],
+            'steps_to_best_a': _steps_to(_curve(arms[k], 'eval/r0/loss'), best_a),
+            'churn_pair': _last(arms[k], 'eval/churn'),
+            # Churn between replicas that distil moves by +-0.05 from one
+            # eval to the next; the mean of the last five is steadier.
+            'churn_pair_last5_mean': float(
+                np.mean([r['eval/churn'] for r in arms[k] if 'eval/churn' in r][-5:])
+            ),
+        }
+    rows['A'] = {
+        'change': 'one model (A, A2), for comparison',
+        'final_val_loss': [_last(arms[k], 'eval/loss') for k in ('A', 'A2')],
+    }
+    return rows
 
 
 def _plot(curves, best_a, path):
@@ -227,13 +309,18 @@ def _plot(curves, best_a, path):
         'B': 'B: 1 model, batch 2B, 8 dev',
         'C': 'C: codistill replica 0',
         'C_r1': 'C: codistill replica 1',
+        **{k: f'C, {change} (r0)' for k, (change, _) in ABLATION.items()},
     }
     for k, c in curves.items():
-        ax.plot(*zip(*c), label=labels[k], ls='--' if k in ('A2', 'C_r1') else '-')
+        ls = '--' if k in ('A2', 'C_r1') else ':' if k in ABLATION else '-'
+        ax.plot(*zip(*c), label=labels[k], ls=ls)
     ax.axhline(best_a, color='gray', lw=0.8)
+    # The first evals (loss ~7) would squash the part where the arms differ.
+    last = max(s for c in curves.values() for s, _ in c)
+    ax.set_ylim(top=max(v for c in curves.values() for s, v in c if s >= last / 5))
     ax.set_xlabel('step')
     ax.set_ylabel('validation loss')
-    ax.legend()
+    ax.legend(fontsize='small')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
