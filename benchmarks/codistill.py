@@ -202,31 +202,18 @@ def main():
         tmp.mkdir(parents=True, exist_ok=True)
     else:
         tmp = pathlib.Path(tempfile.mkdtemp(prefix='codistill_bench_'))
+    c_over = [
+        f'--config.data.batch_tokens={2 * b}',
+        f'--config.method.burn_in_steps={burn_in}',
+    ]
     arms = {}
     for name, config, devices, over in [
         ('A', CONFIG, g, [f'--config.data.batch_tokens={b}', '--config.seed=0']),
         ('A2', CONFIG, g, [f'--config.data.batch_tokens={b}', '--config.seed=1']),
         ('B', CONFIG, 2 * g, [f'--config.data.batch_tokens={2 * b}']),
-        (
-            'C',
-            CODISTILL,
-            2 * g,
-            [
-                f'--config.data.batch_tokens={2 * b}',
-                f'--config.method.burn_in_steps={burn_in}',
-            ],
-        ),
+        ('C', CODISTILL, 2 * g, c_over),
     ] + [
-        (
-            name,
-            CODISTILL,
-            2 * g,
-            [
-                f'--config.data.batch_tokens={2 * b}',
-                f'--config.method.burn_in_steps={burn_in}',
-                *(f'--config.{o}' for o in overrides(steps)),
-            ],
-        )
+        (name, CODISTILL, 2 * g, c_over + [f'--config.{o}' for o in overrides(steps)])
         for name, (_, overrides) in (ABLATION.items() if args.ablation else ())
     ]:
         arms[name] = _run(tmp / name, config, devices, common_overrides + over)
@@ -268,8 +255,12 @@ def main():
     print(json.dumps({k: v for k, v in result.items() if k != 'curves'}, indent=2))
 
 
+def _values(records, key):
+    return [r[key] for r in records if key in r]
+
+
 def _last(records, key):
-    return [r[key] for r in records if key in r][-1]
+    return _values(records, key)[-1]
 
 
 def _ablation(arms, best_a):
@@ -286,7 +277,7 @@ def _ablation(arms, best_a):
             # Churn between replicas that distil moves by +-0.05 from one
             # eval to the next; the mean of the last five is steadier.
             'churn_pair_last5_mean': float(
-                np.mean([r['eval/churn'] for r in arms[k] if 'eval/churn' in r][-5:])
+                np.mean(_values(arms[k], 'eval/churn')[-5:])
             ),
         }
     rows['A'] = {
