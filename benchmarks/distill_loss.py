@@ -140,4 +140,7 @@ def _plot(result, path):
 
 
 if __name__ == '__main__':
+    from jaxdistill import hostmem  # pylint: disable=g-import-not-at-top
+
+    hostmem.reexec_with_huge_pages()
     main()

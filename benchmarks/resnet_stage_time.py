@@ -149,4 +149,7 @@ def _plot(result, name):
 
 
 if __name__ == '__main__':
+    from jaxdistill import hostmem  # pylint: disable=g-import-not-at-top
+
+    hostmem.reexec_with_huge_pages()
     main()

@@ -412,4 +412,7 @@ def main():
 
 
 if __name__ == '__main__':
+    from jaxdistill import hostmem  # pylint: disable=g-import-not-at-top
+
+    hostmem.reexec_with_huge_pages()
     main()

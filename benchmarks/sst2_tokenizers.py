@@ -109,4 +109,7 @@ def plot(result, path):
 
 
 if __name__ == '__main__':
+    from jaxdistill import hostmem  # pylint: disable=g-import-not-at-top
+
+    hostmem.reexec_with_huge_pages()
     main()

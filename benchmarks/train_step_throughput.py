@@ -163,4 +163,7 @@ def _plot(rows, path):
 
 
 if __name__ == '__main__':
+    from jaxdistill import hostmem  # pylint: disable=g-import-not-at-top
+
+    hostmem.reexec_with_huge_pages()
     main()

@@ -22,6 +22,7 @@ import sys
 
 from jaxdistill import cli
 from jaxdistill import configuration
+from jaxdistill import hostmem
 from jaxdistill.errors import ConfigError, JaxdistillError
 
 
@@ -159,4 +160,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+    hostmem.reexec_with_huge_pages()
     sys.exit(main())

@@ -7,6 +7,7 @@ checkpoint in DIR automatically. Override any field: `--config.a.b=value`.
 import sys
 
 from jaxdistill import cli
+from jaxdistill import hostmem
 
 
 def main(argv=None) -> int:
@@ -29,4 +30,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+    hostmem.reexec_with_huge_pages()
     sys.exit(main())

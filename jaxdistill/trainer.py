@@ -240,8 +240,9 @@ class Trainer:
         m['train/compile_seconds'] = compiling
         m['train/tokens_per_s'] = m.pop('train/tokens', 0.0) / seconds
         m['train/steps_per_s'] = len(history) / seconds
+        # Only the scalar leaves the device, not the optimizer's moments.
         m['train/learning_rate'] = float(
-            optim.current_learning_rate(jax.device_get(self.state.opt_state))
+            jax.device_get(optim.current_learning_rate(self.state.opt_state))
         )
         self.writer.write(step, m)
         total = self.config.num_train_steps

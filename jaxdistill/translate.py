@@ -19,6 +19,7 @@ import sys
 
 from jaxdistill import cli
 from jaxdistill import configuration
+from jaxdistill import hostmem
 from jaxdistill.errors import JaxdistillError
 
 
@@ -143,4 +144,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+    hostmem.reexec_with_huge_pages()
     sys.exit(main())

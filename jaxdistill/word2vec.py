@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from jaxdistill import hostmem
 from jaxdistill.errors import ConfigError, DataError
 
 
@@ -235,4 +236,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+    hostmem.reexec_with_huge_pages()
     sys.exit(main())
