@@ -20,8 +20,9 @@ What it does, all in one process:
     full batch of every bucket (in a throwaway `Trainer`). Model FLOPs are
     counted analytically (`flops_per_token`); `fraction_of_peak` is their
     rate over the peak, averaged over an epoch's mix of buckets. The probe's
-    step time, compile time and one validation pass set how many steps fit in
-    `--minutes` (capped by `num_train_steps`).
+    step time (scaled by the training loop's own measured overhead:
+    `loop_pace`), compile time and one validation pass set how many steps fit
+    in `--minutes` (capped by `num_train_steps`).
  2. Trains that many steps with `Trainer`, evaluating on val (greedy, loss and
     BLEU) `--curve_points` times for the learning curve. `train_minutes` is
     the wall time of building the `Trainer` and its `run()`: data loading,
@@ -141,6 +142,7 @@ def probe(config, workdir, repeats):
                 'model_flops_per_s': flops['total'] * b * length / seconds,
             }
         )
+    loop = loop_pace(tr, batcher, rows)
     # The better of two readings, one on each side of the step timings.
     peak = max(peak, train_step_throughput.matmul_peak())
     for r in rows:
@@ -150,7 +152,35 @@ def probe(config, workdir, repeats):
     eval_s = time.perf_counter() - started
     tr.ckpt.close()
     tr.writer.close()
-    return peak, rows, compile_s, eval_s
+    return peak, rows, loop, compile_s, eval_s
+
+
+def loop_pace(tr, batcher, rows, n: int = 40) -> dict:
+    """The pace of `n` consecutive steps fed as the trainer feeds them.
+
+    The per-bucket timings above run one batch again and again. The training
+    loop also builds each batch on the host and hands it over while earlier
+    steps run, on the same two cores; on this project's machine that made its
+    steps ~10% slower than the isolated ones (2026-12-05). Returns the loop's
+    seconds per step over the first `n` batches of epoch 0, and its ratio to
+    the isolated timings of the same buckets (`overhead`, floored at 1).
+    """
+    isolated = {r['bucket_length']: r['step_seconds'] for r in rows}
+    n = min(n, batcher.batches_per_epoch())
+    expected = 0.0
+    started = time.perf_counter()
+    for i in range(n):
+        batch = batcher.batch_at(0, i)
+        expected += isolated[batch['inputs'].shape[1]]
+        arrays = sharding_lib.global_batch(batch, tr.batch_sharding)
+        tr.state, aux = tr.step_fn(tr.state, arrays)
+    jax.block_until_ready(aux)
+    seconds = (time.perf_counter() - started) / n
+    return {
+        'steps': n,
+        'step_seconds': seconds,
+        'overhead': max(seconds / (expected / n), 1.0),
+    }
 
 
 def epoch_mean(rows, key):
@@ -158,9 +188,9 @@ def epoch_mean(rows, key):
     return float(np.average([r[key] for r in rows], weights=weights))
 
 
-def plan_steps(config, args, rows, compile_s, eval_s):
+def plan_steps(config, args, rows, loop, compile_s, eval_s):
     """Steps that fit in the budget, and the matching eval/checkpoint cadence."""
-    step_s = epoch_mean(rows, 'step_seconds')
+    step_s = epoch_mean(rows, 'step_seconds') * loop['overhead']
     # Compilation repeats (cheaper, from the persistent cache); evals cost
     # (the probe's untrained model decodes to the length limit: an overestimate).
     # Checkpoints are written synchronously, about 40 of them.
@@ -253,10 +283,11 @@ def main():
     if args.beam is None:
         args.beam = config.eval.beam_size
     config.eval.beam_size = 0  # Greedy for the curve; a beam for the choice.
-    peak, rows, compile_s, eval_s = probe(config, workdir, args.repeats)
-    steps, step_s = plan_steps(config, args, rows, compile_s, eval_s)
+    peak, rows, loop, compile_s, eval_s = probe(config, workdir, args.repeats)
+    steps, step_s = plan_steps(config, args, rows, loop, compile_s, eval_s)
     print(
-        f'peak {peak / 1e9:.1f} GFLOP/s; {step_s:.3f} s/step; compile {compile_s:.0f}s;'
+        f'peak {peak / 1e9:.1f} GFLOP/s; {step_s:.3f} s/step (loop overhead '
+        f'{loop["overhead"]:.2f}x); compile {compile_s:.0f}s;'
         f' eval {eval_s:.0f}s -> {steps} steps in {args.minutes} min'
     )
     start = time.time()  # Data, tokenizer (cached) and compilation count.
@@ -311,6 +342,7 @@ def main():
         'train_target_tokens': tokens,
         'matmul_peak_flops_per_s': peak,
         'buckets': rows,
+        'loop_pace': loop,
         'learning_curve': points,
         'num_params': summary.get('num_params'),
         'config': json.loads(configuration.to_json(config)),

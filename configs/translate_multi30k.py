@@ -12,7 +12,7 @@ benchmarks/nmt_multi30k.py trains it within a time budget.
 `configs/translate_multi30k.py:budget` keeps the model, data and regularisation
 but schedules the learning rate for a run cut short by a wall-clock budget
 (a few thousand steps on a CPU instead of the reference's 8,000): 400 warm-up
-steps, peak 2e-3, cosine decay to zero at `num_train_steps` (which
+steps, the reference's peak 5e-3, cosine decay to zero at `num_train_steps` (which
 benchmarks/nmt_multi30k.py sets to the steps that fit in its budget). The
 reference's inverse-sqrt schedule is still at 0.6 of its peak at step 3,000,
 so checkpoints averaged there are far from converged.
@@ -51,5 +51,7 @@ def get_config(arg=None):
     if args.get('budget'):
         config.optimizer.schedule = 'cosine'
         config.optimizer.warmup_steps = 400
-        config.optimizer.learning_rate = 2e-3
+        # The reference's peak. At 720 steps it beat 2e-3 by 6.8 val BLEU
+        # (27.5 against 20.7; docs/translation.md).
+        config.optimizer.learning_rate = 5e-3
     return config
