@@ -118,16 +118,8 @@ def worker(args, overrides):
 
 
 def run_worker(arm, argv):
-    env = dict(os.environ)
+    env = hostmem.with_huge_pages(os.environ, arm == 'huge_pages')
     env[hostmem.OPT_OUT] = '0'  # This script sets the tunable itself, per arm.
-    tunables = [
-        t
-        for t in env.get('GLIBC_TUNABLES', '').split(':')
-        if t and hostmem.TUNABLE not in t
-    ]
-    if arm == 'huge_pages':
-        tunables.append(f'{hostmem.TUNABLE}=1')
-    env['GLIBC_TUNABLES'] = ':'.join(tunables)
     cmd = [sys.executable, os.path.abspath(__file__), '--worker', arm, *argv]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]

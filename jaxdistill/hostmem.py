@@ -62,11 +62,21 @@ def huge_pages_env(environ=None, *, glibc=None, thp=None) -> dict | None:
     thp = thp_mode() if thp is None else thp
     if thp != 'madvise':
         return None
-    tunables = environ.get('GLIBC_TUNABLES', '')
-    if TUNABLE in tunables:
+    if TUNABLE in environ.get('GLIBC_TUNABLES', ''):
         return None
+    return with_huge_pages(environ, True)
+
+
+def with_huge_pages(environ, on: bool) -> dict:
+    """A copy of `environ` whose GLIBC_TUNABLES sets the tunable `on` (=1) or
+    leaves it out (glibc's default, off), keeping any other tunables."""
+    kept = [
+        t
+        for t in environ.get('GLIBC_TUNABLES', '').split(':')
+        if t and TUNABLE not in t
+    ]
     env = dict(environ)
-    env['GLIBC_TUNABLES'] = f'{tunables}:{TUNABLE}=1' if tunables else f'{TUNABLE}=1'
+    env['GLIBC_TUNABLES'] = ':'.join(kept + ([f'{TUNABLE}=1'] if on else []))
     return env
 
 
@@ -83,4 +93,7 @@ def reexec_with_huge_pages() -> None:
     argv = list(getattr(sys, 'orig_argv', None) or [sys.executable, *sys.argv])
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, argv, env)
+    try:
+        os.execve(sys.executable, argv, env)
+    except OSError:  # No usable interpreter path: run on as started.
+        pass

@@ -23,6 +23,9 @@ def test_env_adds_the_tunable_and_keeps_the_users_tunables():
         {'GLIBC_TUNABLES': 'glibc.malloc.arena_max=2'}, **MADVISE
     )
     assert env['GLIBC_TUNABLES'] == 'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1'
+    # The benchmark's arm without: the tunable removed, the others kept.
+    off = hostmem.with_huge_pages(env, False)
+    assert off['GLIBC_TUNABLES'] == 'glibc.malloc.arena_max=2'
 
 
 @pytest.mark.parametrize(
