@@ -14,6 +14,7 @@ bigger config (e.g. `:size=base` and `--config.data.batch_tokens=16384`).
 """
 
 import argparse
+import contextlib
 import pathlib
 import sys
 import tempfile
@@ -69,6 +70,44 @@ def time_step(tr, batch, repeats: int) -> float:
         jax.block_until_ready(aux)
         times.append(time.perf_counter() - t)
     return float(np.median(times))
+
+
+def alternate_steps(trainers: dict, lengths, repeats: int, contexts=None) -> list:
+    """Times the trainers' steps alternately on the same batch of each bucket.
+
+    `trainers` maps an arm's name to a Trainer; `contexts` optionally maps a
+    name to a zero-argument context-manager factory entered around that arm's
+    steps (jit traces at the first call, so it fixes what that arm compiles).
+    Two untimed rounds compile and settle the allocator. Returns one row per
+    length: batch rows, per-arm step seconds and medians.
+    """
+    contexts = contexts or {}
+    first = next(iter(trainers.values()))
+    rows = []
+    for length in lengths:
+        batch = batch_of_length(first.task.train_batches, length)
+        times = {name: [] for name in trainers}
+        for repeat in range(repeats + 2):
+            for name, tr in trainers.items():
+                arrays = sharding.global_batch(batch, tr.batch_sharding)
+                with contexts.get(name, contextlib.nullcontext)():
+                    t = time.perf_counter()
+                    tr.state, aux = tr.step_fn(tr.state, arrays)
+                    jax.block_until_ready(aux)
+                    elapsed = time.perf_counter() - t
+                if repeat >= 2:
+                    times[name].append(elapsed)
+        rows.append(
+            {
+                'bucket_length': length,
+                'batch_rows': int(batch['inputs'].shape[0]),
+                'step_seconds_runs': times,
+                'step_seconds_median': {
+                    n: float(np.median(v)) for n, v in times.items()
+                },
+            }
+        )
+    return rows
 
 
 def main():

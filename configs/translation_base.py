@@ -41,6 +41,10 @@ def get_config(arg=None, extra_args=()):
     config.model.dropout_rate = 0.1
     # Dropout on attention probabilities.
     config.model.attention_dropout_rate = 0.0
+    # Random bits per dropout mask element: 32 is flax.linen.Dropout; 8 or 16
+    # use one threefry word for 4 or 2 elements (faster on CPU) and round the
+    # rates to multiples of 2**-bits (jaxdistill/models/dropout.py).
+    config.model.dropout_mask_bits = 32
     # Longest sequence the position encoding supports.
     config.model.max_len = 256
     # One embedding for source, target and output projection.

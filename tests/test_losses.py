@@ -210,3 +210,20 @@ def test_minus_inf_teacher_logits_are_ignored():
 def test_low_precision_inputs_compute_in_float32(dtype):
     out = losses.cross_entropy(jnp.asarray(S, dtype), LABELS)
     assert out.dtype == jnp.float32
+
+
+def test_argmax_matches_jnp_argmax_with_ties_and_axes():
+    rng = np.random.default_rng(0)
+    # Few distinct values: most rows hold tied maxima.
+    x = rng.integers(0, 3, size=(7, 5, 6)).astype(np.float32)
+    for axis in (0, 1, 2, -1):
+        np.testing.assert_array_equal(
+            losses.argmax(x, axis=axis), np.argmax(x, axis=axis), err_msg=str(axis)
+        )
+    np.testing.assert_array_equal(jax.jit(losses.argmax)(x), np.argmax(x, axis=-1))
+    ints = rng.integers(-5, 5, size=(9, 4))
+    np.testing.assert_array_equal(losses.argmax(ints), np.argmax(ints, axis=-1))
+    # A NaN row maps to an index no label has, so it never counts as correct.
+    nan_row = np.array([[0.0, np.nan, 1.0], [0.0, 2.0, 1.0]])
+    np.testing.assert_array_equal(losses.argmax(nan_row), [3, 1])
+    close(losses.accuracy(nan_row, np.array([1, 1])), [0.0, 1.0])

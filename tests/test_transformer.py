@@ -184,6 +184,22 @@ def test_dropout_only_in_train(setup):
     np.testing.assert_array_equal(run(1, False), run(2, False))
 
 
+def test_dropout_mask_bits_change_masks_not_the_model(setup):
+    _, params, inputs, targets = setup
+    outs = {}
+    for bits in (8, 32):
+        model = Transformer(_small(dropout_mask_bits=bits, dropout_rate=0.3))
+        apply = jax.jit(model.apply, static_argnames='train')
+        rngs = {'dropout': jax.random.key(1)}
+        outs[bits] = {
+            train: apply(params, inputs, targets, train=train, rngs=rngs)
+            for train in (True, False)
+        }
+    np.testing.assert_array_equal(outs[8][False], outs[32][False])
+    assert np.abs(outs[8][True] - outs[32][True]).max() > 1e-3
+    assert np.isfinite(outs[8][True]).all()
+
+
 def _analytic_param_count(v, d, f, n_enc, n_dec):
     attn = 4 * (d * d + d)  # q, k, v, o kernels and biases.
     ffn = d * f + f + f * d + d

@@ -33,6 +33,7 @@ import numpy as np
 
 from jaxdistill import registry
 from jaxdistill.errors import ConfigError
+from jaxdistill.models import dropout as dropout_lib
 
 Array = jax.Array
 _XAVIER = nn.initializers.xavier_uniform()
@@ -51,6 +52,10 @@ class TransformerConfig:
     dropout_rate: float = 0.1  # residual and embedding dropout
     attention_dropout_rate: float = 0.0  # on attention weights
     activation_dropout_rate: float = 0.0  # inside the FFN, after ReLU
+    # Random bits per dropout mask element: 32 is flax.linen.Dropout; 8 or 16
+    # draw one 32-bit word per 4 or 2 elements and round the rates to
+    # multiples of 2**-bits (models/dropout.py). Threefry is slow on CPU.
+    dropout_mask_bits: int = 32
     max_len: int = 256  # longest source or target sequence
     share_embeddings: bool = True  # source, target and output projection
     dtype: Any = jnp.float32  # compute dtype; params stay float32
@@ -76,15 +81,22 @@ class TransformerConfig:
         for key in ('num_encoder_layers', 'num_decoder_layers', 'head_size'):
             if getattr(self, key) < 0:
                 raise ConfigError(f'model.{key}={getattr(self, key)} must be >= 0.')
+        dropout_lib.check_mask_bits(self.dropout_mask_bits, 'model.dropout_mask_bits')
         for key in (
             'dropout_rate',
             'attention_dropout_rate',
             'activation_dropout_rate',
         ):
-            if not 0.0 <= getattr(self, key) < 1.0:
+            rate = getattr(self, key)
+            if not 0.0 <= rate < 1.0:
                 raise ConfigError(
-                    f'model.{key}={getattr(self, key)} must be in [0, 1) '
+                    f'model.{key}={rate} must be in [0, 1) '
                     '(the fraction of units dropped).'
+                )
+            if rate and not dropout_lib.effective_rate(rate, self.dropout_mask_bits):
+                raise ConfigError(
+                    f'model.{key}={rate} rounds to 0 with '
+                    f'model.dropout_mask_bits={self.dropout_mask_bits}; use more bits.'
                 )
         if not self.head_size and self.d_model % self.num_heads:
             raise ConfigError(
@@ -173,7 +185,9 @@ class MultiHeadAttention(nn.Module):
         self.out = nn.DenseGeneral(
             features=c.d_model, axis=(-2, -1), dtype=c.dtype, kernel_init=_XAVIER
         )
-        self.dropout = nn.Dropout(c.attention_dropout_rate)
+        self.dropout = dropout_lib.Dropout(
+            c.attention_dropout_rate, c.dropout_mask_bits
+        )
 
     def key_value(self, context: Array) -> tuple[Array, Array]:
         """[B, Lk, D] -> k, v [B, Lk, H, Dh]."""
@@ -219,7 +233,9 @@ class FeedForward(nn.Module):
     def __call__(self, x: Array, train: bool) -> Array:
         c = self.config
         h = nn.relu(nn.Dense(c.d_ff, dtype=c.dtype, kernel_init=_XAVIER, name='wi')(x))
-        h = nn.Dropout(c.activation_dropout_rate)(h, deterministic=not train)
+        h = dropout_lib.Dropout(c.activation_dropout_rate, c.dropout_mask_bits)(
+            h, deterministic=not train
+        )
         return nn.Dense(c.d_model, dtype=c.dtype, kernel_init=_XAVIER, name='wo')(h)
 
 
@@ -229,7 +245,9 @@ class EncoderLayer(nn.Module):
     @nn.compact
     def __call__(self, x: Array, mask: Array, train: bool) -> Array:
         c = self.config
-        drop = lambda y: nn.Dropout(c.dropout_rate)(y, deterministic=not train)
+        drop = lambda y: dropout_lib.Dropout(c.dropout_rate, c.dropout_mask_bits)(
+            y, deterministic=not train
+        )
         h = nn.LayerNorm(dtype=c.dtype, name='ln_self')(x)
         x = x + drop(MultiHeadAttention(c, name='self_attn')(h, h, mask, train))
         h = nn.LayerNorm(dtype=c.dtype, name='ln_ffn')(x)
@@ -258,7 +276,7 @@ class DecoderLayer(nn.Module):
         self.cross_attn = MultiHeadAttention(c)
         self.ln_ffn = nn.LayerNorm(dtype=c.dtype)
         self.ffn = FeedForward(c)
-        self.dropout = nn.Dropout(c.dropout_rate)
+        self.dropout = dropout_lib.Dropout(c.dropout_rate, c.dropout_mask_bits)
 
     def __call__(self, y, encoded, self_mask, cross_mask, train: bool) -> Array:
         """y [B, Lt, D], encoded [B, Ls, D] -> [B, Lt, D]."""
@@ -355,7 +373,7 @@ class Transformer(nn.Module):
             )
         self.encoder = Encoder(c)
         self.decoder = Decoder(c)
-        self.embed_dropout = nn.Dropout(c.dropout_rate)
+        self.embed_dropout = dropout_lib.Dropout(c.dropout_rate, c.dropout_mask_bits)
         self.positions = jnp.asarray(sinusoidal_positions(c.max_len, c.d_model))
 
     def _embed(self, tokens: Array, table, start, train: bool) -> Array:

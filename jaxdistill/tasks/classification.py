@@ -86,7 +86,7 @@ class ClassificationTask:
             )
             return {
                 'confidence': jnp.stack([jnp.max(p, axis=-1) for p in probs]),
-                'correct': jnp.stack([jnp.argmax(z, -1) == labels for z in logits]),
+                'correct': jnp.stack([losses.argmax(z) == labels for z in logits]),
                 'nll': jnp.sum(nll, axis=1),
             }
 

@@ -361,8 +361,8 @@ class TranslationTask:
         if key not in self._steps:
             fns = transformer_fns(model)
             self._steps[key] = jax.jit(
-                lambda params, batch: jnp.argmax(
-                    fns.apply(params, batch, train=False), -1
+                lambda params, batch: losses.argmax(
+                    fns.apply(params, batch, train=False)
                 )
             )
         return self._steps[key]
