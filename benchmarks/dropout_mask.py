@@ -180,23 +180,10 @@ def _plot(result, path):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-    rows = result['rows']
-    arms = list(rows[0]['step_seconds_median'])
+    import train_step_throughput as tst  # pylint: disable=g-import-not-at-top
+
     fig, ax = plt.subplots(figsize=(6, 3.4))
-    x = np.arange(len(rows))
-    width = 0.8 / len(arms)
-    for i, arm in enumerate(arms):
-        ax.bar(
-            x + (i - (len(arms) - 1) / 2) * width,
-            [r['step_seconds_median'][arm] for r in rows],
-            width=width,
-            label=arm.replace('_', ' '),
-        )
-    ax.set_xticks(x, [str(r['bucket_length']) for r in rows])
-    ax.set_xlabel('bucket length (tokens)')
-    ax.set_ylabel('s per train step (median)')
-    ax.set_title(f'Dropout mask bits, {result["config"]}', fontsize=9)
-    ax.legend(fontsize=8, loc='lower right')
+    tst.plot_bucket_bars(ax, result['rows'], f'Dropout mask bits, {result["config"]}')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f'wrote {path}')

@@ -235,20 +235,9 @@ def _plot(result, path):
         fontsize=9,
     )
     if steps:
-        rows = steps['rows']
-        x = np.arange(len(rows))
-        for offset, name in ((-0.2, 'former'), (0.2, 'current')):
-            axes[1].bar(
-                x + offset,
-                [r['step_seconds_median'][name] for r in rows],
-                width=0.4,
-                label=name,
-            )
-        axes[1].set_xticks(x, [str(r['bucket_length']) for r in rows])
-        axes[1].set_xlabel('bucket length (tokens)')
-        axes[1].set_ylabel('s per train step (median)')
-        axes[1].set_title(f'Train step, {steps["config"]}', fontsize=9)
-        axes[1].legend(fontsize=8, loc='lower right')
+        import train_step_throughput as tst  # pylint: disable=g-import-not-at-top
+
+        tst.plot_bucket_bars(axes[1], steps['rows'], f'Train step, {steps["config"]}')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f'wrote {path}')

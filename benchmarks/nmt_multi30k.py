@@ -12,7 +12,9 @@
 
 Reference (../shared/data/README.md): fairseq transformer_tiny, BLEU4 41.02 on
 test2016 en→de, lowercased and Moses-tokenised, after 8k updates of 4,096
-tokens, beam 5 and the last 10 checkpoints averaged.
+tokens, beam 5 and the last 10 checkpoints averaged. (Its training command ran
+on two GPUs with --max-tokens 4096 each, so an update held up to 8,192 tokens;
+docs/translation.md.)
 
 What it does, all in one process:
  1. Probe: builds the run as `jaxdistill.train` does, measures the float32
@@ -324,7 +326,8 @@ def main():
         'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         'reference': {
             'bleu_tok_lc': REFERENCE_BLEU,
-            'what': 'fairseq transformer_tiny, 8k updates of 4,096 tokens, '
+            'what': 'fairseq transformer_tiny, 8k updates of 4,096 tokens per GPU '
+            'on 2 GPUs, '
             'beam 5, last 10 checkpoints averaged (Wu et al., ACL 2021)',
         },
         'targets_met': {

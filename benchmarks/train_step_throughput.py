@@ -110,6 +110,25 @@ def alternate_steps(trainers: dict, lengths, repeats: int, contexts=None) -> lis
     return rows
 
 
+def plot_bucket_bars(ax, rows, title: str) -> None:
+    """Bars of each arm's median step time per bucket (`alternate_steps` rows)."""
+    arms = list(rows[0]['step_seconds_median'])
+    x = np.arange(len(rows))
+    width = 0.8 / len(arms)
+    for i, arm in enumerate(arms):
+        ax.bar(
+            x + (i - (len(arms) - 1) / 2) * width,
+            [r['step_seconds_median'][arm] for r in rows],
+            width=width,
+            label=arm.replace('_', ' '),
+        )
+    ax.set_xticks(x, [str(r['bucket_length']) for r in rows])
+    ax.set_xlabel('bucket length (tokens)')
+    ax.set_ylabel('s per train step (median)')
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc='lower right')
+
+
 def main():
     argv = sys.argv[1:]
     rest, overrides = configuration.split_overrides(argv)
