@@ -73,10 +73,18 @@ def test_deterministic_and_zero_rate_pass_through():
 def test_bad_mask_bits_and_rates_that_round_to_zero_are_config_errors():
     with pytest.raises(ConfigError, match='dropout_mask_bits=12'):
         make_transformer_config('tiny', vocab_size=50, dropout_mask_bits=12)
-    with pytest.raises(ConfigError, match='dropout_rate=0.001 rounds to 0'):
+    with pytest.raises(ConfigError, match='dropout_rate=0.001 .* rounds to 0 '):
         make_transformer_config(
             'tiny', vocab_size=50, dropout_rate=0.001, dropout_mask_bits=8
         )
+    # Near 1 the threshold would be 256, which a uint8 cannot hold.
+    with pytest.raises(ConfigError, match='rounds to 1 with 8-bit'):
+        make_transformer_config(
+            'tiny', vocab_size=50, activation_dropout_rate=0.999, dropout_mask_bits=8
+        )
+    with pytest.raises(ValueError, match='rounds to 1 with 8-bit'):
+        dropout_lib.keep_mask(jax.random.key(0), 0.999, (4,), 8)
+    assert dropout_lib.effective_rate(0.99, 8) == 253 / 256
     config = make_transformer_config(
         'tiny', vocab_size=50, dropout_rate=0.001, dropout_mask_bits=16
     )

@@ -35,12 +35,25 @@ def check_mask_bits(mask_bits: int, name: str = 'dropout_mask_bits') -> None:
         )
 
 
+def _threshold(rate: float, mask_bits: int) -> int:
+    """round(rate * 2**mask_bits); a rate in (0, 1) that rounds to 0 (nothing
+    dropped) or to 2**mask_bits (everything) is a ValueError."""
+    threshold = round(rate * 2**mask_bits)
+    if 0.0 < rate < 1.0 and threshold in (0, 2**mask_bits):
+        raise ValueError(
+            f'dropout rate {rate} rounds to {threshold / 2**mask_bits:g} with '
+            f'{mask_bits}-bit masks; use more mask bits.'
+        )
+    return threshold
+
+
 def effective_rate(rate: float, mask_bits: int = 32) -> float:
-    """The rate a `Dropout(rate, mask_bits)` actually drops."""
+    """The rate a `Dropout(rate, mask_bits)` actually drops (ValueError where
+    the bits cannot represent a rate in (0, 1))."""
     check_mask_bits(mask_bits, 'mask_bits')
     if mask_bits == 32:
         return float(rate)
-    return round(rate * 2**mask_bits) / 2**mask_bits
+    return _threshold(rate, mask_bits) / 2**mask_bits
 
 
 def keep_mask(rng, rate: float, shape, mask_bits: int):
@@ -55,12 +68,12 @@ def keep_mask(rng, rate: float, shape, mask_bits: int):
     if mask_bits == 32:
         keep_prob = 1.0 - rate
         return jax.random.bernoulli(rng, keep_prob, shape), keep_prob
+    threshold = _threshold(rate, mask_bits)
     per_word = 32 // mask_bits
     size = math.prod(shape)
     words = jax.random.bits(rng, (-(-size // per_word),), jnp.uint32)
     dtype = jnp.uint8 if mask_bits == 8 else jnp.uint16
     slices = jax.lax.bitcast_convert_type(words, dtype).reshape(-1)[:size]
-    threshold = round(rate * 2**mask_bits)
     keep = slices.reshape(shape) >= jnp.asarray(threshold, dtype)
     return keep, 1.0 - threshold / 2**mask_bits
 

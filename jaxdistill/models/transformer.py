@@ -93,11 +93,13 @@ class TransformerConfig:
                     f'model.{key}={rate} must be in [0, 1) '
                     '(the fraction of units dropped).'
                 )
-            if rate and not dropout_lib.effective_rate(rate, self.dropout_mask_bits):
+            try:
+                dropout_lib.effective_rate(rate, self.dropout_mask_bits)
+            except ValueError as e:
                 raise ConfigError(
-                    f'model.{key}={rate} rounds to 0 with '
-                    f'model.dropout_mask_bits={self.dropout_mask_bits}; use more bits.'
-                )
+                    f'model.{key}={rate} with '
+                    f'model.dropout_mask_bits={self.dropout_mask_bits}: {e}'
+                ) from None
         if not self.head_size and self.d_model % self.num_heads:
             raise ConfigError(
                 f'd_model={self.d_model} is not divisible by '
