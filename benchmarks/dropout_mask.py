@@ -19,7 +19,6 @@ import argparse
 import copy
 import pathlib
 import sys
-import tempfile
 import time
 
 import jax
@@ -69,11 +68,11 @@ def arm_configs(config) -> dict:
     return arms
 
 
-def mask_elements(config, batch) -> int:
+def mask_elements(config, row) -> int:
     """Mask elements one train step of the config's Transformer draws."""
     m = config.model
-    tokens_src = int(np.prod(batch['inputs'].shape))
-    tokens_tgt = int(np.prod(batch['targets'].shape))
+    tokens_src = int(np.prod(row['inputs_shape']))
+    tokens_tgt = int(np.prod(row['targets_shape']))
     residual = m.dropout_rate > 0
     # Embeddings (2), 2 branches per encoder layer, 3 per decoder layer.
     count = (
@@ -89,8 +88,8 @@ def mask_elements(config, batch) -> int:
             tokens_src * m.num_encoder_layers + tokens_tgt * m.num_decoder_layers
         )
     if m.get('attention_dropout_rate', 0.0):
-        rows, src = batch['inputs'].shape
-        tgt = batch['targets'].shape[1]
+        rows, src = row['inputs_shape']
+        tgt = row['targets_shape'][1]
         count += (
             rows
             * m.num_heads
@@ -123,27 +122,13 @@ def time_masks(elements: int, rate: float, repeats: int) -> dict:
 
 def main():
     args = parse_args()
-    from jaxdistill import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
-
     import train_step_throughput as tst  # pylint: disable=g-import-not-at-top
 
-    config = configuration.load_config(args.config)
-    if 'files_dir' in config.data:
-        config.data.files_dir = args.data_dir
+    config = tst.load_config(args.config, args.data_dir)
     if 'dropout_mask_bits' not in config.model:
         raise SystemExit(f'{args.config}: model.dropout_mask_bits is not a key there.')
-    configs = arm_configs(config)
-    with tempfile.TemporaryDirectory() as workdir:
-        trainers = {
-            name: trainer_lib.Trainer(arm, f'{workdir}/{name}')
-            for name, arm in configs.items()
-        }
-        rows = tst.alternate_steps(trainers, args.lengths, args.repeats)
-        middle = args.lengths[len(args.lengths) // 2]
-        batch = tst.batch_of_length(trainers['bits32'].task.train_batches, middle)
-        for tr in trainers.values():
-            tr.ckpt.close()
-            tr.writer.close()
+    rows = tst.alternate_steps(arm_configs(config), args.lengths, args.repeats)
+    middle = rows[len(rows) // 2]
     for row in rows:
         med = row['step_seconds_median']
         row['speedup_vs_bits32'] = {n: med['bits32'] / v for n, v in med.items()}
@@ -151,7 +136,7 @@ def main():
             f'bucket {row["bucket_length"]}: '
             + ', '.join(f'{n} {v:.3f} s' for n, v in med.items())
         )
-    elements = mask_elements(config, batch)
+    elements = mask_elements(config, middle)
     rate = float(config.model.dropout_rate)
     masks = time_masks(elements, rate, args.repeats)
     print(f'{elements / 1e6:.1f}M mask elements, rate {rate}: {masks}')
@@ -159,7 +144,7 @@ def main():
         'config': args.config,
         'rows': rows,
         'mask_elements_per_step': elements,
-        'mask_bucket_length': middle,
+        'mask_bucket_length': middle['bucket_length'],
         'mask_seconds_median': masks,
         'effective_rates': {
             f'bits{bits}': {

@@ -71,9 +71,7 @@ def worker(args, overrides):
 
     import train_step_throughput as tst  # pylint: disable=g-import-not-at-top
 
-    config = configuration.load_config(args.config)
-    if 'files_dir' in config.data:
-        config.data.files_dir = args.data_dir
+    config = tst.load_config(args.config, args.data_dir)
     config = configuration.apply_overrides(config, overrides)
     rows = []
     with tempfile.TemporaryDirectory() as workdir:

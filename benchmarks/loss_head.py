@@ -29,7 +29,6 @@ Writes benchmarks/results/loss_head.json and .png.
 import argparse
 import pathlib
 import sys
-import tempfile
 import time
 
 import jax
@@ -39,7 +38,6 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from jaxdistill import configuration  # pylint: disable=g-import-not-at-top
 from jaxdistill import losses  # pylint: disable=g-import-not-at-top
 from jaxdistill.methods import supervised  # pylint: disable=g-import-not-at-top
 
@@ -169,24 +167,15 @@ def time_head(args):
 
 
 def time_train_steps(args):
-    from jaxdistill import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
-
     import train_step_throughput as tst  # pylint: disable=g-import-not-at-top
 
-    config = configuration.load_config(args.config)
-    if 'files_dir' in config.data:
-        config.data.files_dir = args.data_dir
-    with tempfile.TemporaryDirectory() as workdir:
-        trainers = {
-            'current': trainer_lib.Trainer(config, f'{workdir}/current'),
-            'former': trainer_lib.Trainer(config, f'{workdir}/former'),
-        }
-        rows = tst.alternate_steps(
-            trainers, args.lengths, args.step_repeats, {'former': former_losses}
-        )
-        for tr in trainers.values():
-            tr.ckpt.close()
-            tr.writer.close()
+    config = tst.load_config(args.config, args.data_dir)
+    rows = tst.alternate_steps(
+        {'current': config, 'former': config},
+        args.lengths,
+        args.step_repeats,
+        {'former': former_losses},
+    )
     for row in rows:
         median = row['step_seconds_median']
         row['time_ratio_current_vs_former'] = median['current'] / median['former']

@@ -72,41 +72,60 @@ def time_step(tr, batch, repeats: int) -> float:
     return float(np.median(times))
 
 
-def alternate_steps(trainers: dict, lengths, repeats: int, contexts=None) -> list:
-    """Times the trainers' steps alternately on the same batch of each bucket.
+def load_config(spec: str, data_dir: str):
+    """The config at `spec`, reading local files (if it does) from `data_dir`."""
+    config = configuration.load_config(spec)
+    if 'files_dir' in config.data:
+        config.data.files_dir = data_dir
+    return config
 
-    `trainers` maps an arm's name to a Trainer; `contexts` optionally maps a
-    name to a zero-argument context-manager factory entered around that arm's
-    steps (jit traces at the first call, so it fixes what that arm compiles).
-    Two untimed rounds compile and settle the allocator. Returns one row per
-    length: batch rows, per-arm step seconds and medians.
+
+def alternate_steps(configs: dict, lengths, repeats: int, contexts=None) -> list:
+    """Times one Trainer per config, stepping alternately on the same batches.
+
+    `configs` maps an arm's name to its config; the Trainers live in a
+    temporary workdir for the call. `contexts` optionally maps a name to a
+    zero-argument context-manager factory entered around that arm's steps (jit
+    traces at the first call, so it fixes what that arm compiles). Two untimed
+    rounds compile and settle the allocator. Returns one row per bucket
+    length: the batch's shapes, per-arm step seconds and medians.
     """
     contexts = contexts or {}
-    first = next(iter(trainers.values()))
     rows = []
-    for length in lengths:
-        batch = batch_of_length(first.task.train_batches, length)
-        times = {name: [] for name in trainers}
-        for repeat in range(repeats + 2):
-            for name, tr in trainers.items():
-                arrays = sharding.global_batch(batch, tr.batch_sharding)
-                with contexts.get(name, contextlib.nullcontext)():
-                    t = time.perf_counter()
-                    tr.state, aux = tr.step_fn(tr.state, arrays)
-                    jax.block_until_ready(aux)
-                    elapsed = time.perf_counter() - t
-                if repeat >= 2:
-                    times[name].append(elapsed)
-        rows.append(
-            {
-                'bucket_length': length,
-                'batch_rows': int(batch['inputs'].shape[0]),
-                'step_seconds_runs': times,
-                'step_seconds_median': {
-                    n: float(np.median(v)) for n, v in times.items()
-                },
-            }
-        )
+    with tempfile.TemporaryDirectory() as workdir:
+        trainers = {
+            name: trainer_lib.Trainer(config, f'{workdir}/{name}')
+            for name, config in configs.items()
+        }
+        first = next(iter(trainers.values()))
+        for length in lengths:
+            batch = batch_of_length(first.task.train_batches, length)
+            times = {name: [] for name in trainers}
+            for repeat in range(repeats + 2):
+                for name, tr in trainers.items():
+                    arrays = sharding.global_batch(batch, tr.batch_sharding)
+                    with contexts.get(name, contextlib.nullcontext)():
+                        t = time.perf_counter()
+                        tr.state, aux = tr.step_fn(tr.state, arrays)
+                        jax.block_until_ready(aux)
+                        elapsed = time.perf_counter() - t
+                    if repeat >= 2:
+                        times[name].append(elapsed)
+            rows.append(
+                {
+                    'bucket_length': length,
+                    'batch_rows': int(batch['inputs'].shape[0]),
+                    'inputs_shape': list(batch['inputs'].shape),
+                    'targets_shape': list(batch['targets'].shape),
+                    'step_seconds_runs': times,
+                    'step_seconds_median': {
+                        n: float(np.median(v)) for n, v in times.items()
+                    },
+                }
+            )
+        for tr in trainers.values():
+            tr.ckpt.close()
+            tr.writer.close()
     return rows
 
 
