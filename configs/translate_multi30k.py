@@ -9,14 +9,14 @@ fairseq transformer_tiny, 10k joint vocabulary, dropout 0.3, label smoothing
 0.1, 8k updates of 4,096 tokens, beam 5, last 10 checkpoints averaged.
 benchmarks/nmt_multi30k.py trains it within a time budget.
 
-`configs/translate_multi30k.py:budget` keeps the model, data and regularisation
-but schedules the learning rate for a run cut short by a wall-clock budget
-(a few thousand steps on a CPU instead of the reference's 8,000): 400 warm-up
-steps, the reference's peak 5e-3, cosine decay to zero at `num_train_steps` (which
-benchmarks/nmt_multi30k.py sets to the steps that fit in its budget); and
-8-bit dropout masks (models/dropout.py), which make a CPU step cheaper. The
-reference's inverse-sqrt schedule is still at 0.6 of its peak at step 3,000,
-so checkpoints averaged there are far from converged.
+`configs/translate_multi30k.py:budget` keeps the model, data, regularisation
+and the reference's schedule (peak 5e-3, inverse square root after 2,000
+warm-up steps) but lets a wall-clock budget decide the number of steps:
+benchmarks/nmt_multi30k.py trains as many as fit in 60 minutes, capped at
+`num_train_steps` = 12,000 (the inverse-sqrt schedule does not depend on the
+total). It uses 8-bit dropout masks (models/dropout.py), which make a CPU step
+cheaper. At the same budget this schedule beat a cosine decay to zero (400
+warm-up steps) by 0.5 test BLEU and 0.8 val BLEU (docs/translation.md).
 """
 
 import translation_base
@@ -50,11 +50,14 @@ def get_config(arg=None):
     config.checkpoint.keep = 10
     config.eval.every_steps = 1000
     if args.get('budget'):
-        config.optimizer.schedule = 'cosine'
-        config.optimizer.warmup_steps = 400
-        # The reference's peak. At 720 steps it beat 2e-3 by 6.8 val BLEU
-        # (27.5 against 20.7; docs/translation.md).
+        # The reference's schedule and peak. A cosine decay to zero after 400
+        # warm-up steps (this config until 2026-12-05) scored 39.91 test BLEU
+        # against this schedule's 40.44, both at 8,000 steps in 60 minutes.
+        config.optimizer.schedule = 'inverse_sqrt'
+        config.optimizer.warmup_steps = 2000
         config.optimizer.learning_rate = 5e-3
+        # The time budget decides; val BLEU was still rising at 8,000 steps.
+        config.num_train_steps = 12000
         # One threefry word per 4 dropout mask elements: the rate 0.3 becomes
         # 77/256 = 0.30078, and the step 1.22-1.27x faster on a 2-core CPU
         # (benchmarks/results/dropout_mask.json).

@@ -29,6 +29,10 @@ def get_config(arg=None, extra_args=()):
     config.seed = 0
     # Optimizer steps to train for.
     config.num_train_steps = 8000
+    # Wall-clock limit in minutes, counted from the Trainer's construction:
+    # training stops at the last step that fits (then the final checkpoint and
+    # evaluation). 0 = none.
+    config.time_limit_minutes = 0.0
     # Steps between progress lines / metric records (one device fetch each).
     config.log_every_steps = 100
 
@@ -47,6 +51,9 @@ def get_config(arg=None, extra_args=()):
     config.model.dropout_mask_bits = 32
     # Longest sequence the position encoding supports.
     config.model.max_len = 256
+    # LayerNorm before each sub-layer ('pre') or after the residual sum
+    # ('post': the original Transformer, fairseq's default).
+    config.model.norm_position = 'pre'
     # One embedding for source, target and output projection.
     config.model.share_embeddings = True
     # Several capacities in one parameter tree (method 'tsjt'; models/composite.py).

@@ -62,6 +62,17 @@ def _check_loop_settings(config):
     ):
         if not isinstance(value, int) or value < low:
             raise ConfigError(f'{key}={value!r} must be an integer >= {low}.')
+    limit = c.get('time_limit_minutes', 0.0)
+    if (
+        isinstance(limit, bool)
+        or not isinstance(limit, (int, float))
+        or not math.isfinite(limit)
+        or limit < 0
+    ):
+        raise ConfigError(
+            f'time_limit_minutes={limit!r} must be a finite number of minutes '
+            '>= 0 (0: no limit).'
+        )
 
 
 def _check_config_compatible(config, workdir, *, write=True):
@@ -159,6 +170,7 @@ class Trainer:
         restore_step: int | None = None,
         read_only: bool = False,
     ):
+        self.created = time.time()  # `time_limit_minutes` counts from here.
         self.config, self.workdir = config, workdir
         _check_loop_settings(config)
         os.makedirs(workdir, exist_ok=True)
@@ -220,9 +232,10 @@ class Trainer:
         meta = {'data_position': self.task.train_batches.position, 'step': step}
         return self.ckpt.save(step, self.state, meta, force=force)
 
-    def _log(self, step, history, seconds, compiling, progress):
+    def _log(self, step, history, seconds, compiling, progress, end):
         """Logs a window of `history`'s steps: `seconds` of stepping, plus
-        `compiling` seconds spent compiling (reported apart)."""
+        `compiling` seconds spent compiling (reported apart); training ends
+        at step `end`."""
         m = _mean_metrics(history)
         if not all(math.isfinite(v) for v in m.values()):
             last = self.ckpt.latest_step()
@@ -245,13 +258,12 @@ class Trainer:
             jax.device_get(optim.current_learning_rate(self.state.opt_state))
         )
         self.writer.write(step, m)
-        total = self.config.num_train_steps
         # What 'train/tokens' counts: target tokens, or examples for classifiers.
         unit = getattr(self.task, 'throughput_unit', 'tok')
         rate = f'{m["train/tokens_per_s"]:,.0f} {unit}/s | ' if counted else ''
         compiled = f'compiled {compiling:.1f}s | ' if compiling >= 0.05 else ''
         say(
-            f'step {step}/{total} | loss {m["train/loss"]:.4f} | {rate}'
+            f'step {step}/{end} | loss {m["train/loss"]:.4f} | {rate}'
             f'{1 / m["train/steps_per_s"]:.3f} s/step | {compiled}'
             f'ETA {_fmt_time(progress)}'
         )
@@ -292,10 +304,20 @@ class Trainer:
             say(f'  src: {src}\n  hyp: {hyp}\n  ref: {ref}')
         return m
 
-    def run(self) -> dict:
-        """Trains, evaluates and checkpoints; returns the final summary."""
+    def run(self, deadline: float | None = None) -> dict:
+        """Trains, evaluates and checkpoints; returns the final summary.
+
+        Training stops at `num_train_steps`, or earlier at the last step that
+        fits before `deadline` (a `time.time()` value; default: the Trainer's
+        construction plus `config.time_limit_minutes`, if that is > 0). The
+        final checkpoint, and the evaluation at the end, follow that step.
+        """
         c = self.config
         total = c.num_train_steps
+        limit = c.get('time_limit_minutes', 0.0)
+        if deadline is None and limit:
+            deadline = self.created + 60 * limit
+        self.deadline = deadline
         self.data_summary = self.task.data_summary()
         say(
             f'Training {c.method.name} on {c.task} for {total} steps '
@@ -314,12 +336,14 @@ class Trainer:
     def _train_loop(self, clock):
         """-> (last step, last train metrics, last eval metrics, seconds)."""
         c = self.config
-        total = c.num_train_steps
+        end = total = c.num_train_steps
         history, window_start, run_start = [], time.time(), time.time()
         last_train, last_eval = {}, {}
         step = self.start_step
         batches = self.task.train_batches
-        for step in range(self.start_step + 1, total + 1):
+        self.time_limited = False
+        while step < end:
+            step += 1
             batch = sharding_lib.global_batch(next(batches), self.batch_sharding)
             self.state, aux = self.step_fn(
                 self.state,
@@ -331,23 +355,31 @@ class Trainer:
             if len(history) > _MAX_IN_FLIGHT:
                 # Usually long finished: a cheap check that bounds the queue.
                 jax.block_until_ready(history[-1 - _MAX_IN_FLIGHT])
-            save_now = step % c.checkpoint.every_steps == 0 or step == total
-            if step % c.log_every_steps == 0 or save_now or step == total:
+            save_now = step % c.checkpoint.every_steps == 0 or step == end
+            if step % c.log_every_steps == 0 or save_now:
                 jax.block_until_ready(history[-1])  # Time compute, not dispatch.
                 now = time.time()
                 compiling = clock.seconds(window_start, now)
                 # The window's steps alone, compilation left out.
                 stepping = max(now - window_start - compiling, 1e-6)
+                if self.deadline is not None and step < end:
+                    # Re-estimated from the planned total every time: the
+                    # first windows' pace (tracing, new shapes) is pessimistic.
+                    end = self._steps_before_deadline(
+                        step, total, now - run_start - clock.seconds(run_start, now)
+                    )
+                    save_now = save_now or step == end
                 last_train = self._log(
                     step,
                     history,
                     stepping,
                     compiling,
-                    stepping / len(history) * (total - step),
+                    stepping / len(history) * (end - step),
+                    end,
                 )
                 history, window_start = [], time.time()
             if save_now:
-                self._save(step, force=step == total)
+                self._save(step, force=step == end)
                 window_start = time.time()  # Keep checkpointing out of throughput.
             if c.eval.every_steps and step % c.eval.every_steps == 0:
                 last_eval = self.evaluate(step)
@@ -357,6 +389,28 @@ class Trainer:
         if c.eval.at_end and not (evaluated_last and last_eval):
             last_eval = self.evaluate(step)
         return step, last_train, last_eval, time.time() - run_start
+
+    def _steps_before_deadline(self, step: int, total: int, busy: float) -> int:
+        """The last step up to `total` that fits before `self.deadline`, at
+        the pace so far (never before `step`).
+
+        `busy`: seconds this run has spent since its start, compilation left
+        out; evaluations and checkpoints count, so the pace includes them.
+        With several processes, process 0's answer holds for all, so every
+        process stops at the same step.
+        """
+        pace = busy / max(step - self.start_step, 1)
+        fit = step + int(max(self.deadline - time.time(), 0.0) / pace)
+        end = min(total, max(fit, step))
+        if jax.process_count() > 1:
+            end = int(multihost_utils.broadcast_one_to_all(np.int32(end)))
+        if end == step < total:
+            say(
+                f'Time limit: stopping at step {step} of {total} '
+                f'({pace:.3f} s/step so far).'
+            )
+            self.time_limited = True
+        return end
 
     def _finish(self, step, seconds, last_train, last_eval) -> dict:
         params = self.method.eval_params(self.state.params, self.state.extra)
@@ -372,6 +426,7 @@ class Trainer:
             'step': step,
             'train_seconds': seconds,
             'steps_per_s': (step - self.start_step) / max(seconds, 1e-9),
+            'stopped_by_time_limit': self.time_limited,
             'num_params': n_params,
             **sizes,
             'workdir': self.workdir,

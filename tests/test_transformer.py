@@ -250,3 +250,44 @@ def test_init_cache_plain_function_under_jit():
     assert len(cache['self']) == 2
     assert cache['self'][0]['k'].shape == (3, 8, 4, 8)
     assert not np.asarray(cache['self'][1]['v']).any()
+
+
+def test_post_layer_norm(setup):
+    """'post' keeps the parameter tree, normalises every layer's output, and
+    its cached decoding matches the full forward."""
+    _, params, inputs, targets = setup
+    with pytest.raises(ConfigError, match='norm_position'):
+        _small(norm_position='middle')
+    outs = {}
+    for position in ('pre', 'post'):
+        model = Transformer(_small(norm_position=position))
+        init = jax.jit(functools.partial(model.init, train=False))
+        fresh = init(jax.random.key(0), inputs, targets)
+        assert jax.tree.map(np.shape, fresh) == jax.tree.map(np.shape, params)
+        states = model.apply(
+            params, inputs, targets, train=False, method=Transformer.decoder_states
+        )
+        # The LayerNorms start at scale 1 and bias 0, so a post-LN layer's
+        # output has zero mean and unit variance over features.
+        mean = np.abs(np.mean(states[-1], -1)).max()
+        std = np.std(states[-1], -1)
+        if position == 'post':
+            assert mean < 1e-4 and np.abs(std - 1).max() < 1e-3
+        else:
+            assert np.abs(std - 1).max() > 0.05
+        outs[position] = _forward(model)(params, inputs, targets)
+    assert np.abs(outs['pre'] - outs['post']).max() > 1e-2
+
+    model = Transformer(_small(norm_position='post'))
+    bos = jnp.full_like(targets[:, :1], 2)
+    dec_in = jnp.concatenate([bos, targets[:, :-1]], axis=1)
+    encoded = _method(model, Transformer.encode)(params, inputs)
+    cache = model.apply(params, 4, 10, method=Transformer.init_cache)
+    step = jax.jit(
+        lambda t, i, c: model.apply(
+            params, encoded, inputs, t, i, c, method=Transformer.decode_step
+        )
+    )
+    for t in range(dec_in.shape[1]):
+        logits, cache = step(dec_in[:, t], t, cache)
+        np.testing.assert_allclose(logits, outs['post'][:, t], atol=1e-5)

@@ -1,4 +1,10 @@
-"""Pre-LayerNorm encoder–decoder Transformer with an explicit KV cache.
+"""Encoder–decoder Transformer (pre- or post-LayerNorm) with an explicit KV cache.
+
+`norm_position='pre'` (the default) normalises each sub-layer's input,
+x + f(LN(x)); 'post' normalises after the residual sum, LN(x + f(x)), the
+original Transformer's and fairseq's default order. Both keep the final
+{encoder,decoder}/norm, so the parameter tree (and what composites slice) is
+the same; with 'post' that norm re-normalises an already normalised output.
 
 Parameter layout (chosen so later work can slice heads and FFN units):
 
@@ -66,8 +72,16 @@ class TransformerConfig:
     # composites (models/composite.py), whose slices keep the head width of the
     # full model while dropping heads.
     head_size: int = 0
+    # 'pre': x + f(LN(x)) (stable at high learning rates without a long
+    # warm-up); 'post': LN(x + f(x)) (the original Transformer, fairseq's
+    # default, so the published Multi30k reference's order).
+    norm_position: str = 'pre'
 
     def __post_init__(self):
+        if self.norm_position not in ('pre', 'post'):
+            raise ConfigError(
+                f"model.norm_position={self.norm_position!r} must be 'pre' or 'post'."
+            )
         for key in (
             'vocab_size',
             'd_model',
@@ -241,6 +255,13 @@ class FeedForward(nn.Module):
         return nn.Dense(c.d_model, dtype=c.dtype, kernel_init=_XAVIER, name='wo')(h)
 
 
+def _residual(c: TransformerConfig, norm, sublayer, x: Array) -> Array:
+    """One residual sub-layer with `norm` before it ('pre') or after the sum."""
+    if c.norm_position == 'post':
+        return norm(x + sublayer(x))
+    return x + sublayer(norm(x))
+
+
 class EncoderLayer(nn.Module):
     config: TransformerConfig
 
@@ -250,10 +271,20 @@ class EncoderLayer(nn.Module):
         drop = lambda y: dropout_lib.Dropout(c.dropout_rate, c.dropout_mask_bits)(
             y, deterministic=not train
         )
-        h = nn.LayerNorm(dtype=c.dtype, name='ln_self')(x)
-        x = x + drop(MultiHeadAttention(c, name='self_attn')(h, h, mask, train))
-        h = nn.LayerNorm(dtype=c.dtype, name='ln_ffn')(x)
-        return x + drop(FeedForward(c, name='ffn')(h, train))
+        attn = MultiHeadAttention(c, name='self_attn')
+        x = _residual(
+            c,
+            nn.LayerNorm(dtype=c.dtype, name='ln_self'),
+            lambda h: drop(attn(h, h, mask, train)),
+            x,
+        )
+        ffn = FeedForward(c, name='ffn')
+        return _residual(
+            c,
+            nn.LayerNorm(dtype=c.dtype, name='ln_ffn'),
+            lambda h: drop(ffn(h, train)),
+            x,
+        )
 
 
 class Encoder(nn.Module):
@@ -282,12 +313,18 @@ class DecoderLayer(nn.Module):
 
     def __call__(self, y, encoded, self_mask, cross_mask, train: bool) -> Array:
         """y [B, Lt, D], encoded [B, Ls, D] -> [B, Lt, D]."""
+        c = self.config
         drop = lambda z: self.dropout(z, deterministic=not train)
-        h = self.ln_self(y)
-        y = y + drop(self.self_attn(h, h, self_mask, train))
-        h = self.ln_cross(y)
-        y = y + drop(self.cross_attn(h, encoded, cross_mask, train))
-        return y + drop(self.ffn(self.ln_ffn(y), train))
+        y = _residual(
+            c, self.ln_self, lambda h: drop(self.self_attn(h, h, self_mask, train)), y
+        )
+        y = _residual(
+            c,
+            self.ln_cross,
+            lambda h: drop(self.cross_attn(h, encoded, cross_mask, train)),
+            y,
+        )
+        return _residual(c, self.ln_ffn, lambda h: drop(self.ffn(h, train)), y)
 
     def cross_key_value(self, encoded: Array) -> dict:
         """encoded [B, Ls, D] -> {'k', 'v'} [B, Ls, H, Dh]."""
@@ -296,19 +333,30 @@ class DecoderLayer(nn.Module):
 
     def step(self, y, index, layer_cache, cross_kv, cross_mask):
         """One position: y [B, 1, D]; cache k/v [B, T, H, Dh] -> (y, new cache)."""
-        h = self.ln_self(y)
-        k, v = self.self_attn.key_value(h)
-        ck = jax.lax.dynamic_update_slice_in_dim(
-            layer_cache['k'], k.astype(layer_cache['k'].dtype), index, axis=1
+        c = self.config
+        new = {}
+
+        def self_attention(h):
+            k, v = self.self_attn.key_value(h)
+            new['k'] = jax.lax.dynamic_update_slice_in_dim(
+                layer_cache['k'], k.astype(layer_cache['k'].dtype), index, axis=1
+            )
+            new['v'] = jax.lax.dynamic_update_slice_in_dim(
+                layer_cache['v'], v.astype(layer_cache['v'].dtype), index, axis=1
+            )
+            mask = (jnp.arange(new['k'].shape[1]) <= index)[None, None, None, :]
+            return self.self_attn.attend_one(h, new['k'], new['v'], mask)
+
+        y = _residual(c, self.ln_self, self_attention, y)
+        y = _residual(
+            c,
+            self.ln_cross,
+            lambda h: self.cross_attn.attend_one(
+                h, cross_kv['k'], cross_kv['v'], cross_mask
+            ),
+            y,
         )
-        cv = jax.lax.dynamic_update_slice_in_dim(
-            layer_cache['v'], v.astype(layer_cache['v'].dtype), index, axis=1
-        )
-        mask = (jnp.arange(ck.shape[1]) <= index)[None, None, None, :]
-        y = y + self.self_attn.attend_one(h, ck, cv, mask)
-        h = self.ln_cross(y)
-        y = y + self.cross_attn.attend_one(h, cross_kv['k'], cross_kv['v'], cross_mask)
-        return y + self.ffn(self.ln_ffn(y), False), {'k': ck, 'v': cv}
+        return _residual(c, self.ln_ffn, lambda h: self.ffn(h, False), y), new
 
 
 class Decoder(nn.Module):
@@ -353,7 +401,7 @@ def _padding_mask(inputs: Array, pad_id: int) -> Array:
 
 @registry.register('model', 'transformer')
 class Transformer(nn.Module):
-    """Encoder–decoder Transformer (pre-LN, sinusoidal positions)."""
+    """Encoder–decoder Transformer (pre- or post-LN, sinusoidal positions)."""
 
     config: TransformerConfig
 

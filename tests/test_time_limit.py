@@ -1,0 +1,68 @@
+"""`time_limit_minutes` and `Trainer.run(deadline=...)`: training stops at the
+last step that fits, saves it, and a later run resumes from it."""
+
+import time
+import types
+
+import pytest
+
+from jaxdistill import configuration
+from jaxdistill import trainer as trainer_lib
+from jaxdistill.errors import ConfigError
+from tests import helpers
+
+
+def _config(**overrides):
+    config = configuration.load_config(helpers.CONFIG)  # 20 steps, log every 5.
+    config.eval.at_end = False
+    config.data.bucket_lengths = (48,)  # One compiled train step.
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+def test_past_deadline_stops_at_first_log_step_then_resumes(tmp_path):
+    config = _config()
+    tr = trainer_lib.Trainer(config, str(tmp_path))
+    summary = tr.run(deadline=time.time() - 1.0)
+    # The first window (5 steps) is where the loop measures its pace; with no
+    # time left the run ends there, with a checkpoint of that step.
+    assert summary['step'] == config.log_every_steps == 5
+    assert summary['stopped_by_time_limit'] is True
+    assert tr.ckpt.all_steps() == [5]
+
+    again = trainer_lib.Trainer(config, str(tmp_path))
+    assert again.start_step == 5
+    summary = again.run()
+    assert summary['step'] == 20 and summary['stopped_by_time_limit'] is False
+    assert again.ckpt.all_steps()[-1] == 20
+
+
+def test_config_time_limit_counts_from_construction(tmp_path):
+    # A limit far shorter than compiling the step: stops at the first window.
+    tr = trainer_lib.Trainer(_config(time_limit_minutes=1e-4), str(tmp_path))
+    summary = tr.run()
+    assert summary['step'] == 5 and summary['stopped_by_time_limit']
+    assert tr.deadline == pytest.approx(tr.created + 6e-3)
+
+
+def test_steps_before_deadline_uses_the_pace_so_far(tmp_path, monkeypatch):
+    tr = trainer_lib.Trainer(_config(), str(tmp_path))
+    tr.deadline, tr.time_limited = 1000.0, False
+    monkeypatch.setattr(trainer_lib, 'time', types.SimpleNamespace(time=lambda: 995.0))
+    # 100 steps in 10 s: 0.1 s a step, 5 s left -> 50 more steps.
+    assert tr._steps_before_deadline(100, 1000, busy=10.0) == 150
+    assert not tr.time_limited  # Not stopping yet: the estimate may change.
+    # A faster pace later moves the end back up, never beyond the total.
+    assert tr._steps_before_deadline(200, 1000, busy=10.0) == 300
+    assert tr._steps_before_deadline(100, 120, busy=10.0) == 120
+    # No time left: stop at the current step.
+    tr.deadline = 900.0
+    assert tr._steps_before_deadline(100, 1000, busy=10.0) == 100
+    assert tr.time_limited
+
+
+@pytest.mark.parametrize('bad', [-1.0, float('nan'), float('inf')])
+def test_bad_time_limit_is_a_config_error(bad):
+    with pytest.raises(ConfigError, match='time_limit_minutes'):
+        trainer_lib._check_loop_settings(_config(time_limit_minutes=bad))
