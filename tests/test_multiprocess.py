@@ -42,3 +42,17 @@ def test_two_processes_match_one_process(tmp_path):
     assert step_1 == step_2 == 12
     for k in p1:
         np.testing.assert_allclose(p1[k], p2[k], rtol=1e-4, atol=1e-6)
+
+
+def test_time_limit_stops_every_process_at_the_same_step(tmp_path):
+    # Far shorter than compiling: both stop at the first log line (step 2),
+    # with process 0's decision broadcast to process 1.
+    outs = helpers.run_two_processes(
+        tmp_path, *OVERRIDES, '--config.time_limit_minutes=0.0001'
+    )
+    # Progress is printed by process 0 only.
+    assert 'Time limit: stopping at step 2 of 12' in outs[0], outs[0][-2000:]
+    step, _ = helpers.final_params(tmp_path)
+    assert step == 2
+    summary = json.loads((tmp_path / 'summary.json').read_text())
+    assert summary['step'] == 2 and summary['stopped_by_time_limit'] is True
