@@ -79,6 +79,14 @@ def parse_args(argv):
         'dominates a short budget)',
     )
     parser.add_argument('--quick', action='store_true', help='2-minute smoke run')
+    parser.add_argument(
+        '--rescore_upto',
+        type=int,
+        default=0,
+        help='no training: choose on val among the checkpoints of the finished '
+        'run in --workdir up to this step (last 1, mean of last 5, 10), as if '
+        'it had stopped there, and score test; writes nmt_multi30k_TAG.json',
+    )
     parser.add_argument('--workdir', default='/tmp/jaxdistill_nmt_multi30k')
     parser.add_argument(
         '--data_dir', default=str(common.REPO.parent / 'shared/data/multi30k')
@@ -211,14 +219,17 @@ def plan_steps(config, args, rows, loop, compile_s, eval_s):
     return steps, step_s
 
 
-def choose_on_val(tr, args, alpha):
-    """Val BLEU of the last checkpoint and of the means of the last 5 and 10."""
+def choose_on_val(tr, args, alpha, upto=None):
+    """Val BLEU of the last checkpoint and of the means of the last 5 and 10
+    (of those up to step `upto`, default all)."""
     ckpt_dir = tr.ckpt.directory
-    available = len(averaging.checkpoint_steps(ckpt_dir))
+    available = len(
+        [s for s in averaging.checkpoint_steps(ckpt_dir) if upto is None or s <= upto]
+    )
     candidates = {}
     replicated = sharding_lib.replicated(tr.mesh)
     for n in sorted({1, min(5, available), min(10, available)}):
-        params, steps = averaging.average_checkpoints(ckpt_dir, n)
+        params, steps = averaging.average_checkpoints(ckpt_dir, n, upto=upto)
         params = jax.device_put(params, replicated)
         m = tr.task.evaluate(params, beam_size=args.beam, length_penalty=alpha)
         candidates[f'last_{n}'] = {
@@ -229,7 +240,9 @@ def choose_on_val(tr, args, alpha):
         }
         print(f'val, mean of last {n} checkpoints: {candidates[f"last_{n}"]}')
     best = max(candidates, key=lambda k: candidates[k]['val_bleu_tok_lc'])
-    params, _ = averaging.average_checkpoints(ckpt_dir, int(best.split('_')[1]))
+    params, _ = averaging.average_checkpoints(
+        ckpt_dir, int(best.split('_')[1]), upto=upto
+    )
     return best, candidates, jax.device_put(params, replicated)
 
 
@@ -275,10 +288,61 @@ def train_tokens(batcher, steps):
     )
 
 
+def rescore(args, config, workdir):
+    """`--rescore_upto`: the finished run in `workdir` as if it stopped at
+    that step. Its minutes there are the training loop's (from the run's
+    metrics and summary), without building the Trainer (data, tokenizer)."""
+    if not args.tag:
+        raise SystemExit('--rescore_upto needs a --tag for its result file.')
+    jax.config.update('jax_compilation_cache_dir', os.path.join(args.workdir, 'jit'))
+    tr = trainer_lib.Trainer(config, workdir, read_only=True)
+    upto = args.rescore_upto
+    if upto not in tr.ckpt.all_steps():
+        raise SystemExit(
+            f'No checkpoint for step {upto} in {tr.ckpt.directory}; '
+            f'available: {tr.ckpt.all_steps()}'
+        )
+    with open(os.path.join(workdir, 'summary.json'), encoding='utf-8') as f:
+        summary = json.load(f)
+    records = metrics_lib.read_metrics(workdir)
+    loop_start = records[-1]['time'] - summary['train_seconds']
+    at = [r['time'] for r in records if r['step'] == upto]
+    alpha = config.eval.length_penalty
+    beam = args.beam or config.eval.beam_size
+    args.beam = beam
+    choice, candidates, params = choose_on_val(tr, args, alpha, upto=upto)
+    test = tr.task.evaluate(
+        params, split=TEST_SPLIT, beam_size=beam, length_penalty=alpha
+    )
+    result = {
+        'bleu_tok_lc': test['eval/bleu_tok_lc'],
+        'sacrebleu': test['eval/bleu'],
+        'sacrebleu_signature': tr.task.bleu_signature,
+        'rescored_upto_step': upto,
+        'run_steps': summary['step'],
+        'loop_minutes_at_step': (min(at) - loop_start) / 60 if at else None,
+        'run_loop_minutes': summary['train_seconds'] / 60,
+        'test_split': TEST_SPLIT,
+        'test_loss': test['eval/loss'],
+        'beam_size': beam,
+        'length_penalty': alpha,
+        'checkpoint_choice': choice,
+        'val_candidates': candidates,
+        'workdir': workdir,
+    }
+    common.write_result(f'nmt_multi30k_{args.tag}', result)
+    print(
+        f'up to step {upto}: test2016 BLEU tok/lc {result["bleu_tok_lc"]:.2f},'
+        f' sacreBLEU {result["sacrebleu"]:.2f} ({choice})'
+    )
+
+
 def main():
     args, overrides = parse_args(sys.argv[1:])
     config = load_config(args, overrides)
     workdir = os.path.join(args.workdir, 'run')
+    if args.rescore_upto:
+        return rescore(args, config, workdir)
     ckpts = os.path.join(workdir, 'checkpoints')
     if os.path.isdir(ckpts) and averaging.checkpoint_steps(ckpts):
         raise SystemExit(f'{workdir} holds an earlier run; pass a fresh --workdir.')

@@ -154,8 +154,18 @@ def to_json(config: ml_collections.ConfigDict) -> str:
     )
 
 
-def compare_for_resume(saved: dict, current: dict, keys: Sequence[str]) -> list[str]:
-    """Differences in the given dotted prefixes between two config dicts."""
+def compare_for_resume(
+    saved: dict,
+    current: dict,
+    keys: Sequence[str],
+    defaults: dict | None = None,
+) -> list[str]:
+    """Differences in the given dotted prefixes between two config dicts.
+
+    `defaults`: dotted keys added to the configs after some runs were saved,
+    with the value those runs used; a saved config without such a key reads
+    as having that value, so it still resumes.
+    """
 
     def flat(d, prefix=''):
         out = {}
@@ -167,6 +177,7 @@ def compare_for_resume(saved: dict, current: dict, keys: Sequence[str]) -> list[
         return out
 
     a, b = flat(saved), flat(current)
+    a = {**{k: v for k, v in (defaults or {}).items() if k in b}, **a}
     diffs = []
     for k in sorted(set(a) | set(b)):
         if any(k == p or k.startswith(p + '.') for p in keys):

@@ -43,6 +43,11 @@ RESUME_KEYS = (
     'mesh.shard_params',
     'optimizer.name',
 )
+# Keys among those added later, with the value runs saved before them used.
+RESUME_DEFAULTS = {
+    'model.dropout_mask_bits': 32,  # flax.linen.Dropout's masks.
+    'model.norm_position': 'pre',
+}
 
 
 def say(*args):
@@ -82,7 +87,9 @@ def _check_config_compatible(config, workdir, *, write=True):
     if os.path.exists(path):
         with open(path, encoding='utf-8') as f:
             saved = json.load(f)
-        diffs = configuration.compare_for_resume(saved, current, RESUME_KEYS)
+        diffs = configuration.compare_for_resume(
+            saved, current, RESUME_KEYS, RESUME_DEFAULTS
+        )
         if diffs:
             raise CheckpointMismatchError(
                 f'{workdir} holds a run with an incompatible config '

@@ -81,3 +81,18 @@ def test_missing_config_file():
 def test_unknown_config_argument():
     with pytest.raises(ValueError, match='Unknown config argument'):
         configuration.load_config(str(CONFIGS / 'translate_synthetic.py') + ':runlokal')
+
+
+def test_resume_reads_keys_added_later_as_their_old_value():
+    saved = {'model': {'d_model': 128}, 'seed': 0}
+    current = {'model': {'d_model': 128, 'norm_position': 'pre'}, 'seed': 1}
+    defaults = {'model.norm_position': 'pre', 'model.unused': 3}
+    assert configuration.compare_for_resume(saved, current, ['model'], defaults) == []
+    # Without the default, or with another value, the key is a difference.
+    assert configuration.compare_for_resume(saved, current, ['model']) == [
+        "model.norm_position: '<absent>' -> 'pre'"
+    ]
+    current['model']['norm_position'] = 'post'
+    assert configuration.compare_for_resume(saved, current, ['model'], defaults) == [
+        "model.norm_position: 'pre' -> 'post'"
+    ]
