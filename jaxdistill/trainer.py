@@ -348,7 +348,6 @@ class Trainer:
         last_train, last_eval = {}, {}
         step = self.start_step
         batches = self.task.train_batches
-        self.time_limited = False
         while step < end:
             step += 1
             batch = sharding_lib.global_batch(next(batches), self.batch_sharding)
@@ -391,6 +390,12 @@ class Trainer:
             if c.eval.every_steps and step % c.eval.every_steps == 0:
                 last_eval = self.evaluate(step)
                 window_start = time.time()  # Keep eval out of throughput.
+        self.time_limited = step < total
+        if self.time_limited:
+            say(
+                f'Time limit: stopped at step {step} of {total} '
+                f'({self.pace:.3f} s/step so far).'
+            )
         self.ckpt.wait()
         evaluated_last = c.eval.every_steps and step % c.eval.every_steps == 0
         if c.eval.at_end and not (evaluated_last and last_eval):
@@ -411,12 +416,7 @@ class Trainer:
         end = min(total, max(fit, step))
         if jax.process_count() > 1:
             end = int(multihost_utils.broadcast_one_to_all(np.int32(end)))
-        if end == step < total:
-            say(
-                f'Time limit: stopping at step {step} of {total} '
-                f'({pace:.3f} s/step so far).'
-            )
-            self.time_limited = True
+        self.pace = pace
         return end
 
     def _finish(self, step, seconds, last_train, last_eval) -> dict:

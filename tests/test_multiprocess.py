@@ -51,7 +51,7 @@ def test_time_limit_stops_every_process_at_the_same_step(tmp_path):
         tmp_path, *OVERRIDES, '--config.time_limit_minutes=0.0001'
     )
     # Progress is printed by process 0 only.
-    assert 'Time limit: stopping at step 2 of 12' in outs[0], outs[0][-2000:]
+    assert 'Time limit: stopped at step 2 of 12' in outs[0], outs[0][-2000:]
     step, _ = helpers.final_params(tmp_path)
     assert step == 2
     summary = json.loads((tmp_path / 'summary.json').read_text())

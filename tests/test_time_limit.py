@@ -48,21 +48,37 @@ def test_config_time_limit_counts_from_construction(tmp_path):
 
 def test_steps_before_deadline_uses_the_pace_so_far(tmp_path, monkeypatch):
     tr = trainer_lib.Trainer(_config(), str(tmp_path))
-    tr.deadline, tr.time_limited = 1000.0, False
+    tr.deadline = 1000.0
     monkeypatch.setattr(trainer_lib, 'time', types.SimpleNamespace(time=lambda: 995.0))
     # 100 steps in 10 s: 0.1 s a step, 5 s left -> 50 more steps.
     assert tr._steps_before_deadline(100, 1000, busy=10.0) == 150
-    assert not tr.time_limited  # Not stopping yet: the estimate may change.
     # A faster pace later moves the end back up, never beyond the total.
     assert tr._steps_before_deadline(200, 1000, busy=10.0) == 300
     assert tr._steps_before_deadline(100, 120, busy=10.0) == 120
     # No time left: stop at the current step.
     tr.deadline = 900.0
     assert tr._steps_before_deadline(100, 1000, busy=10.0) == 100
-    assert tr.time_limited
 
 
 @pytest.mark.parametrize('bad', [-1.0, float('nan'), float('inf')])
 def test_bad_time_limit_is_a_config_error(bad):
     with pytest.raises(ConfigError, match='time_limit_minutes'):
         trainer_lib._check_loop_settings(_config(time_limit_minutes=bad))
+
+
+def test_end_between_log_lines_is_saved_and_reported(tmp_path, monkeypatch, capsys):
+    """A deadline estimate that falls between log lines ends the run there."""
+    tr = trainer_lib.Trainer(_config(), str(tmp_path))
+    calls = []
+
+    def estimate(step, total, busy):
+        calls.append(step)
+        tr.pace = 0.1
+        return step + 3  # At the first log line (step 5): stop at step 8.
+
+    monkeypatch.setattr(tr, '_steps_before_deadline', estimate)
+    summary = tr.run(deadline=time.time() + 3600)
+    assert calls == [5]  # Not re-estimated once the end is set and reached.
+    assert summary['step'] == 8 and summary['stopped_by_time_limit'] is True
+    assert tr.ckpt.all_steps()[-1] == 8
+    assert 'Time limit: stopped at step 8 of 20' in capsys.readouterr().out
