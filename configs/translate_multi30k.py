@@ -17,6 +17,10 @@ benchmarks/nmt_multi30k.py trains as many as fit in 60 minutes, capped at
 total). It uses 8-bit dropout masks (models/dropout.py), which make a CPU step
 cheaper. At the same budget this schedule beat a cosine decay to zero (400
 warm-up steps) by 0.5 test BLEU and 0.8 val BLEU (docs/translation.md).
+Outside the benchmark, `--config.time_limit_minutes=60` gives the same stop:
+
+  python -m jaxdistill.train --config configs/translate_multi30k.py:budget \
+      --workdir /tmp/m30k_budget --config.time_limit_minutes=60
 """
 
 import translation_base
