@@ -80,6 +80,14 @@ def parse_args(argv):
     )
     parser.add_argument('--quick', action='store_true', help='2-minute smoke run')
     parser.add_argument(
+        '--spread',
+        type=int,
+        default=0,
+        help='no training: for every window of this many consecutive kept '
+        'checkpoints of the finished run in --workdir, val and test BLEU of '
+        'their mean (how much test moves at equal val); nmt_multi30k_spread.json',
+    )
+    parser.add_argument(
         '--rescore_upto',
         type=int,
         default=0,
@@ -337,12 +345,85 @@ def rescore(args, config, workdir):
     )
 
 
+def spread(args, config, workdir):
+    """`--spread N`: val and test BLEU of the mean of every N consecutive kept
+    checkpoints. Not a choice of checkpoint (test is never used to choose):
+    it measures how far test BLEU moves between windows whose val BLEU
+    hardly differs."""
+    jax.config.update('jax_compilation_cache_dir', os.path.join(args.workdir, 'jit'))
+    tr = trainer_lib.Trainer(config, workdir, read_only=True)
+    alpha = config.eval.length_penalty
+    beam = args.beam or config.eval.beam_size
+    replicated = sharding_lib.replicated(tr.mesh)
+    kept = tr.ckpt.all_steps()
+    windows = []
+    for upto in kept[args.spread - 1 :]:
+        params, steps = averaging.average_checkpoints(
+            tr.ckpt.directory, args.spread, upto=upto
+        )
+        params = jax.device_put(params, replicated)
+        row = {'steps': steps}
+        for name, split in (('val', None), ('test', TEST_SPLIT)):
+            m = tr.task.evaluate(
+                params, split=split, beam_size=beam, length_penalty=alpha
+            )
+            row[f'{name}_bleu_tok_lc'] = float(m['eval/bleu_tok_lc'])
+        print(row, flush=True)
+        windows.append(row)
+    stats = {
+        name: {
+            'mean': float(np.mean([w[f'{name}_bleu_tok_lc'] for w in windows])),
+            'std': float(np.std([w[f'{name}_bleu_tok_lc'] for w in windows], ddof=1))
+            if len(windows) > 1
+            else None,
+            'range': float(np.ptp([w[f'{name}_bleu_tok_lc'] for w in windows])),
+        }
+        for name in ('val', 'test')
+    }
+    plot = common.RESULTS / 'nmt_multi30k_spread.png'
+    _plot_spread(windows, plot)
+    common.write_result(
+        'nmt_multi30k_spread',
+        {
+            'plot': str(plot.relative_to(common.REPO)),
+            'window': args.spread,
+            'windows': windows,
+            **{f'{k}_bleu_tok_lc': v for k, v in stats.items()},
+            'beam_size': beam,
+            'length_penalty': alpha,
+            'workdir': workdir,
+        },
+    )
+    print(f'val {stats["val"]}; test {stats["test"]}')
+
+
+def _plot_spread(windows, path):
+    import matplotlib  # pylint: disable=g-import-not-at-top
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    last = [w['steps'][-1] for w in windows]
+    for name, style in (('val', 'o-'), ('test', 's-')):
+        ax.plot(last, [w[f'{name}_bleu_tok_lc'] for w in windows], style, label=name)
+    ax.axhline(REFERENCE_BLEU, color='k', ls='--', lw=0.8, label='reference (test)')
+    ax.set_xlabel(f'last step of the {len(windows[0]["steps"])} averaged checkpoints')
+    ax.set_ylabel('BLEU (tokenised, lowercased), beam')
+    ax.set_title('Multi30k en→de: val and test BLEU of checkpoint windows')
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main():
     args, overrides = parse_args(sys.argv[1:])
     config = load_config(args, overrides)
     workdir = os.path.join(args.workdir, 'run')
     if args.rescore_upto:
         return rescore(args, config, workdir)
+    if args.spread:
+        return spread(args, config, workdir)
     ckpts = os.path.join(workdir, 'checkpoints')
     if os.path.isdir(ckpts) and averaging.checkpoint_steps(ckpts):
         raise SystemExit(f'{workdir} holds an earlier run; pass a fresh --workdir.')
