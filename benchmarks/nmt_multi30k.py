@@ -296,14 +296,22 @@ def train_tokens(batcher, steps):
     )
 
 
+def finished_run(args, config, workdir):
+    """A read-only Trainer on the finished run in `workdir`; sets `args.beam`."""
+    if not os.path.isfile(os.path.join(workdir, 'summary.json')):
+        raise SystemExit(f'{workdir} holds no finished run (no summary.json).')
+    jax.config.update('jax_compilation_cache_dir', os.path.join(args.workdir, 'jit'))
+    args.beam = args.beam or config.eval.beam_size
+    return trainer_lib.Trainer(config, workdir, read_only=True)
+
+
 def rescore(args, config, workdir):
     """`--rescore_upto`: the finished run in `workdir` as if it stopped at
     that step. Its minutes there are the training loop's (from the run's
     metrics and summary), without building the Trainer (data, tokenizer)."""
     if not args.tag:
         raise SystemExit('--rescore_upto needs a --tag for its result file.')
-    jax.config.update('jax_compilation_cache_dir', os.path.join(args.workdir, 'jit'))
-    tr = trainer_lib.Trainer(config, workdir, read_only=True)
+    tr = finished_run(args, config, workdir)
     upto = args.rescore_upto
     if upto not in tr.ckpt.all_steps():
         raise SystemExit(
@@ -316,11 +324,9 @@ def rescore(args, config, workdir):
     loop_start = records[-1]['time'] - summary['train_seconds']
     at = [r['time'] for r in records if r['step'] == upto]
     alpha = config.eval.length_penalty
-    beam = args.beam or config.eval.beam_size
-    args.beam = beam
     choice, candidates, params = choose_on_val(tr, args, alpha, upto=upto)
     test = tr.task.evaluate(
-        params, split=TEST_SPLIT, beam_size=beam, length_penalty=alpha
+        params, split=TEST_SPLIT, beam_size=args.beam, length_penalty=alpha
     )
     result = {
         'bleu_tok_lc': test['eval/bleu_tok_lc'],
@@ -332,7 +338,7 @@ def rescore(args, config, workdir):
         'run_loop_minutes': summary['train_seconds'] / 60,
         'test_split': TEST_SPLIT,
         'test_loss': test['eval/loss'],
-        'beam_size': beam,
+        'beam_size': args.beam,
         'length_penalty': alpha,
         'checkpoint_choice': choice,
         'val_candidates': candidates,
@@ -350,12 +356,15 @@ def spread(args, config, workdir):
     checkpoints. Not a choice of checkpoint (test is never used to choose):
     it measures how far test BLEU moves between windows whose val BLEU
     hardly differs."""
-    jax.config.update('jax_compilation_cache_dir', os.path.join(args.workdir, 'jit'))
-    tr = trainer_lib.Trainer(config, workdir, read_only=True)
+    tr = finished_run(args, config, workdir)
     alpha = config.eval.length_penalty
-    beam = args.beam or config.eval.beam_size
     replicated = sharding_lib.replicated(tr.mesh)
     kept = tr.ckpt.all_steps()
+    if not 1 <= args.spread <= len(kept):
+        raise SystemExit(
+            f'--spread {args.spread}: the run in {workdir} kept {len(kept)} '
+            f'checkpoints ({kept}); pass a window of 1 to {len(kept)}.'
+        )
     windows = []
     for upto in kept[args.spread - 1 :]:
         params, steps = averaging.average_checkpoints(
@@ -365,21 +374,19 @@ def spread(args, config, workdir):
         row = {'steps': steps}
         for name, split in (('val', None), ('test', TEST_SPLIT)):
             m = tr.task.evaluate(
-                params, split=split, beam_size=beam, length_penalty=alpha
+                params, split=split, beam_size=args.beam, length_penalty=alpha
             )
             row[f'{name}_bleu_tok_lc'] = float(m['eval/bleu_tok_lc'])
         print(row, flush=True)
         windows.append(row)
-    stats = {
-        name: {
-            'mean': float(np.mean([w[f'{name}_bleu_tok_lc'] for w in windows])),
-            'std': float(np.std([w[f'{name}_bleu_tok_lc'] for w in windows], ddof=1))
-            if len(windows) > 1
-            else None,
-            'range': float(np.ptp([w[f'{name}_bleu_tok_lc'] for w in windows])),
+    stats = {}
+    for name in ('val', 'test'):
+        bleu = np.array([w[f'{name}_bleu_tok_lc'] for w in windows])
+        stats[name] = {
+            'mean': float(bleu.mean()),
+            'std': float(bleu.std(ddof=1)) if len(bleu) > 1 else None,
+            'range': float(np.ptp(bleu)),
         }
-        for name in ('val', 'test')
-    }
     plot = common.RESULTS / 'nmt_multi30k_spread.png'
     _plot_spread(windows, plot)
     common.write_result(
@@ -389,7 +396,7 @@ def spread(args, config, workdir):
             'window': args.spread,
             'windows': windows,
             **{f'{k}_bleu_tok_lc': v for k, v in stats.items()},
-            'beam_size': beam,
+            'beam_size': args.beam,
             'length_penalty': alpha,
             'workdir': workdir,
         },
