@@ -1,11 +1,21 @@
 """TFDS translation loading, offline through tfds.testing.mock_data."""
 
+import tempfile
+
 import pytest
 
 from jaxdistill.data import load_tfds_translation
 from jaxdistill.errors import DataError
 
 tfds = pytest.importorskip('tensorflow_datasets')
+
+
+@pytest.fixture(autouse=True)
+def _tfds_temp_dirs_in_tmp_path(tmp_path, monkeypatch):
+    # A builder whose data is not prepared looks for its metadata on GCS and
+    # leaves an empty tempfile.mkdtemp('tfds') behind each time (TFDS
+    # DatasetInfo.initialize_from_bucket): keep those inside pytest's tmp_path.
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
 
 
 def test_wmt14_de_en_mock(tmp_path):
