@@ -34,6 +34,9 @@ What it does, all in one process:
  3. Chooses on val, with beam search, among the last checkpoint and the means
     of the last 5 and 10 checkpoints, and scores the choice on
     test_2016_flickr: lowercased tokenised BLEU and cased sacreBLEU.
+`--combine` puts several finished runs (seeds) side by side:
+    python benchmarks/nmt_multi30k.py --combine nmt_multi30k_seed1,nmt_multi30k_seed2
+
 Writes benchmarks/results/nmt_multi30k.json (`--quick`: nmt_multi30k_quick;
 on a GPU nmt_multi30k_gpu, or `--tag`)
 and a learning-curve plot (val loss and val BLEU against minutes).
@@ -94,6 +97,14 @@ def parse_args(argv):
         help='no training: choose on val among the checkpoints of the finished '
         'run in --workdir up to this step (last 1, mean of last 5, 10), as if '
         'it had stopped there, and score test; writes nmt_multi30k_TAG.json',
+    )
+    parser.add_argument(
+        '--combine',
+        default='',
+        help='no training: comma-separated result names under '
+        'benchmarks/results (runs of this script with different --config.seed, '
+        'or their --rescore_upto results); their test BLEU side by side, with '
+        'mean and spread, in nmt_multi30k_seeds.json and .png',
     )
     parser.add_argument('--workdir', default='/tmp/jaxdistill_nmt_multi30k')
     parser.add_argument(
@@ -423,8 +434,127 @@ def _plot_spread(windows, path):
     fig.savefig(path, dpi=120)
 
 
+def _run_record(name: str, budget_minutes: float) -> dict:
+    """One result of this script, reduced to what `--combine` compares."""
+    path = common.RESULTS / f'{name}.json'
+    try:
+        r = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SystemExit(f'--combine: no result {path}') from None
+    except json.JSONDecodeError as e:
+        raise SystemExit(f'--combine: {path} is not JSON: {e}') from None
+    if 'bleu_tok_lc' not in r:
+        raise SystemExit(f'--combine: {path} has no bleu_tok_lc (not a run result)')
+    if 'rescored_upto_step' in r:
+        # A run scored as of an earlier checkpoint: its clock there is the
+        # training loop's (the loop starts at Trainer construction, as for
+        # a run's own `train_minutes`), and its config is in its workdir.
+        minutes = r['loop_minutes_at_step']
+        config_path = os.path.join(r['workdir'], 'config.json')
+        seed = None
+        if os.path.isfile(config_path):
+            with open(config_path, encoding='utf-8') as f:
+                seed = json.load(f).get('seed')
+        how = f'rescored as of step {r["rescored_upto_step"]} of {r["run_steps"]}'
+        steps = r['rescored_upto_step']
+    else:
+        minutes = r['train_minutes']
+        seed = r.get('config', {}).get('seed')
+        how = 'stopped by the deadline' if r.get('stopped_by_time_limit') else 'run'
+        steps = r['train_steps']
+    return {
+        'result': name,
+        'seed': seed,
+        'bleu_tok_lc': r['bleu_tok_lc'],
+        'sacrebleu': r['sacrebleu'],
+        'val_bleu_tok_lc': r['val_candidates'][r['checkpoint_choice']][
+            'val_bleu_tok_lc'
+        ],
+        'checkpoint_choice': r['checkpoint_choice'],
+        'train_steps': steps,
+        'train_minutes': minutes,
+        'within_budget': minutes is not None and minutes <= budget_minutes,
+        'how': how,
+        'date': r.get('date'),
+    }
+
+
+def combine(args):
+    """`--combine A,B,...`: several finished runs' test BLEU, with mean and
+    spread (one run cannot settle a target its own checkpoints' test BLEU
+    varies around by about a point: docs/translation.md)."""
+    names = [n.strip() for n in args.combine.split(',') if n.strip()]
+    if len(names) < 2:
+        raise SystemExit('--combine needs at least two result names, comma-separated.')
+    runs = [_run_record(n, args.minutes) for n in names]
+    seeds = [r['seed'] for r in runs]
+    if None not in seeds and len(set(seeds)) < len(seeds):
+        raise SystemExit(f'--combine: runs share a seed ({seeds}); pass distinct runs.')
+    stats = {}
+    for key in ('bleu_tok_lc', 'sacrebleu', 'val_bleu_tok_lc'):
+        v = np.array([r[key] for r in runs])
+        stats[key] = {
+            'mean': float(v.mean()),
+            'std': float(v.std(ddof=1)),
+            'min': float(v.min()),
+            'max': float(v.max()),
+        }
+    mean = stats['bleu_tok_lc']['mean']
+    plot = common.RESULTS / 'nmt_multi30k_seeds.png'
+    _plot_seeds(runs, stats, plot)
+    common.write_result(
+        'nmt_multi30k_seeds',
+        {
+            'runs': runs,
+            **{f'{k}_over_runs': v for k, v in stats.items()},
+            'reference_bleu_tok_lc': REFERENCE_BLEU,
+            'budget_minutes': args.minutes,
+            'targets_met': {
+                'quality_mean': mean >= 41.0 and all(r['within_budget'] for r in runs)
+            },
+            'plot': str(plot.relative_to(common.REPO)),
+        },
+    )
+    for r in runs:
+        print(
+            f'{r["result"]} (seed {r["seed"]}, {r["how"]}): test {r["bleu_tok_lc"]:.2f}'
+            f' val {r["val_bleu_tok_lc"]:.2f}, {r["train_minutes"]:.1f} min'
+        )
+    s = stats['bleu_tok_lc']
+    print(
+        f'test2016 BLEU tok/lc over {len(runs)} runs: mean {s["mean"]:.2f}, '
+        f'std {s["std"]:.2f}, range {s["min"]:.2f}-{s["max"]:.2f} '
+        f'(reference {REFERENCE_BLEU})'
+    )
+
+
+def _plot_seeds(runs, stats, path):
+    import matplotlib  # pylint: disable=g-import-not-at-top
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = np.arange(len(runs))
+    for key, style, label in (
+        ('val_bleu_tok_lc', 'o', 'val (chosen checkpoints)'),
+        ('bleu_tok_lc', 's', 'test2016'),
+    ):
+        ax.plot(x, [r[key] for r in runs], style, label=label)
+        ax.axhline(stats[key]['mean'], color=ax.lines[-1].get_color(), lw=0.8)
+    ax.axhline(REFERENCE_BLEU, color='k', ls='--', lw=0.8, label='reference (test)')
+    ax.set_xticks(x, [f'seed {r["seed"]}' for r in runs])
+    ax.set_ylabel('BLEU (tokenised, lowercased), beam')
+    ax.set_title('Multi30k en→de, tiny, 60 CPU minutes: runs and their means')
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main():
     args, overrides = parse_args(sys.argv[1:])
+    if args.combine:
+        return combine(args)
     config = load_config(args, overrides)
     workdir = os.path.join(args.workdir, 'run')
     if args.rescore_upto:
