@@ -227,3 +227,67 @@ def test_argmax_matches_jnp_argmax_with_ties_and_axes():
     nan_row = np.array([[0.0, np.nan, 1.0], [0.0, 2.0, 1.0]])
     np.testing.assert_array_equal(losses.argmax(nan_row), [3, 1])
     close(losses.accuracy(nan_row, np.array([1, 1])), [0.0, 1.0])
+
+
+def test_accuracy_is_label_at_the_maximum():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(6, 4, 50)).astype(np.float32)  # No ties.
+    labels = rng.integers(0, 50, size=(6, 4))
+    labels[:, 0] = x[:, 0].argmax(-1)  # Some hits for certain.
+    want = (x.argmax(-1) == labels).astype(np.float32)
+    assert want.sum() >= 6
+    np.testing.assert_array_equal(losses.accuracy(x, labels), want)
+    np.testing.assert_array_equal(jax.jit(losses.accuracy)(x, labels), want)
+    # A tie for the maximum counts as a hit, for every tied label.
+    tied = np.array([[1.0, 3.0, 3.0, 0.0]])
+    close(losses.accuracy(np.repeat(tied, 4, 0), np.arange(4)), [0.0, 1.0, 1.0, 0.0])
+    # Labels outside [0, V) never hit (not even when clipping would), and
+    # `where` masks.
+    row = np.array([[5.0, 0.0, 0.0], [0.0, 0.0, 5.0]])
+    close(losses.accuracy(row, np.array([-1, 3])), [0.0, 0.0])
+    close(
+        losses.accuracy(row, np.array([0, 2]), where=np.array([True, False])),
+        [1.0, 0.0],
+    )
+
+
+@pytest.mark.parametrize('smoothing', [0.0, 0.1])
+def test_linear_cross_entropy_matches_the_materialised_loss(smoothing):
+    rng = np.random.default_rng(2)
+    n, d, v = 37, 8, 29  # 37 rows: blocks of 16 leave a padded last block.
+    h = jnp.asarray(rng.normal(size=(n, d)), jnp.float32)
+    table = jnp.asarray(rng.normal(size=(v, d)), jnp.float32)
+    labels = jnp.asarray(rng.integers(0, v, size=n))
+    where = jnp.asarray(rng.random(n) < 0.8)
+    weights = where / jnp.sum(where)
+
+    def materialised(h, table):
+        logits = h @ table.T
+        ce = losses.cross_entropy(
+            logits, labels, label_smoothing=smoothing, where=where
+        )
+        return losses.masked_mean(ce, where), (
+            losses.cross_entropy(logits, labels),
+            losses.accuracy(logits, labels),
+        )
+
+    def fused(h, table):
+        loss, nll, correct = losses.linear_cross_entropy(
+            h, table, labels, weights, label_smoothing=smoothing, chunk_rows=16
+        )
+        return 3.0 * loss, (nll, correct)  # The cotangent scales the gradient.
+
+    (want, (nll, acc)), want_grads = jax.value_and_grad(
+        lambda *a: (lambda l, aux: (3.0 * l, aux))(*materialised(*a)),
+        argnums=(0, 1),
+        has_aux=True,
+    )(h, table)
+    (got, (got_nll, correct)), grads = jax.jit(
+        jax.value_and_grad(fused, argnums=(0, 1), has_aux=True)
+    )(h, table)
+    close(got, want)
+    close(got_nll, nll)
+    np.testing.assert_array_equal(correct, acc.astype(bool))
+    assert 0 < int(correct.sum()) < n  # Not a vacuous comparison.
+    for g, w in zip(grads, want_grads):
+        np.testing.assert_allclose(g, w, rtol=2e-5, atol=1e-6)

@@ -1,5 +1,7 @@
 """The shared train step: the same result on 1 device and on 8."""
 
+import dataclasses
+
 import jax
 import ml_collections
 import numpy as np
@@ -41,7 +43,7 @@ def _optimizer():
     return optim.make_optimizer(cfg)
 
 
-def _train(mesh, steps=3, shard_params=False):
+def _train(mesh, steps=3, shard_params=False, chunk_rows=0, share_embeddings=True):
     """Three steps of a small Transformer; returns (state, losses)."""
     model = Transformer(
         TransformerConfig(
@@ -52,9 +54,12 @@ def _train(mesh, steps=3, shard_params=False):
             num_encoder_layers=1,
             num_decoder_layers=1,
             dropout_rate=0.1,
+            share_embeddings=share_embeddings,
         )
     )
-    method = Supervised(model=transformer_fns(model), label_smoothing=0.1)
+    method = Supervised(
+        model=transformer_fns(model), label_smoothing=0.1, output_chunk_rows=chunk_rows
+    )
     tx = _optimizer()
     batch = _batch()
     init, state_sharding, _ = train_step.make_init(
@@ -97,9 +102,46 @@ def test_parameters_sharded_over_a_model_axis_agree():
     assert any('model' in s for s in specs), specs
 
 
+@pytest.mark.parametrize('share_embeddings', [True, False])
+def test_fused_output_layer_trains_as_the_materialised_one(share_embeddings):
+    # 16 rows x 12 target tokens = 192, in blocks of 40: a padded last block.
+    mesh1 = sharding.make_mesh(devices=jax.devices()[:1])
+    plain, plain_losses = _train(mesh1, share_embeddings=share_embeddings)
+    for mesh in (mesh1, sharding.make_mesh()):
+        fused, fused_losses = _train(
+            mesh, chunk_rows=40, share_embeddings=share_embeddings
+        )
+        np.testing.assert_allclose(fused_losses, plain_losses, rtol=1e-5)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(
+                np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6
+            ),
+            fused.params,
+            plain.params,
+        )
+    assert plain_losses[-1] < plain_losses[0]
+
+
 def test_batch_that_does_not_split_over_processes_is_an_error():
     from jaxdistill.errors import ConfigError
 
     assert sharding.process_slice(8) == slice(0, 8)  # One process here.
     with pytest.raises(ConfigError, match='model_axis_size=3'):
         sharding.make_mesh(model_axis_size=3)
+
+
+def test_fused_output_layer_config_errors():
+    from jaxdistill.errors import ConfigError
+    from jaxdistill.methods import make_method
+
+    fns = transformer_fns(Transformer(TransformerConfig(vocab_size=50, d_model=32)))
+    cfg = lambda rows: ml_collections.ConfigDict(
+        dict(name='supervised', output_chunk_rows=rows)
+    )
+    assert make_method(cfg(64), fns).output_chunk_rows == 64
+    with pytest.raises(ConfigError, match=r'output_chunk_rows=-1 must be an int >= 0'):
+        make_method(cfg(-1), fns)
+    no_features = dataclasses.replace(fns, features=None)
+    with pytest.raises(ConfigError, match='offers no features/output table'):
+        make_method(cfg(64), no_features)
+    assert make_method(cfg(0), no_features).output_chunk_rows == 0

@@ -30,12 +30,17 @@ class ModelFns:
     load_teacher: optional, workdir -> (ModelFns, params): a frozen teacher
       trained by the library in `workdir`, checked to fit this model's data
       (same vocabulary); set by tasks that support distillation ('distill').
+    features: optional, (params, batch, *, train, rng) -> (h [..., D],
+      table [V, D]) with logits = h @ table.T, the same as `apply` (same
+      dropout for the same rng): lets a loss fuse the output layer
+      (`losses.linear_cross_entropy`).
     """
 
     init: Callable[..., Params]
     apply: Callable[..., jax.Array]
     labels: Callable[[Batch], tuple[jax.Array, jax.Array]]
     load_teacher: Callable[[str], tuple['ModelFns', Params]] | None = None
+    features: Callable[..., tuple[jax.Array, jax.Array]] | None = None
 
 
 class Method(abc.ABC):

@@ -399,6 +399,15 @@ def _padding_mask(inputs: Array, pad_id: int) -> Array:
     return (inputs != pad_id)[:, None, None, :]
 
 
+def output_table(config: TransformerConfig, params) -> Array:
+    """The [V, D] matrix of `Transformer.logits` (logits = states @ it.T),
+    from the model's parameters: the shared embedding, or the output kernel
+    transposed."""
+    if config.share_embeddings:
+        return params['embed']['embedding']
+    return params['output_proj']['kernel'].T
+
+
 @registry.register('model', 'transformer')
 class Transformer(nn.Module):
     """Encoder–decoder Transformer (pre- or post-LN, sinusoidal positions)."""
@@ -479,6 +488,15 @@ class Transformer(nn.Module):
         """Teacher-forcing decoder inputs: BOS, then targets without the last."""
         bos = jnp.full_like(targets[:, :1], self.config.bos_id)
         return jnp.concatenate([bos, targets[:, :-1]], axis=1)
+
+    def features(self, inputs: Array, targets: Array, *, train: bool) -> Array:
+        """Teacher forcing up to the logits: the normalised decoder states
+        [B, Lt, D] that `logits` maps to [B, Lt, V] (with `output_table`)."""
+        encoded = self.encode(inputs, train=train)
+        y, causal, cross_mask = self._decoder_args(
+            inputs, self._shift_right(targets), train
+        )
+        return self.decoder(y, encoded, causal, cross_mask, train)
 
     def __call__(self, inputs: Array, targets: Array, *, train: bool) -> Array:
         """Teacher forcing: inputs [B, Ls], targets [B, Lt] -> logits [B, Lt, V]."""

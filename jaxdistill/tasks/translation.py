@@ -97,7 +97,21 @@ def transformer_fns(model) -> ModelFns:
             rngs=rngs,
         )
 
-    return ModelFns(init=init, apply=apply, labels=translation_labels)
+    def features(params, batch, *, train, rng=None):
+        rngs = {'dropout': rng} if train and rng is not None else None
+        h = model.apply(
+            {'params': params},
+            batch['inputs'],
+            batch['targets'],
+            train=train,
+            rngs=rngs,
+            method=type(model).features,
+        )
+        return h, transformer_lib.output_table(model.config, params)
+
+    return ModelFns(
+        init=init, apply=apply, labels=translation_labels, features=features
+    )
 
 
 def eval_lengths(max_len: int) -> tuple[int, ...]:
