@@ -88,7 +88,8 @@ def parse_args(argv):
         default=0,
         help='no training: for every window of this many consecutive kept '
         'checkpoints of the finished run in --workdir, val and test BLEU of '
-        'their mean (how much test moves at equal val); nmt_multi30k_spread.json',
+        'their mean (how much test moves at equal val); '
+        'nmt_multi30k_spread[_TAG].json',
     )
     parser.add_argument(
         '--rescore_upto',
@@ -398,10 +399,11 @@ def spread(args, config, workdir):
             'std': float(bleu.std(ddof=1)) if len(bleu) > 1 else None,
             'range': float(np.ptp(bleu)),
         }
-    plot = common.RESULTS / 'nmt_multi30k_spread.png'
+    name = 'nmt_multi30k_spread' + (f'_{args.tag}' if args.tag else '')
+    plot = common.RESULTS / f'{name}.png'
     _plot_spread(windows, plot)
     common.write_result(
-        'nmt_multi30k_spread',
+        name,
         {
             'plot': str(plot.relative_to(common.REPO)),
             'window': args.spread,
