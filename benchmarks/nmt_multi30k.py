@@ -266,6 +266,22 @@ def choose_on_val(tr, args, alpha, upto=None):
     return best, candidates, jax.device_put(params, replicated)
 
 
+def test_result(tr, test, args, alpha, choice, candidates) -> dict:
+    """The fields every scored result shares: test BLEU both ways, the
+    decoding settings and the checkpoint chosen on val."""
+    return {
+        'bleu_tok_lc': test['eval/bleu_tok_lc'],
+        'sacrebleu': test['eval/bleu'],
+        'sacrebleu_signature': tr.task.bleu_signature,
+        'test_split': TEST_SPLIT,
+        'test_loss': test['eval/loss'],
+        'beam_size': args.beam,
+        'length_penalty': alpha,
+        'checkpoint_choice': choice,
+        'val_candidates': candidates,
+    }
+
+
 def steady_tokens_per_s(workdir):
     """Median of the logged windows' non-padding target tokens per second.
 
@@ -341,19 +357,11 @@ def rescore(args, config, workdir):
         params, split=TEST_SPLIT, beam_size=args.beam, length_penalty=alpha
     )
     result = {
-        'bleu_tok_lc': test['eval/bleu_tok_lc'],
-        'sacrebleu': test['eval/bleu'],
-        'sacrebleu_signature': tr.task.bleu_signature,
+        **test_result(tr, test, args, alpha, choice, candidates),
         'rescored_upto_step': upto,
         'run_steps': summary['step'],
         'loop_minutes_at_step': (min(at) - loop_start) / 60 if at else None,
         'run_loop_minutes': summary['train_seconds'] / 60,
-        'test_split': TEST_SPLIT,
-        'test_loss': test['eval/loss'],
-        'beam_size': args.beam,
-        'length_penalty': alpha,
-        'checkpoint_choice': choice,
-        'val_candidates': candidates,
         'workdir': workdir,
     }
     common.write_result(f'nmt_multi30k_{args.tag}', result)
@@ -605,9 +613,7 @@ def main():
     )
     _plot(points, test, plot, title)
     result = {
-        'bleu_tok_lc': test['eval/bleu_tok_lc'],
-        'sacrebleu': test['eval/bleu'],
-        'sacrebleu_signature': tr.task.bleu_signature,
+        **test_result(tr, test, args, alpha, choice, candidates),
         'train_minutes': train_s / 60,
         'fraction_of_peak': epoch_mean(rows, 'fraction_of_peak'),
         'target_tokens_per_s': tokens / train_s,
@@ -624,12 +630,6 @@ def main():
             'quality': test['eval/bleu_tok_lc'] >= 41.0 and train_s <= 3600,
             'speed': epoch_mean(rows, 'fraction_of_peak') >= 0.5,
         },
-        'test_split': TEST_SPLIT,
-        'test_loss': test['eval/loss'],
-        'beam_size': args.beam,
-        'length_penalty': alpha,
-        'checkpoint_choice': choice,
-        'val_candidates': candidates,
         'train_steps': steps,
         'planned_steps': planned,
         'stopped_by_time_limit': summary['stopped_by_time_limit'],

@@ -94,9 +94,9 @@ def linear_cross_entropy(
     log-sum-exp, the loss, and at once the gradient with respect to the block
     of `h` and its share of the gradient of `table`, while the block's
     logits are still in cache. On a CPU the passes over materialised
-    [N, V] logits are memory-bound: at N=4,080, V=10,000, D=128 the fused form
-    takes the value and gradient in ~98 ms against ~131 ms (the three matmuls
-    alone: ~88 ms; benchmarks/loss_head.py).
+    [N, V] logits are memory-bound: with the tiny Transformer (N=4,080,
+    V=10,000, D=128) the train step ran 1.02-1.10x faster than with the
+    materialised loss (benchmarks/results/loss_head.json).
 
     Because the gradient is computed in the forward pass, use this only where
     the gradient is wanted (a training loss); the result's cotangent only
@@ -131,7 +131,7 @@ def _linear_ce_fwd(h, table, labels, weights, label_smoothing, chunk_rows):
     blocks = -(-n // rows)
     pad = blocks * rows - n
     hf, tf = _upcast(h), _upcast(table)
-    wf = jax.lax.stop_gradient(_upcast(weights))
+    wf = _upcast(weights)
     y = jnp.clip(jnp.asarray(labels), 0, vocab - 1)
     if pad:
         hf = jnp.pad(hf, ((0, pad), (0, 0)))
@@ -141,7 +141,7 @@ def _linear_ce_fwd(h, table, labels, weights, label_smoothing, chunk_rows):
     def block(d_table, xs):
         hb, yb, wb = xs
         logits = hb @ tf.T
-        top = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+        top = jnp.max(logits, axis=-1, keepdims=True)
         e = jnp.exp(logits - top)
         total = jnp.sum(e, axis=-1, keepdims=True)
         lse = jnp.log(total[:, 0]) + top[:, 0]
@@ -162,8 +162,8 @@ def _linear_ce_fwd(h, table, labels, weights, label_smoothing, chunk_rows):
     ce, nll, correct = (x.reshape(-1)[:n] for x in (ce, nll, correct))
     d_h = d_h.reshape(-1, d)[:n]
     loss = jnp.sum(ce * wf[:n])
-    out = (loss, jax.lax.stop_gradient(nll), correct)
-    return out, (d_h.astype(h.dtype), d_table.astype(table.dtype))
+    # The forward of a custom_vjp is not differentiated: no stop_gradient.
+    return (loss, nll, correct), (d_h.astype(h.dtype), d_table.astype(table.dtype))
 
 
 def _linear_ce_bwd(label_smoothing, chunk_rows, residuals, cotangents):
@@ -253,10 +253,11 @@ def accuracy(logits, labels, *, where=None):
     """1.0 where the label's logit is the row's maximum, else 0.0.
 
     One maximum and one gathered value per row, no index search: on the
-    [4096, 10000] output of a translation step this costs about one pass over
-    the logits less than comparing against `argmax` (~20 ms of a ~145 ms
-    output head on this project's CPU; benchmarks/loss_head.py), and the
-    maximum is shared with `cross_entropy`'s. It differs from
+    [4080, 10000] output of a translation step this costs about one pass over
+    the logits less than comparing against `argmax` (133 -> 108 ms for the
+    output head's value and gradient on this project's CPU;
+    benchmarks/results/loss_head.json), and the maximum is shared with
+    `cross_entropy`'s. It differs from
     `argmax(logits) == labels` only where the label ties with another logit
     for the maximum, which counts as correct here; a row whose logits are all
     equal (a collapsed model) is therefore all correct, so read accuracy

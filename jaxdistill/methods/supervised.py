@@ -68,23 +68,19 @@ class Supervised(Method):
             label_smoothing=self.label_smoothing,
             chunk_rows=self.output_chunk_rows,
         )
-        where = flat(where)
-        return loss, {
-            'train/loss': loss,
-            'train/nll': losses.masked_mean(nll, where),
-            'train/accuracy': losses.masked_mean(correct.astype(jnp.float32), where),
-            'train/tokens': jnp.sum(where),
-        }
+        return loss, _metrics(loss, nll, correct.astype(jnp.float32), flat(where))
 
 
 def supervised_metrics(logits, labels, where, loss):
     """Scalar metrics every label-trained method reports."""
     nll = losses.cross_entropy(logits, labels, where=where)
+    return _metrics(loss, nll, losses.accuracy(logits, labels, where=where), where)
+
+
+def _metrics(loss, nll, correct, where):
     return {
         'train/loss': loss,
         'train/nll': losses.masked_mean(nll, where),
-        'train/accuracy': losses.masked_mean(
-            losses.accuracy(logits, labels, where=where), where
-        ),
+        'train/accuracy': losses.masked_mean(correct, where),
         'train/tokens': jnp.sum(where),
     }

@@ -500,12 +500,7 @@ class Transformer(nn.Module):
 
     def __call__(self, inputs: Array, targets: Array, *, train: bool) -> Array:
         """Teacher forcing: inputs [B, Ls], targets [B, Lt] -> logits [B, Lt, V]."""
-        return self.decode(
-            self.encode(inputs, train=train),
-            inputs,
-            self._shift_right(targets),
-            train=train,
-        )
+        return self.logits(self.features(inputs, targets, train=train))
 
     def decoder_states(
         self, inputs: Array, targets: Array, *, train: bool, upto: int | None = None

@@ -87,7 +87,7 @@ def transformer_fns(model) -> ModelFns:
             {'params': rng}, batch['inputs'], batch['targets'], train=False
         )['params']
 
-    def apply(params, batch, *, train, rng=None):
+    def run(params, batch, train, rng, method=None):
         rngs = {'dropout': rng} if train and rng is not None else None
         return model.apply(
             {'params': params},
@@ -95,18 +95,14 @@ def transformer_fns(model) -> ModelFns:
             batch['targets'],
             train=train,
             rngs=rngs,
+            method=method,
         )
 
+    def apply(params, batch, *, train, rng=None):
+        return run(params, batch, train, rng)
+
     def features(params, batch, *, train, rng=None):
-        rngs = {'dropout': rng} if train and rng is not None else None
-        h = model.apply(
-            {'params': params},
-            batch['inputs'],
-            batch['targets'],
-            train=train,
-            rngs=rngs,
-            method=type(model).features,
-        )
+        h = run(params, batch, train, rng, method=type(model).features)
         return h, transformer_lib.output_table(model.config, params)
 
     return ModelFns(
