@@ -1,7 +1,7 @@
 """STL, MTL, MT2ST-Diminish and MT2ST-Switch on SST-2 (+ skip-gram on Brown).
 
     python benchmarks/mt2st_sst2.py [--seeds 3] [--steps 3000] [--eval-every 150]
-        [--budget-minutes 32] [--scale gpu] [--quick]
+        [--budget-minutes 32] [--scale gpu] [--quick] [--pretrained]
 
 Every arm is `configs/mt2st_sst2.py:arm=NAME` run by the real trainer in this
 process, seeds interleaved (seed 0 of every arm, then seed 1, ...) so a busy
@@ -25,6 +25,12 @@ accuracy is on glue_dev.tsv (the GLUE dev sentences). The top-level
 `step_costs` times the compiled STL step and the Switch arm's steps before and
 after the switch side by side, with XLA's FLOP and byte counts
 (`--step-costs-only` re-measures just those into the existing JSON).
+`--pretrained` adds a fifth arm, a bound on what the auxiliary task can give:
+STL whose embedding table starts from skip-gram vectors trained beforehand
+(`jaxdistill.word2vec`, 10 epochs, one run per seed) on exactly the
+auxiliary's corpus (Brown + SST-2 training text, the same vocabulary). It gets
+the fully trained auxiliary embeddings for free: the word2vec seconds are
+reported (`pretrain_s`) but not counted in its time to target.
 Writes benchmarks/results/mt2st_sst2.json and .png.
 """
 
@@ -46,18 +52,22 @@ from jaxdistill import trainer as trainer_lib  # pylint: disable=g-import-not-at
 
 CONFIG = common.REPO / 'configs' / 'mt2st_sst2.py'
 ARMS = ('stl', 'mtl', 'diminish', 'switch')
+PRETRAINED = 'pretrained'  # --pretrained: STL from skip-gram vectors.
 sys.path.insert(0, str(CONFIG.parent))
 import mt2st_sst2 as config_module  # noqa: E402
 
 DATA = common.REPO.parent / 'shared' / 'data'
 
 
-def make_config(arm, seed, args):
-    config = configuration.load_config(f'{CONFIG}:arm={arm}')
+def make_config(arm, seed, args, vectors=None):
+    base = 'stl' if arm == PRETRAINED else arm
+    config = configuration.load_config(f'{CONFIG}:arm={base}')
     config.seed = seed
     config.num_train_steps = args.steps
     config.optimizer.warmup_steps = min(config.optimizer.warmup_steps, args.steps // 10)
-    config.method.aux_weights.skipgram = config_module.aux_weight(arm, args.steps)
+    config.method.aux_weights.skipgram = config_module.aux_weight(base, args.steps)
+    if vectors:
+        config.model.init_vectors = str(vectors)
     config.log_every_steps = config.eval.every_steps = args.eval_every
     config.checkpoint.every_steps = args.steps
     config.data.sst2_dir = str(DATA / 'sst2')
@@ -72,9 +82,44 @@ def make_config(arm, seed, args):
     return config
 
 
-def run_arm(arm, seed, args, workdir):
+def pretrain_vectors(seed, args, path):
+    """Skip-gram vectors on the auxiliary's corpus -> seconds of training.
+
+    The corpus and vocabulary are the task's (Brown + SST-2 training text,
+    data.min_count), so every word of the table has a vector.
+    """
+    from jaxdistill import word2vec  # pylint: disable=g-import-not-at-top
+    from jaxdistill.data import sst2 as sst2_lib  # pylint: disable=g-import-not-at-top
+    from jaxdistill.data import words  # pylint: disable=g-import-not-at-top
+
+    config = make_config('mtl', seed, args)
+    d = config.data
+    sentences, _ = sst2_lib.load_split(d.sst2_dir, 'train')
+    if d.max_train_examples:
+        from jaxdistill.tasks import multitask  # pylint: disable=g-import-not-at-top
+
+        sentences, _ = multitask._subset(  # pylint: disable=protected-access
+            sentences, np.zeros(len(sentences)), d.max_train_examples
+        )
+    corpus = words.read_sentences(d.corpus) + [s.lower().split() for s in sentences]
+    vocab = words.build_vocab(corpus, d.min_count)
+    ids, sentence = words.encode(corpus, vocab)
+    options = word2vec.Options(
+        dim=config.model.dim,
+        window=d.skipgram.window,
+        negative=d.skipgram.negatives,
+        min_count=d.min_count,
+        sample=d.skipgram.sample,
+        seed=seed,
+    )
+    result = word2vec.train(ids, sentence, vocab, options)
+    word2vec.save_word2vec(path, vocab.words, result['vectors'])
+    return result['seconds']
+
+
+def run_arm(arm, seed, args, workdir, vectors=None):
     """One training run -> {'curve': [...], 'final': {...}, 'setup_s': float}."""
-    config = make_config(arm, seed, args)
+    config = make_config(arm, seed, args, vectors)
     started = time.perf_counter()
     run = trainer_lib.Trainer(config, workdir)
     setup_s = time.perf_counter() - started
@@ -127,18 +172,20 @@ def step_seconds(records, args):
 
 
 def time_to_target(curve, target):
-    """(training seconds, CPU seconds, reached?) at the first point >= target."""
+    """(training seconds, CPU seconds, reached?, step) at the first point >=
+    target (the last point if none is)."""
     for p in curve:
         if p['dev'] >= target:
-            return p['train_s'], p['train_cpu_s'], True
-    return curve[-1]['train_s'], curve[-1]['train_cpu_s'], False
+            return p['train_s'], p['train_cpu_s'], True, p['step']
+    last = curve[-1]
+    return last['train_s'], last['train_cpu_s'], False, last['step']
 
 
 def summarize(runs, seeds_done):
     stl_final = [runs['stl'][s]['curve'][-1]['dev'] for s in seeds_done]
     target = float(np.mean(stl_final)) - 0.005
     arms = {}
-    for arm in ARMS:
+    for arm in runs:
         rs = [runs[arm][s] for s in seeds_done]
         hits = [time_to_target(r['curve'], target) for r in rs]
         final = [r['curve'][-1] for r in rs]
@@ -147,6 +194,7 @@ def summarize(runs, seeds_done):
             'time_to_target_s_per_seed': [h[0] for h in hits],
             'cpu_to_target_s': float(np.mean([h[1] for h in hits])),
             'reached': [h[2] for h in hits],
+            'steps_to_target_per_seed': [h[3] for h in hits],
             'final_test_accuracy': float(np.mean([f['test'] for f in final])),
             'final_test_accuracy_per_seed': [f['test'] for f in final],
             'final_test_accuracy_std': float(np.std([f['test'] for f in final])),
@@ -171,6 +219,13 @@ def summarize(runs, seeds_done):
         result[f'cpu_ratio_vs_mtl{suffix}'] = c[variant] / c['mtl']
     for arm in ARMS:
         result[f'acc_{arm}'] = arms[arm]['final_test_accuracy']
+    if PRETRAINED in arms:
+        p = arms[PRETRAINED]
+        p['pretrain_s'] = float(
+            np.mean([runs[PRETRAINED][s]['pretrain_s'] for s in seeds_done])
+        )
+        result['time_ratio_pretrained_vs_stl'] = p['time_to_target_s'] / t['stl']
+        result['acc_pretrained'] = p['final_test_accuracy']
     for variant in ('diminish', 'switch'):
         v = arms[variant]
         result[f'targets_met_{variant}'] = {
@@ -196,20 +251,25 @@ def plot(runs, seeds_done, target, path):
     import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
     colors = dict(
-        zip(ARMS, ('tab:gray', 'tab:blue', 'tab:orange', 'tab:green'), strict=True)
+        zip(
+            (*ARMS, PRETRAINED),
+            ('tab:gray', 'tab:blue', 'tab:orange', 'tab:green', 'tab:purple'),
+            strict=True,
+        )
     )
     labels = {
         'stl': 'STL',
         'mtl': 'MTL',
         'diminish': 'MT2ST-Diminish',
         'switch': 'MT2ST-Switch',
+        PRETRAINED: 'STL from pre-trained skip-gram (bound)',
     }
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key, title in (
         (axes[0], 'dev', 'dev.tsv (held-out phrases)'),
         (axes[1], 'test', 'glue_dev.tsv'),
     ):
-        for arm in ARMS:
+        for arm in runs:
             for i, s in enumerate(seeds_done):
                 c = runs[arm][s]['curve']
                 ax.plot(
@@ -227,7 +287,7 @@ def plot(runs, seeds_done, target, path):
         ax.set_title(title)
         lo = min(
             100 * p[key]
-            for a in ARMS
+            for a in runs
             for s in seeds_done
             for p in runs[a][s]['curve'][2:]
         )
@@ -304,6 +364,11 @@ def main():
         '--quick', action='store_true', help='4,096 phrases; smoke test'
     )
     parser.add_argument(
+        '--pretrained',
+        action='store_true',
+        help='also STL from skip-gram vectors trained beforehand (a bound)',
+    )
+    parser.add_argument(
         '--step-costs-only',
         action='store_true',
         help='only (re)measure step_costs, into the existing JSON',
@@ -322,7 +387,8 @@ def main():
         print(json.dumps(record['step_costs'], indent=2))
         return
     started = time.perf_counter()
-    runs = {arm: {} for arm in ARMS}
+    arms = (*ARMS, PRETRAINED) if args.pretrained else ARMS
+    runs = {arm: {} for arm in arms}
     seeds_done = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
@@ -332,9 +398,17 @@ def main():
             ):
                 print(f'stopping after {len(seeds_done)} seeds (time budget)')
                 break
-            for arm in ARMS:
+            for arm in arms:
                 print(f'=== {arm}, seed {seed}', flush=True)
-                runs[arm][seed] = run_arm(arm, seed, args, f'{tmp}/{arm}_{seed}')
+                vectors, pretrain_s = None, None
+                if arm == PRETRAINED:
+                    vectors = pathlib.Path(tmp) / f'vectors_{seed}.txt'
+                    pretrain_s = pretrain_vectors(seed, args, vectors)
+                runs[arm][seed] = run_arm(
+                    arm, seed, args, f'{tmp}/{arm}_{seed}', vectors
+                )
+                if pretrain_s is not None:
+                    runs[arm][seed]['pretrain_s'] = pretrain_s
             seeds_done.append(seed)
         result = summarize(runs, seeds_done)
         result['step_costs'] = step_costs(args, f'{tmp}/step_costs')
@@ -359,7 +433,7 @@ def main():
             k: v for k, v in config.optimizer.to_dict().items() if k != 'total_steps'
         },
         benchmark_seconds=time.perf_counter() - started,
-        curves={arm: {s: runs[arm][s]['curve'] for s in seeds_done} for arm in ARMS},
+        curves={arm: {s: runs[arm][s]['curve'] for s in seeds_done} for arm in arms},
     )
     result['schedules'] = {
         a: (s.to_dict() if hasattr(s, 'to_dict') else s)
@@ -382,6 +456,11 @@ def main():
         'acc_mtl',
         'acc_diminish',
         'acc_switch',
+        *(
+            ('time_ratio_pretrained_vs_stl', 'acc_pretrained')
+            if args.pretrained
+            else ()
+        ),
     ):
         print(f'{key}: {result[key]:.4f}')
 

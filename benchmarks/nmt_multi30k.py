@@ -23,12 +23,17 @@ What it does, all in one process:
     counted analytically (`flops_per_token`); `fraction_of_peak` is their
     rate over the peak, averaged over an epoch's mix of buckets. The probe's
     step time (scaled by the training loop's own measured overhead:
-    `loop_pace`), compile time and one validation pass set how many steps fit
-    in `--minutes` (capped by `num_train_steps`).
- 2. Trains that many steps with `Trainer`, evaluating on val (greedy, loss and
-    BLEU) `--curve_points` times for the learning curve; if the loop runs
-    slower than planned, `Trainer.run`'s deadline stops it at the last step
-    that fits (`stopped_by_time_limit`; `--steps` sets no deadline). `train_minutes` is
+    `loop_pace`), compile time and one validation pass set how many steps
+    should fit in `--minutes` (capped by `num_train_steps`); that estimate
+    spaces the evaluations and checkpoints.
+ 2. Trains with `Trainer`, evaluating on val (greedy, loss and BLEU) about
+    `--curve_points` times for the learning curve. `Trainer.run`'s deadline
+    stops it at the last step that fits in the budget (`stopped_by_time_limit`),
+    whether the loop runs slower or faster than the estimate, so a run uses
+    its whole budget. With a schedule that depends on the total steps
+    (cosine, linear) the estimate is the total instead, and the deadline only
+    stops a loop slower than planned. `--steps` sets the total and no
+    deadline. `train_minutes` is
     the wall time of building the `Trainer` and its `run()`: data loading,
     compilation, checkpoints and those evaluations all count.
  3. Chooses on val, with beam search, among the last checkpoint and the means
@@ -220,8 +225,13 @@ def epoch_mean(rows, key):
     return float(np.average([r[key] for r in rows], weights=weights))
 
 
+# Learning-rate schedules that do not depend on num_train_steps.
+UNTIMED_SCHEDULES = ('inverse_sqrt', 'constant')
+
+
 def plan_steps(config, args, rows, loop, compile_s, eval_s):
-    """Steps that fit in the budget, and the matching eval/checkpoint cadence."""
+    """Steps that should fit in the budget (an estimate), and the matching
+    eval/checkpoint cadence."""
     step_s = epoch_mean(rows, 'step_seconds') * loop['overhead']
     # Compilation repeats (cheaper, from the persistent cache); evals cost
     # (the probe's untrained model decodes to the length limit: an overestimate).
@@ -229,7 +239,10 @@ def plan_steps(config, args, rows, loop, compile_s, eval_s):
     reserve = 0.5 * compile_s + (args.curve_points + 1) * eval_s + 40 * 0.5
     fit = int(max(args.minutes * 60 - reserve, 0) / step_s)
     steps = args.steps or max(min(config.num_train_steps, fit), 20)
-    config.num_train_steps = steps
+    if args.steps or config.optimizer.schedule not in UNTIMED_SCHEDULES:
+        config.num_train_steps = steps
+    # Else num_train_steps stays the cap: the deadline decides (main), and
+    # a probe that overestimated the step time no longer ends a run early.
     config.eval.every_steps = max(steps // args.curve_points, 1)
     # Ten checkpoints over the last quarter (the reference: last 10 epochs of
     # about 69), so averaging 5 or 10 covers the tail of training.

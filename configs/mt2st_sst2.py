@@ -66,6 +66,9 @@ def get_config(arg=None):
     config.model.dim = 100
     # Std of the normal init of the shared embeddings.
     config.model.embed_init_scale = 0.01
+    # word2vec text file (e.g. from `python -m jaxdistill.word2vec`) whose
+    # vectors start the table's rows of the words it has ('' = random rows).
+    config.model.init_vectors = ''
     # 'mean' (deep averaging network) | 'cnn' (Kim's CNN, max over time).
     config.model.pooling = 'mean'
     # ReLU layers after pooling.

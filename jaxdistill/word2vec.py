@@ -171,6 +171,8 @@ def save_word2vec(path, words, vectors) -> None:
 def load_word2vec(path) -> tuple[list, np.ndarray]:
     """Reads word2vec text format -> (words, [V, D] float32 vectors)."""
     path = pathlib.Path(path)
+    if not path.is_file():
+        raise DataError(f'Vectors file {path} does not exist.')
     with open(path, encoding='utf-8') as f:
         header = f.readline().split()
         if len(header) != 2 or not all(h.isdigit() for h in header):

@@ -275,3 +275,53 @@ def test_switch_run_end_to_end(shared_data, tmp_path, monkeypatch):
     np.testing.assert_allclose([weights[5], weights[10]], [0.95, 0.19], rtol=1e-5)
     assert 0.0 <= summary['eval/dev/accuracy'] <= 1.0
     assert np.isfinite(summary['eval/ws353']) and summary['data/vocab_size'] > 100
+
+
+def test_pretrained_rows_set_only_those_rows():
+    ids = np.array([3, 7])
+    vectors = np.arange(2 * D, dtype=np.float32).reshape(2, D)
+    head = multitask_model.PooledClassifier(hidden=(8,))
+    kw = dict(vocab_size=V, dim=D, embed_init_scale=0.1, with_skipgram=False)
+    plain = multitask_model.make_fns(head, **kw)
+    fns = multitask_model.make_fns(head, pretrained=(ids, vectors), **kw)
+    rng, batch = jax.random.key(0), _batch(aux=False)
+    got, want = fns.init(rng, batch)['embed'], plain.init(rng, batch)['embed']
+    np.testing.assert_array_equal(got[ids], vectors)
+    rest = np.setdiff1d(np.arange(V), ids)
+    np.testing.assert_array_equal(got[rest], want[rest])
+
+
+def test_init_vectors_start_the_table(shared_data, tmp_path, monkeypatch):
+    """model.init_vectors: the vocabulary's words get the file's vectors;
+    a wrong width or a missing file is an error naming it."""
+    from jaxdistill import trainer  # pylint: disable=g-import-not-at-top
+    from jaxdistill import word2vec  # pylint: disable=g-import-not-at-top
+    from jaxdistill.errors import DataError  # pylint: disable=g-import-not-at-top
+
+    monkeypatch.chdir(CONFIG.parents[1])
+    config = configuration.load_config(f'{CONFIG}:runlocal,arm=stl')
+    corpus = tmp_path / 'brown_head.txt'
+    with gzip.open(shared_data / 'words' / 'brown.txt.gz', 'rt') as f:
+        corpus.write_text(''.join(next(f) for _ in range(3000)))
+    config.data.corpus = str(corpus)
+    dim = config.model.dim
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(3, dim)).astype(np.float32)
+    path = tmp_path / 'vectors.txt'
+    word2vec.save_word2vec(path, ['the', 'and', 'zzz-not-a-word'], vectors)
+    config.model.init_vectors = str(path)
+    run = trainer.Trainer(config, str(tmp_path / 'run'))
+    embed = np.asarray(run.state.params['embed'])
+    index = run.task.index
+    np.testing.assert_allclose(embed[index['the']], vectors[0], rtol=1e-5)
+    np.testing.assert_allclose(embed[index['and']], vectors[1], rtol=1e-5)
+    assert run.task.data_summary()['init_vectors_words'] == 2
+    others = np.delete(embed, [index['the'], index['and']], axis=0)
+    assert np.abs(others).max() < 0.1  # The random init, scale 0.01.
+
+    word2vec.save_word2vec(path, ['the'], vectors[:1, :5])
+    with pytest.raises(ConfigError, match='model.init_vectors.*5-dimensional'):
+        trainer.Trainer(config, str(tmp_path / 'run2'))
+    config.model.init_vectors = str(tmp_path / 'missing.txt')
+    with pytest.raises(DataError, match='missing.txt does not exist'):
+        trainer.Trainer(config, str(tmp_path / 'run3'))

@@ -113,13 +113,16 @@ def make_fns(
     dim: int,
     embed_init_scale: float,
     with_skipgram: bool,
+    pretrained: tuple | None = None,
 ) -> MultiTaskFns:
     """`MultiTaskFns` for `head` over a [vocab_size, dim] shared table.
 
     The classification head reads `batch['tokens']` [B, L] and
     `batch['label']` [B] (negative = padding row). With `with_skipgram`
     the parameters also hold the skip-gram output table (zeros, as in
-    word2vec) and `aux_losses` has 'skipgram'.
+    word2vec) and `aux_losses` has 'skipgram'. `pretrained`, (ids, [n, dim]
+    vectors), sets those rows of the initial table (e.g. word2vec vectors);
+    the other rows keep the random init.
     """
     if head.pooling not in POOLINGS:
         raise ConfigError(
@@ -144,6 +147,9 @@ def make_fns(
     def init(rng, batch):
         e_rng, c_rng = jax.random.split(rng)
         embed = embed_init_scale * jax.random.normal(e_rng, (vocab_size, dim))
+        if pretrained is not None:
+            ids, vectors = pretrained
+            embed = embed.at[jnp.asarray(ids)].set(jnp.asarray(vectors))
         tokens = batch['tokens']
         mask = tokens > 0
         dummy = jnp.zeros((*tokens.shape, dim), jnp.float32)

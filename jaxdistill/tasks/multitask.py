@@ -27,7 +27,7 @@ from jaxdistill.data import images as images_lib
 from jaxdistill.data import multitask as multitask_data
 from jaxdistill.data import sst2 as sst2_lib
 from jaxdistill.data import words
-from jaxdistill.errors import ConfigError
+from jaxdistill.errors import ConfigError, DataError
 from jaxdistill.evaluation import word_similarity
 from jaxdistill.methods import multitask as multitask_method
 from jaxdistill.models import multitask as multitask_model
@@ -116,12 +116,16 @@ class MT2STSST2Task:
             num_filters=m.num_filters,
             dropout_rate=m.dropout_rate,
         )
+        pretrained = None
+        if m.get('init_vectors'):
+            pretrained = self._pretrained_rows(m.init_vectors, m.dim)
         self.model_fns = multitask_model.make_fns(
             head,
             vocab_size=self.vocab_size,
             dim=m.dim,
             embed_init_scale=m.embed_init_scale,
             with_skipgram=with_skipgram,
+            pretrained=pretrained,
         )
         unk = float(np.mean(train[0][train[0] > 0] == sst2_lib.UNK))
         self.summary = {
@@ -134,11 +138,33 @@ class MT2STSST2Task:
                 for name, s in self.aux_off_steps.items()
             },
         }
+        if pretrained is not None:
+            self.summary['init_vectors_words'] = len(pretrained[0])
         if with_skipgram:
             self.summary['skipgram_corpus_tokens'] = self._corpus_tokens
             self.summary['skipgram_steps_per_pass'] = samplers[
                 'skipgram'
             ].steps_per_pass
+
+    def _pretrained_rows(self, path, dim):
+        """(ids, [n, dim] vectors) for the vocabulary's words found in the
+        word2vec text file `path` (model.init_vectors)."""
+        from jaxdistill import word2vec  # pylint: disable=g-import-not-at-top
+
+        names, vectors = word2vec.load_word2vec(path)
+        if vectors.shape[1] != dim:
+            raise ConfigError(
+                f'model.init_vectors={path!r} holds {vectors.shape[1]}-dimensional '
+                f'vectors, but model.dim={dim}.'
+            )
+        found = [(self.index[w], i) for i, w in enumerate(names) if w in self.index]
+        if not found:
+            raise DataError(
+                f'{path}: none of its {len(names)} words is in the task '
+                f'vocabulary ({self.vocab_size - OFFSET} words, lowercased).'
+            )
+        ids, rows = (np.asarray(x) for x in zip(*found))
+        return ids, vectors[rows]
 
     def data_summary(self) -> dict:
         return dict(
