@@ -98,7 +98,7 @@ def pretrain_vectors(seed, args, path):
     if d.max_train_examples:
         from jaxdistill.tasks import multitask  # pylint: disable=g-import-not-at-top
 
-        sentences, _ = multitask._subset(  # pylint: disable=protected-access
+        sentences, _ = multitask.subset(
             sentences, np.zeros(len(sentences)), d.max_train_examples
         )
     corpus = words.read_sentences(d.corpus) + [s.lower().split() for s in sentences]

@@ -455,3 +455,15 @@ def test_eval_batches_cover_each_example_once():
         src, tgt, batch_size=10, bucket_lengths=BUCKETS, batch_multiple=4
     )
     assert all(np.array_equal(x[1], y[1]) for x, y in zip(batches, again))
+
+
+def test_subset_rows_is_fixed_sorted_and_all_when_asked():
+    from jaxdistill.data import batching  # pylint: disable=g-import-not-at-top
+
+    assert batching.subset_rows(10, 0) is None
+    assert batching.subset_rows(10, 10) is None and batching.subset_rows(10, 12) is None
+    rows = batching.subset_rows(1000, 50)
+    assert len(rows) == len(set(rows.tolist())) == 50
+    assert (np.diff(rows) > 0).all() and rows.max() < 1000
+    np.testing.assert_array_equal(rows, batching.subset_rows(1000, 50))
+    assert not np.array_equal(rows, np.arange(50))  # Not a prefix.

@@ -8,6 +8,18 @@ from jaxdistill.data.tokenizer import PAD_ID
 from jaxdistill.errors import DataError
 
 
+def subset_rows(total: int, n: int) -> Optional[np.ndarray]:
+    """Rows of a fixed random subset of n of `total` examples, in file order,
+    or None for all (n = 0 or n >= total).
+
+    Files may be sorted by class (the CIFAR-10 tar is), so a prefix would
+    hold few classes; the subset depends on nothing but `total` and n.
+    """
+    if not n or n >= total:
+        return None
+    return np.sort(np.random.default_rng(0).permutation(total)[:n])
+
+
 def _bucket_lengths(bucket_lengths: Sequence[int]) -> np.ndarray:
     lengths = np.asarray(sorted(set(int(l) for l in bucket_lengths)), np.int64)
     if not lengths.size or lengths[0] < 1:

@@ -19,6 +19,7 @@ import numpy as np
 from jaxdistill import losses
 from jaxdistill import registry
 from jaxdistill import sharding as sharding_lib
+from jaxdistill.data import batching
 from jaxdistill.data import images as images_lib
 from jaxdistill.data import sst2 as sst2_lib
 from jaxdistill.errors import ConfigError
@@ -142,15 +143,10 @@ def _batch_multiple(config, mesh) -> int:
 
 
 def _subset(arrays, n: int):
-    """A fixed random subset of n examples (0 = all), in file order.
-
-    Files may be sorted by class (the CIFAR-10 tar is), so a prefix would
-    hold few classes; the subset depends on nothing but n.
-    """
-    if not n or n >= len(arrays[1]):
-        return arrays
-    rows = np.sort(np.random.default_rng(0).permutation(len(arrays[1]))[:n])
-    return tuple(a[rows] for a in arrays)
+    """A fixed random subset of n examples (0 = all), in file order
+    (`batching.subset_rows`)."""
+    rows = batching.subset_rows(len(arrays[1]), n)
+    return arrays if rows is None else tuple(a[rows] for a in arrays)
 
 
 @registry.register('task', 'image_classification')

@@ -23,6 +23,7 @@ import numpy as np
 from jaxdistill import losses
 from jaxdistill import registry
 from jaxdistill import sharding as sharding_lib
+from jaxdistill.data import batching
 from jaxdistill.data import images as images_lib
 from jaxdistill.data import multitask as multitask_data
 from jaxdistill.data import sst2 as sst2_lib
@@ -36,11 +37,12 @@ OFFSET = 2  # Word ids start after PAD (0) and UNK (1).
 AUX_TASKS = ('skipgram',)
 
 
-def _subset(sentences, labels, n: int):
-    """A fixed random subset of n examples (0 = all), in file order."""
-    if not n or n >= len(labels):
+def subset(sentences, labels, n: int):
+    """A fixed random subset of n examples (0 = all), in file order
+    (`batching.subset_rows`)."""
+    rows = batching.subset_rows(len(labels), n)
+    if rows is None:
         return sentences, labels
-    rows = np.sort(np.random.default_rng(0).permutation(len(labels))[:n])
     return [sentences[i] for i in rows], labels[rows]
 
 
@@ -58,7 +60,7 @@ class MT2STSST2Task:
                 f'data.batch_size={d.batch_size} and data.skipgram.pairs='
                 f'{sg.pairs} must be multiples of the {self._multiple} data devices.'
             )
-        sentences, labels = _subset(
+        sentences, labels = subset(
             *sst2_lib.load_split(d.sst2_dir, 'train'), d.max_train_examples
         )
         sst_text = [s.lower().split() for s in sentences]
@@ -69,7 +71,7 @@ class MT2STSST2Task:
         train = sst2_lib.encode(sentences, self.index, d.max_len), labels
         self._eval_data = {}
         for split in config.eval.splits:
-            s, y = _subset(
+            s, y = subset(
                 *sst2_lib.load_split(d.sst2_dir, split), config.eval.max_examples
             )
             self._eval_data[split] = sst2_lib.encode(s, self.index, d.max_len), y
