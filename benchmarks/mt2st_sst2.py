@@ -89,20 +89,12 @@ def pretrain_vectors(seed, args, path):
     data.min_count), so every word of the table has a vector.
     """
     from jaxdistill import word2vec  # pylint: disable=g-import-not-at-top
-    from jaxdistill.data import sst2 as sst2_lib  # pylint: disable=g-import-not-at-top
     from jaxdistill.data import words  # pylint: disable=g-import-not-at-top
+    from jaxdistill.tasks import multitask  # pylint: disable=g-import-not-at-top
 
     config = make_config('mtl', seed, args)
     d = config.data
-    sentences, _ = sst2_lib.load_split(d.sst2_dir, 'train')
-    if d.max_train_examples:
-        from jaxdistill.tasks import multitask  # pylint: disable=g-import-not-at-top
-
-        sentences, _ = multitask.subset(
-            sentences, np.zeros(len(sentences)), d.max_train_examples
-        )
-    corpus = words.read_sentences(d.corpus) + [s.lower().split() for s in sentences]
-    vocab = words.build_vocab(corpus, d.min_count)
+    _, _, corpus, vocab = multitask.load_text(d)
     ids, sentence = words.encode(corpus, vocab)
     options = word2vec.Options(
         dim=config.model.dim,
@@ -289,7 +281,7 @@ def plot(runs, seeds_done, target, path):
             100 * p[key]
             for a in runs
             for s in seeds_done
-            for p in runs[a][s]['curve'][2:]
+            for p in (runs[a][s]['curve'][2:] or runs[a][s]['curve'])
         )
         ax.set_ylim(lo - 1, None)
         ax.legend(fontsize=8)

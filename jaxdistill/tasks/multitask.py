@@ -37,13 +37,31 @@ OFFSET = 2  # Word ids start after PAD (0) and UNK (1).
 AUX_TASKS = ('skipgram',)
 
 
-def subset(sentences, labels, n: int):
+def _subset(sentences, labels, n: int):
     """A fixed random subset of n examples (0 = all), in file order
     (`batching.subset_rows`)."""
     rows = batching.subset_rows(len(labels), n)
     if rows is None:
         return sentences, labels
     return [sentences[i] for i in rows], labels[rows]
+
+
+def load_text(data):
+    """The task's text from config `data`: (SST-2 training phrases, labels,
+    skip-gram corpus, vocabulary).
+
+    The vocabulary counts Brown plus the SST-2 training text (lowercased);
+    the skip-gram corpus is Brown, plus that text if
+    `data.skipgram.include_sst2_text`.
+    """
+    sentences, labels = _subset(
+        *sst2_lib.load_split(data.sst2_dir, 'train'), data.max_train_examples
+    )
+    sst_text = [s.lower().split() for s in sentences]
+    brown = words.read_sentences(data.corpus)
+    vocab = words.build_vocab(brown + sst_text, data.min_count)
+    corpus = brown + (sst_text if data.skipgram.include_sst2_text else [])
+    return sentences, labels, corpus, vocab
 
 
 @registry.register('task', 'mt2st_sst2')
@@ -60,18 +78,13 @@ class MT2STSST2Task:
                 f'data.batch_size={d.batch_size} and data.skipgram.pairs='
                 f'{sg.pairs} must be multiples of the {self._multiple} data devices.'
             )
-        sentences, labels = subset(
-            *sst2_lib.load_split(d.sst2_dir, 'train'), d.max_train_examples
-        )
-        sst_text = [s.lower().split() for s in sentences]
-        brown = words.read_sentences(d.corpus)
-        vocab = words.build_vocab(brown + sst_text, d.min_count)
+        sentences, labels, corpus, vocab = load_text(d)
         self.index = {w: i + OFFSET for i, w in enumerate(vocab.words)}
         self.vocab_size = len(vocab) + OFFSET
         train = sst2_lib.encode(sentences, self.index, d.max_len), labels
         self._eval_data = {}
         for split in config.eval.splits:
-            s, y = subset(
+            s, y = _subset(
                 *sst2_lib.load_split(d.sst2_dir, split), config.eval.max_examples
             )
             self._eval_data[split] = sst2_lib.encode(s, self.index, d.max_len), y
@@ -83,7 +96,6 @@ class MT2STSST2Task:
         with_skipgram = self.aux_off_steps.get('skipgram', 0) != 0
         samplers = {}
         if with_skipgram:
-            corpus = brown + (sst_text if sg.include_sst2_text else [])
             ids, sentence = words.encode(corpus, vocab)
             samplers['skipgram'] = multitask_data.SkipgramPairs(
                 ids + OFFSET,
