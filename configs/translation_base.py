@@ -128,6 +128,10 @@ def get_config(arg=None, extra_args=()):
     config.mesh.model_axis_size = 1
     # Split large parameter matrices over the model axis.
     config.mesh.shard_params = False
+    # Device groups for codistillation's replicas (method.num_replicas): 0
+    # gives each replica its own group where the devices divide, otherwise
+    # stacks several replicas on each group (all on one device if need be).
+    config.mesh.replica_axis_size = 0
 
     config.checkpoint = ml_collections.ConfigDict()
     # Save every N steps (and at the end).

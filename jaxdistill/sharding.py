@@ -7,6 +7,7 @@ without sharding annotations, the train step pins only its inputs and outputs,
 and XLA's propagation places everything in between.
 """
 
+import math
 import os
 from typing import Any
 
@@ -83,6 +84,36 @@ def make_mesh(
         axis_types=(AxisType.Auto,) * 3,
         devices=devices,
     )
+
+
+def replica_axis_size(
+    num_replicas: int, requested: int = 0, *, devices: int, model_axis_size: int = 1
+) -> int:
+    """Size of the mesh's `replica` axis for `num_replicas` stacked replicas.
+
+    `requested` (> 0) is taken as given if it divides `num_replicas`;
+    0 chooses the largest divisor of `num_replicas` that divides the device
+    groups available (`devices // model_axis_size`): one group per replica
+    where the devices allow, otherwise several replicas stacked on each group
+    (all of them on a single device).
+    """
+    if requested < 0 or (requested and num_replicas % requested):
+        raise ConfigError(
+            f'mesh.replica_axis_size={requested} must divide method.num_replicas='
+            f'{num_replicas} (0 chooses automatically).'
+        )
+    if requested:
+        return requested
+    groups = max(devices // max(model_axis_size, 1), 1)
+    return max(
+        d for d in range(1, num_replicas + 1) if not num_replicas % d and not groups % d
+    )
+
+
+def batch_multiple(mesh, num_replicas: int = 1) -> int:
+    """Rows of every global batch must be a multiple of this: the devices
+    they are split over, and the replicas whose blocks they hold."""
+    return math.lcm(batch_axes(mesh), num_replicas)
 
 
 def batch_axes(mesh) -> int:

@@ -56,6 +56,21 @@ def say(*args):
         print(*args, flush=True)
 
 
+def _replica_layout(config, mesh) -> str:
+    """', N replicas: ...' for stacked methods: how they share the devices."""
+    n = config.method.get('num_replicas', 0)
+    if not n:
+        return ''
+    groups = mesh.shape['replica']
+    size = _plural(mesh.devices.size // groups, 'device')
+    if groups == n:
+        return f', {n} replicas: one per device group of {size}'
+    return (
+        f', {n} replicas: {n // groups} stacked per device group '
+        f'({_plural(groups, "group")} of {size})'
+    )
+
+
 def _check_loop_settings(config):
     """ConfigError naming the first step count the training loop cannot use."""
     c = config
@@ -184,7 +199,12 @@ class Trainer:
         _check_config_compatible(config, workdir, write=not read_only)
         self.mesh = sharding_lib.make_mesh(
             config.mesh.model_axis_size,
-            replica_axis_size=config.method.get('num_replicas', 1),
+            replica_axis_size=sharding_lib.replica_axis_size(
+                config.method.get('num_replicas', 1),
+                config.mesh.get('replica_axis_size', 0),
+                devices=jax.device_count(),
+                model_axis_size=config.mesh.model_axis_size,
+            ),
         )
         self.task = registry.get('task', config.task)(config, workdir, self.mesh)
         self.method = make_method(config.method, self.task.model_fns)
@@ -330,7 +350,8 @@ class Trainer:
             f'Training {c.method.name} on {c.task} for {total} steps '
             f'({_plural(jax.device_count(), "device")}, '
             f'{_plural(jax.process_count(), "process")})'
-            f'\ndata: '
+            + _replica_layout(c, self.mesh)
+            + '\ndata: '
             + ', '.join(
                 f'{k} {v:.3g}' if isinstance(v, float) else f'{k} {v}'
                 for k, v in self.data_summary.items()

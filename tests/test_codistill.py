@@ -348,6 +348,74 @@ def test_replicas_of_different_capacities():
     assert np.all(np.asarray(aux['train/distill']) > 0)
 
 
+def _capacity_method():
+    from jaxdistill.models import composite as composite_lib
+    from jaxdistill.tasks import translation
+
+    comp = composite_lib.Composite(_config(num_heads=4), 'width', (0.5, 1.0))
+    fns = composite_lib.make_fns(comp, translation.translation_labels)
+    cfg = dict(
+        name='codistill',
+        num_replicas=2,
+        burn_in_steps=2,
+        exchange_every=3,
+        replica_capacities=('x0.5', 'x1'),
+    )
+    return make_method(ml_collections.ConfigDict(cfg), fns)
+
+
+@pytest.mark.parametrize('variant', ['params', 'predictions', 'capacities'])
+def test_replicas_stacked_on_fewer_groups_match_a_group_each(variant):
+    """Two replicas on one group of 8 devices, or both on a single device
+    (vmapped; a loop for different capacities), train exactly as with a
+    group of 4 devices each: same per-replica losses through burn-in, the
+    exchanges and distillation."""
+
+    def losses_on(mesh):
+        if variant == 'capacities':
+            method = _capacity_method()
+        else:
+            method = _method(exchange=variant)
+        state, step, bs = _setup(method, mesh)
+        out = []
+        for i in range(4):  # Burn-in, exchange, distillation, exchange.
+            batch = sharding.global_batch(_batch(seed=i), bs)
+            state, aux = step(state, batch, method.phase(i), method.refresh_due(i))
+            out.append(np.asarray(aux['train/loss']))
+        assert 'train/distill' in aux
+        return np.array(out), state
+
+    want, state = losses_on(sharding.make_mesh(replica_axis_size=2))
+    assert not np.allclose(want[:, 0], want[:, 1])  # Two different models.
+    if variant != 'capacities':  # (The slowest to compile: one mesh less.)
+        one_group, _ = losses_on(sharding.make_mesh(replica_axis_size=1))
+        np.testing.assert_allclose(one_group, want, rtol=1e-5)
+    single, state1 = losses_on(
+        sharding.make_mesh(replica_axis_size=1, devices=jax.devices()[:1])
+    )
+    np.testing.assert_allclose(single, want, rtol=1e-5)
+    same = jax.tree.map(
+        lambda a, b: np.allclose(a, b, atol=1e-5),
+        jax.device_get(state.params),
+        jax.device_get(state1.params),
+    )
+    assert all(jax.tree.leaves(same))
+
+
+def test_replica_axis_size():
+    size = sharding.replica_axis_size
+    assert size(2, devices=8) == 2  # A group each where the devices divide.
+    assert size(4, devices=6) == 2  # Otherwise 2 replicas stacked per group.
+    assert size(3, devices=8) == 1
+    assert size(2, devices=1) == 1  # Both on one device.
+    assert size(2, devices=8, model_axis_size=8) == 1
+    assert size(2, 1, devices=8) == 1  # Asked for: one group of 8.
+    with pytest.raises(ConfigError, match='replica_axis_size=3 must divide'):
+        size(2, 3, devices=8)
+    mesh = sharding.make_mesh(replica_axis_size=1)
+    assert sharding.batch_multiple(mesh, 3) == 24  # 8 devices, 3 replica blocks.
+
+
 OVERRIDES = (
     '--config.num_train_steps=10',
     '--config.log_every_steps=2',

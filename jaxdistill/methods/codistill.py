@@ -188,50 +188,94 @@ class Codistill(Method):
         """Sum over replicas of each one's loss; each computed in its group.
 
         `jax.shard_map` over `replica` (the `data` and `model` axes stay
-        automatic) pins replica r's forward and backward passes to its own
-        devices, so only metric scalars cross between groups.
+        automatic) pins each group's replicas' forward and backward passes to
+        its own devices, so only metric scalars cross between groups. A group
+        holds N / (size of `replica`) replicas: one when every replica has
+        devices of its own, several stacked (vmapped) when the mesh has fewer
+        groups than replicas (e.g. one device).
         """
         distil = phase == 'distil'
         spec = jax.P('replica')
-        per_replica = jax.shard_map(
-            functools.partial(self._replica_loss, distil=distil),
+        per_group = jax.shard_map(
+            functools.partial(self._group_loss, distil=distil),
             in_specs=(spec, spec, jax.P(), jax.P(), jax.P()),
             out_specs=spec,
             axis_names={'replica'},
         )
         stale = extra['stale'] if distil and self.exchange == 'params' else None
-        loss, aux = per_replica(params, batch, stale, jax.random.key_data(rng), step)
+        loss, aux = per_group(params, batch, stale, jax.random.key_data(rng), step)
         return jnp.sum(loss), aux
 
-    def _replica_loss(self, params, batch, stale, rng, step, *, distil):
-        """One replica's loss and metrics, all shaped [1] (its block)."""
-        r = jax.lax.axis_index('replica')
-        params = jax.tree.map(lambda p: p[0], params)
-        rng = jax.random.fold_in(jax.random.wrap_key_data(rng), r)
-        logits = self._apply(params, batch, r, train=True, rng=rng)
-        labels, where = self.model.labels(batch)
-        ce = losses.cross_entropy(
-            logits, labels, where=where, label_smoothing=self.label_smoothing
+    def _local(self, fn, n: int, *, unroll: bool = False):
+        """`fn` mapped over a group's n replicas (leading axis of every arg).
+
+        One replica: called directly. Several: `jax.vmap`, or a Python loop
+        with `unroll` (replicas of different capacities: a vmapped
+        `lax.switch` would run every capacity's network for every replica).
+        """
+
+        def one(i, args):
+            return fn(*jax.tree.map(lambda x: x[i], args))
+
+        def mapped(*args):
+            if n > 1 and not unroll:
+                return jax.vmap(fn)(*args)
+            outs = [one(i, args) for i in range(n)]
+            return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+
+        return mapped
+
+    def _group_loss(self, params, batch, stale, rng, step, *, distil):
+        """The losses and metrics of one group's replicas, all shaped [n].
+
+        The group's rows are its replicas' blocks in order: replica
+        g * n + j (group g, local j) reads the j-th block, as it would from
+        a group of its own.
+        """
+        n = jax.tree.leaves(params)[0].shape[0]
+        index = jax.lax.axis_index('replica') * n + jnp.arange(n)
+        blocks = jax.tree.map(lambda x: x.reshape(n, -1, *x.shape[1:]), batch)
+        key = jax.random.wrap_key_data(rng)
+        keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(index)
+        local = functools.partial(
+            self._local, n=n, unroll=bool(self.replica_capacities)
         )
-        ce = losses.masked_mean(ce, where)
-        loss, aux = ce, {'train/ce': ce, 'train/tokens': jnp.sum(where)}
-        if distil and self.exchange == 'predictions':
-            shared = self.shared_batch(batch)
-            own = self._apply(
-                params, shared, r, train=True, rng=jax.random.fold_in(rng, 1)
+
+        def own_loss(p, b, r, k):
+            logits = self._apply(p, b, r, train=True, rng=k)
+            labels, where = self.model.labels(b)
+            ce = losses.cross_entropy(
+                logits, labels, where=where, label_smoothing=self.label_smoothing
             )
-            peers = self.peer_predictions(own, r)
+            return logits, where, losses.masked_mean(ce, where)
+
+        logits, where, ce = local(own_loss)(params, blocks, index, keys)
+        loss = ce
+        aux = {
+            'train/ce': ce,
+            'train/tokens': jnp.sum(where, axis=tuple(range(1, where.ndim))),
+        }
+        if distil and self.exchange == 'predictions':
+            shared = self.shared_batch(blocks)
+            own = local(
+                lambda p, r, k: self._apply(
+                    p, shared, r, train=True, rng=jax.random.fold_in(k, 1)
+                )
+            )(params, index, keys)
+            peers = self.peer_predictions(own, index)
             shared_where = self.model.labels(shared)[1]
-            d = self.distillation(own[None], peers[:, None], shared_where[None])[0]
+            d = self.distillation(
+                own, peers, jnp.broadcast_to(shared_where, own.shape[:-1])
+            )
             loss = ce + self._weight(step) * d
             aux['train/distill'] = d
         elif distil:
-            peers = self.peer_logits(stale, batch, r)
-            d = self.distillation(logits[None], peers[:, None], where[None])[0]
+            peers = local(lambda b, r: self.peer_logits(stale, b, r))(blocks, index)
+            d = self.distillation(logits, jnp.swapaxes(peers, 0, 1), where)
             loss = ce + self._weight(step) * d
             aux['train/distill'] = d
         aux['train/loss'] = loss
-        return loss[None], jax.tree.map(lambda x: x[None], aux)
+        return loss, aux
 
     def peer_logits(self, stale, batch, r):
         """[N-1, B, ..., V]: stale peers (r+k) % N, k=1..N-1, on r's batch."""
@@ -242,23 +286,30 @@ class Codistill(Method):
             out.append(self._apply(peer, batch, q, train=False))
         return jax.lax.stop_gradient(jnp.stack(out))
 
-    def shared_batch(self, batch):
+    def shared_batch(self, blocks):
         """The first `shared_fraction` of every replica's rows, all replicas'
-        together (an all-gather over `replica` of token ids): [N * k, ...]."""
-        rows = jax.tree.leaves(batch)[0].shape[0]
+        together, in replica order (an all-gather over `replica` of token
+        ids): [N * k, ...]. `blocks`: this group's replicas' rows, [n, B, ...]."""
+        rows = jax.tree.leaves(blocks)[0].shape[1]
         k = max(1, round(rows * self.shared_fraction))
         return jax.tree.map(
-            lambda x: jax.lax.all_gather(x[:k], 'replica', tiled=True), batch
+            lambda x: jax.lax.all_gather(
+                x[:, :k].reshape(-1, *x.shape[2:]), 'replica', tiled=True
+            ),
+            blocks,
         )
 
-    def peer_predictions(self, own, r):
-        """[N-1, S, ..., V]: peers' current logits on the shared batch
-        (all-gathered over `replica`, under stop-gradient), peers (r+k) % N."""
-        every = jax.lax.all_gather(jax.lax.stop_gradient(own), 'replica')
-        peers = [
-            every[(r + k) % self.num_replicas] for k in range(1, self.num_replicas)
-        ]
-        return jnp.stack(peers)
+    def peer_predictions(self, own, index):
+        """[N-1, n, S, ..., V]: for each of this group's replicas r (`index`,
+        [n]), its peers' (r+k) % N current logits on the shared batch
+        (all-gathered over `replica`, under stop-gradient)."""
+        every = jax.lax.all_gather(jax.lax.stop_gradient(own), 'replica', tiled=True)
+        return jnp.stack(
+            [
+                every[(index + k) % self.num_replicas]
+                for k in range(1, self.num_replicas)
+            ]
+        )
 
     def distillation(self, logits, peers, where):
         """[N] mean distance from each replica to its peers' mean prediction."""

@@ -165,7 +165,9 @@ class TranslationTask:
             too_long=d.too_long,
             tagged=self.tagged,
         )
-        self.batch_multiple = sharding_lib.batch_axes(mesh)
+        self.batch_multiple = sharding_lib.batch_multiple(
+            mesh, config.method.get('num_replicas', 1)
+        )
         self.train_batches = data_lib.BucketedBatcher(
             src,
             tgt,
