@@ -72,6 +72,10 @@ def _run(workdir, config, devices, overrides):
         )
         if r.returncode:
             raise SystemExit(r.stdout[-2000:] + r.stderr[-3000:])
+    return _records(workdir)
+
+
+def _records(workdir):
     with open(pathlib.Path(workdir) / 'metrics.jsonl', encoding='utf-8') as f:
         return [json.loads(line) for line in f]
 
@@ -167,6 +171,12 @@ def main():
         '--tag', default='', help='results go to codistill_TAG.{json,png}'
     )
     parser.add_argument(
+        '--only',
+        default='',
+        help='comma-separated arms to train now (e.g. A,C for a pilot); '
+        'needs --workdir; the result is written once every arm has finished there',
+    )
+    parser.add_argument(
         '--workdir',
         default=None,
         help='folder of the arms (default: a new temporary one); arms that '
@@ -174,6 +184,9 @@ def main():
     )
     args = parser.parse_args([a for a in argv if not a.startswith('--config.')])
     steps = 40 if args.quick else args.steps
+    only = set(filter(None, args.only.split(',')))
+    if only and not args.workdir:
+        parser.error('--only needs --workdir (the other arms run there later)')
     if not 0 <= args.burn_in < 1:
         parser.error(f'--burn-in={args.burn_in} must be in [0, 1)')
     burn_in = round(steps * args.burn_in)
@@ -206,8 +219,7 @@ def main():
         f'--config.data.batch_tokens={2 * b}',
         f'--config.method.burn_in_steps={burn_in}',
     ]
-    arms = {}
-    for name, config, devices, over in [
+    plan = [
         ('A', CONFIG, g, [f'--config.data.batch_tokens={b}', '--config.seed=0']),
         ('A2', CONFIG, g, [f'--config.data.batch_tokens={b}', '--config.seed=1']),
         ('B', CONFIG, 2 * g, [f'--config.data.batch_tokens={2 * b}']),
@@ -215,8 +227,19 @@ def main():
     ] + [
         (name, CODISTILL, 2 * g, c_over + [f'--config.{o}' for o in overrides(steps)])
         for name, (_, overrides) in (ABLATION.items() if args.ablation else ())
-    ]:
-        arms[name] = _run(tmp / name, config, devices, common_overrides + over)
+    ]
+    if unknown := only - {name for name, *_ in plan}:
+        parser.error(f'--only: unknown arms {sorted(unknown)}')
+    arms = {}
+    for name, config, devices, over in plan:
+        if not only or name in only:
+            arms[name] = _run(tmp / name, config, devices, common_overrides + over)
+    if only:
+        missing = [n for n, *_ in plan if not (tmp / n / 'summary.json').exists()]
+        if missing:
+            print(f'trained {sorted(only)} in {tmp}; still to train: {missing}')
+            return
+        arms = {n: arms.get(n) or _records(tmp / n) for n, *_ in plan}
     curves = {k: _curve(v) for k, v in arms.items() if k in ('A', 'A2', 'B')}
     curves['C'] = _curve(arms['C'], 'eval/r0/loss')
     curves['C_r1'] = _curve(arms['C'], 'eval/r1/loss')
