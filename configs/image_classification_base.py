@@ -9,6 +9,7 @@ a few fields. Arguments (comma-separated, e.g. `...:runlocal,method=supervised`)
 """
 
 import ml_collections
+import spine
 
 DATA_DIRS = {'mnist': '../shared/data/mnist', 'cifar10': '../shared/data/cifar10'}
 
@@ -104,19 +105,9 @@ def get_config(arg=None):
     # Global-norm gradient clipping (0 = off).
     config.optimizer.grad_clip_norm = 0.0
 
-    config.mesh = ml_collections.ConfigDict()
-    # Devices per model shard; the data axis gets the rest.
-    config.mesh.model_axis_size = 1
-    # Split large parameter matrices over the model axis.
-    config.mesh.shard_params = False
-
-    config.checkpoint = ml_collections.ConfigDict()
-    # Save every N steps (and at the end).
-    config.checkpoint.every_steps = 1000
-    # Keep the last K checkpoints.
-    config.checkpoint.keep = 2
-    # Write checkpoints in the background.
-    config.checkpoint.async_save = True
+    # The device mesh and the checkpoints (configs/spine.py).
+    config.mesh = spine.mesh()
+    config.checkpoint = spine.checkpoint(every_steps=1000, keep=2)
 
     config.eval = ml_collections.ConfigDict()
     # Evaluate every N steps (0 = only at the end).

@@ -12,6 +12,7 @@ command line leaves them where they were (override method.aux_weights too).
 """
 
 import ml_collections
+import spine
 
 ARMS = ('stl', 'mtl', 'diminish', 'switch')
 
@@ -144,19 +145,9 @@ def get_config(arg=None):
     # Global-norm gradient clipping (0 = off).
     config.optimizer.grad_clip_norm = 0.0
 
-    config.mesh = ml_collections.ConfigDict()
-    # Devices per model shard; the data axis gets the rest.
-    config.mesh.model_axis_size = 1
-    # Split large parameter matrices over the model axis.
-    config.mesh.shard_params = False
-
-    config.checkpoint = ml_collections.ConfigDict()
-    # Save every N steps (and at the end).
-    config.checkpoint.every_steps = 2500
-    # Keep the last K checkpoints.
-    config.checkpoint.keep = 1
-    # Write checkpoints in the background.
-    config.checkpoint.async_save = True
+    # The device mesh and the checkpoints (configs/spine.py).
+    config.mesh = spine.mesh()
+    config.checkpoint = spine.checkpoint(every_steps=2500, keep=1)
 
     config.eval = ml_collections.ConfigDict()
     # Evaluate every N steps (0 = only at the end).

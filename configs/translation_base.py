@@ -6,6 +6,7 @@ Arguments (comma-separated, e.g. `configs/translate_synthetic.py:runlocal,size=s
 """
 
 import ml_collections
+import spine
 
 from jaxdistill.models.transformer import SIZES
 
@@ -123,23 +124,9 @@ def get_config(arg=None, extra_args=()):
     # Global-norm gradient clipping (0 = off).
     config.optimizer.grad_clip_norm = 1.0
 
-    config.mesh = ml_collections.ConfigDict()
-    # Devices per model shard; the data axis gets the rest.
-    config.mesh.model_axis_size = 1
-    # Split large parameter matrices over the model axis.
-    config.mesh.shard_params = False
-    # Device groups for codistillation's replicas (method.num_replicas): 0
-    # gives each replica its own group where the devices divide, otherwise
-    # stacks several replicas on each group (all on one device if need be).
-    config.mesh.replica_axis_size = 0
-
-    config.checkpoint = ml_collections.ConfigDict()
-    # Save every N steps (and at the end).
-    config.checkpoint.every_steps = 1000
-    # Keep the last K checkpoints.
-    config.checkpoint.keep = 3
-    # Write checkpoints in the background.
-    config.checkpoint.async_save = True
+    # The device mesh and the checkpoints (configs/spine.py).
+    config.mesh = spine.mesh()
+    config.checkpoint = spine.checkpoint(every_steps=1000, keep=3)
 
     config.eval = ml_collections.ConfigDict()
     # Evaluate every N steps (0 = only at the end).

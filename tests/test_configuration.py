@@ -12,7 +12,7 @@ CONFIGS = pathlib.Path(__file__).resolve().parents[1] / 'configs'
 
 def test_every_field_defined_in_a_base_config_has_a_comment():
     """Every `config.x = value` in a base file sits under a comment line."""
-    for path in CONFIGS.glob('*base.py'):
+    for path in [*CONFIGS.glob('*base.py'), CONFIGS / 'spine.py']:
         text = path.read_text().split('\ndef shrink')[0]  # changes, not fields
         lines = [l.strip() for l in text.splitlines()]
         for i, line in enumerate(lines):
