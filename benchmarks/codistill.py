@@ -16,7 +16,12 @@ Fake devices share the CPU's cores, so steps, not seconds, are the measure.
 `--ablation` also trains C's variants (ABLATION below: distillation off, half
 the weight, a 5x more frequent exchange, the PFN code's 40% burn-in) on the
 same devices and data, and reports each one's curve, final loss and churn.
-On a GPU/TPU machine pass `--devices-per-group` and a bigger model.
+On a GPU/TPU machine pass `--devices-per-group` and a bigger model. With
+fewer accelerators than C needs (one GPU), C's two replicas are stacked on
+the devices there are (`mesh.replica_axis_size`, chosen automatically) and
+train exactly as on groups of their own; steps stay the measure.
+`--only A,C --workdir DIR` trains some arms now (a pilot) and the rest on a
+later call with the same arguments; the result is written once all are done.
 Writes benchmarks/results/codistill[_TAG].json and .png.
 """
 
