@@ -26,6 +26,7 @@ Writes benchmarks/results/codistill[_TAG].json and .png.
 """
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -55,12 +56,34 @@ ABLATION = {
 }
 
 
+@functools.cache
+def _platform() -> tuple[str, int]:
+    """(platform, device count) the arms will run on: `JAX_PLATFORMS` if set,
+    else what JAX picks, asked in a subprocess (this one holds no device)."""
+    code = 'import jax; print(jax.default_backend(), jax.device_count())'
+    out = subprocess.run(
+        [sys.executable, '-c', code],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'),
+    )
+    if out.returncode:
+        raise SystemExit(f'cannot start JAX: {out.stderr[-2000:]}')
+    name, count = out.stdout.split()[-2:]
+    return name, int(count)
+
+
 def _env(devices):
-    """A subprocess environment with `devices` fake CPU devices (on CPU)."""
+    """A subprocess environment with `devices` devices: fake CPU devices on
+    CPU; on GPUs the first `devices` of them (all, if there are fewer: C's
+    replicas are then stacked on the ones there are)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-    env.setdefault('JAX_PLATFORMS', 'cpu')
-    if env['JAX_PLATFORMS'] == 'cpu':
+    platform, count = _platform()
+    if platform == 'cpu':
+        env['JAX_PLATFORMS'] = 'cpu'
         env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+    elif platform in ('gpu', 'cuda', 'rocm') and devices < count:
+        env['CUDA_VISIBLE_DEVICES'] = ','.join(map(str, range(devices)))
     return env
 
 
