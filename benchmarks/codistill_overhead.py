@@ -1,21 +1,22 @@
 """Step time of codistillation over a plain data-parallel step, in one process.
 
     python benchmarks/codistill_overhead.py [--devices 8] [--batch-tokens 1024] \
-        [--buckets 16,24,32,48,64] [--repeats 9] [--config.k=v ...]
+        [--buckets 16,24,32,48,64] [--repeats 9] [--tag NAME] [--config.k=v ...]
 
 `benchmarks/codistill.py` reports the overhead as the ratio of two training
 subprocesses' median logged step rates, measured at different times. Here both
 steps are built in one process on the same (fake, on CPU) devices, exactly as
 `jaxdistill.train` builds them, and timed alternately on the same data:
   B: one model, batch 2B, data-parallel over all devices;
-  C: codistillation, 2 replicas x devices/2, batch B each, after burn-in (the
+  C: codistillation, 2 replicas x devices/2 (with --devices 1: both
+     stacked on the one device), batch B each, after burn-in (the
      step with the stale peer's forward and the distillation term), and also
      the exchange step (every `exchange_every`-th step; it adds the refresh).
 Every bucket length is timed (medians of `--repeats`, arms alternating), and
 the overhead is the ratio of the arms' mean step over the buckets.
 The settings match benchmarks/codistill.py (Multi30k en->de, the same
 overrides; pass the same `--config.model.*` as the run being compared).
-Writes benchmarks/results/codistill_overhead.json and .png.
+Writes benchmarks/results/codistill_overhead[_TAG].json and .png.
 """
 
 import argparse
@@ -27,12 +28,11 @@ DEVICES = 8
 for i, a in enumerate(sys.argv):  # Before jax is imported.
     if a.startswith('--devices'):
         DEVICES = int(a.split('=', 1)[1] if '=' in a else sys.argv[i + 1])
-os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-if os.environ['JAX_PLATFORMS'] == 'cpu':
-    os.environ['XLA_FLAGS'] = (
-        os.environ.get('XLA_FLAGS', '')
-        + f' --xla_force_host_platform_device_count={DEVICES}'
-    )
+# Fake devices for the CPU platform (ignored by GPU/TPU platforms).
+os.environ['XLA_FLAGS'] = (
+    os.environ.get('XLA_FLAGS', '')
+    + f' --xla_force_host_platform_device_count={DEVICES}'
+)
 
 import tempfile  # pylint: disable=g-import-not-at-top,wrong-import-position
 import time  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -71,14 +71,16 @@ def main():
     )
     parser.add_argument('--repeats', type=int, default=9)
     parser.add_argument('--data', default='../shared/data/multi30k')
+    parser.add_argument('--tag', default='', help='write codistill_overhead_TAG')
     args = parser.parse_args(rest)
     if not os.path.isdir(args.data):
         raise SystemExit(f'Multi30k folder {args.data} not found; pass --data.')
-    if args.devices % 2 or jax.device_count() != args.devices:
+    if (args.devices > 1 and args.devices % 2) or jax.device_count() != args.devices:
         raise SystemExit(
-            f'need an even --devices and that many devices; jax sees '
-            f'{jax.device_count()}.'
+            f'need --devices 1 (both replicas stacked there) or an even number, '
+            f'and that many devices; jax sees {jax.device_count()}.'
         )
+    name = 'codistill_overhead' + (f'_{args.tag}' if args.tag else '')
     base = codistill.shared_overrides(1000, args.data)
     base += [f'data.batch_tokens={2 * args.batch_tokens}', *extra]
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,16 +143,17 @@ def main():
         'step_overhead': mean['C'] / mean['B'],
         'step_overhead_with_exchange': mean_c / mean['B'],
         'exchange_step_overhead': mean['C_exchange'] / mean['B'],
-        'plot': 'benchmarks/results/codistill_overhead.png',
+        'replica_groups': codist.mesh.shape['replica'],
+        'plot': f'benchmarks/results/{name}.png',
     }
-    common.write_result('codistill_overhead', result)
+    common.write_result(name, result)
     print(
         f'mean over buckets: B {mean["B"] * 1e3:.1f} ms, C {mean["C"] * 1e3:.1f} ms, '
         f'C with exchange {mean["C_exchange"] * 1e3:.1f} ms: overhead '
         f'{result["step_overhead"]:.3f}x ({result["step_overhead_with_exchange"]:.3f}x '
         f'counting one exchange per {exchange_every} steps)'
     )
-    _plot(result, common.RESULTS / 'codistill_overhead.png')
+    _plot(result, common.RESULTS / f'{name}.png')
 
 
 def _plot(result, path):
