@@ -80,7 +80,7 @@ def main():
             f'need --devices 1 (both replicas stacked there) or an even number, '
             f'and that many devices; jax sees {jax.device_count()}.'
         )
-    name = 'codistill_overhead' + (f'_{args.tag}' if args.tag else '')
+    out_name = 'codistill_overhead' + (f'_{args.tag}' if args.tag else '')
     base = codistill.shared_overrides(1000, args.data)
     base += [f'data.batch_tokens={2 * args.batch_tokens}', *extra]
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,16 +144,16 @@ def main():
         'step_overhead_with_exchange': mean_c / mean['B'],
         'exchange_step_overhead': mean['C_exchange'] / mean['B'],
         'replica_groups': codist.mesh.shape['replica'],
-        'plot': f'benchmarks/results/{name}.png',
+        'plot': f'benchmarks/results/{out_name}.png',
     }
-    common.write_result(name, result)
+    common.write_result(out_name, result)
     print(
         f'mean over buckets: B {mean["B"] * 1e3:.1f} ms, C {mean["C"] * 1e3:.1f} ms, '
         f'C with exchange {mean["C_exchange"] * 1e3:.1f} ms: overhead '
         f'{result["step_overhead"]:.3f}x ({result["step_overhead_with_exchange"]:.3f}x '
         f'counting one exchange per {exchange_every} steps)'
     )
-    _plot(result, common.RESULTS / f'{name}.png')
+    _plot(result, common.RESULTS / f'{out_name}.png')
 
 
 def _plot(result, path):

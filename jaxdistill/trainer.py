@@ -118,6 +118,33 @@ def _check_config_compatible(config, workdir, *, write=True):
         os.replace(path + '.tmp', path)
 
 
+def _resume_position(meta: dict, batches) -> dict:
+    """The checkpoint's data position, carried over to this run's batching.
+
+    Batches hold a multiple of the devices' (and replicas') rows, so on a
+    different device count an epoch has other batches (and another order).
+    Then training continues at the same fraction of the epoch in the new
+    batching, and a note says the data order differs from an unbroken run's.
+    """
+    pos = meta['data_position']
+    before, now = meta.get('batches_per_epoch'), batches.batches_per_epoch()
+    if before is None or before == now:
+        return pos
+    if set(pos) == {'epoch', 'index'}:
+        pos = {'epoch': pos['epoch'], 'index': pos['index'] * now // before}
+    elif set(pos) == {'step'}:
+        epoch, index = divmod(pos['step'], before)
+        pos = {'step': epoch * now + index * now // before}
+    say(
+        f'Note: the checkpoint was written on {meta.get("devices", "?")} devices '
+        f'with {before} batches an epoch; this run has {jax.device_count()} '
+        f'and {now}. Training continues from the same step and parameters, '
+        'at the same point of the epoch, but the data order from here differs '
+        'from an unbroken run.'
+    )
+    return pos
+
+
 def _plural(n: int, noun: str) -> str:
     return f'{n} {noun}' + ('' if n == 1 else 'es' if noun.endswith('s') else 's')
 
@@ -247,8 +274,10 @@ class Trainer:
             self.start_step = 0
         else:
             self.start_step, self.state, meta = restored
-            self.task.train_batches.set_position(meta['data_position'])
             say(f'Resumed from {self.ckpt.directory}/{self.start_step}.')
+            self.task.train_batches.set_position(
+                _resume_position(meta, self.task.train_batches)
+            )
         self.writer = metrics_lib.MetricWriter(
             workdir,
             resume_step=self.start_step if restored else None,
@@ -256,7 +285,13 @@ class Trainer:
         )
 
     def _save(self, step: int, force: bool = False):
-        meta = {'data_position': self.task.train_batches.position, 'step': step}
+        meta = {
+            'data_position': self.task.train_batches.position,
+            'step': step,
+            # How the data was batched: a resume on other devices re-batches.
+            'devices': jax.device_count(),
+            'batches_per_epoch': self.task.train_batches.batches_per_epoch(),
+        }
         return self.ckpt.save(step, self.state, meta, force=force)
 
     def _log(self, step, history, seconds, compiling, progress, end):

@@ -99,3 +99,41 @@ def test_damaged_finished_checkpoint_is_set_aside(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert f'Resumed from {work}/checkpoints/10' in r.stdout
     assert any((work / 'checkpoints_damaged').iterdir())
+
+
+def test_resume_on_another_device_count_rebatches_with_a_note(tmp_path):
+    """A codistillation run checkpointed on 8 devices (two groups of 4)
+    resumes on 1 (both replicas stacked there). Its epochs now have fewer
+    batches than the saved position's index: the run continues at the same
+    point of the epoch and says that the data order changed."""
+    from jaxdistill import checkpoint as checkpoint_lib
+
+    config = str(helpers.REPO / 'configs' / 'codistill_synthetic.py') + ':runlocal'
+    work = tmp_path / 'w'
+
+    def train(steps, devices):
+        cmd = helpers.train_cmd(
+            work,
+            f'--config.num_train_steps={steps}',
+            f'--config.checkpoint.every_steps={steps}',
+            '--config.eval.at_end=False',
+            config=config,
+        )
+        r = helpers.run(cmd, devices=devices)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+        return r.stdout
+
+    out = train(76, devices=8)
+    assert 'one per device group of 4 devices' in out
+    meta = checkpoint_lib.read_meta(str(work / 'checkpoints' / '76'))
+    assert meta['devices'] == 8 and meta['data_position']['index'] == 76
+    before = meta['batches_per_epoch']
+    out = train(80, devices=1)
+    assert f'Resumed from {work}/checkpoints/76' in out
+    assert '2 stacked per device group (1 group of 1 device)' in out
+    assert 'the data order from here differs from an unbroken run' in out
+    meta = checkpoint_lib.read_meta(str(work / 'checkpoints' / '80'))
+    now = meta['batches_per_epoch']
+    assert meta['devices'] == 1 and now < before
+    # Four steps on from the same fraction of the epoch.
+    assert meta['data_position'] == {'epoch': 0, 'index': 76 * now // before + 4}
