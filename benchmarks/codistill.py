@@ -13,9 +13,11 @@ Reports the steps each arm needs to reach A's best validation loss, the
 validation curves (plot), the step-time overhead of C over B (same devices),
 and prediction churn between the two A models vs between C's two replicas.
 Fake devices share the CPU's cores, so steps, not seconds, are the measure.
-`--ablation` also trains C's variants (ABLATION below: distillation off, half
-the weight, a 5x more frequent exchange, the PFN code's 40% burn-in) on the
-same devices and data, and reports each one's curve, final loss and churn.
+`--ablation` also trains C's variants (DEFAULT_ABLATION below: distillation
+off, half the weight, a 5x more frequent exchange, the PFN code's 40% burn-in)
+on the same devices and data, and reports each one's curve, final loss and
+churn; `--ablation C_w2,...` trains the named ones of ABLATION instead (C_w2:
+twice the weight).
 On a GPU/TPU machine pass `--devices-per-group` and a bigger model. With
 fewer accelerators than C needs (one GPU), C's two replicas are stacked on
 the devices there are (`mesh.replica_axis_size`, chosen automatically) and
@@ -48,12 +50,15 @@ CODISTILL = 'configs/codistill_synthetic.py'
 ABLATION = {
     'C_w0': ('no distillation (weight 0)', lambda steps: ['method.weight=0.0']),
     'C_w0.5': ('distillation weight 0.5', lambda steps: ['method.weight=0.5']),
+    'C_w2': ('distillation weight 2', lambda steps: ['method.weight=2.0']),
     'C_ex10': ('exchange every 10 steps', lambda steps: ['method.exchange_every=10']),
     'C_burn40': (
         'burn-in 40% of the steps',
         lambda steps: [f'method.burn_in_steps={2 * steps // 5}'],
     ),
 }
+# `--ablation` without names: the variants of the 2026-12-04 ablation.
+DEFAULT_ABLATION = ('C_w0', 'C_w0.5', 'C_ex10', 'C_burn40')
 
 
 @functools.cache
@@ -193,7 +198,12 @@ def main():
         help="C's burn-in, a fraction of the steps (PFN's code: 0.4)",
     )
     parser.add_argument(
-        '--ablation', action='store_true', help="also train C's variants (ABLATION)"
+        '--ablation',
+        nargs='?',
+        const=','.join(DEFAULT_ABLATION),
+        default='',
+        help="also train C's variants: DEFAULT_ABLATION, or those of "
+        'ABLATION named (comma-separated, e.g. C_w2)',
     )
     parser.add_argument(
         '--tag', default='', help='results go to codistill_TAG.{json,png}'
@@ -213,6 +223,11 @@ def main():
     args = parser.parse_args([a for a in argv if not a.startswith('--config.')])
     steps = 40 if args.quick else args.steps
     only = set(filter(None, args.only.split(',')))
+    variants = [v for v in args.ablation.split(',') if v]
+    if unknown := set(variants) - set(ABLATION):
+        parser.error(
+            f'--ablation: unknown variants {sorted(unknown)}; known: {list(ABLATION)}'
+        )
     if only and not args.workdir:
         parser.error('--only needs --workdir (the other arms run there later)')
     if not 0 <= args.burn_in < 1:
@@ -254,7 +269,8 @@ def main():
         ('C', CODISTILL, 2 * g, c_over),
     ] + [
         (name, CODISTILL, 2 * g, c_over + [f'--config.{o}' for o in overrides(steps)])
-        for name, (_, overrides) in (ABLATION.items() if args.ablation else ())
+        for name, (_, overrides) in ABLATION.items()
+        if name in variants
     ]
     if unknown := only - {name for name, *_ in plan}:
         parser.error(f'--only: unknown arms {sorted(unknown)}')
@@ -297,9 +313,9 @@ def main():
         'workdirs': str(tmp),
         'plot': f'benchmarks/results/{name}.png',
     }
-    if args.ablation:
-        result['ablation'] = _ablation(arms, best_a)
-        for k in ABLATION:
+    if variants:
+        result['ablation'] = _ablation(arms, best_a, variants)
+        for k in variants:
             curves[k] = _curve(arms[k], 'eval/r0/loss')
     _plot(curves, best_a, common.RESULTS / f'{name}.png')
     common.write_result(name, result)
@@ -314,12 +330,12 @@ def _last(records, key):
     return _values(records, key)[-1]
 
 
-def _ablation(arms, best_a):
+def _ablation(arms, best_a, variants):
     """C and its variants side by side: final val loss of each replica, the
     steps replica 0 needs to reach A's best, and churn between the replicas
     (at the end, and the mean of the last five evals)."""
     rows = {}
-    for k in ['C', *ABLATION]:
+    for k in ['C', *variants]:
         rows[k] = {
             'change': ABLATION[k][0] if k in ABLATION else 'none (C as above)',
             'final_val_loss': [_last(arms[k], f'eval/r{i}/loss') for i in (0, 1)],
