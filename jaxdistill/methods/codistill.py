@@ -5,7 +5,9 @@ distillation" (ICLR 2018, arXiv 1804.03235); see docs/methods/codistillation.md.
 
 The N replicas are one parameter pytree with a leading replica axis, split
 over the mesh's `replica` axis, so each device group trains its own model on
-its own rows of every global batch. Stale copies of all replicas live in
+its own rows of every global batch. With fewer groups than replicas (one GPU,
+say) each group holds N / groups of them, vmapped, with the same result
+(`_group_loss`). Stale copies of all replicas live in
 `extra['stale']`, replicated on every group; they are refreshed by one
 all-gather over `replica` every `exchange_every` steps (`refresh_extra`, a
 program of its own between two steps), and weights cross between groups at no
