@@ -23,6 +23,9 @@ def machine() -> dict:
         'jax': jax.__version__,
         'backend': jax.default_backend(),
         'devices': [str(d) for d in jax.devices()],
+        # The accelerator's model ('NVIDIA H100 80GB HBM3', 'cpu'): timings from
+        # two kinds of GPU are not comparable.
+        'device_kind': sorted({d.device_kind for d in jax.devices()}),
     }
     try:
         import flax  # pylint: disable=g-import-not-at-top

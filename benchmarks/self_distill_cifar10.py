@@ -64,6 +64,20 @@ def _parse():
     p.add_argument('--quick', action='store_true', help='tiny smoke run (1 seed)')
     p.add_argument('--size', choices=sorted(SIZES), default='cpu')
     p.add_argument('--seeds', type=int, default=3)
+    p.add_argument(
+        '--first_seed',
+        type=int,
+        default=0,
+        help='seeds FIRST..FIRST+SEEDS-1: add seeds to an earlier result on a '
+        'later machine, then merge the two with --combine',
+    )
+    p.add_argument(
+        '--combine',
+        default='',
+        help='train nothing: merge the results NAME1,NAME2,... (file names under '
+        'benchmarks/results/, without .json; same size, steps and overrides, '
+        'different seeds) into self_distill_cifar10_TAG.json',
+    )
     p.add_argument('--steps', type=int, default=0, help='override num_train_steps')
     p.add_argument(
         '--warmup', type=int, default=0, help='override optimizer.warmup_steps'
@@ -162,8 +176,8 @@ def _train(args, method, seed, text=False):
     result = {
         'accuracy': acc,
         'time_fraction': time_fraction,
-        # Seeds do not change the architecture: count FLOPs once, on seed 0.
-        'flops_fraction': _flops_fractions(t.task) if seed == 0 else None,
+        # Seeds do not change the architecture: count FLOPs once, on the first.
+        'flops_fraction': _flops_fractions(t.task) if seed == args.first_seed else None,
         'curve': getattr(t.task, 'last_curve', []),
         'seconds_plain': summary.get('eval/seconds_plain'),
         'train_seconds': summary['train_seconds'],
@@ -242,15 +256,6 @@ def _summarise(base, sd):
     exit_time = np.mean([r['time_fraction'] for r in sd], axis=0).tolist()
     exit_flops = sd[0]['flops_fraction']
     curve = _mean_curve(sd)
-    cheap_close = [
-        i
-        for i, (a, f) in enumerate(zip(acc_exits, exit_time))
-        if f <= 0.5 and a >= acc_baseline - 1.5
-    ] + [
-        f'curve@{p["threshold"]:g}'
-        for p in curve
-        if p['time_fraction'] <= 0.5 and p['accuracy'] >= acc_baseline - 1.5
-    ]
     return {
         'acc_baseline': acc_baseline,
         'acc_exits_sd': acc_exits,
@@ -264,12 +269,26 @@ def _summarise(base, sd):
             'baseline': [r['train_seconds'] for r in base],
             'self_distill': [r['train_seconds'] for r in sd],
         },
-        'targets': {
-            'deepest_minus_baseline': acc_exits[-1] - acc_baseline,
-            'deepest_at_least_baseline_plus_1': acc_exits[-1] >= acc_baseline + 1.0,
-            'exits_within_1.5_at_half_time': cheap_close,
-            'cheap_exit_target_met': bool(cheap_close),
-        },
+        'targets': _targets(acc_baseline, acc_exits, exit_time, curve),
+    }
+
+
+def _targets(acc_baseline, acc_exits, exit_time, curve):
+    """The issue's two targets, from means over seeds."""
+    cheap_close = [
+        i
+        for i, (a, f) in enumerate(zip(acc_exits, exit_time))
+        if f <= 0.5 and a >= acc_baseline - 1.5
+    ] + [
+        f'curve@{p["threshold"]:g}'
+        for p in curve
+        if p['time_fraction'] <= 0.5 and p['accuracy'] >= acc_baseline - 1.5
+    ]
+    return {
+        'deepest_minus_baseline': acc_exits[-1] - acc_baseline,
+        'deepest_at_least_baseline_plus_1': acc_exits[-1] >= acc_baseline + 1.0,
+        'exits_within_1.5_at_half_time': cheap_close,
+        'cheap_exit_target_met': bool(cheap_close),
     }
 
 
@@ -313,11 +332,13 @@ def _plot(result, name):
     print(f'wrote {path}')
 
 
-def _pairs(args, seeds):
+def _pairs(args, seeds, on_pair=lambda base, sd: None):
     """(baseline runs, self-distillation runs), a seed's pair at a time.
 
     Pairs rather than all baselines first, so that a run cut short by
-    --time_limit_minutes still compares like with like.
+    --time_limit_minutes still compares like with like. `on_pair(base, sd)`
+    is called after each pair (the result so far is written then, so a run
+    killed during a later seed still leaves the seeds it finished).
     """
     import jax  # pylint: disable=g-import-not-at-top
 
@@ -339,6 +360,7 @@ def _pairs(args, seeds):
         base.append(_train(args, 'supervised', seed))
         sd.append(_train(args, 'self_distill', seed))
         last = time.time() - t0
+        on_pair(base, sd)
     return base, sd
 
 
@@ -364,22 +386,13 @@ def _recount_flops(args, name):
     _plot(result, name)
 
 
-def main():
-    args = _parse()
-    name = '_'.join(
-        filter(None, ['self_distill_cifar10', args.tag, 'quick' if args.quick else ''])
-    )
-    if args.recount_flops:
-        _recount_flops(args, name)
-        return
-    seeds = range(1 if args.quick else args.seeds)
-    base, sd = _pairs(args, seeds)
-    result = _summarise(base, sd)
-    result['settings'] = {
+def _settings(args, seeds, base, sd):
+    return {
         'quick': args.quick,
         'size': 'runlocal' if args.quick else args.size,
         'seeds': len(base),
         'seeds_asked': len(seeds),
+        'seed_list': list(seeds)[: len(base)],
         'steps': base[0]['steps'],
         'warmup_steps': args.warmup or None,
         'preset': {} if args.quick else dict(SIZES[args.size]),
@@ -389,13 +402,108 @@ def main():
             'self_distill': [r.get('steps_per_s') for r in sd],
         },
     }
-    if not args.no_sst2:
-        text_base = [_train(args, 'supervised', s, text=True) for s in seeds]
-        text_sd = [_train(args, 'self_distill', s, text=True) for s in seeds]
-        text = _summarise(text_base, text_sd)
-        result['sst2'] = dict(text, steps=text_base[0]['steps'])
-    common.write_result(name, result)
-    _plot(result, name)
+
+
+# Settings that must agree for results to be merged (the rest may differ).
+_SAME = ('quick', 'size', 'steps', 'warmup_steps', 'preset', 'config_overrides')
+# Means over seeds (merged weighted by seed count); per-seed lists (joined).
+_MEANS = ('acc_baseline', 'acc_exits_sd', 'exit_time_fraction_sd')
+_LISTS = (
+    'acc_baseline_per_seed',
+    'acc_exits_sd_per_seed',
+    'seconds_plain_network_eval',
+)
+
+
+def _combine(names):
+    """Results of disjoint seeds of one setting -> one result over all of them.
+
+    Every figure in a result is a mean over its seeds or a per-seed list, so the
+    merge is exact: means weighted by seed count, lists joined. Measured time
+    fractions are ratios taken within each run; where the parts ran on different
+    machines the merged fractions average across them, and `parts` names each.
+    """
+    parts = []
+    for name in names:
+        path = common.RESULTS / f'{name}.json'
+        if not path.exists():
+            raise SystemExit(f'--combine: no result {path}')
+        parts.append((name, json.loads(path.read_text())))
+    first = parts[0][1]['settings']
+    for name, part in parts[1:]:
+        for key in _SAME:
+            if part['settings'].get(key) != first.get(key):
+                raise SystemExit(
+                    f'--combine: {name} has settings.{key} = '
+                    f'{part["settings"].get(key)!r}, {parts[0][0]} has '
+                    f'{first.get(key)!r}; only runs of one setting can be merged'
+                )
+        if 'sst2' in part:
+            raise SystemExit(
+                f'--combine: {name} holds SST-2 runs; merge --no_sst2 ones'
+            )
+    seed_lists = [_seed_list(part['settings']) for _, part in parts]
+    seen = [s for seeds in seed_lists for s in seeds]
+    if len(set(seen)) != len(seen):
+        raise SystemExit(f'--combine: the parts repeat seeds {seed_lists}')
+    weights = np.array([len(seeds) for seeds in seed_lists], float)
+    mean = lambda values: (
+        np.tensordot(weights, np.asarray(values, float), axes=1) / weights.sum()
+    ).tolist()
+    result = {key: mean([p[key] for _, p in parts]) for key in _MEANS}
+    for key in _LISTS:
+        result[key] = [v for _, p in parts for v in p[key]]
+    # FLOPs depend on the architecture alone (each part counts them once).
+    result['exit_flops_fraction_sd'] = parts[0][1]['exit_flops_fraction_sd']
+    thresholds = [[q['threshold'] for q in p['early_exit_curve']] for _, p in parts]
+    if any(t != thresholds[0] for t in thresholds):
+        raise SystemExit(f'--combine: the parts have different thresholds {thresholds}')
+    result['early_exit_curve'] = [
+        {
+            'threshold': points[0]['threshold'],
+            **{
+                key: mean([q[key] for q in points])
+                for key in ('accuracy', 'time_fraction', 'exit_fractions')
+            },
+        }
+        for points in zip(*[p['early_exit_curve'] for _, p in parts])
+    ]
+    result['train_seconds'] = {
+        arm: [v for _, p in parts for v in p['train_seconds'][arm]]
+        for arm in ('baseline', 'self_distill')
+    }
+    result['targets'] = _targets(
+        result['acc_baseline'],
+        result['acc_exits_sd'],
+        result['exit_time_fraction_sd'],
+        result['early_exit_curve'],
+    )
+    result['settings'] = {
+        **{key: first.get(key) for key in _SAME},
+        'seeds': int(weights.sum()),
+        'seed_list': seen,
+        'steps_per_s': {
+            arm: [v for _, p in parts for v in p['settings']['steps_per_s'][arm]]
+            for arm in ('baseline', 'self_distill')
+        },
+    }
+    result['parts'] = [
+        {
+            'name': name,
+            'seeds': seeds,
+            **{key: part.get(key) for key in ('command', 'date', 'machine')},
+        }
+        for (name, part), seeds in zip(parts, seed_lists)
+    ]
+    return result
+
+
+def _seed_list(settings):
+    """The seeds a result holds (older results ran seeds 0..n-1)."""
+    return settings.get('seed_list', list(range(settings['seeds'])))
+
+
+def _report(result):
     for key in (
         'acc_baseline',
         'acc_exits_sd',
@@ -409,6 +517,44 @@ def main():
             f'sst2: baseline {result["sst2"]["acc_baseline"]:.2f}, exits '
             f'{result["sst2"]["acc_exits_sd"]}'
         )
+
+
+def main():
+    args = _parse()
+    name = '_'.join(
+        filter(None, ['self_distill_cifar10', args.tag, 'quick' if args.quick else ''])
+    )
+    if args.recount_flops:
+        _recount_flops(args, name)
+        return
+    if args.combine:
+        result = _combine([n.strip() for n in args.combine.split(',') if n.strip()])
+        common.write_result(name, result)
+        _plot(result, name)
+        _report(result)
+        return
+    seeds = range(args.first_seed, args.first_seed + (1 if args.quick else args.seeds))
+
+    def write(base, sd):
+        result = _summarise(base, sd)
+        result['settings'] = _settings(args, seeds, base, sd)
+        common.write_result(name, result)
+        return result
+
+    # The CIFAR result is written after every pair; the SST-2 runs come last.
+    base, sd = _pairs(
+        args, seeds, on_pair=lambda b, s: None if len(b) == len(seeds) else write(b, s)
+    )
+    result = _summarise(base, sd)
+    result['settings'] = _settings(args, seeds, base, sd)
+    if not args.no_sst2:
+        text_base = [_train(args, 'supervised', s, text=True) for s in seeds]
+        text_sd = [_train(args, 'self_distill', s, text=True) for s in seeds]
+        text = _summarise(text_base, text_sd)
+        result['sst2'] = dict(text, steps=text_base[0]['steps'])
+    common.write_result(name, result)
+    _plot(result, name)
+    _report(result)
 
 
 if __name__ == '__main__':

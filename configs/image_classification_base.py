@@ -57,6 +57,9 @@ def get_config(arg=None):
     config.model.exits = (0, 1, 2)
     # GroupNorm groups (GroupNorm, not BatchNorm: see docs/methods/self_distillation.md).
     config.model.norm_groups = 8
+    # Compute dtype: 'float32', or 'bfloat16' for mixed precision on a GPU/TPU
+    # (parameters, GroupNorm statistics and logits stay float32).
+    config.model.dtype = 'float32'
 
     config.method = ml_collections.ConfigDict()
     # Registered training method.

@@ -1,4 +1,4 @@
-"""How benchmarks/nmt_multi30k.py turns its probe into a training plan."""
+"""Benchmark scripts' planning and bookkeeping (subprocesses and training faked)."""
 
 import argparse
 import importlib.util
@@ -121,3 +121,92 @@ def test_codistill_only_trains_some_arms_now_and_the_rest_later(tmp_path, monkey
     assert list(result['ablation']) == ['C', 'C_w2', 'A']
     assert result['churn_a_pair'] == 0.25 and result['churn_c_pair'] == 0.2
     assert result['step_overhead'] == pytest.approx(2.5 / 2.0)
+
+
+def _sd_result(seeds, acc_base, acc_exits, time_fraction, curve_acc, **settings):
+    """A self_distill_cifar10 result of `seeds` (its figures the seeds' means)."""
+    n = len(seeds)
+    return {
+        'command': f'python benchmarks/self_distill_cifar10.py --first_seed {seeds[0]}',
+        'date': '2026-12-05T00:00:00+00:00',
+        'machine': {'device_kind': ['gpu'], 'seeds': seeds},
+        'acc_baseline': acc_base,
+        'acc_exits_sd': acc_exits,
+        'exit_time_fraction_sd': time_fraction,
+        'exit_flops_fraction_sd': [0.4, 1.1],
+        'early_exit_curve': [
+            {
+                'threshold': 0.9,
+                'accuracy': curve_acc,
+                'time_fraction': 0.8,
+                'exit_fractions': [0.5, 0.5],
+            },
+        ],
+        'acc_baseline_per_seed': [acc_base] * n,
+        'acc_exits_sd_per_seed': [acc_exits] * n,
+        'seconds_plain_network_eval': [0.1] * n,
+        'train_seconds': {'baseline': [60.0] * n, 'self_distill': [90.0] * n},
+        'settings': {
+            'quick': False,
+            'size': 'gpu',
+            'steps': 10000,
+            'warmup_steps': 500,
+            'preset': {'model.width': 64},
+            'config_overrides': [],
+            'seeds': n,
+            'seed_list': seeds,
+            'steps_per_s': {'baseline': [200.0] * n, 'self_distill': [130.0] * n},
+            **settings,
+        },
+    }
+
+
+def test_self_distill_combine_merges_seeds_run_on_different_machines(
+    tmp_path, monkeypatch
+):
+    """Seeds added on a later lease (--first_seed) merge into one result over all
+    of them: means weighted by seed count, per-seed lists joined, targets redone."""
+    import json
+
+    spec = importlib.util.spec_from_file_location(
+        'self_distill_bench', REPO / 'benchmarks' / 'self_distill_cifar10.py'
+    )
+    sd = importlib.util.module_from_spec(spec)
+    monkeypatch.syspath_prepend(str(REPO / 'benchmarks'))
+    spec.loader.exec_module(sd)
+    monkeypatch.setattr(sd.common, 'RESULTS', tmp_path)
+    write = lambda name, result: (tmp_path / f'{name}.json').write_text(
+        json.dumps(result)
+    )
+    # An old result (no seed_list: seeds 0..n-1) and two more seeds.
+    old = _sd_result([0], 86.0, [80.0, 87.5], [0.7, 1.3], 86.0)
+    del old['settings']['seed_list']
+    write('one', old)
+    write('two', _sd_result([1, 2], 87.0, [83.0, 87.0], [0.4, 1.3], 87.5))
+    merged = sd._combine(['one', 'two'])
+    assert merged['settings']['seeds'] == 3
+    assert merged['settings']['seed_list'] == [0, 1, 2]
+    assert merged['acc_baseline'] == pytest.approx((86.0 + 2 * 87.0) / 3)
+    assert merged['acc_exits_sd'] == pytest.approx([82.0, (87.5 + 2 * 87.0) / 3])
+    assert merged['exit_time_fraction_sd'] == pytest.approx([0.5, 1.3])
+    assert merged['early_exit_curve'][0]['accuracy'] == pytest.approx(87.0)
+    assert merged['acc_baseline_per_seed'] == [86.0, 87.0, 87.0]
+    assert merged['train_seconds']['self_distill'] == [90.0] * 3
+    assert [(p['name'], p['seeds']) for p in merged['parts']] == [
+        ('one', [0]),
+        ('two', [1, 2]),
+    ]
+    # Deepest 87.1667 vs baseline 86.6667: +0.5, under the +1.0 target; exit 0
+    # at 0.5 of the time is 82.0, more than 1.5 points below the baseline.
+    assert merged['targets']['deepest_minus_baseline'] == pytest.approx(0.5)
+    assert not merged['targets']['deepest_at_least_baseline_plus_1']
+    assert not merged['targets']['cheap_exit_target_met']
+
+    # Refused: another setting, a seed twice, a missing file.
+    write('longer', _sd_result([3], 87.0, [83.0, 87.0], [0.4, 1.3], 87.5, steps=20000))
+    with pytest.raises(SystemExit, match='settings.steps = 20000'):
+        sd._combine(['one', 'longer'])
+    with pytest.raises(SystemExit, match='repeat seeds'):
+        sd._combine(['two', 'two'])
+    with pytest.raises(SystemExit, match='no result'):
+        sd._combine(['one', 'absent'])

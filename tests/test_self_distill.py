@@ -90,9 +90,9 @@ def test_gradients_match_finite_differences():
     check_grads(student, (LOGITS[0], FEATURES[0]), order=1, modes=['rev'], eps=1e-2)
 
 
-def _tiny_resnet(exits=(0, 1)):
+def _tiny_resnet(exits=(0, 1), **kw):
     return ResNet(
-        num_classes=5, stage_sizes=(1, 1, 1), width=4, exits=exits, norm_groups=2
+        num_classes=5, stage_sizes=(1, 1, 1), width=4, exits=exits, norm_groups=2, **kw
     )
 
 
@@ -132,6 +132,7 @@ def test_resnet_exit_shapes_and_prefixes(tiny):
         ({'stage_sizes': ()}, 'stage_sizes'),
         ({'stage_sizes': (1, 0)}, 'stage_sizes'),
         ({'width': 12, 'norm_groups': 8}, 'GroupNorm over 12 channels'),
+        ({'dtype': 'float16'}, "dtype 'float16' is not one of bfloat16, float32"),
     ],
 )
 def test_resnet_rejects_shapes_it_cannot_build(options, match):
@@ -141,6 +142,27 @@ def test_resnet_rejects_shapes_it_cannot_build(options, match):
     kw = {'num_classes': 3, 'stage_sizes': (1, 1), 'width': 8, 'norm_groups': 4}
     with pytest.raises(ValueError, match=match):
         resnet.ResNet(**{**kw, **options})
+
+
+def test_resnet_bfloat16_computes_in_bfloat16_with_float32_params_and_outputs(tiny):
+    """Mixed precision: the same parameters, outputs float32 and close."""
+    fns, params, batch = tiny
+    half = multi_exit.make_fns(_tiny_resnet(dtype='bfloat16'), 'image')
+    # The parameter tree (names, shapes, float32) is the float32 model's.
+    shapes = lambda t: jax.tree.map(lambda x: (x.shape, x.dtype), t)
+    assert shapes(jax.eval_shape(half.init, jax.random.key(0), batch)) == shapes(params)
+    full = jax.jit(fns.apply_exits, static_argnames='train')(params, batch, train=False)
+    apply = jax.jit(half.apply_exits, static_argnames='train')
+    out = apply(params, batch, train=False)
+    hlo = apply.lower(params, batch, train=False).as_text()
+    assert 'bf16' in hlo and 'convolution' in hlo
+    for key in ('logits', 'features'):
+        for h, f in zip(out[key], full[key]):
+            assert h.dtype == jnp.float32
+            scale = float(jnp.max(jnp.abs(f)))
+            np.testing.assert_allclose(h, f, atol=0.05 * scale)
+            # Not the float32 computation under another name.
+            assert float(jnp.max(jnp.abs(h - f))) > 0
 
 
 def test_method_loss_with_schedules_and_config_errors(tiny):

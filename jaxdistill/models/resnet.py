@@ -24,11 +24,25 @@ from jaxdistill import registry
 from jaxdistill.models import multi_exit
 
 Array = jax.Array
+_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 _CONV_INIT = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
 
-def _norm(channels: int, groups: int, name=None):
-    return nn.GroupNorm(num_groups=min(groups, channels), name=name)
+def _norm(channels: int, groups: int, name=None, dtype=jnp.float32):
+    # Flax reduces the statistics in float32 whatever `dtype` is.
+    return nn.GroupNorm(num_groups=min(groups, channels), dtype=dtype, name=name)
+
+
+def _conv(channels, kernel, stride, name, dtype):
+    return nn.Conv(
+        channels,
+        (kernel, kernel),
+        (stride, stride),
+        use_bias=False,
+        kernel_init=_CONV_INIT,
+        dtype=dtype,
+        name=name,
+    )
 
 
 class BasicBlock(nn.Module):
@@ -37,20 +51,20 @@ class BasicBlock(nn.Module):
     channels: int
     stride: int = 1
     groups: int = 8
+    dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         """[B, H, W, C] -> [B, H / stride, W / stride, channels]."""
-        conv = lambda c, k, s, name: nn.Conv(
-            c, (k, k), (s, s), use_bias=False, kernel_init=_CONV_INIT, name=name
-        )
+        conv = lambda c, k, s, name: _conv(c, k, s, name, self.dtype)
+        norm = lambda c, name: _norm(c, self.groups, name, self.dtype)
         h = conv(self.channels, 3, self.stride, 'conv1')(x)
-        h = nn.relu(_norm(self.channels, self.groups, 'norm1')(h))
+        h = nn.relu(norm(self.channels, 'norm1')(h))
         h = conv(self.channels, 3, 1, 'conv2')(h)
-        h = _norm(self.channels, self.groups, 'norm2')(h)
+        h = norm(self.channels, 'norm2')(h)
         if x.shape[-1] != self.channels or self.stride != 1:
             x = conv(self.channels, 1, self.stride, 'proj')(x)
-            x = _norm(self.channels, self.groups, 'proj_norm')(x)
+            x = norm(self.channels, 'proj_norm')(x)
         return nn.relu(h + x)
 
 
@@ -60,23 +74,19 @@ class Bottleneck(nn.Module):
     channels: int
     stride: int = 2
     groups: int = 8
+    dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         """[B, H, W, C] -> [B, H / stride, W / stride, channels]."""
         mid = max(self.channels // 4, self.groups)
-        conv = lambda c, k, s, name: nn.Conv(
-            c, (k, k), (s, s), use_bias=False, kernel_init=_CONV_INIT, name=name
-        )
-        h = nn.relu(_norm(mid, self.groups, 'norm1')(conv(mid, 1, 1, 'conv1')(x)))
-        h = nn.relu(
-            _norm(mid, self.groups, 'norm2')(conv(mid, 3, self.stride, 'conv2')(h))
-        )
-        h = _norm(self.channels, self.groups, 'norm3')(
-            conv(self.channels, 1, 1, 'conv3')(h)
-        )
+        conv = lambda c, k, s, name: _conv(c, k, s, name, self.dtype)
+        norm = lambda c, name: _norm(c, self.groups, name, self.dtype)
+        h = nn.relu(norm(mid, 'norm1')(conv(mid, 1, 1, 'conv1')(x)))
+        h = nn.relu(norm(mid, 'norm2')(conv(mid, 3, self.stride, 'conv2')(h)))
+        h = norm(self.channels, 'norm3')(conv(self.channels, 1, 1, 'conv3')(h))
         x = conv(self.channels, 1, self.stride, 'proj')(x)
-        x = _norm(self.channels, self.groups, 'proj_norm')(x)
+        x = norm(self.channels, 'proj_norm')(x)
         return nn.relu(h + x)
 
 
@@ -92,6 +102,9 @@ class ResNet(nn.Module):
         deepest exit after the last stage always exists. () is a plain ResNet.
       norm_groups: GroupNorm groups.
       pixel_mean, pixel_std: per-channel statistics of [0, 1] pixels.
+      dtype: compute dtype of convolutions and normalisation, 'float32' or
+        'bfloat16' (mixed precision: parameters, GroupNorm statistics, the
+        pooled features and the logits stay float32).
     """
 
     num_classes: int
@@ -101,8 +114,13 @@ class ResNet(nn.Module):
     norm_groups: int = 8
     pixel_mean: Sequence[float] = (0.5,)
     pixel_std: Sequence[float] = (0.25,)
+    dtype: str = 'float32'
 
     def __post_init__(self):
+        if self.dtype not in _DTYPES:
+            raise ValueError(
+                f'dtype {self.dtype!r} is not one of {", ".join(sorted(_DTYPES))}'
+            )
         if not self.stage_sizes or any(
             not isinstance(b, int) or b < 1 for b in self.stage_sizes
         ):
@@ -153,9 +171,10 @@ class ResNet(nn.Module):
                 self._channels(s),
                 2,
                 self.norm_groups,
+                _DTYPES[self.dtype],
                 name=f'exit{index}_bottleneck{j}',
             )(h)
-        feature = jnp.mean(h, axis=(1, 2))
+        feature = jnp.mean(h.astype(jnp.float32), axis=(1, 2))
         logits = nn.Dense(self.num_classes, name=f'exit{index}_head')(feature)
         return logits, feature
 
@@ -175,10 +194,9 @@ class ResNet(nn.Module):
         if images.dtype == jnp.uint8:
             x = x / 255.0
         x = (x - jnp.asarray(self.pixel_mean)) / jnp.asarray(self.pixel_std)
-        x = nn.Conv(
-            self.width, (3, 3), use_bias=False, kernel_init=_CONV_INIT, name='stem'
-        )(x)
-        x = nn.relu(_norm(self.width, self.norm_groups, 'stem_norm')(x))
+        dtype = _DTYPES[self.dtype]
+        x = _conv(self.width, 3, 1, 'stem', dtype)(x)
+        x = nn.relu(_norm(self.width, self.norm_groups, 'stem_norm', dtype)(x))
         out = {'logits': [], 'features': []}
         for s, blocks in enumerate(self.stage_sizes[: exit_stages[last] + 1]):
             for b in range(blocks):
@@ -187,6 +205,7 @@ class ResNet(nn.Module):
                     self._channels(s),
                     stride,
                     self.norm_groups,
+                    dtype,
                     name=f'stage{s}_block{b}',
                 )(x)
             if s in exit_stages and (not only_last or s == exit_stages[last]):
