@@ -1,7 +1,8 @@
 """Step time of codistillation over a plain data-parallel step, in one process.
 
     python benchmarks/codistill_overhead.py [--devices 8] [--batch-tokens 1024] \
-        [--buckets 16,24,32,48,64] [--repeats 9] [--tag NAME] [--config.k=v ...]
+        [--buckets 16,24,32,48,64] [--repeats 9] [--fused-rows 256] [--tag NAME] \
+        [--config.k=v ...]
 
 `benchmarks/codistill.py` reports the overhead as the ratio of two training
 subprocesses' median logged step rates, measured at different times. Here both
@@ -12,6 +13,10 @@ steps are built in one process on the same (fake, on CPU) devices, exactly as
      stacked on the one device), batch B each, after burn-in (the
      step with the stale peer's forward and the distillation term), and also
      the exchange step (every `exchange_every`-th step; it adds the refresh).
+With `--fused-rows N`, also B and C with the output layer fused into the loss
+(`method.output_chunk_rows=N`: no [tokens, vocabulary] logits for the model or
+its peers), timed in the same rotation: `step_overhead_fused` is C over B both
+fused, `fused_speedup_c` C's materialised step over its fused one.
 Every bucket length is timed (medians of `--repeats`, arms alternating), and
 the overhead is the ratio of the arms' mean step over the buckets.
 The settings match benchmarks/codistill.py (Multi30k en->de, the same
@@ -72,6 +77,12 @@ def main():
     parser.add_argument('--repeats', type=int, default=9)
     parser.add_argument('--data', default='../shared/data/multi30k')
     parser.add_argument('--tag', default='', help='write codistill_overhead_TAG')
+    parser.add_argument(
+        '--fused-rows',
+        type=int,
+        default=0,
+        help='also time B and C with the output layer fused, blocks of N rows',
+    )
     args = parser.parse_args(rest)
     if not os.path.isdir(args.data):
         raise SystemExit(f'Multi30k folder {args.data} not found; pass --data.')
@@ -98,6 +109,16 @@ def main():
             'C': (codist, 'distil', False),
             'C_exchange': (codist, 'distil', True),
         }
+        if args.fused_rows:
+            fused = [f'method.output_chunk_rows={args.fused_rows}']
+            plain_fused = build(PLAIN, base + fused, os.path.join(tmp, 'Bf'))
+            arms['B_fused'] = (plain_fused, None, False)
+            codist_fused = build(
+                CODISTILL,
+                base + ['method.burn_in_steps=0'] + fused,
+                os.path.join(tmp, 'Cf'),
+            )
+            arms['C_fused'] = (codist_fused, 'distil', False)
         lengths = [int(x) for x in args.buckets.split(',')]
         runs = {length: {name: [] for name in arms} for length in lengths}
         rows = {}
@@ -146,6 +167,20 @@ def main():
         'replica_groups': codist.mesh.shape['replica'],
         'plot': f'benchmarks/results/{out_name}.png',
     }
+    if args.fused_rows:
+        result.update(
+            fused_rows=args.fused_rows,
+            step_overhead_fused=mean['C_fused'] / mean['B_fused'],
+            fused_speedup_c=mean['C'] / mean['C_fused'],
+            fused_speedup_b=mean['B'] / mean['B_fused'],
+            c_fused_over_b=mean['C_fused'] / mean['B'],
+        )
+        print(
+            f'fused ({args.fused_rows} rows): B {mean["B_fused"] * 1e3:.1f} ms, '
+            f'C {mean["C_fused"] * 1e3:.1f} ms: overhead '
+            f'{result["step_overhead_fused"]:.3f}x; C materialised / fused '
+            f'{result["fused_speedup_c"]:.3f}x'
+        )
     common.write_result(out_name, result)
     print(
         f'mean over buckets: B {mean["B"] * 1e3:.1f} ms, C {mean["C"] * 1e3:.1f} ms, '
@@ -166,18 +201,20 @@ def _plot(result, path):
     medians = result['step_seconds_median']
     lengths = list(medians)
     x = np.arange(len(lengths))
-    for i, name in enumerate(['B', 'C', 'C_exchange']):
+    names = list(medians[lengths[0]])
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
         ax.bar(
-            x + (i - 1) * 0.27,
+            x + (i - (len(names) - 1) / 2) * width,
             [medians[k][name] * 1e3 for k in lengths],
-            0.27,
+            width,
             label=name,
         )
     ax.set_xticks(x, lengths)
     ax.set_xlabel('bucket length')
     ax.set_ylabel('ms / step (median)')
     ax.set_ylim(0, 1.3 * max(m[n] for m in medians.values() for n in m) * 1e3)
-    ax.legend(loc='upper center', ncols=3)
+    ax.legend(loc='upper center', ncols=min(len(names), 3), fontsize='small')
     ax.set_title(
         f'Codistillation step vs plain, {result["devices"]} devices '
         f'(overhead {result["step_overhead"]:.2f}x)'

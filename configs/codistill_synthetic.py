@@ -40,6 +40,10 @@ def get_config(arg=None):
     # of each replica, e.g. ('x0.5', 'x1') for a half-width and a full-width
     # replica; () = every replica the full model.
     config.method.replica_capacities = ()
+    # > 0: the output layer fused with the loss, blocks of this many rows
+    # (losses.linear_distill_cross_entropy): neither a replica's nor its peers'
+    # [tokens, vocabulary] logits are ever all in memory. exchange='params' only.
+    config.method.output_chunk_rows = 0
     # Each replica gets batch_tokens // num_replicas of every global batch.
     config.data.batch_tokens = 4096
     config.num_train_steps = 1200

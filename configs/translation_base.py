@@ -71,6 +71,9 @@ def get_config(arg=None, extra_args=()):
     config.method.name = 'supervised'
     # Label smoothing epsilon of the cross entropy.
     config.method.label_smoothing = 0.1
+    # > 0: the output layer fused with the loss, blocks of this many rows
+    # (losses.linear_cross_entropy): no [tokens, vocabulary] logits in memory.
+    config.method.output_chunk_rows = 0
 
     config.data = ml_collections.ConfigDict()
     # 'synthetic' (built in, no download) | 'files' | 'tfds'.

@@ -176,6 +176,157 @@ def _linear_ce_bwd(label_smoothing, chunk_rows, residuals, cotangents):
 _linear_ce.defvjp(_linear_ce_fwd, _linear_ce_bwd)
 
 
+def linear_distill_cross_entropy(
+    h,
+    table,
+    labels,
+    weights,
+    peer_h,
+    peer_tables,
+    distill_weight,
+    *,
+    label_smoothing=0.0,
+    temperature=1.0,
+    distance='kl',
+    chunk_rows=256,
+):
+    """Σ weights · (cross_entropy + λ · distance to peers), a block at a time.
+
+    `linear_cross_entropy` with a distillation term: the student's logits are
+    h @ tableᵀ; each of K peers' are peer_h[k] @ peer_tables[k]ᵀ; the target
+    is the mean of the peers' softmax(· / T). Per row, as
+    `cross_entropy(z, y, label_smoothing) + λ · fn(z, log q)` with fn
+    `distill_kl` or `soft_cross_entropy` (T² scaled), without the [N, V]
+    logits of the student or of any peer ever all in memory: each block of
+    `chunk_rows` rows computes its student and peer logits, both terms, and
+    at once the gradients with respect to its rows of `h` and its share of
+    that of `table`. Codistillation's loss with a shared-embedding output
+    layer (methods/codistill.py, `output_chunk_rows`).
+
+    As in `linear_cross_entropy` the gradient is computed in the forward pass
+    (use it for a training loss), `weights` are constants, and the peers
+    (`peer_h`, `peer_tables`) and λ get no gradient.
+
+    Args:
+      h: [N, D] student states; table: [V, D] its output table.
+      labels: [N] int in [0, V) where weights are non-zero.
+      weights: [N] float: each row's weight in the sum.
+      peer_h: [K, N, D] the peers' states on the same rows, K >= 1.
+      peer_tables: [K, V, D] the peers' output tables.
+      distill_weight: λ, a scalar (may be traced: a schedule's value).
+      label_smoothing: ε in [0, 1).
+      temperature: T > 0 of the distillation term.
+      distance: 'kl' or 'soft_ce' (equal gradients; soft_ce adds the
+        target's entropy to the value).
+      chunk_rows: rows per block (N is padded up to a multiple).
+    Returns:
+      (loss: scalar, the weighted sum; ce: [N] the label term; dist: [N] the
+      distillation term (before λ); nll: [N] unsmoothed; correct: [N] bool),
+      all but `loss` without gradient.
+    """
+    if distance not in ('kl', 'soft_ce'):
+        raise ValueError(f"distance must be 'kl' or 'soft_ce', got {distance!r}")
+    return _linear_distill(
+        h,
+        table,
+        labels,
+        weights,
+        peer_h,
+        peer_tables,
+        distill_weight,
+        (float(label_smoothing), float(temperature), distance, int(chunk_rows)),
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+def _linear_distill(h, table, labels, weights, peer_h, peer_tables, lam, static):
+    return _linear_distill_fwd(
+        h, table, labels, weights, peer_h, peer_tables, lam, static
+    )[0]
+
+
+def _linear_distill_fwd(h, table, labels, weights, peer_h, peer_tables, lam, static):
+    eps, temp, distance, chunk_rows = static
+    n, d = h.shape
+    vocab = table.shape[0]
+    k = peer_h.shape[0]
+    rows = max(1, min(chunk_rows, n))
+    blocks = -(-n // rows)
+    pad = blocks * rows - n
+    hf, tf, wf = _upcast(h), _upcast(table), _upcast(weights)
+    phf = _upcast(jax.lax.stop_gradient(peer_h))
+    ptf = _upcast(jax.lax.stop_gradient(peer_tables))
+    lamf = _upcast(jax.lax.stop_gradient(lam))
+    y = jnp.clip(jnp.asarray(labels), 0, vocab - 1)
+    if pad:
+        hf = jnp.pad(hf, ((0, pad), (0, 0)))
+        phf = jnp.pad(phf, ((0, 0), (0, pad), (0, 0)))
+        wf = jnp.pad(wf, (0, pad))
+        y = jnp.pad(y, (0, pad))
+
+    def block(d_table, xs):
+        hb, phb, yb, wb = xs
+        z = hb @ tf.T
+        top = jnp.max(z, axis=-1, keepdims=True)
+        e = jnp.exp(z - top)
+        total = jnp.sum(e, axis=-1, keepdims=True)
+        lse = jnp.log(total[:, 0]) + top[:, 0]
+        at_label = jnp.take_along_axis(z, yb[:, None], axis=-1)[:, 0]
+        nll = lse - at_label
+        ce = nll
+        if eps:
+            ce = (1.0 - eps) * nll + eps * (lse - jnp.mean(z, axis=-1))
+        # The target: log of the peers' mean tempered probabilities.
+        log_peers = jax.nn.log_softmax(_peer_logits(phb, ptf) / temp, axis=-1)
+        log_q = log_peers[0] if k == 1 else jax.nn.logsumexp(log_peers, 0) - jnp.log(k)
+        q = jnp.exp(log_q)
+        log_s = jax.nn.log_softmax(z / temp, axis=-1)
+        cross = -jnp.sum(jnp.where(q > 0, q * log_s, 0.0), axis=-1)
+        if distance == 'kl':
+            cross = cross + jnp.sum(jnp.where(q > 0, q * log_q, 0.0), axis=-1)
+        dist = temp**2 * cross
+        # d/dz: w·(softmax(z) - (1-ε)·onehot - ε/V) + w·λ·T·(softmax(z/T) - q).
+        g = e * (wb / total[:, 0])[:, None] - (wb * (eps / vocab))[:, None]
+        g = g.at[jnp.arange(rows), yb].add(-(1.0 - eps) * wb)
+        g = g + (wb * lamf * temp)[:, None] * (jnp.exp(log_s) - q)
+        return d_table + g.T @ hb, (ce, dist, nll, at_label >= top[:, 0], g @ tf)
+
+    split = lambda x, axis=0: jnp.moveaxis(
+        x.reshape(x.shape[:axis] + (blocks, rows) + x.shape[axis + 1 :]), axis, 0
+    )
+    d_table, (ce, dist, nll, correct, d_h) = jax.lax.scan(
+        block, jnp.zeros_like(tf), (split(hf), split(phf, 1), split(y), split(wf))
+    )
+    ce, dist, nll, correct = (x.reshape(-1)[:n] for x in (ce, dist, nll, correct))
+    d_h = d_h.reshape(-1, d)[:n]
+    loss = jnp.sum(wf[:n] * (ce + lamf * dist))
+    # The forward of a custom_vjp is not differentiated: no stop_gradient.
+    return (loss, ce, dist, nll, correct), (
+        d_h.astype(h.dtype),
+        d_table.astype(table.dtype),
+    )
+
+
+def _peer_logits(peer_h_block, peer_tables):
+    """[K, R, D], [K, V, D] -> [K, R, V]."""
+    return jnp.einsum('krd,kvd->krv', peer_h_block, peer_tables)
+
+
+def _linear_distill_bwd(static, residuals, cotangents):
+    del static
+    d_h, d_table = residuals
+    g = cotangents[0]
+    # Labels, weights, peers and λ: constants of the loss (no gradient).
+    return (
+        (g * d_h).astype(d_h.dtype),
+        (g * d_table).astype(d_table.dtype),
+        *([None] * 5),
+    )
+
+
+_linear_distill.defvjp(_linear_distill_fwd, _linear_distill_bwd)
+
+
 def distill_kl(student_logits, teacher_logits, *, temperature=1.0, where=None):
     """T² · KL(softmax(t/T) ‖ softmax(s/T)) per example.
 

@@ -507,3 +507,59 @@ def test_agreement_metrics_and_translation_predict(tmp_path):
     assert m['eval/churn'] == pytest.approx(1 - expected)
     same = trainer_lib.agreement_metrics({'a': preds['r0'], 'b': preds['r0']})
     assert same['eval/churn'] == 0.0
+
+
+@pytest.mark.parametrize('distance', ['kl', 'soft_ce'])
+def test_fused_output_layer_trains_as_the_materialised_logits(distance):
+    """`output_chunk_rows` (a fused output layer: no [tokens, vocabulary]
+    logits for the replica or its peers) gives the losses, distillation terms
+    and parameters of the materialised loss, through burn-in, exchange and
+    distillation, with one group per replica and with both on one device."""
+    options = dict(temperature=2.0, label_smoothing=0.1, distance=distance)
+
+    def run(mesh, **kw):
+        method = _method(**options, **kw)
+        state, step, bs = _setup(method, mesh)
+        out = []
+        for i in range(5):
+            batch = sharding.global_batch(_batch(seed=i), bs)
+            state, aux = step(state, batch, method.phase(i), method.refresh_due(i))
+            out.append([np.asarray(aux[k]) for k in ('train/loss', 'train/ce')])
+            if method.phase(i) == 'distil':
+                out[-1].append(np.asarray(aux['train/distill']))
+        return out, jax.device_get(state.params)
+
+    for mesh in (
+        sharding.make_mesh(replica_axis_size=2),
+        sharding.make_mesh(replica_axis_size=1, devices=jax.devices()[:1]),
+    ):
+        want, want_params = run(mesh)
+        # Blocks of 7 rows: a replica's 8 x 12 target positions end in a padded block.
+        got, got_params = run(mesh, output_chunk_rows=7)
+        assert [len(x) for x in got] == [len(x) for x in want] == [2, 2, 3, 3, 3]
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(np.array(g), np.array(w), rtol=2e-5, atol=1e-6)
+        close = jax.tree.map(
+            lambda a, b: np.allclose(a, b, rtol=1e-4, atol=1e-6),
+            got_params,
+            want_params,
+        )
+        assert all(jax.tree.leaves(close))
+    # Distillation did move the replicas: the term is not zero.
+    assert float(np.min(want[-1][2])) > 0
+
+
+def test_fused_output_layer_config_errors():
+    with pytest.raises(ConfigError, match='output_chunk_rows=-1 must be an int >= 0'):
+        _method(output_chunk_rows=-1)
+    with pytest.raises(ConfigError, match="works with method.exchange='params'"):
+        _method(output_chunk_rows=8, exchange='predictions')
+    from jaxdistill.methods.base import ModelFns
+
+    fns = _fns()
+    no_table = ModelFns(init=fns.init, apply=fns.apply, labels=fns.labels)
+    with pytest.raises(ConfigError, match='offers no features/output table'):
+        make_method(
+            ml_collections.ConfigDict(dict(name='codistill', output_chunk_rows=8)),
+            no_table,
+        )

@@ -70,6 +70,11 @@ class Codistill(Method):
     # Composite models only: the capacity of each replica, by name ('x0.5')
     # or index; empty: every replica is the largest capacity.
     replica_capacities: tuple = ()
+    # > 0: fuse the output layer with the loss, blocks of this many rows
+    # (`losses.linear_distill_cross_entropy`): neither the replica's nor its
+    # peers' [tokens, vocabulary] logits are ever all in memory. Models with
+    # `ModelFns.features` (translation), exchange 'params'. 0: logits.
+    output_chunk_rows: int = 0
 
     stacked_params = True
 
@@ -109,7 +114,35 @@ class Codistill(Method):
             method = dataclasses.replace(
                 method, replica_capacities=method._capacity_indices()
             )
+        method._check_output_chunk_rows()
         return method
+
+    def _check_output_chunk_rows(self):
+        rows = self.output_chunk_rows
+        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
+            raise ConfigError(
+                f'method.output_chunk_rows={rows!r} must be an int >= 0 '
+                '(0: no fused output layer).'
+            )
+        if not rows:
+            return
+        if self.model.features is None:
+            raise ConfigError(
+                f'method.output_chunk_rows={rows} fuses the output layer, but '
+                "this task's model offers no features/output table; set it to 0."
+            )
+        if self.exchange != 'params' or self.replica_capacities:
+            raise ConfigError(
+                f'method.output_chunk_rows={rows} (a fused output layer) works '
+                "with method.exchange='params' and replicas of one capacity; "
+                f'this config has exchange={self.exchange!r}'
+                + (
+                    f', replica_capacities={self.replica_capacities}'
+                    if self.replica_capacities
+                    else ''
+                )
+                + '. Set method.output_chunk_rows=0.'
+            )
 
     def _capacity_indices(self) -> tuple[int, ...]:
         names = getattr(self.model, 'names', None)
@@ -242,6 +275,10 @@ class Codistill(Method):
         local = functools.partial(
             self._local, n=n, unroll=bool(self.replica_capacities)
         )
+        if self.output_chunk_rows:
+            return self._fused_group_loss(
+                params, blocks, stale, index, keys, step, local, distil=distil
+            )
 
         def own_loss(p, b, r, k):
             logits = self._apply(p, b, r, train=True, rng=k)
@@ -278,6 +315,75 @@ class Codistill(Method):
             aux['train/distill'] = d
         aux['train/loss'] = loss
         return loss, aux
+
+    def _fused_group_loss(
+        self, params, blocks, stale, index, keys, step, local, *, distil
+    ):
+        """`_group_loss` with the output layer fused into the loss.
+
+        The same losses and gradients (tests/test_codistill.py checks them),
+        computed a block of `output_chunk_rows` rows at a time from the final
+        states and output tables of the replica and its stale peers.
+        """
+        eps, rows = self.label_smoothing, self.output_chunk_rows
+
+        def flat(b):
+            labels, where = self.model.labels(b)
+            where = jnp.broadcast_to(where, labels.shape).reshape(-1)
+            return labels.reshape(-1), where, where / jnp.maximum(jnp.sum(where), 1)
+
+        def burn_in(p, b, k):
+            h, table = self.model.features(p, b, train=True, rng=k)
+            labels, where, w = flat(b)
+            loss, _, _ = losses.linear_cross_entropy(
+                h.reshape(-1, h.shape[-1]),
+                table,
+                labels,
+                w,
+                label_smoothing=eps,
+                chunk_rows=rows,
+            )
+            return loss, loss, jnp.sum(where)
+
+        def distilling(p, b, k, peer_h, peer_tables):
+            h, table = self.model.features(p, b, train=True, rng=k)
+            labels, where, w = flat(b)
+            loss, ce, dist, _, _ = losses.linear_distill_cross_entropy(
+                h.reshape(-1, h.shape[-1]),
+                table,
+                labels,
+                w,
+                peer_h.reshape(peer_h.shape[0], -1, peer_h.shape[-1]),
+                peer_tables,
+                self._weight(step),
+                label_smoothing=eps,
+                temperature=self.temperature,
+                distance=self.distance,
+                chunk_rows=rows,
+            )
+            return loss, jnp.sum(w * ce), jnp.sum(where), jnp.sum(w * dist)
+
+        if distil:
+            peers = local(lambda b, r: self.peer_features(stale, b, r))(blocks, index)
+            loss, ce, tokens, d = local(distilling)(params, blocks, keys, *peers)
+        else:
+            loss, ce, tokens = local(burn_in)(params, blocks, keys)
+        aux = {'train/ce': ce, 'train/tokens': tokens, 'train/loss': loss}
+        if distil:
+            aux['train/distill'] = d
+        return loss, aux
+
+    def peer_features(self, stale, batch, r):
+        """([N-1, B, ..., D], [N-1, V, D]): stale peers' final states on r's
+        batch and their output tables (`ModelFns.features`), as `peer_logits`."""
+        hs, tables = [], []
+        for k in range(1, self.num_replicas):
+            q = (r + k) % self.num_replicas
+            peer = jax.tree.map(lambda p, q=q: p[q], stale)
+            h, table = self.model.features(peer, batch, train=False)
+            hs.append(h)
+            tables.append(table)
+        return jax.lax.stop_gradient((jnp.stack(hs), jnp.stack(tables)))
 
     def peer_logits(self, stale, batch, r):
         """[N-1, B, ..., V]: stale peers (r+k) % N, k=1..N-1, on r's batch."""
