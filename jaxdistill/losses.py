@@ -123,45 +123,61 @@ def _linear_ce(h, table, labels, weights, label_smoothing, chunk_rows):
     return _linear_ce_fwd(h, table, labels, weights, label_smoothing, chunk_rows)[0]
 
 
-def _linear_ce_fwd(h, table, labels, weights, label_smoothing, chunk_rows):
-    n, d = h.shape
-    vocab = table.shape[0]
-    eps = float(label_smoothing)
+def _blocks(n, chunk_rows):
+    """(rows a block, blocks, padding rows) for n rows in blocks of chunk_rows."""
     rows = max(1, min(int(chunk_rows), n))
     blocks = -(-n // rows)
-    pad = blocks * rows - n
-    hf, tf = _upcast(h), _upcast(table)
-    wf = _upcast(weights)
-    y = jnp.clip(jnp.asarray(labels), 0, vocab - 1)
+    return rows, blocks, blocks * rows - n
+
+
+def _split(x, rows, blocks, pad, axis=0):
+    """x zero-padded to blocks·rows along `axis`, then [blocks, ..., rows, ...]."""
     if pad:
-        hf = jnp.pad(hf, ((0, pad), (0, 0)))
-        wf = jnp.pad(wf, (0, pad))
-        y = jnp.pad(y, (0, pad))
+        x = jnp.pad(x, [(0, pad if a == axis else 0) for a in range(x.ndim)])
+    x = x.reshape(x.shape[:axis] + (blocks, rows) + x.shape[axis + 1 :])
+    return jnp.moveaxis(x, axis, 0)
+
+
+def _label_block(z, yb, wb, eps):
+    """A block's label-smoothed cross entropy and its gradient w.r.t. z.
+
+    z [R, V] logits, yb [R] labels, wb [R] weights -> (ce, nll, correct,
+    d(Σ wb·ce)/dz = wb·(softmax(z) - (1-ε)·onehot - ε/V)).
+    """
+    rows, vocab = z.shape
+    top = jnp.max(z, axis=-1, keepdims=True)
+    e = jnp.exp(z - top)
+    total = jnp.sum(e, axis=-1, keepdims=True)
+    lse = jnp.log(total[:, 0]) + top[:, 0]
+    at_label = jnp.take_along_axis(z, yb[:, None], axis=-1)[:, 0]
+    nll = lse - at_label
+    ce = nll
+    if eps:
+        ce = (1.0 - eps) * nll + eps * (lse - jnp.mean(z, axis=-1))
+    g = e * (wb / total[:, 0])[:, None] - (wb * (eps / vocab))[:, None]
+    g = g.at[jnp.arange(rows), yb].add(-(1.0 - eps) * wb)
+    return ce, nll, at_label >= top[:, 0], g
+
+
+def _linear_ce_fwd(h, table, labels, weights, label_smoothing, chunk_rows):
+    n, d = h.shape
+    eps = float(label_smoothing)
+    rows, blocks, pad = _blocks(n, chunk_rows)
+    hf, tf, wf = _upcast(h), _upcast(table), _upcast(weights)
+    y = jnp.clip(jnp.asarray(labels), 0, table.shape[0] - 1)
 
     def block(d_table, xs):
         hb, yb, wb = xs
-        logits = hb @ tf.T
-        top = jnp.max(logits, axis=-1, keepdims=True)
-        e = jnp.exp(logits - top)
-        total = jnp.sum(e, axis=-1, keepdims=True)
-        lse = jnp.log(total[:, 0]) + top[:, 0]
-        at_label = jnp.take_along_axis(logits, yb[:, None], axis=-1)[:, 0]
-        nll = lse - at_label
-        ce = nll
-        if eps:
-            ce = (1.0 - eps) * nll + eps * (lse - jnp.mean(logits, axis=-1))
-        # d(Σ w·ce)/d logits = w·(softmax - (1-ε)·onehot - ε/V).
-        g = e * (wb / total[:, 0])[:, None] - (wb * (eps / vocab))[:, None]
-        g = g.at[jnp.arange(rows), yb].add(-(1.0 - eps) * wb)
-        return d_table + g.T @ hb, (ce, nll, at_label >= top[:, 0], g @ tf)
+        ce, nll, correct, g = _label_block(hb @ tf.T, yb, wb, eps)
+        return d_table + g.T @ hb, (ce, nll, correct, g @ tf)
 
-    split = lambda x: x.reshape((blocks, rows) + x.shape[1:])
+    split = lambda x: _split(x, rows, blocks, pad)
     d_table, (ce, nll, correct, d_h) = jax.lax.scan(
         block, jnp.zeros_like(tf), (split(hf), split(y), split(wf))
     )
     ce, nll, correct = (x.reshape(-1)[:n] for x in (ce, nll, correct))
     d_h = d_h.reshape(-1, d)[:n]
-    loss = jnp.sum(ce * wf[:n])
+    loss = jnp.sum(ce * wf)
     # The forward of a custom_vjp is not differentiated: no stop_gradient.
     return (loss, nll, correct), (d_h.astype(h.dtype), d_table.astype(table.dtype))
 
@@ -248,34 +264,18 @@ def _linear_distill(h, table, labels, weights, peer_h, peer_tables, lam, static)
 def _linear_distill_fwd(h, table, labels, weights, peer_h, peer_tables, lam, static):
     eps, temp, distance, chunk_rows = static
     n, d = h.shape
-    vocab = table.shape[0]
     k = peer_h.shape[0]
-    rows = max(1, min(chunk_rows, n))
-    blocks = -(-n // rows)
-    pad = blocks * rows - n
+    rows, blocks, pad = _blocks(n, chunk_rows)
     hf, tf, wf = _upcast(h), _upcast(table), _upcast(weights)
     phf = _upcast(jax.lax.stop_gradient(peer_h))
     ptf = _upcast(jax.lax.stop_gradient(peer_tables))
     lamf = _upcast(jax.lax.stop_gradient(lam))
-    y = jnp.clip(jnp.asarray(labels), 0, vocab - 1)
-    if pad:
-        hf = jnp.pad(hf, ((0, pad), (0, 0)))
-        phf = jnp.pad(phf, ((0, 0), (0, pad), (0, 0)))
-        wf = jnp.pad(wf, (0, pad))
-        y = jnp.pad(y, (0, pad))
+    y = jnp.clip(jnp.asarray(labels), 0, table.shape[0] - 1)
 
     def block(d_table, xs):
         hb, phb, yb, wb = xs
         z = hb @ tf.T
-        top = jnp.max(z, axis=-1, keepdims=True)
-        e = jnp.exp(z - top)
-        total = jnp.sum(e, axis=-1, keepdims=True)
-        lse = jnp.log(total[:, 0]) + top[:, 0]
-        at_label = jnp.take_along_axis(z, yb[:, None], axis=-1)[:, 0]
-        nll = lse - at_label
-        ce = nll
-        if eps:
-            ce = (1.0 - eps) * nll + eps * (lse - jnp.mean(z, axis=-1))
+        ce, nll, correct, g = _label_block(z, yb, wb, eps)
         # The target: log of the peers' mean tempered probabilities.
         log_peers = jax.nn.log_softmax(_peer_logits(phb, ptf) / temp, axis=-1)
         log_q = log_peers[0] if k == 1 else jax.nn.logsumexp(log_peers, 0) - jnp.log(k)
@@ -284,22 +284,17 @@ def _linear_distill_fwd(h, table, labels, weights, peer_h, peer_tables, lam, sta
         cross = -jnp.sum(jnp.where(q > 0, q * log_s, 0.0), axis=-1)
         if distance == 'kl':
             cross = cross + jnp.sum(jnp.where(q > 0, q * log_q, 0.0), axis=-1)
-        dist = temp**2 * cross
-        # d/dz: w·(softmax(z) - (1-ε)·onehot - ε/V) + w·λ·T·(softmax(z/T) - q).
-        g = e * (wb / total[:, 0])[:, None] - (wb * (eps / vocab))[:, None]
-        g = g.at[jnp.arange(rows), yb].add(-(1.0 - eps) * wb)
+        # d(T²·H(q, softmax(z/T)))/dz = T·(softmax(z/T) - q), weighted by w·λ.
         g = g + (wb * lamf * temp)[:, None] * (jnp.exp(log_s) - q)
-        return d_table + g.T @ hb, (ce, dist, nll, at_label >= top[:, 0], g @ tf)
+        return d_table + g.T @ hb, (ce, temp**2 * cross, nll, correct, g @ tf)
 
-    split = lambda x, axis=0: jnp.moveaxis(
-        x.reshape(x.shape[:axis] + (blocks, rows) + x.shape[axis + 1 :]), axis, 0
-    )
+    split = lambda x, axis=0: _split(x, rows, blocks, pad, axis)
     d_table, (ce, dist, nll, correct, d_h) = jax.lax.scan(
         block, jnp.zeros_like(tf), (split(hf), split(phf, 1), split(y), split(wf))
     )
     ce, dist, nll, correct = (x.reshape(-1)[:n] for x in (ce, dist, nll, correct))
     d_h = d_h.reshape(-1, d)[:n]
-    loss = jnp.sum(wf[:n] * (ce + lamf * dist))
+    loss = jnp.sum(wf * (ce + lamf * dist))
     # The forward of a custom_vjp is not differentiated: no stop_gradient.
     return (loss, ce, dist, nll, correct), (
         d_h.astype(h.dtype),

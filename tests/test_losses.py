@@ -291,3 +291,67 @@ def test_linear_cross_entropy_matches_the_materialised_loss(smoothing):
     assert 0 < int(correct.sum()) < n  # Not a vacuous comparison.
     for g, w in zip(grads, want_grads):
         np.testing.assert_allclose(g, w, rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    'peers, distance, smoothing, temperature',
+    [(1, 'kl', 0.0, 1.0), (2, 'kl', 0.1, 2.0), (3, 'soft_ce', 0.1, 3.0)],
+)
+def test_linear_distill_cross_entropy_matches_the_materialised_loss(
+    peers, distance, smoothing, temperature
+):
+    """Codistillation's fused loss: label term + λ·(T²-scaled distance to the
+    mean of the peers' tempered softmaxes), values and gradients as with
+    materialised logits; no gradient into the peers or λ."""
+    rng = np.random.default_rng(3)
+    n, d, v = 37, 8, 29  # Blocks of 16 leave a padded last block.
+    normal = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)
+    h, table = normal(n, d), normal(v, d)
+    peer_h, peer_tables = normal(peers, n, d), normal(peers, v, d)
+    labels = jnp.asarray(rng.integers(0, v, size=n))
+    where = jnp.asarray(rng.random(n) < 0.8)
+    weights = where / jnp.sum(where)
+    lam = 0.7
+
+    def materialised(h, table, peer_h, peer_tables, lam):
+        z = h @ table.T
+        log_p = jax.nn.log_softmax(
+            jnp.einsum('knd,kvd->knv', peer_h, peer_tables) / temperature, axis=-1
+        )
+        log_q = jax.nn.logsumexp(log_p, axis=0) - jnp.log(peers)
+        fn = losses.distill_kl if distance == 'kl' else losses.soft_cross_entropy
+        dist = fn(z, temperature * log_q, temperature=temperature)
+        ce = losses.cross_entropy(z, labels, label_smoothing=smoothing)
+        return jnp.sum(weights * (ce + jax.lax.stop_gradient(lam) * dist)), (ce, dist)
+
+    def fused(*args):
+        loss, ce, dist, nll, correct = losses.linear_distill_cross_entropy(
+            *args[:2],
+            labels,
+            weights,
+            *args[2:],
+            label_smoothing=smoothing,
+            temperature=temperature,
+            distance=distance,
+            chunk_rows=16,
+        )
+        return loss, (ce, dist)
+
+    args = (h, table, peer_h, peer_tables, jnp.float32(lam))
+    grad = lambda f: jax.jit(
+        jax.value_and_grad(f, argnums=(0, 1, 2, 3, 4), has_aux=True)
+    )
+    (want, (ce, dist)), want_grads = grad(materialised)(*args)
+    (got, (got_ce, got_dist)), grads = grad(fused)(*args)
+    close(got, want)
+    close(got_ce, ce)
+    close(got_dist, dist)
+    assert float(jnp.min(dist)) > 0.01  # The peers disagree with the student.
+    for g, w in zip(grads[:2], want_grads[:2]):
+        np.testing.assert_allclose(g, w, rtol=2e-5, atol=1e-6)
+    for g in grads[2:]:  # Peers and λ are constants of the loss.
+        assert not np.any(np.asarray(g))
+    with pytest.raises(ValueError, match="distance must be 'kl' or 'soft_ce'"):
+        losses.linear_distill_cross_entropy(
+            h, table, labels, weights, peer_h, peer_tables, lam, distance='l2'
+        )

@@ -72,7 +72,7 @@ class MT2STSST2Task:
         del workdir
         self.config, self.mesh = config, mesh
         d, sg = config.data, config.data.skipgram
-        self._multiple = mesh.shape['data'] * mesh.shape['replica']
+        self._multiple = sharding_lib.batch_axes(mesh)
         if d.batch_size % self._multiple or sg.pairs % self._multiple:
             raise ConfigError(
                 f'data.batch_size={d.batch_size} and data.skipgram.pairs='
