@@ -509,12 +509,13 @@ def test_agreement_metrics_and_translation_predict(tmp_path):
     assert same['eval/churn'] == 0.0
 
 
-@pytest.mark.parametrize('distance', ['kl', 'soft_ce'])
-def test_fused_output_layer_trains_as_the_materialised_logits(distance):
+@pytest.mark.parametrize('distance, layout', [('kl', 'groups'), ('soft_ce', 'stacked')])
+def test_fused_output_layer_trains_as_the_materialised_logits(distance, layout):
     """`output_chunk_rows` (a fused output layer: no [tokens, vocabulary]
     logits for the replica or its peers) gives the losses, distillation terms
     and parameters of the materialised loss, through burn-in, exchange and
-    distillation, with one group per replica and with both on one device."""
+    distillation: with one group per replica (KL) and with both replicas
+    stacked on one device (soft cross-entropy)."""
     options = dict(temperature=2.0, label_smoothing=0.1, distance=distance)
 
     def run(mesh, **kw):
@@ -529,22 +530,20 @@ def test_fused_output_layer_trains_as_the_materialised_logits(distance):
                 out[-1].append(np.asarray(aux['train/distill']))
         return out, jax.device_get(state.params)
 
-    for mesh in (
-        sharding.make_mesh(replica_axis_size=2),
-        sharding.make_mesh(replica_axis_size=1, devices=jax.devices()[:1]),
-    ):
-        want, want_params = run(mesh)
-        # Blocks of 7 rows: a replica's 8 x 12 target positions end in a padded block.
-        got, got_params = run(mesh, output_chunk_rows=7)
-        assert [len(x) for x in got] == [len(x) for x in want] == [2, 2, 3, 3, 3]
-        for g, w in zip(got, want):
-            np.testing.assert_allclose(np.array(g), np.array(w), rtol=2e-5, atol=1e-6)
-        close = jax.tree.map(
-            lambda a, b: np.allclose(a, b, rtol=1e-4, atol=1e-6),
-            got_params,
-            want_params,
-        )
-        assert all(jax.tree.leaves(close))
+    if layout == 'groups':
+        mesh = sharding.make_mesh(replica_axis_size=2)
+    else:
+        mesh = sharding.make_mesh(replica_axis_size=1, devices=jax.devices()[:1])
+    want, want_params = run(mesh)
+    # Blocks of 7 rows: a replica's 8 x 12 target positions end in a padded block.
+    got, got_params = run(mesh, output_chunk_rows=7)
+    assert [len(x) for x in got] == [len(x) for x in want] == [2, 2, 3, 3, 3]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.array(g), np.array(w), rtol=2e-5, atol=1e-6)
+    close = jax.tree.map(
+        lambda a, b: np.allclose(a, b, rtol=1e-4, atol=1e-6), got_params, want_params
+    )
+    assert all(jax.tree.leaves(close))
     # Distillation did move the replicas: the term is not zero.
     assert float(np.min(want[-1][2])) > 0
 
