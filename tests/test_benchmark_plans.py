@@ -210,3 +210,32 @@ def test_self_distill_combine_merges_seeds_run_on_different_machines(
         sd._combine(['two', 'two'])
     with pytest.raises(SystemExit, match='no result'):
         sd._combine(['one', 'absent'])
+
+
+def test_resnet_train_step_times_every_variant(tmp_path, monkeypatch):
+    """benchmarks/resnet_train_step.py --quick: each variant's step is built,
+    trained and timed; the result names every variant, plain float32 as 1x."""
+    import json
+    import sys
+
+    monkeypatch.syspath_prepend(str(REPO / 'benchmarks'))
+    spec = importlib.util.spec_from_file_location(
+        'resnet_train_step_bench', REPO / 'benchmarks' / 'resnet_train_step.py'
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench.common, 'RESULTS', tmp_path)
+    monkeypatch.setattr(sys, 'argv', ['resnet_train_step.py', '--quick'])
+    bench.main()
+    result = json.loads((tmp_path / 'resnet_train_step_quick.json').read_text())
+    assert list(result['ms_per_step']) == [
+        'plain float32',
+        'exits=1 float32',
+        'exits=0,1 float32',
+        'exits=0,1+ce float32',
+        'plain bfloat16',
+        'exits=0,1 bfloat16',
+    ]
+    assert result['time_over_plain_float32']['plain float32'] == 1.0
+    assert all(ms > 0 for ms in result['ms_per_step'].values())
+    assert (tmp_path / 'resnet_train_step_quick.png').exists()
