@@ -4,9 +4,11 @@
     python benchmarks/resnet_train_step.py --size gpu     # ResNet-18 width 64
     python benchmarks/resnet_train_step.py --quick        # smoke run
 
-On a GPU the self-distillation step of benchmarks/self_distill_cifar10.py ran
+On an H200 the self-distillation step of benchmarks/self_distill_cifar10.py ran
 at a third of the plain network's rate (53 against 177 steps/s), though its
-four exits add only about a third to the inference time. This times one full
+four exits add only about a third to the inference time; on an H100 the same
+runs gave 1.54x, and this script 1.52x (docs/methods/self_distillation.md),
+so that was the machine. This times one full
 train step (forward, backward, SGD with momentum; jitted, parameters donated)
 on one batch of random images for:
 

@@ -535,24 +535,20 @@ def main():
         return
     seeds = range(args.first_seed, args.first_seed + (1 if args.quick else args.seeds))
 
-    def write(base, sd):
-        result = _summarise(base, sd)
-        result['settings'] = _settings(args, seeds, base, sd)
-        common.write_result(name, result)
-        return result
+    def summary(base, sd):
+        return dict(_summarise(base, sd), settings=_settings(args, seeds, base, sd))
 
     # The CIFAR result is written after every pair; the SST-2 runs come last.
     base, sd = _pairs(
-        args, seeds, on_pair=lambda b, s: None if len(b) == len(seeds) else write(b, s)
+        args, seeds, on_pair=lambda b, s: common.write_result(name, summary(b, s))
     )
-    result = _summarise(base, sd)
-    result['settings'] = _settings(args, seeds, base, sd)
+    result = summary(base, sd)
     if not args.no_sst2:
         text_base = [_train(args, 'supervised', s, text=True) for s in seeds]
         text_sd = [_train(args, 'self_distill', s, text=True) for s in seeds]
         text = _summarise(text_base, text_sd)
         result['sst2'] = dict(text, steps=text_base[0]['steps'])
-    common.write_result(name, result)
+        common.write_result(name, result)
     _plot(result, name)
     _report(result)
 

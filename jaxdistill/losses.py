@@ -138,6 +138,11 @@ def _split(x, rows, blocks, pad, axis=0):
     return jnp.moveaxis(x, axis, 0)
 
 
+def _unsplit(x, n):
+    """[blocks, rows, ...] -> the first n rows, [n, ...] (undoes `_split`)."""
+    return x.reshape((-1,) + x.shape[2:])[:n]
+
+
 def _label_block(z, yb, wb, eps):
     """A block's label-smoothed cross entropy and its gradient w.r.t. z.
 
@@ -160,7 +165,7 @@ def _label_block(z, yb, wb, eps):
 
 
 def _linear_ce_fwd(h, table, labels, weights, label_smoothing, chunk_rows):
-    n, d = h.shape
+    n = h.shape[0]
     eps = float(label_smoothing)
     rows, blocks, pad = _blocks(n, chunk_rows)
     hf, tf, wf = _upcast(h), _upcast(table), _upcast(weights)
@@ -175,8 +180,7 @@ def _linear_ce_fwd(h, table, labels, weights, label_smoothing, chunk_rows):
     d_table, (ce, nll, correct, d_h) = jax.lax.scan(
         block, jnp.zeros_like(tf), (split(hf), split(y), split(wf))
     )
-    ce, nll, correct = (x.reshape(-1)[:n] for x in (ce, nll, correct))
-    d_h = d_h.reshape(-1, d)[:n]
+    ce, nll, correct, d_h = (_unsplit(x, n) for x in (ce, nll, correct, d_h))
     loss = jnp.sum(ce * wf)
     # The forward of a custom_vjp is not differentiated: no stop_gradient.
     return (loss, nll, correct), (d_h.astype(h.dtype), d_table.astype(table.dtype))
@@ -263,7 +267,7 @@ def _linear_distill(h, table, labels, weights, peer_h, peer_tables, lam, static)
 
 def _linear_distill_fwd(h, table, labels, weights, peer_h, peer_tables, lam, static):
     eps, temp, distance, chunk_rows = static
-    n, d = h.shape
+    n = h.shape[0]
     k = peer_h.shape[0]
     rows, blocks, pad = _blocks(n, chunk_rows)
     hf, tf, wf = _upcast(h), _upcast(table), _upcast(weights)
@@ -292,8 +296,9 @@ def _linear_distill_fwd(h, table, labels, weights, peer_h, peer_tables, lam, sta
     d_table, (ce, dist, nll, correct, d_h) = jax.lax.scan(
         block, jnp.zeros_like(tf), (split(hf), split(phf, 1), split(y), split(wf))
     )
-    ce, dist, nll, correct = (x.reshape(-1)[:n] for x in (ce, dist, nll, correct))
-    d_h = d_h.reshape(-1, d)[:n]
+    ce, dist, nll, correct, d_h = (
+        _unsplit(x, n) for x in (ce, dist, nll, correct, d_h)
+    )
     loss = jnp.sum(wf * (ce + lamf * dist))
     # The forward of a custom_vjp is not differentiated: no stop_gradient.
     return (loss, ce, dist, nll, correct), (

@@ -38,6 +38,7 @@ from jaxdistill import losses
 from jaxdistill import registry
 from jaxdistill import schedules
 from jaxdistill.errors import ConfigError
+from jaxdistill.methods import supervised
 from jaxdistill.methods.base import Method, ModelFns
 
 DISTANCES = ('kl', 'soft_ce')
@@ -119,19 +120,8 @@ class Codistill(Method):
 
     def _check_output_chunk_rows(self):
         rows = self.output_chunk_rows
-        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
-            raise ConfigError(
-                f'method.output_chunk_rows={rows!r} must be an int >= 0 '
-                '(0: no fused output layer).'
-            )
-        if not rows:
-            return
-        if self.model.features is None:
-            raise ConfigError(
-                f'method.output_chunk_rows={rows} fuses the output layer, but '
-                "this task's model offers no features/output table; set it to 0."
-            )
-        if self.exchange != 'params' or self.replica_capacities:
+        supervised.check_output_chunk_rows(rows, self.model)
+        if rows and (self.exchange != 'params' or self.replica_capacities):
             raise ConfigError(
                 f'method.output_chunk_rows={rows} (a fused output layer) works '
                 "with method.exchange='params' and replicas of one capacity; "
@@ -373,25 +363,27 @@ class Codistill(Method):
             aux['train/distill'] = d
         return loss, aux
 
+    def _stale_peers(self, stale, r):
+        """(q, stale parameters of q) for r's peers q = (r+k) % N, k=1..N-1."""
+        for k in range(1, self.num_replicas):
+            q = (r + k) % self.num_replicas
+            yield q, jax.tree.map(lambda p, q=q: p[q], stale)
+
     def peer_features(self, stale, batch, r):
         """([N-1, B, ..., D], [N-1, V, D]): stale peers' final states on r's
         batch and their output tables (`ModelFns.features`), as `peer_logits`."""
-        hs, tables = [], []
-        for k in range(1, self.num_replicas):
-            q = (r + k) % self.num_replicas
-            peer = jax.tree.map(lambda p, q=q: p[q], stale)
-            h, table = self.model.features(peer, batch, train=False)
-            hs.append(h)
-            tables.append(table)
-        return jax.lax.stop_gradient((jnp.stack(hs), jnp.stack(tables)))
+        out = [
+            self.model.features(peer, batch, train=False)
+            for _, peer in self._stale_peers(stale, r)
+        ]
+        return jax.lax.stop_gradient(jax.tree.map(lambda *xs: jnp.stack(xs), *out))
 
     def peer_logits(self, stale, batch, r):
         """[N-1, B, ..., V]: stale peers (r+k) % N, k=1..N-1, on r's batch."""
-        out = []
-        for k in range(1, self.num_replicas):
-            q = (r + k) % self.num_replicas
-            peer = jax.tree.map(lambda p, q=q: p[q], stale)
-            out.append(self._apply(peer, batch, q, train=False))
+        out = [
+            self._apply(peer, batch, q, train=False)
+            for q, peer in self._stale_peers(stale, r)
+        ]
         return jax.lax.stop_gradient(jnp.stack(out))
 
     def shared_batch(self, blocks):

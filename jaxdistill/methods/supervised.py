@@ -30,17 +30,7 @@ class Supervised(Method):
     @classmethod
     def from_config(cls, model, options):
         method = cls(model=model, **options)
-        rows = method.output_chunk_rows
-        if not isinstance(rows, int) or rows < 0:
-            raise ConfigError(
-                f'method.output_chunk_rows={rows!r} must be an int >= 0 '
-                '(0: no fused output layer).'
-            )
-        if rows and model.features is None:
-            raise ConfigError(
-                f'method.output_chunk_rows={rows} fuses the output layer, but '
-                "this task's model offers no features/output table; set it to 0."
-            )
+        check_output_chunk_rows(method.output_chunk_rows, model)
         return method
 
     def loss(self, params, extra, batch, rng, step):
@@ -69,6 +59,21 @@ class Supervised(Method):
             chunk_rows=self.output_chunk_rows,
         )
         return loss, _metrics(loss, nll, correct.astype(jnp.float32), flat(where))
+
+
+def check_output_chunk_rows(rows, model: ModelFns) -> None:
+    """ConfigError unless `method.output_chunk_rows` is an int >= 0 that
+    `model` can use (> 0 needs `ModelFns.features`)."""
+    if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
+        raise ConfigError(
+            f'method.output_chunk_rows={rows!r} must be an int >= 0 '
+            '(0: no fused output layer).'
+        )
+    if rows and model.features is None:
+        raise ConfigError(
+            f'method.output_chunk_rows={rows} fuses the output layer, but '
+            "this task's model offers no features/output table; set it to 0."
+        )
 
 
 def supervised_metrics(logits, labels, where, loss):
