@@ -2,6 +2,7 @@
 
     python benchmarks/resnet_stage_time.py                # the CPU benchmark size
     python benchmarks/resnet_stage_time.py --size gpu     # ResNet-18 width 64
+    python benchmarks/resnet_stage_time.py --quick        # smoke run
 
 The early-exit target of the self-distillation benchmark asks for an exit that
 costs at most half of the plain network's measured time. An exit after stage s
@@ -9,8 +10,9 @@ costs at least the backbone up to stage s. This measures that floor: the
 backbone truncated after each stage (stem, stages 0..s, pooling, a classifier;
 no exit heads), timed round-robin with the whole plain network over the same
 batches, best of --repeats; beside it XLA's FLOP count of each (compiled for
-the CPU backend) and the measured time of each multi-exit prefix (stages and
-BYOT heads up to exit k, as the self-distillation benchmark times them).
+the CPU backend) and the measured time and FLOPs of each multi-exit prefix
+(stages and BYOT heads up to exit k, as the self-distillation benchmark times
+them), for each exit head (`model.exit_head`: 'blocks', 'branch', 'pool').
 Parameters are a fresh init and the images random: neither changes the work.
 Writes benchmarks/results/resnet_stage_time_SIZE.json and .png.
 """
@@ -26,11 +28,13 @@ import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 import self_distill_cifar10  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 BASE = {'model.stage_sizes': (2, 2, 2, 2), 'model.width': 16}  # The config's.
+HEADS = ('blocks', 'branch', 'pool')  # `model.exit_head` values, all timed.
 
 
 def _parse():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--size', choices=sorted(self_distill_cifar10.SIZES), default='cpu')
+    p.add_argument('--quick', action='store_true', help='tiny network and batch')
     p.add_argument(
         '--batch', type=int, default=500, help='images per call (eval batch)'
     )
@@ -50,7 +54,11 @@ def main():
     from jaxdistill.models import resnet  # pylint: disable=g-import-not-at-top
 
     args = _parse()
-    size = {**BASE, **self_distill_cifar10.SIZES[args.size]}
+    if args.quick:
+        size = {'model.stage_sizes': (1, 1, 1), 'model.width': 8}
+        args.size, args.batch, args.batches, args.repeats = 'quick', 8, 1, 1
+    else:
+        size = {**BASE, **self_distill_cifar10.SIZES[args.size]}
     stages = tuple(size['model.stage_sizes'])
     width = size['model.width']
     exits = tuple(range(len(stages) - 1))
@@ -61,13 +69,17 @@ def main():
     ]
     cpu = jax.devices('cpu')[0]
 
-    def model(n, with_exits=False):
+    def model(n, exit_head=None):
         return resnet.ResNet(
             num_classes=10,
             stage_sizes=stages[:n],
             width=width,
-            exits=exits if with_exits else (),
+            exits=exits if exit_head else (),
+            exit_head=exit_head or 'blocks',
         )
+
+    def compiled_flops(fn, *args):
+        return common.xla_flops(fn.lower(*jax.device_put(args, cpu)).compile())
 
     backbones, params, flops = [], [], []
     for n in range(1, len(stages) + 1):
@@ -76,23 +88,34 @@ def main():
         fn = jax.jit(lambda p, x, m=m: m.apply(p, x, train=False)['logits'][-1])
         backbones.append(fn)
         params.append(p)
-        cpu_args = (jax.device_put(p, cpu), jax.device_put(images[0], cpu))
-        flops.append(common.xla_flops(fn.lower(*cpu_args).compile()))
-    multi = model(len(stages), with_exits=True)
-    multi_params = multi.init(jax.random.key(0), images[0][:2], train=False)
-    prefixes = [
-        # Every head up to k is an output (unused heads would be compiled away).
-        jax.jit(lambda p, x, k=k: multi.apply(p, x, train=False, upto=k)['logits'])
-        for k in range(len(stages))
-    ]
+        flops.append(compiled_flops(fn, p, images[0]))
     # One round-robin over every function: the backbones take their own
-    # parameters, the prefixes the multi-exit model's (`interleaved_seconds`
+    # parameters, the prefixes their multi-exit model's (`interleaved_seconds`
     # passes one parameter tree, so each function closes over its own).
     fns = [lambda _, x, f=f, p=p: f(p, x) for f, p in zip(backbones, params)]
-    fns += [lambda _, x, f=f: f(multi_params, x) for f in prefixes]
+    prefix_flops = {}
+    for head in HEADS:
+        multi = model(len(stages), head)
+        multi_params = multi.init(jax.random.key(0), images[0][:2], train=False)
+        prefixes = [
+            # Every head up to k is an output (unused heads would be compiled away).
+            jax.jit(
+                lambda p, x, k=k, m=multi: m.apply(p, x, train=False, upto=k)['logits']
+            )
+            for k in range(len(stages))
+        ]
+        fns += [lambda _, x, f=f, p=multi_params: f(p, x) for f in prefixes]
+        prefix_flops[head] = [
+            compiled_flops(f, multi_params, images[0]) / flops[-1] for f in prefixes
+        ]
     batches = [jax.device_put(x) for x in images]
     seconds = early_exit.interleaved_seconds(fns, None, batches, args.repeats)
     plain = seconds[len(stages) - 1]
+    n = len(stages)
+    prefix_time = {
+        head: [s / plain for s in seconds[n * (1 + i) : n * (2 + i)]]
+        for i, head in enumerate(HEADS)
+    }
     result = {
         'size': args.size,
         'stage_sizes': list(stages),
@@ -103,7 +126,14 @@ def main():
         'seconds_plain': plain,
         'backbone_time_fraction': [s / plain for s in seconds[: len(stages)]],
         'backbone_flops_fraction': [f / flops[-1] for f in flops],
-        'exit_prefix_time_fraction': [s / plain for s in seconds[len(stages) :]],
+        # 'blocks' (the default exit head) under the names of earlier results.
+        'exit_prefix_time_fraction': prefix_time['blocks'],
+        'exit_prefix_flops_fraction': prefix_flops['blocks'],
+        **{
+            f'exit_prefix_{kind}_fraction_{head}': values[head]
+            for head in HEADS[1:]
+            for kind, values in (('time', prefix_time), ('flops', prefix_flops))
+        },
         'images_per_s_plain': args.batch * args.batches / plain,
     }
     name = f'resnet_stage_time_{args.size}'
@@ -111,10 +141,13 @@ def main():
     _plot(result, name)
     for key in ('backbone_time_fraction', 'backbone_flops_fraction'):
         print(f'{key}: {[round(x, 3) for x in result[key]]}')
-    print(
-        'exit_prefix_time_fraction: '
-        f'{[round(x, 3) for x in result["exit_prefix_time_fraction"]]}'
-    )
+    for head in HEADS:
+        suffix = f'_{head}' if head != 'blocks' else ''
+        for kind in ('time', 'flops'):
+            key = f'exit_prefix_{kind}_fraction{suffix}'
+            print(
+                f'exit prefix {kind}, {head} heads: {[round(x, 3) for x in result[key]]}'
+            )
 
 
 def _plot(result, name):
@@ -125,15 +158,18 @@ def _plot(result, name):
 
     n = len(result['stage_sizes'])
     x = np.arange(n)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.bar(x - 0.27, result['backbone_flops_fraction'], 0.27, label='backbone, FLOPs')
-    ax.bar(x, result['backbone_time_fraction'], 0.27, label='backbone, measured time')
-    ax.bar(
-        x + 0.27,
-        result['exit_prefix_time_fraction'],
-        0.27,
-        label='multi-exit prefix (BYOT heads), time',
-    )
+    fig, ax = plt.subplots(figsize=(8, 4))
+    bars = [
+        ('backbone_flops_fraction', 'backbone, FLOPs'),
+        ('backbone_time_fraction', 'backbone, measured time'),
+        ('exit_prefix_time_fraction', "multi-exit prefix, 'blocks' heads, time"),
+        ('exit_prefix_time_fraction_branch', "multi-exit prefix, 'branch' heads, time"),
+        ('exit_prefix_time_fraction_pool', "multi-exit prefix, 'pool' heads, time"),
+    ]
+    bars = [b for b in bars if b[0] in result]  # Older results have fewer.
+    for i, (key, label) in enumerate(bars):
+        width = 0.8 / len(bars)
+        ax.bar(x + width * (i - (len(bars) - 1) / 2), result[key], width, label=label)
     ax.axhline(0.5, color='k', ls='--', lw=0.8, label='half the plain network')
     ax.set_xticks(x, [f'up to stage {s}' for s in range(n)])
     ax.set_ylabel('fraction of the plain network')

@@ -17,6 +17,10 @@ on one batch of random images for:
   and the self-distillation loss (the benchmark's is exits 0, 1, 2);
 - `...+ce`: the same network with plain cross-entropy on every exit (alpha =
   beta = 0 in the loss's terms: no KL, no feature distance);
+- `...+branch`, `...+pool`: every exit with another exit head
+  (`model.exit_head`: a public BYOT implementation's three-convolution branch,
+  or an average pool to the deepest resolution before it) instead of a
+  bottleneck block per skipped stage, and the self-distillation loss;
 - `plain` and the full self-distillation step again in each further compute
   dtype that --dtypes names (`model.dtype`, e.g. bfloat16): one compilation per
   variant is most of this script's time on a GPU.
@@ -58,14 +62,23 @@ def _parse():
     return args
 
 
-def _variants(num_stages):
-    """(label, shallow exits, self-distillation loss?) for a ResNet's stages."""
+def _variants(num_stages, every_variant=True):
+    """(label, shallow exits, self-distillation loss?, exit head) per variant.
+
+    With every_variant=False, the ends only: plain, and every exit with
+    self-distillation (each head), as timed in the further dtypes.
+    """
     all_exits = tuple(range(num_stages - 1))
-    out = [('plain', (), False)]
+    name = lambda exits: f'exits={",".join(map(str, exits))}'
+    out = [('plain', (), False, 'blocks')]
     for k in range(num_stages - 2, -1, -1):  # Exits added from the deep end.
         exits = all_exits[k:]
-        out.append((f'exits={",".join(map(str, exits))}', exits, True))
-    out.append((f'exits={",".join(map(str, all_exits))}+ce', all_exits, False))
+        if every_variant or not k:
+            out.append((name(exits), exits, True, 'blocks'))
+    if every_variant:
+        out.append((f'{name(all_exits)}+ce', all_exits, False, 'blocks'))
+    for head in ('branch', 'pool'):
+        out.append((f'{name(all_exits)}+{head}', all_exits, True, head))
     return out
 
 
@@ -120,15 +133,15 @@ def main():
     )
     labels, fns, states = [], [], []
     for d, dtype in enumerate(args.dtypes):
-        variants = _variants(len(stages))
-        if d:  # The ends only: plain, and every exit with self-distillation.
-            variants = [variants[0], variants[-2]]
-        for label, exits, sd_loss in variants:
+        # After the first dtype, the ends only.
+        variants = _variants(len(stages), every_variant=not d)
+        for label, exits, sd_loss, exit_head in variants:
             model = resnet.ResNet(
                 num_classes=10,
                 stage_sizes=stages,
                 width=size['model.width'],
                 exits=exits,
+                exit_head=exit_head,
                 dtype=dtype,
             )
             params = model.init(jax.random.key(0), batch[0][:2], train=False)

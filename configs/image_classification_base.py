@@ -57,6 +57,11 @@ def get_config(arg=None):
     config.model.exits = (0, 1, 2)
     # GroupNorm groups (GroupNorm, not BatchNorm: see docs/methods/self_distillation.md).
     config.model.norm_groups = 8
+    # Shallow exits' bottleneck: 'blocks' (a strided ResNet bottleneck block per
+    # stage it skips), 'branch' (a public BYOT implementation's 1x1, kxk
+    # stride k, 1x1: three convolutions) or 'pool' (average pool to the deepest
+    # resolution, then 1x1, 3x3, 1x1); docs/methods/self_distillation.md.
+    config.model.exit_head = 'blocks'
     # Compute dtype: 'float32', or 'bfloat16' for mixed precision on a GPU/TPU
     # (parameters, GroupNorm statistics and logits stay float32).
     config.model.dtype = 'float32'

@@ -11,6 +11,18 @@ from jaxdistill import configuration
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
+def _load_benchmark(name, monkeypatch, tmp_path):
+    """benchmarks/NAME.py as a module that writes its results to tmp_path."""
+    monkeypatch.syspath_prepend(str(REPO / 'benchmarks'))
+    spec = importlib.util.spec_from_file_location(
+        f'{name}_bench', REPO / 'benchmarks' / f'{name}.py'
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench.common, 'RESULTS', tmp_path)
+    return bench
+
+
 @pytest.fixture(scope='module')
 def nmt():
     spec = importlib.util.spec_from_file_location(
@@ -92,16 +104,11 @@ def test_codistill_only_trains_some_arms_now_and_the_rest_later(tmp_path, monkey
     import json
     import sys
 
-    spec = importlib.util.spec_from_file_location(
-        'codistill_bench', REPO / 'benchmarks' / 'codistill.py'
-    )
-    cod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cod)
-    fake = _FakeProcesses(cod.subprocess.run)
-    monkeypatch.setattr(cod.subprocess, 'run', fake)
     results = tmp_path / 'results'
     results.mkdir()
-    monkeypatch.setattr(cod.common, 'RESULTS', results)
+    cod = _load_benchmark('codistill', monkeypatch, results)
+    fake = _FakeProcesses(cod.subprocess.run)
+    monkeypatch.setattr(cod.subprocess, 'run', fake)
     work = tmp_path / 'arms'
     argv = ['codistill.py', '--steps', '100', '--workdir', str(work), '--tag', 't']
 
@@ -168,13 +175,7 @@ def test_self_distill_combine_merges_seeds_run_on_different_machines(
     of them: means weighted by seed count, per-seed lists joined, targets redone."""
     import json
 
-    spec = importlib.util.spec_from_file_location(
-        'self_distill_bench', REPO / 'benchmarks' / 'self_distill_cifar10.py'
-    )
-    sd = importlib.util.module_from_spec(spec)
-    monkeypatch.syspath_prepend(str(REPO / 'benchmarks'))
-    spec.loader.exec_module(sd)
-    monkeypatch.setattr(sd.common, 'RESULTS', tmp_path)
+    sd = _load_benchmark('self_distill_cifar10', monkeypatch, tmp_path)
     write = lambda name, result: (tmp_path / f'{name}.json').write_text(
         json.dumps(result)
     )
@@ -214,18 +215,22 @@ def test_self_distill_combine_merges_seeds_run_on_different_machines(
 
 def test_resnet_train_step_times_every_variant(tmp_path, monkeypatch):
     """benchmarks/resnet_train_step.py --quick: each variant's step is built,
-    trained and timed; the result names every variant, plain float32 as 1x."""
+    trained and timed; the result names every variant, plain float32 as 1x.
+    One dtype here (each variant is a compilation); the further dtypes' list
+    of variants is checked without compiling."""
     import json
     import sys
 
-    monkeypatch.syspath_prepend(str(REPO / 'benchmarks'))
-    spec = importlib.util.spec_from_file_location(
-        'resnet_train_step_bench', REPO / 'benchmarks' / 'resnet_train_step.py'
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    monkeypatch.setattr(bench.common, 'RESULTS', tmp_path)
-    monkeypatch.setattr(sys, 'argv', ['resnet_train_step.py', '--quick'])
+    bench = _load_benchmark('resnet_train_step', monkeypatch, tmp_path)
+    labels = lambda variants: [v[0] for v in variants]
+    assert labels(bench._variants(4, every_variant=False)) == [
+        'plain',
+        'exits=0,1,2',
+        'exits=0,1,2+branch',
+        'exits=0,1,2+pool',
+    ]
+    argv = ['resnet_train_step.py', '--quick', '--dtypes', 'float32']
+    monkeypatch.setattr(sys, 'argv', argv)
     bench.main()
     result = json.loads((tmp_path / 'resnet_train_step_quick.json').read_text())
     assert list(result['ms_per_step']) == [
@@ -233,9 +238,31 @@ def test_resnet_train_step_times_every_variant(tmp_path, monkeypatch):
         'exits=1 float32',
         'exits=0,1 float32',
         'exits=0,1+ce float32',
-        'plain bfloat16',
-        'exits=0,1 bfloat16',
+        'exits=0,1+branch float32',
+        'exits=0,1+pool float32',
     ]
     assert result['time_over_plain_float32']['plain float32'] == 1.0
     assert all(ms > 0 for ms in result['ms_per_step'].values())
     assert (tmp_path / 'resnet_train_step_quick.png').exists()
+
+
+def test_resnet_stage_time_times_backbones_and_every_exit_head(tmp_path, monkeypatch):
+    """benchmarks/resnet_stage_time.py --quick: every backbone prefix and the
+    multi-exit prefixes of every exit head are compiled, counted and timed."""
+    import json
+    import sys
+
+    bench = _load_benchmark('resnet_stage_time', monkeypatch, tmp_path)
+    monkeypatch.setattr(sys, 'argv', ['resnet_stage_time.py', '--quick'])
+    bench.main()
+    result = json.loads((tmp_path / 'resnet_stage_time_quick.json').read_text())
+    assert result['backbone_time_fraction'][-1] == 1.0
+    flops = result['backbone_flops_fraction']
+    assert flops == sorted(flops) and flops[-1] == 1.0 and flops[0] < 0.9
+    for suffix in ('', '_branch', '_pool'):
+        assert len(result[f'exit_prefix_time_fraction{suffix}']) == 3
+        prefix = result[f'exit_prefix_flops_fraction{suffix}']
+        # Each prefix is its backbone plus heads: more FLOPs, growing with k.
+        assert prefix == sorted(prefix)
+        assert all(p > b for p, b in zip(prefix, flops))
+    assert (tmp_path / 'resnet_stage_time_quick.png').exists()

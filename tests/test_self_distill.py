@@ -125,6 +125,65 @@ def test_resnet_exit_shapes_and_prefixes(tiny):
         _tiny_resnet(exits=(2,))
 
 
+@pytest.mark.parametrize('head', ['branch', 'pool'])
+def test_resnet_branch_exit_heads_are_three_convolutions_to_the_deepest_shape(head):
+    """'branch': 1×1, k×k stride k = 2^(stages skipped), 1×1, for every exit;
+    'pool': a k×k average pool of stride k, then 1×1, 3×3, 1×1."""
+    model = ResNet(
+        num_classes=5,
+        stage_sizes=(1, 1, 1, 1),
+        width=4,
+        exits=(0, 1, 2),
+        norm_groups=2,
+        exit_head=head,
+    )
+    fns = multi_exit.make_fns(model, 'image')
+    # 28×28 (MNIST): the stages run at 28, 14, 7 and 4; a SAME k×k stride-k
+    # convolution (or pool) brings each exit to the deepest stage's 4×4 too.
+    batch = {
+        'image': np.zeros((2, 28, 28, 1), np.uint8),
+        'label': np.zeros(2, np.int32),
+    }
+    params = jax.jit(fns.init)(jax.random.key(0), batch)
+    heads = {k: v for k, v in params.items() if k.startswith('exit')}
+    # Three shallow exits with a branch each; the deepest pools stage 3.
+    assert sorted(heads) == sorted(
+        [f'exit{i}_branch' for i in range(3)] + [f'exit{i}_head' for i in range(4)]
+    )
+    for i, k in enumerate((8, 4, 2)):
+        branch = heads[f'exit{i}_branch']
+        assert sorted(branch) == ['conv1', 'conv2', 'conv3', 'norm1', 'norm2', 'norm3']
+        # The deepest width is 32, so the branch runs at 32 // 4 = 8 channels.
+        assert branch['conv1']['kernel'].shape == (1, 1, 4 * 2**i, 8)
+        middle = k if head == 'branch' else 3
+        assert branch['conv2']['kernel'].shape == (middle, middle, 8, 8)
+        assert branch['conv3']['kernel'].shape == (1, 1, 8, 32)
+    _, state = model.apply(
+        {'params': params},
+        batch['image'],
+        train=False,
+        capture_intermediates=True,
+        mutable=True,
+    )
+    shapes = {
+        name: inter['__call__'][0].shape
+        for name, inter in state['intermediates'].items()
+        if name.endswith('_branch') or name == 'stage3_block0'
+    }
+    assert set(shapes.values()) == {(2, 4, 4, 32)} and len(shapes) == 4
+    # Trains: every branch gets a gradient from the self-distillation loss.
+    method = make_method(ml_collections.ConfigDict({'name': 'self_distill'}), fns)
+    grads = jax.grad(lambda p: method.loss(p, {}, batch, jax.random.key(1), 0)[0])(
+        params
+    )
+    for i in range(3):
+        g = grads[f'exit{i}_branch']['conv2']['kernel']
+        assert float(jnp.abs(g).sum()) > 0
+    match = "exit_head 'patch' is not one of blocks, branch, pool"
+    with pytest.raises(ValueError, match=match):
+        ResNet(num_classes=5, exit_head='patch')
+
+
 @pytest.mark.parametrize(
     'options, match',
     [

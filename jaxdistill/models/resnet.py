@@ -4,14 +4,21 @@ The backbone is a 3×3 stem and `len(stage_sizes)` stages of basic blocks;
 stage s has `width · 2^s` channels and halves the resolution (except stage 0).
 Exit i after stage s < last gets, as in "Be Your Own Teacher" (Zhang et al.
 2019), a bottleneck that brings the feature map to the deepest stage's width
-and resolution (one strided bottleneck block per missing stage), then global
-average pooling (the exit's feature F_i, [B, width · 2^(S-1)]) and a dense
-classifier. The deepest exit pools the last stage. Normalisation is GroupNorm
-(per-example statistics): no batch statistics to carry, and an example's
-prediction never depends on which other examples share its batch, which
-per-example early exit needs.
+and resolution, then global average pooling (the exit's feature F_i,
+[B, width · 2^(S-1)]) and a dense classifier. The bottleneck (`exit_head`) is
+either one strided ResNet bottleneck block per missing stage ('blocks'), or
+the branch of a widely used public PyTorch implementation ('branch': 1×1
+reduce to a quarter of the deepest width, one k×k convolution of stride
+k = 2^(missing stages), 1×1 expand; no residual), three convolutions whatever
+the depth; or that branch after an average pool to the deepest resolution,
+with a 3×3 in the middle ('pool'), so that no exit convolution runs at a
+shallow stage's resolution. The deepest exit pools the last stage.
+Normalisation is GroupNorm (per-example statistics): no batch statistics to
+carry, and an example's prediction never depends on which other examples
+share its batch, which per-example early exit needs.
 
-Parameter layout: stem, stage{s}_block{b}, exit{i}_bottleneck{j}, exit{i}_head.
+Parameter layout: stem, stage{s}_block{b}, exit{i}_bottleneck{j} ('blocks') or
+exit{i}_branch ('branch', 'pool'), exit{i}_head.
 """
 
 from typing import Sequence
@@ -42,6 +49,21 @@ def _conv(channels, kernel, stride, name, dtype):
         kernel_init=_CONV_INIT,
         dtype=dtype,
         name=name,
+    )
+
+
+def _reduce_expand(x, channels, kernel, stride, groups, dtype):
+    """1×1 to a quarter of `channels`, k×k of `stride`, 1×1 to `channels`.
+
+    Each convolution normalised, ReLU after the first two; called inside a
+    compact module, whose parameters conv1..3 and norm1..3 these become.
+    """
+    mid = max(channels // 4, groups)
+    h = nn.relu(_norm(mid, groups, 'norm1', dtype)(_conv(mid, 1, 1, 'conv1', dtype)(x)))
+    h = _conv(mid, kernel, stride, 'conv2', dtype)(h)
+    h = nn.relu(_norm(mid, groups, 'norm2', dtype)(h))
+    return _norm(channels, groups, 'norm3', dtype)(
+        _conv(channels, 1, 1, 'conv3', dtype)(h)
     )
 
 
@@ -79,15 +101,44 @@ class Bottleneck(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         """[B, H, W, C] -> [B, H / stride, W / stride, channels]."""
-        mid = max(self.channels // 4, self.groups)
-        conv = lambda c, k, s, name: _conv(c, k, s, name, self.dtype)
-        norm = lambda c, name: _norm(c, self.groups, name, self.dtype)
-        h = nn.relu(norm(mid, 'norm1')(conv(mid, 1, 1, 'conv1')(x)))
-        h = nn.relu(norm(mid, 'norm2')(conv(mid, 3, self.stride, 'conv2')(h)))
-        h = norm(self.channels, 'norm3')(conv(self.channels, 1, 1, 'conv3')(h))
-        x = conv(self.channels, 1, self.stride, 'proj')(x)
-        x = norm(self.channels, 'proj_norm')(x)
+        h = _reduce_expand(x, self.channels, 3, self.stride, self.groups, self.dtype)
+        x = _conv(self.channels, 1, self.stride, 'proj', self.dtype)(x)
+        x = _norm(self.channels, self.groups, 'proj_norm', self.dtype)(x)
         return nn.relu(h + x)
+
+
+class Branch(nn.Module):
+    """1×1 reduce, k×k convolution of stride k, 1×1 expand; no residual.
+
+    The exit bottleneck of a widely used public PyTorch implementation of BYOT
+    (luanyunteng/pytorch-be-your-own-teacher, `branchBottleNeck`; not the
+    authors' code): one patch-wise convolution does all the downsampling, so
+    an exit costs three convolutions however many stages it skips. With
+    `pool_first`, a k×k average pool of stride k does the downsampling before
+    any convolution and the middle one is a 3×3 of stride 1: every
+    convolution then runs at the deepest stage's resolution, so the exit
+    costs little more than the backbone before it.
+    """
+
+    channels: int
+    stride: int
+    pool_first: bool = False
+    groups: int = 8
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        """[B, H, W, C] -> [B, ceil(H / stride), ceil(W / stride), channels]."""
+        kernel = stride = self.stride
+        if self.pool_first:
+            window = (self.stride, self.stride)
+            x = nn.avg_pool(x, window, window, padding='SAME', count_include_pad=False)
+            kernel, stride = 3, 1
+        h = _reduce_expand(x, self.channels, kernel, stride, self.groups, self.dtype)
+        return nn.relu(h)
+
+
+_EXIT_HEADS = ('blocks', 'branch', 'pool')
 
 
 @registry.register('model', 'resnet')
@@ -102,6 +153,11 @@ class ResNet(nn.Module):
         deepest exit after the last stage always exists. () is a plain ResNet.
       norm_groups: GroupNorm groups.
       pixel_mean, pixel_std: per-channel statistics of [0, 1] pixels.
+      exit_head: the shallow exits' bottleneck, 'blocks' (a strided ResNet
+        bottleneck block per missing stage), 'branch' (a public BYOT
+        implementation's three-convolution branch) or 'pool' (average pool to
+        the deepest resolution, then three convolutions); see the module
+        docstring.
       dtype: compute dtype of convolutions and normalisation, 'float32' or
         'bfloat16' (mixed precision: parameters, GroupNorm statistics, the
         pooled features and the logits stay float32).
@@ -114,12 +170,17 @@ class ResNet(nn.Module):
     norm_groups: int = 8
     pixel_mean: Sequence[float] = (0.5,)
     pixel_std: Sequence[float] = (0.25,)
+    exit_head: str = 'blocks'
     dtype: str = 'float32'
 
     def __post_init__(self):
         if self.dtype not in _DTYPES:
             raise ValueError(
                 f'dtype {self.dtype!r} is not one of {", ".join(sorted(_DTYPES))}'
+            )
+        if self.exit_head not in _EXIT_HEADS:
+            raise ValueError(
+                f'exit_head {self.exit_head!r} is not one of {", ".join(_EXIT_HEADS)}'
             )
         if not self.stage_sizes or any(
             not isinstance(b, int) or b < 1 for b in self.stage_sizes
@@ -166,14 +227,26 @@ class ResNet(nn.Module):
 
     def _head(self, h: Array, index: int, stage: int) -> tuple[Array, Array]:
         """Stage output [B, H, W, C] -> (logits [B, K], feature [B, C_last])."""
-        for j, s in enumerate(range(stage + 1, len(self.stage_sizes))):
-            h = Bottleneck(
-                self._channels(s),
-                2,
+        last = len(self.stage_sizes) - 1
+        dtype = _DTYPES[self.dtype]
+        if self.exit_head in ('branch', 'pool') and stage < last:
+            h = Branch(
+                self._channels(last),
+                2 ** (last - stage),
+                self.exit_head == 'pool',
                 self.norm_groups,
-                _DTYPES[self.dtype],
-                name=f'exit{index}_bottleneck{j}',
+                dtype,
+                name=f'exit{index}_branch',
             )(h)
+        else:
+            for j, s in enumerate(range(stage + 1, last + 1)):
+                h = Bottleneck(
+                    self._channels(s),
+                    2,
+                    self.norm_groups,
+                    dtype,
+                    name=f'exit{index}_bottleneck{j}',
+                )(h)
         feature = jnp.mean(h.astype(jnp.float32), axis=(1, 2))
         logits = nn.Dense(self.num_classes, name=f'exit{index}_head')(feature)
         return logits, feature
