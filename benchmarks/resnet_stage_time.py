@@ -31,6 +31,12 @@ BASE = {'model.stage_sizes': (2, 2, 2, 2), 'model.width': 16}  # The config's.
 HEADS = ('blocks', 'branch', 'pool')  # `model.exit_head` values, all timed.
 
 
+def _prefix_key(kind: str, head: str) -> str:
+    """Result key of a head's prefix fractions; 'blocks' (the default head)
+    keeps the unsuffixed names of earlier results."""
+    return f'exit_prefix_{kind}_fraction' + ('' if head == 'blocks' else f'_{head}')
+
+
 def _parse():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--size', choices=sorted(self_distill_cifar10.SIZES), default='cpu')
@@ -110,8 +116,8 @@ def main():
         ]
     batches = [jax.device_put(x) for x in images]
     seconds = early_exit.interleaved_seconds(fns, None, batches, args.repeats)
-    plain = seconds[len(stages) - 1]
     n = len(stages)
+    plain = seconds[n - 1]
     prefix_time = {
         head: [s / plain for s in seconds[n * (1 + i) : n * (2 + i)]]
         for i, head in enumerate(HEADS)
@@ -126,12 +132,9 @@ def main():
         'seconds_plain': plain,
         'backbone_time_fraction': [s / plain for s in seconds[: len(stages)]],
         'backbone_flops_fraction': [f / flops[-1] for f in flops],
-        # 'blocks' (the default exit head) under the names of earlier results.
-        'exit_prefix_time_fraction': prefix_time['blocks'],
-        'exit_prefix_flops_fraction': prefix_flops['blocks'],
         **{
-            f'exit_prefix_{kind}_fraction_{head}': values[head]
-            for head in HEADS[1:]
+            _prefix_key(kind, head): values[head]
+            for head in HEADS
             for kind, values in (('time', prefix_time), ('flops', prefix_flops))
         },
         'images_per_s_plain': args.batch * args.batches / plain,
@@ -142,12 +145,9 @@ def main():
     for key in ('backbone_time_fraction', 'backbone_flops_fraction'):
         print(f'{key}: {[round(x, 3) for x in result[key]]}')
     for head in HEADS:
-        suffix = f'_{head}' if head != 'blocks' else ''
         for kind in ('time', 'flops'):
-            key = f'exit_prefix_{kind}_fraction{suffix}'
-            print(
-                f'exit prefix {kind}, {head} heads: {[round(x, 3) for x in result[key]]}'
-            )
+            values = [round(x, 3) for x in result[_prefix_key(kind, head)]]
+            print(f'exit prefix {kind}, {head} heads: {values}')
 
 
 def _plot(result, name):
@@ -162,9 +162,9 @@ def _plot(result, name):
     bars = [
         ('backbone_flops_fraction', 'backbone, FLOPs'),
         ('backbone_time_fraction', 'backbone, measured time'),
-        ('exit_prefix_time_fraction', "multi-exit prefix, 'blocks' heads, time"),
-        ('exit_prefix_time_fraction_branch', "multi-exit prefix, 'branch' heads, time"),
-        ('exit_prefix_time_fraction_pool', "multi-exit prefix, 'pool' heads, time"),
+    ] + [
+        (_prefix_key('time', head), f"multi-exit prefix, '{head}' heads, time")
+        for head in HEADS
     ]
     bars = [b for b in bars if b[0] in result]  # Older results have fewer.
     for i, (key, label) in enumerate(bars):
