@@ -11,6 +11,47 @@ RESULTS = pathlib.Path(__file__).resolve().parent / 'results'
 REPO = RESULTS.parents[1]
 
 
+# The instruction-set extensions that decide which kernels XLA's CPU backend
+# emits (vector width, bfloat16/int8 dot products): the same program can round
+# differently on hosts that differ in them.
+_CPU_ISA = (
+    'avx',
+    'avx2',
+    'fma',
+    'avx512f',
+    'avx512bw',
+    'avx512vl',
+    'avx512_vnni',
+    'avx512_bf16',
+    'avx512_fp16',
+    'amx_tile',
+    'amx_bf16',
+    'amx_int8',
+)
+
+
+def cpu(cpuinfo: str = '/proc/cpuinfo') -> dict:
+    """The host CPU's model and SIMD extensions ({} where /proc/cpuinfo is absent)."""
+    try:
+        with open(cpuinfo) as f:
+            text = f.read()
+    except OSError:
+        return {}
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(':')
+        if not sep:
+            if fields:
+                break  # The first processor's block is enough.
+            continue
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get('flags', '').split())
+    return {
+        'cpu_model': fields.get('model name', ''),
+        'cpu_isa': [f for f in _CPU_ISA if f in flags],
+    }
+
+
 def machine() -> dict:
     """A description of the machine and software that produced a result."""
     import jax  # pylint: disable=g-import-not-at-top
@@ -18,6 +59,7 @@ def machine() -> dict:
     info = {
         'platform': platform.platform(),
         'processor': platform.processor() or platform.machine(),
+        **cpu(),
         'cpu_count': os.cpu_count(),
         'python': platform.python_version(),
         'jax': jax.__version__,
@@ -26,6 +68,8 @@ def machine() -> dict:
         # The accelerator's model ('NVIDIA H100 80GB HBM3', 'cpu'): timings from
         # two kinds of GPU are not comparable.
         'device_kind': sorted({d.device_kind for d in jax.devices()}),
+        # Fake CPU devices, compiler options: they change what was measured.
+        'xla_flags': os.environ.get('XLA_FLAGS', ''),
     }
     try:
         import flax  # pylint: disable=g-import-not-at-top

@@ -11,6 +11,8 @@ a few fields. Arguments (comma-separated, e.g. `...:runlocal,method=supervised`)
 import ml_collections
 import spine
 
+from jaxdistill.errors import ConfigError
+
 DATA_DIRS = {'mnist': '../shared/data/mnist', 'cifar10': '../shared/data/cifar10'}
 
 
@@ -27,11 +29,13 @@ def get_config(arg=None):
     args = parse_arg(arg)
     unknown = set(args) - {'runlocal', 'dataset', 'method'}
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f'Unknown config argument(s) {sorted(unknown)}; '
             'known: runlocal, dataset=NAME, method=NAME.'
         )
     dataset = args.get('dataset', 'cifar10')
+    if dataset not in DATA_DIRS:
+        raise ConfigError(f'dataset={dataset!r}; valid: {" | ".join(DATA_DIRS)}.')
     config = ml_collections.ConfigDict()
     # Registered task that builds data, model and evaluation.
     config.task = 'image_classification'
@@ -141,7 +145,9 @@ def get_config(arg=None):
     if args.get('method') == 'supervised':
         baseline(config)
     elif args.get('method') not in (None, 'self_distill'):
-        raise ValueError(f'method={args["method"]!r}: use self_distill or supervised.')
+        raise ConfigError(
+            f'method={args["method"]!r}; valid: self_distill | supervised.'
+        )
     if args.get('runlocal'):
         shrink(config)
     return config

@@ -14,6 +14,8 @@ command line leaves them where they were (override method.aux_weights too).
 import ml_collections
 import spine
 
+from jaxdistill.errors import ConfigError
+
 ARMS = ('stl', 'mtl', 'diminish', 'switch')
 
 
@@ -37,14 +39,14 @@ def aux_weight(arm, total_steps, init=0.95):
         return {'kind': 'diminish', 'init': init, 'steps_per_epoch': paper_epoch}
     if arm == 'switch':
         return {'kind': 'switch', 'value': init, 'step': (15 * total_steps) // 25}
-    raise ValueError(f'arm={arm!r}; valid: {", ".join(ARMS)}.')
+    raise ConfigError(f'arm={arm!r}; valid: {" | ".join(ARMS)}.')
 
 
 def get_config(arg=None):
     args = parse_arg(arg)
     unknown = set(args) - {'runlocal', 'arm'}
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f'Unknown config argument(s) {sorted(unknown)}; known: runlocal, arm=NAME.'
         )
     arm = args.get('arm', 'diminish')

@@ -20,6 +20,8 @@ import ml_collections
 
 import image_classification_base as base
 
+from jaxdistill.errors import ConfigError
+
 TEACHERS = {
     # Transformer encoder classifier (the library's text_classifier, one exit).
     'teacher_transformer': {
@@ -63,13 +65,13 @@ def get_config(arg=None):
     args = base.parse_arg(arg)
     unknown = set(args) - {'arm', 'teachers', 'runlocal'}
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f'Unknown config argument(s) {sorted(unknown)}; known: arm, teachers, '
             'runlocal.'
         )
     arm = args.get('arm', 'rl')
     if arm not in ARMS:
-        raise ValueError(f'arm={arm!r}; known: {", ".join(ARMS)}.')
+        raise ConfigError(f'arm={arm!r}; valid: {" | ".join(ARMS)}.')
     teachers = tuple(t for t in str(args.get('teachers', '')).split('+') if t)
     config = base.get_config('method=supervised')
     config.task = 'text_classification'
@@ -111,7 +113,7 @@ def get_config(arg=None):
     config.eval.timing_repeats = 0
     if arm in ('kd', 'rl'):
         if not teachers:
-            raise ValueError(f'arm={arm} needs teachers=DIR1+DIR2+...')
+            raise ConfigError(f'arm={arm} needs teachers=DIR1+DIR2+...')
         config.method = ml_collections.ConfigDict(
             {
                 'name': 'rl_multi_teacher',

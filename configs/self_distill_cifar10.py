@@ -7,9 +7,13 @@ Arguments as in image_classification_base.py (runlocal, method=NAME).
 
 import image_classification_base as base
 
+from jaxdistill.errors import ConfigError
+
 
 def get_config(arg=None):
     args = base.parse_arg(arg)
+    if 'dataset' in args:
+        raise ConfigError('self_distill_cifar10.py fixes dataset=cifar10.')
     config = base.get_config(','.join(filter(None, [arg, 'dataset=cifar10'])))
     if args.get('runlocal'):
         return config

@@ -6,11 +6,13 @@ Arguments as in image_classification_base.py (runlocal, method=NAME).
 
 import image_classification_base as base
 
+from jaxdistill.errors import ConfigError
+
 
 def get_config(arg=None):
     args = base.parse_arg(arg)
     if 'dataset' in args:
-        raise ValueError('self_distill_mnist.py fixes dataset=mnist.')
+        raise ConfigError('self_distill_mnist.py fixes dataset=mnist.')
     config = base.get_config(','.join(filter(None, [arg, 'dataset=mnist'])))
     if args.get('runlocal'):
         return config

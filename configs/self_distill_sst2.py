@@ -10,11 +10,13 @@ import ml_collections
 
 import image_classification_base as base
 
+from jaxdistill.errors import ConfigError
+
 
 def get_config(arg=None):
     args = base.parse_arg(arg)
     if 'dataset' in args:
-        raise ValueError('self_distill_sst2.py fixes the dataset.')
+        raise ConfigError('self_distill_sst2.py fixes the dataset.')
     rest = ','.join(
         f'{k}={v}' if v is not True else k for k, v in args.items() if k != 'runlocal'
     )

@@ -23,7 +23,7 @@ def checkpoint(every_steps: int, keep: int):
     config = ml_collections.ConfigDict()
     # Save every N steps (and at the end).
     config.every_steps = every_steps
-    # Keep the last K checkpoints.
+    # Keep the last K checkpoints (0: keep all).
     config.keep = keep
     # Write checkpoints in the background.
     config.async_save = True

@@ -8,6 +8,7 @@ Arguments (comma-separated, e.g. `configs/translate_synthetic.py:runlocal,size=s
 import ml_collections
 import spine
 
+from jaxdistill.errors import ConfigError
 from jaxdistill.models.transformer import SIZES
 
 
@@ -23,6 +24,9 @@ def parse_arg(arg):
 def get_config(arg=None, extra_args=()):
     """The base translation config; `extra_args` are flags a caller accepts."""
     args = parse_arg(arg)
+    size = args.get('size', 'tiny')
+    if size not in SIZES:
+        raise ConfigError(f'size={size!r}; valid sizes: {" | ".join(SIZES)}.')
     config = ml_collections.ConfigDict()
     # Registered task that builds data, model and evaluation.
     config.task = 'translation'
@@ -41,7 +45,7 @@ def get_config(arg=None, extra_args=()):
     # Registered model name.
     config.model.name = 'transformer'
     # Architecture fields (layers, widths, heads) come from the named size.
-    config.model.update(SIZES[args.get('size', 'tiny')])
+    config.model.update(SIZES[size])
     # Dropout on residual branches and embeddings.
     config.model.dropout_rate = 0.1
     # Dropout on attention probabilities.
@@ -164,7 +168,7 @@ def get_config(arg=None, extra_args=()):
     unknown = set(args) - {'runlocal', 'size', *extra_args}
     if unknown:
         known = ', '.join(['runlocal', 'size=NAME', *extra_args])
-        raise ValueError(
+        raise ConfigError(
             f'Unknown config argument(s) {sorted(unknown)}; known: {known}.'
         )
     return config

@@ -2,11 +2,13 @@
 
 import ml_collections
 
+from jaxdistill.errors import ConfigError
+
 
 def set_tsjt(config, kind, *, stage2_start):
     """Makes `config` a TSJT run of a `kind` ('width' | 'depth') composite."""
     if kind not in ('width', 'depth'):
-        raise ValueError(f'composite={kind!r}; valid: width, depth.')
+        raise ConfigError(f'composite={kind!r}; valid: width | depth.')
     # 'width': nested heads/FFN units (composite A); 'depth': bottom layers
     # with their own output norms (composite B). See models/composite.py.
     config.model.composite.kind = kind

@@ -77,8 +77,13 @@ class Checkpointer:
         """Restores the newest readable checkpoint; None when there is none.
 
         A checkpoint whose shapes do not match `abstract_state` raises
-        CheckpointMismatchError; an unreadable (damaged) one is skipped.
+        CheckpointMismatchError. An unreadable (damaged) one is moved aside
+        once an older one restores; if none restores, nothing is moved and
+        CheckpointMismatchError names each one's error: one failure on every
+        checkpoint (a file system down, a bug) must not set a whole run aside
+        and silently start it again from step 0.
         """
+        failed = []
         for step in reversed(self.all_steps()):
             try:
                 state, meta = self.restore(step, abstract_state)
@@ -86,14 +91,24 @@ class Checkpointer:
                 if 'shape' in str(e).lower() or 'structure' in str(e).lower():
                     raise CheckpointMismatchError(
                         f'Checkpoint {self.directory}/{step} does not fit the '
-                        f'current model and optimizer: {str(e).splitlines()[0][:300]}'
+                        f'current model and optimizer: {_first_lines(e)}'
                     ) from None
-                self._set_aside(step, e)
+                failed.append((step, e))
                 continue
             except Exception as e:  # pylint: disable=broad-except
-                self._set_aside(step, e)
+                failed.append((step, e))
                 continue
+            for bad_step, error in failed:
+                self._set_aside(bad_step, error)
             return step, state, meta
+        if failed:
+            raise CheckpointMismatchError(
+                f'None of the {len(failed)} checkpoints in {self.directory} could '
+                'be read; nothing was moved or deleted. '
+                + '; '.join(f'step {s}: {_first_lines(e, 1)}' for s, e in failed)
+                + '. If they are damaged, move the folder aside to start again '
+                'from step 0; otherwise fix the cause and rerun to resume.'
+            )
         return None
 
     def _set_aside(self, step: int, error: Exception):
@@ -120,6 +135,12 @@ class Checkpointer:
     def close(self):
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def _first_lines(error: Exception, lines: int = 6, chars: int = 800) -> str:
+    """The start of an error's message (orbax's tree diffs run long)."""
+    text = '\n'.join(str(error).splitlines()[:lines]) or type(error).__name__
+    return text if len(text) <= chars else text[:chars] + ' ...'
 
 
 def abstract_of(tree: Any) -> Any:

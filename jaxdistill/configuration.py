@@ -1,6 +1,8 @@
 """Loading config files and applying command-line overrides.
 
-`configs/x.py:arg` imports `configs/x.py` and calls `get_config('arg')`.
+`configs/x.py:arg` imports `configs/x.py` and calls `get_config('arg')`; a
+config file rejects an argument it does not know by raising `ConfigError`,
+which reaches the user as one line naming the file and the argument.
 Overrides are `--config.a.b=value`; the value is parsed as a Python literal
 and must fit the type of the field it replaces. Unknown keys are an error that
 lists the closest valid keys.
@@ -32,13 +34,24 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     try:
         module_spec.loader.exec_module(module)
-    except SyntaxError as e:
-        raise ConfigError(f'{path} line {e.lineno}: {e.msg}') from None
+    except SyntaxError as e:  # In the file or in a base it imports.
+        raise ConfigError(f'{e.filename or path} line {e.lineno}: {e.msg}') from None
+    except Exception as e:
+        # Other errors in a config file are bugs in it: the traceback, which
+        # ends at the file's own line, says more than one line could.
+        e.add_note(f'(raised while loading the config file {path})')
+        raise
     finally:
         sys.path.pop(0)
     if not hasattr(module, 'get_config'):
         raise ConfigError(f'{path} has no get_config(arg=None) function.')
-    config = module.get_config(arg or None)
+    try:
+        config = module.get_config(arg or None)
+    except ConfigError as e:  # A deliberate rejection, e.g. an unknown argument.
+        raise ConfigError(f'{spec}: {e}') from None
+    except Exception as e:
+        e.add_note(f'(raised by get_config({arg or None!r}) of the config file {path})')
+        raise
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError(f'{path}: get_config must return a ConfigDict.')
     return config
@@ -78,6 +91,16 @@ def _parse(key: str, text: str, old: Any) -> Any:
         raise ConfigError(
             f'--config.{key}={text!r}: not a valid {type(old).__name__}.'
         ) from None
+    if (
+        key.startswith('method.')
+        and isinstance(old, float)
+        and isinstance(value, dict)
+        and is_schedule_spec(value)
+    ):
+        # A method's loss weight or temperature given as a schedule
+        # (`schedules.from_config`); methods.make_method refuses one where the
+        # method's field takes a plain number.
+        return ml_collections.ConfigDict(value)
     if isinstance(old, bool) != isinstance(value, bool) and old is not None:
         raise ConfigError(f'--config.{key}={text!r}: expected a bool.')
     if isinstance(old, float) and isinstance(value, int):
@@ -123,17 +146,46 @@ def apply_overrides(
             node = node[p]
         if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
             raise _unknown_key(key, config)
-        if isinstance(node[leaf], ml_collections.ConfigDict):
-            value = ast.literal_eval(text)
-            node[leaf] = (
-                value
-                if not isinstance(value, dict)
-                else (ml_collections.ConfigDict(value))
-            )
-        else:
-            with node.ignore_type():
+        with node.ignore_type():
+            if isinstance(node[leaf], ml_collections.ConfigDict):
+                node[leaf] = _parse_group(key, text, node[leaf])
+            else:
                 node[leaf] = _parse(key, text, node[leaf])
     return config
+
+
+def is_schedule_spec(value) -> bool:
+    """A dict or group that `schedules.from_config` reads ({'kind': 'linear', ...})."""
+    from jaxdistill import schedules  # pylint: disable=g-import-not-at-top
+
+    if not isinstance(value, (dict, ml_collections.ConfigDict)):
+        return False
+    return value.get('kind', None) in schedules.KINDS
+
+
+def _parse_group(key: str, text: str, old: ml_collections.ConfigDict):
+    """What replaces the group `old`: a dict (the whole group, every field
+    not in it dropped), or a number where the group is a schedule spec."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text
+    if isinstance(value, dict):
+        return ml_collections.ConfigDict(value)
+    if (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and is_schedule_spec(old)
+    ):
+        return value
+    fields = [f'{key}.{k}' for k in old.keys()]
+    shown = ', '.join(fields[:5]) + (', ...' if len(fields) > 5 else '')
+    example = f'--config.{fields[0]}=V' if fields else f'--config.{key}.FIELD=V'
+    raise ConfigError(
+        f'--config.{key}={text!r}: {key} is a group of settings '
+        f'({shown or "empty"}), not a single value; set one of its fields '
+        f'({example}) or give a dict, which replaces the whole group.'
+    )
 
 
 def require(config, *keys: str):

@@ -39,6 +39,22 @@ def _parse(argv):
     return parser.parse_args(argv)
 
 
+def _check_out(out: str):
+    """An --out that would overwrite something, or cannot be a folder: an error."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise JaxdistillError(f'--out {out} is a file; give a new folder.')
+    held = [
+        name
+        for name in ('checkpoints', 'config.json', 'spm.model')
+        if os.path.exists(os.path.join(out, name))
+    ]
+    if held:
+        raise JaxdistillError(
+            f'--out {out} already holds {", ".join(held)} (another run or '
+            'model); choose a new folder.'
+        )
+
+
 def extract(workdir: str, capacity: str, out: str, *, step: int | None = None) -> dict:
     """Writes capacity `capacity` of the run in `workdir` to `out`; returns a summary."""
     import jax  # pylint: disable=g-import-not-at-top
@@ -53,6 +69,7 @@ def extract(workdir: str, capacity: str, out: str, *, step: int | None = None) -
     from jaxdistill.models import transformer as transformer_lib  # pylint: disable=g-import-not-at-top
     from jaxdistill.tasks import translation  # pylint: disable=g-import-not-at-top
 
+    _check_out(out)  # Before any work.
     config = cli.workdir_config(workdir)
     if config.get('task') != 'translation':
         raise ConfigError(
@@ -94,8 +111,6 @@ def extract(workdir: str, capacity: str, out: str, *, step: int | None = None) -
             'label_smoothing': config.method.get('label_smoothing', 0.0),
         }
     )
-    if os.path.exists(os.path.join(out, 'checkpoints')):
-        raise JaxdistillError(f'{out} already holds checkpoints; choose a new --out.')
     os.makedirs(out, exist_ok=True)
     shutil.copy(os.path.join(workdir, 'spm.model'), os.path.join(out, 'spm.model'))
     with open(os.path.join(out, 'config.json'), 'w', encoding='utf-8') as f:

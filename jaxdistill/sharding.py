@@ -97,6 +97,13 @@ def replica_axis_size(
     where the devices allow, otherwise several replicas stacked on each group
     (all of them on a single device).
     """
+    if not isinstance(num_replicas, int) or num_replicas < 1:
+        # Codistillation (the one method with replicas) wants >= 2 and says
+        # so when it is built; this check runs first, with the mesh.
+        raise ConfigError(
+            f'method.num_replicas={num_replicas!r} must be an integer >= 1 '
+            '(codistillation needs >= 2).'
+        )
     if requested < 0 or (requested and num_replicas % requested):
         raise ConfigError(
             f'mesh.replica_axis_size={requested} must divide method.num_replicas='

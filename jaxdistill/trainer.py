@@ -10,6 +10,8 @@ CPU), then trains with periodic logging, evaluation and checkpoints.
 import json
 import math
 import os
+import signal
+import threading
 import time
 
 import jax
@@ -78,6 +80,7 @@ def _check_loop_settings(config):
         ('num_train_steps', c.num_train_steps, 1),
         ('log_every_steps', c.log_every_steps, 1),
         ('checkpoint.every_steps', c.checkpoint.every_steps, 1),
+        ('checkpoint.keep', c.checkpoint.keep, 0),  # 0: keep every checkpoint.
         ('eval.every_steps', c.eval.every_steps, 0),
     ):
         if not isinstance(value, int) or value < low:
@@ -95,27 +98,55 @@ def _check_loop_settings(config):
         )
 
 
-def _check_config_compatible(config, workdir, *, write=True):
-    """Writes config.json, or compares it to the one a previous run left."""
+def _saved_config(workdir) -> dict | None:
+    """The config.json a previous run left in `workdir`, if any."""
     path = os.path.join(workdir, 'config.json')
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding='utf-8') as f:
+        return json.load(f)
+
+
+def _check_config_compatible(config, workdir):
+    """Compares `config` to the one a previous run left (config.json)."""
+    saved = _saved_config(workdir)
+    if saved is None:
+        return
     current = json.loads(configuration.to_json(config))
-    if os.path.exists(path):
-        with open(path, encoding='utf-8') as f:
-            saved = json.load(f)
-        diffs = configuration.compare_for_resume(
-            saved, current, RESUME_KEYS, RESUME_DEFAULTS
+    diffs = configuration.compare_for_resume(
+        saved, current, RESUME_KEYS, RESUME_DEFAULTS
+    )
+    if diffs:
+        raise CheckpointMismatchError(
+            f'{workdir} holds a run with an incompatible config '
+            f'({os.path.join(workdir, "config.json")}); changed: '
+            + '; '.join(diffs)
+            + '. Use a new --workdir, or restore those values.'
         )
-        if diffs:
-            raise CheckpointMismatchError(
-                f'{workdir} holds a run with an incompatible config '
-                f'({path}); changed: '
-                + '; '.join(diffs)
-                + '. Use a new --workdir, or restore those values.'
-            )
-    if write and jax.process_index() == 0:
+
+
+def _write_config(config, workdir):
+    """config.json: written once the run is known to start or resume, so a
+    refused config never replaces the record of the run in the workdir."""
+    if jax.process_index() == 0:
+        path = os.path.join(workdir, 'config.json')
         with open(path + '.tmp', 'w', encoding='utf-8') as f:
             f.write(configuration.to_json(config))
         os.replace(path + '.tmp', path)
+
+
+def _changed_settings(config, workdir) -> str:
+    """'; '-joined 'key: saved -> current' for every setting that differs from
+    the run in `workdir` (any key, not only RESUME_KEYS); '' if none or no
+    saved config."""
+    saved = _saved_config(workdir)
+    if saved is None:
+        return ''
+    current = json.loads(configuration.to_json(config))
+    sections = tuple(set(saved) | set(current))
+    return '; '.join(
+        configuration.compare_for_resume(saved, current, sections, RESUME_DEFAULTS)
+    )
 
 
 def _resume_position(meta: dict, batches) -> dict:
@@ -208,6 +239,43 @@ def agreement_metrics(predictions: dict) -> dict:
     return out
 
 
+class _StopSignals:
+    """While entered, SIGINT and SIGTERM ask the training loop to stop at the
+    end of its current step (it saves that step); a second signal interrupts
+    at once. Only where the loop can save alone: one process, the main
+    thread. With several processes a checkpoint needs all of them at the
+    same step, so there the signals keep their usual effect."""
+
+    def __init__(self):
+        self.caught = ''
+        self._previous = {}
+
+    def __enter__(self):
+        if jax.process_count() == 1 and threading.current_thread() is (
+            threading.main_thread()
+        ):
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        del frame
+        if self.caught:  # The second one: stop now.
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+        self.caught = signal.Signals(signum).name
+        # os.write: print() may be mid-write in the interrupted frame.
+        os.write(
+            2,
+            f'\n{self.caught}: saving after the current step '
+            '(again to stop at once).\n'.encode(),
+        )
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
 class Trainer:
     """Holds what one run needs; `run()` trains to `config.num_train_steps`."""
 
@@ -223,7 +291,7 @@ class Trainer:
         self.config, self.workdir = config, workdir
         _check_loop_settings(config)
         os.makedirs(workdir, exist_ok=True)
-        _check_config_compatible(config, workdir, write=not read_only)
+        _check_config_compatible(config, workdir)
         self.mesh = sharding_lib.make_mesh(
             config.mesh.model_axis_size,
             replica_axis_size=sharding_lib.replica_axis_size(
@@ -260,15 +328,30 @@ class Trainer:
             keep=c.keep,
             async_save=c.async_save,
         )
-        if restore_step is None:
-            restored = self.ckpt.restore_latest(self.abstract)
-        elif restore_step not in self.ckpt.all_steps():
+        try:
+            if restore_step is None:
+                restored = self.ckpt.restore_latest(self.abstract)
+            elif restore_step not in self.ckpt.all_steps():
+                raise CheckpointMismatchError(
+                    f'No checkpoint for step {restore_step} in '
+                    f'{self.ckpt.directory}; available: {self.ckpt.all_steps()}'
+                )
+            else:
+                restored = (
+                    restore_step,
+                    *self.ckpt.restore(restore_step, self.abstract),
+                )
+        except CheckpointMismatchError as e:
+            changed = _changed_settings(config, workdir)
+            if not changed:
+                raise
             raise CheckpointMismatchError(
-                f'No checkpoint for step {restore_step} in '
-                f'{self.ckpt.directory}; available: {self.ckpt.all_steps()}'
-            )
-        else:
-            restored = (restore_step, *self.ckpt.restore(restore_step, self.abstract))
+                f'{e}\nSettings that differ from the run saved in {workdir} '
+                f'(config.json): {changed}. Restore the ones that change the '
+                'model or optimizer state, or use a new --workdir.'
+            ) from None
+        if not read_only:
+            _write_config(config, workdir)
         if restored is None:
             self.state = init_fn()
             self.start_step = 0
@@ -392,19 +475,25 @@ class Trainer:
                 for k, v in self.data_summary.items()
             )
         )
-        with metrics_lib.CompileClock() as clock:
-            step, last_train, last_eval, seconds = self._train_loop(clock)
+        with metrics_lib.CompileClock() as clock, _StopSignals() as stop:
+            step, last_train, last_eval, seconds = self._train_loop(clock, stop)
         return self._finish(step, seconds, last_train, last_eval)
 
-    def _train_loop(self, clock):
-        """-> (last step, last train metrics, last eval metrics, seconds)."""
+    def _train_loop(self, clock, stop):
+        """-> (last step, last train metrics, last eval metrics, seconds).
+
+        `stop`: a _StopSignals; once it has caught SIGINT or SIGTERM, the
+        loop saves the step it has finished and raises KeyboardInterrupt.
+        """
         c = self.config
         end = total = c.num_train_steps
         history, window_start, run_start = [], time.time(), time.time()
         last_train, last_eval = {}, {}
-        step = self.start_step
+        step = saved = self.start_step
         batches = self.task.train_batches
         while step < end:
+            if stop.caught:
+                self._save_on_signal(step, saved, stop.caught)
             step += 1
             batch = sharding_lib.global_batch(next(batches), self.batch_sharding)
             self.state, aux = self.step_fn(
@@ -441,7 +530,8 @@ class Trainer:
                 )
                 history, window_start = [], time.time()
             if save_now:
-                self._save(step, force=step == end)
+                if self._save(step, force=step == end):
+                    saved = step
                 window_start = time.time()  # Keep checkpointing out of throughput.
             if c.eval.every_steps and step % c.eval.every_steps == 0:
                 last_eval = self.evaluate(step)
@@ -457,6 +547,18 @@ class Trainer:
         if c.eval.at_end and not (evaluated_last and last_eval):
             last_eval = self.evaluate(step)
         return step, last_train, last_eval, time.time() - run_start
+
+    def _save_on_signal(self, step: int, saved: int, signame: str):
+        """Saves the finished `step` (unless saved already), then raises
+        KeyboardInterrupt: an interrupted run resumes where it stopped."""
+        if step > saved:
+            self._save(step, force=True)
+        self.ckpt.wait()
+        say(
+            f'{signame}: stopped after step {step}, saved in '
+            f'{self.ckpt.directory}/{step}; run the same command to resume.'
+        )
+        raise KeyboardInterrupt(signame)
 
     def _steps_before_deadline(self, step: int, total: int, busy: float) -> int:
         """The last step up to `total` that fits before `self.deadline`, at

@@ -10,6 +10,7 @@ correlation on WordSim-353 / SimLex-999 style files after training.
 
 import argparse
 import dataclasses
+import os
 import pathlib
 import sys
 import time
@@ -17,7 +18,7 @@ import time
 import numpy as np
 
 from jaxdistill import hostmem
-from jaxdistill.errors import ConfigError, DataError
+from jaxdistill.errors import ConfigError, DataError, JaxdistillError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,10 +159,14 @@ def train(ids, sentence, vocab, options: Options, *, log=print) -> dict:
 
 
 def save_word2vec(path, words, vectors) -> None:
-    """Writes word2vec text format: 'V D' then 'word x1 ... xD' per line."""
+    """Writes word2vec text format: 'V D' then 'word x1 ... xD' per line.
+
+    Creates the file's missing parent directories.
+    """
     vectors = np.asarray(vectors)
     if len(words) != len(vectors):
         raise ValueError(f'{len(words)} words but {len(vectors)} vectors.')
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, 'w', encoding='utf-8') as f:
         f.write(f'{vectors.shape[0]} {vectors.shape[1]}\n')
         for w, v in zip(words, vectors):
@@ -193,6 +198,35 @@ def load_word2vec(path) -> tuple[list, np.ndarray]:
     return words, vectors
 
 
+def check_out(path) -> pathlib.Path:
+    """Checks, before any training, that the vectors can be written to `path`.
+
+    Missing parent directories are fine: `save_word2vec` creates them, as
+    `train` does for its workdir and `extract` for its --out. Raises
+    JaxdistillError naming the path if it is a directory, or if its nearest
+    existing ancestor is a file or not writable. Creates nothing, so a
+    later error leaves no empty directories behind.
+    """
+    path = pathlib.Path(path)
+    if path.is_dir():
+        raise JaxdistillError(
+            f'--out {path} is a directory; name a file, e.g. {path / "vectors.txt"}.'
+        )
+    if path.exists():
+        existing = path
+    else:
+        existing = path.parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise JaxdistillError(
+                f'--out {path}: {existing} is a file, not a directory.'
+            )
+    if not os.access(existing, os.W_OK):
+        raise JaxdistillError(f'--out {path}: {existing} is not writable.')
+    return path
+
+
 def _parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--corpus', required=True, help='text, one sentence a line')
@@ -217,6 +251,10 @@ def main(argv=None) -> int:
         from jaxdistill.data import words  # pylint: disable=g-import-not-at-top
         from jaxdistill.evaluation import word_similarity  # pylint: disable=g-import-not-at-top
 
+        # Every input and the output place are checked before training, so
+        # that a mistake in them never throws the trained vectors away.
+        check_out(args.out)
+        similarity = [(p, word_similarity.read_pairs(p)) for p in args.similarity]
         sentences = words.read_sentences(args.corpus)
         vocab = words.build_vocab(sentences, options.min_count)
         ids, sentence = words.encode(sentences, vocab)
@@ -224,10 +262,12 @@ def main(argv=None) -> int:
             f'{len(sentences):,} sentences, {len(ids):,} tokens, {len(vocab):,} words'
         )
         result = train(ids, sentence, vocab, options)
-        save_word2vec(args.out, vocab.words, result['vectors'])
+        try:
+            save_word2vec(args.out, vocab.words, result['vectors'])
+        except OSError as e:
+            raise JaxdistillError(f'Cannot write --out {args.out}: {e}') from None
         print(f'saved {args.out} ({result["seconds"]:.1f} s of training)')
-        for path in args.similarity:
-            pairs = word_similarity.read_pairs(path)
+        for path, pairs in similarity:
             r = word_similarity.evaluate(result['vectors'], vocab.index, pairs)
             print(
                 f'{pathlib.Path(path).name}: Spearman {r["spearman"]:.4f} '

@@ -5,8 +5,10 @@ import json
 
 import pytest
 
+from jaxdistill import configuration
 from jaxdistill import evaluate
 from jaxdistill import train
+from jaxdistill.errors import ConfigError
 from tests import helpers
 
 BASE = ['--config', helpers.CONFIG]
@@ -153,3 +155,58 @@ def test_evaluate_cli_on_trained_workdir(capsys, trained):
 def test_evaluate_without_a_run(capsys, tmp_path):
     assert evaluate.main(['--workdir', str(tmp_path)]) == 2
     assert 'holds no run' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    'overrides, message',
+    [
+        (
+            ['eval.max_decode_len=500'],
+            'eval.max_decode_len=500 must be in 1..model.max_len (256)',
+        ),
+        (['eval.batch_size=0'], 'eval.batch_size=0 must be an integer >= 1'),
+        (['data.batch_tokens=-1'], 'data.batch_tokens=-1 must be an integer >= 1'),
+        (['model.max_len=16'], 'data.max_len=48 exceeds model.max_len=16'),
+        (
+            ['model.max_len=50', 'data.bucket_lengths=(24, 64)'],
+            'pads sequences of data.max_len=48 tokens to 64, more than '
+            'model.max_len=50',
+        ),
+        (['data.bucket_lengths=()'], 'data.bucket_lengths=() must be one or more'),
+    ],
+)
+def test_translation_lengths_checked_before_any_data_is_read(
+    tmp_path, overrides, message
+):
+    """TranslationTask refuses these before it reads data (the data folder
+    does not exist), so before the trainer can run a step."""
+    from jaxdistill.tasks import translation  # pylint: disable=g-import-not-at-top
+
+    config = configuration.load_config(helpers.CONFIG)
+    configuration.apply_overrides(
+        config,
+        ['data.source="files"', f'data.files_dir="{tmp_path}/nowhere"', *overrides],
+    )
+    with pytest.raises(ConfigError) as e:
+        translation.TranslationTask(config, str(tmp_path), mesh=None)
+    assert message in str(e.value)
+
+
+def test_zero_codistill_replicas_named_before_the_mesh(tmp_path):
+    from jaxdistill import trainer  # pylint: disable=g-import-not-at-top
+
+    config = configuration.load_config(
+        str(helpers.REPO / 'configs' / 'codistill_synthetic.py') + ':runlocal'
+    )
+    configuration.apply_overrides(config, ['method.num_replicas=0'])
+    with pytest.raises(ConfigError, match=r'method.num_replicas=0 must be .* >= 1'):
+        trainer.Trainer(config, str(tmp_path))
+
+
+def test_too_small_vocab_size_names_the_key(tmp_path):
+    from jaxdistill.data import tokenizer  # pylint: disable=g-import-not-at-top
+
+    with pytest.raises(ConfigError, match=r'data.vocab_size=5 is too small.*>= 18'):
+        tokenizer.Tokenizer.train(
+            ['hello world abc xyz'] * 10, 5, str(tmp_path / 'spm.model')
+        )

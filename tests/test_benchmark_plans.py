@@ -266,3 +266,18 @@ def test_resnet_stage_time_times_backbones_and_every_exit_head(tmp_path, monkeyp
         assert prefix == sorted(prefix)
         assert all(p > b for p, b in zip(prefix, flops))
     assert (tmp_path / 'resnet_stage_time_quick.png').exists()
+
+
+def test_machine_records_the_cpu_model_and_its_simd_extensions(monkeypatch, tmp_path):
+    common = _load_benchmark('resnet_stage_time', monkeypatch, tmp_path).common
+    cpuinfo = tmp_path / 'cpuinfo'
+    cpuinfo.write_text(
+        'processor\t: 0\nmodel name\t: AMD EPYC 9654\n'
+        'flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_bf16\n\n'
+        'processor\t: 1\nmodel name\t: another\nflags\t\t: amx_tile\n'
+    )
+    assert common.cpu(str(cpuinfo)) == {
+        'cpu_model': 'AMD EPYC 9654',
+        'cpu_isa': ['avx', 'avx2', 'fma', 'avx512f', 'avx512_bf16'],
+    }
+    assert common.cpu(str(tmp_path / 'absent')) == {}

@@ -78,9 +78,44 @@ def test_missing_config_file():
         configuration.load_config('nope.py')
 
 
-def test_unknown_config_argument():
-    with pytest.raises(ValueError, match='Unknown config argument'):
-        configuration.load_config(str(CONFIGS / 'translate_synthetic.py') + ':runlokal')
+@pytest.mark.parametrize(
+    'arg, choices',
+    [
+        ('runlokal', "['runlokal']; known: runlocal, size=NAME"),
+        ('size=huge', "size='huge'; valid sizes: tiny | small | base | big"),
+    ],
+)
+def test_bad_config_file_argument_names_file_and_choices(arg, choices):
+    spec = f'{CONFIGS / "translate_synthetic.py"}:{arg}'
+    with pytest.raises(ConfigError) as e:
+        configuration.load_config(spec)
+    assert str(e.value).startswith(f'{spec}: ') and choices in str(e.value)
+
+
+def test_bug_in_a_config_file_keeps_its_traceback(tmp_path):
+    """A genuine error is not turned into a one-liner: its traceback ends at
+    the file's line, and a note names the file."""
+    path = tmp_path / 'buggy.py'
+    path.write_text('def get_config(arg=None):\n    return undefined_name\n')
+    with pytest.raises(NameError) as e:
+        configuration.load_config(str(path))
+    assert e.traceback[-1].path == path and str(path) in e.value.__notes__[0]
+
+
+@pytest.mark.parametrize('value', ['foo', '1', '(1, 2)'])
+def test_overriding_a_group_with_a_value_names_the_group(value):
+    config = configuration.load_config(str(CONFIGS / 'translate_synthetic.py'))
+    with pytest.raises(ConfigError) as e:
+        configuration.apply_overrides(config, [f'model={value}'])
+    assert 'model is a group of settings' in str(e.value)
+    assert 'model.d_model' in str(e.value)
+
+
+def test_a_schedule_group_takes_a_number():
+    config = configuration.load_config(str(CONFIGS / 'mt2st_sst2.py'))
+    assert config.method.aux_weights.skipgram.kind == 'diminish'
+    configuration.apply_overrides(config, ['method.aux_weights.skipgram=0.5'])
+    assert config.method.aux_weights.skipgram == 0.5
 
 
 def test_resume_reads_keys_added_later_as_their_old_value():
@@ -96,3 +131,27 @@ def test_resume_reads_keys_added_later_as_their_old_value():
     assert configuration.compare_for_resume(saved, current, ['model'], defaults) == [
         "model.norm_position: 'pre' -> 'post'"
     ]
+
+
+def test_a_method_weight_takes_a_schedule_and_other_options_refuse_one():
+    import types
+
+    from jaxdistill.methods import make_method
+
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    spec = "{'kind': 'linear', 'init': 0.0, 'end': 0.3, 'steps': 2000}"
+    config = configuration.load_config(
+        f'{repo}/configs/self_distill_cifar10.py:runlocal'
+    )
+    config = configuration.apply_overrides(config, [f'method.alpha={spec}'])
+    method = make_method(config.method, types.SimpleNamespace(apply_exits=object()))
+    assert float(method.alpha(1000)) == pytest.approx(0.15)
+    # Only a method's options take schedules, and only those its class names.
+    with pytest.raises(ConfigError, match='expected float, got dict'):
+        configuration.apply_overrides(config, [f'optimizer.learning_rate={spec}'])
+    config = configuration.load_config(f'{repo}/configs/codistill_synthetic.py')
+    config = configuration.apply_overrides(config, [f'method.temperature={spec}'])
+    with pytest.raises(
+        ConfigError, match='takes a plain value, not a schedule.*: weight'
+    ):
+        make_method(config.method, None)

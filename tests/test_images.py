@@ -121,6 +121,30 @@ def test_cifar_tar_decode_and_cache(tmp_path):
         images.load_cifar10(tmp_path, 'train', tmp_path / 'cache')
 
 
+def test_mnist_labels_outside_the_classes_are_named(tmp_path):
+    image_file, label_file = images.MNIST_FILES['train']
+    _write_idx(tmp_path / image_file, np.zeros((4, 28, 28), np.uint8))
+    _write_idx(tmp_path / label_file, np.array([3, 9, 200, 10], np.uint8))
+    with pytest.raises(
+        DataError, match=r'2 labels outside 0..9; the first is 200 at index 2'
+    ):
+        images.load_mnist(tmp_path, 'train')
+
+
+def test_a_damaged_jpeg_is_named_not_the_archive(tmp_path):
+    path = tmp_path / images.CIFAR10_TAR
+    with tarfile.open(path, 'w:gz') as tar:
+        for name, payload in [
+            ('train/cat/0000.jpg', _jpeg((255, 0, 0))),
+            ('train/cat/0001.jpg', _jpeg((0, 0, 255))[:200]),  # Cut short.
+        ]:
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    with pytest.raises(DataError, match='train/cat/0001.jpg is not a readable JPEG'):
+        images.decode_cifar10_tar(path)
+
+
 def test_real_mnist(shared_data):
     x, y = images.load_mnist(shared_data / 'mnist', 'train')
     assert x.shape == (60000, 28, 28, 1) and x.dtype == np.uint8

@@ -23,9 +23,9 @@ OVERRIDES = (
 )
 
 
-def _kill_when_step_logged(workdir, step):
+def _kill_when_step_logged(workdir, step, sig=signal.SIGKILL, *extra):
     proc = subprocess.Popen(
-        helpers.train_cmd(workdir, *OVERRIDES),
+        helpers.train_cmd(workdir, *OVERRIDES, *extra),
         cwd=helpers.REPO,
         env=helpers.env(),
         stdout=subprocess.PIPE,
@@ -36,10 +36,10 @@ def _kill_when_step_logged(workdir, step):
     for line in proc.stdout:
         seen.append(line)
         if line.startswith(f'step {step}/'):
-            proc.send_signal(signal.SIGKILL)
+            proc.send_signal(sig)
             break
-    proc.wait(timeout=60)
-    return proc.returncode, ''.join(seen)
+    rest, _ = proc.communicate(timeout=60)
+    return proc.returncode, ''.join(seen) + rest
 
 
 def test_sigkill_and_restart_is_bitwise_identical(tmp_path):
@@ -78,6 +78,24 @@ def test_sigkill_and_restart_is_bitwise_identical(tmp_path):
         r['train/loss'] for r in full_records if 'train/loss' in r
     ]
 
+    # Ctrl-C (SIGINT) saves the step it has finished, between the periodic
+    # checkpoints (here: none before the end), and the run resumes from it.
+    interrupted = tmp_path / 'interrupted'
+    rarely = '--config.checkpoint.every_steps=1000'
+    code, out = _kill_when_step_logged(interrupted, 25, signal.SIGINT, rarely)
+    assert code == 130, out[-2000:]
+    ckpts = interrupted / 'checkpoints'
+    (saved,) = [int(p.name) for p in ckpts.iterdir() if p.name.isdigit()]
+    assert 25 <= saved < 60
+    assert f'SIGINT: stopped after step {saved}, saved in {ckpts}/{saved}' in out
+    r = helpers.run(helpers.train_cmd(interrupted, *OVERRIDES, rarely))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f'Resumed from {ckpts}/{saved}' in r.stdout
+    step_c, c = helpers.final_params(interrupted)
+    assert step_c == 60
+    for k in a:
+        assert a[k].tobytes() == c[k].tobytes(), k
+
 
 def test_damaged_finished_checkpoint_is_set_aside(tmp_path):
     work = tmp_path / 'w'
@@ -99,6 +117,37 @@ def test_damaged_finished_checkpoint_is_set_aside(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert f'Resumed from {work}/checkpoints/10' in r.stdout
     assert any((work / 'checkpoints_damaged').iterdir())
+
+    # A setting that changes the optimizer state's tree is named, and the
+    # refused config does not replace the run's config.json.
+    saved_config = (work / 'config.json').read_text()
+    r = helpers.run(
+        helpers.train_cmd(
+            work,
+            '--config.num_train_steps=20',
+            '--config.checkpoint.every_steps=10',
+            '--config.optimizer.grad_clip_norm=0.0',
+        )
+    )
+    assert r.returncode == 2, r.stdout[-3000:]
+    assert 'optimizer.grad_clip_norm: 1.0 -> 0.0' in r.stderr, r.stderr[-3000:]
+    assert (work / 'config.json').read_text() == saved_config
+
+    # When no checkpoint can be read, nothing is set aside and the run does
+    # not start again from step 0.
+    for f in (work / 'checkpoints').rglob('*'):
+        if f.is_file() and f.parent.name == 'state':
+            f.write_bytes(b'garbage')
+    before = sorted(p.name for p in (work / 'checkpoints').iterdir())
+    r = helpers.run(
+        helpers.train_cmd(
+            work, '--config.num_train_steps=20', '--config.checkpoint.every_steps=10'
+        )
+    )
+    assert r.returncode == 2, r.stdout[-3000:]
+    assert 'None of the 2 checkpoints' in r.stderr, r.stderr[-3000:]
+    assert sorted(p.name for p in (work / 'checkpoints').iterdir()) == before
+    assert 'Training' not in r.stdout
 
 
 def test_resume_on_another_device_count_rebatches_with_a_note(tmp_path):

@@ -109,6 +109,7 @@ def test_cli_translates_stdin_as_the_sharded_evaluation_does(run):
     evaluated = list(tr.task.last_hypotheses[:16])
     lines = list(tr.task.eval_data.source[:16])
     lines.insert(3, '')
+    lines.append('a long line ' * 200)  # Cut to data.max_len, with a note.
     result = subprocess.run(
         [sys.executable, '-m', 'jaxdistill.translate', '--workdir', str(workdir)]
         + ['--beam', '3', '--length_penalty', '0.6', '--batch_size', '8'],
@@ -121,19 +122,26 @@ def test_cli_translates_stdin_as_the_sharded_evaluation_does(run):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert 'checkpoint(s) [20]' in result.stderr
+    room = tr.config.data.max_len - 1  # Tokens a source keeps, before EOS.
+    long = sum(len(tr.task.tokenizer.encode(line)) > room for line in lines)
+    assert long >= 1  # The long line, and any evaluation source as long.
+    assert f'note: {long} of {len(lines)} lines were longer than' in result.stderr
     got = result.stdout.split('\n')
     assert len(got) == len(lines) + 1 and got[-1] == '' and got[3] == ''
     del got[3]
     # Shapes differ (batching, sharding), so a near-tie may flip; most match.
     same = np.mean([a == b for a, b in zip(got[:-1], evaluated)])
     assert same >= 0.85, (same, got[:3], evaluated[:3])
-    assert all(got[:-1])
+    assert all(got[:-2])
 
 
 def test_cli_errors_name_the_problem(run, tmp_path, capsys):
     _, workdir = run
     assert translate.main(['--workdir', str(tmp_path)]) == 2
     assert 'holds no run (no config.json)' in capsys.readouterr().err
+    (tmp_path / 'config.json').write_text('{"task": "image_classification"}')
+    assert translate.main(['--workdir', str(tmp_path)]) == 2
+    assert "is a 'image_classification' run" in capsys.readouterr().err
     assert translate.main(['--workdir', str(workdir), '--step', '7']) == 2
     assert 'No checkpoint for step 7' in capsys.readouterr().err
     assert translate.main(['--workdir', str(workdir), '--average', '3']) == 2

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from jaxdistill import checkpoint as checkpoint_lib
-from jaxdistill.errors import ConfigError
+from jaxdistill import extract as extract_lib
+from jaxdistill.errors import ConfigError, JaxdistillError
 from jaxdistill.methods import make_method
 from jaxdistill.models import composite as composite_lib
 from jaxdistill.models import transformer as transformer_lib
@@ -240,6 +241,13 @@ def test_train_extract_evaluate_cli(tmp_path):
     )
     assert info['num_params'] == summary['num_params/x0.25']
     assert info['architecture']['num_heads'] == 1
+    # Nothing is overwritten: not a model folder, not a file.
+    with pytest.raises(
+        JaxdistillError, match='holds checkpoints, config.json, spm.model'
+    ):
+        extract_lib.extract(run, 'x0.25', out)
+    with pytest.raises(JaxdistillError, match='is a file'):
+        extract_lib.extract(run, 'x0.25', os.path.join(run, 'summary.json'))
     src = checkpoint_lib.read_state(os.path.join(run, 'checkpoints', '4'))['params']
     dst = checkpoint_lib.read_state(os.path.join(out, 'checkpoints', '4'))['params']
     comp = composite_lib.Composite(

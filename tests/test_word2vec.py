@@ -1,6 +1,9 @@
 """Skip-gram: corpus processing, SGNS loss and step, vectors I/O, similarity."""
 
+import gzip
 import math
+import os
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +13,7 @@ from jax.test_util import check_grads
 
 from jaxdistill import word2vec
 from jaxdistill.data import words
-from jaxdistill.errors import ConfigError, DataError
+from jaxdistill.errors import ConfigError, DataError, JaxdistillError
 from jaxdistill.evaluation import word_similarity
 from jaxdistill.models import skipgram
 
@@ -333,3 +336,98 @@ def test_capped_step_shrinks_each_row_update():
             np.linalg.norm(d_cap, axis=1)[moved] * np.linalg.norm(d_full, axis=1)[moved]
         )
         np.testing.assert_allclose(cos, 1.0, atol=1e-4)
+
+
+def _no_training(monkeypatch):
+    """Makes `word2vec.train` fail the test if the CLI ever gets that far."""
+
+    def train(*args, **kwargs):
+        raise AssertionError('training started before the input error was reported')
+
+    monkeypatch.setattr(word2vec, 'train', train)
+
+
+def test_truncated_gz_corpus_names_file_and_line(tmp_path):
+    data = gzip.compress(
+        ''.join(f'sentence number {i} with words\n' for i in range(5000)).encode()
+    )
+    cut = data[: len(data) // 2]
+    path = tmp_path / 'cut.txt.gz'
+    path.write_bytes(cut)
+    complete = zlib.decompressobj(31).decompress(cut).count(b'\n')
+    with pytest.raises(
+        DataError, match=f'cut.txt.gz is truncated.*after line {complete},'
+    ):
+        words.read_sentences(path)
+    corrupt = bytearray(data)
+    corrupt[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    path.write_bytes(bytes(corrupt))
+    with pytest.raises(DataError, match='cut.txt.gz: corrupt gzip data after line'):
+        words.read_sentences(path)
+
+
+@pytest.mark.parametrize('name', ['bad.txt', 'bad.txt.gz'])
+def test_bad_utf8_corpus_names_line(tmp_path, name):
+    text = b'first line\n\nthird caf\xe9 line\nfourth\n'
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text) if name.endswith('.gz') else text)
+    with pytest.raises(DataError, match=rf'{name} line 3: invalid UTF-8 \(byte 21'):
+        words.read_sentences(path)
+
+
+def test_cli_reports_bad_out_and_similarity_before_training(
+    tmp_path, monkeypatch, capsys
+):
+    _no_training(monkeypatch)
+    corpus = tmp_path / 'corpus.txt'
+    corpus.write_text('a b c\n' * 5)
+    (tmp_path / 'afile').write_text('')
+    good = tmp_path / 'good.tsv'
+    good.write_text('a\tb\t5.0\n')
+    latin1 = tmp_path / 'latin1.tsv'
+    latin1.write_bytes(b'a\tb\t1.0\ncaf\xe9\tcoffee\t7.5\n')
+    base = ['--corpus', str(corpus), '--min-count', '1']
+    cases = [
+        (['--out', str(tmp_path / 'afile' / 'x' / 'v.txt')], 'afile is a file'),
+        (['--out', str(tmp_path)], 'is a directory'),
+        (
+            ['--out', str(tmp_path / 'v.txt'), '--similarity', str(good)]
+            + ['--similarity', str(tmp_path / 'nosuch.tsv')],
+            'nosuch.tsv does not exist',
+        ),
+        (
+            ['--out', str(tmp_path / 'v.txt'), '--similarity', str(latin1)],
+            'latin1.tsv line 2: invalid UTF-8',
+        ),
+    ]
+    for flags, message in cases:
+        assert word2vec.main(base + flags) == 2, flags
+        err = capsys.readouterr().err
+        assert err.startswith('error: ') and message in err, err
+        assert 'Traceback' not in err
+    assert not (tmp_path / 'v.txt').exists()
+    monkeypatch.setattr(os, 'access', lambda *args: False)
+    with pytest.raises(JaxdistillError, match='is not writable'):
+        word2vec.check_out(tmp_path / 'new' / 'v.txt')
+
+
+def test_cli_creates_missing_out_directories(tmp_path, monkeypatch, capsys):
+    corpus = tmp_path / 'corpus.txt'
+    corpus.write_text('a b c\nb c\n')
+    sim = tmp_path / 'sim.tsv'
+    sim.write_text('a\tb\t1.0\na\tc\t2.0\nb\tc\t3.0\n')
+    calls = []
+
+    def train(ids, sentence, vocab, options):
+        calls.append(len(vocab))
+        vectors = np.random.default_rng(0).normal(size=(len(vocab), 4))
+        return {'vectors': vectors, 'seconds': 0.0}
+
+    monkeypatch.setattr(word2vec, 'train', train)
+    out = tmp_path / 'new' / 'sub' / 'v.txt'
+    argv = ['--corpus', str(corpus), '--out', str(out), '--min-count', '1']
+    assert word2vec.main(argv + ['--similarity', str(sim)]) == 0
+    assert calls == [3]
+    got_words, got = word2vec.load_word2vec(out)
+    assert sorted(got_words) == ['a', 'b', 'c'] and got.shape == (3, 4)
+    assert 'sim.tsv: Spearman' in capsys.readouterr().out

@@ -79,6 +79,12 @@ def load_mnist(data_dir, split: str) -> tuple[np.ndarray, np.ndarray]:
             f'{image_file} {images.shape} and {label_file} {labels.shape} do '
             'not form N images and N labels.'
         )
+    bad = np.flatnonzero(labels >= NUM_CLASSES['mnist'])  # uint8: never < 0.
+    if bad.size:
+        raise DataError(
+            f'{label_file}: {bad.size} labels outside 0..{NUM_CLASSES["mnist"] - 1}; '
+            f'the first is {labels[bad[0]]} at index {bad[0]}.'
+        )
     return images[..., None], labels.astype(np.int32)
 
 
@@ -104,8 +110,16 @@ def iter_cifar10_tar(path):
                         f'{path}: unexpected member {member.name!r}; expected '
                         'SPLIT/CLASS/NNNN.jpg with a CIFAR-10 class.'
                     )
-                with Image.open(io.BytesIO(tar.extractfile(member).read())) as im:
-                    pixels = np.asarray(im.convert('RGB'), np.uint8)
+                data = tar.extractfile(member).read()
+                try:
+                    with Image.open(io.BytesIO(data)) as im:
+                        pixels = np.asarray(im.convert('RGB'), np.uint8)
+                except (OSError, SyntaxError, ValueError) as e:
+                    # PIL's errors for a damaged image: name the image, not
+                    # the archive, which is fine.
+                    raise DataError(
+                        f'{path}:{member.name} is not a readable JPEG ({e}).'
+                    ) from e
                 if pixels.shape != (32, 32, 3):
                     raise DataError(
                         f'{path}:{member.name} is {pixels.shape}, not 32x32 RGB.'

@@ -12,7 +12,7 @@ import jax
 from jax.experimental import multihost_utils
 import sentencepiece as spm
 
-from jaxdistill.errors import DataError
+from jaxdistill.errors import ConfigError, DataError
 
 PAD_ID = 0
 UNK_ID = 1
@@ -22,6 +22,9 @@ EOS_ID = 3
 _log = logging.getLogger(__name__)
 _TOO_HIGH = re.compile(
     r'Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)'
+)
+_TOO_LOW = re.compile(
+    r'Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)'
 )
 
 
@@ -87,7 +90,9 @@ class Tokenizer:
 
         Deterministic: one thread, no shuffling. When `vocab_size` is more than
         the text supports, trains again with the largest size SentencePiece
-        allows and logs a warning (the tokenizer's `vocab_size` tells the truth).
+        allows and logs a warning (the tokenizer's `vocab_size` tells the truth);
+        one too small for the text's characters is a ConfigError naming
+        `data.vocab_size`, the key every caller takes it from.
         The model is written atomically to `model_path`, with a `.json` sidecar
         recording the requested size for `load_or_train_tokenizer`.
         """
@@ -103,6 +108,14 @@ class Tokenizer:
         try:
             data = _train_bytes(texts, vocab_size, **options)
         except RuntimeError as e:
+            low = _TOO_LOW.search(str(e))
+            if low:
+                raise ConfigError(
+                    f'data.vocab_size={vocab_size} is too small for the text the '
+                    f'tokenizer {model_path} is trained on: its characters and '
+                    f'special symbols need {low.group(2)} pieces; set '
+                    f'data.vocab_size >= {low.group(2)}.'
+                ) from None
             match = _TOO_HIGH.search(str(e))
             if not match:
                 raise DataError(

@@ -20,6 +20,7 @@ deterministic from a seed:
 import dataclasses
 import gzip
 import pathlib
+import zlib
 from collections import Counter
 
 import numpy as np
@@ -32,8 +33,9 @@ PAD = -1  # Token id of padding in `window_batches`.
 def read_sentences(path) -> list[list[str]]:
     """Whitespace-tokenized lines of a text file (`.gz` is decompressed).
 
-    Empty lines are skipped. Raises DataError if the file is missing or has
-    no tokens.
+    Empty lines are skipped. Raises DataError if the file is missing, cannot
+    be read, is a truncated or corrupt `.gz`, is not UTF-8 (the message names
+    the line), or has no tokens.
     """
     path = pathlib.Path(path)
     if not path.is_file():
@@ -42,12 +44,46 @@ def read_sentences(path) -> list[list[str]]:
     try:
         with opener(path, 'rt', encoding='utf-8') as f:
             sentences = [line.split() for line in f]
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f'Cannot read corpus {path}: {e}') from e
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:
+        raise _read_error(path, opener, e) from None
     sentences = [s for s in sentences if s]
     if not sentences:
         raise DataError(f'Corpus {path} has no tokens.')
     return sentences
+
+
+def _read_error(path, opener, error) -> DataError:
+    """The DataError for a corpus that failed to read, naming the line.
+
+    The text reader decodes in blocks, so its error knows neither the line
+    nor the offset in the file. Counting lines in the loop above would slow
+    every read; instead, on failure only, the file is read again as bytes
+    line by line (b'\\n' never occurs inside a UTF-8 character, so each line
+    decodes on its own) until the bad line or the end of the gzip data.
+    """
+    line, offset = 0, 0
+    where = ' of the gunzipped data' if opener is gzip.open else ''
+    try:
+        with opener(path, 'rb') as f:
+            for raw in f:
+                line += 1
+                raw.decode('utf-8')
+                offset += len(raw)
+    except UnicodeDecodeError as e:
+        return DataError(
+            f'Corpus {path} line {line}: invalid UTF-8 (byte {offset + e.start}'
+            f'{where}); save the file as UTF-8.'
+        )
+    except EOFError:
+        return DataError(
+            f'Corpus {path} is truncated: the gzip data ends after line {line}, '
+            'before its end-of-stream marker; copy or download it again.'
+        )
+    except (gzip.BadGzipFile, zlib.error) as e:
+        return DataError(f'Corpus {path}: corrupt gzip data after line {line} ({e}).')
+    except OSError:
+        pass
+    return DataError(f'Cannot read corpus {path}: {error}')
 
 
 @dataclasses.dataclass(frozen=True)

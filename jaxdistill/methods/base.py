@@ -9,10 +9,11 @@ or copy.
 import abc
 import dataclasses
 import difflib
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import jax
 
+from jaxdistill import configuration
 from jaxdistill import registry
 from jaxdistill.errors import ConfigError
 
@@ -51,6 +52,9 @@ class Method(abc.ABC):
     """
 
     model: ModelFns
+    # Options that take a schedule spec ({'kind': 'linear', ...}) as well as a
+    # number (`schedules.from_config`); any other option refuses a schedule.
+    schedule_keys: ClassVar[tuple[str, ...]] = ()
 
     def init_params(self, rng: jax.Array, batch: Batch) -> Params:
         return self.model.init(rng, batch)
@@ -129,5 +133,12 @@ def make_method(cfg, model: ModelFns) -> Method:
             raise ConfigError(
                 f'Unknown key method.{key} for method {cfg.name!r}.{hint} '
                 f'Valid keys: {", ".join(sorted(fields))}.'
+            )
+    for key, value in options.items():
+        if key not in cls.schedule_keys and configuration.is_schedule_spec(value):
+            raise ConfigError(
+                f'method.{key} of method {cfg.name!r} takes a plain value, not '
+                f'a schedule ({dict(value)}); its options that take schedules: '
+                f'{", ".join(cls.schedule_keys) or "none"}.'
             )
     return cls.from_config(model, options)

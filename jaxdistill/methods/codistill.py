@@ -53,6 +53,7 @@ class Codistill(Method):
     model: ModelFns
     num_replicas: int = 2
     # Distillation weight after burn-in (an Optax schedule of the step).
+    schedule_keys = ('weight',)
     weight: Any = 1.0
     # Steps of plain training before distillation starts (no peer forwards).
     burn_in_steps: int = 0
@@ -98,7 +99,8 @@ class Codistill(Method):
         if method.num_replicas < 2 or method.exchange_every < 1:
             raise ConfigError(
                 'codistillation needs method.num_replicas >= 2 and '
-                'method.exchange_every >= 1.'
+                'method.exchange_every >= 1; got method.num_replicas='
+                f'{method.num_replicas}, method.exchange_every={method.exchange_every}.'
             )
         schedules.check_range(
             method.temperature, name='method.temperature', low=0.0, low_open=True

@@ -31,6 +31,7 @@ class Distill(Method):
     # A finished run of the library whose latest checkpoint is the teacher.
     teacher_workdir: str = ''
     # Weight of the distillation term (a schedule of the step).
+    schedule_keys = ('alpha',)
     alpha: optax.Schedule = schedules.constant(0.5)
     temperature: float = 1.0
     label_smoothing: float = 0.0

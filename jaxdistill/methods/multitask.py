@@ -65,6 +65,7 @@ class MultiTask(Method):
 
     model: ModelFns
     # Schedule spec of the primary task's weight.
+    schedule_keys = ('primary_weight',)
     primary_weight: Any = 1.0
     # Auxiliary task name -> schedule spec of its weight.
     aux_weights: Any = dataclasses.field(default_factory=dict)

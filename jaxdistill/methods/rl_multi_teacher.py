@@ -51,6 +51,7 @@ class RLMultiTeacher(Method):
     num_classes: int = 2
     # Width D of the student's pooled feature (its deepest exit's feature).
     feature_dim: int = 64
+    schedule_keys = ('alpha',)
     alpha: Any = schedules.constant(0.5)
     temperature: float = 2.0
     weighting: str = 'select'

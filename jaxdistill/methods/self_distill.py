@@ -26,6 +26,7 @@ class SelfDistill(Method):
     give numbers or schedule dicts (see `schedules.from_config`).
     """
 
+    schedule_keys = ('alpha', 'temperature', 'beta')
     model: ModelFns
     alpha: optax.Schedule = schedules.constant(0.1)
     temperature: optax.Schedule = schedules.constant(3.0)

@@ -40,6 +40,7 @@ class TwoStageJoint(Method):
     model: ModelFns
     # First step of stage 2 (distillation from the largest capacity).
     stage2_start: int = 0
+    schedule_keys = ('label_weight', 'distill_weight')
     # Weight of every capacity's label loss (a schedule of the step).
     label_weight: optax.Schedule = schedules.constant(1.0)
     # Weight of each smaller capacity's distillation term in stage 2.

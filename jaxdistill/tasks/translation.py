@@ -133,6 +133,59 @@ def _tokenizer(config, workdir, train_data, tags):
     )
 
 
+def check_decode_len(max_decode_len, model_max_len: int):
+    """ConfigError unless `eval.max_decode_len` fits the model's positions."""
+    if not isinstance(max_decode_len, int) or not 1 <= max_decode_len <= model_max_len:
+        raise ConfigError(
+            f'eval.max_decode_len={max_decode_len!r} must be in 1..model.max_len '
+            f'({model_max_len}), the longest sequence the model can hold.'
+        )
+
+
+def check_config(config):
+    """ConfigError naming the first data/eval/model length or size this run
+    cannot use. Reads no data: a mistake stops the run before any work."""
+    d, e = config.data, config.eval
+    beam = e.get('beam_size', 0)
+    if beam < 0:
+        raise ConfigError(f'eval.beam_size={beam} must be >= 0 (0 or 1: greedy).')
+    if e.get('length_penalty', 1.0) < 0:
+        raise ConfigError(f'eval.length_penalty={e.length_penalty} must be >= 0.')
+    for key, value in (
+        ('data.max_len', d.max_len),
+        ('data.batch_tokens', d.batch_tokens),
+        ('eval.batch_size', e.batch_size),
+    ):
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f'{key}={value!r} must be an integer >= 1.')
+    buckets = tuple(d.bucket_lengths)
+    if not buckets or any(not isinstance(b, int) or b < 1 for b in buckets):
+        raise ConfigError(
+            f'data.bucket_lengths={buckets} must be one or more positive '
+            f'lengths in tokens, e.g. ({d.max_len},).'
+        )
+    if max(buckets) < d.max_len:
+        raise ConfigError(
+            f'data.bucket_lengths (largest {max(buckets)}) must '
+            f'reach data.max_len ({d.max_len}).'
+        )
+    model_max = config.model.get('max_len', transformer_lib.TransformerConfig.max_len)
+    padded = min(b for b in buckets if b >= d.max_len)  # Longest batch length.
+    if d.max_len > model_max:
+        raise ConfigError(
+            f'data.max_len={d.max_len} exceeds model.max_len={model_max}, the '
+            'longest sequence the model can hold; lower data.max_len or raise '
+            'model.max_len.'
+        )
+    if padded > model_max:
+        raise ConfigError(
+            f'data.bucket_lengths pads sequences of data.max_len={d.max_len} '
+            f'tokens to {padded}, more than model.max_len={model_max}; add a '
+            f'bucket of {d.max_len} or raise model.max_len.'
+        )
+    check_decode_len(e.max_decode_len, model_max)
+
+
 @registry.register('task', 'translation')
 class TranslationTask:
     """Everything model- and data-specific the generic trainer needs."""
@@ -140,18 +193,7 @@ class TranslationTask:
     def __init__(self, config, workdir: str, mesh):
         self.config, self.mesh = config, mesh
         d = config.data
-        beam = config.eval.get('beam_size', 0)
-        if beam < 0:
-            raise ConfigError(f'eval.beam_size={beam} must be >= 0 (0 or 1: greedy).')
-        if config.eval.get('length_penalty', 1.0) < 0:
-            raise ConfigError(
-                f'eval.length_penalty={config.eval.length_penalty} must be >= 0.'
-            )
-        if max(d.bucket_lengths) < d.max_len:
-            raise ConfigError(
-                f'data.bucket_lengths (largest {max(d.bucket_lengths)}) must '
-                f'reach data.max_len ({d.max_len}).'
-            )
+        check_config(config)
         started = time.time()
         train = data_lib.load_translation(d, d.train_split)
         self.eval_data = data_lib.load_translation(d, d.eval_split)
@@ -452,11 +494,13 @@ def translate_texts(
       texts: source sentences.
       data_cfg: the run's `config.data` (pairs, max_len, bucket_lengths);
         sources longer than `max_len` tokens are cut, as in evaluation.
-      beam_size, max_len, length_penalty: see `evaluation.generate`.
+      beam_size, max_len, length_penalty: see `evaluation.generate`;
+        `max_len` is the run's `eval.max_decode_len`, and errors name it.
       batch_size: sentences per decoding batch (sorted by length).
       target_lang: the '<2xx>' tag to put first; required (and only allowed)
         when the run translates into several languages.
     """
+    check_decode_len(max_len, model.config.max_len)
     langs = data_lib.target_languages(data_cfg)
     tagged = bool(data_lib.tag_symbols(data_cfg))
     if tagged and target_lang not in langs:
