@@ -210,3 +210,28 @@ def test_too_small_vocab_size_names_the_key(tmp_path):
         tokenizer.Tokenizer.train(
             ['hello world abc xyz'] * 10, 5, str(tmp_path / 'spm.model')
         )
+
+
+@pytest.mark.parametrize('key', ['data.batch_size', 'eval.batch_size'])
+def test_image_batch_sizes_checked_before_any_data_is_read(tmp_path, key):
+    from jaxdistill.tasks import classification  # pylint: disable=g-import-not-at-top
+
+    config = configuration.load_config(
+        str(helpers.REPO / 'configs' / 'self_distill_mnist.py') + ':runlocal'
+    )
+    configuration.apply_overrides(
+        config, [f'data.data_dir="{tmp_path}/nowhere"', f'{key}=0']
+    )
+    with pytest.raises(ConfigError, match=rf'{key}=0 must be an integer >= 1'):
+        classification.ImageClassificationTask(config, str(tmp_path), mesh=None)
+
+
+def test_a_teacher_of_another_task_is_named(tmp_path):
+    import types
+
+    from jaxdistill.tasks import translation  # pylint: disable=g-import-not-at-top
+
+    (tmp_path / 'config.json').write_text('{"task": "image_classification"}')
+    student = types.SimpleNamespace(workdir=str(tmp_path / 'student'))
+    with pytest.raises(ConfigError, match="is a 'image_classification' run"):
+        translation.TranslationTask.load_teacher(student, str(tmp_path))

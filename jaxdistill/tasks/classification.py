@@ -133,6 +133,12 @@ class ClassificationTask:
 
 
 def _batch_multiple(config, mesh) -> int:
+    for key, value in (
+        ('data.batch_size', config.data.batch_size),
+        ('eval.batch_size', config.eval.batch_size),
+    ):
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f'{key}={value!r} must be an integer >= 1.')
     n = mesh.shape['data']
     if config.data.batch_size % n:
         raise ConfigError(

@@ -244,6 +244,11 @@ class TranslationTask:
         from jaxdistill.methods import make_method  # pylint: disable=g-import-not-at-top
 
         config = cli.workdir_config(workdir)
+        if config.get('task') != 'translation':
+            raise ConfigError(
+                f'method.teacher_workdir={workdir!r} is a {config.get("task")!r} '
+                'run; the teacher of a translation run must be a translation run.'
+            )
         paths = [os.path.join(d, 'spm.model') for d in (workdir, self.workdir)]
         blobs = []
         for path in paths:
