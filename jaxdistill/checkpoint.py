@@ -11,6 +11,7 @@ previous step.
 from typing import Any
 
 import os
+import re
 import shutil
 import time
 
@@ -137,9 +138,15 @@ class Checkpointer:
         self._manager.close()
 
 
+# Orbax's advice on a shape mismatch names options of its own API that a
+# user of this library does not set; the rest of its message is kept.
+_ORBAX_ADVICE = re.compile(r'\s*Truncating/padding is disabled\..*', re.DOTALL)
+
+
 def _first_lines(error: Exception, lines: int = 6, chars: int = 800) -> str:
     """The start of an error's message (orbax's tree diffs run long)."""
-    text = '\n'.join(str(error).splitlines()[:lines]) or type(error).__name__
+    text = _ORBAX_ADVICE.sub('', str(error))
+    text = '\n'.join(text.splitlines()[:lines]) or type(error).__name__
     return text if len(text) <= chars else text[:chars] + ' ...'
 
 
@@ -155,9 +162,15 @@ def abstract_of(tree: Any) -> Any:
 
 def latest_step_dir(directory: str) -> tuple[int, str]:
     """(step, path) of the newest finished checkpoint in `directory`."""
-    steps = [int(n) for n in os.listdir(directory) if n.isdigit()]
+    steps = (
+        [int(n) for n in os.listdir(directory) if n.isdigit()]
+        if os.path.isdir(directory)
+        else []
+    )
     if not steps:
-        raise CheckpointMismatchError(f'No checkpoints in {directory}.')
+        raise CheckpointMismatchError(
+            f'No checkpoints in {directory} (has the run saved one yet?).'
+        )
     return max(steps), os.path.join(directory, str(max(steps)))
 
 

@@ -71,8 +71,12 @@ def load_teacher(workdir: str):
 
 
 @functools.lru_cache(maxsize=4)
-def _vocab(data_dir: str, size: int) -> dict:
-    """The vocabulary a text_classification run built from its training split."""
+def _vocab(workdir: str, data_dir: str, size: int) -> dict:
+    """The vocabulary a text_classification run trained with: its
+    vocab.txt, or (runs from before it was kept) rebuilt from its training
+    split."""
+    if os.path.exists(os.path.join(workdir, sst2_lib.VOCAB_FILE)):
+        return sst2_lib.word_vocab(None, size, workdir)
     return sst2_lib.build_vocab(sst2_lib.load_split(data_dir, 'train')[0], size)
 
 
@@ -83,12 +87,12 @@ def _jitted_logits(model):
     )
 
 
-def _teacher_forward(config, params, sentences, batch_size: int) -> np.ndarray:
-    """Logits float32 [N, C] of the teacher described by `config`."""
+def _teacher_forward(workdir, config, params, sentences, batch_size: int) -> np.ndarray:
+    """Logits float32 [N, C] of the teacher run in `workdir` (`config`)."""
     from jaxdistill.tasks import classification  # pylint: disable=g-import-not-at-top
 
     d = config.data
-    vocab = _vocab(d.data_dir, d.vocab_size)
+    vocab = _vocab(workdir, d.data_dir, d.vocab_size)
     tokens = sst2_lib.encode(sentences, vocab, d.max_len)
     model = classification.build_model(
         config.model, num_classes=2, vocab_size=len(vocab) + 2, max_len=d.max_len
@@ -135,7 +139,7 @@ def teacher_logits(
         if logits.shape[0] == len(sentences):
             return logits
     logging.info('Teacher %s (step %d): computing logits.', workdir, step)
-    logits = _teacher_forward(config, params, sentences, batch_size)
+    logits = _teacher_forward(workdir, config, params, sentences, batch_size)
     os.makedirs(cache_dir, exist_ok=True)
     for name in os.listdir(cache_dir):  # Stale entries of this teacher.
         if name.startswith(teacher_id + '-') and name != os.path.basename(path):

@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 
+from absl import logging
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
@@ -38,9 +39,11 @@ RESUME_KEYS = (
     'task',
     'model',
     'method.name',
+    'method.num_replicas',  # Codistillation: the stacked replicas.
     'data.source',
     'data.pairs',
     'data.vocab_size',
+    'data.min_count',  # MT2ST: the word vocabulary.
     'data.tokenizer',
     'mesh.shard_params',
     'optimizer.name',
@@ -239,6 +242,25 @@ def agreement_metrics(predictions: dict) -> dict:
     return out
 
 
+def _inert_settings(config, data_summary: dict) -> list[str]:
+    """Settings that the run's length leaves without effect: a codistillation
+    burn-in that never ends, an auxiliary task switched off after the end."""
+    total, notes = config.num_train_steps, []
+    burn_in = config.method.get('burn_in_steps', 0)
+    if config.method.name == 'codistill' and burn_in >= total:
+        notes.append(
+            f'method.burn_in_steps={burn_in} >= num_train_steps={total}: the '
+            'replicas never distil (each trains alone).'
+        )
+    for key, step in data_summary.items():
+        if key.endswith('_off_step') and step > total:
+            notes.append(
+                f'the auxiliary task {key[: -len("_off_step")]!r} would switch off '
+                f'at step {step}, after num_train_steps={total}: it never does.'
+            )
+    return notes
+
+
 class _StopSignals:
     """While entered, SIGINT and SIGTERM ask the training loop to stop at the
     end of its current step (it saves that step); a second signal interrupts
@@ -342,6 +364,7 @@ class Trainer:
                     *self.ckpt.restore(restore_step, self.abstract),
                 )
         except CheckpointMismatchError as e:
+            self._close_quietly()
             changed = _changed_settings(config, workdir)
             if not changed:
                 raise
@@ -367,6 +390,14 @@ class Trainer:
             enabled=not read_only,
         )
 
+    def _close_quietly(self):
+        """Closes the checkpointer on the way out of an error: a failure here
+        is logged, so that it does not hide the error that stopped the run."""
+        try:
+            self.ckpt.close()
+        except Exception as e:  # pylint: disable=broad-except
+            logging.warning('Closing the checkpoints after an error failed: %s', e)
+
     def _save(self, step: int, force: bool = False):
         meta = {
             'data_position': self.task.train_batches.position,
@@ -383,6 +414,7 @@ class Trainer:
         at step `end`."""
         m = _mean_metrics(history)
         if not all(math.isfinite(v) for v in m.values()):
+            self.ckpt.wait()  # A save in flight is the last good checkpoint.
             last = self.ckpt.latest_step()
             raise NonFiniteLossError(
                 f'Non-finite training metrics between steps '
@@ -475,8 +507,16 @@ class Trainer:
                 for k, v in self.data_summary.items()
             )
         )
-        with metrics_lib.CompileClock() as clock, _StopSignals() as stop:
-            step, last_train, last_eval, seconds = self._train_loop(clock, stop)
+        for note in _inert_settings(c, self.data_summary):
+            say(f'Note: {note}')
+        try:
+            with metrics_lib.CompileClock() as clock, _StopSignals() as stop:
+                step, last_train, last_eval, seconds = self._train_loop(clock, stop)
+        except BaseException:
+            # Whatever stops the loop (an error, Ctrl-C), a checkpoint being
+            # written in the background is finished, not left half-written.
+            self._close_quietly()
+            raise
         return self._finish(step, seconds, last_train, last_eval)
 
     def _train_loop(self, clock, stop):

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import re
 
 import pytest
 
@@ -144,6 +145,25 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(capsys, trained):
     assert steps[-1] == 10, steps
 
 
+def test_nan_loss_with_a_save_in_flight_keeps_that_checkpoint(capsys, tmp_path):
+    """The last finite step's checkpoint is still being written in the
+    background when the next step's non-finite loss stops the run: it is
+    finished, not abandoned."""
+    code, _, err = _train(
+        capsys,
+        tmp_path,
+        '--config.num_train_steps=20',
+        '--config.optimizer.learning_rate=1e38',
+        '--config.log_every_steps=1',
+        '--config.checkpoint.every_steps=1',
+        '--config.checkpoint.async_save=True',
+    )
+    assert code == 2 and 'Non-finite' in err, err
+    last = re.search(r'the last good checkpoint \(step (\d+)\)', err).group(1)
+    names = [p.name for p in (tmp_path / 'checkpoints').iterdir()]
+    assert last in names and not [n for n in names if 'tmp' in n], names
+
+
 def test_evaluate_cli_on_trained_workdir(capsys, trained):
     code = evaluate.main(['--workdir', str(trained)])
     out = capsys.readouterr().out
@@ -235,3 +255,41 @@ def test_a_teacher_of_another_task_is_named(tmp_path):
     student = types.SimpleNamespace(workdir=str(tmp_path / 'student'))
     with pytest.raises(ConfigError, match="is a 'image_classification' run"):
         translation.TranslationTask.load_teacher(student, str(tmp_path))
+
+
+def test_method_and_teacher_settings_named():
+    import types
+
+    import ml_collections
+    import numpy as np
+
+    from jaxdistill import checkpoint
+    from jaxdistill import trainer
+    from jaxdistill.errors import CheckpointMismatchError
+    from jaxdistill.methods import make_method
+
+    with pytest.raises(CheckpointMismatchError, match='No checkpoints in /nowhere'):
+        checkpoint.latest_step_dir('/nowhere/checkpoints')
+    smoothing = ml_collections.ConfigDict(
+        {'name': 'supervised', 'label_smoothing': 1.5}
+    )
+    with pytest.raises(ConfigError, match=r'label_smoothing=1.5 must be in \[0, 1\)'):
+        make_method(smoothing, None)
+    rl = make_method(
+        ml_collections.ConfigDict(
+            {'name': 'rl_multi_teacher', 'num_teachers': 2, 'num_classes': 3}
+        ),
+        types.SimpleNamespace(apply_exits=object()),
+    )
+    batch = {'teacher_logits': np.zeros((4, 2, 2), np.float32)}
+    with pytest.raises(ConfigError, match='num_classes=3 but the teachers predict 2'):
+        rl.loss(None, None, batch, None, 0)
+    # Settings the run's length leaves without effect get a note.
+    config = configuration.load_config(
+        str(helpers.REPO / 'configs' / 'codistill_synthetic.py')
+    )
+    configuration.apply_overrides(
+        config, ['num_train_steps=300', 'method.burn_in_steps=400']
+    )
+    notes = trainer._inert_settings(config, {'skipgram_off_step': 500, 'x': 1})
+    assert len(notes) == 2 and 'never distil' in notes[0] and "'skipgram'" in notes[1]

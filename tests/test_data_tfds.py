@@ -66,3 +66,30 @@ def test_wmt10_config_loads_every_pair_from_its_own_dataset(tmp_path):
     d.tfds_names = d.tfds_names[:3]
     with pytest.raises(ConfigError, match='tfds_names lists 3 datasets for 10'):
         data.load_translation(d, 'train')
+
+
+def test_an_empty_tfds_data_dir_is_tfds_default_and_unprepared_data_is_named(
+    tmp_path, monkeypatch
+):
+    from jaxdistill import configuration, data
+    from jaxdistill.data import tfds_translation
+
+    config = configuration.load_config('configs/translate_wmt_tfds.py:runlocal')
+    assert config.data.tfds_data_dir == ''
+    seen = []
+    with monkeypatch.context() as m:
+        m.setattr(
+            tfds_translation,
+            'load_tfds_translation',
+            lambda *a, data_dir, **k: seen.append(data_dir) or [('a', 'b')],
+        )
+        data.load_translation(config.data, 'train')
+    assert seen and set(seen) == {None}  # Not '' (the current directory).
+
+    def no_network(*args, **kwargs):
+        raise OSError('no network')
+
+    monkeypatch.setattr(tfds, 'load', no_network)
+    empty = tmp_path / 'tfds_empty'
+    with pytest.raises(DataError, match=f'It is not prepared in {empty}'):
+        load_tfds_translation('wmt14_translate/de-en', 'train', 'en', 'de', str(empty))

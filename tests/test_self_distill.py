@@ -158,13 +158,12 @@ def test_resnet_branch_exit_heads_are_three_convolutions_to_the_deepest_shape(he
         middle = k if head == 'branch' else 3
         assert branch['conv2']['kernel'].shape == (middle, middle, 8, 8)
         assert branch['conv3']['kernel'].shape == (1, 1, 8, 32)
-    _, state = model.apply(
-        {'params': params},
-        batch['image'],
-        train=False,
-        capture_intermediates=True,
-        mutable=True,
-    )
+    # Jitted: op by op, the many small convolutions each compile on their own.
+    _, state = jax.jit(
+        lambda p, x: model.apply(
+            {'params': p}, x, train=False, capture_intermediates=True, mutable=True
+        )
+    )(params, batch['image'])
     shapes = {
         name: inter['__call__'][0].shape
         for name, inter in state['intermediates'].items()
@@ -173,9 +172,9 @@ def test_resnet_branch_exit_heads_are_three_convolutions_to_the_deepest_shape(he
     assert set(shapes.values()) == {(2, 4, 4, 32)} and len(shapes) == 4
     # Trains: every branch gets a gradient from the self-distillation loss.
     method = make_method(ml_collections.ConfigDict({'name': 'self_distill'}), fns)
-    grads = jax.grad(lambda p: method.loss(p, {}, batch, jax.random.key(1), 0)[0])(
-        params
-    )
+    grads = jax.jit(
+        jax.grad(lambda p: method.loss(p, {}, batch, jax.random.key(1), 0)[0])
+    )(params)
     for i in range(3):
         g = grads[f'exit{i}_branch']['conv2']['kernel']
         assert float(jnp.abs(g).sum()) > 0
@@ -347,6 +346,11 @@ def test_sst2_sentencepiece_encoder_has_no_unknown_words(tmp_path):
     assert (tokens[1] == sst2.PAD).all()
     words, word_size = sst2.text_encoder('words', train, 28, 12, str(tmp_path))
     assert sst2.UNK in words(['the filmplot is funny'])[0] and word_size < 28
+    # The words are kept: a resumed run whose data changed keeps their ids.
+    assert (tmp_path / 'vocab.txt').is_file()
+    kept, kept_size = sst2.text_encoder('words', ['other text'], 28, 12, str(tmp_path))
+    assert kept_size == word_size
+    np.testing.assert_array_equal(kept(train[:4]), words(train[:4]))
     # A second run in the workdir reads the same model, not a new one.
     again, _ = sst2.text_encoder('sentencepiece', ['other text'], 28, 24, str(tmp_path))
     np.testing.assert_array_equal(again(['the filmplot is funny']), tokens[:1])
@@ -404,9 +408,9 @@ def test_decoder_exits_are_the_extracted_shallow_decoders():
     assert np.isfinite(float(loss)) and float(aux['train/kd']) > 0
     # The deepest exit (the teacher) learns from the labels only: its own
     # cross-entropy gradient, scaled by (1 - alpha), is the whole of it.
-    grads = jax.grad(lambda p: method.loss(p, {}, batch, jax.random.key(1), 0)[0])(
-        params
-    )
+    grads = jax.jit(
+        jax.grad(lambda p: method.loss(p, {}, batch, jax.random.key(1), 0)[0])
+    )(params)
     norm_grad = grads['model']['decoder']['norm']['scale']
 
     def deepest_ce(p):

@@ -85,12 +85,41 @@ def pad_ids(rows, n: int, max_len: int) -> np.ndarray:
 TOKENIZERS = ('words', 'sentencepiece')
 
 
+VOCAB_FILE = 'vocab.txt'
+
+
+def word_vocab(train_sentences, size: int, workdir: str | None) -> dict[str, int]:
+    """`build_vocab`, kept as WORKDIR/vocab.txt (one word a line, in id order).
+
+    A run's first start writes it; a resumed run, `evaluate` and a student
+    loading this run as a teacher read it back, so the embedding rows keep
+    their words even if the data the config points at has changed since
+    (another data_dir, max_train_examples). Without a workdir, only builds.
+    """
+    path = os.path.join(workdir, VOCAB_FILE) if workdir else None
+    if path and os.path.exists(path):
+        with open(path, encoding='utf-8') as f:
+            words = f.read().split('\n')[:-1]
+        return {w: i + 2 for i, w in enumerate(words)}
+    vocab = build_vocab(train_sentences, size)
+    if path:
+        import jax  # pylint: disable=g-import-not-at-top
+
+        if jax.process_index() == 0:
+            os.makedirs(workdir, exist_ok=True)
+            with open(f'{path}.tmp', 'w', encoding='utf-8') as f:
+                f.write(''.join(w + '\n' for w in vocab))
+            os.replace(f'{path}.tmp', path)
+    return vocab
+
+
 def text_encoder(
     kind: str, train_sentences, vocab_size: int, max_len: int, workdir: str
 ) -> tuple[Callable[[list[str]], np.ndarray], int]:
     """(sentences -> int32 [N, max_len], vocabulary size incl. PAD and UNK).
 
-    kind 'words': the `vocab_size - 2` most frequent lowercased training words.
+    kind 'words': the `vocab_size - 2` most frequent lowercased training words,
+    kept as `workdir/vocab.txt` (`word_vocab`).
     kind 'sentencepiece': a unigram SentencePiece model of `vocab_size` pieces
     trained on the training sentences once, kept as `workdir/spm.model` (a
     resumed run or `evaluate` reads the same one); no word is out of
@@ -100,7 +129,7 @@ def text_encoder(
       ConfigError: an unknown kind.
     """
     if kind == 'words':
-        vocab = build_vocab(train_sentences, vocab_size)
+        vocab = word_vocab(train_sentences, vocab_size, workdir)
         return (lambda s: encode(s, vocab, max_len)), len(vocab) + 2
     if kind == 'sentencepiece':
         tok = tokenizer_lib.shared_tokenizer(

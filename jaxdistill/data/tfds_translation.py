@@ -57,8 +57,16 @@ def load_tfds_translation(
     try:
         ds = tfds.load(name, split=split, data_dir=data_dir)
     except Exception as e:  # Unknown split, download failure, ...
+        prepared = _is_prepared(builder)
+        hint = (
+            ''
+            if prepared
+            else f' It is not prepared in {builder.data_dir}, so TFDS tried to '
+            'download and prepare it there; without network access, prepare it '
+            'on a machine that has it and set data.tfds_data_dir to a copy.'
+        )
         raise DataError(
-            f'TFDS dataset {name!r} split {split!r} cannot be loaded: {e}'
+            f'TFDS dataset {name!r} split {split!r} cannot be loaded: {e}.{hint}'
         ) from None
     pairs = []
     for example in tfds.as_numpy(ds):
@@ -66,3 +74,11 @@ def load_tfds_translation(
         if max_examples and len(pairs) >= max_examples:
             break
     return pairs
+
+
+def _is_prepared(builder) -> bool:
+    """Whether the builder's version folder holds a prepared dataset."""
+    try:
+        return (builder.data_path / 'dataset_info.json').exists()
+    except Exception:  # pylint: disable=broad-except
+        return False

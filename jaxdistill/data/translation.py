@@ -118,7 +118,9 @@ def _pairs_for(cfg, kind: str, split: str, src: str, tgt: str, max_examples: int
             split,
             src,
             tgt,
-            data_dir=cfg.get('tfds_data_dir', None),
+            # '' (the configs' default): TFDS's own default, ~/tensorflow_datasets
+            # or $TFDS_DATA_DIR, not the current directory.
+            data_dir=cfg.get('tfds_data_dir') or None,
             max_examples=max_examples or None,
         )
     return pairs[:max_examples] if max_examples else pairs

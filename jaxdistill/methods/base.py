@@ -134,6 +134,12 @@ def make_method(cfg, model: ModelFns) -> Method:
                 f'Unknown key method.{key} for method {cfg.name!r}.{hint} '
                 f'Valid keys: {", ".join(sorted(fields))}.'
             )
+    smoothing = options.get('label_smoothing', 0.0)
+    if not isinstance(smoothing, (int, float)) or not 0 <= smoothing < 1:
+        raise ConfigError(
+            f'method.label_smoothing={smoothing!r} must be in [0, 1) (the '
+            'share of the target spread over all classes).'
+        )
     for key, value in options.items():
         if key not in cls.schedule_keys and configuration.is_schedule_spec(value):
             raise ConfigError(

@@ -218,6 +218,11 @@ class RLMultiTeacher(Method):
                 f'method.num_teachers={self.num_teachers} but data.teachers '
                 f'gives {teacher.shape[1]} teachers.'
             )
+        if teacher.shape[-1] != self.num_classes:
+            raise ConfigError(
+                f'method.num_classes={self.num_classes} but the teachers '
+                f'predict {teacher.shape[-1]} classes.'
+            )
         drop_rng, policy_rng = jax.random.split(rng)
         out = self.model.apply_exits(params, batch, train=True, rng=drop_rng)
         logits, feature = out['logits'][-1], out['features'][-1]
