@@ -152,7 +152,7 @@ def _changed_settings(config, workdir) -> str:
     )
 
 
-def _resume_position(meta: dict, batches) -> dict:
+def _resume_position(meta: dict, batches, *, note: bool = True) -> dict:
     """The checkpoint's data position, carried over to this run's batching.
 
     Batches hold a multiple of the devices' (and replicas') rows, so on a
@@ -169,6 +169,8 @@ def _resume_position(meta: dict, batches) -> dict:
     elif set(pos) == {'step'}:
         epoch, index = divmod(pos['step'], before)
         pos = {'step': epoch * now + index * now // before}
+    if not note:  # Evaluation only: no training continues.
+        return pos
     say(
         f'Note: the checkpoint was written on {meta.get("devices", "?")} devices '
         f'with {before} batches an epoch; this run has {jax.device_count()} '
@@ -382,7 +384,7 @@ class Trainer:
             self.start_step, self.state, meta = restored
             say(f'Resumed from {self.ckpt.directory}/{self.start_step}.')
             self.task.train_batches.set_position(
-                _resume_position(meta, self.task.train_batches)
+                _resume_position(meta, self.task.train_batches, note=not read_only)
             )
         self.writer = metrics_lib.MetricWriter(
             workdir,

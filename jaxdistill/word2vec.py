@@ -10,6 +10,7 @@ correlation on WordSim-353 / SimLex-999 style files after training.
 
 import argparse
 import dataclasses
+import gzip
 import os
 import pathlib
 import sys
@@ -176,23 +177,46 @@ def save_word2vec(path, words, vectors) -> None:
 def load_word2vec(path) -> tuple[list, np.ndarray]:
     """Reads word2vec text format -> (words, [V, D] float32 vectors)."""
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise DataError(f'Vectors file {path} is a directory.')
     if not path.is_file():
         raise DataError(f'Vectors file {path} does not exist.')
-    with open(path, encoding='utf-8') as f:
-        header = f.readline().split()
-        if len(header) != 2 or not all(h.isdigit() for h in header):
-            raise DataError(f'{path}:1: expected "VOCAB DIM", got {header!r}.')
-        count, dim = map(int, header)
-        words, vectors = [], np.zeros((count, dim), np.float32)
-        for i, line in enumerate(f):
-            fields = line.rstrip('\n').split(' ')
-            if i >= count or len(fields) != dim + 1:
-                raise DataError(
-                    f'{path}:{i + 2}: expected a word and {dim} numbers '
-                    f'(header says {count} words).'
-                )
-            words.append(fields[0])
-            vectors[i] = np.asarray(fields[1:], np.float32)
+    opener = gzip.open if path.suffix == '.gz' else open
+    try:
+        with opener(path, 'rt', encoding='utf-8') as f:
+            header = f.readline().split()
+            if len(header) != 2 or not all(h.isdigit() for h in header):
+                raise DataError(f'{path}:1: expected "VOCAB DIM", got {header!r}.')
+            count, dim = map(int, header)
+            words, vectors = [], np.zeros((count, dim), np.float32)
+            for i, line in enumerate(f):
+                # split(): word2vec.c ends every line with a space.
+                fields = line.split()
+                if i >= count or len(fields) != dim + 1:
+                    raise DataError(
+                        f'{path}:{i + 2}: expected a word and {dim} numbers '
+                        f'(header says {count} words).'
+                    )
+                words.append(fields[0])
+                try:
+                    vectors[i] = np.asarray(fields[1:], np.float32)
+                except ValueError:
+                    raise DataError(
+                        f'{path}:{i + 2}: {fields[0]!r} has a value that is not '
+                        'a number.'
+                    ) from None
+                if not np.isfinite(vectors[i]).all():
+                    raise DataError(
+                        f'{path}:{i + 2}: {fields[0]!r} has a NaN or infinite value.'
+                    )
+    except UnicodeDecodeError:
+        # (The reader decodes in blocks: its position is not the file's.)
+        raise DataError(
+            f'{path}: not UTF-8 text; only the word2vec text format is read '
+            '(not the binary one).'
+        ) from None
+    except (OSError, EOFError) as e:
+        raise DataError(f'Cannot read vectors file {path}: {e}') from None
     if len(words) != count:
         raise DataError(f'{path}: header says {count} words, found {len(words)}.')
     return words, vectors

@@ -293,3 +293,32 @@ def test_method_and_teacher_settings_named():
     )
     notes = trainer._inert_settings(config, {'skipgram_off_step': 500, 'x': 1})
     assert len(notes) == 2 and 'never distil' in notes[0] and "'skipgram'" in notes[1]
+
+
+def test_sst2_damaged_files_and_text_settings_named(tmp_path):
+    import gzip as gzip_lib
+
+    from jaxdistill.data import sst2
+    from jaxdistill.errors import DataError
+    from jaxdistill.tasks import classification
+
+    good = b'sentence\tlabel\na fine film\t1\n'
+    (tmp_path / 'cut.tsv.gz').write_bytes(gzip_lib.compress(good * 50)[:40])
+    with pytest.raises(DataError, match='cut.tsv.gz: corrupt gzip data'):
+        sst2.read_sst2(tmp_path / 'cut.tsv.gz')
+    (tmp_path / 'latin1.tsv').write_bytes(good + b'caf\xe9 noir\t0\n')
+    with pytest.raises(DataError, match='latin1.tsv line 3: invalid UTF-8'):
+        sst2.read_sst2(tmp_path / 'latin1.tsv')
+    for override, message in [
+        ('data.max_len=0', 'data.max_len=0 must be an integer >= 1'),
+        ('data.vocab_size=2', 'data.vocab_size=2 must be an integer >= 3'),
+        ('data.eval_split=validation', "data.eval_split='validation'; valid:"),
+    ]:
+        bad = configuration.apply_overrides(
+            configuration.load_config(
+                str(helpers.REPO / 'configs' / 'self_distill_sst2.py') + ':runlocal'
+            ),
+            [f'data.data_dir="{tmp_path}/nowhere"', override],
+        )
+        with pytest.raises(ConfigError, match=message):
+            classification.TextClassificationTask(bad, str(tmp_path), mesh=None)

@@ -234,6 +234,24 @@ def test_word2vec_text_round_trip(tmp_path):
     path.write_text('2 4\na 1 2 3 4\n')
     with pytest.raises(DataError, match='header says 2 words'):
         word2vec.load_word2vec(path)
+    # word2vec.c's files end each line with a space; gzipped ones are read.
+    text = '2 2\na 1 2 \nb 3 4 \n'
+    gz = tmp_path / 'v.txt.gz'
+    gz.write_bytes(gzip.compress(text.encode()))
+    assert word2vec.load_word2vec(gz)[0] == ['a', 'b']
+    for bad, message in [
+        ('2 2\na 1 2\nb 3 abc\n', ":3: 'b' has a value that is not a number"),
+        ('2 2\na 1 nan\nb 3 4\n', ":2: 'a' has a NaN or infinite value"),
+        (b'2 2\na 1 2\n\xe9\x00\x01\n', 'v.txt: not UTF-8 text'),
+    ]:
+        if isinstance(bad, bytes):
+            path.write_bytes(bad)
+        else:
+            path.write_text(bad)
+        with pytest.raises(DataError, match=message):
+            word2vec.load_word2vec(path)
+    with pytest.raises(DataError, match='is a directory'):
+        word2vec.load_word2vec(tmp_path)
 
 
 def test_spearman_hand_computed_with_ties():

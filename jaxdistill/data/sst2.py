@@ -7,13 +7,13 @@ in both.
 """
 
 import collections
-import gzip
 import os
 import pathlib
 from collections.abc import Callable
 
 import numpy as np
 
+from jaxdistill.data import text as text_lib
 from jaxdistill.data import tokenizer as tokenizer_lib
 from jaxdistill.errors import ConfigError, DataError
 
@@ -31,9 +31,9 @@ def read_sst2(path) -> tuple[list[str], np.ndarray]:
     path = pathlib.Path(path)
     if not path.is_file():
         raise DataError(f'SST-2 file {path} does not exist.')
-    opener = gzip.open if path.suffix == '.gz' else open
-    with opener(path, 'rt', encoding='utf-8') as f:
-        lines = f.read().splitlines()
+    # A truncated or corrupt gzip, or bad UTF-8 (with its line), is a
+    # DataError naming the file there.
+    lines = text_lib.read_lines(path) if path.stat().st_size else []
     if not lines or lines[0].strip().split('\t') != ['sentence', 'label']:
         head = lines[0][:60] if lines else '<empty file>'
         raise DataError(f"{path}:1: header must be 'sentence<TAB>label', got {head!r}.")

@@ -148,6 +148,21 @@ def _batch_multiple(config, mesh) -> int:
     return n
 
 
+def _check_text_data(d):
+    """ConfigError naming the first text-data setting the task cannot use."""
+    for key, value, low in (
+        ('data.max_len', d.max_len, 1),
+        # PAD, UNK and at least one word.
+        ('data.vocab_size', d.vocab_size, 3),
+    ):
+        if not isinstance(value, int) or value < low:
+            raise ConfigError(f'{key}={value!r} must be an integer >= {low}.')
+    if d.eval_split not in sst2_lib.SPLITS:
+        raise ConfigError(
+            f'data.eval_split={d.eval_split!r}; valid: {", ".join(sst2_lib.SPLITS)}.'
+        )
+
+
 def _subset(arrays, n: int):
     """A fixed random subset of n examples (0 = all), in file order
     (`batching.subset_rows`)."""
@@ -202,6 +217,7 @@ class TextClassificationTask(ClassificationTask):
     def __init__(self, config, workdir: str, mesh):
         self.config, self.mesh = config, mesh
         d = config.data
+        _check_text_data(d)
         multiple = _batch_multiple(config, mesh)
         sentences, labels = sst2_lib.load_split(d.data_dir, 'train')
         rows = _subset((np.arange(len(labels)), labels), d.max_train_examples)[0]
