@@ -535,6 +535,12 @@ class Trainer:
         batches = self.task.train_batches
         while step < end:
             if stop.caught:
+                if history:  # The steps since the last log line: logged too.
+                    jax.block_until_ready(history[-1])
+                    now = time.time()
+                    compiling = clock.seconds(window_start, now)
+                    stepping = max(now - window_start - compiling, 1e-6)
+                    self._log(step, history, stepping, compiling, 0.0, step)
                 self._save_on_signal(step, saved, stop.caught)
             step += 1
             batch = sharding_lib.global_batch(next(batches), self.batch_sharding)
