@@ -387,7 +387,8 @@ def test_replicas_stacked_on_fewer_groups_match_a_group_each(variant):
 
     want, state = losses_on(sharding.make_mesh(replica_axis_size=2))
     assert not np.allclose(want[:, 0], want[:, 1])  # Two different models.
-    if variant != 'capacities':  # (The slowest to compile: one mesh less.)
+    if variant == 'params':  # One group of 8: the stacking of a single
+        # device, data-parallel; one exchange kind is enough (compile time).
         one_group, _ = losses_on(sharding.make_mesh(replica_axis_size=1))
         np.testing.assert_allclose(one_group, want, rtol=1e-5)
     single, state1 = losses_on(
