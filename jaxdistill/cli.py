@@ -59,11 +59,15 @@ def load(args, overrides):
     return configuration.apply_overrides(config, overrides)
 
 
-def workdir_config(workdir: str):
-    """The ConfigDict a training run saved in `workdir` (its config.json)."""
+def workdir_config(workdir: str, *, task: str = '', needed_by: str = ''):
+    """The ConfigDict a training run saved in `workdir` (its config.json).
+
+    `task`: the task the caller needs the run to have trained; another is a
+    ConfigError naming `workdir` as `needed_by` gave it (a flag or a key).
+    """
     import ml_collections  # pylint: disable=g-import-not-at-top
 
-    from jaxdistill.errors import JaxdistillError  # pylint: disable=g-import-not-at-top
+    from jaxdistill.errors import ConfigError  # pylint: disable=g-import-not-at-top
 
     path = os.path.join(workdir, 'config.json')
     if not os.path.exists(path):
@@ -71,4 +75,10 @@ def workdir_config(workdir: str):
             f'{workdir} holds no run (no config.json); pass the --workdir used for training.'
         )
     with open(path, encoding='utf-8') as f:
-        return ml_collections.ConfigDict(json.load(f))
+        config = ml_collections.ConfigDict(json.load(f))
+    if task and config.get('task') != task:
+        raise ConfigError(
+            f'{workdir} is a {config.get("task")!r} run; {needed_by} needs a '
+            f'{task} run.'
+        )
+    return config

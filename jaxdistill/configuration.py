@@ -188,6 +188,14 @@ def _parse_group(key: str, text: str, old: ml_collections.ConfigDict):
     )
 
 
+def check_counts(*checks: tuple[str, Any, int]) -> None:
+    """ConfigError naming the first (key, value, minimum) whose value is not
+    an integer >= its minimum (sizes, step counts, lengths)."""
+    for key, value, low in checks:
+        if not isinstance(value, int) or value < low:
+            raise ConfigError(f'{key}={value!r} must be an integer >= {low}.')
+
+
 def require(config, *keys: str):
     """Raises ConfigError naming the first dotted key `config` lacks."""
     for key in keys:

@@ -70,11 +70,7 @@ def extract(workdir: str, capacity: str, out: str, *, step: int | None = None) -
     from jaxdistill.tasks import translation  # pylint: disable=g-import-not-at-top
 
     _check_out(out)  # Before any work.
-    config = cli.workdir_config(workdir)
-    if config.get('task') != 'translation':
-        raise ConfigError(
-            f'{workdir} is a {config.get("task")!r} run; extract needs translation.'
-        )
+    config = cli.workdir_config(workdir, task='translation', needed_by='extract')
     tokenizer = data_lib.Tokenizer.load(os.path.join(workdir, 'spm.model'))
     model, _, composite = translation.model_fns_for(config.model, tokenizer.vocab_size)
     if composite is None:

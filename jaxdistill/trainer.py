@@ -79,15 +79,13 @@ def _replica_layout(config, mesh) -> str:
 def _check_loop_settings(config):
     """ConfigError naming the first step count the training loop cannot use."""
     c = config
-    for key, value, low in (
+    configuration.check_counts(
         ('num_train_steps', c.num_train_steps, 1),
         ('log_every_steps', c.log_every_steps, 1),
         ('checkpoint.every_steps', c.checkpoint.every_steps, 1),
         ('checkpoint.keep', c.checkpoint.keep, 0),  # 0: keep every checkpoint.
         ('eval.every_steps', c.eval.every_steps, 0),
-    ):
-        if not isinstance(value, int) or value < low:
-            raise ConfigError(f'{key}={value!r} must be an integer >= {low}.')
+    )
     limit = c.get('time_limit_minutes', 0.0)
     if (
         isinstance(limit, bool)

@@ -95,12 +95,9 @@ def main(argv=None) -> int:
     args, overrides = _parse(sys.argv[1:] if argv is None else argv)
 
     def run():
-        config = cli.workdir_config(args.workdir)
-        if config.get('task') != 'translation':
-            raise JaxdistillError(
-                f'{args.workdir} is a {config.get("task")!r} run; translate '
-                'needs a translation run.'
-            )
+        config = cli.workdir_config(
+            args.workdir, task='translation', needed_by='translate'
+        )
         config = configuration.apply_overrides(config, overrides)
         if args.average < 1:
             raise JaxdistillError(f'--average must be >= 1, got {args.average}.')
@@ -141,22 +138,16 @@ def main(argv=None) -> int:
             else args.length_penalty,
             batch_size=args.batch_size,
             target_lang=args.target_lang,
+            on_cut=lambda cut: print(
+                f'note: {cut} of {len(texts)} lines were longer than the '
+                f'source tokens the run allows (data.max_len='
+                f'{config.data.max_len}, with EOS and any language tag) and '
+                'were cut.',
+                file=sys.stderr,
+            ),
         )
         sys.stdout.write(''.join(line + '\n' for line in out))
         sys.stdout.flush()
-        # Sources are cut as in evaluation (translate_texts); say how many.
-        from jaxdistill import data as data_lib  # pylint: disable=g-import-not-at-top
-
-        tagged = bool(data_lib.tag_symbols(config.data))  # A '<2xx>' first.
-        room = config.data.max_len - 1 - int(tagged)
-        cut = sum(len(tokenizer.encode(t)) > room for t in texts)
-        if cut:
-            print(
-                f'note: {cut} of {len(texts)} lines were longer than the '
-                f'{room} source tokens the run allows (data.max_len='
-                f'{config.data.max_len}) and were cut.',
-                file=sys.stderr,
-            )
 
     return cli.main_guard(run)
 

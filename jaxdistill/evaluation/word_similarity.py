@@ -9,6 +9,7 @@ import pathlib
 
 import numpy as np
 
+from jaxdistill.data import text as text_lib
 from jaxdistill.errors import DataError
 
 
@@ -17,20 +18,10 @@ def read_pairs(path) -> list[tuple[str, str, float]]:
     path = pathlib.Path(path)
     if not path.is_file():
         raise DataError(f'Similarity file {path} does not exist.')
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DataError(f'Cannot read similarity file {path}: {e}') from None
-    try:
-        text = raw.decode('utf-8')
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b'\n') + 1
-        raise DataError(
-            f'Similarity file {path} line {line}: invalid UTF-8 (byte {e.start}); '
-            'save the file as UTF-8.'
-        ) from None
     pairs = []
-    for n, line in enumerate(text.splitlines(), 1):
+    # read_lines: a file that cannot be read or is not UTF-8 (its line named)
+    # is a DataError.
+    for n, line in enumerate(text_lib.read_lines(path), 1):
         if not line.strip() or line.lstrip().startswith('#'):
             continue
         fields = line.split('\t') if '\t' in line else line.split()

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdistill import configuration
 from jaxdistill import losses
 from jaxdistill import registry
 from jaxdistill import sharding as sharding_lib
@@ -133,12 +134,10 @@ class ClassificationTask:
 
 
 def _batch_multiple(config, mesh) -> int:
-    for key, value in (
-        ('data.batch_size', config.data.batch_size),
-        ('eval.batch_size', config.eval.batch_size),
-    ):
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f'{key}={value!r} must be an integer >= 1.')
+    configuration.check_counts(
+        ('data.batch_size', config.data.batch_size, 1),
+        ('eval.batch_size', config.eval.batch_size, 1),
+    )
     n = mesh.shape['data']
     if config.data.batch_size % n:
         raise ConfigError(
@@ -150,13 +149,10 @@ def _batch_multiple(config, mesh) -> int:
 
 def _check_text_data(d):
     """ConfigError naming the first text-data setting the task cannot use."""
-    for key, value, low in (
+    configuration.check_counts(
         ('data.max_len', d.max_len, 1),
-        # PAD, UNK and at least one word.
-        ('data.vocab_size', d.vocab_size, 3),
-    ):
-        if not isinstance(value, int) or value < low:
-            raise ConfigError(f'{key}={value!r} must be an integer >= {low}.')
+        ('data.vocab_size', d.vocab_size, 3),  # PAD, UNK and a word at least.
+    )
     if d.eval_split not in sst2_lib.SPLITS:
         raise ConfigError(
             f'data.eval_split={d.eval_split!r}; valid: {", ".join(sst2_lib.SPLITS)}.'

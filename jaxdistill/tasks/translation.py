@@ -4,6 +4,7 @@ import dataclasses
 import difflib
 import os
 import time
+from collections.abc import Callable
 
 from absl import logging
 import jax
@@ -12,6 +13,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxdistill import data as data_lib
+from jaxdistill import configuration
 from jaxdistill import losses
 from jaxdistill import registry
 from jaxdistill import sharding as sharding_lib
@@ -151,13 +153,11 @@ def check_config(config):
         raise ConfigError(f'eval.beam_size={beam} must be >= 0 (0 or 1: greedy).')
     if e.get('length_penalty', 1.0) < 0:
         raise ConfigError(f'eval.length_penalty={e.length_penalty} must be >= 0.')
-    for key, value in (
-        ('data.max_len', d.max_len),
-        ('data.batch_tokens', d.batch_tokens),
-        ('eval.batch_size', e.batch_size),
-    ):
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f'{key}={value!r} must be an integer >= 1.')
+    configuration.check_counts(
+        ('data.max_len', d.max_len, 1),
+        ('data.batch_tokens', d.batch_tokens, 1),
+        ('eval.batch_size', e.batch_size, 1),
+    )
     buckets = tuple(d.bucket_lengths)
     if not buckets or any(not isinstance(b, int) or b < 1 for b in buckets):
         raise ConfigError(
@@ -243,12 +243,9 @@ class TranslationTask:
         from jaxdistill import cli  # pylint: disable=g-import-not-at-top
         from jaxdistill.methods import make_method  # pylint: disable=g-import-not-at-top
 
-        config = cli.workdir_config(workdir)
-        if config.get('task') != 'translation':
-            raise ConfigError(
-                f'method.teacher_workdir={workdir!r} is a {config.get("task")!r} '
-                'run; the teacher of a translation run must be a translation run.'
-            )
+        config = cli.workdir_config(
+            workdir, task='translation', needed_by='method.teacher_workdir'
+        )
         paths = [os.path.join(d, 'spm.model') for d in (workdir, self.workdir)]
         blobs = []
         for path in paths:
@@ -490,6 +487,7 @@ def translate_texts(
     length_penalty: float = 1.0,
     batch_size: int = 64,
     target_lang: str | None = None,
+    on_cut: Callable[[int], None] | None = None,
 ) -> list[str]:
     """Translations of `texts` on one device, in order; blank lines stay blank.
 
@@ -504,6 +502,7 @@ def translate_texts(
       batch_size: sentences per decoding batch (sorted by length).
       target_lang: the '<2xx>' tag to put first; required (and only allowed)
         when the run translates into several languages.
+      on_cut: called with the number of sources that were cut, if any.
     """
     check_decode_len(max_len, model.config.max_len)
     langs = data_lib.target_languages(data_cfg)
@@ -519,12 +518,15 @@ def translate_texts(
         )
     prefix = [tokenizer.piece_to_id(data_lib.target_tag(target_lang))] if tagged else []
     kept = [i for i, t in enumerate(texts) if t.strip()]
-    src = []
+    src, cut = [], 0
     for i in kept:
         ids = prefix + tokenizer.encode(texts[i])
+        cut += len(ids) > data_cfg.max_len - 1
         src.append(
             np.asarray(ids[: data_cfg.max_len - 1] + [data_lib.EOS_ID], np.int32)
         )
+    if cut and on_cut is not None:
+        on_cut(cut)
     out = [''] * len(texts)
     if not src:
         return out
