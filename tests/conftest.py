@@ -17,6 +17,11 @@ _JIT_CACHE = None
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
     _JIT_CACHE = tempfile.mkdtemp(prefix='jaxdistill_tests_jit_')
     os.environ['JAX_COMPILATION_CACHE_DIR'] = _JIT_CACHE
+# Cache every compilation, not only those over JAX's default 1 s: a test run
+# compiles the same small steps, evaluation and decoding loops over and over
+# (a CLI training run in test_resume takes 13 s instead of 20 s with them
+# cached; the suite 582 s instead of 610 s on 2 cores).
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 import pytest  # pylint: disable=g-import-not-at-top
 
