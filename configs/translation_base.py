@@ -106,7 +106,9 @@ def get_config(arg=None, extra_args=()):
     config.data.max_len = 64
     # What to do with longer pairs: 'filter' or 'truncate' (counted in the log).
     config.data.too_long = 'filter'
-    # Padded tokens per global batch (per side); rows = batch_tokens // length.
+    # Padded tokens per global batch (per side); rows = batch_tokens // length,
+    # rounded down to a multiple of the devices (and replicas), at least one
+    # such multiple (the run notes buckets that this raises past batch_tokens).
     config.data.batch_tokens = 4096
     # Sequence-length buckets; each compiles one step shape.
     config.data.bucket_lengths = (8, 12, 16, 24, 32, 48, 64)

@@ -507,7 +507,8 @@ class Trainer:
                 for k, v in self.data_summary.items()
             )
         )
-        for note in _inert_settings(c, self.data_summary):
+        task_notes = getattr(self.task, 'start_notes', list)()
+        for note in _inert_settings(c, self.data_summary) + task_notes:
             say(f'Note: {note}')
         try:
             with metrics_lib.CompileClock() as clock, _StopSignals() as stop:

@@ -212,6 +212,25 @@ def test_translation_lengths_checked_before_any_data_is_read(
     assert message in str(e.value)
 
 
+def test_batches_raised_past_batch_tokens_get_a_note(tmp_path):
+    """On 8 devices every batch needs a multiple of 8 rows; with
+    data.batch_tokens=128 the 24- and 48-token buckets get 8 rows anyway
+    (192 and 384 tokens), and the run says so at its start."""
+    from jaxdistill import sharding  # pylint: disable=g-import-not-at-top
+    from jaxdistill.tasks import translation  # pylint: disable=g-import-not-at-top
+
+    config = configuration.load_config(helpers.CONFIG)
+    mesh = sharding.make_mesh()
+    task = translation.TranslationTask(config, str(tmp_path), mesh=mesh)
+    assert task.start_notes() == []  # batch_tokens=512: 16 and 8 rows.
+    configuration.apply_overrides(config, ['data.batch_tokens=128'])
+    task = translation.TranslationTask(config, str(tmp_path), mesh=mesh)
+    assert task.train_batches.raised_buckets() == {24: 8, 48: 8}
+    (note,) = task.start_notes()
+    assert 'data.batch_tokens=128 gives fewer rows than the 8' in note
+    assert 'bucket length 24 (192 tokens), 48 (384 tokens) hold 8 rows' in note
+
+
 def test_zero_codistill_replicas_named_before_the_mesh(tmp_path):
     from jaxdistill import trainer  # pylint: disable=g-import-not-at-top
 

@@ -92,6 +92,7 @@ class BucketedBatcher:
                 'no examples to batch (all were filtered or the data is empty)'
             )
         self._src, self._tgt, self._seed = src, tgt, int(seed)
+        self._batch_tokens, self._batch_multiple = int(batch_tokens), batch_multiple
         self._lengths = _bucket_lengths(bucket_lengths)
         bucket = _assign_buckets(src, tgt, self._lengths)
         self._members = [np.flatnonzero(bucket == b) for b in range(len(self._lengths))]
@@ -177,6 +178,16 @@ class BucketedBatcher:
             int(l): (r, int(l))
             for l, r, m in zip(self._lengths, self._rows, self._members)
             if len(m)
+        }
+
+    def raised_buckets(self) -> dict[int, int]:
+        """{bucket length L: B_L} for the buckets (holding examples) whose
+        batches exceed batch_tokens: batch_tokens // L was below
+        batch_multiple, so they hold batch_multiple rows."""
+        return {
+            l: rows
+            for l, (rows, _) in self.batch_shapes().items()
+            if rows * l > self._batch_tokens
         }
 
     def padding_fraction(self, epoch: int = 0) -> float:

@@ -280,6 +280,22 @@ class TranslationTask:
         stats['vocab_size'] = self.tokenizer.vocab_size
         return stats
 
+    def start_notes(self) -> list[str]:
+        """What a user would not expect from the config alone."""
+        raised = self.train_batches.raised_buckets()
+        if not raised:
+            return []
+        shapes = ', '.join(f'{l} ({r * l} tokens)' for l, r in raised.items())
+        return [
+            f'data.batch_tokens={self.config.data.batch_tokens} gives fewer '
+            f'rows than the {self.batch_multiple} that every batch needs (a '
+            'multiple of the devices it is split over and of the replicas), so '
+            'the batches of bucket length '
+            f'{shapes} hold {self.batch_multiple} rows: more tokens than '
+            'batch_tokens. Raise data.batch_tokens, or use fewer devices, to '
+            'set the batch yourself.'
+        ]
+
     def init_batch(self) -> dict:
         return self.train_batches.batch_at(0, 0)
 
