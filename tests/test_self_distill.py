@@ -297,7 +297,8 @@ def test_text_classifier_exits_and_sst2_reader(tmp_path):
     from jaxdistill.errors import DataError
     from jaxdistill.models.text_classifier import TextClassifier
 
-    (tmp_path / 'ok.tsv').write_text('sentence\tlabel\na fine film \t1\nbad\t0\n')
+    # Blank lines at the end are ignored; one in the middle is named.
+    (tmp_path / 'ok.tsv').write_text('sentence\tlabel\na fine film \t1\nbad\t0\n\n \n')
     sentences, labels = sst2.read_sst2(tmp_path / 'ok.tsv')
     assert sentences == ['a fine film ', 'bad'] and list(labels) == [1, 0]
     vocab = sst2.build_vocab(sentences * 2 + ['film'], 4)
@@ -310,6 +311,9 @@ def test_text_classifier_exits_and_sst2_reader(tmp_path):
     (tmp_path / 'row.tsv').write_text('sentence\tlabel\nx\t1\ny\tpositive\n')
     with pytest.raises(DataError, match='row.tsv:3'):
         sst2.read_sst2(tmp_path / 'row.tsv')
+    (tmp_path / 'gap.tsv').write_text('sentence\tlabel\nx\t1\n\ny\t0\n')
+    with pytest.raises(DataError, match='gap.tsv:3'):
+        sst2.read_sst2(tmp_path / 'gap.tsv')
 
     model = TextClassifier(
         num_classes=2, vocab_size=10, num_layers=2, d_model=8, num_heads=2,

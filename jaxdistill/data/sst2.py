@@ -26,7 +26,8 @@ def read_sst2(path) -> tuple[list[str], np.ndarray]:
 
     Raises:
       DataError: missing file, a header other than `sentence<TAB>label`, or a
-        line without exactly one tab and a 0/1 label (named by line number).
+        line without exactly one tab and a 0/1 label (named by line number;
+        blank lines at the end of the file are ignored).
     """
     path = pathlib.Path(path)
     if not path.is_file():
@@ -37,6 +38,8 @@ def read_sst2(path) -> tuple[list[str], np.ndarray]:
     if not lines or lines[0].strip().split('\t') != ['sentence', 'label']:
         head = lines[0][:60] if lines else '<empty file>'
         raise DataError(f"{path}:1: header must be 'sentence<TAB>label', got {head!r}.")
+    while len(lines) > 1 and not lines[-1].strip():
+        lines.pop()  # Blank lines at the end, as an editor may leave them.
     sentences, labels = [], []
     for number, line in enumerate(lines[1:], start=2):
         parts = line.rstrip('\n').split('\t')
