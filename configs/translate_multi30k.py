@@ -26,8 +26,8 @@ Outside the benchmark, `--config.time_limit_minutes=60` gives the same stop:
 import translation_base
 
 
-def get_config(arg=None):
-    config = translation_base.get_config(arg, extra_args=('budget',))
+def get_config(arg=None, extra_args=()):
+    config = translation_base.get_config(arg, extra_args=('budget', *extra_args))
     args = translation_base.parse_arg(arg)
     config.data.source = 'files'
     # SPLIT.LANG.gz files; the README of ../shared/data describes them.

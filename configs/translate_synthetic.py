@@ -7,8 +7,8 @@ Needs no download; BLEU climbs within a few CPU minutes.
 import translation_base
 
 
-def get_config(arg=None):
-    config = translation_base.get_config(arg)
+def get_config(arg=None, extra_args=()):
+    config = translation_base.get_config(arg, extra_args)
     if 'runlocal' in translation_base.parse_arg(arg):
         return config
     # A few minutes on a 2-core CPU: a 2+2-layer slice of 'tiny', small batches.

@@ -22,7 +22,9 @@ def parse_arg(arg):
 
 
 def get_config(arg=None, extra_args=()):
-    """The base translation config; `extra_args` are flags a caller accepts."""
+    """The base translation config; `extra_args` are the further arguments a
+    caller accepts, as the error for an unknown one lists them ('budget',
+    'composite=width|depth')."""
     args = parse_arg(arg)
     size = args.get('size', 'tiny')
     if size not in SIZES:
@@ -167,7 +169,8 @@ def get_config(arg=None, extra_args=()):
 
     if args.get('runlocal'):
         shrink(config)
-    unknown = set(args) - {'runlocal', 'size', *extra_args}
+    extra_names = {e.partition('=')[0] for e in extra_args}
+    unknown = set(args) - {'runlocal', 'size', *extra_names}
     if unknown:
         known = ', '.join(['runlocal', 'size=NAME', *extra_args])
         raise ConfigError(

@@ -4,6 +4,9 @@ import ml_collections
 
 from jaxdistill.errors import ConfigError
 
+# The config-file argument that picks the composite, as errors list it.
+COMPOSITE_ARG = 'composite=width|depth'
+
 
 def set_tsjt(config, kind, *, stage2_start):
     """Makes `config` a TSJT run of a `kind` ('width' | 'depth') composite."""

@@ -17,9 +17,8 @@ import translation_base
 
 def get_config(arg=None):
     args = translation_base.parse_arg(arg)
-    kind = args.pop('composite', 'width')
-    base_arg = ','.join(k if v is True else f'{k}={v}' for k, v in args.items())
-    config = translate_multi30k.get_config(base_arg)
+    kind = args.get('composite', 'width')
+    config = translate_multi30k.get_config(arg, extra_args=(tsjt_common.COMPOSITE_ARG,))
     config.data.pairs = ('en-de', 'en-fr', 'en-cs')
     if not args.get('runlocal'):
         # The largest capacity: 'tiny' with twice the FFN and heads, so the

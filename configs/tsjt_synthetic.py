@@ -18,9 +18,10 @@ import translation_base
 
 def get_config(arg=None):
     args = translation_base.parse_arg(arg)
-    kind = args.pop('composite', 'width')
-    base_arg = ','.join(k if v is True else f'{k}={v}' for k, v in args.items())
-    config = translate_synthetic.get_config(base_arg)
+    kind = args.get('composite', 'width')
+    config = translate_synthetic.get_config(
+        arg, extra_args=(tsjt_common.COMPOSITE_ARG,)
+    )
     if kind == 'width' and args.get('runlocal'):
         config.model.num_heads = 4  # So the x0.25 slice has one head.
     elif kind == 'width':

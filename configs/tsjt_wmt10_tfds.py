@@ -30,9 +30,8 @@ WMT10 = {
 
 def get_config(arg=None):
     args = translation_base.parse_arg(arg)
-    kind = args.pop('composite', 'width')
-    base_arg = ','.join(k if v is True else f'{k}={v}' for k, v in args.items())
-    config = translation_base.get_config(base_arg)
+    kind = args.get('composite', 'width')
+    config = translation_base.get_config(arg, extra_args=(tsjt_common.COMPOSITE_ARG,))
     config.data.source = 'tfds'
     config.data.pairs = tuple(f'en-{lang}' for lang in WMT10)
     # One TFDS dataset per pair, in the order of data.pairs.

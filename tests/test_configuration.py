@@ -79,14 +79,24 @@ def test_missing_config_file():
 
 
 @pytest.mark.parametrize(
-    'arg, choices',
+    'config, arg, choices',
     [
-        ('runlokal', "['runlokal']; known: runlocal, size=NAME"),
-        ('size=huge', "size='huge'; valid sizes: tiny | small | base | big"),
+        ('translate_synthetic', 'runlokal', "['runlokal']; known: runlocal, size=NAME"),
+        (
+            'translate_synthetic',
+            'size=huge',
+            "size='huge'; valid sizes: tiny | small | base | big",
+        ),
+        (
+            'tsjt_multi30k',
+            'runlocal,composit=depth',
+            "['composit']; known: runlocal, size=NAME, budget, composite=width|depth",
+        ),
+        ('tsjt_synthetic', 'composite=wide', "composite='wide'; valid: width | depth"),
     ],
 )
-def test_bad_config_file_argument_names_file_and_choices(arg, choices):
-    spec = f'{CONFIGS / "translate_synthetic.py"}:{arg}'
+def test_bad_config_file_argument_names_file_and_choices(config, arg, choices):
+    spec = f'{CONFIGS / config}.py:{arg}'
     with pytest.raises(ConfigError) as e:
         configuration.load_config(spec)
     assert str(e.value).startswith(f'{spec}: ') and choices in str(e.value)
