@@ -63,7 +63,50 @@ def _chunk(members: np.ndarray, rows: int) -> list[np.ndarray]:
     return list(padded.reshape(-1, rows))
 
 
-class BucketedBatcher:
+class EpochCursor:
+    """Where a batcher of whole epochs stands, for `next` and for resuming.
+
+    A subclass sets `_num_batches` (batches per epoch) and defines
+    `batch_at(epoch, index)`; this keeps the position (epoch, index), steps
+    it, and checks a position restored from a checkpoint.
+    """
+
+    _epoch, _index = 0, 0
+
+    @property
+    def position(self) -> dict:
+        """Where `next` continues: {'epoch': int, 'index': int} (JSON-able)."""
+        return {'epoch': self._epoch, 'index': self._index}
+
+    def set_position(self, pos: dict) -> None:
+        """Continues from a `position` saved earlier (e.g. in a checkpoint)."""
+        ok = (
+            isinstance(pos, dict)
+            and set(pos) == {'epoch', 'index'}
+            and all(
+                isinstance(pos[k], (int, np.integer)) and not isinstance(pos[k], bool)
+                for k in pos
+            )
+        )
+        if not ok or pos['epoch'] < 0 or not 0 <= pos['index'] < self._num_batches:
+            raise DataError(
+                f'data position {pos!r} does not fit this data: expected '
+                f"{{'epoch': >= 0, 'index': 0..{self._num_batches - 1}}}"
+            )
+        self._epoch, self._index = int(pos['epoch']), int(pos['index'])
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        batch = self.batch_at(self._epoch, self._index)
+        self._index += 1
+        if self._index == self._num_batches:
+            self._epoch, self._index = self._epoch + 1, 0
+        return batch
+
+
+class BucketedBatcher(EpochCursor):
     """Whole epochs of fixed-shape batches, planned from (seed, epoch) alone.
 
     Each example goes to the smallest bucket length L >= max(len(src), len(tgt)).
@@ -107,7 +150,6 @@ class BucketedBatcher:
             -(-len(m) // r) for m, r in zip(self._members, self._rows)
         )
         self._cache = (None, None)
-        self._epoch, self._index = 0, 0
 
     def _plan(self, epoch: int) -> list[tuple[int, np.ndarray]]:
         """[(bucket, example indices [B] with -1 for padding rows)] of `epoch`."""
@@ -139,38 +181,6 @@ class BucketedBatcher:
             'inputs': _fill(rows, self._src, length),
             'targets': _fill(rows, self._tgt, length),
         }
-
-    @property
-    def position(self) -> dict:
-        """Where `next` continues: {'epoch': int, 'index': int} (JSON-able)."""
-        return {'epoch': self._epoch, 'index': self._index}
-
-    def set_position(self, pos: dict) -> None:
-        """Continues from a `position` saved earlier (e.g. in a checkpoint)."""
-        ok = (
-            isinstance(pos, dict)
-            and set(pos) == {'epoch', 'index'}
-            and all(
-                isinstance(pos[k], (int, np.integer)) and not isinstance(pos[k], bool)
-                for k in pos
-            )
-        )
-        if not ok or pos['epoch'] < 0 or not 0 <= pos['index'] < self._num_batches:
-            raise DataError(
-                f'data position {pos!r} does not fit this data: expected '
-                f"{{'epoch': >= 0, 'index': 0..{self._num_batches - 1}}}"
-            )
-        self._epoch, self._index = int(pos['epoch']), int(pos['index'])
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> dict:
-        batch = self.batch_at(self._epoch, self._index)
-        self._index += 1
-        if self._index == self._num_batches:
-            self._epoch, self._index = self._epoch + 1, 0
-        return batch
 
     def batch_shapes(self) -> dict[int, tuple[int, int]]:
         """{bucket length L: (B_L, L)} for buckets that hold examples."""

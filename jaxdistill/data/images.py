@@ -16,6 +16,7 @@ import tarfile
 
 import numpy as np
 
+from jaxdistill.data import batching
 from jaxdistill.errors import DataError
 
 MNIST_FILES = {
@@ -214,7 +215,7 @@ def crop_flip(
     return padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
-class ImageBatcher:
+class ImageBatcher(batching.EpochCursor):
     """Shuffled epochs of {'image' uint8 [B, H, W, C], 'label' int32 [B]}.
 
     Each epoch is a permutation drawn from (seed, epoch); the incomplete last
@@ -253,7 +254,6 @@ class ImageBatcher:
         self._num_batches = len(images) // batch_size
         self._key = key
         self._perm = (None, None)
-        self._epoch, self._index = 0, 0
 
     def batches_per_epoch(self) -> int:
         return self._num_batches
@@ -280,34 +280,6 @@ class ImageBatcher:
                 images, rng, pad=self._pad, flip=self._augment == 'crop_flip'
             )
         return {self._key: images, 'label': self._labels[rows].astype(np.int32)}
-
-    @property
-    def position(self) -> dict:
-        """Where `next` continues: {'epoch': int, 'index': int} (JSON-able)."""
-        return {'epoch': self._epoch, 'index': self._index}
-
-    def set_position(self, pos: dict) -> None:
-        ok = isinstance(pos, dict) and set(pos) == {'epoch', 'index'}
-        ok = ok and all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-            for v in pos.values()
-        )
-        if not ok or pos['epoch'] < 0 or not 0 <= pos['index'] < self._num_batches:
-            raise DataError(
-                f'data position {pos!r} does not fit this data: expected '
-                f"{{'epoch': >= 0, 'index': 0..{self._num_batches - 1}}}."
-            )
-        self._epoch, self._index = int(pos['epoch']), int(pos['index'])
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> dict:
-        batch = self.batch_at(self._epoch, self._index)
-        self._index += 1
-        if self._index == self._num_batches:
-            self._epoch, self._index = self._epoch + 1, 0
-        return batch
 
 
 def eval_batches(
