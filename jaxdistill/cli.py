@@ -10,11 +10,35 @@ from jaxdistill import configuration
 from jaxdistill.errors import JaxdistillError
 
 
+OVERRIDES_HELP = (
+    'Any config field can be set after the config: --config.a.b=value, e.g. '
+    '--config.num_train_steps=100 --config.optimizer.learning_rate=1e-3 '
+    "--config.data.bucket_lengths='(16, 32)'."
+)
+
+
+def parser_for(module: str, doc: str) -> argparse.ArgumentParser:
+    """An ArgumentParser for `python -m jaxdistill.MODULE` whose help shows
+    the module's docstring as written."""
+    return argparse.ArgumentParser(
+        prog=f'python -m jaxdistill.{module}',
+        description=doc.strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def parse(
-    argv: Sequence[str], description: str, *, need_config: bool = True
+    argv: Sequence[str],
+    module: str,
+    doc: str,
+    *,
+    need_config: bool = True,
+    with_step: bool = False,
 ) -> tuple[argparse.Namespace, list[str]]:
-    """Parses flags; returns (args, config overrides without `--config.`)."""
-    parser = argparse.ArgumentParser(description=description)
+    """Parses the flags of `python -m jaxdistill.MODULE`; returns (args,
+    config overrides without `--config.`). `with_step` offers `--step`."""
+    parser = parser_for(module, doc)
+    parser.epilog = OVERRIDES_HELP
     parser.add_argument(
         '--config',
         required=need_config,
@@ -25,12 +49,13 @@ def parse(
         required=True,
         help='where checkpoints, logs and the tokenizer live',
     )
-    parser.add_argument(
-        '--step',
-        type=int,
-        default=None,
-        help='checkpoint step to use (default: the latest)',
-    )
+    if with_step:
+        parser.add_argument(
+            '--step',
+            type=int,
+            default=None,
+            help='checkpoint step to use (default: the latest)',
+        )
     rest, overrides = configuration.split_overrides(argv)
     return parser.parse_args(rest), overrides
 

@@ -20,8 +20,10 @@ def main(argv=None) -> int:
     cli.quiet_tensorflow()
     args, overrides = cli.parse(
         sys.argv[1:] if argv is None else argv,
-        __doc__.splitlines()[0],
+        'evaluate',
+        __doc__,
         need_config=False,
+        with_step=True,
     )
 
     def run():

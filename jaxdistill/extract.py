@@ -14,7 +14,6 @@ The optimizer state starts fresh (Adam moments of a slice are not kept), so
 training on in DIR fine-tunes the extracted model from its parameters.
 """
 
-import argparse
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ from jaxdistill.errors import ConfigError, JaxdistillError
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.parser_for('extract', __doc__)
     parser.add_argument('--workdir', required=True, help='the composite run')
     parser.add_argument(
         '--capacity', required=True, help="capacity name, e.g. 'x0.25' (see the log)"

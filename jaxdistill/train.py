@@ -13,7 +13,7 @@ from jaxdistill import hostmem
 def main(argv=None) -> int:
     cli.quiet_tensorflow()
     args, overrides = cli.parse(
-        sys.argv[1:] if argv is None else argv, __doc__.splitlines()[0]
+        sys.argv[1:] if argv is None else argv, 'train', __doc__
     )
 
     def run():

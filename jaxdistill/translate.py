@@ -12,7 +12,6 @@ fields (e.g. `--config.eval.max_decode_len=100`).
       --average 10 --beam 5
 """
 
-import argparse
 import os
 import sys
 
@@ -24,7 +23,7 @@ from jaxdistill.errors import JaxdistillError
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.parser_for('translate', __doc__)
     parser.add_argument('--workdir', required=True, help='the training run')
     parser.add_argument(
         '--step', type=int, default=None, help='checkpoint step (default: newest)'

@@ -8,7 +8,6 @@ over all epochs. `--similarity FILE` (repeatable) prints the Spearman
 correlation on WordSim-353 / SimLex-999 style files after training.
 """
 
-import argparse
 import dataclasses
 import gzip
 import os
@@ -18,6 +17,7 @@ import time
 
 import numpy as np
 
+from jaxdistill import cli
 from jaxdistill import hostmem
 from jaxdistill.errors import ConfigError, DataError, JaxdistillError
 
@@ -252,7 +252,7 @@ def check_out(path) -> pathlib.Path:
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.parser_for('word2vec', __doc__)
     parser.add_argument('--corpus', required=True, help='text, one sentence a line')
     parser.add_argument('--out', required=True, help='vectors, word2vec text')
     for field in dataclasses.fields(Options):

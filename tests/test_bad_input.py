@@ -172,6 +172,25 @@ def test_evaluate_cli_on_trained_workdir(capsys, trained):
     assert metrics['step'] == 10 and 0 <= metrics['eval/bleu'] <= 100
 
 
+def test_train_refuses_step_and_its_help_shows_overrides(capsys, tmp_path):
+    """`--step` picks a checkpoint for evaluate and translate; train always
+    resumes from the latest, so it refuses the flag instead of ignoring it."""
+    with pytest.raises(SystemExit) as e:
+        train.main(
+            ['--config', helpers.CONFIG, '--workdir', str(tmp_path), '--step', '5']
+        )
+    assert e.value.code == 2
+    assert 'unrecognized arguments: --step 5' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(['--help'])
+    out = capsys.readouterr().out
+    assert out.startswith('usage: python -m jaxdistill.train ')
+    assert '--config.a.b=value, e.g. --config.num_train_steps=100' in ' '.join(
+        out.split()
+    )
+    assert not list(tmp_path.iterdir())
+
+
 def test_evaluate_without_a_run(capsys, tmp_path):
     assert evaluate.main(['--workdir', str(tmp_path)]) == 2
     assert 'holds no run' in capsys.readouterr().err
