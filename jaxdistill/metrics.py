@@ -15,6 +15,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxdistill.errors import DataError
+
 
 def _plain(value: Any):
     value = np.asarray(value).item() if np.ndim(value) == 0 else value
@@ -50,10 +52,9 @@ class MetricWriter:
         if not os.path.exists(self.path):
             return
         step = -1 if step is None else step
-        with open(self.path, encoding='utf-8') as f:
-            keep = [l for l in f if l.strip() and json.loads(l).get('step', 0) <= step]
+        keep = [r for r in _read_records(self.path) if r['step'] <= step]
         with open(self.path + '.tmp', 'w', encoding='utf-8') as f:
-            f.writelines(keep)
+            f.writelines(json.dumps(r) + '\n' for r in keep)
         os.replace(self.path + '.tmp', self.path)
 
     def write(self, step: int, metrics: dict[str, Any]):
@@ -143,7 +144,39 @@ class CompileClock:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    """All records of a workdir's metrics.jsonl."""
-    path = os.path.join(workdir, 'metrics.jsonl')
-    with open(path, encoding='utf-8') as f:
-        return [json.loads(l) for l in f if l.strip()]
+    """All records of a workdir's metrics.jsonl.
+
+    A last line cut short (no line end: the process was killed while writing
+    it) is left out. Raises DataError for a missing file or a damaged line
+    elsewhere, naming the file and the line.
+    """
+    return _read_records(os.path.join(workdir, 'metrics.jsonl'))
+
+
+def _read_records(path: str) -> list[dict]:
+    try:
+        with open(path, encoding='utf-8') as f:
+            lines = f.readlines()
+    except FileNotFoundError:
+        raise DataError(
+            f'{path} does not exist: {os.path.dirname(path)} holds no training run '
+            '(or it has not logged yet).'
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f'cannot read {path}: {e}') from None
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines) and not line.endswith('\n'):
+                break  # Cut by a kill mid-write.
+            raise DataError(
+                f'{path}:{number}: not a JSON record: {line[:80]!r}'
+            ) from None
+        if not isinstance(record, dict) or not isinstance(record.get('step'), int):
+            raise DataError(f'{path}:{number}: a record needs an integer "step".')
+        records.append(record)
+    return records

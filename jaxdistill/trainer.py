@@ -652,6 +652,7 @@ class Trainer:
                 os.path.join(self.workdir, 'summary.json'), 'w', encoding='utf-8'
             ) as f:
                 json.dump(summary, f, indent=2)
+            _plot_quietly(self.workdir)
         say(
             'Done.\n'
             + '\n'.join(
@@ -662,6 +663,17 @@ class Trainer:
         self.ckpt.close()
         self.writer.close()
         return summary
+
+
+def _plot_quietly(workdir: str):
+    """DIR/metrics.png of the run's curves; a failure to draw costs a warning,
+    never the finished run."""
+    from jaxdistill import plot  # pylint: disable=g-import-not-at-top
+
+    try:
+        plot.plot_runs([workdir], os.path.join(workdir, 'metrics.png'))
+    except Exception as e:  # pylint: disable=broad-except
+        logging.warning('could not plot %s/metrics.jsonl: %s', workdir, e)
 
 
 def train_and_evaluate(config, workdir: str) -> dict:

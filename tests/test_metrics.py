@@ -1,5 +1,7 @@
-"""The compile clock behind the trainer's compile-free throughput."""
+"""The compile clock behind the trainer's compile-free throughput; the
+metrics log's reader and the plots drawn from it."""
 
+import json
 import threading
 import time
 
@@ -8,6 +10,8 @@ import jax.numpy as jnp
 import pytest
 
 from jaxdistill import metrics
+from jaxdistill import plot
+from jaxdistill.errors import ConfigError, DataError
 
 TRACE = '/jax/core/compile/jaxpr_trace_duration'
 COMPILE = '/jax/core/compile/backend_compile_duration'
@@ -51,3 +55,94 @@ def test_compiles_of_other_threads_do_not_count():
         worker.join()
         jax.monitoring.record_event_time_span(COMPILE, 3.0, 3.5)
         assert clock.seconds(0.0, 10.0) == pytest.approx(0.5)
+
+
+def _log(workdir, records, tail=''):
+    workdir.mkdir()
+    text = ''.join(json.dumps(r) + '\n' for r in records) + tail
+    (workdir / 'metrics.jsonl').write_text(text)
+    return str(workdir)
+
+
+def _run(step_losses, evals, t0=1000.0):
+    train = [
+        {'step': s, 'time': t0 + 6 * s, 'train/loss': loss} for s, loss in step_losses
+    ]
+    return train + [
+        {'step': s, 'time': t0 + 6 * s + 1, 'eval/loss': l, **extra}
+        for s, l, extra in evals
+    ]
+
+
+def test_metrics_reader_skips_a_cut_last_line_and_names_a_damaged_one(tmp_path):
+    good = _run([(1, 3.0), (2, 2.5)], [])
+    run = _log(tmp_path / 'cut', good, tail='{"step": 3, "time": 1')
+    assert metrics.read_metrics(run) == good
+    bad = tmp_path / 'bad'
+    _log(bad, good[:1], tail='{oops\n' + json.dumps(good[1]) + '\n')
+    with pytest.raises(DataError, match=r'bad/metrics.jsonl:2: not a JSON record'):
+        metrics.read_metrics(str(bad))
+    with pytest.raises(DataError, match='holds no training run'):
+        metrics.read_metrics(str(tmp_path / 'none'))
+
+
+def test_plot_draws_a_panel_per_metric_and_a_line_per_run_and_part(tmp_path):
+    """Two runs; the second logs per-capacity BLEU and a self-distillation
+    exit's accuracy. Default panels appear only where some run logged them;
+    the early-exit curve's accuracies are not mistaken for exits."""
+    a = _log(tmp_path / 'a', _run([(10, 3.0), (20, 2.0)], [(20, 2.2, {})]))
+    b = _log(
+        tmp_path / 'b',
+        _run(
+            [(10, 3.1), (20, 2.1)],
+            [
+                (
+                    20,
+                    2.3,
+                    {
+                        'eval/x0.5/bleu': 5.0,
+                        'eval/x1/bleu': 7.0,
+                        'eval/accuracy': 0.4,
+                        'eval/accuracy_exit0': 0.3,
+                        'eval/early_exit_0.9/accuracy': 0.35,
+                    },
+                )
+            ],
+        ),
+    )
+    out = tmp_path / 'ab.png'
+    titles = plot.plot_runs([a, b], str(out))
+    assert titles == [
+        'training loss',
+        'evaluation loss',
+        'BLEU (sacreBLEU)',
+        'accuracy',
+    ]
+    assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    keys = set(metrics.read_metrics(b)[-1])
+    panels = dict(plot.panels_for(keys))
+    assert panels['BLEU (sacreBLEU)'] == ['eval/x0.5/bleu', 'eval/x1/bleu']
+    assert panels['accuracy'] == ['eval/accuracy', 'eval/accuracy_exit0']
+    # Patterns pick panels; one that matches nothing lists what was logged.
+    assert plot.plot_runs([b], str(out), patterns=['eval/*bleu'], x='minutes') == [
+        'eval/*bleu'
+    ]
+    with pytest.raises(
+        ConfigError, match=r"'eval/bleu_tok_lc' matches no .* eval/loss"
+    ):
+        plot.plot_runs([b], str(out), patterns=['eval/bleu_tok_lc'])
+
+
+def test_plot_cli(tmp_path, capsys):
+    run = _log(tmp_path / 'r', _run([(1, 3.0), (2, 2.5)], [(2, 2.4, {})]))
+    assert plot.main(['--workdir', run]) == 0
+    assert 'wrote' in capsys.readouterr().out
+    assert (tmp_path / 'r' / 'metrics.png').is_file()
+    with pytest.raises(SystemExit):
+        plot.main(['--workdir', run, '--workdir', run])
+    assert '--out is needed with several --workdir' in capsys.readouterr().err
+    assert plot.main(['--workdir', str(tmp_path / 'nothing')]) == 2
+    assert 'holds no training run' in capsys.readouterr().err
+    empty = _log(tmp_path / 'empty', [{'step': 1, 'time': 0.0}])
+    assert plot.main(['--workdir', empty]) == 2
+    assert 'nothing to plot' in capsys.readouterr().err

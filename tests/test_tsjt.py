@@ -235,6 +235,7 @@ def test_train_extract_evaluate_cli(tmp_path):
     assert records[0]['train/x0.25/kd'] == 0.0 and records[-1]['train/x0.25/kd'] > 0
     summary = json.load(open(os.path.join(run, 'summary.json')))
     assert summary['num_params/x0.25'] < summary['num_params/x1']
+    assert open(os.path.join(run, 'metrics.png'), 'rb').read(4) == b'\x89PNG'
 
     info = _json(
         _ok(_module('extract', '--workdir', run, '--capacity', 'x0.25', '--out', out))

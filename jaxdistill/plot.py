@@ -1,0 +1,167 @@
+"""`python -m jaxdistill.plot --workdir DIR [--workdir DIR2 ...] [--out FILE.png]`.
+
+Plots the curves of one or more training runs from their DIR/metrics.jsonl:
+one panel per metric, one line per run (and per capacity, replica or exit
+where a run logs several: `eval/x0.25/bleu`, `eval/r1/loss`,
+`eval/accuracy_exit0`). By default the panels are the training loss, the
+evaluation loss, BLEU, accuracy and churn, each where some run logged it;
+`--metric` picks others, as glob patterns over the logged names (one panel
+each, e.g. `--metric 'eval/*bleu_tok_lc' --metric train/learning_rate`).
+The x axis is the step, or with `--x minutes` the wall-clock minutes since
+the run's first record (a resumed run's pause shows as a jump).
+
+A training run writes DIR/metrics.png like this at its end.
+
+  python -m jaxdistill.plot --workdir /tmp/a --workdir /tmp/b --out /tmp/ab.png
+"""
+
+import fnmatch
+import os
+import re
+import sys
+from collections.abc import Sequence
+
+from jaxdistill import cli
+from jaxdistill import metrics as metrics_lib
+from jaxdistill.errors import ConfigError, DataError, JaxdistillError
+
+# (panel title, regular expression over the logged names).
+DEFAULT_PANELS = (
+    ('training loss', r'train/(.+/)?loss'),
+    ('evaluation loss', r'eval/(.+/)?loss'),
+    ('BLEU (sacreBLEU)', r'eval/(.+/)?bleu'),
+    ('accuracy', r'eval/((?!early_exit)[^/]+/)?accuracy(_exit\d+)?'),
+    ('churn', r'eval/churn'),
+)
+X_AXES = ('step', 'minutes')
+
+
+def _labels(workdirs: Sequence[str]) -> list[str]:
+    """Short names for the runs: the folder names, or whole paths if two
+    runs share a folder name."""
+    names = [os.path.basename(os.path.normpath(w)) or w for w in workdirs]
+    return names if len(set(names)) == len(names) else [str(w) for w in workdirs]
+
+
+def _series(records: list[dict], key: str, x: str) -> tuple[list, list]:
+    start = records[0].get('time', 0.0) if records else 0.0
+    xs, ys = [], []
+    for r in records:
+        value = r.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            xs.append(r['step'] if x == 'step' else (r.get('time', start) - start) / 60)
+            ys.append(value)
+    return xs, ys
+
+
+def panels_for(keys: set[str], patterns: Sequence[str] = ()) -> list[tuple]:
+    """[(title, [logged names])] for the panels that match something.
+
+    `patterns` are globs, one panel each; none means DEFAULT_PANELS.
+    """
+    chosen = (
+        [(p, fnmatch.translate(p)) for p in patterns] if patterns else DEFAULT_PANELS
+    )
+    out = []
+    for title, regex in chosen:
+        matched = sorted(k for k in keys if re.fullmatch(regex, k))
+        if matched:
+            out.append((title, matched))
+        elif patterns:
+            close = sorted(k for k in keys if k not in ('step', 'time'))
+            raise ConfigError(
+                f'--metric {title!r} matches no logged metric; the runs logged: '
+                + ', '.join(close)
+            )
+    return out
+
+
+def plot_runs(
+    workdirs: Sequence[str],
+    out: str,
+    *,
+    patterns: Sequence[str] = (),
+    x: str = 'step',
+) -> list[str]:
+    """Draws the runs' curves into `out` (PNG); returns the panel titles.
+
+    Raises:
+      DataError: a workdir has no readable metrics.jsonl, or nothing to plot.
+      ConfigError: an unknown x axis, or a pattern that matches nothing.
+    """
+    if x not in X_AXES:
+        raise ConfigError(f'x axis {x!r} unknown; valid: {" | ".join(X_AXES)}.')
+    runs = [metrics_lib.read_metrics(w) for w in workdirs]
+    keys = set().union(*(r.keys() for records in runs for r in records))
+    panels = panels_for(keys, patterns)
+    if not panels:
+        raise DataError(
+            'nothing to plot: '
+            + ', '.join(f'{w}/metrics.jsonl' for w in workdirs)
+            + ' hold no losses or evaluations yet.'
+        )
+    import matplotlib  # pylint: disable=g-import-not-at-top
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+    cols = min(len(panels), 3)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False
+    )
+    labels = _labels(workdirs)
+    for ax, (title, names) in zip(axes.flat, panels):
+        for label, records in zip(labels, runs):
+            for name in names:
+                xs, ys = _series(records, name, x)
+                if not xs:
+                    continue
+                line = label if len(names) == 1 else f'{label}: {name}'
+                if len(runs) == 1:
+                    line = name
+                ax.plot(xs, ys, marker='.' if len(xs) < 30 else None, label=line)
+        ax.set_title(title)
+        ax.set_xlabel('step' if x == 'step' else 'wall-clock minutes')
+        ax.grid(alpha=0.3)
+        if len(runs) > 1 or len(names) > 1:
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis('off')
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return [title for title, _ in panels]
+
+
+def main(argv=None) -> int:
+    parser = cli.parser_for('plot', __doc__)
+    parser.add_argument(
+        '--workdir', action='append', required=True, help='a run (repeat for more)'
+    )
+    parser.add_argument(
+        '--out', default='', help='PNG to write (default: DIR/metrics.png of one run)'
+    )
+    parser.add_argument(
+        '--metric',
+        action='append',
+        default=[],
+        help='glob over logged names, one panel each (repeatable)',
+    )
+    parser.add_argument('--x', default='step', choices=X_AXES, help='the x axis')
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if not args.out and len(args.workdir) > 1:
+        parser.error('--out is needed with several --workdir')
+    out = args.out or os.path.join(args.workdir[0], 'metrics.png')
+    try:
+        titles = plot_runs(args.workdir, out, patterns=args.metric, x=args.x)
+    except JaxdistillError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    print(f'wrote {out} ({", ".join(titles)})')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
