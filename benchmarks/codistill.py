@@ -190,7 +190,9 @@ def main():
     parser.add_argument('--steps', type=int, default=3000)
     parser.add_argument('--batch-tokens', type=int, default=2048, help='B, per model')
     parser.add_argument('--devices-per-group', type=int, default=4)
-    parser.add_argument('--data', default='../shared/data/multi30k')
+    parser.add_argument(
+        '--data_dir', '--data', dest='data', default='../shared/data/multi30k'
+    )
     parser.add_argument(
         '--burn-in',
         type=float,

@@ -75,7 +75,9 @@ def main():
         help='sequence lengths to time (comma-separated; buckets of the config)',
     )
     parser.add_argument('--repeats', type=int, default=9)
-    parser.add_argument('--data', default='../shared/data/multi30k')
+    parser.add_argument(
+        '--data_dir', '--data', dest='data', default='../shared/data/multi30k'
+    )
     parser.add_argument('--tag', default='', help='write codistill_overhead_TAG')
     parser.add_argument(
         '--fused-rows',

@@ -37,7 +37,9 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--config', default='configs/translate_multi30k.py:budget')
     parser.add_argument(
-        '--data-dir', default=str(common.REPO.parent / 'shared' / 'data' / 'multi30k')
+        '--data_dir',
+        '--data-dir',
+        default=str(common.REPO.parent / 'shared' / 'data' / 'multi30k'),
     )
     parser.add_argument('--lengths', default='12,16,24')
     parser.add_argument('--repeats', type=int, default=10)

@@ -144,7 +144,9 @@ def parse_args():
     parser.add_argument('--chunk-rows', type=int, default=256, help='fused form')
     parser.add_argument('--config', help="also time this config's train step")
     parser.add_argument(
-        '--data-dir', default=str(common.REPO.parent / 'shared' / 'data' / 'multi30k')
+        '--data_dir',
+        '--data-dir',
+        default=str(common.REPO.parent / 'shared' / 'data' / 'multi30k'),
     )
     parser.add_argument('--lengths', default='12,16,24')
     parser.add_argument('--step-repeats', type=int, default=10)

@@ -70,10 +70,11 @@ def make_config(arm, seed, args, vectors=None):
         config.model.init_vectors = str(vectors)
     config.log_every_steps = config.eval.every_steps = args.eval_every
     config.checkpoint.every_steps = args.steps
-    config.data.sst2_dir = str(DATA / 'sst2')
-    config.data.corpus = str(DATA / 'words' / 'brown.txt.gz')
-    config.data.similarity.ws353 = str(DATA / 'words' / 'wordsim353.tsv')
-    config.data.similarity.simlex = str(DATA / 'words' / 'simlex999.txt')
+    data = pathlib.Path(args.data_dir)
+    config.data.sst2_dir = str(data / 'sst2')
+    config.data.corpus = str(data / 'words' / 'brown.txt.gz')
+    config.data.similarity.ws353 = str(data / 'words' / 'wordsim353.tsv')
+    config.data.similarity.simlex = str(data / 'words' / 'simlex999.txt')
     if args.scale == 'gpu':
         config.model.update(dim=300, pooling='cnn', hidden=())
         config.data.skipgram.pairs = 4096
@@ -352,6 +353,9 @@ def main():
     parser.add_argument('--eval-every', type=int, default=150)
     parser.add_argument('--budget-minutes', type=float, default=32.0)
     parser.add_argument('--scale', choices=('cpu', 'gpu'), default='cpu')
+    parser.add_argument(
+        '--data_dir', default=str(DATA), help='the folder holding sst2/ and words/'
+    )
     parser.add_argument(
         '--quick', action='store_true', help='4,096 phrases; smoke test'
     )

@@ -2,7 +2,7 @@
 
     python benchmarks/resnet_stage_time.py                # the CPU benchmark size
     python benchmarks/resnet_stage_time.py --size gpu     # ResNet-18 width 64
-    python benchmarks/resnet_stage_time.py --quick        # smoke run
+    python benchmarks/resnet_stage_time.py --quick        # smoke run (writes *_quick.json, ignored by git)
 
 The early-exit target of the self-distillation benchmark asks for an exit that
 costs at most half of the plain network's measured time. An exit after stage s

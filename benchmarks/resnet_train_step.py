@@ -2,7 +2,7 @@
 
     python benchmarks/resnet_train_step.py                # the CPU benchmark size
     python benchmarks/resnet_train_step.py --size gpu     # ResNet-18 width 64
-    python benchmarks/resnet_train_step.py --quick        # smoke run
+    python benchmarks/resnet_train_step.py --quick        # smoke run (writes *_quick.json, ignored by git)
 
 On an H200 the self-distillation step of benchmarks/self_distill_cifar10.py ran
 at a third of the plain network's rate (53 against 177 steps/s), though its

@@ -48,7 +48,9 @@ def best_seconds(fn, repeats=3):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--data', type=pathlib.Path, default=DEFAULT_DATA)
+    parser.add_argument(
+        '--data_dir', '--data', dest='data', type=pathlib.Path, default=DEFAULT_DATA
+    )
     parser.add_argument('--repeats', type=int, default=7)
     args = parser.parse_args()
     if args.repeats < 1:

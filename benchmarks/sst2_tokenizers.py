@@ -72,7 +72,12 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--steps', type=int, default=600)
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--data', default=str(common.REPO.parent / 'shared/data/sst2'))
+    p.add_argument(
+        '--data_dir',
+        '--data',
+        dest='data',
+        default=str(common.REPO.parent / 'shared/data/sst2'),
+    )
     args = p.parse_args()
     result = {'steps': args.steps, 'seed': args.seed, 'accuracy': {}, 'vocab': {}}
     with tempfile.TemporaryDirectory() as tmp:

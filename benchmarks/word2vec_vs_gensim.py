@@ -98,7 +98,9 @@ def plot(result, path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true')
-    parser.add_argument('--data', type=pathlib.Path, default=DEFAULT_DATA)
+    parser.add_argument(
+        '--data_dir', '--data', dest='data', type=pathlib.Path, default=DEFAULT_DATA
+    )
     parser.add_argument('--epochs', type=int, default=10)
     parser.add_argument('--centers', type=int, default=word2vec.Options.centers)
     parser.add_argument(
