@@ -4,7 +4,9 @@ Plots the curves of one or more training runs from their DIR/metrics.jsonl:
 one panel per metric, one line per run (and per capacity, replica or exit
 where a run logs several: `eval/x0.25/bleu`, `eval/r1/loss`,
 `eval/accuracy_exit0`). By default the panels are the training loss, the
-evaluation loss, BLEU, accuracy and churn, each where some run logged it;
+evaluation loss, BLEU, accuracy and churn, each where some run logged it,
+and for self-distillation the early-exit curve of the last evaluation
+(accuracy against the measured fraction of the whole network's time);
 `--metric` picks others, as glob patterns over the logged names (one panel
 each, e.g. `--metric 'eval/*bleu_tok_lc' --metric train/learning_rate`).
 The x axis is the step, or with `--x minutes` the wall-clock minutes since
@@ -34,6 +36,8 @@ DEFAULT_PANELS = (
     ('churn', r'eval/churn'),
 )
 X_AXES = ('step', 'minutes')
+EARLY_EXIT = re.compile(r'eval/early_exit_([^/]+)/(accuracy|time_fraction)')
+EARLY_EXIT_TITLE = 'early exit (last evaluation)'
 
 
 def _labels(workdirs: Sequence[str]) -> list[str]:
@@ -52,6 +56,25 @@ def _series(records: list[dict], key: str, x: str) -> tuple[list, list]:
             xs.append(r['step'] if x == 'step' else (r.get('time', start) - start) / 60)
             ys.append(value)
     return xs, ys
+
+
+def early_exit_curve(records: list[dict]) -> list[tuple[float, float, str]]:
+    """[(time_fraction, accuracy, threshold)] of the last evaluation that
+    logged an early-exit curve (self-distillation), by time fraction."""
+    for r in reversed(records):
+        points = {}
+        for key, value in r.items():
+            m = EARLY_EXIT.fullmatch(key)
+            if m:
+                points.setdefault(m.group(1), {})[m.group(2)] = value
+        curve = [
+            (p['time_fraction'], p['accuracy'], t)
+            for t, p in points.items()
+            if len(p) == 2
+        ]
+        if curve:
+            return sorted(curve)
+    return []
 
 
 def panels_for(keys: set[str], patterns: Sequence[str] = ()) -> list[tuple]:
@@ -94,6 +117,9 @@ def plot_runs(
     runs = [metrics_lib.read_metrics(w) for w in workdirs]
     keys = set().union(*(r.keys() for records in runs for r in records))
     panels = panels_for(keys, patterns)
+    curves = [early_exit_curve(records) for records in runs]
+    if not patterns and any(curves):
+        panels.append((EARLY_EXIT_TITLE, []))
     if not panels:
         raise DataError(
             'nothing to plot: '
@@ -112,6 +138,18 @@ def plot_runs(
     )
     labels = _labels(workdirs)
     for ax, (title, names) in zip(axes.flat, panels):
+        if title == EARLY_EXIT_TITLE:
+            for label, curve in zip(labels, curves):
+                if curve:
+                    xs, ys = [c[0] for c in curve], [c[1] for c in curve]
+                    ax.plot(xs, ys, marker='.', label=label)
+            ax.set_title(title)
+            ax.set_xlabel('measured time / the whole network')
+            ax.set_ylabel('accuracy')
+            ax.grid(alpha=0.3)
+            if len(runs) > 1:
+                ax.legend(fontsize=7)
+            continue
         for label, records in zip(labels, runs):
             for name in names:
                 xs, ys = _series(records, name, x)

@@ -105,6 +105,9 @@ def test_plot_draws_a_panel_per_metric_and_a_line_per_run_and_part(tmp_path):
                         'eval/accuracy': 0.4,
                         'eval/accuracy_exit0': 0.3,
                         'eval/early_exit_0.9/accuracy': 0.35,
+                        'eval/early_exit_0.9/time_fraction': 0.6,
+                        'eval/early_exit_1/accuracy': 0.4,
+                        'eval/early_exit_1/time_fraction': 1.1,
                     },
                 )
             ],
@@ -117,7 +120,13 @@ def test_plot_draws_a_panel_per_metric_and_a_line_per_run_and_part(tmp_path):
         'evaluation loss',
         'BLEU (sacreBLEU)',
         'accuracy',
+        'early exit (last evaluation)',
     ]
+    assert plot.early_exit_curve(metrics.read_metrics(b)) == [
+        (0.6, 0.35, '0.9'),
+        (1.1, 0.4, '1'),
+    ]
+    assert plot.early_exit_curve(metrics.read_metrics(a)) == []
     assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     keys = set(metrics.read_metrics(b)[-1])
     panels = dict(plot.panels_for(keys))
