@@ -360,3 +360,24 @@ def test_sst2_damaged_files_and_text_settings_named(tmp_path):
         )
         with pytest.raises(ConfigError, match=message):
             classification.TextClassificationTask(bad, str(tmp_path), mesh=None)
+
+
+def test_python_m_jaxdistill_lists_every_command(capsys):
+    """The list cannot go stale: it holds exactly the modules that run as
+    `python -m jaxdistill.X`."""
+    import importlib
+    import pathlib
+
+    from jaxdistill import __main__ as entry
+
+    package = pathlib.Path(entry.__file__).parent
+    runnable = {
+        p.stem
+        for p in package.glob('*.py')
+        if p.stem != '__main__' and "if __name__ == '__main__':" in p.read_text()
+    }
+    assert set(entry.COMMANDS) == runnable
+    for name in entry.COMMANDS:
+        assert callable(importlib.import_module(f'jaxdistill.{name}').main)
+    assert entry.main() == 0
+    assert 'python -m jaxdistill.plot ' in capsys.readouterr().out
