@@ -116,10 +116,28 @@ def plot_runs(
         raise ConfigError(f'x axis {x!r} unknown; valid: {" | ".join(X_AXES)}.')
     runs = [metrics_lib.read_metrics(w) for w in workdirs]
     keys = set().union(*(r.keys() for records in runs for r in records))
-    panels = panels_for(keys, patterns)
-    curves = [early_exit_curve(records) for records in runs]
-    if not patterns and any(curves):
-        panels.append((EARLY_EXIT_TITLE, []))
+    labels = _labels(workdirs)
+    x_label = 'step' if x == 'step' else 'wall-clock minutes'
+    # (title, x label, [(line label, xs, ys)]) per panel.
+    panels = []
+    for title, names in panels_for(keys, patterns):
+        lines = []
+        for label, records in zip(labels, runs):
+            for name in names:
+                xs, ys = _series(records, name, x)
+                if len(runs) == 1:
+                    label_of_line = name
+                else:
+                    label_of_line = label if len(names) == 1 else f'{label}: {name}'
+                if xs:
+                    lines.append((label_of_line, xs, ys))
+        panels.append((title, x_label, lines))
+    curves = [(label, early_exit_curve(r)) for label, r in zip(labels, runs)]
+    if not patterns and any(c for _, c in curves):
+        lines = [
+            (label, [p[0] for p in c], [p[1] for p in c]) for label, c in curves if c
+        ]
+        panels.append((EARLY_EXIT_TITLE, 'measured time / the whole network', lines))
     if not panels:
         raise DataError(
             'nothing to plot: '
@@ -136,33 +154,13 @@ def plot_runs(
     fig, axes = plt.subplots(
         rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False
     )
-    labels = _labels(workdirs)
-    for ax, (title, names) in zip(axes.flat, panels):
-        if title == EARLY_EXIT_TITLE:
-            for label, curve in zip(labels, curves):
-                if curve:
-                    xs, ys = [c[0] for c in curve], [c[1] for c in curve]
-                    ax.plot(xs, ys, marker='.', label=label)
-            ax.set_title(title)
-            ax.set_xlabel('measured time / the whole network')
-            ax.set_ylabel('accuracy')
-            ax.grid(alpha=0.3)
-            if len(runs) > 1:
-                ax.legend(fontsize=7)
-            continue
-        for label, records in zip(labels, runs):
-            for name in names:
-                xs, ys = _series(records, name, x)
-                if not xs:
-                    continue
-                line = label if len(names) == 1 else f'{label}: {name}'
-                if len(runs) == 1:
-                    line = name
-                ax.plot(xs, ys, marker='.' if len(xs) < 30 else None, label=line)
+    for ax, (title, x_label, lines) in zip(axes.flat, panels):
+        for label, xs, ys in lines:
+            ax.plot(xs, ys, marker='.' if len(xs) < 30 else None, label=label)
         ax.set_title(title)
-        ax.set_xlabel('step' if x == 'step' else 'wall-clock minutes')
+        ax.set_xlabel(x_label)
         ax.grid(alpha=0.3)
-        if len(runs) > 1 or len(names) > 1:
+        if len(lines) > 1 or len(runs) > 1:  # Which run a lone line is.
             ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis('off')
@@ -170,7 +168,7 @@ def plot_runs(
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
-    return [title for title, _ in panels]
+    return [title for title, _, _ in panels]
 
 
 def main(argv=None) -> int:
