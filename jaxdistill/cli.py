@@ -17,12 +17,13 @@ OVERRIDES_HELP = (
 )
 
 
-def parser_for(module: str, doc: str) -> argparse.ArgumentParser:
+def parser_for(module: str, doc: str, epilog: str | None = None):
     """An ArgumentParser for `python -m jaxdistill.MODULE` whose help shows
     the module's docstring as written."""
     return argparse.ArgumentParser(
         prog=f'python -m jaxdistill.{module}',
         description=doc.strip(),
+        epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
@@ -37,8 +38,7 @@ def parse(
 ) -> tuple[argparse.Namespace, list[str]]:
     """Parses the flags of `python -m jaxdistill.MODULE`; returns (args,
     config overrides without `--config.`). `with_step` offers `--step`."""
-    parser = parser_for(module, doc)
-    parser.epilog = OVERRIDES_HELP
+    parser = parser_for(module, doc, OVERRIDES_HELP)
     parser.add_argument(
         '--config',
         required=need_config,

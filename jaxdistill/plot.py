@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from jaxdistill import cli
 from jaxdistill import metrics as metrics_lib
-from jaxdistill.errors import ConfigError, DataError, JaxdistillError
+from jaxdistill.errors import ConfigError, DataError
 
 # (panel title, regular expression over the logged names).
 DEFAULT_PANELS = (
@@ -190,13 +190,12 @@ def main(argv=None) -> int:
     if not args.out and len(args.workdir) > 1:
         parser.error('--out is needed with several --workdir')
     out = args.out or os.path.join(args.workdir[0], 'metrics.png')
-    try:
+
+    def run():
         titles = plot_runs(args.workdir, out, patterns=args.metric, x=args.x)
-    except JaxdistillError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    print(f'wrote {out} ({", ".join(titles)})')
-    return 0
+        print(f'wrote {out} ({", ".join(titles)})')
+
+    return cli.main_guard(run)
 
 
 if __name__ == '__main__':

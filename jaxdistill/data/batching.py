@@ -135,7 +135,7 @@ class BucketedBatcher(EpochCursor):
                 'no examples to batch (all were filtered or the data is empty)'
             )
         self._src, self._tgt, self._seed = src, tgt, int(seed)
-        self._batch_tokens, self._batch_multiple = int(batch_tokens), batch_multiple
+        self._batch_tokens = int(batch_tokens)
         self._lengths = _bucket_lengths(bucket_lengths)
         bucket = _assign_buckets(src, tgt, self._lengths)
         self._members = [np.flatnonzero(bucket == b) for b in range(len(self._lengths))]
