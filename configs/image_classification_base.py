@@ -43,10 +43,7 @@ def get_config(arg=None):
     config.seed = 0
     # Optimizer steps to train for.
     config.num_train_steps = 6000
-    # Wall-clock limit in minutes, counted from the Trainer's construction:
-    # training stops at the last step that fits (then the final checkpoint and
-    # evaluation). 0 = none.
-    config.time_limit_minutes = 0.0
+    spine.step_controls(config)
     # Steps between progress lines / metric records (one device fetch each).
     config.log_every_steps = 100
 

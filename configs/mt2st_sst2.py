@@ -57,10 +57,7 @@ def get_config(arg=None):
     config.seed = 0
     # Optimizer steps to train for (about 8 epochs of SST-2 at batch 64).
     config.num_train_steps = 7500
-    # Wall-clock limit in minutes, counted from the Trainer's construction:
-    # training stops at the last step that fits (then the final checkpoint and
-    # evaluation). 0 = none.
-    config.time_limit_minutes = 0.0
+    spine.step_controls(config)
     # Steps between progress lines / metric records (one device fetch each).
     config.log_every_steps = 250
 

@@ -1,6 +1,7 @@
-"""Config blocks every task's base config shares: the device mesh and the
-checkpoints. The task bases (translation_base, image_classification_base,
-mt2st_sst2) call these, then set their own fields."""
+"""Config blocks every task's base config shares: the device mesh, the
+checkpoints and the top-level step controls (time limit, micro-batches). The
+task bases (translation_base, image_classification_base, mt2st_sst2) call
+these, then set their own fields."""
 
 import ml_collections
 
@@ -28,3 +29,16 @@ def checkpoint(every_steps: int, keep: int):
     # Write checkpoints in the background.
     config.async_save = True
     return config
+
+
+def step_controls(config):
+    """Adds the top-level keys every run has besides its step count."""
+    # Wall-clock limit in minutes, counted from the Trainer's construction:
+    # training stops at the last step that fits (then the final checkpoint and
+    # evaluation). 0 = none.
+    config.time_limit_minutes = 0.0
+    # Gradient accumulation: each batch runs as this many micro-batches, one
+    # after another, whose gradients make one update: the whole batch's
+    # update with 1/N of its activation memory. Batches then hold a multiple
+    # of N rows per device.
+    config.microbatches = 1

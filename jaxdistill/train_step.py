@@ -5,10 +5,12 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
 import optax
 
 from jaxdistill import optim
 from jaxdistill import sharding as sharding_lib
+from jaxdistill.errors import ConfigError
 from jaxdistill.methods.base import Method
 
 
@@ -120,8 +122,122 @@ def _keep_frozen(frozen, new, old):
     return params, jax.tree.map(merge, new_opt, old_opt, is_leaf=is_params_like)
 
 
+def split_microbatches(batch: dict, k: int, sharding) -> dict:
+    """Rows [R, ...] -> [k, R/k, ...]: micro-batch j holds rows j, j+k, ...
+
+    Every k-th row, not k consecutive blocks: a device's rows of the global
+    batch are consecutive, so when k divides them each micro-batch takes the
+    same share of every device's rows, and replica r's rows stay in the r-th
+    block of every micro-batch (codistillation). Nothing moves between
+    devices.
+    """
+    spec = NamedSharding(sharding.mesh, P(None, *sharding.spec))
+
+    def one(x):
+        x = x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1)
+        return jax.lax.with_sharding_constraint(x, spec)
+
+    return jax.tree.map(one, batch)
+
+
+def _join_rows(x, k):
+    """Inverse of `split_microbatches` for one leaf: [k, R/k, ...] -> [R, ...]."""
+    return x.swapaxes(0, 1).reshape(k * x.shape[1], *x.shape[2:])
+
+
+def check_microbatches(method: Method, k: int):
+    """ConfigError unless `k` micro-batches can serve `method`."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f'microbatches={k!r} must be an integer >= 1.')
+    if k > 1 and not method.supports_microbatches:
+        raise ConfigError(
+            f'microbatches={k}: method {type(method).__name__} needs the whole '
+            'batch in one pass (see its page in docs/methods); use microbatches=1.'
+        )
+
+
+def _check_rows(batch: dict, k: int, row_multiple: int):
+    """ConfigError unless every leaf's rows split into `k` micro-batches with
+    the same share of each of `row_multiple` devices (or replica blocks)."""
+    for path, x in jax.tree_util.tree_leaves_with_path(batch):
+        rows = x.shape[0]
+        if rows % (k * row_multiple):
+            raise ConfigError(
+                f'microbatches={k}: batch entry {jax.tree_util.keystr(path)} has '
+                f'{rows} rows, which do not split into {k} micro-batches over '
+                f'{row_multiple} devices/replica blocks (rows must be a multiple '
+                f'of {k * row_multiple}). Change the batch size or microbatches.'
+            )
+
+
+def _gradients(method, params, extra, batch, rng, step, kwargs):
+    """(aux with 'train/loss', grads) of `method.loss` on `batch`."""
+    (loss, aux), grads = jax.value_and_grad(method.loss, has_aux=True)(
+        params, extra, batch, rng, step, **kwargs
+    )
+    return {'train/loss': loss, **aux}, grads
+
+
+def _accumulate(method, params, extra, batch, rng, step, kwargs, k, sharding):
+    """(aux, grads) of the whole batch, from `k` micro-batches in turn.
+
+    Each micro-batch's gradient is weighted by its share of the batch's
+    labelled positions (`method.batch_weight`; per replica for stacked
+    methods, whose replica r's loss is a mean over its own rows): the losses
+    are means over those positions, so the weighted sum is the whole batch's
+    gradient (up to float rounding), with one micro-batch's activations in
+    memory. Micro-batch j's randomness is `fold_in(rng, j)`.
+    """
+    micro = split_microbatches(batch, k, sharding)
+    counts = jax.vmap(method.batch_weight)(micro).astype(jnp.float32)
+    weights = counts / jnp.maximum(jnp.sum(counts, axis=0), 1.0)  # [k] or [k, N]
+
+    def scaled(w, x):  # A per-replica w scales the leading (replica) axis.
+        return w.reshape(w.shape + (1,) * (x.ndim - w.ndim)).astype(x.dtype) * x
+
+    def body(grad_sum, xs):
+        j, mb, w = xs
+        aux, grads = _gradients(
+            method, params, extra, mb, jax.random.fold_in(rng, j), step, kwargs
+        )
+        grad_sum = jax.tree.map(lambda a, g: a + scaled(w, g), grad_sum, grads)
+        return grad_sum, aux
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    grads, auxes = jax.lax.scan(body, zeros, (jnp.arange(k), micro, weights))
+    return _combine_aux(auxes, weights, k), grads
+
+
+def _combine_aux(auxes: dict, weights, k: int) -> dict:
+    """Per-micro-batch aux [k, ...] -> the whole batch's.
+
+    Metrics ('train/...') are means over labelled positions, so they are
+    combined with the gradients' weights (per-replica metrics with their
+    replica's); counts ('...tokens') are summed. Other entries (a method's
+    private per-example payload) get their rows joined back in the batch's
+    order.
+    """
+    out = {}
+    for key, value in auxes.items():
+        if not key.startswith('train/'):
+            out[key] = jax.tree.map(lambda x: _join_rows(x, k), value)
+        elif key.endswith('tokens'):
+            out[key] = jnp.sum(value, axis=0)
+        elif weights.ndim == 2 and value.shape[1:] == weights.shape[1:]:
+            out[key] = jnp.sum(weights.astype(value.dtype) * value, axis=0)
+        else:
+            w = weights if weights.ndim == 1 else jnp.mean(weights, axis=1)
+            out[key] = jnp.tensordot(w.astype(value.dtype), value, axes=1)
+    return out
+
+
 def make_train_step(
-    method: Method, tx: optax.GradientTransformation, *, state_sharding, batch_sharding
+    method: Method,
+    tx: optax.GradientTransformation,
+    *,
+    state_sharding,
+    batch_sharding,
+    microbatches: int = 1,
 ):
     """`(state, batch, phase=None, refresh=False) -> (state, aux)` for any method.
 
@@ -133,17 +249,30 @@ def make_train_step(
     `None`. `refresh=True` (from `method.refresh_due(step)`) then runs
     `method.refresh_extra` as its own small program: a rare update (weights
     exchanged every K steps) costs one compile, not one per phase and shape.
+
+    `microbatches` = k > 1 accumulates gradients: each batch is split into k
+    micro-batches (`split_microbatches`) whose gradients are computed one
+    after another (a `lax.scan`) and combined into one optimizer update, the
+    whole batch's, with 1/k of its activation memory.
     """
+    check_microbatches(method, microbatches)
+    row_multiple = sharding_lib.batch_multiple(
+        batch_sharding.mesh, getattr(method, 'num_replicas', 1)
+    )
     compiled = {}
 
     def build(phase):
         kwargs = {} if phase is None else {'phase': phase}
 
         def step(state: TrainState, batch):
+            if microbatches > 1:  # At tracing: once per batch shape.
+                _check_rows(batch, microbatches, row_multiple)
             rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-            (loss, aux), grads = jax.value_and_grad(method.loss, has_aux=True)(
-                state.params, state.extra, batch, rng, state.step, **kwargs
-            )
+            args = (method, state.params, state.extra, batch, rng, state.step, kwargs)
+            if microbatches == 1:
+                aux, grads = _gradients(*args)
+            else:
+                aux, grads = _accumulate(*args, microbatches, batch_sharding)
             updates, opt_state = tx.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
             frozen = method.frozen(state.params, phase)
@@ -152,8 +281,6 @@ def make_train_step(
                     frozen, (params, opt_state), (state.params, state.opt_state)
                 )
             extra = method.update_extra(state.extra, params, aux, state.step, **kwargs)
-            aux = dict(aux)
-            aux.setdefault('train/loss', loss)
             # Per replica for stacked methods: no statistic couples replicas.
             aux['train/grad_norm'] = (
                 optim.replica_norms(grads)

@@ -76,6 +76,13 @@ def _replica_layout(config, mesh) -> str:
     )
 
 
+def _microbatch_note(config) -> str:
+    k = config.get('microbatches', 1)
+    if k == 1:
+        return ''
+    return f', each batch in {k} micro-batches (gradients accumulated)'
+
+
 def _check_loop_settings(config):
     """ConfigError naming the first step count the training loop cannot use."""
     c = config
@@ -85,6 +92,7 @@ def _check_loop_settings(config):
         ('checkpoint.every_steps', c.checkpoint.every_steps, 1),
         ('checkpoint.keep', c.checkpoint.keep, 0),  # 0: keep every checkpoint.
         ('eval.every_steps', c.eval.every_steps, 0),
+        ('microbatches', c.get('microbatches', 1), 1),
     )
     limit = c.get('time_limit_minutes', 0.0)
     if (
@@ -342,6 +350,7 @@ class Trainer:
             self.tx,
             state_sharding=self.state_sharding,
             batch_sharding=self.batch_sharding,
+            microbatches=config.get('microbatches', 1),
         )
         c = config.checkpoint
         self.ckpt = checkpoint_lib.Checkpointer(
@@ -501,6 +510,7 @@ class Trainer:
             f'({_plural(jax.device_count(), "device")}, '
             f'{_plural(jax.process_count(), "process")})'
             + _replica_layout(c, self.mesh)
+            + _microbatch_note(c)
             + '\ndata: '
             + ', '.join(
                 f'{k} {v:.3g}' if isinstance(v, float) else f'{k} {v}'

@@ -57,6 +57,7 @@ def test_unknown_method_name_suggests(capsys, tmp_path):
         ('--config.model.dropout_rate=1.5', 'model.dropout_rate=1.5 must be in [0, 1)'),
         ('--config.eval.beam_size=-1', 'eval.beam_size=-1 must be >= 0'),
         ('--config.log_every_steps=0', 'log_every_steps=0 must be an integer >= 1'),
+        ('--config.microbatches=0', 'microbatches=0 must be an integer >= 1'),
         ('--config.optimizer.learning_rate=-1', 'optimizer.learning_rate must be >= 0'),
     ],
 )
@@ -248,6 +249,26 @@ def test_batches_raised_past_batch_tokens_get_a_note(tmp_path):
     (note,) = task.start_notes()
     assert 'data.batch_tokens=128 gives fewer rows than the 8' in note
     assert 'bucket length 24 (192 tokens), 48 (384 tokens) hold 8 rows' in note
+    # Two micro-batches a step: every batch holds a multiple of 16 rows.
+    configuration.apply_overrides(config, ['data.batch_tokens=512', 'microbatches=2'])
+    task = translation.TranslationTask(config, str(tmp_path), mesh=mesh)
+    assert {b % 16 for b, _ in task.train_batches.batch_shapes().values()} == {0}
+    assert task.train_batches.raised_buckets() == {48: 16}
+    assert 'the 16 that every batch needs' in task.start_notes()[0]
+
+
+def test_image_batch_size_must_split_into_microbatches():
+    from jaxdistill import sharding  # pylint: disable=g-import-not-at-top
+    from jaxdistill.tasks import classification  # pylint: disable=g-import-not-at-top
+
+    config = configuration.load_config(
+        str(helpers.REPO / 'configs' / 'self_distill_mnist.py') + ':runlocal'
+    )
+    configuration.apply_overrides(config, ['data.batch_size=24', 'microbatches=2'])
+    with pytest.raises(ConfigError, match=r'times microbatches=2 \(16\)'):
+        classification._batch_multiple(config, sharding.make_mesh())
+    configuration.apply_overrides(config, ['data.batch_size=32'])
+    assert classification._batch_multiple(config, sharding.make_mesh()) == 8
 
 
 def test_zero_codistill_replicas_named_before_the_mesh(tmp_path):

@@ -52,7 +52,7 @@ def _method(**kw):
     return make_method(cfg, _fns())
 
 
-def _setup(method, mesh):
+def _setup(method, mesh, microbatches=1):
     tx = optim.make_optimizer(
         ml_collections.ConfigDict(
             dict(
@@ -69,7 +69,11 @@ def _setup(method, mesh):
     init, state_sharding, _ = train_step.make_init(method, tx, _batch(), mesh, seed=0)
     bs = sharding.batch_sharding(mesh)
     step = train_step.make_train_step(
-        method, tx, state_sharding=state_sharding, batch_sharding=bs
+        method,
+        tx,
+        state_sharding=state_sharding,
+        batch_sharding=bs,
+        microbatches=microbatches,
     )
     return init(), step, bs
 
@@ -401,6 +405,38 @@ def test_replicas_stacked_on_fewer_groups_match_a_group_each(variant):
         jax.device_get(state1.params),
     )
     assert all(jax.tree.leaves(same))
+
+
+def test_microbatches_give_each_replica_its_whole_batchs_update():
+    """Gradient accumulation with replicas: each replica's update from two
+    micro-batches is the one from its whole block of rows, through burn-in,
+    an exchange and distillation (its micro-batches' weights are its own
+    rows' token counts, which differ between the replicas), with the replicas
+    on a group each and stacked on one group."""
+
+    def run(microbatches, groups=2):
+        method = _method()
+        mesh = sharding.make_mesh(replica_axis_size=groups)
+        state, step, bs = _setup(method, mesh, microbatches)
+        out = []
+        for i in range(4):
+            batch = sharding.global_batch(_batch(seed=i), bs)
+            state, aux = step(state, batch, method.phase(i), method.refresh_due(i))
+            out.append(jax.device_get((aux['train/loss'], aux['train/tokens'])))
+        assert 'train/distill' in aux
+        return out, jax.device_get(state.params)
+
+    want, want_params = run(1)
+    for got, got_params in (run(2), run(2, groups=1)):
+        for (loss, tokens), (want_loss, want_tokens) in zip(got, want):
+            assert loss.shape == (2,)
+            np.testing.assert_array_equal(tokens, want_tokens)
+            np.testing.assert_allclose(loss, want_loss, rtol=1e-5)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+            got_params,
+            want_params,
+        )
 
 
 def test_replica_axis_size():

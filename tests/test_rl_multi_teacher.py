@@ -128,6 +128,15 @@ def test_phase_schedule():
     assert {_method(weighting='equal').phase(s) for s in range(5)} == {'equal'}
 
 
+def test_microbatches_are_refused():
+    # The policy update replays the whole batch's forward: no accumulation.
+    from jaxdistill import train_step
+
+    train_step.check_microbatches(_method(), 1)
+    with pytest.raises(ConfigError, match='microbatches=2: method RLMultiTeacher'):
+        train_step.check_microbatches(_method(), 2)
+
+
 def test_config_errors():
     with pytest.raises(ConfigError, match='method.reward'):
         _method(reward='accuracy')

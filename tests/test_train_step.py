@@ -43,8 +43,20 @@ def _optimizer():
     return optim.make_optimizer(cfg)
 
 
-def _train(mesh, steps=3, shard_params=False, chunk_rows=0, share_embeddings=True):
-    """Three steps of a small Transformer; returns (state, losses)."""
+def _train(
+    mesh,
+    steps=3,
+    shard_params=False,
+    chunk_rows=0,
+    share_embeddings=True,
+    microbatches=1,
+    dropout_rate=0.1,
+    auxes=None,
+):
+    """Three steps of a small Transformer; returns (state, losses).
+
+    `auxes`: a list that receives each step's aux metrics (as floats).
+    """
     model = Transformer(
         TransformerConfig(
             vocab_size=50,
@@ -53,7 +65,7 @@ def _train(mesh, steps=3, shard_params=False, chunk_rows=0, share_embeddings=Tru
             d_ff=64,
             num_encoder_layers=1,
             num_decoder_layers=1,
-            dropout_rate=0.1,
+            dropout_rate=dropout_rate,
             share_embeddings=share_embeddings,
         )
     )
@@ -67,12 +79,18 @@ def _train(mesh, steps=3, shard_params=False, chunk_rows=0, share_embeddings=Tru
     )
     bs = sharding.batch_sharding(mesh)
     step = train_step.make_train_step(
-        method, tx, state_sharding=state_sharding, batch_sharding=bs
+        method,
+        tx,
+        state_sharding=state_sharding,
+        batch_sharding=bs,
+        microbatches=microbatches,
     )
     state, losses = init(), []
     for i in range(steps):
         state, aux = step(state, sharding.global_batch(_batch(seed=i), bs))
         losses.append(float(aux['train/loss']))
+        if auxes is not None:
+            auxes.append({k: float(v) for k, v in aux.items()})
     return state, losses
 
 
@@ -120,6 +138,42 @@ def test_fused_output_layer_trains_as_the_materialised_one(share_embeddings):
             plain.params,
         )
     assert plain_losses[-1] < plain_losses[0]
+
+
+def test_microbatches_give_the_whole_batchs_update():
+    # 16 rows of 3-12 tokens: micro-batches of every other row hold different
+    # numbers of target tokens, so this checks their weighting too. On 8
+    # devices: each micro-batch takes its rows from every device's share.
+    mesh = sharding.make_mesh()
+    whole_aux, micro_aux = [], []
+    whole, whole_losses = _train(mesh, dropout_rate=0.0, auxes=whole_aux)
+    micro, micro_losses = _train(
+        mesh, dropout_rate=0.0, microbatches=2, auxes=micro_aux
+    )
+    np.testing.assert_allclose(micro_losses, whole_losses, rtol=1e-5)
+    assert whole_losses[-1] < whole_losses[0]
+    for w, m in zip(whole_aux, micro_aux):
+        assert w.keys() == m.keys()
+        assert m['train/tokens'] == w['train/tokens']  # Summed, not averaged.
+        for key in ('train/nll', 'train/accuracy', 'train/grad_norm'):
+            np.testing.assert_allclose(m[key], w[key], rtol=1e-5, err_msg=key)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(
+            np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6
+        ),
+        micro.params,
+        whole.params,
+    )
+
+
+def test_microbatches_that_do_not_divide_the_rows_are_an_error():
+    from jaxdistill.errors import ConfigError
+
+    # 16 rows on 8 devices: 2 a device, which 4 micro-batches cannot share.
+    with pytest.raises(ConfigError, match=r"microbatches=4: batch entry \['inputs'\]"):
+        _train(sharding.make_mesh(), microbatches=4, steps=1)
+    with pytest.raises(ConfigError, match='microbatches=0'):
+        _train(sharding.make_mesh(), microbatches=0, steps=1)
 
 
 def test_batch_that_does_not_split_over_processes_is_an_error():

@@ -12,6 +12,7 @@ import difflib
 from typing import Any, Callable, ClassVar
 
 import jax
+import jax.numpy as jnp
 
 from jaxdistill import configuration
 from jaxdistill import registry
@@ -55,6 +56,9 @@ class Method(abc.ABC):
     # Options that take a schedule spec ({'kind': 'linear', ...}) as well as a
     # number (`schedules.from_config`); any other option refuses a schedule.
     schedule_keys: ClassVar[tuple[str, ...]] = ()
+    # False for a method whose step needs the whole batch in one pass;
+    # `microbatches` > 1 (gradient accumulation) then refuses it.
+    supports_microbatches: ClassVar[bool] = True
 
     def init_params(self, rng: jax.Array, batch: Batch) -> Params:
         return self.model.init(rng, batch)
@@ -67,6 +71,16 @@ class Method(abc.ABC):
     @abc.abstractmethod
     def loss(self, params, extra, batch, rng, step) -> tuple[jax.Array, dict]:
         """-> (scalar loss to differentiate, aux dict of scalar metrics)."""
+
+    def batch_weight(self, batch: Batch) -> jax.Array:
+        """A micro-batch's weight in its batch's loss (`microbatches` > 1).
+
+        The losses are means over labelled positions, so a micro-batch counts
+        by its number of them: the weighted mean of micro-batch losses is then
+        the whole batch's loss.
+        """
+        _, where = self.model.labels(batch)
+        return jnp.sum(where)
 
     def update_extra(self, extra, params, aux, step, **kwargs):
         """Non-gradient update of `extra` after each optimizer step."""

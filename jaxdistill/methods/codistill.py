@@ -211,6 +211,12 @@ class Codistill(Method):
         del extra
         return {'stale': params}
 
+    def batch_weight(self, batch):
+        """[N]: each replica's labelled positions in its block of `batch`
+        (replica r's loss is a mean over its own rows; `microbatches`)."""
+        _, where = self.model.labels(batch)
+        return jnp.sum(where.reshape(self.num_replicas, -1), axis=1)
+
     def loss(self, params, extra, batch, rng, step, phase='distil'):
         """Sum over replicas of each one's loss; each computed in its group.
 

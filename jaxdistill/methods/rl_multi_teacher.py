@@ -52,6 +52,9 @@ class RLMultiTeacher(Method):
     # Width D of the student's pooled feature (its deepest exit's feature).
     feature_dim: int = 64
     schedule_keys = ('alpha',)
+    # The policy's REINFORCE update (update_extra) replays the student's
+    # forward on the step's whole batch with the step's dropout key.
+    supports_microbatches = False
     alpha: Any = schedules.constant(0.5)
     temperature: float = 2.0
     weighting: str = 'select'

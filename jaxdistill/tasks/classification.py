@@ -138,11 +138,12 @@ def _batch_multiple(config, mesh) -> int:
         ('data.batch_size', config.data.batch_size, 1),
         ('eval.batch_size', config.eval.batch_size, 1),
     )
-    n = mesh.shape['data']
-    if config.data.batch_size % n:
+    n, k = mesh.shape['data'], config.get('microbatches', 1)
+    if config.data.batch_size % (n * k):
         raise ConfigError(
             f'data.batch_size={config.data.batch_size} must be a multiple of the '
-            f'{n} devices on the data axis.'
+            f'{n} devices on the data axis'
+            + (f' times microbatches={k} ({n * k}).' if k > 1 else '.')
         )
     return n
 

@@ -73,10 +73,12 @@ class MT2STSST2Task:
         self.config, self.mesh = config, mesh
         d, sg = config.data, config.data.skipgram
         self._multiple = sharding_lib.batch_axes(mesh)
-        if d.batch_size % self._multiple or sg.pairs % self._multiple:
+        k = config.get('microbatches', 1)
+        if d.batch_size % (self._multiple * k) or sg.pairs % (self._multiple * k):
             raise ConfigError(
                 f'data.batch_size={d.batch_size} and data.skipgram.pairs='
-                f'{sg.pairs} must be multiples of the {self._multiple} data devices.'
+                f'{sg.pairs} must be multiples of the {self._multiple} data devices'
+                + (f' times microbatches={k} ({self._multiple * k}).' if k > 1 else '.')
             )
         sentences, labels, corpus, vocab = load_text(d)
         self.index = {w: i + OFFSET for i, w in enumerate(vocab.words)}

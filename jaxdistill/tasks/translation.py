@@ -210,13 +210,15 @@ class TranslationTask:
         self.batch_multiple = sharding_lib.batch_multiple(
             mesh, config.method.get('num_replicas', 1)
         )
+        # Training rows also split evenly into the step's micro-batches.
+        self.train_multiple = self.batch_multiple * config.get('microbatches', 1)
         self.train_batches = data_lib.BucketedBatcher(
             src,
             tgt,
             batch_tokens=d.batch_tokens,
             bucket_lengths=d.bucket_lengths,
             seed=config.seed,
-            batch_multiple=self.batch_multiple,
+            batch_multiple=self.train_multiple,
         )
         self.model, fns, self.composite = model_fns_for(
             config.model, self.tokenizer.vocab_size
@@ -288,12 +290,12 @@ class TranslationTask:
         shapes = ', '.join(f'{l} ({r * l} tokens)' for l, r in raised.items())
         return [
             f'data.batch_tokens={self.config.data.batch_tokens} gives fewer '
-            f'rows than the {self.batch_multiple} that every batch needs (a '
-            'multiple of the devices it is split over and of the replicas), so '
-            'the batches of bucket length '
-            f'{shapes} hold {self.batch_multiple} rows: more tokens than '
-            'batch_tokens. Raise data.batch_tokens, or use fewer devices, to '
-            'set the batch yourself.'
+            f'rows than the {self.train_multiple} that every batch needs (a '
+            'multiple of the devices it is split over, of the replicas and of '
+            'the micro-batches), so the batches of bucket length '
+            f'{shapes} hold {self.train_multiple} rows: more tokens than '
+            'batch_tokens. Raise data.batch_tokens, or use fewer devices (or '
+            'micro-batches), to set the batch yourself.'
         ]
 
     def init_batch(self) -> dict:
