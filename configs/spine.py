@@ -1,7 +1,7 @@
 """Config blocks every task's base config shares: the device mesh, the
-checkpoints and the top-level step controls (time limit, micro-batches). The
-task bases (translation_base, image_classification_base, mt2st_sst2) call
-these, then set their own fields."""
+checkpoints and the top-level step controls (time limit, micro-batches,
+profiling). The task bases (translation_base, image_classification_base,
+mt2st_sst2) call these, then set their own fields."""
 
 import ml_collections
 
@@ -42,3 +42,7 @@ def step_controls(config):
     # update with 1/N of its activation memory. Batches then hold a multiple
     # of N rows per device.
     config.microbatches = 1
+    # Steps to trace with jax.profiler into DIR/profile (TensorBoard's
+    # profile plugin), from the step after the first log line, when the
+    # first shapes have compiled. 0 = none.
+    config.profile_steps = 0

@@ -93,6 +93,7 @@ def _check_loop_settings(config):
         ('checkpoint.keep', c.checkpoint.keep, 0),  # 0: keep every checkpoint.
         ('eval.every_steps', c.eval.every_steps, 0),
         ('microbatches', c.get('microbatches', 1), 1),
+        ('profile_steps', c.get('profile_steps', 0), 0),
     )
     limit = c.get('time_limit_minutes', 0.0)
     if (
@@ -304,6 +305,45 @@ class _StopSignals:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         return False
+
+
+class _Profiler:
+    """A `jax.profiler` trace of `num_steps` steps into DIR/profile.
+
+    It starts after the run's first log line, when the first batch shapes
+    have compiled, so the trace shows steps rather than compilation; it
+    stops once the last traced step has finished on the devices, or when
+    the loop ends first. Each process writes its own trace.
+    """
+
+    def __init__(self, workdir: str, num_steps: int):
+        self.directory = os.path.join(workdir, 'profile')
+        self.num_steps, self.first, self.last = num_steps, None, None
+        self.active = False
+
+    def after_log(self, step: int):
+        if self.num_steps and self.first is None:
+            jax.profiler.start_trace(self.directory)
+            self.first, self.active = step + 1, True
+
+    def after_step(self, step: int, aux):
+        if self.active:
+            self.last = step
+            if step - self.first + 1 >= self.num_steps:
+                self.stop(aux)
+
+    def stop(self, aux=None, quiet: bool = False):
+        if not self.active:
+            return
+        self.active = False
+        if not quiet:
+            jax.block_until_ready(aux)
+        jax.profiler.stop_trace()
+        if not quiet and self.last is not None:
+            say(
+                f'Profile of steps {self.first}-{self.last} in {self.directory} '
+                "(TensorBoard's profile plugin; or its .xplane.pb in XProf)."
+            )
 
 
 class Trainer:
@@ -527,6 +567,8 @@ class Trainer:
             # Whatever stops the loop (an error, Ctrl-C), a checkpoint being
             # written in the background is finished, not left half-written.
             self._close_quietly()
+            if getattr(self, 'profiler', None):
+                self.profiler.stop(quiet=True)
             raise
         return self._finish(step, seconds, last_train, last_eval)
 
@@ -542,6 +584,7 @@ class Trainer:
         last_train, last_eval = {}, {}
         step = saved = self.start_step
         batches = self.task.train_batches
+        profiler = self.profiler = _Profiler(self.workdir, c.get('profile_steps', 0))
         while step < end:
             if stop.caught:
                 if history:  # The steps since the last log line: logged too.
@@ -560,6 +603,7 @@ class Trainer:
                 refresh=self.method.refresh_due(step - 1),
             )
             history.append(aux)
+            profiler.after_step(step, aux)
             if len(history) > _MAX_IN_FLIGHT:
                 # Usually long finished: a cheap check that bounds the queue.
                 jax.block_until_ready(history[-1 - _MAX_IN_FLIGHT])
@@ -586,6 +630,7 @@ class Trainer:
                     end,
                 )
                 history, window_start = [], time.time()
+                profiler.after_log(step)
             if save_now:
                 if self._save(step, force=step == end):
                     saved = step
@@ -593,6 +638,7 @@ class Trainer:
             if c.eval.every_steps and step % c.eval.every_steps == 0:
                 last_eval = self.evaluate(step)
                 window_start = time.time()  # Keep eval out of throughput.
+        profiler.stop(history[-1] if history else None)
         self.time_limited = step < total
         if self.time_limited:
             say(

@@ -106,10 +106,17 @@ def trained(tmp_path_factory):
             str(work),
             '--config.num_train_steps=10',
             '--config.eval.at_end=False',
+            '--config.profile_steps=2',
         ]
     )
     assert code == 0
     return work
+
+
+def test_profile_steps_write_a_trace(trained):
+    # Steps 6-7, after the first log line at step 5 (runlocal logs every 5).
+    traces = list((trained / 'profile').glob('plugins/profile/*/*.xplane.pb'))
+    assert len(traces) == 1 and traces[0].stat().st_size > 0
 
 
 def test_long_sentences_are_counted(trained):
