@@ -1,6 +1,6 @@
 """Config blocks every task's base config shares: the device mesh, the
-checkpoints and the top-level step controls (time limit, micro-batches,
-profiling). The task bases (translation_base, image_classification_base,
+checkpoints and the top-level run controls (time limit, micro-batches,
+profiling, plugin imports). The task bases (translation_base, image_classification_base,
 mt2st_sst2) call these, then set their own fields."""
 
 import ml_collections
@@ -46,3 +46,7 @@ def step_controls(config):
     # profile plugin), from the step after the first log line, when the
     # first shapes have compiled. 0 = none.
     config.profile_steps = 0
+    # Modules (names, or paths of .py files) to import before the run is
+    # built: methods, models or tasks of your own that register themselves
+    # (docs/extending.md). evaluate and translate import them again.
+    config.imports = ()

@@ -106,4 +106,8 @@ def workdir_config(workdir: str, *, task: str = '', needed_by: str = ''):
             f'{workdir} is a {config.get("task")!r} run; {needed_by} needs a '
             f'{task} run.'
         )
+    from jaxdistill import registry  # pylint: disable=g-import-not-at-top
+
+    # The run's own methods or models, if it named any (config.imports).
+    registry.import_plugins(config.get('imports', ()))
     return config

@@ -7,7 +7,12 @@ registry.get('method', 'supervised')
 """
 
 import difflib
-from typing import Any, Callable
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+from typing import Any, Callable, Iterable
 
 from jaxdistill.errors import ConfigError
 
@@ -42,3 +47,62 @@ def get(kind: str, name: str) -> Any:
             f'Unknown {kind} {name!r}.{hint} Known: {", ".join(sorted(table))}.'
         )
     return table[name]
+
+
+def import_plugins(entries: Iterable[str], *, key: str = 'imports') -> None:
+    """Imports the modules a config names in `config.imports`, so that the
+    methods, models or tasks they register exist before the run is built.
+
+    Each entry is a module name (importable from `sys.path`) or the path of a
+    `.py` file. A file is imported once per process, under a name made from
+    its absolute path, so a run, `evaluate` and `translate` (which read the
+    entries back from the run's config.json) register the same classes.
+
+    Raises:
+      ConfigError: an entry that is not a string, a missing file, or a module
+        that cannot be found. Errors raised inside a plugin propagate with a
+        note naming it: they are bugs in its code.
+    """
+    if isinstance(entries, str):
+        entries = (entries,)
+    for entry in entries:
+        if not isinstance(entry, str) or not entry:
+            raise ConfigError(
+                f'{key} holds {entry!r}: each entry must be a module name or the '
+                'path of a .py file.'
+            )
+        try:
+            if entry.endswith('.py'):
+                _import_file(entry, key)
+            else:
+                importlib.import_module(entry)
+        except ModuleNotFoundError as e:
+            if e.name is None or not entry.startswith(e.name.split('.')[0]):
+                raise  # A module the plugin itself imports: its own bug.
+            raise ConfigError(
+                f'{key}: cannot import {entry!r} ({e}). Put its folder on '
+                'PYTHONPATH, or name the .py file by its path.'
+            ) from None
+        except ConfigError:
+            raise
+        except Exception as e:
+            e.add_note(f'(raised while importing {entry!r}, listed in {key})')
+            raise
+
+
+def _import_file(path: str, key: str) -> None:
+    path = os.path.abspath(path)
+    if not os.path.isfile(path):
+        raise ConfigError(f'{key}: plugin file {path} does not exist.')
+    digest = hashlib.sha1(path.encode()).hexdigest()[:12]
+    name = f'_jaxdistill_plugin_{digest}'
+    if name in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise

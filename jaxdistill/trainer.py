@@ -359,6 +359,8 @@ class Trainer:
     ):
         self.created = time.time()  # `time_limit_minutes` counts from here.
         self.config, self.workdir = config, workdir
+        # Plugins first: they register the methods, models or tasks named below.
+        registry.import_plugins(config.get('imports', ()))
         _check_loop_settings(config)
         os.makedirs(workdir, exist_ok=True)
         _check_config_compatible(config, workdir)

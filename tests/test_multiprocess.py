@@ -46,11 +46,16 @@ def test_two_processes_match_one_process(tmp_path):
 
 def test_time_limit_stops_every_process_at_the_same_step(tmp_path):
     # Far shorter than compiling: both stop at the first log line (step 2),
-    # with process 0's decision broadcast to process 1.
+    # with process 0's decision broadcast to process 1. The steps also
+    # accumulate two micro-batches, each spread over both processes' devices.
     outs = helpers.run_two_processes(
-        tmp_path, *OVERRIDES, '--config.time_limit_minutes=0.0001'
+        tmp_path,
+        *OVERRIDES,
+        '--config.time_limit_minutes=0.0001',
+        '--config.microbatches=2',
     )
     # Progress is printed by process 0 only.
+    assert 'each batch in 2 micro-batches' in outs[0], outs[0][-2000:]
     assert 'Time limit: stopped at step 2 of 12' in outs[0], outs[0][-2000:]
     step, _ = helpers.final_params(tmp_path)
     assert step == 2

@@ -1,0 +1,69 @@
+"""docs/extending.md: the method and config on the page, taken from it, train."""
+
+import json
+import re
+
+import pytest
+
+from jaxdistill import evaluate
+from jaxdistill import registry
+from jaxdistill import train
+from jaxdistill.errors import ConfigError
+from tests import helpers
+
+PAGE = helpers.REPO / 'docs' / 'extending.md'
+
+
+def _page_files() -> dict:
+    """{file name: code} of the page's `<!-- file: NAME -->` blocks."""
+    text = PAGE.read_text(encoding='utf-8')
+    return dict(re.findall(r'<!-- file: (\S+) -->\n```python\n(.*?)```', text, re.S))
+
+
+def _records(workdir):
+    return [json.loads(line) for line in (workdir / 'metrics.jsonl').open()]
+
+
+def test_the_pages_method_trains_resumes_and_evaluates(tmp_path, monkeypatch, capsys):
+    files = _page_files()
+    assert set(files) == {'mean_teacher.py', 'mean_teacher_synthetic.py'}
+    for name, code in files.items():
+        (tmp_path / name).write_text(code, encoding='utf-8')
+    monkeypatch.syspath_prepend(str(helpers.REPO / 'configs'))  # As the page says.
+    work = tmp_path / 'run'
+    args = [
+        '--config',
+        f'{tmp_path}/mean_teacher_synthetic.py:runlocal',
+        '--workdir',
+        str(work),
+        '--config.method.decay=0.9',
+        '--config.microbatches=2',
+        '--config.eval.at_end=False',
+    ]
+    assert train.main([*args, '--config.num_train_steps=10']) == 0
+    kd = [r['train/kd'] for r in _records(work) if 'train/kd' in r]
+    assert len(kd) == 2 and kd[-1] > 0  # The teacher drifts from the student.
+    # Resumed: the plugin is imported again from the saved config.
+    assert train.main([*args, '--config.num_train_steps=12']) == 0
+    assert 'Resumed from' in capsys.readouterr().out
+    assert json.loads((work / 'summary.json').read_text())['step'] == 12
+    # evaluate reads config.imports back from config.json.
+    assert evaluate.main(['--workdir', str(work)]) == 0
+    text = capsys.readouterr().out
+    out, _ = json.JSONDecoder().raw_decode(text[text.index('\n{') + 1 :])
+    assert out['step'] == 12
+    assert {'eval/student/loss', 'eval/teacher/loss', 'eval/churn'} <= set(out)
+
+
+def test_bad_imports_are_named(tmp_path):
+    with pytest.raises(ConfigError, match=r'imports: plugin file .*nowhere.py'):
+        registry.import_plugins([str(tmp_path / 'nowhere.py')])
+    with pytest.raises(ConfigError, match=r"cannot import 'no_such_module_xyz'"):
+        registry.import_plugins(['no_such_module_xyz'])
+    with pytest.raises(ConfigError, match='each entry must be a module name'):
+        registry.import_plugins([3])
+    bug = tmp_path / 'buggy.py'
+    bug.write_text('raise RuntimeError("a bug in the plugin")\n')
+    with pytest.raises(RuntimeError, match='a bug in the plugin') as e:
+        registry.import_plugins([str(bug)])
+    assert 'listed in imports' in ' '.join(e.value.__notes__)
