@@ -24,7 +24,7 @@ def _records(workdir):
     return [json.loads(line) for line in (workdir / 'metrics.jsonl').open()]
 
 
-def test_the_pages_method_trains_resumes_and_evaluates(tmp_path, monkeypatch, capsys):
+def test_the_pages_method_trains_and_evaluates(tmp_path, monkeypatch, capsys):
     files = _page_files()
     assert set(files) == {'mean_teacher.py', 'mean_teacher_synthetic.py'}
     for name, code in files.items():
@@ -43,15 +43,12 @@ def test_the_pages_method_trains_resumes_and_evaluates(tmp_path, monkeypatch, ca
     assert train.main([*args, '--config.num_train_steps=10']) == 0
     kd = [r['train/kd'] for r in _records(work) if 'train/kd' in r]
     assert len(kd) == 2 and kd[-1] > 0  # The teacher drifts from the student.
-    # Resumed: the plugin is imported again from the saved config.
-    assert train.main([*args, '--config.num_train_steps=12']) == 0
-    assert 'Resumed from' in capsys.readouterr().out
-    assert json.loads((work / 'summary.json').read_text())['step'] == 12
+    capsys.readouterr()
     # evaluate reads config.imports back from config.json.
     assert evaluate.main(['--workdir', str(work)]) == 0
     text = capsys.readouterr().out
     out, _ = json.JSONDecoder().raw_decode(text[text.index('\n{') + 1 :])
-    assert out['step'] == 12
+    assert out['step'] == 10
     assert {'eval/student/loss', 'eval/teacher/loss', 'eval/churn'} <= set(out)
 
 
