@@ -28,6 +28,12 @@ def checkpoint(every_steps: int, keep: int):
     config.keep = keep
     # Write checkpoints in the background.
     config.async_save = True
+    # Also keep the checkpoint with the best value of this evaluation metric
+    # (a logged name, e.g. 'eval/bleu'; '' = none), however old; every
+    # evaluation then saves a checkpoint. summary.json names its step.
+    config.best_metric = ''
+    # 'max' (accuracy, BLEU) or 'min' (loss).
+    config.best_mode = 'max'
     return config
 
 

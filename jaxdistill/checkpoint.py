@@ -10,6 +10,7 @@ previous step.
 
 from typing import Any
 
+import logging as std_logging
 import os
 import re
 import shutil
@@ -20,25 +21,83 @@ from etils import epath
 import jax
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from jaxdistill.errors import CheckpointMismatchError
 
 
+class _QuietUnrankedSaves(std_logging.Filter):
+    """Drops Orbax's warning for a save without metrics: with `best_metric`
+    the periodic saves between evaluations have none, by design."""
+
+    def filter(self, record):
+        return 'did not provide metrics' not in record.getMessage()
+
+
+_QUIET_UNRANKED = _QuietUnrankedSaves()
+
+
 class Checkpointer:
-    """Saves every `every` steps (and when forced), keeps the last `keep`."""
+    """Saves every `every` steps (and when forced), keeps the last `keep`.
+
+    With `best_metric` (a logged name such as 'eval/bleu'), the checkpoint
+    saved with the best value of it (`save(..., metrics=)`; the highest, or
+    the lowest with `best_mode='min'`) is kept as well, however old.
+    """
 
     def __init__(
-        self, directory: str, *, every: int, keep: int, async_save: bool = True
+        self,
+        directory: str,
+        *,
+        every: int,
+        keep: int,
+        async_save: bool = True,
+        best_metric: str = '',
+        best_mode: str = 'max',
     ):
+        self.best_metric, self.best_mode = best_metric, best_mode
+        latest = keep if keep and keep > 0 else None
         self._options = dict(
             save_interval_steps=max(int(every), 1),
-            max_to_keep=keep if keep and keep > 0 else None,
             cleanup_tmp_directories=True,
             enable_async_checkpointing=async_save,
             create=True,
         )
+        if best_metric:
+            # best_fn only makes Orbax write the metrics of a save (the
+            # preservation policy below decides what is kept).
+            std_logging.getLogger('absl').addFilter(_QUIET_UNRANKED)
+            self._options['best_fn'] = lambda m: m[best_metric]
+            self._options['best_mode'] = best_mode
+            self._options['preservation_policy'] = pp.AnyPreservationPolicy(
+                [
+                    pp.LatestN(n=latest),
+                    pp.BestN(
+                        get_metric_fn=lambda m: m[best_metric],
+                        reverse=best_mode == 'min',  # Keeps the sort's last.
+                        n=1,
+                        keep_checkpoints_without_metrics=False,
+                    ),
+                ]
+            )
+        else:
+            self._options['max_to_keep'] = latest
         self.directory = directory
         self._open()
+
+    def best_step(self) -> tuple[int, float] | None:
+        """(step, value) of the kept checkpoint with the best `best_metric`."""
+        best = None
+        for step in self.all_steps():
+            value = (self._manager.metrics(step) or {}).get(self.best_metric)
+            if value is None:
+                continue
+            better = best is None or (
+                value < best[1] if self.best_mode == 'min' else value > best[1]
+            )
+            if better:
+                best = (step, float(value))
+        return best
 
     def _open(self):
         self._manager = ocp.CheckpointManager(
@@ -53,13 +112,26 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def save(self, step: int, state: Any, meta: dict, *, force: bool = False) -> bool:
-        """Saves `state` and the JSON-able `meta` at `step`; True if written."""
+    def save(
+        self,
+        step: int,
+        state: Any,
+        meta: dict,
+        *,
+        force: bool = False,
+        metrics: dict | None = None,
+    ) -> bool:
+        """Saves `state` and the JSON-able `meta` at `step`; True if written.
+
+        `metrics`: {name: float} the step was evaluated with, which the
+        `best_metric` policy ranks checkpoints by.
+        """
         return self._manager.save(
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
             ),
+            metrics=metrics,
             force=force,
         )
 

@@ -95,6 +95,22 @@ def _check_loop_settings(config):
         ('microbatches', c.get('microbatches', 1), 1),
         ('profile_steps', c.get('profile_steps', 0), 0),
     )
+    best, mode = (
+        c.checkpoint.get('best_metric', ''),
+        c.checkpoint.get('best_mode', 'max'),
+    )
+    if not isinstance(best, str):
+        raise ConfigError(
+            f'checkpoint.best_metric={best!r} must be the name of a logged '
+            "evaluation metric, e.g. 'eval/bleu' ('' for none)."
+        )
+    if mode not in ('max', 'min'):
+        raise ConfigError(f"checkpoint.best_mode={mode!r} must be 'max' or 'min'.")
+    if best and not c.eval.every_steps and not c.eval.get('at_end', True):
+        raise ConfigError(
+            f'checkpoint.best_metric={best!r} ranks evaluated checkpoints, but '
+            'this run never evaluates (eval.every_steps=0, eval.at_end=False).'
+        )
     limit = c.get('time_limit_minutes', 0.0)
     if (
         isinstance(limit, bool)
@@ -400,6 +416,8 @@ class Trainer:
             every=c.every_steps,
             keep=c.keep,
             async_save=c.async_save,
+            best_metric=c.get('best_metric', ''),
+            best_mode=c.get('best_mode', 'max'),
         )
         try:
             if restore_step is None:
@@ -449,7 +467,18 @@ class Trainer:
         except Exception as e:  # pylint: disable=broad-except
             logging.warning('Closing the checkpoints after an error failed: %s', e)
 
-    def _save(self, step: int, force: bool = False):
+    def _best_value(self, metrics: dict) -> dict:
+        """{best_metric: value} from an evaluation's metrics; a ConfigError
+        listing the logged names if the run does not log it."""
+        name = self.ckpt.best_metric
+        if name not in metrics:
+            raise ConfigError(
+                f'checkpoint.best_metric={name!r} is not among the evaluation '
+                f'metrics of this run: {", ".join(sorted(metrics))}.'
+            )
+        return {name: float(metrics[name])}
+
+    def _save(self, step: int, force: bool = False, metrics: dict | None = None):
         meta = {
             'data_position': self.task.train_batches.position,
             'step': step,
@@ -457,7 +486,7 @@ class Trainer:
             'devices': jax.device_count(),
             'batches_per_epoch': self.task.train_batches.batches_per_epoch(),
         }
-        return self.ckpt.save(step, self.state, meta, force=force)
+        return self.ckpt.save(step, self.state, meta, force=force, metrics=metrics)
 
     def _log(self, step, history, seconds, compiling, progress, end):
         """Logs a window of `history`'s steps: `seconds` of stepping, plus
@@ -583,7 +612,7 @@ class Trainer:
         c = self.config
         end = total = c.num_train_steps
         history, window_start, run_start = [], time.time(), time.time()
-        last_train, last_eval = {}, {}
+        last_train, last_eval, evaluated = {}, {}, None
         step = saved = self.start_step
         batches = self.task.train_batches
         profiler = self.profiler = _Profiler(self.workdir, c.get('profile_steps', 0))
@@ -633,12 +662,20 @@ class Trainer:
                 )
                 history, window_start = [], time.time()
                 profiler.after_log(step)
+            eval_now = bool(c.eval.every_steps) and step % c.eval.every_steps == 0
+            if self.ckpt.best_metric and (eval_now or (step == end and c.eval.at_end)):
+                # Evaluated first, then saved with the value it is ranked by.
+                last_eval, evaluated = self.evaluate(step), step
+                if self._save(step, force=True, metrics=self._best_value(last_eval)):
+                    saved = step
+                window_start = time.time()  # Keep eval and saving out of throughput.
+                continue
             if save_now:
                 if self._save(step, force=step == end):
                     saved = step
                 window_start = time.time()  # Keep checkpointing out of throughput.
-            if c.eval.every_steps and step % c.eval.every_steps == 0:
-                last_eval = self.evaluate(step)
+            if eval_now:
+                last_eval, evaluated = self.evaluate(step), step
                 window_start = time.time()  # Keep eval out of throughput.
         profiler.stop(history[-1] if history else None)
         self.time_limited = step < total
@@ -648,8 +685,7 @@ class Trainer:
                 f'({self.pace:.3f} s/step so far).'
             )
         self.ckpt.wait()
-        evaluated_last = c.eval.every_steps and step % c.eval.every_steps == 0
-        if c.eval.at_end and not (evaluated_last and last_eval):
+        if c.eval.at_end and evaluated != step:
             last_eval = self.evaluate(step)
         return step, last_train, last_eval, time.time() - run_start
 
@@ -703,6 +739,10 @@ class Trainer:
             **{k: float(v) for k, v in {**last_train, **last_eval}.items()},
             **{f'data/{k}': v for k, v in self.data_summary.items()},
         }
+        best = self.ckpt.best_step() if self.ckpt.best_metric else None
+        if best is not None:  # The checkpoint kept for its best evaluation.
+            summary['best_step'] = best[0]
+            summary[f'best/{self.ckpt.best_metric}'] = best[1]
         if hasattr(self.task, 'bleu_signature'):
             summary['sacrebleu_signature'] = self.task.bleu_signature
         if jax.process_index() == 0:
