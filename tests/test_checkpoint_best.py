@@ -19,8 +19,9 @@ OVERRIDES = [
     '--config.checkpoint.best_metric=eval/loss',
     '--config.checkpoint.best_mode=max',
     '--config.checkpoint.keep=1',
-    '--config.checkpoint.every_steps=3',
+    '--config.checkpoint.every_steps=10',
     '--config.eval.every_steps=5',
+    '--config.eval.bleu=False',  # The loss ranks; no decoding needed.
 ]
 
 
