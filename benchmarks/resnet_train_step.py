@@ -46,7 +46,9 @@ import self_distill_cifar10  # pylint: disable=g-import-not-at-top,wrong-import-
 def _parse():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--size', choices=sorted(self_distill_cifar10.SIZES), default='cpu')
-    p.add_argument('--quick', action='store_true', help='tiny network, few steps')
+    p.add_argument(
+        '--quick', action='store_true', help='tiny network, few steps, the ends only'
+    )
     p.add_argument('--batch', type=int, default=128, help='the benchmark batch')
     p.add_argument('--steps', type=int, default=20, help='steps per timing')
     p.add_argument('--repeats', type=int, default=3, help='timings; the best is kept')
@@ -133,8 +135,8 @@ def main():
     )
     labels, fns, states = [], [], []
     for d, dtype in enumerate(args.dtypes):
-        # After the first dtype, the ends only.
-        variants = _variants(len(stages), every_variant=not d)
+        # After the first dtype (and in a --quick smoke run), the ends only.
+        variants = _variants(len(stages), every_variant=not d and not args.quick)
         for label, exits, sd_loss, exit_head in variants:
             model = resnet.ResNet(
                 num_classes=10,

@@ -3,6 +3,7 @@
 import json
 import types
 
+import numpy as np
 import pytest
 
 from jaxdistill import checkpoint
@@ -29,7 +30,7 @@ def _steps(work):
     return sorted(int(p.name) for p in (work / 'checkpoints').iterdir())
 
 
-def test_best_checkpoint_is_kept_through_rotation_and_resume(tmp_path):
+def test_best_checkpoint_is_kept_through_rotation(tmp_path):
     work = tmp_path / 'run'
     args = [*OVERRIDES, '--workdir', str(work)]
     assert train.main([*args, '--config.num_train_steps=20']) == 0
@@ -43,13 +44,27 @@ def test_best_checkpoint_is_kept_through_rotation_and_resume(tmp_path):
     assert summary['best_step'] == 5
     assert summary['best/eval/loss'] == pytest.approx(losses[5])
 
-    # Resumed, the best is read back from the checkpoint's metrics.
-    assert train.main([*args, '--config.num_train_steps=25']) == 0
-    assert _steps(work) == [5, 25]
-    assert json.loads((work / 'summary.json').read_text())['best_step'] == 5
     # The kept checkpoint is a whole one (evaluate/translate --step 5 load it).
     state = checkpoint.read_state(str(work / 'checkpoints' / '5'))
     assert int(state['step']) == 5 and state['params']
+
+
+def test_ranking_is_read_back_when_the_checkpoints_are_reopened(tmp_path):
+    """What a resumed run sees: the kept checkpoints' metrics, from disk."""
+    state = {'w': np.zeros(3, np.float32)}
+    opts = dict(every=1, keep=1, best_metric='eval/loss', best_mode='min')
+    ckpt = checkpoint.Checkpointer(str(tmp_path / 'c'), **opts)
+    for step, loss in ((1, 3.0), (2, 1.0), (3, 2.0), (4, None), (5, 5.0)):
+        metrics = None if loss is None else {'eval/loss': loss}
+        ckpt.save(step, state, {}, force=True, metrics=metrics)
+    ckpt.close()
+    ckpt = checkpoint.Checkpointer(str(tmp_path / 'c'), **opts)
+    assert ckpt.all_steps() == [2, 5]  # The latest, and the lowest loss.
+    assert ckpt.best_step() == (2, 1.0)
+    ckpt.save(6, state, {}, force=True, metrics={'eval/loss': 0.5})
+    ckpt.wait()
+    assert ckpt.all_steps() == [6] and ckpt.best_step() == (6, 0.5)
+    ckpt.close()
 
 
 def test_best_metric_settings_are_named():
