@@ -24,11 +24,8 @@ without dropout. Writes benchmarks/results/microbatches.json and .png
 """
 
 import argparse
-import contextlib
 import pathlib
 import sys
-import tempfile
-import time
 
 import jax
 import numpy as np
@@ -38,8 +35,6 @@ import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 import train_step_throughput as tst  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from jaxdistill import configuration  # pylint: disable=g-import-not-at-top
-from jaxdistill import sharding  # pylint: disable=g-import-not-at-top
-from jaxdistill import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
 
 
 def parse_args():
@@ -83,63 +78,30 @@ def measure(args) -> list[dict]:
             tst.load_config(args.config, args.data_dir), args.overrides
         )
         config.microbatches = k
-        configs[k] = config
-    rows = []
-    with tempfile.TemporaryDirectory() as workdir:
-        trainers = {
-            k: trainer_lib.Trainer(c, f'{workdir}/k{k}') for k, c in configs.items()
+        configs[str(k)] = config
+    rows = tst.alternate_steps(
+        configs, args.lengths, args.repeats, inspect=compiled_memory
+    )
+    for row in rows:
+        memory, times = row.pop('inspected'), row['step_seconds_runs']
+        ks = [str(k) for k in args.microbatches]
+        row['memory_bytes'] = {k: memory[k] for k in ks}
+        row['temp_ratio_vs_1'] = {
+            k: memory[k]['temp'] / memory['1']['temp'] for k in ks
         }
-        if any(tr.method.phase(0) is not None for tr in trainers.values()):
-            raise SystemExit(f'{args.config}: a method with phases; use supervised.')
-        batcher = trainers[max(trainers)].task.train_batches
-        for length in args.lengths:
-            batch = tst.batch_of_length(batcher, length)
-            arrays = {
-                k: sharding.global_batch(batch, tr.batch_sharding)
-                for k, tr in trainers.items()
-            }
-            memory = {k: compiled_memory(tr, arrays[k]) for k, tr in trainers.items()}
-            times = {k: [] for k in trainers}
-            for repeat in range(args.repeats + 2):
-                for k, tr in trainers.items():
-                    t = time.perf_counter()
-                    tr.state, aux = tr.step_fn(tr.state, arrays[k])
-                    jax.block_until_ready(aux)
-                    if repeat >= 2:
-                        times[k].append(time.perf_counter() - t)
-            median = {k: float(np.median(v)) for k, v in times.items()}
-            rows.append(
-                {
-                    'bucket_length': length,
-                    'batch_rows': int(batch['inputs'].shape[0]),
-                    'target_tokens': int((batch['targets'] != 0).sum()),
-                    'memory_bytes': {str(k): memory[k] for k in sorted(memory)},
-                    'temp_ratio_vs_1': {
-                        str(k): memory[k]['temp'] / memory[1]['temp']
-                        for k in sorted(memory)
-                    },
-                    'step_seconds_runs': {str(k): times[k] for k in sorted(times)},
-                    'step_seconds_median': {str(k): median[k] for k in sorted(median)},
-                    # Per round (the arms ran back to back), then the median:
-                    # the host's drift between rounds cancels.
-                    'time_ratio_vs_1': {
-                        str(k): float(np.median(np.array(times[k]) / times[1]))
-                        for k in sorted(times)
-                    },
-                }
+        # Per round (the arms ran back to back), then the median: the host's
+        # drift between rounds cancels.
+        row['time_ratio_vs_1'] = {
+            k: float(np.median(np.array(times[k]) / times['1'])) for k in ks
+        }
+        print(
+            f'bucket {row["bucket_length"]} ({row["batch_rows"]} rows): '
+            + ', '.join(
+                f'k={k} temp {memory[k]["temp"] / 2**20:,.0f} MiB '
+                f'{row["step_seconds_median"][k] * 1e3:,.0f} ms'
+                for k in ks
             )
-            print(
-                f'bucket {length} ({rows[-1]["batch_rows"]} rows): '
-                + ', '.join(
-                    f'k={k} temp {memory[k]["temp"] / 2**20:,.0f} MiB '
-                    f'{median[k] * 1e3:,.0f} ms'
-                    for k in sorted(memory)
-                )
-            )
-        for tr in trainers.values():
-            with contextlib.suppress(Exception):
-                tr.ckpt.close()
-                tr.writer.close()
+        )
     return rows
 
 

@@ -80,15 +80,21 @@ def load_config(spec: str, data_dir: str):
     return config
 
 
-def alternate_steps(configs: dict, lengths, repeats: int, contexts=None) -> list:
+def alternate_steps(
+    configs: dict, lengths, repeats: int, contexts=None, inspect=None
+) -> list:
     """Times one Trainer per config, stepping alternately on the same batches.
 
     `configs` maps an arm's name to its config; the Trainers live in a
-    temporary workdir for the call. `contexts` optionally maps a name to a
+    temporary workdir for the call, and the batches come from the first
+    one's batcher. `contexts` optionally maps a name to a
     zero-argument context-manager factory entered around that arm's steps (jit
-    traces at the first call, so it fixes what that arm compiles). Two untimed
-    rounds compile and settle the allocator. Returns one row per bucket
-    length: the batch's shapes, per-arm step seconds and medians.
+    traces at the first call, so it fixes what that arm compiles).
+    `inspect(trainer, arrays) -> dict`, if given, runs for every arm on each
+    bucket's batch before the timing; its results go in the row under
+    'inspected'. Two untimed rounds compile and settle the allocator.
+    Returns one row per bucket length: the batch's shapes, per-arm step
+    seconds and medians.
     """
     contexts = contexts or {}
     rows = []
@@ -100,6 +106,11 @@ def alternate_steps(configs: dict, lengths, repeats: int, contexts=None) -> list
         first = next(iter(trainers.values()))
         for length in lengths:
             batch = batch_of_length(first.task.train_batches, length)
+            inspected = {
+                name: inspect(tr, sharding.global_batch(batch, tr.batch_sharding))
+                for name, tr in trainers.items()
+                if inspect
+            }
             times = {name: [] for name in trainers}
             for repeat in range(repeats + 2):
                 for name, tr in trainers.items():
@@ -121,6 +132,7 @@ def alternate_steps(configs: dict, lengths, repeats: int, contexts=None) -> list
                     'step_seconds_median': {
                         n: float(np.median(v)) for n, v in times.items()
                     },
+                    **({'inspected': inspected} if inspect else {}),
                 }
             )
         for tr in trainers.values():

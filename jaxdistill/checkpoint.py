@@ -64,16 +64,17 @@ class Checkpointer:
             create=True,
         )
         if best_metric:
-            # best_fn only makes Orbax write the metrics of a save (the
-            # preservation policy below decides what is kept).
+            rank = lambda m: m[best_metric]  # noqa: E731
+            # best_fn makes Orbax write each save's metrics and rank them
+            # (`best_step`); the preservation policy decides what is kept.
             std_logging.getLogger('absl').addFilter(_QUIET_UNRANKED)
-            self._options['best_fn'] = lambda m: m[best_metric]
+            self._options['best_fn'] = rank
             self._options['best_mode'] = best_mode
             self._options['preservation_policy'] = pp.AnyPreservationPolicy(
                 [
                     pp.LatestN(n=latest),
                     pp.BestN(
-                        get_metric_fn=lambda m: m[best_metric],
+                        get_metric_fn=rank,
                         reverse=best_mode == 'min',  # Keeps the sort's last.
                         n=1,
                         keep_checkpoints_without_metrics=False,
@@ -86,18 +87,13 @@ class Checkpointer:
         self._open()
 
     def best_step(self) -> tuple[int, float] | None:
-        """(step, value) of the kept checkpoint with the best `best_metric`."""
-        best = None
-        for step in self.all_steps():
-            value = (self._manager.metrics(step) or {}).get(self.best_metric)
-            if value is None:
-                continue
-            better = best is None or (
-                value < best[1] if self.best_mode == 'min' else value > best[1]
-            )
-            if better:
-                best = (step, float(value))
-        return best
+        """(step, value) of the kept checkpoint with the best `best_metric`
+        (Orbax's ranking of the saves that had metrics), or None."""
+        step = self._manager.best_step()
+        metrics = self._manager.metrics(step) if step is not None else None
+        if not metrics or self.best_metric not in metrics:
+            return None
+        return step, float(metrics[self.best_metric])
 
     def _open(self):
         self._manager = ocp.CheckpointManager(

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 import optax
 
+from jaxdistill import configuration
 from jaxdistill import optim
 from jaxdistill import sharding as sharding_lib
 from jaxdistill.errors import ConfigError
@@ -147,8 +148,7 @@ def _join_rows(x, k):
 
 def check_microbatches(method: Method, k: int):
     """ConfigError unless `k` micro-batches can serve `method`."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ConfigError(f'microbatches={k!r} must be an integer >= 1.')
+    configuration.check_counts(('microbatches', k, 1))
     if k > 1 and not method.supports_microbatches:
         raise ConfigError(
             f'microbatches={k}: method {type(method).__name__} needs the whole '
