@@ -185,15 +185,23 @@ def process_slice(global_rows: int) -> slice:
     return slice(i * per, (i + 1) * per)
 
 
-def global_batch(batch: dict, sharding: NamedSharding) -> dict:
-    """Global jax.Arrays from a global numpy batch, each process giving its rows.
+def global_batch(batch: dict, sharding: NamedSharding, *, local: bool = False) -> dict:
+    """Global jax.Arrays from numpy batches, each process giving its rows.
 
-    Every process computes the same global numpy batch (the data order is a
-    pure function of the seed and position) and contributes its slice.
+    Args:
+      batch: the whole global batch (every process computes the same one:
+        the data order is a pure function of the seed and position), of which
+        each process sends its slice; or, with `local`, only this process's
+        rows (part `process_index` of `process_count`, as a batcher's
+        `set_part` makes them), so that no process builds the others' rows.
+      sharding: how the global arrays' rows lie over the devices.
     """
 
     def one(x):
-        local = x[process_slice(x.shape[0])]
-        return jax.make_array_from_process_local_data(sharding, local, x.shape)
+        if local:
+            shape = (x.shape[0] * jax.process_count(), *x.shape[1:])
+            return jax.make_array_from_process_local_data(sharding, x, shape)
+        local_rows = x[process_slice(x.shape[0])]
+        return jax.make_array_from_process_local_data(sharding, local_rows, x.shape)
 
     return jax.tree.map(one, batch)

@@ -170,8 +170,11 @@ class GatherBatcher:
         rows = batch['index']
         return {**batch, **{k: v[rows] for k, v in self._arrays.items()}}
 
-    def batch_at(self, epoch: int, index: int) -> dict:
-        return self._add(self._inner.batch_at(epoch, index))
+    def batch_at(self, epoch: int, index: int, part=None) -> dict:
+        return self._add(self._inner.batch_at(epoch, index, part=part))
+
+    def set_part(self, index: int, count: int) -> None:
+        self._inner.set_part(index, count)
 
     @property
     def position(self) -> dict:

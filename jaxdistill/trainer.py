@@ -175,6 +175,25 @@ def _changed_settings(config, workdir) -> str:
     )
 
 
+def _feed_own_rows(batches) -> bool:
+    """With several processes, tells the task's batcher to build only this
+    process's rows of each batch (where it can: `set_part`); True if so.
+    A batcher without `set_part` (a task of your own) builds the global batch
+    and each process sends its slice of it, as with one process."""
+    if jax.process_count() == 1 or not hasattr(batches, 'set_part'):
+        return False
+    batches.set_part(jax.process_index(), jax.process_count())
+    return True
+
+
+def _feeding_note(own_rows: bool) -> str:
+    if jax.process_count() == 1:
+        return ''
+    if own_rows:
+        return ', each building only its own rows of every batch'
+    return ', each building every batch whole and sending its own rows'
+
+
 def _resume_position(meta: dict, batches, *, note: bool = True) -> dict:
     """The checkpoint's data position, carried over to this run's batching.
 
@@ -403,6 +422,7 @@ class Trainer:
             shard_params=config.mesh.shard_params,
         )
         self.batch_sharding = sharding_lib.batch_sharding(self.mesh)
+        self._own_rows = _feed_own_rows(self.task.train_batches)
         self.step_fn = train_step_lib.make_train_step(
             self.method,
             self.tx,
@@ -579,7 +599,9 @@ class Trainer:
         say(
             f'Training {c.method.name} on {c.task} for {total} steps '
             f'({_plural(jax.device_count(), "device")}, '
-            f'{_plural(jax.process_count(), "process")})'
+            f'{_plural(jax.process_count(), "process")}'
+            + _feeding_note(self._own_rows)
+            + ')'
             + _replica_layout(c, self.mesh)
             + _microbatch_note(c)
             + '\ndata: '
@@ -626,7 +648,9 @@ class Trainer:
                     self._log(step, history, stepping, compiling, 0.0, step)
                 self._save_on_signal(step, saved, stop.caught)
             step += 1
-            batch = sharding_lib.global_batch(next(batches), self.batch_sharding)
+            batch = sharding_lib.global_batch(
+                next(batches), self.batch_sharding, local=self._own_rows
+            )
             self.state, aux = self.step_fn(
                 self.state,
                 batch,

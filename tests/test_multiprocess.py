@@ -33,7 +33,7 @@ def test_two_processes_match_one_process(tmp_path):
 
     two = tmp_path / 'two'
     outs = helpers.run_two_processes(two, *OVERRIDES)
-    assert '8 devices, 2 processes' in outs[0]
+    assert '8 devices, 2 processes, each building only its own rows' in outs[0]
 
     np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-5)
     assert len(_losses(one)) == 6

@@ -63,15 +63,41 @@ def _chunk(members: np.ndarray, rows: int) -> list[np.ndarray]:
     return list(padded.reshape(-1, rows))
 
 
+def part_rows(rows: int, part: Optional[tuple[int, int]]) -> slice:
+    """The rows of a `rows`-row batch that part (i, n) holds: the i-th of n
+    equal, consecutive blocks (None: all of them).
+
+    A process of n feeds block i of every global batch (its devices hold
+    those rows), so a batcher told its part builds only those rows.
+    """
+    if part is None:
+        return slice(None)
+    i, n = part
+    if rows % n:
+        raise DataError(
+            f'a batch of {rows} rows does not split into {n} equal parts '
+            '(one per process); its rows must be a multiple of the process count.'
+        )
+    per = rows // n
+    return slice(i * per, (i + 1) * per)
+
+
 class EpochCursor:
     """Where a batcher of whole epochs stands, for `next` and for resuming.
 
     A subclass sets `_num_batches` (batches per epoch) and defines
-    `batch_at(epoch, index)`; this keeps the position (epoch, index), steps
-    it, and checks a position restored from a checkpoint.
+    `batch_at(epoch, index, part=None)`; this keeps the position (epoch,
+    index), steps it, and checks a position restored from a checkpoint.
+    `set_part(i, n)` makes `next` build only part i of n of each batch (the
+    rows `part_rows` names): a process's share of the global batch.
     """
 
     _epoch, _index = 0, 0
+    _part: Optional[tuple[int, int]] = None
+
+    def set_part(self, index: int, count: int) -> None:
+        """`next` gives rows part_rows(B, (index, count)) of each batch."""
+        self._part = check_part(index, count)
 
     @property
     def position(self) -> dict:
@@ -99,11 +125,18 @@ class EpochCursor:
         return self
 
     def __next__(self) -> dict:
-        batch = self.batch_at(self._epoch, self._index)
+        batch = self.batch_at(self._epoch, self._index, part=self._part)
         self._index += 1
         if self._index == self._num_batches:
             self._epoch, self._index = self._epoch + 1, 0
         return batch
+
+
+def check_part(index: int, count: int) -> Optional[tuple[int, int]]:
+    """(index, count) checked; None for the whole batch (count 1)."""
+    if not (isinstance(count, (int, np.integer)) and count >= 1 and 0 <= index < count):
+        raise DataError(f'part {index} of {count} does not exist.')
+    return None if count == 1 else (int(index), int(count))
 
 
 class BucketedBatcher(EpochCursor):
@@ -168,14 +201,16 @@ class BucketedBatcher(EpochCursor):
     def batches_per_epoch(self) -> int:
         return self._num_batches
 
-    def batch_at(self, epoch: int, index: int) -> dict:
-        """Batch `index` of `epoch`: {'inputs', 'targets'} int32 [B, L]."""
+    def batch_at(self, epoch: int, index: int, part=None) -> dict:
+        """Batch `index` of `epoch`: {'inputs', 'targets'} int32 [B, L], or
+        only the rows `part_rows(B, part)` of it."""
         if not 0 <= index < self._num_batches or epoch < 0:
             raise DataError(
                 f'batch ({epoch}, {index}) does not exist: epochs have '
                 f'{self._num_batches} batches'
             )
         bucket, rows = self._plan(epoch)[index]
+        rows = rows[part_rows(len(rows), part)]
         length = int(self._lengths[bucket])
         return {
             'inputs': _fill(rows, self._src, length),

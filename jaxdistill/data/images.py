@@ -192,27 +192,37 @@ def load_images(
 
 
 def crop_flip(
-    images: np.ndarray, rng: np.random.Generator, *, pad: int = 4, flip: bool = True
+    images: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    pad: int = 4,
+    flip: bool = True,
+    rows: slice = slice(None),
+    batch: int = 0,
 ):
     """Random crop from the zero-padded image, and a random horizontal flip.
 
     Args:
-      images: uint8 [B, H, W, C].
+      images: uint8 [B, H, W, C], or only rows `rows` of such a batch.
       rng: numpy Generator; draws offsets [B, 2] then flips [B].
       pad: zero padding on each side; the crop keeps the size H × W.
       flip: mirror left-right with probability 1/2.
+      rows, batch: `images` holds rows `rows` of a batch of `batch` rows
+        (0: images is the whole batch). The draws are the whole batch's, so
+        a part of a batch is cropped as those rows of the whole batch are.
     Returns:
-      uint8 [B, H, W, C] (one fancy-indexing gather, no Python loop).
+      uint8 [len(images), H, W, C] (one fancy-indexing gather, no Python loop).
     """
-    b, h, w, _ = images.shape
+    n, h, w, _ = images.shape
+    b = batch or n
     padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    offsets = rng.integers(0, 2 * pad + 1, size=(b, 2))
-    rows = offsets[:, :1] + np.arange(h)
+    offsets = rng.integers(0, 2 * pad + 1, size=(b, 2))[rows]
+    top = offsets[:, :1] + np.arange(h)
     cols = offsets[:, 1:] + np.arange(w)
     if flip:
-        mirror = rng.random(b) < 0.5
+        mirror = (rng.random(b) < 0.5)[rows]
         cols = np.where(mirror[:, None], cols[:, ::-1], cols)
-    return padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    return padded[np.arange(n)[:, None, None], top[:, :, None], cols[:, None, :]]
 
 
 class ImageBatcher(batching.EpochCursor):
@@ -261,8 +271,9 @@ class ImageBatcher(batching.EpochCursor):
     def padding_fraction(self) -> float:
         return 0.0
 
-    def batch_at(self, epoch: int, index: int) -> dict:
-        """Batch `index` of `epoch` (both >= 0, index < batches_per_epoch())."""
+    def batch_at(self, epoch: int, index: int, part=None) -> dict:
+        """Batch `index` of `epoch` (both >= 0, index < batches_per_epoch()),
+        or only the rows `batching.part_rows(B, part)` of it."""
         if epoch < 0 or not 0 <= index < self._num_batches:
             raise DataError(
                 f'batch ({epoch}, {index}) does not exist: epochs have {self._num_batches} batches.'
@@ -273,11 +284,18 @@ class ImageBatcher(batching.EpochCursor):
             )
             self._perm = (epoch, order)
         rows = np.sort(self._perm[1][index * self._batch : (index + 1) * self._batch])
+        mine = batching.part_rows(self._batch, part)
+        rows = rows[mine]
         images = self._images[rows]
         if self._augment != 'none':
             rng = np.random.default_rng([self._seed, epoch, index, 1])
             images = crop_flip(
-                images, rng, pad=self._pad, flip=self._augment == 'crop_flip'
+                images,
+                rng,
+                pad=self._pad,
+                flip=self._augment == 'crop_flip',
+                rows=mine,
+                batch=self._batch,
             )
         return {self._key: images, 'label': self._labels[rows].astype(np.int32)}
 

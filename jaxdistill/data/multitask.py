@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from jaxdistill.data import batching
 from jaxdistill.data import words
 from jaxdistill.errors import DataError
 
@@ -100,27 +101,36 @@ class MultiTaskBatches:
     that; the primary batch of step s is `primary.batch_at(s // E, s % E)`.
 
     Args:
-      primary: object with `batch_at(epoch, index)` and `batches_per_epoch()`.
+      primary: object with `batch_at(epoch, index, part=None)` and
+        `batches_per_epoch()`.
       aux: name -> sampler with `at(step) -> dict` (keys unique to it).
       active: step -> names of the auxiliary tasks that step computes.
     """
 
     def __init__(self, primary, aux: dict, active: Callable[[int], tuple]):
         self.primary, self.aux, self.active = primary, aux, active
-        self._step = 0
+        self._step, self._part = 0, None
+
+    def set_part(self, index: int, count: int) -> None:
+        """`next` gives part `index` of `count` of every array's rows (the
+        primary batch's and each auxiliary task's, split separately)."""
+        self._part = batching.check_part(index, count)
 
     def batches_per_epoch(self) -> int:
         return self.primary.batches_per_epoch()
 
-    def batch_at(self, epoch: int, index: int) -> dict:
-        """The batch of global step epoch · E + index."""
-        return self.at_step(epoch * self.batches_per_epoch() + index)
+    def batch_at(self, epoch: int, index: int, part=None) -> dict:
+        """The batch of global step epoch · E + index (or its part)."""
+        return self.at_step(epoch * self.batches_per_epoch() + index, part)
 
-    def at_step(self, step: int) -> dict:
+    def at_step(self, step: int, part=None) -> dict:
         e = self.batches_per_epoch()
-        batch = dict(self.primary.batch_at(step // e, step % e))
+        batch = dict(self.primary.batch_at(step // e, step % e, part=part))
         for name in self.active(step):
-            batch.update(self.aux[name].at(step))
+            # The samplers draw the whole step's rows (they are cheap); a
+            # part keeps its share.
+            for k, v in self.aux[name].at(step).items():
+                batch[k] = v[batching.part_rows(len(v), part)]
         return batch
 
     @property
@@ -142,6 +152,6 @@ class MultiTaskBatches:
         return self
 
     def __next__(self) -> dict:
-        batch = self.at_step(self._step)
+        batch = self.at_step(self._step, self._part)
         self._step += 1
         return batch
