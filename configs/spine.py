@@ -1,6 +1,6 @@
 """Config blocks every task's base config shares: the device mesh, the
 checkpoints and the top-level run controls (time limit, micro-batches,
-profiling, plugin imports). The task bases (translation_base, image_classification_base,
+profiling, plugin imports, compilation cache). The task bases (translation_base, image_classification_base,
 mt2st_sst2) call these, then set their own fields."""
 
 import ml_collections
@@ -56,3 +56,8 @@ def step_controls(config):
     # built: methods, models or tasks of your own that register themselves
     # (docs/extending.md). evaluate and translate import them again.
     config.imports = ()
+    # JAX's persistent compilation cache: 'auto' = JAX_COMPILATION_CACHE_DIR
+    # where set, else WORKDIR/compilation_cache; a directory; or '' (none).
+    # A resumed run, evaluate and translate then load the compiled steps and
+    # decoding loops instead of compiling them again.
+    config.compilation_cache_dir = 'auto'

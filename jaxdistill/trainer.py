@@ -20,6 +20,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 from jaxdistill import checkpoint as checkpoint_lib
+from jaxdistill import compile_cache
 from jaxdistill import configuration
 from jaxdistill import metrics as metrics_lib
 from jaxdistill import optim
@@ -399,6 +400,9 @@ class Trainer:
         _check_loop_settings(config)
         os.makedirs(workdir, exist_ok=True)
         _check_config_compatible(config, workdir)
+        self.compilation_cache = compile_cache.use(
+            config.get('compilation_cache_dir', 'auto'), workdir
+        )
         self.mesh = sharding_lib.make_mesh(
             config.mesh.model_axis_size,
             replica_axis_size=sharding_lib.replica_axis_size(

@@ -17,6 +17,7 @@ import sys
 
 
 from jaxdistill import cli
+from jaxdistill import compile_cache
 from jaxdistill import configuration
 from jaxdistill import hostmem
 from jaxdistill.errors import JaxdistillError
@@ -98,6 +99,8 @@ def main(argv=None) -> int:
             args.workdir, task='translation', needed_by='translate'
         )
         config = configuration.apply_overrides(config, overrides)
+        # Decoding loops compiled by an earlier call on this workdir load back.
+        compile_cache.use(config.get('compilation_cache_dir', 'auto'), args.workdir)
         if args.average < 1:
             raise JaxdistillError(f'--average must be >= 1, got {args.average}.')
         if args.beam is not None and args.beam < 0:

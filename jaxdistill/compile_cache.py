@@ -1,0 +1,54 @@
+"""JAX's persistent compilation cache for a run (`config.compilation_cache_dir`).
+
+A run compiles its train step once per batch shape (a translation run: once
+per bucket length), its evaluation and its decoding loops. With the cache on,
+a resumed or repeated run, `evaluate` and `translate` on the same workdir read
+those executables back instead of compiling them again. Only compilations
+that took at least `jax_persistent_cache_min_compile_time_secs` (JAX's
+default: 1 s) are stored.
+"""
+
+import logging
+import os
+
+import jax
+from jax.experimental.compilation_cache import compilation_cache
+
+# The directory this module chose for an 'auto' run in this process (None:
+# none yet), told apart from one the user set (JAX_COMPILATION_CACHE_DIR or
+# jax.config), which 'auto' keeps.
+_auto_dir = None
+
+
+def use(setting: str, workdir: str):
+    """Points the process's compilation cache where `setting` says.
+
+    Args:
+      setting: 'auto' (JAX's own setting where the user made one, e.g.
+        JAX_COMPILATION_CACHE_DIR; else WORKDIR/compilation_cache), a
+        directory (local or any path JAX's cache takes, e.g. gs://), or ''
+        (no cache).
+      workdir: the run's directory.
+    Returns:
+      The directory in use, or None when the cache is off.
+    """
+    global _auto_dir
+    current = jax.config.jax_compilation_cache_dir
+    if not setting:
+        jax.config.update('jax_enable_compilation_cache', False)
+        return None
+    if setting == 'auto':
+        if current and current != _auto_dir:
+            jax.config.update('jax_enable_compilation_cache', True)
+            return current  # The user's.
+        setting = _auto_dir = os.path.join(
+            os.path.abspath(workdir), 'compilation_cache'
+        )
+    jax.config.update('jax_enable_compilation_cache', True)
+    if setting != current:
+        jax.config.update('jax_compilation_cache_dir', setting)
+        # The cache opens its directory at the first compilation; a later
+        # change needs it reopened.
+        compilation_cache.reset_cache()
+        logging.info('Compilation cache: %s', setting)
+    return setting

@@ -1,0 +1,64 @@
+"""config.compilation_cache_dir: where JAX's persistent compilation cache
+goes, and that a second compilation of the same step is read from it."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from jaxdistill import compile_cache
+
+
+@pytest.fixture
+def session_cache():
+    """Restores the test session's cache (conftest's) after the test."""
+    before = jax.config.jax_compilation_cache_dir
+    yield before
+    jax.config.update('jax_compilation_cache_dir', before)
+    jax.config.update('jax_enable_compilation_cache', True)
+    compile_cache._auto_dir = None  # pylint: disable=protected-access
+    compile_cache.compilation_cache.reset_cache()
+
+
+def _cache_hits(fn, *args) -> int:
+    """Cache hits while compiling `fn` afresh (JAX's in-memory caches cleared)."""
+    hits = []
+    jax.monitoring.register_event_listener(
+        lambda event, **kw: (
+            hits.append(event) if event == '/jax/compilation_cache/cache_hits' else None
+        )
+    )
+    jax.clear_caches()
+    jax.jit(fn).lower(*args).compile()
+    # Listeners cannot be removed one by one; this one only appends.
+    return len(hits)
+
+
+def test_auto_keeps_the_users_directory_else_the_workdirs(session_cache, tmp_path):
+    assert session_cache  # conftest sets JAX_COMPILATION_CACHE_DIR.
+    assert compile_cache.use('auto', str(tmp_path / 'a')) == session_cache
+    # Without a user's setting, each run's workdir gets its own.
+    jax.config.update('jax_compilation_cache_dir', None)
+    a = compile_cache.use('auto', str(tmp_path / 'a'))
+    assert a == str(tmp_path / 'a' / 'compilation_cache')
+    b = compile_cache.use('auto', str(tmp_path / 'b'))
+    assert b == str(tmp_path / 'b' / 'compilation_cache')
+    assert jax.config.jax_compilation_cache_dir == b
+    assert compile_cache.use('', str(tmp_path / 'b')) is None
+    assert not jax.config.jax_enable_compilation_cache
+
+
+def test_a_directory_is_written_then_read_back(session_cache, tmp_path):
+    del session_cache
+    cache = tmp_path / 'jit'
+    assert compile_cache.use(str(cache), str(tmp_path)) == str(cache)
+
+    def fn(x):
+        return jnp.tanh(x @ x.T).sum(0) * 3.0
+
+    x = jnp.ones((7, 5))
+    assert _cache_hits(fn, x) == 0
+    assert any(cache.iterdir())  # conftest caches every compilation.
+    assert _cache_hits(fn, x) == 1
+    # Off: nothing read back.
+    compile_cache.use('', str(tmp_path))
+    assert _cache_hits(fn, x) == 0
