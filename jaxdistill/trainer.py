@@ -309,13 +309,32 @@ def _inert_settings(config, data_summary: dict) -> list[str]:
 class _StopSignals:
     """While entered, SIGINT and SIGTERM ask the training loop to stop at the
     end of its current step (it saves that step); a second signal interrupts
-    at once. Only where the loop can save alone: one process, the main
-    thread. With several processes a checkpoint needs all of them at the
-    same step, so there the signals keep their usual effect."""
+    at once. That is for one process, in the main thread.
+
+    With several processes a checkpoint needs all of them at the same step.
+    There SIGTERM (a scheduler's preemption notice) reaches JAX's preemption
+    notifier, which `jax.distributed.initialize` starts: the notice goes to
+    every process, they agree on a step a little ahead
+    (`multihost_utils.reached_preemption_sync_point`, asked once a step), and
+    all stop after it and save it. SIGINT keeps its usual effect there."""
 
     def __init__(self):
         self.caught = ''
         self._previous = {}
+        self._sync = jax.process_count() > 1
+
+    def check(self, step: int) -> str:
+        """The signal that stops the loop before step `step` + 1 ('' none).
+        Called before every step, with the steps finished so far."""
+        if self.caught or not self._sync:
+            return self.caught
+        try:
+            if multihost_utils.reached_preemption_sync_point(step):
+                self.caught = 'SIGTERM'
+        except RuntimeError as e:  # The preemption service is off.
+            logging.warning('Preemption notices cannot be synchronised: %s', e)
+            self._sync = False
+        return self.caught
 
     def __enter__(self):
         if jax.process_count() == 1 and threading.current_thread() is (
@@ -632,8 +651,9 @@ class Trainer:
     def _train_loop(self, clock, stop):
         """-> (last step, last train metrics, last eval metrics, seconds).
 
-        `stop`: a _StopSignals; once it has caught SIGINT or SIGTERM, the
-        loop saves the step it has finished and raises KeyboardInterrupt.
+        `stop`: a _StopSignals; once it has caught SIGINT or SIGTERM (with
+        several processes: once they agree on a step after a SIGTERM to any),
+        the loop saves the step it has finished and raises KeyboardInterrupt.
         """
         c = self.config
         end = total = c.num_train_steps
@@ -643,7 +663,7 @@ class Trainer:
         batches = self.task.train_batches
         profiler = self.profiler = _Profiler(self.workdir, c.get('profile_steps', 0))
         while step < end:
-            if stop.caught:
+            if stop.check(step):
                 if history:  # The steps since the last log line: logged too.
                     jax.block_until_ready(history[-1])
                     now = time.time()

@@ -57,15 +57,13 @@ def final_params(workdir) -> tuple[int, dict]:
     return step, {jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves}
 
 
-def run_two_processes(workdir, *overrides, config=CONFIG, timeout=900):
-    """Trains on 2 local processes x 4 CPU devices (gloo); returns their outputs.
-
-    Asserts both processes exit 0.
-    """
+def start_two_processes(workdir, *overrides, config=CONFIG):
+    """Starts training on 2 local processes x 4 CPU devices (gloo); -> the
+    two Popen objects (stdout piped, stderr into it)."""
     with socket.socket() as s:
         s.bind(('localhost', 0))
         port = s.getsockname()[1]
-    procs = [
+    return [
         subprocess.Popen(
             train_cmd(workdir, *overrides, config=config),
             cwd=REPO,
@@ -81,6 +79,14 @@ def run_two_processes(workdir, *overrides, config=CONFIG, timeout=900):
         )
         for i in range(2)
     ]
+
+
+def run_two_processes(workdir, *overrides, config=CONFIG, timeout=900):
+    """Trains on 2 local processes x 4 CPU devices (gloo); returns their outputs.
+
+    Asserts both processes exit 0.
+    """
+    procs = start_two_processes(workdir, *overrides, config=config)
     outs = [p.communicate(timeout=timeout)[0] for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-3000:]

@@ -1,6 +1,8 @@
 """Two processes x 4 CPU devices (gloo) train like one process x 8 devices."""
 
 import json
+import re
+import signal
 
 import numpy as np
 import pytest
@@ -21,27 +23,54 @@ OVERRIDES = (
 )
 
 
-def _losses(workdir):
+def _losses(workdir) -> dict:
     records = [json.loads(l) for l in (workdir / 'metrics.jsonl').open()]
-    return [r['train/loss'] for r in records if 'train/loss' in r]
+    return {r['step']: r['train/loss'] for r in records if 'train/loss' in r}
 
 
-def test_two_processes_match_one_process(tmp_path):
+def test_two_processes_preempted_and_resumed_match_one_process(tmp_path):
+    """SIGTERM to one process of two (a preemption notice) stops both after
+    the same step, which they save; resumed, they end as one process does."""
+    steps = ('--config.num_train_steps=24',)
     one = tmp_path / 'one'
-    r = helpers.run(helpers.train_cmd(one, *OVERRIDES))
+    r = helpers.run(helpers.train_cmd(one, *OVERRIDES, *steps))
     assert r.returncode == 0, r.stderr[-3000:]
 
     two = tmp_path / 'two'
-    outs = helpers.run_two_processes(two, *OVERRIDES)
-    assert '8 devices, 2 processes, each building only its own rows' in outs[0]
+    procs = helpers.start_two_processes(two, *OVERRIDES, *steps)
+    seen = []
+    for line in procs[0].stdout:
+        seen.append(line)
+        if line.startswith('step 4/'):
+            procs[1].send_signal(signal.SIGTERM)
+            break
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    out0 = ''.join(seen) + outs[0]
+    assert '8 devices, 2 processes, each building only its own rows' in out0
+    assert [p.returncode for p in procs] == [130, 130], out0[-2000:] + outs[1][-2000:]
+    stopped = re.search(r'SIGTERM: stopped after step (\d+), saved', out0)
+    assert stopped, out0[-2000:]
+    stop = int(stopped.group(1))
+    assert 4 < stop < 24
+    saved = sorted(
+        int(p.name) for p in (two / 'checkpoints').iterdir() if p.name.isdigit()
+    )
+    assert saved[-1] == stop, saved
 
-    np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-5)
-    assert len(_losses(one)) == 6
+    outs = helpers.run_two_processes(two, *OVERRIDES, *steps)
+    assert f'Resumed from {two}/checkpoints/{stop}' in outs[0], outs[0][-2000:]
     step_1, p1 = helpers.final_params(one)
     step_2, p2 = helpers.final_params(two)
-    assert step_1 == step_2 == 12
+    assert step_1 == step_2 == 24
     for k in p1:
         np.testing.assert_allclose(p1[k], p2[k], rtol=1e-4, atol=1e-6)
+    # Every logged step's loss, but for the log window the stop split.
+    a, b = _losses(one), _losses(two)
+    assert len(a) == 12 and set(b) - set(a) <= {stop}
+    split = range(stop - stop % 2 + 1, stop - stop % 2 + 3) if stop % 2 else ()
+    for step, loss in a.items():
+        if step not in split:
+            np.testing.assert_allclose(b[step], loss, rtol=1e-5, err_msg=str(step))
 
 
 def test_time_limit_stops_every_process_at_the_same_step(tmp_path):
