@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import platform
+import subprocess
 import sys
 
 RESULTS = pathlib.Path(__file__).resolve().parent / 'results'
@@ -107,3 +108,40 @@ def write_result(name: str, result: dict) -> pathlib.Path:
     path.write_text(json.dumps(record, indent=2) + '\n')
     print(f'wrote {path}')
     return path
+
+
+def train_cmd(config: str, workdir, *overrides) -> list[str]:
+    """`python -m jaxdistill.train --config CONFIG --workdir DIR OVERRIDES...`."""
+    return [
+        sys.executable,
+        '-m',
+        'jaxdistill.train',
+        '--config',
+        config,
+        '--workdir',
+        str(workdir),
+        *overrides,
+    ]
+
+
+def run_until_logged(
+    cmd, step, sig, *, env=None, timeout: float = 600
+) -> tuple[int, str]:
+    """Runs `cmd` in the repository; sends `sig` once it logs step `step`
+    (None: lets it run to the end). -> (return code, its output)."""
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if step is not None and line.startswith(f'step {step}/'):
+            proc.send_signal(sig)
+            break
+    rest, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, ''.join(lines) + rest

@@ -72,19 +72,14 @@ def _env():
 
 
 def _cmd(args, workdir: pathlib.Path, *extra) -> list[str]:
-    cmd = [
-        sys.executable,
-        '-m',
-        'jaxdistill.train',
-        '--config',
+    cmd = common.train_cmd(
         args.config,
-        '--workdir',
-        str(workdir),
+        workdir,
         f'--config.num_train_steps={args.first + args.more}',
         '--config.log_every_steps=10',
         *args.overrides,
         *extra,
-    ]
+    )
     if 'multi30k' in args.config:
         cmd.append(f'--config.data.files_dir={args.data_dir}')
     return cmd
@@ -93,25 +88,11 @@ def _cmd(args, workdir: pathlib.Path, *extra) -> list[str]:
 def first_run(args, workdir: pathlib.Path) -> float:
     """Trains until step `--first` is logged, then SIGINT; -> wall seconds."""
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        _cmd(args, workdir),
-        cwd=common.REPO,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    code, out = common.run_until_logged(
+        _cmd(args, workdir), args.first, signal.SIGINT, env=_env()
     )
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if line.startswith(f'step {args.first}/'):
-            proc.send_signal(signal.SIGINT)
-            break
-    rest, _ = proc.communicate(timeout=600)
-    if proc.returncode != 130:
-        raise SystemExit(
-            f'the first run ended with {proc.returncode}:\n{"".join(seen)[-3000:]}{rest[-3000:]}'
-        )
+    if code != 130:
+        raise SystemExit(f'the first run ended with {code}:\n{out[-3000:]}')
     return time.perf_counter() - start
 
 

@@ -13,7 +13,6 @@ import json
 import os
 import pathlib
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,41 +33,22 @@ def _env():
 
 
 def _cmd(args, workdir):
-    return [
-        sys.executable,
-        '-m',
-        'jaxdistill.train',
-        '--config',
+    return common.train_cmd(
         args.config,
-        '--workdir',
-        str(workdir),
+        workdir,
         f'--config.num_train_steps={args.steps}',
         f'--config.checkpoint.every_steps={args.every}',
         '--config.log_every_steps=5',
         '--config.eval.at_end=False',
-    ]
+    )
 
 
 def _run_until(cmd, kill_step):
     """Runs `cmd`; SIGKILLs it once it logs `kill_step` (None: to the end)."""
-    proc = subprocess.Popen(
-        cmd,
-        cwd=common.REPO,
-        env=_env(),
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if kill_step is not None and line.startswith(f'step {kill_step}/'):
-            proc.send_signal(signal.SIGKILL)
-            break
-    proc.wait()
-    if kill_step is None and proc.returncode:
-        raise SystemExit(''.join(lines[-30:]))
-    return proc.returncode
+    code, out = common.run_until_logged(cmd, kill_step, signal.SIGKILL, env=_env())
+    if kill_step is None and code:
+        raise SystemExit(''.join(out.splitlines(keepends=True)[-30:]))
+    return code
 
 
 def _params(workdir):
