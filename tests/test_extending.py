@@ -4,6 +4,7 @@ import json
 import re
 import sys
 
+import numpy as np
 import pytest
 
 from jaxdistill import registry
@@ -20,20 +21,32 @@ def _page_files() -> dict:
     return dict(re.findall(r'<!-- file: (\S+) -->\n```python\n(.*?)```', text, re.S))
 
 
+@pytest.fixture(scope='module')
+def page_dir(tmp_path_factory):
+    """The page's files, written once: a plugin path is imported once per
+    process, and a second copy elsewhere would register its names again."""
+    folder = tmp_path_factory.mktemp('page')
+    for name, code in _page_files().items():
+        (folder / name).write_text(code, encoding='utf-8')
+    return folder
+
+
 def _records(workdir):
     return [json.loads(line) for line in (workdir / 'metrics.jsonl').open()]
 
 
-def test_the_pages_method_trains_and_evaluates(tmp_path, monkeypatch):
-    files = _page_files()
-    assert set(files) == {'mean_teacher.py', 'mean_teacher_synthetic.py'}
-    for name, code in files.items():
-        (tmp_path / name).write_text(code, encoding='utf-8')
+def test_the_pages_method_trains_and_evaluates(page_dir, tmp_path, monkeypatch):
+    assert set(_page_files()) == {
+        'mean_teacher.py',
+        'mean_teacher_synthetic.py',
+        'npz_task.py',
+        'npz_supervised.py',
+    }
     monkeypatch.syspath_prepend(str(helpers.REPO / 'configs'))  # As the page says.
     work = tmp_path / 'run'
     args = [
         '--config',
-        f'{tmp_path}/mean_teacher_synthetic.py:runlocal',
+        f'{page_dir}/mean_teacher_synthetic.py:runlocal',
         '--workdir',
         str(work),
         '--config.method.decay=0.9',
@@ -53,6 +66,65 @@ def test_the_pages_method_trains_and_evaluates(tmp_path, monkeypatch):
     )
     r = helpers.run([sys.executable, '-c', probe, str(work)], timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == 'MeanTeacher', r.stderr[-2000:]
+
+
+def _features(path, n=1200):
+    """The page's example data: y = [x0 + x1² > 1], 8 features."""
+    r = np.random.default_rng(0)
+    x = r.normal(size=(n, 8))
+    y = (x[:, 0] + x[:, 1] ** 2 > 1).astype(int)
+    k = n * 5 // 6
+    np.savez(path, x_train=x[:k], y_train=y[:k], x_test=x[k:], y_test=y[k:])
+
+
+def test_the_pages_task_trains_with_two_methods(
+    page_dir, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.syspath_prepend(str(helpers.REPO / 'configs'))
+    _features(tmp_path / 'features.npz')
+    config = f'{page_dir}/npz_supervised.py'
+    common = [
+        '--config',
+        config,
+        f'--config.data.path={tmp_path}/features.npz',
+        '--config.num_train_steps=120',
+        '--config.optimizer.warmup_steps=10',
+    ]
+    plain = tmp_path / 'plain'
+    assert train.main([*common, '--workdir', str(plain)]) == 0
+    records = _records(plain)
+    last = records[-1]
+    train_losses = [r['train/loss'] for r in records if 'train/loss' in r]
+    majority = 1 - np.load(tmp_path / 'features.npz')['y_test'].mean()
+    assert last['eval/accuracy'] > max(majority, 0.5) + 0.15, last
+    assert train_losses[-1] < train_losses[0] - 0.1, train_losses
+    summary = json.loads((plain / 'summary.json').read_text())
+    assert summary['data/features'] == 8 and summary['data/classes'] == 2
+    # The mean teacher on the same task: its file joins config.imports.
+    teacher = tmp_path / 'teacher'
+    args = [
+        *common,
+        '--workdir',
+        str(teacher),
+        '--config.num_train_steps=20',
+        f"--config.imports=('{page_dir}/npz_task.py', '{page_dir}/mean_teacher.py')",
+        "--config.method={'name': 'mean_teacher', 'decay': 0.9, 'weight': 1.0}",
+    ]
+    assert train.main(args) == 0
+    records = _records(teacher)
+    assert any(r.get('train/kd', 0) > 0 for r in records)
+    assert {'eval/student/accuracy', 'eval/teacher/accuracy'} <= set(records[-1])
+    # A file without the arrays the task needs is named, with what is missing.
+    np.savez(tmp_path / 'bad.npz', x_train=np.zeros((4, 2)))
+    bad = [
+        *common,
+        '--workdir',
+        str(tmp_path / 'bad'),
+        f'--config.data.path={tmp_path}/bad.npz',
+    ]
+    capsys.readouterr()
+    assert train.main(bad) == 2
+    assert 'bad.npz has no y_train, x_test, y_test' in capsys.readouterr().err
 
 
 def test_bad_imports_are_named(tmp_path):
