@@ -14,6 +14,8 @@ import os
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 
+from jaxdistill.errors import ConfigError
+
 # The directory this module chose for an 'auto' run in this process (None:
 # none yet), told apart from one the user set (JAX_COMPILATION_CACHE_DIR or
 # jax.config), which 'auto' keeps.
@@ -45,6 +47,13 @@ def use(setting: str, workdir: str):
             os.path.abspath(workdir), 'compilation_cache'
         )
     jax.config.update('jax_enable_compilation_cache', True)
+    if '://' not in setting:  # A local directory: usable, or said why not.
+        try:
+            os.makedirs(setting, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f'compilation_cache_dir={setting!r}: {e}') from e
+        if not os.access(setting, os.W_OK):
+            raise ConfigError(f'compilation_cache_dir={setting!r} is not writable.')
     if setting != current:
         jax.config.update('jax_compilation_cache_dir', setting)
         # The cache opens its directory at the first compilation; a later

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import pytest
 
 from jaxdistill import compile_cache
+from jaxdistill.errors import ConfigError
 
 
 @pytest.fixture
@@ -45,6 +46,10 @@ def test_auto_keeps_the_users_directory_else_the_workdirs(session_cache, tmp_pat
     assert jax.config.jax_compilation_cache_dir == b
     assert compile_cache.use('', str(tmp_path / 'b')) is None
     assert not jax.config.jax_enable_compilation_cache
+    # A directory that cannot be made is named, before anything compiles.
+    (tmp_path / 'file').write_text('')
+    with pytest.raises(ConfigError, match=r"compilation_cache_dir='.*file/jit'"):
+        compile_cache.use(str(tmp_path / 'file' / 'jit'), str(tmp_path))
 
 
 def test_a_directory_is_written_then_read_back(session_cache, tmp_path):
