@@ -309,19 +309,22 @@ def _inert_settings(config, data_summary: dict) -> list[str]:
 class _StopSignals:
     """While entered, SIGINT and SIGTERM ask the training loop to stop at the
     end of its current step (it saves that step); a second signal interrupts
-    at once. That is for one process, in the main thread.
+    at once. Signals are handled in the main thread only.
 
     With several processes a checkpoint needs all of them at the same step.
     There SIGTERM (a scheduler's preemption notice) reaches JAX's preemption
     notifier, which `jax.distributed.initialize` starts: the notice goes to
     every process, they agree on a step a little ahead
     (`multihost_utils.reached_preemption_sync_point`, asked once a step), and
-    all stop after it and save it. SIGINT keeps its usual effect there."""
+    all stop after it and save it. A first SIGINT (Ctrl-C) is passed to the
+    notifier as a SIGTERM to this process, so it stops the run the same way;
+    a second one interrupts at once."""
 
     def __init__(self):
         self.caught = ''
         self._previous = {}
         self._sync = jax.process_count() > 1
+        self._sigint = False  # Several processes: a SIGINT passed on.
 
     def check(self, step: int) -> str:
         """The signal that stops the loop before step `step` + 1 ('' none).
@@ -330,19 +333,35 @@ class _StopSignals:
             return self.caught
         try:
             if multihost_utils.reached_preemption_sync_point(step):
-                self.caught = 'SIGTERM'
+                self.caught = 'SIGINT' if self._sigint else 'SIGTERM'
         except RuntimeError as e:  # The preemption service is off.
             logging.warning('Preemption notices cannot be synchronised: %s', e)
             self._sync = False
         return self.caught
 
     def __enter__(self):
-        if jax.process_count() == 1 and threading.current_thread() is (
-            threading.main_thread()
-        ):
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        if self._sync:  # SIGTERM stays with JAX's notifier.
+            self._previous[signal.SIGINT] = signal.signal(
+                signal.SIGINT, self._handle_several
+            )
+        else:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
+
+    def _handle_several(self, signum, frame):
+        del frame
+        if self._sigint:  # The second one: stop now.
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+        self._sigint = True
+        os.write(
+            2,
+            b'\nSIGINT: all processes will stop after the same step and save it '
+            b'(again to stop at once).\n',
+        )
+        os.kill(os.getpid(), signal.SIGTERM)  # To JAX's preemption notifier.
 
     def _handle(self, signum, frame):
         del frame

@@ -28,9 +28,11 @@ def _losses(workdir) -> dict:
     return {r['step']: r['train/loss'] for r in records if 'train/loss' in r}
 
 
-def test_two_processes_preempted_and_resumed_match_one_process(tmp_path):
+def test_two_processes_stopped_by_signals_and_resumed_match_one_process(tmp_path):
     """SIGTERM to one process of two (a preemption notice) stops both after
-    the same step, which they save; resumed, they end as one process does."""
+    the same step, which they save; resumed, they end as one process does.
+    The other process gets a SIGINT (Ctrl-C) at the same time, which takes
+    the same way."""
     steps = ('--config.num_train_steps=24',)
     one = tmp_path / 'one'
     r = helpers.run(helpers.train_cmd(one, *OVERRIDES, *steps))
@@ -43,12 +45,14 @@ def test_two_processes_preempted_and_resumed_match_one_process(tmp_path):
         seen.append(line)
         if line.startswith('step 4/'):
             procs[1].send_signal(signal.SIGTERM)
+            procs[0].send_signal(signal.SIGINT)
             break
     outs = [p.communicate(timeout=300)[0] for p in procs]
     out0 = ''.join(seen) + outs[0]
     assert '8 devices, 2 processes, each building only its own rows' in out0
     assert [p.returncode for p in procs] == [130, 130], out0[-2000:] + outs[1][-2000:]
-    stopped = re.search(r'SIGTERM: stopped after step (\d+), saved', out0)
+    assert 'SIGINT: all processes will stop after the same step' in out0
+    stopped = re.search(r'SIGINT: stopped after step (\d+), saved', out0)
     assert stopped, out0[-2000:]
     stop = int(stopped.group(1))
     assert 4 < stop < 24
