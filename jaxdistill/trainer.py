@@ -105,6 +105,12 @@ def _check_loop_settings(config):
             f'checkpoint.best_metric={best!r} must be the name of a logged '
             "evaluation metric, e.g. 'eval/bleu' ('' for none)."
         )
+    if best and not best.startswith('eval/'):
+        raise ConfigError(
+            f'checkpoint.best_metric={best!r} must name an evaluation metric, '
+            "'eval/...' (e.g. 'eval/bleu', 'eval/loss'): only evaluations rank "
+            'checkpoints.'
+        )
     if mode not in ('max', 'min'):
         raise ConfigError(f"checkpoint.best_mode={mode!r} must be 'max' or 'min'.")
     if best and not c.eval.every_steps and not c.eval.get('at_end', True):

@@ -75,7 +75,12 @@ def test_best_metric_settings_are_named():
     from jaxdistill import configuration  # pylint: disable=g-import-not-at-top
 
     config = configuration.load_config(helpers.CONFIG)
-    configuration.apply_overrides(config, ['checkpoint.best_mode=highest'])
+    configuration.apply_overrides(config, ['checkpoint.best_metric=bleu'])
+    with pytest.raises(ConfigError, match="best_metric='bleu' must name an evaluation"):
+        trainer._check_loop_settings(config)
+    configuration.apply_overrides(
+        config, ['checkpoint.best_metric=eval/bleu', 'checkpoint.best_mode=highest']
+    )
     with pytest.raises(ConfigError, match="best_mode='highest' must be 'max' or"):
         trainer._check_loop_settings(config)
     configuration.apply_overrides(
