@@ -56,6 +56,11 @@ RESUME_DEFAULTS = {
 }
 
 
+# The progress line shows the host's share of the step time spent on input
+# (`train/input_fraction`) from this much on.
+_SHOW_INPUT_FRACTION = 0.2
+
+
 def say(*args):
     """Progress output, from process 0 only."""
     if jax.process_index() == 0:
@@ -556,10 +561,11 @@ class Trainer:
         }
         return self.ckpt.save(step, self.state, meta, force=force, metrics=metrics)
 
-    def _log(self, step, history, seconds, compiling, progress, end):
+    def _log(self, step, history, seconds, compiling, progress, end, input_seconds):
         """Logs a window of `history`'s steps: `seconds` of stepping, plus
         `compiling` seconds spent compiling (reported apart); training ends
-        at step `end`."""
+        at step `end`. `input_seconds`: the window's host time spent building
+        batches and sending them to the devices."""
         m = _mean_metrics(history)
         if not all(math.isfinite(v) for v in m.values()):
             self.ckpt.wait()  # A save in flight is the last good checkpoint.
@@ -578,6 +584,8 @@ class Trainer:
         m['train/compile_seconds'] = compiling
         m['train/tokens_per_s'] = m.pop('train/tokens', 0.0) / seconds
         m['train/steps_per_s'] = len(history) / seconds
+        # Near 1, the host's input, not the devices, sets the pace.
+        m['train/input_fraction'] = min(input_seconds / seconds, 1.0)
         # Only the scalar leaves the device, not the optimizer's moments.
         m['train/learning_rate'] = float(
             jax.device_get(optim.current_learning_rate(self.state.opt_state))
@@ -587,9 +595,11 @@ class Trainer:
         unit = getattr(self.task, 'throughput_unit', 'tok')
         rate = f'{m["train/tokens_per_s"]:,.0f} {unit}/s | ' if counted else ''
         compiled = f'compiled {compiling:.1f}s | ' if compiling >= 0.05 else ''
+        fed = m['train/input_fraction']
+        fed = f'input {fed:.0%} | ' if fed >= _SHOW_INPUT_FRACTION else ''
         say(
             f'step {step}/{end} | loss {m["train/loss"]:.4f} | {rate}'
-            f'{1 / m["train/steps_per_s"]:.3f} s/step | {compiled}'
+            f'{1 / m["train/steps_per_s"]:.3f} s/step | {fed}{compiled}'
             f'ETA {_fmt_time(progress)}'
         )
         return m
@@ -686,6 +696,7 @@ class Trainer:
         last_train, last_eval, evaluated = {}, {}, None
         step = saved = self.start_step
         batches = self.task.train_batches
+        input_seconds = 0.0  # The window's host time building and sending batches.
         profiler = self.profiler = _Profiler(self.workdir, c.get('profile_steps', 0))
         while step < end:
             if stop.check(step):
@@ -694,12 +705,16 @@ class Trainer:
                     now = time.time()
                     compiling = clock.seconds(window_start, now)
                     stepping = max(now - window_start - compiling, 1e-6)
-                    self._log(step, history, stepping, compiling, 0.0, step)
+                    self._log(
+                        step, history, stepping, compiling, 0.0, step, input_seconds
+                    )
                 self._save_on_signal(step, saved, stop.caught)
             step += 1
+            started = time.perf_counter()
             batch = sharding_lib.global_batch(
                 next(batches), self.batch_sharding, local=self._own_rows
             )
+            input_seconds += time.perf_counter() - started
             self.state, aux = self.step_fn(
                 self.state,
                 batch,
@@ -732,8 +747,9 @@ class Trainer:
                     compiling,
                     stepping / len(history) * (end - step),
                     end,
+                    input_seconds,
                 )
-                history, window_start = [], time.time()
+                history, window_start, input_seconds = [], time.time(), 0.0
                 profiler.after_log(step)
             eval_now = bool(c.eval.every_steps) and step % c.eval.every_steps == 0
             if self.ckpt.best_metric and (eval_now or (step == end and c.eval.at_end)):
