@@ -31,7 +31,6 @@ import os
 import pathlib
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -100,30 +99,20 @@ def resume(args, workdir: pathlib.Path, *extra) -> dict:
     """Runs the CLI to the end; -> wall seconds and the trainer's measures."""
     cmd = _cmd(args, workdir, *extra)
     start = time.perf_counter()
-    r = subprocess.run(
-        cmd, cwd=common.REPO, env=_env(), capture_output=True, text=True, check=False
-    )
+    code, out = common.run_until_logged(cmd, None, None, env=_env())
     wall = time.perf_counter() - start
-    if r.returncode:
-        raise SystemExit(
-            f'{" ".join(cmd)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}'
-        )
+    if code:
+        raise SystemExit(f'{" ".join(cmd)} failed:\n{out[-3000:]}')
     records = [json.loads(l) for l in (workdir / 'metrics.jsonl').open()]
     mine = [x for x in records if x.get('step', 0) > args.first]
+    resumed = [l for l in out.splitlines() if l.startswith('Resumed from')]
     return {
         'wall_seconds': wall,
         'compile_seconds': float(
             sum(x.get('train/compile_seconds', 0.0) for x in mine)
         ),
         'eval_seconds': float(sum(x.get('eval/seconds', 0.0) for x in mine)),
-        'resumed_from': next(
-            (
-                l.split()[-1]
-                for l in r.stdout.splitlines()
-                if l.startswith('Resumed from')
-            ),
-            None,
-        ),
+        'resumed_from': resumed[0].split()[-1] if resumed else None,
     }
 
 

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
+from jaxdistill.data import batching
 from jaxdistill.errors import ConfigError
 
 _DIST_ENV = ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID')
@@ -175,14 +176,10 @@ def param_shardings(
 
 
 def process_slice(global_rows: int) -> slice:
-    """Rows of the global batch this process feeds."""
-    n, i = jax.process_count(), jax.process_index()
-    if global_rows % n:
-        raise ConfigError(
-            f'global batch of {global_rows} rows does not split over {n} processes.'
-        )
-    per = global_rows // n
-    return slice(i * per, (i + 1) * per)
+    """Rows of the global batch this process feeds: its part, as a batcher's
+    `set_part(process_index, process_count)` builds it."""
+    part = (jax.process_index(), jax.process_count())
+    return batching.part_rows(global_rows, part)
 
 
 def global_batch(batch: dict, sharding: NamedSharding, *, local: bool = False) -> dict:

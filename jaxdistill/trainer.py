@@ -449,9 +449,7 @@ class Trainer:
         _check_loop_settings(config)
         os.makedirs(workdir, exist_ok=True)
         _check_config_compatible(config, workdir)
-        self.compilation_cache = compile_cache.use(
-            config.get('compilation_cache_dir', 'auto'), workdir
-        )
+        compile_cache.use(config.get('compilation_cache_dir', 'auto'), workdir)
         self.mesh = sharding_lib.make_mesh(
             config.mesh.model_axis_size,
             replica_axis_size=sharding_lib.replica_axis_size(
