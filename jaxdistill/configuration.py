@@ -91,15 +91,14 @@ def _parse(key: str, text: str, old: Any) -> Any:
         raise ConfigError(
             f'--config.{key}={text!r}: not a valid {type(old).__name__}.'
         ) from None
-    if (
-        key.startswith('method.')
-        and isinstance(old, float)
-        and isinstance(value, dict)
-        and is_schedule_spec(value)
-    ):
+    if key.startswith('method.') and isinstance(old, float) and isinstance(value, dict):
         # A method's loss weight or temperature given as a schedule
         # (`schedules.from_config`); methods.make_method refuses one where the
-        # method's field takes a plain number.
+        # method's field takes a plain number. A misspelt or missing kind is
+        # named as such, not as a dict where a float was expected.
+        from jaxdistill import schedules  # pylint: disable=g-import-not-at-top
+
+        schedules.values(value, name=key)  # ConfigError naming the problem.
         return ml_collections.ConfigDict(value)
     if isinstance(old, bool) != isinstance(value, bool) and old is not None:
         raise ConfigError(f'--config.{key}={text!r}: expected a bool.')

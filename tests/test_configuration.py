@@ -1,6 +1,7 @@
 """Config files, overrides and their errors."""
 
 import pathlib
+import re
 
 import pytest
 
@@ -165,3 +166,14 @@ def test_a_method_weight_takes_a_schedule_and_other_options_refuse_one():
         ConfigError, match='takes a plain value, not a schedule.*: weight'
     ):
         make_method(config.method, None)
+    # A schedule with a misspelt, missing or incomplete kind is named as that.
+    for text, message in (
+        ("{'kind': 'linaer'}", "method.weight.kind 'linaer' is unknown; valid kinds: "),
+        ("{'value': 2.0}", 'method.weight.kind is missing; valid kinds: '),
+        (
+            "{'kind': 'linear', 'init': 1.0, 'end': 0.0}",
+            'method.weight.steps is missing',
+        ),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            configuration.apply_overrides(config, [f'method.weight={text}'])
