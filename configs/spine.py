@@ -34,6 +34,10 @@ def checkpoint(every_steps: int, keep: int):
     config.best_metric = ''
     # 'max' (accuracy, BLEU) or 'min' (loss).
     config.best_mode = 'max'
+    # Early stopping: stop once best_metric has not improved (strictly) for
+    # this many evaluations (eval.every_steps apart), keeping the best
+    # checkpoint. 0 = never.
+    config.patience = 0
     return config
 
 

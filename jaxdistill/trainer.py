@@ -100,6 +100,7 @@ def _check_loop_settings(config):
         ('eval.every_steps', c.eval.every_steps, 0),
         ('microbatches', c.get('microbatches', 1), 1),
         ('profile_steps', c.get('profile_steps', 0), 0),
+        ('checkpoint.patience', c.checkpoint.get('patience', 0), 0),
     )
     best, mode = (
         c.checkpoint.get('best_metric', ''),
@@ -122,6 +123,18 @@ def _check_loop_settings(config):
         raise ConfigError(
             f'checkpoint.best_metric={best!r} ranks evaluated checkpoints, but '
             'this run never evaluates (eval.every_steps=0, eval.at_end=False).'
+        )
+    patience = c.checkpoint.get('patience', 0)
+    if patience and not best:
+        raise ConfigError(
+            f'checkpoint.patience={patience} stops training once '
+            'checkpoint.best_metric stops improving, but no best_metric is set '
+            '(e.g. --config.checkpoint.best_metric=eval/bleu).'
+        )
+    if patience and not c.eval.every_steps:
+        raise ConfigError(
+            f'checkpoint.patience={patience} counts evaluations, but this run '
+            'evaluates only at its end (eval.every_steps=0).'
         )
     limit = c.get('time_limit_minutes', 0.0)
     if (
@@ -431,6 +444,59 @@ class _Profiler:
             )
 
 
+class _EarlyStop:
+    """Early stopping on `checkpoint.best_metric`, `checkpoint.patience`
+    evaluations after its last improvement.
+
+    An evaluation improves on the best so far if its value is strictly higher
+    (`best_mode='max'`) or lower ('min'); a NaN never does. The record (best
+    step and value, evaluations since) travels in every checkpoint's meta, so
+    a resumed run counts on from where its checkpoint left off, and a run
+    that stopped early stays stopped when started again with the same
+    patience.
+    """
+
+    def __init__(self, metric: str, mode: str, patience: int, saved=None):
+        self.metric, self.mode, self.patience = metric, mode, int(patience)
+        saved = saved or {}
+        if (saved.get('metric'), saved.get('mode')) != (metric, mode):
+            saved = {}  # Another metric ranked the saved run: count afresh.
+        self.best_step = saved.get('best_step')
+        self.best_value = saved.get('best_value')
+        self.since = int(saved.get('evals_since_best', 0))
+
+    def record(self, step: int, value: float):
+        """Counts the evaluation at `step` that gave `value`."""
+        best = self.best_value
+        if best is None or (value > best if self.mode == 'max' else value < best):
+            self.best_step, self.best_value, self.since = step, float(value), 0
+        else:
+            self.since += 1
+
+    @property
+    def spent(self) -> bool:
+        """True once `patience` evaluations have passed without improvement."""
+        return self.patience > 0 and self.since >= self.patience
+
+    def meta(self) -> dict:
+        return {
+            'metric': self.metric,
+            'mode': self.mode,
+            'best_step': self.best_step,
+            'best_value': self.best_value,
+            'evals_since_best': self.since,
+        }
+
+    def message(self, step: int) -> str:
+        return (
+            f'Early stop: {self.metric} has not improved on {self.best_value:.4g} '
+            f'(step {self.best_step}) in {_plural(self.since, "evaluation")} '
+            f'(checkpoint.patience={self.patience}); stopped at step {step}. '
+            f'The best checkpoint is step {self.best_step} (--step '
+            f'{self.best_step} for evaluate, translate and extract).'
+        )
+
+
 class Trainer:
     """Holds what one run needs; `run()` trains to `config.num_train_steps`."""
 
@@ -515,6 +581,7 @@ class Trainer:
             ) from None
         if not read_only:
             _write_config(config, workdir)
+        meta = {}
         if restored is None:
             self.state = init_fn()
             self.start_step = 0
@@ -524,6 +591,9 @@ class Trainer:
             self.task.train_batches.set_position(
                 _resume_position(meta, self.task.train_batches, note=not read_only)
             )
+        self.early_stop = _EarlyStop(
+            c.best_metric, c.best_mode, c.get('patience', 0), meta.get('early_stop')
+        )
         self.writer = metrics_lib.MetricWriter(
             workdir,
             resume_step=self.start_step if restored else None,
@@ -557,6 +627,8 @@ class Trainer:
             'devices': jax.device_count(),
             'batches_per_epoch': self.task.train_batches.batches_per_epoch(),
         }
+        if self.ckpt.best_metric:
+            meta['early_stop'] = self.early_stop.meta()
         return self.ckpt.save(step, self.state, meta, force=force, metrics=metrics)
 
     def _log(self, step, history, seconds, compiling, progress, end, input_seconds):
@@ -693,6 +765,10 @@ class Trainer:
         history, window_start, run_start = [], time.time(), time.time()
         last_train, last_eval, evaluated = {}, {}, None
         step = saved = self.start_step
+        self.stopped_early = self.early_stop.spent
+        if self.stopped_early:  # Started again after an early stop.
+            end = step
+            say(f'{self.early_stop.message(step)} Nothing left to train.')
         batches = self.task.train_batches
         input_seconds = 0.0  # The window's host time building and sending batches.
         profiler = self.profiler = _Profiler(self.workdir, c.get('profile_steps', 0))
@@ -753,8 +829,13 @@ class Trainer:
             if self.ckpt.best_metric and (eval_now or (step == end and c.eval.at_end)):
                 # Evaluated first, then saved with the value it is ranked by.
                 last_eval, evaluated = self.evaluate(step), step
-                if self._save(step, force=True, metrics=self._best_value(last_eval)):
+                ranked = self._best_value(last_eval)
+                self.early_stop.record(step, ranked[self.ckpt.best_metric])
+                if self._save(step, force=True, metrics=ranked):
                     saved = step
+                if step < end and self._stop_early():
+                    end, self.stopped_early = step, True
+                    say(self.early_stop.message(step))
                 window_start = time.time()  # Keep eval and saving out of throughput.
                 continue
             if save_now:
@@ -765,7 +846,7 @@ class Trainer:
                 last_eval, evaluated = self.evaluate(step), step
                 window_start = time.time()  # Keep eval out of throughput.
         profiler.stop(history[-1] if history else None)
-        self.time_limited = step < total
+        self.time_limited = step < total and not self.stopped_early
         if self.time_limited:
             say(
                 f'Time limit: stopped at step {step} of {total} '
@@ -775,6 +856,15 @@ class Trainer:
         if c.eval.at_end and evaluated != step:
             last_eval = self.evaluate(step)
         return step, last_train, last_eval, time.time() - run_start
+
+    def _stop_early(self) -> bool:
+        """Whether `checkpoint.patience` is spent; with several processes,
+        process 0's answer holds for all, so every process stops at the same
+        step."""
+        spent = self.early_stop.spent
+        if jax.process_count() > 1:
+            spent = bool(multihost_utils.broadcast_one_to_all(np.int32(spent)))
+        return spent
 
     def _save_on_signal(self, step: int, saved: int, signame: str):
         """Saves the finished `step` (unless saved already), then raises
@@ -820,6 +910,7 @@ class Trainer:
             'train_seconds': seconds,
             'steps_per_s': (step - self.start_step) / max(seconds, 1e-9),
             'stopped_by_time_limit': self.time_limited,
+            'stopped_early': self.stopped_early,
             'num_params': n_params,
             **sizes,
             'workdir': self.workdir,

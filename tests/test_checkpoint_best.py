@@ -94,3 +94,76 @@ def test_best_metric_settings_are_named():
     )
     with pytest.raises(ConfigError, match='this run never evaluates'):
         trainer._check_loop_settings(config)
+
+
+def test_patience_stops_the_run_and_a_restart_keeps_it_stopped(tmp_path):
+    """checkpoint.patience: the evaluation loss falls at every evaluation, so
+    with best_mode='max' the first evaluation stays the best, and the run
+    stops `patience` evaluations later, keeping it. Started again with the
+    same patience the run trains nothing; with a larger one it goes on,
+    counting from its checkpoint's record, not from zero."""
+    work = tmp_path / 'run'
+    args = [*OVERRIDES, '--workdir', str(work), '--config.num_train_steps=60']
+    assert train.main([*args, '--config.checkpoint.patience=2']) == 0
+    summary = json.loads((work / 'summary.json').read_text())
+    assert summary['step'] == 15 and summary['stopped_early'] is True
+    assert summary['stopped_by_time_limit'] is False
+    assert summary['best_step'] == 5
+    assert _steps(work) == [5, 15]
+    meta = checkpoint.read_meta(str(work / 'checkpoints' / '15'))
+    assert meta['early_stop']['best_step'] == 5
+    assert meta['early_stop']['evals_since_best'] == 2
+
+    assert train.main([*args, '--config.checkpoint.patience=2']) == 0
+    assert _steps(work) == [5, 15]
+    assert json.loads((work / 'summary.json').read_text())['step'] == 15
+
+    assert train.main([*args, '--config.checkpoint.patience=4']) == 0
+    summary = json.loads((work / 'summary.json').read_text())
+    assert summary['step'] == 25 and summary['stopped_early'] is True
+    assert summary['best_step'] == 5
+    records = [json.loads(l) for l in (work / 'metrics.jsonl').open()]
+    evals = sorted({r['step'] for r in records if 'eval/loss' in r})
+    assert evals == [5, 10, 15, 20, 25]
+
+
+def test_early_stop_record_counts_strict_improvements_only():
+    es = trainer._EarlyStop('eval/accuracy', 'max', patience=2)
+    assert not es.spent
+    for step, value in ((5, 0.5), (10, 0.6), (15, 0.6), (20, float('nan'))):
+        es.record(step, value)
+    # A tie and a NaN are not improvements.
+    assert (es.best_step, es.best_value, es.since) == (10, 0.6, 2) and es.spent
+    # The record, read back as a resumed run reads it from the checkpoint.
+    again = trainer._EarlyStop('eval/accuracy', 'max', 3, es.meta())
+    assert (again.best_step, again.since, again.spent) == (10, 2, False)
+    again.record(25, 0.7)
+    assert (again.best_step, again.since) == (25, 0)
+    # Another metric or mode ranked the saved record: counting starts afresh.
+    other = trainer._EarlyStop('eval/loss', 'min', 2, es.meta())
+    assert other.best_step is None and other.since == 0
+    other.record(5, 2.0)
+    other.record(10, 1.5)
+    assert other.best_step == 10
+    # patience 0 never stops.
+    never = trainer._EarlyStop('eval/loss', 'min', 0)
+    for step in range(1, 10):
+        never.record(step, 3.0)
+    assert not never.spent
+
+
+def test_patience_settings_are_named():
+    from jaxdistill import configuration  # pylint: disable=g-import-not-at-top
+
+    config = configuration.load_config(helpers.CONFIG)
+    configuration.apply_overrides(config, ['checkpoint.patience=3'])
+    with pytest.raises(ConfigError, match='patience=3 stops training once.*no best'):
+        trainer._check_loop_settings(config)
+    configuration.apply_overrides(
+        config, ['checkpoint.best_metric=eval/loss', 'eval.every_steps=0']
+    )
+    with pytest.raises(ConfigError, match='evaluates only at its end'):
+        trainer._check_loop_settings(config)
+    configuration.apply_overrides(config, ['checkpoint.patience=-1'])
+    with pytest.raises(ConfigError, match=r'checkpoint.patience=-1 must be an integer'):
+        trainer._check_loop_settings(config)
