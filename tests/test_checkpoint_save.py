@@ -1,4 +1,4 @@
-"""Saving in one CPU process: whole arrays, nothing compiled per save."""
+"""Saving on the CPU: whole arrays, nothing compiled per save."""
 
 import copy
 import time
@@ -45,9 +45,7 @@ def _restored(directory, state) -> dict:
     return jax.device_get(got)
 
 
-def test_one_cpu_process_saves_whole_arrays_and_reads_replica_parallel_saves(
-    tmp_path, monkeypatch
-):
+def test_cpu_saves_whole_arrays_and_reads_replica_parallel_saves(tmp_path, monkeypatch):
     state = _state(40)
     # The library's setting: a save runs no jitted program.
     assert _save_and_time_compiling(tmp_path / 'whole', state) == 0.0
@@ -59,12 +57,12 @@ def test_one_cpu_process_saves_whole_arrays_and_reads_replica_parallel_saves(
     handler._use_replica_parallel = True  # pylint: disable=protected-access
     ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
     with monkeypatch.context() as m:
-        m.setattr(checkpoint, '_save_whole_arrays_on_one_cpu_host', lambda: None)
+        m.setattr(checkpoint, '_save_whole_arrays_on_cpu', lambda: None)
         try:
             assert _save_and_time_compiling(tmp_path / 'sliced', other) > 0.0
         finally:
             ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
-    checkpoint._save_whole_arrays_on_one_cpu_host()  # Back to the library's.
+    checkpoint._save_whole_arrays_on_cpu()  # Back to the library's.
     assert _save_and_time_compiling(tmp_path / 'again', _state(56)) == 0.0
 
     # Checkpoints written either way restore the same values.
