@@ -35,9 +35,12 @@ def parse(
     *,
     need_config: bool = True,
     with_step: bool = False,
+    with_print_config: bool = False,
 ) -> tuple[argparse.Namespace, list[str]]:
     """Parses the flags of `python -m jaxdistill.MODULE`; returns (args,
-    config overrides without `--config.`). `with_step` offers `--step`."""
+    config overrides without `--config.`). `with_step` offers `--step`;
+    `with_print_config` offers `--print_config` (then `--workdir` may be
+    left out)."""
     parser = parser_for(module, doc, OVERRIDES_HELP)
     parser.add_argument(
         '--config',
@@ -46,9 +49,16 @@ def parse(
     )
     parser.add_argument(
         '--workdir',
-        required=True,
+        required=not with_print_config,
         help='where checkpoints, logs and the tokenizer live',
     )
+    if with_print_config:
+        parser.add_argument(
+            '--print_config',
+            action='store_true',
+            help='print the config as the overrides leave it, and exit '
+            '(nothing is built or trained)',
+        )
     if with_step:
         parser.add_argument(
             '--step',
@@ -57,7 +67,10 @@ def parse(
             help='checkpoint step to use (default: the latest)',
         )
     rest, overrides = configuration.split_overrides(argv)
-    return parser.parse_args(rest), overrides
+    args = parser.parse_args(rest)
+    if with_print_config and not args.print_config and not args.workdir:
+        parser.error('the following arguments are required: --workdir')
+    return args, overrides
 
 
 def main_guard(fn: Callable[[], object]) -> int:

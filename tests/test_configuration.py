@@ -177,3 +177,31 @@ def test_a_method_weight_takes_a_schedule_and_other_options_refuse_one():
     ):
         with pytest.raises(ConfigError, match=re.escape(message)):
             configuration.apply_overrides(config, [f'method.weight={text}'])
+
+
+def test_train_prints_the_config_the_overrides_make(capsys, tmp_path, monkeypatch):
+    import json
+
+    from jaxdistill import train
+
+    monkeypatch.chdir(tmp_path)  # Nothing may be written, here or anywhere.
+    spec = f'{CONFIGS}/translate_synthetic.py:runlocal'
+    args = ['--config', spec, '--print_config', '--config.model.d_model=64']
+    assert train.main(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed['model']['d_model'] == 64
+    assert printed == json.loads(
+        configuration.to_json(
+            configuration.apply_overrides(
+                configuration.load_config(spec), ['model.d_model=64']
+            )
+        )
+    )
+    assert list(tmp_path.iterdir()) == []
+    # A misspelt key is named, as when training.
+    assert train.main([*args[:3], '--config.model.d_modl=64']) == 2
+    assert "Unknown config key 'model.d_modl'" in capsys.readouterr().err
+    # Without --print_config the workdir is required.
+    with pytest.raises(SystemExit):
+        train.main(['--config', spec])
+    assert 'required: --workdir' in capsys.readouterr().err
