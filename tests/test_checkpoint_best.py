@@ -67,33 +67,39 @@ def test_ranking_is_read_back_when_the_checkpoints_are_reopened(tmp_path):
     ckpt.close()
 
 
+def _refused(overrides: list[str], message: str):
+    """The loop settings `overrides` make are refused, naming `message`."""
+    from jaxdistill import configuration  # pylint: disable=g-import-not-at-top
+
+    config = configuration.apply_overrides(
+        configuration.load_config(helpers.CONFIG), overrides
+    )
+    with pytest.raises(ConfigError, match=message):
+        trainer._check_loop_settings(config)
+
+
 def test_best_metric_settings_are_named():
     fake = types.SimpleNamespace(ckpt=types.SimpleNamespace(best_metric='eval/blue'))
     with pytest.raises(ConfigError, match=r"'eval/blue' is not among .*eval/bleu"):
         trainer.Trainer._best_value(fake, {'eval/bleu': 1.0, 'eval/loss': 2.0})
     assert trainer.Trainer._best_value(fake, {'eval/blue': 3}) == {'eval/blue': 3.0}
-    from jaxdistill import configuration  # pylint: disable=g-import-not-at-top
-
-    config = configuration.load_config(helpers.CONFIG)
-    configuration.apply_overrides(config, ['checkpoint.best_metric=bleu'])
-    with pytest.raises(ConfigError, match="best_metric='bleu' must name an evaluation"):
-        trainer._check_loop_settings(config)
-    configuration.apply_overrides(
-        config, ['checkpoint.best_metric=eval/bleu', 'checkpoint.best_mode=highest']
-    )
-    with pytest.raises(ConfigError, match="best_mode='highest' must be 'max' or"):
-        trainer._check_loop_settings(config)
-    configuration.apply_overrides(
-        config,
-        [
-            'checkpoint.best_mode=min',
-            'checkpoint.best_metric=eval/loss',
-            'eval.every_steps=0',
-            'eval.at_end=False',
-        ],
-    )
-    with pytest.raises(ConfigError, match='this run never evaluates'):
-        trainer._check_loop_settings(config)
+    for overrides, message in (
+        (['checkpoint.best_metric=bleu'], "best_metric='bleu' must name an evaluation"),
+        (
+            ['checkpoint.best_metric=eval/bleu', 'checkpoint.best_mode=highest'],
+            "best_mode='highest' must be 'max' or",
+        ),
+        (
+            [
+                'checkpoint.best_mode=min',
+                'checkpoint.best_metric=eval/loss',
+                'eval.every_steps=0',
+                'eval.at_end=False',
+            ],
+            'this run never evaluates',
+        ),
+    ):
+        _refused(overrides, message)
 
 
 def test_patience_stops_the_run_and_a_restart_keeps_it_stopped(tmp_path):
@@ -153,17 +159,16 @@ def test_early_stop_record_counts_strict_improvements_only():
 
 
 def test_patience_settings_are_named():
-    from jaxdistill import configuration  # pylint: disable=g-import-not-at-top
-
-    config = configuration.load_config(helpers.CONFIG)
-    configuration.apply_overrides(config, ['checkpoint.patience=3'])
-    with pytest.raises(ConfigError, match='patience=3 stops training once.*no best'):
-        trainer._check_loop_settings(config)
-    configuration.apply_overrides(
-        config, ['checkpoint.best_metric=eval/loss', 'eval.every_steps=0']
-    )
-    with pytest.raises(ConfigError, match='evaluates only at its end'):
-        trainer._check_loop_settings(config)
-    configuration.apply_overrides(config, ['checkpoint.patience=-1'])
-    with pytest.raises(ConfigError, match=r'checkpoint.patience=-1 must be an integer'):
-        trainer._check_loop_settings(config)
+    for overrides, message in (
+        (['checkpoint.patience=3'], 'patience=3 stops training once.*no best'),
+        (
+            [
+                'checkpoint.patience=3',
+                'checkpoint.best_metric=eval/loss',
+                'eval.every_steps=0',
+            ],
+            'evaluates only at its end',
+        ),
+        (['checkpoint.patience=-1'], r'checkpoint.patience=-1 must be an integer'),
+    ):
+        _refused(overrides, message)
