@@ -47,12 +47,13 @@ def _save_whole_arrays_on_cpu():
     compiled once per shape (a second or more at the first save) and run for
     every leaf of every save. On the CPU every local device's copy is in the
     same memory, and CPU runs of several processes are local ones (tests,
-    development), so the slicing is pure cost: a first save of a 122-leaf
-    state on 8 CPU devices took 2.13 s with it and 0.17 s without, later
-    saves 0.43 s and 0.20 s (an ad hoc timing, 2026-12-06). Only the
-    chunking of the files differs: a checkpoint written either way restores
-    under the other (tests/test_checkpoint_save.py). GPUs and TPUs keep
-    Orbax's default.
+    development), so the slicing is pure cost: saving the tiny Transformer's
+    training state (277 arrays) on 8 CPU devices took 3.25 s with it and
+    0.49 s without the first time, 1.17 s and 0.42 s later on
+    (`benchmarks/checkpoint_save.py`; on one device, with no copies to
+    slice, both take the same). Only the chunking of the files differs: a
+    checkpoint written either way restores under the other
+    (tests/test_checkpoint_save.py). GPUs and TPUs keep Orbax's default.
     """
     if jax.default_backend() != 'cpu':
         return
