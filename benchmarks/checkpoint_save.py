@@ -2,7 +2,8 @@
 replica-parallel slices.
 
     python benchmarks/checkpoint_save.py [--devices 8] [--rounds 3] [--saves 6] \
-        [--config configs/translate_synthetic.py:size=tiny] [--tag T]
+        [--config configs/translate_synthetic.py:size=tiny] [--tag T] \
+        [--config.KEY=VALUE ...]
 
 Orbax's default off GPUs is replica-parallel saving: every device holding a
 copy of an array writes a slice of it, each slice a small jitted program,
@@ -44,7 +45,12 @@ def parse_args():
     parser.add_argument('--saves', type=int, default=6)
     parser.add_argument('--tag', default='')
     parser.add_argument('--child', choices=WAYS, help=argparse.SUPPRESS)
-    return parser.parse_args()
+    args, rest = parser.parse_known_args()
+    bad = [a for a in rest if not a.startswith('--config.')]
+    if bad:
+        parser.error(f'unrecognized arguments: {" ".join(bad)}')
+    args.overrides = rest  # --config.KEY=VALUE, for the config.
+    return args
 
 
 def child(args):
@@ -61,7 +67,8 @@ def child(args):
     checkpoint._save_whole_arrays_on_cpu = lambda: None  # Keep the way chosen.
     config = configuration.apply_overrides(
         configuration.load_config(args.config),
-        ['compilation_cache_dir=', 'eval.at_end=False'],
+        [o[len('--config.') :] for o in args.overrides]
+        + ['compilation_cache_dir=', 'eval.at_end=False'],
     )
     work = tempfile.mkdtemp(prefix='checkpoint_save_')
     state = trainer.Trainer(config, work).state
@@ -96,7 +103,7 @@ def run_child(args, way: str) -> dict:
             + f' --xla_force_host_platform_device_count={args.devices}'
         )
     cmd = [sys.executable, __file__, '--child', way, '--config', args.config]
-    cmd += ['--saves', str(args.saves)]
+    cmd += ['--saves', str(args.saves), *args.overrides]
     out = subprocess.run(
         cmd, env=env, cwd=common.REPO, capture_output=True, text=True, check=False
     )
@@ -155,6 +162,7 @@ def main():
     any_run = rounds[WAYS[0]][0]
     result = {
         'config': args.config,
+        'overrides': args.overrides,
         'rounds': args.rounds,
         'saves': args.saves,
         'leaves': any_run['leaves'],
