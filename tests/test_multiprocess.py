@@ -95,3 +95,34 @@ def test_time_limit_stops_every_process_at_the_same_step(tmp_path):
     assert step == 2
     summary = json.loads((tmp_path / 'summary.json').read_text())
     assert summary['step'] == 2 and summary['stopped_by_time_limit'] is True
+
+
+def test_early_stop_holds_for_every_process(tmp_path):
+    """checkpoint.patience with two processes: process 0's decision holds
+    for both, which stop after the same evaluation and save that step."""
+    outs = helpers.run_two_processes(
+        tmp_path,
+        *OVERRIDES,
+        '--config.eval.every_steps=2',
+        '--config.eval.bleu=False',  # The loss ranks; no decoding needed.
+        '--config.checkpoint.best_metric=eval/loss',
+        '--config.checkpoint.best_mode=max',
+        '--config.checkpoint.patience=2',
+    )
+    records = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').open()]
+    losses = [(r['step'], r['eval/loss']) for r in records if 'eval/loss' in r]
+    # The rule, replayed on the logged evaluations: stop once 2 in a row
+    # have not risen above the highest before them.
+    best, since, stop = -np.inf, 0, None
+    for step, loss in losses:
+        best, since = (loss, 0) if loss > best else (best, since + 1)
+        if since == 2:
+            stop = step
+            break
+    assert stop is not None and stop < 12, losses
+    assert [s for s, _ in losses][-1] == stop  # Nothing evaluated after it.
+    assert f'stopped at step {stop}' in outs[0], outs[0][-2000:]
+    step, _ = helpers.final_params(tmp_path)
+    assert step == stop
+    summary = json.loads((tmp_path / 'summary.json').read_text())
+    assert summary['stopped_early'] is True and summary['step'] == stop
