@@ -13,6 +13,7 @@ import sys
 
 import ml_collections
 
+from jaxdistill import optim
 from jaxdistill import trainer as trainer_lib
 
 
@@ -21,7 +22,7 @@ def predictions(workdir):
         json.loads((pathlib.Path(workdir) / 'config.json').read_text())
     )
     t = trainer_lib.Trainer(config, str(workdir), read_only=True)
-    models = t.method.eval_models(t.state.params, t.state.extra)
+    models = t.method.eval_models(optim.model_params(t.state), t.state.extra)
     return t.task.predict(next(iter(models.values())))
 
 

@@ -65,6 +65,7 @@ import train_step_throughput  # pylint: disable=g-import-not-at-top,wrong-import
 from jaxdistill import averaging  # pylint: disable=g-import-not-at-top
 from jaxdistill import configuration  # pylint: disable=g-import-not-at-top
 from jaxdistill import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+from jaxdistill import optim  # pylint: disable=g-import-not-at-top
 from jaxdistill import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
 from jaxdistill import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
 from jaxdistill.models import transformer  # pylint: disable=g-import-not-at-top
@@ -185,7 +186,7 @@ def probe(config, workdir, repeats):
     for r in rows:
         r['fraction_of_peak'] = r['model_flops_per_s'] / peak
     started = time.perf_counter()
-    tr.task.evaluate(tr.state.params, bleu=True)
+    tr.task.evaluate(optim.model_params(tr.state), bleu=True)
     eval_s = time.perf_counter() - started
     tr.ckpt.close()
     tr.writer.close()

@@ -53,6 +53,7 @@ import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxdistill import configuration  # pylint: disable=g-import-not-at-top
 from jaxdistill import extract as extract_lib  # pylint: disable=g-import-not-at-top
 from jaxdistill import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+from jaxdistill import optim  # pylint: disable=g-import-not-at-top
 from jaxdistill import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
 from jaxdistill import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
 from jaxdistill.models import transformer  # pylint: disable=g-import-not-at-top
@@ -225,7 +226,7 @@ def run_arm(arm, args, overrides, root):
     wall = time.time() - started
     if not os.path.exists(spm):
         shutil.copy(os.path.join(workdir, 'spm.model'), spm)
-    models = tr.method.eval_models(tr.state.params, tr.state.extra)
+    models = tr.method.eval_models(optim.model_params(tr.state), tr.state.extra)
     names = list(models)
     result = {
         'method': config.method.name,
@@ -248,7 +249,7 @@ def rescore_arm(arm, args, overrides, root, workdir):
     """Test scores of every capacity of a finished arm, from its last checkpoint."""
     config = arm_config(arm, args, overrides, root)
     tr = trainer_lib.Trainer(config, workdir, read_only=True)
-    models = tr.method.eval_models(tr.state.params, tr.state.extra)
+    models = tr.method.eval_models(optim.model_params(tr.state), tr.state.extra)
     test = {}
     for n, p in models.items():
         test[n] = test_scores(tr, p, args.beam)
@@ -315,7 +316,7 @@ def extraction(root, args, tr):
     # Decoding time on the test sources (en, one direction's tag), each model.
     data = translation.data_lib.load_translation(tr.config.data, TEST_SPLIT)
     texts = [s for s, l in zip(data.source, data.target_lang) if l == 'de']
-    models = tr.method.eval_models(tr.state.params, tr.state.extra)
+    models = tr.method.eval_models(optim.model_params(tr.state), tr.state.extra)
     seconds = {}
     for name, params in models.items():
         model = translation.transformer_lib.Transformer(

@@ -143,6 +143,9 @@ def get_config(arg=None):
     config.optimizer.eps = 1e-8
     # Global-norm gradient clipping (0 = off).
     config.optimizer.grad_clip_norm = 0.0
+    # Moving average of the parameters, kept beside them (0 = none; e.g.
+    # 0.999): evaluation, translate, extract and teachers then use it.
+    config.optimizer.ema_decay = 0.0
 
     # The device mesh and the checkpoints (configs/spine.py).
     config.mesh = spine.mesh()

@@ -131,6 +131,9 @@ def get_config(arg=None, extra_args=()):
     config.optimizer.weight_decay = 1e-4
     # Global-norm gradient clipping (0 = off).
     config.optimizer.grad_clip_norm = 1.0
+    # Moving average of the parameters, kept beside them (0 = none; e.g.
+    # 0.999): evaluation, translate, extract and teachers then use it.
+    config.optimizer.ema_decay = 0.0
 
     # The device mesh and the checkpoints (configs/spine.py).
     config.mesh = spine.mesh()

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from jaxdistill import checkpoint as checkpoint_lib
+from jaxdistill import optim
 from jaxdistill.errors import CheckpointMismatchError
 
 State = dict[str, Any]
@@ -51,7 +52,7 @@ def select_steps(directory: str, last: int, *, upto: int | None = None) -> list[
 
 def average_params(
     step_dirs: list[str],
-    select: Callable[[State], Any] = lambda state: state['params'],
+    select: Callable[[State], Any] = optim.model_params,
 ) -> Any:
     """Element-wise mean of `select(state)` over checkpoints.
 
@@ -95,7 +96,7 @@ def average_checkpoints(
     last: int,
     *,
     upto: int | None = None,
-    select: Callable[[State], Any] = lambda state: state['params'],
+    select: Callable[[State], Any] = optim.model_params,
 ) -> tuple[Any, list[int]]:
     """(mean parameters, steps used) of the `last` checkpoints up to `upto`.
 

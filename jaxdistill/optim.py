@@ -10,6 +10,8 @@ The whole chain (clipping, then the optimizer) is wrapped in
 the learning rate used by the latest update (schedule(0) right after init).
 """
 
+from typing import Any, NamedTuple
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -51,6 +53,77 @@ def clip_by_replica_norm(max_norm: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
+class ParamsEmaState(NamedTuple):
+    """`params_ema`'s state: the updates so far and the running average."""
+
+    count: jax.Array
+    params_ema: Any
+
+
+def params_ema(decay: float) -> optax.GradientTransformation:
+    """Keeps an exponential moving average of the parameters in the
+    optimizer state (Polyak averaging); passes the updates through unchanged.
+
+    Goes last in a chain: after update t (counting from 0) the average moves
+    towards the new parameters p_t + u_t with weight 1 − d_t, where
+    d_t = min(decay, (1 + t) / (10 + t)) (TensorFlow's ExponentialMovingAverage
+    with `num_updates`), so the first updates are not drowned by the
+    initialisation. The average is a params-shaped tree, so it is sharded
+    and checkpointed like the parameters; `ema_params` finds it.
+    """
+
+    def init(params):
+        return ParamsEmaState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.copy, params))
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError(
+                'params_ema needs the parameters: tx.update(g, s, params).'
+            )
+        t = state.count.astype(jnp.float32)
+        d = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+        new = optax.apply_updates(params, updates)
+        ema = jax.tree.map(
+            lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype), state.params_ema, new
+        )
+        return updates, ParamsEmaState(state.count + 1, ema)
+
+    return optax.GradientTransformation(init, update)
+
+
+def ema_params(opt_state) -> Any | None:
+    """The moving average of the parameters that `optimizer.ema_decay` keeps
+    in `opt_state` (a live state, or one read back from a checkpoint as
+    dicts), or None when the run keeps none."""
+    found = []
+
+    def visit(node):
+        if isinstance(node, ParamsEmaState):
+            found.append(node.params_ema)
+            return True
+        if isinstance(node, dict) and 'params_ema' in node and 'count' in node:
+            found.append(node['params_ema'])
+            return True
+        return False
+
+    jax.tree.leaves(opt_state, is_leaf=visit)
+    return found[0] if found else None
+
+
+def model_params(state) -> Any:
+    """The parameters a run's models are: the moving average where the run
+    keeps one (`optimizer.ema_decay`), else the trained parameters. What
+    evaluation, `translate`, `extract`, checkpoint averaging and a teacher
+    read. `state`: a TrainState, or a checkpoint's state read back as dicts.
+    """
+    if isinstance(state, dict):
+        params, opt_state = state['params'], state.get('opt_state')
+    else:
+        params, opt_state = state.params, state.opt_state
+    ema = ema_params(opt_state)
+    return params if ema is None else ema
+
+
 def replica_norms(tree) -> jax.Array:
     """[N] global norm of each replica's slice of a stacked pytree."""
     return jnp.sqrt(
@@ -75,7 +148,8 @@ def make_optimizer(cfg, *, stacked: bool = False) -> optax.GradientTransformatio
     momentum, as in the usual CIFAR/ImageNet SGD recipes; not for adam;
     skipped for params with ndim <= 1);
     momentum=0.0 (sgd only; 0 = plain SGD); grad_clip_norm=0.0 (> 0 clips the
-    global gradient norm before the optimizer).
+    global gradient norm before the optimizer); ema_decay=0.0 (> 0 also keeps
+    a moving average of the parameters, `params_ema`, which evaluation uses).
 
     Raises:
       ConfigError: unknown `optimizer.name`, or a field the optimizer ignores
@@ -100,6 +174,15 @@ def make_optimizer(cfg, *, stacked: bool = False) -> optax.GradientTransformatio
     momentum = float(get('momentum', 0.0) or 0.0)
     if momentum and name != 'sgd':
         raise ConfigError(f"optimizer.momentum is only used by 'sgd', not {name!r}.")
+    ema = get('ema_decay', 0.0) or 0.0
+    if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 <= ema < 1:
+        raise ConfigError(
+            f'optimizer.ema_decay={ema!r} must be a number in [0, 1) (0: no '
+            'moving average; e.g. 0.999).'
+        )
+
+    def with_ema(tx):
+        return optax.chain(tx, params_ema(float(ema))) if ema else tx
 
     def with_clip(tx):
         if not clip:
@@ -121,7 +204,7 @@ def make_optimizer(cfg, *, stacked: bool = False) -> optax.GradientTransformatio
                 tx = optax.chain(optax.add_decayed_weights(weight_decay, mask), tx)
             return with_clip(tx)
 
-        return optax.inject_hyperparams(factory)(learning_rate=lr)
+        return with_ema(optax.inject_hyperparams(factory)(learning_rate=lr))
 
     def factory(learning_rate, b1, b2, eps, weight_decay):
         if name == 'adam':
@@ -137,12 +220,14 @@ def make_optimizer(cfg, *, stacked: bool = False) -> optax.GradientTransformatio
             )
         )
 
-    return optax.inject_hyperparams(factory)(
-        learning_rate=lr,
-        b1=float(get('b1', 0.9)),
-        b2=float(get('b2', 0.98)),
-        eps=float(get('eps', 1e-9)),
-        weight_decay=weight_decay,
+    return with_ema(
+        optax.inject_hyperparams(factory)(
+            learning_rate=lr,
+            b1=float(get('b1', 0.9)),
+            b2=float(get('b2', 0.98)),
+            eps=float(get('eps', 1e-9)),
+            weight_decay=weight_decay,
+        )
     )
 
 

@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from jaxdistill import checkpoint as checkpoint_lib
+from jaxdistill import optim
 from jaxdistill.data import images as images_lib
 from jaxdistill.data import sst2 as sst2_lib
 from jaxdistill.errors import ConfigError
@@ -67,7 +68,7 @@ def load_teacher(workdir: str):
         os.path.join(workdir, 'checkpoints')
     )
     state = checkpoint_lib.read_state(step_dir)
-    return config, state['params'], step
+    return config, optim.model_params(state), step
 
 
 @functools.lru_cache(maxsize=4)

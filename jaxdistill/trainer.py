@@ -682,7 +682,9 @@ class Trainer:
         agreement between models' predictions on the held-out set.
         """
         started = time.time()
-        models = self.method.eval_models(self.state.params, self.state.extra)
+        models = self.method.eval_models(
+            optim.model_params(self.state), self.state.extra
+        )
         m, predictions = {}, {}
         for i, (name, params) in enumerate(models.items()):
             result = self.task.evaluate(params)
@@ -896,10 +898,14 @@ class Trainer:
         return end
 
     def _finish(self, step, seconds, last_train, last_eval) -> dict:
-        params = self.method.eval_params(self.state.params, self.state.extra)
+        params = self.method.eval_params(
+            optim.model_params(self.state), self.state.extra
+        )
         count = lambda p: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(p))
         n_params = count(params)
-        models = self.method.eval_models(self.state.params, self.state.extra)
+        models = self.method.eval_models(
+            optim.model_params(self.state), self.state.extra
+        )
         sizes = (
             {f'num_params/{k}': count(p) for k, p in models.items()}
             if len(models) > 1

@@ -62,6 +62,7 @@ def load_model(workdir: str, config, *, step=None, average: int = 1, capacity=No
     """
     from jaxdistill import averaging  # pylint: disable=g-import-not-at-top
     from jaxdistill import data as data_lib  # pylint: disable=g-import-not-at-top
+    from jaxdistill import optim  # pylint: disable=g-import-not-at-top
     from jaxdistill.methods import make_method  # pylint: disable=g-import-not-at-top
     from jaxdistill.models import transformer as transformer_lib  # pylint: disable=g-import-not-at-top
     from jaxdistill.tasks import translation  # pylint: disable=g-import-not-at-top
@@ -78,8 +79,10 @@ def load_model(workdir: str, config, *, step=None, average: int = 1, capacity=No
 
     def select(state):
         if capacity is not None:
-            return composite.extract(state['params'], composite.index(capacity))
-        return method.eval_params(state['params'], state.get('extra', {}))
+            return composite.extract(
+                optim.model_params(state), composite.index(capacity)
+            )
+        return method.eval_params(optim.model_params(state), state.get('extra', {}))
 
     params, steps = averaging.average_checkpoints(
         os.path.join(workdir, 'checkpoints'), average, upto=step, select=select

@@ -1,6 +1,7 @@
 """Loss-weight schedules, learning-rate schedules and make_optimizer."""
 
 import math
+import types
 
 import jax
 import jax.numpy as jnp
@@ -389,3 +390,37 @@ def test_sgd_weight_decay_is_coupled_l2_before_momentum():
         up2['dense']['kernel'], -lr * (mom * 1.2 + 1 + wd * p1), rtol=1e-6
     )
     np.testing.assert_allclose(up2['norm']['scale'], -lr * (mom + 1), rtol=1e-6)
+
+
+def test_ema_decay_keeps_a_moving_average_of_the_parameters():
+    decay = 0.9
+    tx = optim.make_optimizer(_opt_cfg(name='sgd', learning_rate=0.5, ema_decay=decay))
+    plain = optim.make_optimizer(_opt_cfg(name='sgd', learning_rate=0.5))
+    state, plain_state = tx.init(PARAMS), plain.init(PARAMS)
+    params, want = PARAMS, PARAMS
+    for t in range(4):
+        grads = jax.tree.map(lambda p: jnp.full_like(p, float(t + 1)), PARAMS)
+        updates, state = jax.jit(tx.update)(grads, state, params)
+        plain_updates, plain_state = plain.update(grads, plain_state, params)
+        # The updates are the optimizer's own: the average only watches.
+        jax.tree.map(np.testing.assert_array_equal, updates, plain_updates)
+        params = optax.apply_updates(params, updates)
+        d = min(decay, (1 + t) / (10 + t))
+        want = jax.tree.map(lambda e, p: d * e + (1 - d) * p, want, params)
+    got = optim.ema_params(state)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, want)
+    # What evaluation reads: the average, from a live state or from one read
+    # back from a checkpoint as dicts; the parameters where there is none.
+    live = types.SimpleNamespace(params=params, opt_state=state)
+    assert optim.model_params(live) is got
+    read_back = {
+        'params': params,
+        'opt_state': [state[0], {'count': state[1].count, 'params_ema': want}],
+    }
+    assert optim.model_params(read_back) is want
+    assert optim.model_params({'params': params, 'opt_state': plain_state}) is params
+    for bad in (1.0, -0.1, 'high', True):
+        with pytest.raises(
+            ConfigError, match='optimizer.ema_decay=.* must be a number'
+        ):
+            optim.make_optimizer(_opt_cfg(ema_decay=bad))

@@ -15,6 +15,7 @@ from jax.experimental import multihost_utils
 from jaxdistill import data as data_lib
 from jaxdistill import configuration
 from jaxdistill import losses
+from jaxdistill import optim
 from jaxdistill import registry
 from jaxdistill import sharding as sharding_lib
 from jaxdistill.errors import ConfigError
@@ -268,7 +269,7 @@ class TranslationTask:
         )
         state = checkpoint_lib.read_state(step_dir)
         params = jax.device_get(
-            method.eval_params(state['params'], state.get('extra', {}))
+            method.eval_params(optim.model_params(state), state.get('extra', {}))
         )
         teacher = transformer_lib.Transformer(
             transformer_lib.infer_config(params, model.config)

@@ -1,0 +1,81 @@
+"""optimizer.ema_decay: the moving average is what a run's models are."""
+
+import json
+
+import jax
+import numpy as np
+
+from jaxdistill import averaging
+from jaxdistill import checkpoint
+from jaxdistill import configuration
+from jaxdistill import optim
+from jaxdistill import train
+from jaxdistill import trainer as trainer_lib
+from jaxdistill import translate
+from tests import helpers
+
+ARGS = [
+    '--config',
+    helpers.CONFIG,
+    '--config.optimizer.ema_decay=0.9',
+    '--config.checkpoint.every_steps=6',
+    '--config.data.bucket_lengths=(48,)',  # One compiled train step.
+    '--config.eval.bleu=False',
+]
+
+
+def _leaves(tree):
+    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(tree))]
+
+
+def test_evaluation_translation_and_resume_use_the_average(tmp_path):
+    whole, split = tmp_path / 'whole', tmp_path / 'split'
+    assert (
+        train.main([*ARGS, '--workdir', str(whole), '--config.num_train_steps=12']) == 0
+    )
+    # Stopped at step 6 and resumed: the average goes on exactly.
+    assert (
+        train.main([*ARGS, '--workdir', str(split), '--config.num_train_steps=6']) == 0
+    )
+    assert (
+        train.main([*ARGS, '--workdir', str(split), '--config.num_train_steps=12']) == 0
+    )
+    state = checkpoint.read_state(str(whole / 'checkpoints' / '12'))
+    ema = optim.ema_params(state['opt_state'])
+    for a, b in zip(
+        _leaves(ema),
+        _leaves(
+            optim.ema_params(
+                checkpoint.read_state(str(split / 'checkpoints' / '12'))['opt_state']
+            )
+        ),
+        strict=True,
+    ):
+        assert a.tobytes() == b.tobytes()
+    # An average, not the parameters.
+    assert any(
+        not np.allclose(a, b) for a, b in zip(_leaves(ema), _leaves(state['params']))
+    )
+
+    # The run's evaluation is the average's.
+    config = configuration.load_config(helpers.CONFIG)
+    configuration.apply_overrides(config, [a[len('--config.') :] for a in ARGS[2:]])
+    t = trainer_lib.Trainer(config, str(whole), read_only=True)
+    evaluated = t.evaluate(12)
+    summary = json.loads((whole / 'summary.json').read_text())
+    assert summary['eval/loss'] == evaluated['eval/loss']
+    live = optim.ema_params(t.state.opt_state)  # Restored onto the devices.
+    assert t.task.evaluate(live)['eval/loss'] == evaluated['eval/loss']
+    assert t.task.evaluate(t.state.params)['eval/loss'] != evaluated['eval/loss']
+
+    # translate and checkpoint averaging read the average too.
+    _, params, _, _ = translate.load_model(str(whole), config)
+    for a, b in zip(_leaves(params), _leaves(ema), strict=True):
+        np.testing.assert_array_equal(a, b)
+    mean, steps = averaging.average_checkpoints(str(whole / 'checkpoints'), 2)
+    assert steps == [6, 12]
+    six = optim.ema_params(
+        checkpoint.read_state(str(whole / 'checkpoints' / '6'))['opt_state']
+    )
+    for m, a, b in zip(_leaves(mean), _leaves(six), _leaves(ema), strict=True):
+        np.testing.assert_allclose(m, (a + b) / 2, rtol=1e-6)
