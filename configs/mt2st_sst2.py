@@ -154,6 +154,9 @@ def get_config(arg=None):
     config.eval = ml_collections.ConfigDict()
     # Evaluate every N steps (0 = only at the end).
     config.eval.every_steps = 250
+    # With optimizer.ema_decay > 0: evaluate (and translate, extract) the
+    # moving average of the parameters (True) or the parameters (False).
+    config.eval.use_ema = True
     # Evaluate after the last step.
     config.eval.at_end = True
     # SST-2 splits scored ('test' = glue_dev.tsv, 'dev' = held-out training

@@ -142,6 +142,9 @@ def get_config(arg=None, extra_args=()):
     config.eval = ml_collections.ConfigDict()
     # Evaluate every N steps (0 = only at the end).
     config.eval.every_steps = 2000
+    # With optimizer.ema_decay > 0: evaluate (and translate, extract) the
+    # moving average of the parameters (True) or the parameters (False).
+    config.eval.use_ema = True
     # Evaluate after the last step.
     config.eval.at_end = True
     # Evaluate on at most N examples of the eval split (0 = all), shared

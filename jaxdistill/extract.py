@@ -85,7 +85,11 @@ def extract(workdir: str, capacity: str, out: str, *, step: int | None = None) -
         step_dir = os.path.join(ckpt_dir, str(step))
         if not os.path.isdir(step_dir):
             raise JaxdistillError(f'No checkpoint for step {step} in {ckpt_dir}.')
-    everything = jax.device_get(optim.model_params(checkpoint_lib.read_state(step_dir)))
+    everything = jax.device_get(
+        optim.model_params(
+            checkpoint_lib.read_state(step_dir), config.eval.get('use_ema', True)
+        )
+    )
     params = composite.extract(everything, i)
     small = transformer_lib.infer_config(params, model.config)
 

@@ -110,17 +110,18 @@ def ema_params(opt_state) -> Any | None:
     return found[0] if found else None
 
 
-def model_params(state) -> Any:
+def model_params(state, use_ema: bool = True) -> Any:
     """The parameters a run's models are: the moving average where the run
-    keeps one (`optimizer.ema_decay`), else the trained parameters. What
-    evaluation, `translate`, `extract`, checkpoint averaging and a teacher
-    read. `state`: a TrainState, or a checkpoint's state read back as dicts.
+    keeps one (`optimizer.ema_decay`) and `use_ema` (`eval.use_ema`), else
+    the trained parameters. What evaluation, `translate`, `extract`,
+    checkpoint averaging and a teacher read. `state`: a TrainState, or a
+    checkpoint's state read back as dicts.
     """
     if isinstance(state, dict):
         params, opt_state = state['params'], state.get('opt_state')
     else:
         params, opt_state = state.params, state.opt_state
-    ema = ema_params(opt_state)
+    ema = ema_params(opt_state) if use_ema else None
     return params if ema is None else ema
 
 

@@ -674,6 +674,13 @@ class Trainer:
         )
         return m
 
+    def _model_params(self):
+        """The parameters evaluated: the moving average, if the run keeps one
+        and `eval.use_ema` (the default) asks for it."""
+        return optim.model_params(
+            self.state, use_ema=self.config.eval.get('use_ema', True)
+        )
+
     def evaluate(self, step: int) -> dict:
         """Evaluates every model the method trains; the first one unprefixed.
 
@@ -682,9 +689,7 @@ class Trainer:
         agreement between models' predictions on the held-out set.
         """
         started = time.time()
-        models = self.method.eval_models(
-            optim.model_params(self.state), self.state.extra
-        )
+        models = self.method.eval_models(self._model_params(), self.state.extra)
         m, predictions = {}, {}
         for i, (name, params) in enumerate(models.items()):
             result = self.task.evaluate(params)
@@ -898,14 +903,10 @@ class Trainer:
         return end
 
     def _finish(self, step, seconds, last_train, last_eval) -> dict:
-        params = self.method.eval_params(
-            optim.model_params(self.state), self.state.extra
-        )
+        params = self.method.eval_params(self._model_params(), self.state.extra)
         count = lambda p: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(p))
         n_params = count(params)
-        models = self.method.eval_models(
-            optim.model_params(self.state), self.state.extra
-        )
+        models = self.method.eval_models(self._model_params(), self.state.extra)
         sizes = (
             {f'num_params/{k}': count(p) for k, p in models.items()}
             if len(models) > 1

@@ -76,13 +76,16 @@ def load_model(workdir: str, config, *, step=None, average: int = 1, capacity=No
             f'--capacity {capacity}: {workdir} trained a plain Transformer.'
         )
     method = make_method(config.method, fns)
+    use_ema = config.eval.get('use_ema', True)
 
     def select(state):
         if capacity is not None:
             return composite.extract(
-                optim.model_params(state), composite.index(capacity)
+                optim.model_params(state, use_ema), composite.index(capacity)
             )
-        return method.eval_params(optim.model_params(state), state.get('extra', {}))
+        return method.eval_params(
+            optim.model_params(state, use_ema), state.get('extra', {})
+        )
 
     params, steps = averaging.average_checkpoints(
         os.path.join(workdir, 'checkpoints'), average, upto=step, select=select

@@ -79,3 +79,14 @@ def test_evaluation_translation_and_resume_use_the_average(tmp_path):
     )
     for m, a, b in zip(_leaves(mean), _leaves(six), _leaves(ema), strict=True):
         np.testing.assert_allclose(m, (a + b) / 2, rtol=1e-6)
+
+    # eval.use_ema=False: the parameters themselves, for a comparison.
+    raw_config = configuration.load_config(helpers.CONFIG)
+    configuration.apply_overrides(
+        raw_config, [a[len('--config.') :] for a in ARGS[2:]] + ['eval.use_ema=False']
+    )
+    raw = trainer_lib.Trainer(raw_config, str(whole), read_only=True)
+    assert raw.evaluate(12)['eval/loss'] == t.task.evaluate(t.state.params)['eval/loss']
+    _, params, _, _ = translate.load_model(str(whole), raw_config)
+    for a, b in zip(_leaves(params), _leaves(state['params']), strict=True):
+        np.testing.assert_array_equal(a, b)
