@@ -487,13 +487,17 @@ class _EarlyStop:
             'evals_since_best': self.since,
         }
 
-    def message(self, step: int) -> str:
+    def message(self, step: int, kept: int | None = None) -> str:
+        """`kept`: the step of the checkpoint kept as the best. Orbax ranks a
+        tie with the best as the best and keeps the later step, so with ties
+        it is not `best_step`."""
+        kept = self.best_step if kept is None else kept
         return (
             f'Early stop: {self.metric} has not improved on {self.best_value:.4g} '
             f'(step {self.best_step}) in {_plural(self.since, "evaluation")} '
             f'(checkpoint.patience={self.patience}); stopped at step {step}. '
-            f'The best checkpoint is step {self.best_step} (--step '
-            f'{self.best_step} for evaluate, translate and extract).'
+            f'The best checkpoint kept is step {kept} (--step {kept} for '
+            'evaluate, translate and extract).'
         )
 
 
@@ -775,7 +779,7 @@ class Trainer:
         self.stopped_early = self.early_stop.spent
         if self.stopped_early:  # Started again after an early stop.
             end = step
-            say(f'{self.early_stop.message(step)} Nothing left to train.')
+            say(f'{self._early_stop_message(step)} Nothing left to train.')
         batches = self.task.train_batches
         input_seconds = 0.0  # The window's host time building and sending batches.
         profiler = self.profiler = _Profiler(self.workdir, c.get('profile_steps', 0))
@@ -842,7 +846,7 @@ class Trainer:
                     saved = step
                 if step < end and self._stop_early():
                     end, self.stopped_early = step, True
-                    say(self.early_stop.message(step))
+                    say(self._early_stop_message(step))
                 window_start = time.time()  # Keep eval and saving out of throughput.
                 continue
             if save_now:
@@ -863,6 +867,10 @@ class Trainer:
         if c.eval.at_end and evaluated != step:
             last_eval = self.evaluate(step)
         return step, last_train, last_eval, time.time() - run_start
+
+    def _early_stop_message(self, step: int) -> str:
+        kept = self.ckpt.best_step()
+        return self.early_stop.message(step, kept[0] if kept else None)
 
     def _stop_early(self) -> bool:
         """Whether `checkpoint.patience` is spent; with several processes,

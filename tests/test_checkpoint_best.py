@@ -151,6 +151,10 @@ def test_early_stop_record_counts_strict_improvements_only():
     other.record(5, 2.0)
     other.record(10, 1.5)
     assert other.best_step == 10
+    # The message names the checkpoint kept as the best: with a tie, Orbax
+    # keeps the later step, not the first one the record counts from.
+    assert 'best checkpoint kept is step 10 (--step 10' in es.message(20)
+    assert 'best checkpoint kept is step 15 (--step 15' in es.message(20, 15)
     # patience 0 never stops.
     never = trainer._EarlyStop('eval/loss', 'min', 0)
     for step in range(1, 10):
