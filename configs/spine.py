@@ -38,6 +38,9 @@ def checkpoint(every_steps: int, keep: int):
     # this many evaluations (eval.every_steps apart), keeping the best
     # checkpoint. 0 = never.
     config.patience = 0
+    # With patience: an evaluation counts as an improvement only if it beats
+    # the best so far by more than this (in best_metric's units; 0 = any).
+    config.min_delta = 0.0
     return config
 
 

@@ -136,6 +136,23 @@ def _check_loop_settings(config):
             f'checkpoint.patience={patience} counts evaluations, but this run '
             'evaluates only at its end (eval.every_steps=0).'
         )
+    delta = c.checkpoint.get('min_delta', 0.0)
+    if (
+        isinstance(delta, bool)
+        or not isinstance(delta, (int, float))
+        or not math.isfinite(delta)
+        or delta < 0
+    ):
+        raise ConfigError(
+            f'checkpoint.min_delta={delta!r} must be a number >= 0: how much '
+            'checkpoint.best_metric must improve by to count as an improvement.'
+        )
+    if delta and not patience:
+        raise ConfigError(
+            f'checkpoint.min_delta={delta!r} is the improvement that resets '
+            'early stopping, but checkpoint.patience is 0 (no early stopping); '
+            'set both (e.g. --config.checkpoint.patience=5).'
+        )
     limit = c.get('time_limit_minutes', 0.0)
     if (
         isinstance(limit, bool)
@@ -448,16 +465,25 @@ class _EarlyStop:
     """Early stopping on `checkpoint.best_metric`, `checkpoint.patience`
     evaluations after its last improvement.
 
-    An evaluation improves on the best so far if its value is strictly higher
-    (`best_mode='max'`) or lower ('min'); a NaN never does. The record (best
-    step and value, evaluations since) travels in every checkpoint's meta, so
-    a resumed run counts on from where its checkpoint left off, and a run
-    that stopped early stays stopped when started again with the same
-    patience.
+    An evaluation improves on the best so far if its value is higher than
+    the best by more than `min_delta` (`best_mode='max'`), or lower by more
+    than that ('min'); with `min_delta=0` any strict improvement counts. A
+    NaN never improves, not even on no value at all. The record (best step
+    and value, evaluations since) travels in every checkpoint's meta, so a
+    resumed run counts on from where its checkpoint left off, and a run that
+    stopped early stays stopped when started again with the same patience.
     """
 
-    def __init__(self, metric: str, mode: str, patience: int, saved=None):
+    def __init__(
+        self,
+        metric: str,
+        mode: str,
+        patience: int,
+        saved=None,
+        min_delta: float = 0.0,
+    ):
         self.metric, self.mode, self.patience = metric, mode, int(patience)
+        self.min_delta = float(min_delta)
         saved = saved or {}
         if (saved.get('metric'), saved.get('mode')) != (metric, mode):
             saved = {}  # Another metric ranked the saved run: count afresh.
@@ -465,10 +491,20 @@ class _EarlyStop:
         self.best_value = saved.get('best_value')
         self.since = int(saved.get('evals_since_best', 0))
 
+    def improves(self, value: float) -> bool:
+        """Whether `value` improves on the best so far by more than min_delta."""
+        if math.isnan(value):
+            return False
+        best = self.best_value
+        if best is None:
+            return True
+        if self.mode == 'max':
+            return value - self.min_delta > best
+        return value + self.min_delta < best
+
     def record(self, step: int, value: float):
         """Counts the evaluation at `step` that gave `value`."""
-        best = self.best_value
-        if best is None or (value > best if self.mode == 'max' else value < best):
+        if self.improves(value):
             self.best_step, self.best_value, self.since = step, float(value), 0
         else:
             self.since += 1
@@ -482,6 +518,7 @@ class _EarlyStop:
         return {
             'metric': self.metric,
             'mode': self.mode,
+            'min_delta': self.min_delta,
             'best_step': self.best_step,
             'best_value': self.best_value,
             'evals_since_best': self.since,
@@ -489,14 +526,22 @@ class _EarlyStop:
 
     def message(self, step: int, kept: int | None = None) -> str:
         """`kept`: the step of the checkpoint kept as the best. Orbax ranks a
-        tie with the best as the best and keeps the later step, so with ties
-        it is not `best_step`."""
+        tie with the best as the best and keeps the later step, and ranks
+        without `min_delta`, so it need not be `best_step`."""
+        rule = f'checkpoint.patience={self.patience}'
+        if self.min_delta:
+            rule += f', checkpoint.min_delta={self.min_delta:g}'
+        waited = _plural(self.since, 'evaluation')
+        if self.best_value is None:
+            return (
+                f'Early stop: {self.metric} was NaN in every one of {waited} '
+                f'({rule}); stopped at step {step}.'
+            )
         kept = self.best_step if kept is None else kept
         return (
             f'Early stop: {self.metric} has not improved on {self.best_value:.4g} '
-            f'(step {self.best_step}) in {_plural(self.since, "evaluation")} '
-            f'(checkpoint.patience={self.patience}); stopped at step {step}. '
-            f'The best checkpoint kept is step {kept} (--step {kept} for '
+            f'(step {self.best_step}) in {waited} ({rule}); stopped at step '
+            f'{step}. The best checkpoint kept is step {kept} (--step {kept} for '
             'evaluate, translate and extract).'
         )
 
@@ -596,7 +641,11 @@ class Trainer:
                 _resume_position(meta, self.task.train_batches, note=not read_only)
             )
         self.early_stop = _EarlyStop(
-            c.best_metric, c.best_mode, c.get('patience', 0), meta.get('early_stop')
+            c.best_metric,
+            c.best_mode,
+            c.get('patience', 0),
+            meta.get('early_stop'),
+            min_delta=c.get('min_delta', 0.0),
         )
         self.writer = metrics_lib.MetricWriter(
             workdir,

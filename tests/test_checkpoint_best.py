@@ -162,6 +162,34 @@ def test_early_stop_record_counts_strict_improvements_only():
     assert not never.spent
 
 
+def test_early_stop_min_delta_and_a_first_nan():
+    # A loss must fall by more than min_delta to reset the count.
+    es = trainer._EarlyStop('eval/loss', 'min', patience=2, min_delta=0.05)
+    for step, value in ((5, 2.0), (10, 1.96), (15, 1.9), (20, 1.86)):
+        es.record(step, value)
+    # 1.96 is within 0.05 of 2.0; 1.9 beats it by 0.1; 1.86 is within 0.05.
+    assert (es.best_step, es.best_value, es.since) == (15, 1.9, 1)
+    assert not es.spent
+    es.record(25, 1.88)
+    assert es.spent and 'checkpoint.min_delta=0.05' in es.message(25)
+    assert es.meta()['min_delta'] == 0.05
+    # An accuracy must rise by more than min_delta.
+    acc = trainer._EarlyStop('eval/accuracy', 'max', patience=1, min_delta=0.01)
+    acc.record(5, 0.5)
+    acc.record(10, 0.505)
+    assert (acc.best_step, acc.since) == (5, 1)
+    # A NaN first is no best value: the first number after it is the best,
+    # and later numbers are compared with it (a NaN best would rank nothing
+    # above it, and the run would stop however much it improved).
+    nan_first = trainer._EarlyStop('eval/loss', 'min', patience=3)
+    nan_first.record(5, float('nan'))
+    assert nan_first.best_value is None and nan_first.since == 1
+    assert 'NaN in every one of 1 evaluation' in nan_first.message(5)
+    nan_first.record(10, 3.0)
+    nan_first.record(15, 2.5)
+    assert (nan_first.best_step, nan_first.best_value, nan_first.since) == (15, 2.5, 0)
+
+
 def test_patience_settings_are_named():
     for overrides, message in (
         (['checkpoint.patience=3'], 'patience=3 stops training once.*no best'),
@@ -174,5 +202,18 @@ def test_patience_settings_are_named():
             'evaluates only at its end',
         ),
         (['checkpoint.patience=-1'], r'checkpoint.patience=-1 must be an integer'),
+        (
+            [
+                'checkpoint.patience=3',
+                'checkpoint.best_metric=eval/loss',
+                'checkpoint.min_delta=-0.1',
+                'eval.every_steps=5',
+            ],
+            r'checkpoint.min_delta=-0.1 must be a number >= 0',
+        ),
+        (
+            ['checkpoint.best_metric=eval/loss', 'checkpoint.min_delta=0.1'],
+            r'min_delta=0.1 is the improvement.*patience is 0',
+        ),
     ):
         _refused(overrides, message)
