@@ -12,6 +12,7 @@ from typing import Any
 
 import copy
 import logging as std_logging
+import math
 import os
 import re
 import shutil
@@ -99,7 +100,14 @@ class Checkpointer:
             create=True,
         )
         if best_metric:
-            rank = lambda m: m[best_metric]  # noqa: E731
+            worst = -math.inf if best_mode == 'max' else math.inf
+
+            def rank(metrics):
+                # A NaN ranks last: unranked, it would sort anywhere, and
+                # Orbax could keep it as the best and delete the real best.
+                value = metrics[best_metric]
+                return worst if math.isnan(value) else value
+
             # best_fn makes Orbax write each save's metrics and rank them
             # (`best_step`); the preservation policy decides what is kept.
             std_logging.getLogger('absl').addFilter(_QUIET_UNRANKED)

@@ -67,6 +67,24 @@ def test_ranking_is_read_back_when_the_checkpoints_are_reopened(tmp_path):
     ckpt.close()
 
 
+@pytest.mark.parametrize('mode', ['min', 'max'])
+def test_a_nan_evaluation_never_replaces_the_best_checkpoint(tmp_path, mode):
+    """Unranked, a NaN sorted after the best, Orbax kept it as the best and
+    deleted the real best (a min-mode run: [1.0, 0.5, nan] kept only step 3)."""
+    state = {'w': np.zeros(3, np.float32)}
+    best = 0.5 if mode == 'min' else 2.0
+    values = (1.0, best, float('nan'))
+    ckpt = checkpoint.Checkpointer(
+        str(tmp_path / 'c'), every=1, keep=1, best_metric='eval/x', best_mode=mode
+    )
+    for step, value in enumerate(values, 1):
+        ckpt.save(step, state, {}, force=True, metrics={'eval/x': value})
+    ckpt.wait()
+    assert ckpt.all_steps() == [2, 3]  # The best and the latest.
+    assert ckpt.best_step() == (2, best)
+    ckpt.close()
+
+
 def _refused(overrides: list[str], message: str):
     """The loop settings `overrides` make are refused, naming `message`."""
     from jaxdistill import configuration  # pylint: disable=g-import-not-at-top
