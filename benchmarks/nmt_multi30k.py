@@ -38,7 +38,11 @@ What it does, all in one process:
     compilation, checkpoints and those evaluations all count.
  3. Chooses on val, with beam search, among the last checkpoint and the means
     of the last 5 and 10 checkpoints, and scores the choice on
-    test_2016_flickr: lowercased tokenised BLEU and cased sacreBLEU.
+    test_2016_flickr: lowercased tokenised BLEU and cased sacreBLEU. With
+    `--config.optimizer.ema_decay` the candidates are those of the trained
+    parameters and of their moving average (`ema_last_N`), and
+    `family_choices` also scores on test what val chooses within each of the
+    two: a paired comparison, from one training run.
 `--combine` puts several finished runs (seeds) side by side:
     python benchmarks/nmt_multi30k.py --combine nmt_multi30k_seed1,nmt_multi30k_seed2
 
@@ -48,6 +52,7 @@ and a learning-curve plot (val loss and val BLEU against minutes).
 """
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -253,36 +258,87 @@ def plan_steps(config, args, rows, loop, compile_s, eval_s):
     return steps, step_s
 
 
+def _families(config) -> dict:
+    """{prefix: select} of what each candidate averages: the trained
+    parameters ('') and, in a run that keeps one (`optimizer.ema_decay`),
+    their moving average ('ema_')."""
+    raw = functools.partial(optim.model_params, use_ema=False)
+    if config.optimizer.get('ema_decay', 0.0) > 0:
+        return {'': raw, 'ema_': optim.model_params}
+    return {'': raw}
+
+
+def candidate_params(tr, key, upto=None):
+    """(params on the mesh, steps) of candidate `key`, e.g. 'last_10' or
+    'ema_last_5': the mean of the last n checkpoints (up to step `upto`)."""
+    prefix, n = key.rsplit('last_', 1)
+    params, steps = averaging.average_checkpoints(
+        tr.ckpt.directory, int(n), upto=upto, select=_families(tr.config)[prefix]
+    )
+    return jax.device_put(params, sharding_lib.replicated(tr.mesh)), steps
+
+
 def choose_on_val(tr, args, alpha, upto=None):
     """Val BLEU of the last checkpoint and of the means of the last 5 and 10
-    (of those up to step `upto`, default all)."""
-    ckpt_dir = tr.ckpt.directory
+    (of those up to step `upto`, default all); with `optimizer.ema_decay`,
+    each of the trained parameters and of their moving average."""
     available = len(
-        [s for s in averaging.checkpoint_steps(ckpt_dir) if upto is None or s <= upto]
+        [
+            s
+            for s in averaging.checkpoint_steps(tr.ckpt.directory)
+            if upto is None or s <= upto
+        ]
     )
     candidates = {}
-    replicated = sharding_lib.replicated(tr.mesh)
-    for n in sorted({1, min(5, available), min(10, available)}):
-        params, steps = averaging.average_checkpoints(ckpt_dir, n, upto=upto)
-        params = jax.device_put(params, replicated)
-        m = tr.task.evaluate(params, beam_size=args.beam, length_penalty=alpha)
-        candidates[f'last_{n}'] = {
-            'steps': steps,
-            'val_bleu_tok_lc': float(m['eval/bleu_tok_lc']),
-            'val_sacrebleu': float(m['eval/bleu']),
-            'val_loss': float(m['eval/loss']),
-        }
-        print(f'val, mean of last {n} checkpoints: {candidates[f"last_{n}"]}')
+    for prefix in _families(tr.config):
+        for n in sorted({1, min(5, available), min(10, available)}):
+            key = f'{prefix}last_{n}'
+            params, steps = candidate_params(tr, key, upto)
+            m = tr.task.evaluate(params, beam_size=args.beam, length_penalty=alpha)
+            candidates[key] = {
+                'steps': steps,
+                'val_bleu_tok_lc': float(m['eval/bleu_tok_lc']),
+                'val_sacrebleu': float(m['eval/bleu']),
+                'val_loss': float(m['eval/loss']),
+            }
+            print(f'val, {key}: {candidates[key]}')
     best = max(candidates, key=lambda k: candidates[k]['val_bleu_tok_lc'])
-    params, _ = averaging.average_checkpoints(
-        ckpt_dir, int(best.split('_')[1]), upto=upto
-    )
-    return best, candidates, jax.device_put(params, replicated)
+    return best, candidates, candidate_params(tr, best, upto)[0]
 
 
-def test_result(tr, test, args, alpha, choice, candidates) -> dict:
+def family_choices(tr, args, alpha, candidates, choice, test, upto=None) -> dict:
+    """With a moving average, the paired comparison: for the trained
+    parameters and for their average, the candidate val chooses within that
+    family and its test BLEU (the same run, so the same training noise)."""
+    families = _families(tr.config)
+    if len(families) < 2:
+        return {}
+    out = {}
+    for prefix in families:
+        mine = [k for k in candidates if k.rsplit('last_', 1)[0] == prefix]
+        key = max(mine, key=lambda k: candidates[k]['val_bleu_tok_lc'])
+        if key == choice:
+            scored = test
+        else:
+            params, _ = candidate_params(tr, key, upto)
+            scored = tr.task.evaluate(
+                params, split=TEST_SPLIT, beam_size=args.beam, length_penalty=alpha
+            )
+        name = prefix.rstrip('_') or 'params'
+        out[name] = {
+            'choice': key,
+            'val_bleu_tok_lc': candidates[key]['val_bleu_tok_lc'],
+            'bleu_tok_lc': float(scored['eval/bleu_tok_lc']),
+            'sacrebleu': float(scored['eval/bleu']),
+        }
+        print(f'chosen on val among the {name}: {out[name]}')
+    return out
+
+
+def test_result(tr, test, args, alpha, choice, candidates, upto=None) -> dict:
     """The fields every scored result shares: test BLEU both ways, the
-    decoding settings and the checkpoint chosen on val."""
+    decoding settings and the checkpoint chosen on val (and, with a moving
+    average, each family's choice: `family_choices`)."""
     return {
         'bleu_tok_lc': test['eval/bleu_tok_lc'],
         'sacrebleu': test['eval/bleu'],
@@ -293,6 +349,9 @@ def test_result(tr, test, args, alpha, choice, candidates) -> dict:
         'length_penalty': alpha,
         'checkpoint_choice': choice,
         'val_candidates': candidates,
+        'family_choices': family_choices(
+            tr, args, alpha, candidates, choice, test, upto
+        ),
     }
 
 
@@ -371,7 +430,7 @@ def rescore(args, config, workdir):
         params, split=TEST_SPLIT, beam_size=args.beam, length_penalty=alpha
     )
     result = {
-        **test_result(tr, test, args, alpha, choice, candidates),
+        **test_result(tr, test, args, alpha, choice, candidates, upto),
         'rescored_upto_step': upto,
         'run_steps': summary['step'],
         'loop_minutes_at_step': (min(at) - loop_start) / 60 if at else None,
