@@ -11,6 +11,7 @@ previous step.
 from typing import Any
 
 import copy
+import dataclasses
 import logging as std_logging
 import math
 import os
@@ -37,6 +38,20 @@ class _QuietUnrankedSaves(std_logging.Filter):
 
 
 _QUIET_UNRANKED = _QuietUnrankedSaves()
+
+
+@dataclasses.dataclass
+class _RankedByAnotherMetric:
+    """Orbax preservation policy: keeps the checkpoints saved with metrics
+    that lack `metric`. An earlier run of the workdir ranked them by another
+    `best_metric`; the best of them is a result the user may still want, and
+    this run cannot rank them, so it deletes none of them."""
+
+    metric: str
+
+    def should_preserve(self, checkpoints, *, context):
+        del context
+        return [bool(c.metrics) and self.metric not in c.metrics for c in checkpoints]
 
 
 def _save_whole_arrays_on_cpu():
@@ -105,7 +120,9 @@ class Checkpointer:
             def rank(metrics):
                 # A NaN ranks last: unranked, it would sort anywhere, and
                 # Orbax could keep it as the best and delete the real best.
-                value = metrics[best_metric]
+                # So does a save ranked by another metric (an earlier run of
+                # this workdir with another best_metric): it is kept below.
+                value = metrics.get(best_metric, math.nan)
                 return worst if math.isnan(value) else value
 
             # best_fn makes Orbax write each save's metrics and rank them
@@ -122,6 +139,7 @@ class Checkpointer:
                         n=1,
                         keep_checkpoints_without_metrics=False,
                     ),
+                    _RankedByAnotherMetric(best_metric),
                 ]
             )
         else:
@@ -137,6 +155,16 @@ class Checkpointer:
         if not metrics or self.best_metric not in metrics:
             return None
         return step, float(metrics[self.best_metric])
+
+    def ranked_by_another_metric(self) -> dict[int, list[str]]:
+        """{step: its metric names} of the kept checkpoints that an earlier
+        run ranked by another `best_metric`. Never deleted by this run."""
+        out = {}
+        for step in self.all_steps():
+            metrics = self._manager.metrics(step)
+            if metrics and self.best_metric and self.best_metric not in metrics:
+                out[step] = sorted(metrics)
+        return out
 
     def _open(self):
         self._manager = ocp.CheckpointManager(

@@ -28,6 +28,60 @@ def parser_for(module: str, doc: str, epilog: str | None = None):
     )
 
 
+STEP_HELP = (
+    "checkpoint step to use: a number, or 'best' (the checkpoint ranked best "
+    "by the run's checkpoint.best_metric; summary.json's best_step); "
+    'default: the latest'
+)
+
+
+def step_arg(value: str):
+    """argparse type of `--step`: a step number or 'best'."""
+    if value == 'best':
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is neither a step number nor 'best'"
+        ) from None
+
+
+def resolve_step(workdir: str, config, step):
+    """The checkpoint step `--step` names: None (the latest) and numbers as
+    given; 'best' the step of the checkpoint ranked best by the run's
+    `checkpoint.best_metric`, or a JaxdistillError saying why there is none."""
+    if step != 'best':
+        return step
+    metric = config.checkpoint.get('best_metric', '')
+    if not metric:
+        raise JaxdistillError(
+            f'--step best: {workdir} was trained without '
+            'checkpoint.best_metric, so no checkpoint is ranked; pass a step '
+            'number (see its checkpoints folder).'
+        )
+    from jaxdistill import checkpoint  # pylint: disable=g-import-not-at-top
+
+    ckpt = checkpoint.Checkpointer(
+        os.path.join(workdir, 'checkpoints'),
+        every=1,
+        keep=0,
+        async_save=False,
+        best_metric=metric,
+        best_mode=config.checkpoint.get('best_mode', 'max'),
+    )
+    try:
+        best = ckpt.best_step()
+    finally:
+        ckpt.close()
+    if best is None:
+        raise JaxdistillError(
+            f'--step best: no checkpoint in {workdir}/checkpoints was saved '
+            f'with {metric} (evaluated) yet; pass a step number.'
+        )
+    return best[0]
+
+
 def parse(
     argv: Sequence[str],
     module: str,
@@ -60,12 +114,7 @@ def parse(
             '(nothing is built or trained)',
         )
     if with_step:
-        parser.add_argument(
-            '--step',
-            type=int,
-            default=None,
-            help='checkpoint step to use (default: the latest)',
-        )
+        parser.add_argument('--step', type=step_arg, default=None, help=STEP_HELP)
     rest, overrides = configuration.split_overrides(argv)
     args = parser.parse_args(rest)
     if with_print_config and not args.print_config and not args.workdir:

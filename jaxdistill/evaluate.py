@@ -42,9 +42,8 @@ def main(argv=None) -> int:
         ckpt_dir = os.path.join(args.workdir, 'checkpoints')
         if not os.path.isdir(ckpt_dir) or not os.listdir(ckpt_dir):
             raise JaxdistillError(f'No checkpoints in {ckpt_dir}.')
-        t = trainer.Trainer(
-            config, args.workdir, restore_step=args.step, read_only=True
-        )
+        step = cli.resolve_step(args.workdir, config, args.step)
+        t = trainer.Trainer(config, args.workdir, restore_step=step, read_only=True)
         metrics = t.evaluate(int(t.start_step))
         if jax.process_index() == 0:
             print(

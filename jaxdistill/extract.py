@@ -32,9 +32,7 @@ def _parse(argv):
         '--capacity', required=True, help="capacity name, e.g. 'x0.25' (see the log)"
     )
     parser.add_argument('--out', required=True, help='new run directory to write')
-    parser.add_argument(
-        '--step', type=int, default=None, help='checkpoint step (default: latest)'
-    )
+    parser.add_argument('--step', type=cli.step_arg, default=None, help=cli.STEP_HELP)
     return parser.parse_args(argv)
 
 
@@ -167,7 +165,10 @@ def main(argv=None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
 
     def run():
-        summary = extract(args.workdir, args.capacity, args.out, step=args.step)
+        step = cli.resolve_step(
+            args.workdir, cli.workdir_config(args.workdir), args.step
+        )
+        summary = extract(args.workdir, args.capacity, args.out, step=step)
         print(json.dumps(summary, indent=2))
 
     return cli.main_guard(run)

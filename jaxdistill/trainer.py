@@ -203,18 +203,18 @@ def _write_config(config, workdir):
         os.replace(path + '.tmp', path)
 
 
-def _changed_settings(config, workdir) -> str:
+def _changed_settings(config, workdir, new: bool = True) -> str:
     """'; '-joined 'key: saved -> current' for every setting that differs from
     the run in `workdir` (any key, not only RESUME_KEYS); '' if none or no
-    saved config."""
+    saved config. `new=False` leaves out keys the saved config lacks (added to
+    the library's configs since it was written)."""
     saved = _saved_config(workdir)
     if saved is None:
         return ''
     current = json.loads(configuration.to_json(config))
     sections = tuple(set(saved) | set(current))
-    return '; '.join(
-        configuration.compare_for_resume(saved, current, sections, RESUME_DEFAULTS)
-    )
+    diffs = configuration.compare_for_resume(saved, current, sections, RESUME_DEFAULTS)
+    return '; '.join(d for d in diffs if new or ": '<absent>' -> " not in d)
 
 
 def _feed_own_rows(batches) -> bool:
@@ -541,8 +541,8 @@ class _EarlyStop:
         return (
             f'Early stop: {self.metric} has not improved on {self.best_value:.4g} '
             f'(step {self.best_step}) in {waited} ({rule}); stopped at step '
-            f'{step}. The best checkpoint kept is step {kept} (--step {kept} for '
-            'evaluate, translate and extract).'
+            f'{step}. The best checkpoint kept is step {kept} (--step {kept} or '
+            '--step best for evaluate, translate and extract).'
         )
 
 
@@ -628,6 +628,7 @@ class Trainer:
                 f'(config.json): {changed}. Restore the ones that change the '
                 'model or optimizer state, or use a new --workdir.'
             ) from None
+        changed = '' if read_only else _changed_settings(config, workdir, new=False)
         if not read_only:
             _write_config(config, workdir)
         meta = {}
@@ -637,6 +638,18 @@ class Trainer:
         else:
             self.start_step, self.state, meta = restored
             say(f'Resumed from {self.ckpt.directory}/{self.start_step}.')
+            if changed:
+                say(f'Note: settings changed since the run was saved: {changed}.')
+            others = self.ckpt.ranked_by_another_metric()
+            if others and not read_only:
+                say(
+                    f'Note: {_plural(len(others), "checkpoint")} '
+                    f'({", ".join(map(str, others))}) '
+                    f'{"was" if len(others) == 1 else "were"} ranked by '
+                    f'{" / ".join(sorted({n for v in others.values() for n in v}))}'
+                    f', not checkpoint.best_metric={c.best_metric!r}; this run '
+                    'keeps them as they are (delete them by hand once unneeded).'
+                )
             self.task.train_batches.set_position(
                 _resume_position(meta, self.task.train_batches, note=not read_only)
             )

@@ -26,9 +26,7 @@ from jaxdistill.errors import JaxdistillError
 def _parse(argv):
     parser = cli.parser_for('translate', __doc__)
     parser.add_argument('--workdir', required=True, help='the training run')
-    parser.add_argument(
-        '--step', type=int, default=None, help='checkpoint step (default: newest)'
-    )
+    parser.add_argument('--step', type=cli.step_arg, default=None, help=cli.STEP_HELP)
     parser.add_argument(
         '--average',
         type=int,
@@ -122,7 +120,7 @@ def main(argv=None) -> int:
         model, params, tokenizer, steps = load_model(
             args.workdir,
             config,
-            step=args.step,
+            step=cli.resolve_step(args.workdir, config, args.step),
             average=args.average,
             capacity=args.capacity,
         )

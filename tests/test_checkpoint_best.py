@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxdistill import checkpoint
+from jaxdistill import evaluate
 from jaxdistill import train
 from jaxdistill import trainer
 from jaxdistill.errors import ConfigError
@@ -30,7 +31,7 @@ def _steps(work):
     return sorted(int(p.name) for p in (work / 'checkpoints').iterdir())
 
 
-def test_best_checkpoint_is_kept_through_rotation(tmp_path):
+def test_best_checkpoint_is_kept_through_rotation(tmp_path, capsys):
     work = tmp_path / 'run'
     args = [*OVERRIDES, '--workdir', str(work)]
     assert train.main([*args, '--config.num_train_steps=20']) == 0
@@ -47,6 +48,73 @@ def test_best_checkpoint_is_kept_through_rotation(tmp_path):
     # The kept checkpoint is a whole one (evaluate/translate --step 5 load it).
     state = checkpoint.read_state(str(work / 'checkpoints' / '5'))
     assert int(state['step']) == 5 and state['params']
+    # `--step best` finds it without summary.json.
+    capsys.readouterr()
+    assert evaluate.main(['--workdir', str(work), '--step', 'best']) == 0
+    assert '"step": 5,' in capsys.readouterr().out
+
+
+def test_step_best_names_why_there_is_none(tmp_path):
+    import ml_collections  # pylint: disable=g-import-not-at-top
+
+    from jaxdistill import cli  # pylint: disable=g-import-not-at-top
+    from jaxdistill.errors import JaxdistillError  # pylint: disable=g-import-not-at-top
+
+    config = ml_collections.ConfigDict(
+        {'checkpoint': {'best_metric': '', 'best_mode': 'max'}}
+    )
+    assert cli.resolve_step(str(tmp_path), config, 7) == 7
+    assert cli.resolve_step(str(tmp_path), config, None) is None
+    with pytest.raises(JaxdistillError, match='trained without checkpoint.best_metric'):
+        cli.resolve_step(str(tmp_path), config, 'best')
+    # Checkpoints saved without an evaluation: nothing ranked yet.
+    ckpt = checkpoint.Checkpointer(
+        str(tmp_path / 'checkpoints'), every=1, keep=2, best_metric='eval/bleu'
+    )
+    ckpt.save(1, {'w': np.zeros(2, np.float32)}, {}, force=True)
+    ckpt.close()
+    config.checkpoint.best_metric = 'eval/bleu'
+    with pytest.raises(JaxdistillError, match='saved with eval/bleu'):
+        cli.resolve_step(str(tmp_path), config, 'best')
+    assert cli.step_arg('12') == 12 and cli.step_arg('best') == 'best'
+    with pytest.raises(SystemExit):
+        evaluate.main(['--workdir', str(tmp_path), '--step', 'last'])
+
+
+def test_resume_ranked_by_another_metric_keeps_the_earlier_best(tmp_path, capsys):
+    """A workdir trained with one best_metric resumed with another: the
+    checkpoints the first ranked are kept (Orbax's ranking used to raise a
+    KeyError on them), and the new metric ranks the new saves."""
+    work = tmp_path / 'run'
+    args = [*OVERRIDES, '--workdir', str(work)]
+    assert train.main([*args, '--config.num_train_steps=10']) == 0
+    assert _steps(work) == [5, 10]
+    capsys.readouterr()
+    assert (
+        train.main(
+            [
+                *args,
+                '--config.num_train_steps=25',
+                '--config.checkpoint.best_metric=eval/accuracy',
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert '2 checkpoints (5, 10) were ranked by eval/loss, not' in out
+    # The resume names what changed since the run was saved.
+    assert (
+        'Note: settings changed since the run was saved: checkpoint.best_metric: '
+        "'eval/loss' -> 'eval/accuracy'; num_train_steps: 10 -> 25" in out
+    )
+    # keep=1: the latest (25), the best by accuracy of 15, 20, 25, and both
+    # of the first run's, which the new metric cannot rank.
+    records = [json.loads(l) for l in (work / 'metrics.jsonl').open()]
+    acc = {r['step']: r['eval/accuracy'] for r in records if 'eval/accuracy' in r}
+    best = max((s for s in acc if s > 10), key=lambda s: (acc[s], s))
+    assert set(_steps(work)) == {5, 10, 25, best}
+    summary = json.loads((work / 'summary.json').read_text())
+    assert summary['best_step'] == best
 
 
 def test_ranking_is_read_back_when_the_checkpoints_are_reopened(tmp_path):
