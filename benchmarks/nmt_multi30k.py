@@ -111,6 +111,13 @@ def parse_args(argv):
         'it had stopped there, and score test; writes nmt_multi30k_TAG.json',
     )
     parser.add_argument(
+        '--probe_only',
+        action='store_true',
+        help='no training: the speed figures alone (matmul peak, every '
+        "bucket's step, fraction of peak over an epoch's mix), as the "
+        'benchmark measures them first; nmt_multi30k_probe[_TAG].json',
+    )
+    parser.add_argument(
         '--combine',
         default='',
         help='no training: comma-separated result names under '
@@ -634,6 +641,33 @@ def _plot_seeds(runs, stats, path):
     fig.savefig(path, dpi=120)
 
 
+def probe_only(args, config, workdir):
+    """`--probe_only`: the probe's speed figures, without training."""
+    config.eval.beam_size = 0  # The probe's one evaluation: greedy, as in a run.
+    peak, rows, loop, _, _ = probe(config, workdir, args.repeats)
+    name = 'nmt_multi30k_probe' + (f'_{args.tag}' if args.tag else '')
+    result = {
+        'fraction_of_peak': epoch_mean(rows, 'fraction_of_peak'),
+        'target_tokens_per_s_probe': epoch_mean(rows, 'target_tokens_per_s'),
+        'matmul_peak_flops_per_s': peak,
+        'repeats': args.repeats,
+        'buckets': rows,
+        'loop_pace': loop,
+        'config': json.loads(configuration.to_json(config)),
+    }
+    common.write_result(name, result)
+    for r in rows:
+        print(
+            f'L={r["bucket_length"]:3d} B={r["batch_rows"]:4d} '
+            f'{r["step_seconds"] * 1e3:7.1f} ms/step '
+            f'{100 * r["fraction_of_peak"]:5.1f}% of peak'
+        )
+    print(
+        f"peak {peak / 1e9:.1f} GFLOP/s; fraction of peak over an epoch's mix "
+        f'{result["fraction_of_peak"]:.3f}'
+    )
+
+
 def main():
     args, overrides = parse_args(sys.argv[1:])
     if args.combine:
@@ -649,6 +683,8 @@ def main():
         raise SystemExit(f'{workdir} holds an earlier run; pass a fresh --workdir.')
     jax.config.update('jax_compilation_cache_dir', os.path.join(args.workdir, 'jit'))
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+    if args.probe_only:
+        return probe_only(args, config, workdir)
     if args.beam is None:
         args.beam = config.eval.beam_size
     config.eval.beam_size = 0  # Greedy for the curve; a beam for the choice.

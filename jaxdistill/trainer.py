@@ -89,6 +89,16 @@ def _microbatch_note(config) -> str:
     return f', each batch in {k} micro-batches (gradients accumulated)'
 
 
+def _finite_nonnegative(value) -> bool:
+    """Whether a config value is a finite number >= 0 (not a bool)."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
+
+
 def _check_loop_settings(config):
     """ConfigError naming the first step count the training loop cannot use."""
     c = config
@@ -137,12 +147,7 @@ def _check_loop_settings(config):
             'evaluates only at its end (eval.every_steps=0).'
         )
     delta = c.checkpoint.get('min_delta', 0.0)
-    if (
-        isinstance(delta, bool)
-        or not isinstance(delta, (int, float))
-        or not math.isfinite(delta)
-        or delta < 0
-    ):
+    if not _finite_nonnegative(delta):
         raise ConfigError(
             f'checkpoint.min_delta={delta!r} must be a number >= 0: how much '
             'checkpoint.best_metric must improve by to count as an improvement.'
@@ -154,12 +159,7 @@ def _check_loop_settings(config):
             'set both (e.g. --config.checkpoint.patience=5).'
         )
     limit = c.get('time_limit_minutes', 0.0)
-    if (
-        isinstance(limit, bool)
-        or not isinstance(limit, (int, float))
-        or not math.isfinite(limit)
-        or limit < 0
-    ):
+    if not _finite_nonnegative(limit):
         raise ConfigError(
             f'time_limit_minutes={limit!r} must be a finite number of minutes '
             '>= 0 (0: no limit).'

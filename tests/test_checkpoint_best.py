@@ -1,5 +1,6 @@
 """checkpoint.best_metric: the best evaluated checkpoint outlives the rotation."""
 
+import io
 import json
 import types
 
@@ -9,6 +10,7 @@ import pytest
 from jaxdistill import checkpoint
 from jaxdistill import evaluate
 from jaxdistill import train
+from jaxdistill import translate
 from jaxdistill import trainer
 from jaxdistill.errors import ConfigError
 from tests import helpers
@@ -31,7 +33,7 @@ def _steps(work):
     return sorted(int(p.name) for p in (work / 'checkpoints').iterdir())
 
 
-def test_best_checkpoint_is_kept_through_rotation(tmp_path, capsys):
+def test_best_checkpoint_is_kept_through_rotation(tmp_path, capsys, monkeypatch):
     work = tmp_path / 'run'
     args = [*OVERRIDES, '--workdir', str(work)]
     assert train.main([*args, '--config.num_train_steps=20']) == 0
@@ -52,6 +54,9 @@ def test_best_checkpoint_is_kept_through_rotation(tmp_path, capsys):
     capsys.readouterr()
     assert evaluate.main(['--workdir', str(work), '--step', 'best']) == 0
     assert '"step": 5,' in capsys.readouterr().out
+    monkeypatch.setattr('sys.stdin', io.StringIO('a b c\n'))
+    assert translate.main(['--workdir', str(work), '--step', 'best']) == 0
+    assert 'translating 1 lines with checkpoint(s) [5]' in capsys.readouterr().err
 
 
 def test_step_best_names_why_there_is_none(tmp_path):
