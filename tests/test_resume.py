@@ -162,26 +162,32 @@ def test_resume_on_another_device_count_rebatches_with_a_note(tmp_path):
     config = str(helpers.REPO / 'configs' / 'codistill_synthetic.py') + ':runlocal'
     work = tmp_path / 'w'
 
-    def train(steps, devices):
+    def train(steps, devices, burn_in):
         cmd = helpers.train_cmd(
             work,
             f'--config.num_train_steps={steps}',
             f'--config.checkpoint.every_steps={steps}',
             '--config.eval.at_end=False',
+            # Each run compiles one phase: the first trains in its burn-in,
+            # the resumed one distils from the stale copies it restored.
+            f'--config.method.burn_in_steps={burn_in}',
+            '--config.method.exchange_every=1000',
             config=config,
         )
         r = helpers.run(cmd, devices=devices)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
         return r.stdout
 
-    out = train(76, devices=8)
+    out = train(76, devices=8, burn_in=1000)
     assert 'one per device group of 4 devices' in out
     meta = checkpoint_lib.read_meta(str(work / 'checkpoints' / '76'))
     assert meta['devices'] == 8 and meta['data_position']['index'] == 76
     before = meta['batches_per_epoch']
-    out = train(80, devices=1)
+    out = train(80, devices=1, burn_in=6)
     assert f'Resumed from {work}/checkpoints/76' in out
     assert '2 stacked per device group (1 group of 1 device)' in out
+    assert 'settings changed since the run was saved: ' in out
+    assert '; method.burn_in_steps: 1000 -> 6;' in out  # Distils from here on.
     assert 'the data order from here differs from an unbroken run' in out
     meta = checkpoint_lib.read_meta(str(work / 'checkpoints' / '80'))
     now = meta['batches_per_epoch']
