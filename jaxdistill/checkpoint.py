@@ -159,10 +159,12 @@ class Checkpointer:
     def ranked_by_another_metric(self) -> dict[int, list[str]]:
         """{step: its metric names} of the kept checkpoints that an earlier
         run ranked by another `best_metric`. Never deleted by this run."""
+        if not self.best_metric:
+            return {}
         out = {}
         for step in self.all_steps():
             metrics = self._manager.metrics(step)
-            if metrics and self.best_metric and self.best_metric not in metrics:
+            if metrics and self.best_metric not in metrics:
                 out[step] = sorted(metrics)
         return out
 

@@ -60,10 +60,13 @@ def resolve_step(workdir: str, config, step):
             'checkpoint.best_metric, so no checkpoint is ranked; pass a step '
             'number (see its checkpoints folder).'
         )
+    directory = os.path.join(workdir, 'checkpoints')
+    if not os.path.isdir(directory):
+        raise JaxdistillError(f'--step best: no checkpoints in {directory}.')
     from jaxdistill import checkpoint  # pylint: disable=g-import-not-at-top
 
     ckpt = checkpoint.Checkpointer(
-        os.path.join(workdir, 'checkpoints'),
+        directory,
         every=1,
         keep=0,
         async_save=False,
@@ -76,7 +79,7 @@ def resolve_step(workdir: str, config, step):
         ckpt.close()
     if best is None:
         raise JaxdistillError(
-            f'--step best: no checkpoint in {workdir}/checkpoints was saved '
+            f'--step best: no checkpoint in {directory} was saved '
             f'with {metric} (evaluated) yet; pass a step number.'
         )
     return best[0]

@@ -218,12 +218,15 @@ def compare_for_resume(
     current: dict,
     keys: Sequence[str],
     defaults: dict | None = None,
+    *,
+    added: bool = True,
 ) -> list[str]:
     """Differences in the given dotted prefixes between two config dicts.
 
     `defaults`: dotted keys added to the configs after some runs were saved,
     with the value those runs used; a saved config without such a key reads
-    as having that value, so it still resumes.
+    as having that value, so it still resumes. `added=False` leaves out the
+    other keys `saved` lacks (added to the library's configs since).
     """
 
     def flat(d, prefix=''):
@@ -238,7 +241,7 @@ def compare_for_resume(
     a, b = flat(saved), flat(current)
     a = {**{k: v for k, v in (defaults or {}).items() if k in b}, **a}
     diffs = []
-    for k in sorted(set(a) | set(b)):
+    for k in sorted(set(a) | set(b) if added else set(a)):
         if any(k == p or k.startswith(p + '.') for p in keys):
             if a.get(k, '<absent>') != b.get(k, '<absent>'):
                 diffs.append(

@@ -213,8 +213,11 @@ def _changed_settings(config, workdir, new: bool = True) -> str:
         return ''
     current = json.loads(configuration.to_json(config))
     sections = tuple(set(saved) | set(current))
-    diffs = configuration.compare_for_resume(saved, current, sections, RESUME_DEFAULTS)
-    return '; '.join(d for d in diffs if new or ": '<absent>' -> " not in d)
+    return '; '.join(
+        configuration.compare_for_resume(
+            saved, current, sections, RESUME_DEFAULTS, added=new
+        )
+    )
 
 
 def _feed_own_rows(batches) -> bool:
@@ -640,8 +643,8 @@ class Trainer:
             say(f'Resumed from {self.ckpt.directory}/{self.start_step}.')
             if changed:
                 say(f'Note: settings changed since the run was saved: {changed}.')
-            others = self.ckpt.ranked_by_another_metric()
-            if others and not read_only:
+            others = {} if read_only else self.ckpt.ranked_by_another_metric()
+            if others:
                 say(
                     f'Note: {_plural(len(others), "checkpoint")} '
                     f'({", ".join(map(str, others))}) '

@@ -77,13 +77,10 @@ def load_model(workdir: str, config, *, step=None, average: int = 1, capacity=No
     use_ema = config.eval.get('use_ema', True)
 
     def select(state):
+        params = optim.model_params(state, use_ema)
         if capacity is not None:
-            return composite.extract(
-                optim.model_params(state, use_ema), composite.index(capacity)
-            )
-        return method.eval_params(
-            optim.model_params(state, use_ema), state.get('extra', {})
-        )
+            return composite.extract(params, composite.index(capacity))
+        return method.eval_params(params, state.get('extra', {}))
 
     params, steps = averaging.average_checkpoints(
         os.path.join(workdir, 'checkpoints'), average, upto=step, select=select
