@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import shlex
 import sys
 from typing import Callable, Sequence
 
@@ -147,6 +148,109 @@ def quiet_tensorflow():
 def load(args, overrides):
     config = configuration.load_config(args.config)
     return configuration.apply_overrides(config, overrides)
+
+
+def source_record(spec: str, overrides) -> dict:
+    """What a run's `DIR/config_source.json` holds: the config file (made
+    absolute, so a resume from another folder finds it), its argument and the
+    overrides, as given to `train`."""
+    path, sep, arg = spec.partition(':')
+    return {'config': os.path.abspath(path) + sep + arg, 'overrides': list(overrides)}
+
+
+def merged_overrides(saved, new) -> list[str]:
+    """`saved` then `new`, without the saved ones whose key `new` sets again."""
+    keys = {o.partition('=')[0] for o in new}
+    return [o for o in saved if o.partition('=')[0] not in keys] + list(new)
+
+
+def command_line(source: dict, workdir: str) -> str:
+    """The `python -m jaxdistill.train` line a source record stands for."""
+    return ' '.join(
+        [
+            'python -m jaxdistill.train',
+            '--config',
+            shlex.quote(source['config']),
+            *(shlex.quote('--config.' + o) for o in source['overrides']),
+            '--workdir',
+            shlex.quote(workdir),
+        ]
+    )
+
+
+def _read_source(workdir: str) -> tuple[dict | None, str]:
+    """(the run's source record, '') or (None, why there is none)."""
+    path = os.path.join(workdir, configuration.SOURCE_FILE)
+    if not os.path.exists(path):
+        return None, f'it has no {configuration.SOURCE_FILE}, written since 2026-12-06'
+    try:
+        with open(path, encoding='utf-8') as f:
+            record = json.load(f)
+        if not isinstance(record.get('config'), str) or not all(
+            isinstance(o, str) for o in record.get('overrides', ())
+        ):
+            raise ValueError('expected {"config": str, "overrides": [str, ...]}')
+    except (ValueError, AttributeError, OSError) as e:
+        return None, f'{path} is unreadable: {e}'
+    return {
+        'config': record['config'],
+        'overrides': list(record.get('overrides', ())),
+    }, ''
+
+
+def config_for_resume(workdir: str, overrides) -> tuple[object, dict | None, str]:
+    """`train --workdir DIR` without `--config`: the config to resume DIR with.
+
+    Returns (config, source record to save, a line saying what was used). The
+    config file and overrides the run was started with (DIR/config_source.json)
+    are loaded again and `overrides` applied after them, so fields the file
+    links (`optimizer.total_steps` to `num_train_steps`) move together. Where
+    that file no longer loads, the run's own DIR/config.json is used, with
+    `overrides` applied to it key by key, and the line says so.
+    """
+    if not os.path.exists(os.path.join(workdir, 'config.json')):
+        raise JaxdistillError(
+            f'{workdir} holds no run to resume (no config.json); start one with '
+            '--config configs/FILE.py[:arg].'
+        )
+    source, reason = _read_source(workdir)
+    if source is not None:
+        try:
+            config = configuration.load_config(source['config'])
+        except JaxdistillError as e:
+            reason = f'its config file does not load: {e}'
+        else:
+            saved = source['overrides']
+            try:
+                configuration.apply_overrides(config, saved)
+            except JaxdistillError as e:
+                raise type(e)(
+                    f'{e} (an override {workdir} was started with, saved in '
+                    f'{os.path.join(workdir, configuration.SOURCE_FILE)}; pass --config to '
+                    'give the run its config again)'
+                ) from None
+            configuration.apply_overrides(config, overrides)
+            source = {**source, 'overrides': merged_overrides(saved, overrides)}
+            return (
+                config,
+                source,
+                'Resuming with the config the run was started with: '
+                + command_line(source, workdir),
+            )
+    config = configuration.apply_overrides(workdir_config(workdir), overrides)
+    if source is not None:  # Its file will do again once it is back.
+        source = {
+            **source,
+            'overrides': merged_overrides(source['overrides'], overrides),
+        }
+    return (
+        config,
+        source,
+        f'Note: resuming from {os.path.join(workdir, "config.json")}, since '
+        f'{reason}. There, fields a config file links (e.g. '
+        'optimizer.total_steps to num_train_steps) are separate values: an '
+        'override changes only the key it names.',
+    )
 
 
 def workdir_config(workdir: str, *, task: str = '', needed_by: str = ''):

@@ -21,6 +21,11 @@ import ml_collections
 from jaxdistill.errors import ConfigError
 
 
+# Beside a run's config.json: the config file (absolute path, ':arg') and the
+# `--config.` overrides that made it, for `train --workdir DIR` to resume with.
+SOURCE_FILE = 'config_source.json'
+
+
 def load_config(spec: str) -> ml_collections.ConfigDict:
     """Loads `path.py[:arg]` and returns `get_config(arg)`."""
     path, _, arg = spec.partition(':')

@@ -2,8 +2,10 @@
 
 Trains the method and task the config names; restarts from the latest
 checkpoint in DIR automatically. Override any field: `--config.a.b=value`.
-`--print_config` prints the config as the file and the overrides make it,
-and exits.
+`--workdir DIR` alone resumes a run with the config file and overrides it was
+started with (DIR/config_source.json), after which further `--config.a.b=value`
+apply. `--print_config` prints the config as the file and the overrides make
+it, and exits.
 """
 
 import sys
@@ -20,11 +22,24 @@ def main(argv=None) -> int:
         'train',
         __doc__,
         with_print_config=True,
+        need_config=False,
     )
+    if not args.config and not args.workdir:
+        print(
+            'error: --config is required (or --workdir of a run to resume).',
+            file=sys.stderr,
+        )
+        return 2
 
     def run():
-        config = cli.load(args, overrides)
+        if args.config:
+            config = cli.load(args, overrides)
+            source, said = cli.source_record(args.config, overrides), ''
+        else:
+            config, source, said = cli.config_for_resume(args.workdir, overrides)
         if args.print_config:
+            if said:
+                print(said, file=sys.stderr)
             print(configuration.to_json(config))
             return
         # Must precede any other use of JAX.
@@ -33,7 +48,11 @@ def main(argv=None) -> int:
         sharding.maybe_initialize_distributed(config.get('distributed'))
         from jaxdistill import trainer  # pylint: disable=g-import-not-at-top
 
-        trainer.train_and_evaluate(config, args.workdir)
+        import jax  # pylint: disable=g-import-not-at-top
+
+        if said and jax.process_index() == 0:
+            print(said, flush=True)
+        trainer.train_and_evaluate(config, args.workdir, source=source)
 
     return cli.main_guard(run)
 

@@ -193,14 +193,30 @@ def _check_config_compatible(config, workdir):
         )
 
 
-def _write_config(config, workdir):
+def _write_json(path, text):
+    with open(path + '.tmp', 'w', encoding='utf-8') as f:
+        f.write(text)
+    os.replace(path + '.tmp', path)
+
+
+def _write_config(config, workdir, source):
     """config.json: written once the run is known to start or resume, so a
-    refused config never replaces the record of the run in the workdir."""
-    if jax.process_index() == 0:
-        path = os.path.join(workdir, 'config.json')
-        with open(path + '.tmp', 'w', encoding='utf-8') as f:
-            f.write(configuration.to_json(config))
-        os.replace(path + '.tmp', path)
+    refused config never replaces the record of the run in the workdir.
+
+    With it `SOURCE_FILE`: the config file and overrides that made `config`
+    (`source`, from the CLI), so `train --workdir DIR` alone can make it again
+    with its linked fields. A run given its config some other way (`source`
+    None, e.g. a script calling `Trainer`) removes an earlier one, which no
+    longer describes the run.
+    """
+    if jax.process_index() != 0:
+        return
+    _write_json(os.path.join(workdir, 'config.json'), configuration.to_json(config))
+    record = os.path.join(workdir, configuration.SOURCE_FILE)
+    if source is not None:
+        _write_json(record, json.dumps(source, indent=2))
+    elif os.path.exists(record):
+        os.remove(record)
 
 
 def _changed_settings(config, workdir, new: bool = True) -> str:
@@ -559,6 +575,7 @@ class Trainer:
         *,
         restore_step: int | None = None,
         read_only: bool = False,
+        source: dict | None = None,
     ):
         self.created = time.time()  # `time_limit_minutes` counts from here.
         self.config, self.workdir = config, workdir
@@ -633,7 +650,7 @@ class Trainer:
             ) from None
         changed = '' if read_only else _changed_settings(config, workdir, new=False)
         if not read_only:
-            _write_config(config, workdir)
+            _write_config(config, workdir, source)
         meta = {}
         if restored is None:
             self.state = init_fn()
@@ -1032,6 +1049,8 @@ def _plot_quietly(workdir: str):
         logging.warning('could not plot %s/metrics.jsonl: %s', workdir, e)
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-    """Library entry point behind `python -m jaxdistill.train`."""
-    return Trainer(config, workdir).run()
+def train_and_evaluate(config, workdir: str, source: dict | None = None) -> dict:
+    """Library entry point behind `python -m jaxdistill.train`; `source`: the
+    config file and overrides that made `config` (`cli.source_record`), saved
+    beside config.json for `train --workdir DIR` to resume with."""
+    return Trainer(config, workdir, source=source).run()
