@@ -68,7 +68,9 @@ def load_teacher(workdir: str):
         os.path.join(workdir, 'checkpoints')
     )
     state = checkpoint_lib.read_state(step_dir)
-    return config, optim.model_params(state), step
+    # The teacher's own evaluation choice: its moving average, if it kept one
+    # and its eval.use_ema asks for it (the default).
+    return config, optim.model_params(state, config.eval.get('use_ema', True)), step
 
 
 @functools.lru_cache(maxsize=4)

@@ -9,6 +9,7 @@ from jaxdistill import averaging
 from jaxdistill import checkpoint
 from jaxdistill import configuration
 from jaxdistill import optim
+from jaxdistill import teacher_cache
 from jaxdistill import train
 from jaxdistill import trainer as trainer_lib
 from jaxdistill import translate
@@ -90,3 +91,34 @@ def test_evaluation_translation_and_resume_use_the_average(tmp_path):
     _, params, _, _ = translate.load_model(str(whole), raw_config)
     for a, b in zip(_leaves(params), _leaves(state['params']), strict=True):
         np.testing.assert_array_equal(a, b)
+
+    # A teacher reads what its own evaluation used: the average by default,
+    # the parameters where its run set eval.use_ema=False.
+    _, teacher = t.task.load_teacher(str(whole))
+    for a, b in zip(_leaves(teacher), _leaves(ema), strict=True):
+        np.testing.assert_array_equal(a, b)
+    saved = json.loads((whole / 'config.json').read_text())
+    saved['eval']['use_ema'] = False
+    (whole / 'config.json').write_text(json.dumps(saved))
+    _, teacher = t.task.load_teacher(str(whole))
+    for a, b in zip(_leaves(teacher), _leaves(state['params']), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_classification_teacher_reads_what_its_evaluation_used(tmp_path):
+    state = {
+        'params': {'w': np.ones(3, np.float32)},
+        'opt_state': {'params_ema': {'w': np.zeros(3, np.float32)}, 'count': 1},
+    }
+    ckpt = checkpoint.Checkpointer(
+        str(tmp_path / 'checkpoints'), every=1, keep=1, async_save=False
+    )
+    ckpt.save(1, state, {}, force=True)
+    ckpt.close()
+    for use_ema, expected in ((True, 0.0), (False, 1.0)):
+        (tmp_path / 'config.json').write_text(
+            json.dumps({'task': 'text_classification', 'eval': {'use_ema': use_ema}})
+        )
+        _, params, step = teacher_cache.load_teacher(str(tmp_path))
+        assert step == 1
+        np.testing.assert_array_equal(params['w'], np.full(3, expected, np.float32))

@@ -268,8 +268,12 @@ class TranslationTask:
             os.path.join(workdir, 'checkpoints')
         )
         state = checkpoint_lib.read_state(step_dir)
+        # What the teacher's own evaluation used (its eval.use_ema).
+        use_ema = config.eval.get('use_ema', True)
         params = jax.device_get(
-            method.eval_params(optim.model_params(state), state.get('extra', {}))
+            method.eval_params(
+                optim.model_params(state, use_ema), state.get('extra', {})
+            )
         )
         teacher = transformer_lib.Transformer(
             transformer_lib.infer_config(params, model.config)
