@@ -182,7 +182,10 @@ def _read_source(workdir: str) -> tuple[dict | None, str]:
     """(the run's source record, '') or (None, why there is none)."""
     path = os.path.join(workdir, configuration.SOURCE_FILE)
     if not os.path.exists(path):
-        return None, f'it has no {configuration.SOURCE_FILE}, written since 2026-12-06'
+        return None, (
+            f'it has no {configuration.SOURCE_FILE} (`train --config` records '
+            'one since 2026-12-06; extract and runs started from Python do not)'
+        )
     try:
         with open(path, encoding='utf-8') as f:
             record = json.load(f)
