@@ -142,7 +142,7 @@ def main():
                     jax.block_until_ready((tr.state, aux))
                     runs[length][name].append(time.perf_counter() - t)
         for tr, _, _ in arms.values():
-            tr.ckpt.close()
+            tr.close()
     median = {
         length: {name: float(np.median(v)) for name, v in r.items()}
         for length, r in runs.items()

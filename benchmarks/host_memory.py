@@ -103,8 +103,7 @@ def worker(args, overrides):
                     'system_seconds_per_step': (after.ru_stime - before.ru_stime) / n,
                 }
             )
-        tr.ckpt.close()
-        tr.writer.close()
+        tr.close()
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     tunables = os.environ.get('GLIBC_TUNABLES', '')
     print(

@@ -200,8 +200,7 @@ def probe(config, workdir, repeats):
     started = time.perf_counter()
     tr.task.evaluate(optim.model_params(tr.state), bleu=True)
     eval_s = time.perf_counter() - started
-    tr.ckpt.close()
-    tr.writer.close()
+    tr.close()
     return peak, rows, loop, compile_s, eval_s
 
 

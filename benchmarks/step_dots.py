@@ -117,8 +117,7 @@ def main():
         arrays = sharding.global_batch(batch, tr.batch_sharding)
         with jax.set_mesh(tr.step_fn.mesh):
             hlo = tr.step_fn.build(None).lower(tr.state, arrays).compile().as_text()
-        tr.ckpt.close()
-        tr.writer.close()
+        tr.close()
     rows = []
     for key, count in parse_dots(hlo).items():
         seconds, flops = time_dot(key, args.repeats)

@@ -136,8 +136,7 @@ def alternate_steps(
                 }
             )
         for tr in trainers.values():
-            tr.ckpt.close()
-            tr.writer.close()
+            tr.close()
     return rows
 
 
@@ -192,7 +191,7 @@ def main():
                     'fraction_of_peak': flops / seconds / peak,
                 }
             )
-        tr.ckpt.close()
+        tr.close()
     _plot(rows, common.RESULTS / 'train_step_throughput.png')
     mean_frac = float(np.mean([r['fraction_of_peak'] for r in rows]))
     common.write_result(

@@ -73,6 +73,7 @@ class MetricWriter:
     def close(self):
         if self._tb is not None:
             self._tb.close()
+            self._tb = None
 
 
 class CompileClock:

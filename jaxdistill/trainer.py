@@ -27,6 +27,7 @@ from jaxdistill import optim
 from jaxdistill import registry
 from jaxdistill import sharding as sharding_lib
 from jaxdistill import train_step as train_step_lib
+from jaxdistill import workdir_lock
 from jaxdistill import tasks  # noqa: F401  (registers the tasks)
 from jaxdistill.errors import (
     CheckpointMismatchError,
@@ -566,7 +567,12 @@ class _EarlyStop:
 
 
 class Trainer:
-    """Holds what one run needs; `run()` trains to `config.num_train_steps`."""
+    """Holds what one run needs; `run()` trains to `config.num_train_steps`.
+
+    A Trainer that writes (not `read_only`) holds the workdir's lock
+    (`workdir_lock`) from its construction until `run()` ends or `close()`;
+    another in the same workdir meanwhile is refused.
+    """
 
     def __init__(
         self,
@@ -583,6 +589,28 @@ class Trainer:
         registry.import_plugins(config.get('imports', ()))
         _check_loop_settings(config)
         os.makedirs(workdir, exist_ok=True)
+        self._lock = None if read_only else workdir_lock.lock_workdir(workdir)
+        try:
+            self._setup(config, workdir, restore_step, read_only, source)
+        except BaseException:
+            self.close()
+            raise
+
+    def _release_lock(self):
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def close(self):
+        """Ends a Trainer that will not `run()` (or not again): waits for a
+        checkpoint being written, closes the logs, releases the workdir."""
+        if getattr(self, 'ckpt', None) is not None:
+            self._close_quietly()
+        if getattr(self, 'writer', None) is not None:
+            self.writer.close()
+        self._release_lock()
+
+    def _setup(self, config, workdir, restore_step, read_only, source):
         _check_config_compatible(config, workdir)
         compile_cache.use(config.get('compilation_cache_dir', 'auto'), workdir)
         self.mesh = sharding_lib.make_mesh(
@@ -841,6 +869,7 @@ class Trainer:
             # Whatever stops the loop (an error, Ctrl-C), a checkpoint being
             # written in the background is finished, not left half-written.
             self._close_quietly()
+            self._release_lock()
             if getattr(self, 'profiler', None):
                 self.profiler.stop(quiet=True)
             raise
@@ -1035,6 +1064,7 @@ class Trainer:
         )
         self.ckpt.close()
         self.writer.close()
+        self._release_lock()
         return summary
 
 

@@ -1,0 +1,123 @@
+"""One training run per workdir at a time.
+
+Two runs writing one workdir (a job submitted twice, a resume started while
+the first run still trains) would save checkpoints over each other, and the
+second would cut the first's metrics log back to its checkpoint. So a run
+that writes takes an exclusive `flock` on `WORKDIR/.lock` for as long as it
+trains, and a second is refused with a message naming the holder (pid, host,
+start time, command). The kernel releases the lock when its process ends, even
+by SIGKILL, so a killed run leaves nothing to clean up.
+
+Where the filesystem refuses `flock` (some network or FUSE mounts), the run
+goes on unlocked with a warning. With several processes, process 0 takes the
+lock and tells the others whether it could.
+"""
+
+import datetime
+import json
+import os
+import socket
+import sys
+
+from absl import logging
+
+from jaxdistill.errors import JaxdistillError
+
+try:
+    import fcntl
+except ImportError:  # Not on POSIX: no locking.
+    fcntl = None
+
+LOCK_FILE = '.lock'
+
+
+class WorkdirInUseError(JaxdistillError):
+    """Another run is training in the workdir."""
+
+
+def _holder(path: str) -> str:
+    """What the lock file says of the run that holds it."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            h = json.load(f)
+        return f'pid {h["pid"]} on {h["host"]}, started {h["started"]}: {h["command"]}'
+    except (OSError, ValueError, KeyError, TypeError):
+        return 'a run that has not written its details yet'
+
+
+class WorkdirLock:
+    """The exclusive lock of one workdir; `release()` (or the end of the
+    process) gives it up. `acquire` raises WorkdirInUseError if held."""
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, LOCK_FILE)
+        self._file = None
+
+    def acquire(self) -> 'WorkdirLock':
+        if fcntl is None:
+            return self
+        f = open(self.path, 'a+', encoding='utf-8')  # pylint: disable=consider-using-with
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise WorkdirInUseError(
+                f'{os.path.dirname(self.path)} is in use by another training '
+                f'run ({_holder(self.path)}). Wait for it to end or stop it, '
+                'or use another --workdir.'
+            ) from None
+        except OSError as e:  # The filesystem has no flock.
+            f.close()
+            logging.warning(
+                'Cannot lock %s (%s); training without the one-run-per-workdir check.',
+                self.path,
+                e,
+            )
+            return self
+        f.seek(0)
+        f.truncate()
+        json.dump(
+            {
+                'pid': os.getpid(),
+                'host': socket.gethostname(),
+                'started': datetime.datetime.now(datetime.timezone.utc).strftime(
+                    '%Y-%m-%d %H:%M:%S UTC'
+                ),
+                'command': ' '.join(sys.argv),
+            },
+            f,
+        )
+        f.flush()
+        self._file = f
+        return self
+
+    def release(self):
+        if self._file is not None:
+            self._file.close()  # Closing the descriptor drops the flock.
+            self._file = None
+
+
+def lock_workdir(workdir: str) -> WorkdirLock:
+    """Process 0 locks `workdir`; every process raises WorkdirInUseError if
+    it could not. Call after `jax.distributed` is set up."""
+    import jax  # pylint: disable=g-import-not-at-top
+
+    lock, error = WorkdirLock(workdir), None
+    if jax.process_index() == 0:
+        try:
+            lock.acquire()
+        except WorkdirInUseError as e:
+            error = e
+    if jax.process_count() > 1:
+        import numpy as np  # pylint: disable=g-import-not-at-top
+        from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+        refused = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
+        if refused and error is None:
+            error = WorkdirInUseError(
+                f'{workdir} is in use by another training run (process 0 '
+                'found its lock held).'
+            )
+    if error is not None:
+        raise error
+    return lock

@@ -1,0 +1,70 @@
+"""One training run per workdir: a second is refused while the first holds it."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jaxdistill import configuration
+from jaxdistill import train
+from jaxdistill import trainer as trainer_lib
+from jaxdistill import workdir_lock
+from tests import helpers
+
+ARGS = ['--config', helpers.CONFIG, '--config.eval.bleu=False']
+
+
+def test_a_second_run_in_a_busy_workdir_is_refused(tmp_path, capsys):
+    work = tmp_path / 'run'
+    config = configuration.apply_overrides(
+        configuration.load_config(helpers.CONFIG),
+        ['eval.bleu=False', 'num_train_steps=4'],
+    )
+    first = trainer_lib.Trainer(config, str(work))
+    written = {p.name: p.stat().st_mtime_ns for p in work.iterdir()}
+
+    assert train.main([*ARGS, '--workdir', str(work)]) == 2
+    err = capsys.readouterr().err
+    assert f'{work} is in use by another training run (pid {os.getpid()} on ' in err
+    assert 'Wait for it to end or stop it, or use another --workdir.' in err
+    # Refused before writing anything.
+    assert {p.name: p.stat().st_mtime_ns for p in work.iterdir()} == written
+    # A read-only user (evaluate, translate) is not refused.
+    trainer_lib.Trainer(config, str(work), read_only=True)
+
+    first.run()  # The lock ends with the run.
+    assert (
+        train.main([*ARGS, '--workdir', str(work), '--config.num_train_steps=6']) == 0
+    )
+    assert 'Resumed from' in capsys.readouterr().out
+
+
+def test_the_lock_names_the_holder_and_dies_with_it(tmp_path):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            '-c',
+            'import sys, time\n'
+            'from jaxdistill import workdir_lock\n'
+            f'lock = workdir_lock.WorkdirLock({str(tmp_path)!r}).acquire()\n'
+            'print("locked", flush=True)\n'
+            'time.sleep(120)\n',
+        ],
+        cwd=helpers.REPO,
+        env=helpers.env(devices=1),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == 'locked'
+        with pytest.raises(workdir_lock.WorkdirInUseError) as e:
+            workdir_lock.WorkdirLock(str(tmp_path)).acquire()
+        assert f'(pid {holder.pid} on ' in str(e.value)
+        # Its host, start time and command follow.
+        assert ', started ' in str(e.value) and ' UTC: -c)' in str(e.value)
+    finally:
+        holder.kill()  # SIGKILL: the kernel drops its lock.
+        holder.wait()
+    lock = workdir_lock.WorkdirLock(str(tmp_path)).acquire()
+    lock.release()
