@@ -8,6 +8,7 @@ COMMANDS = {
     'translate': 'translate stdin with a trained translation run',
     'extract': 'write one capacity of a TSJT run as a standalone run',
     'plot': "draw runs' curves from their metrics.jsonl",
+    'runs': 'where each run in some folders stands: step, state, evaluations',
     'word2vec': 'train skip-gram word vectors (word2vec text format)',
 }
 

@@ -45,6 +45,15 @@ def _holder(path: str) -> str:
         return 'a run that has not written its details yet'
 
 
+def _command() -> str:
+    """This process's command line, `python -m jaxdistill.X` as typed."""
+    argv = list(sys.argv)
+    head, name = os.path.split(argv[0]) if argv else ('', '')
+    if os.path.basename(head) == 'jaxdistill' and name.endswith('.py'):
+        argv[0] = f'python -m jaxdistill.{name[:-3]}'
+    return ' '.join(argv)
+
+
 class WorkdirLock:
     """The exclusive lock of one workdir; `release()` (or the end of the
     process) gives it up. `acquire` raises WorkdirInUseError if held."""
@@ -83,7 +92,7 @@ class WorkdirLock:
                 'started': datetime.datetime.now(datetime.timezone.utc).strftime(
                     '%Y-%m-%d %H:%M:%S UTC'
                 ),
-                'command': ' '.join(sys.argv),
+                'command': _command(),
             },
             f,
         )
@@ -95,6 +104,28 @@ class WorkdirLock:
         if self._file is not None:
             self._file.close()  # Closing the descriptor drops the flock.
             self._file = None
+
+
+def holder(workdir: str) -> str | None:
+    """Who trains in `workdir` now ('pid P on HOST, started T: COMMAND'), or
+    None if no run holds its lock (or locks are not to be had here).
+
+    Asks by taking a shared lock for an instant: a run starting in that
+    instant would be refused, so this is for people (`jaxdistill.runs`), not
+    for loops.
+    """
+    path = os.path.join(workdir, LOCK_FILE)
+    if fcntl is None or not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding='utf-8') as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return _holder(path)
+            return None  # Closing the file drops the shared lock.
+    except OSError:
+        return None
 
 
 def lock_workdir(workdir: str) -> WorkdirLock:

@@ -1,0 +1,254 @@
+"""`python -m jaxdistill.runs DIR [DIR ...]`: where each training run stands.
+
+Each DIR is a run's workdir, or a folder of runs (searched two levels down).
+One line per run: its method and task, the latest checkpoint's step against
+`num_train_steps`, its state, its last evaluation and, where the run ranks
+checkpoints (`checkpoint.best_metric`), its best evaluation so far, and how
+long ago it last logged. The state is one of
+
+  training      a run holds the workdir's lock now (its pid, host, command)
+  finished      the run reached num_train_steps
+  stopped early / time limit
+                `checkpoint.patience` or `time_limit_minutes` ended it
+  stopped       it ended otherwise (Ctrl-C, an error, a kill): resume it with
+                `python -m jaxdistill.train --workdir DIR`
+  no checkpoint nothing saved yet
+
+`--metric NAME` (repeatable, globs allowed) picks the evaluation metrics
+shown (default: the run's best_metric, eval/loss, and BLEU or accuracy where
+logged); `--json` prints everything as JSON instead of the table.
+
+  python -m jaxdistill.runs /tmp/runs --metric 'eval/*bleu'
+"""
+
+import fnmatch
+import json
+import math
+import os
+import sys
+import time
+
+from jaxdistill import cli
+from jaxdistill import workdir_lock
+from jaxdistill.errors import JaxdistillError
+
+DEFAULT_METRICS = ('eval/loss', 'eval/bleu', 'eval/accuracy')
+_NOT_RUNS = frozenset(
+    {
+        'checkpoints',
+        'checkpoints_damaged',
+        'tensorboard',
+        'compilation_cache',
+        'profile',
+    }
+)
+
+
+def find_runs(path: str, depth: int = 2) -> list[str]:
+    """`path` if it is a run (holds config.json), else the runs in its
+    folders down to `depth` levels, sorted."""
+    if os.path.isfile(os.path.join(path, 'config.json')):
+        return [path]
+    if depth == 0 or not os.path.isdir(path):
+        return []
+    found = []
+    for name in sorted(os.listdir(path)):
+        sub = os.path.join(path, name)
+        if name not in _NOT_RUNS and os.path.isdir(sub):
+            found += find_runs(sub, depth - 1)
+    return found
+
+
+def _json(path: str):
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _records(path: str) -> list[dict]:
+    """metrics.jsonl's records; unreadable lines (one cut by a kill) skipped."""
+    records = []
+    try:
+        with open(path, encoding='utf-8') as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and 'step' in record:
+                    records.append(record)
+    except OSError:
+        pass
+    return records
+
+
+def _latest_checkpoint(workdir: str) -> int | None:
+    directory = os.path.join(workdir, 'checkpoints')
+    if not os.path.isdir(directory):
+        return None
+    steps = [int(n) for n in os.listdir(directory) if n.isdigit()]
+    return max(steps) if steps else None
+
+
+def _number(value) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+def describe(workdir: str) -> dict:
+    """What `runs` knows of the run in `workdir`, as a JSON-able dict."""
+    config = _json(os.path.join(workdir, 'config.json')) or {}
+    method = (config.get('method') or {}).get('name', '?')
+    ckpt = config.get('checkpoint') or {}
+    best_metric, best_mode = ckpt.get('best_metric', ''), ckpt.get('best_mode', 'max')
+    step = _latest_checkpoint(workdir)
+    summary = _json(os.path.join(workdir, 'summary.json')) or {}
+    holder = workdir_lock.holder(workdir)
+    if holder:
+        state = 'training'
+    elif step is None:
+        state = 'no checkpoint'
+    elif summary.get('step') == step and (
+        summary.get('stopped_early')
+        or summary.get('stopped_by_time_limit')
+        or step >= (config.get('num_train_steps') or 0)
+    ):
+        state = (
+            'stopped early'
+            if summary.get('stopped_early')
+            else 'time limit'
+            if summary.get('stopped_by_time_limit')
+            else 'finished'
+        )
+    else:
+        state = 'stopped'
+    path = os.path.join(workdir, 'metrics.jsonl')
+    records = _records(path)
+    evals = [r for r in records if any(k.startswith('eval/') for k in r)]
+    last = evals[-1] if evals else {}
+    best = None
+    if best_metric:
+        scored = [r for r in evals if _number(r.get(best_metric))]
+        if scored:
+            pick = (max if best_mode == 'max' else min)(
+                scored, key=lambda r: r[best_metric]
+            )
+            best = {
+                'metric': best_metric,
+                'step': pick['step'],
+                'value': pick[best_metric],
+            }
+    return {
+        'workdir': workdir,
+        'task': config.get('task', '?'),
+        'method': method,
+        'step': step,
+        'num_train_steps': config.get('num_train_steps'),
+        'state': state,
+        'holder': holder,
+        'eval_step': last.get('step'),
+        'eval': {k: v for k, v in last.items() if k.startswith('eval/')},
+        'best': best,
+        'best_metric': best_metric,
+        'last_logged': os.path.getmtime(path) if os.path.exists(path) else None,
+    }
+
+
+def _shown(run: dict, patterns) -> dict:
+    """The evaluation metrics a table row shows."""
+    names = list(run['eval'])
+    if patterns:
+        return {
+            n: run['eval'][n]
+            for n in names
+            if any(fnmatch.fnmatchcase(n, p) for p in patterns)
+        }
+    wanted = [run['best_metric'], *DEFAULT_METRICS]
+    return {n: run['eval'][n] for n in dict.fromkeys(wanted) if n in run['eval']}
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f'{seconds:.0f}s ago'
+    if seconds < 7200:
+        return f'{seconds / 60:.0f}m ago'
+    if seconds < 2 * 86400:
+        return f'{seconds / 3600:.0f}h ago'
+    return f'{seconds / 86400:.0f}d ago'
+
+
+def _value(v) -> str:
+    return f'{v:.4g}' if isinstance(v, float) else str(v)
+
+
+def table(runs: list[dict], patterns=(), now: float | None = None) -> str:
+    """The runs as an aligned text table."""
+    now = time.time() if now is None else now
+    paths = [os.path.abspath(r['workdir']) for r in runs]
+    common = os.path.commonpath(paths) if len(runs) > 1 else ''
+    rows = [
+        ('run', 'method/task', 'step', 'state', 'last evaluation', 'best', 'logged')
+    ]
+    for r, path in zip(runs, paths):
+        name = os.path.relpath(path, common) if common else r['workdir']
+        shown = _shown(r, patterns)
+        last = ', '.join(f'{k} {_value(v)}' for k, v in shown.items())
+        if last:
+            last += f' @ {r["eval_step"]}'
+        best = r['best']
+        rows.append(
+            (
+                name,
+                f'{r["method"]}/{r["task"]}',
+                f'{"-" if r["step"] is None else r["step"]}/{r["num_train_steps"]}',
+                r['state']
+                + (f' ({r["holder"].split(", started")[0]})' if r['holder'] else ''),
+                last or '-',
+                f'{_value(best["value"])} @ {best["step"]}' if best else '-',
+                _ago(now - r['last_logged']) if r['last_logged'] else '-',
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return '\n'.join(
+        '  '.join(c.ljust(w) for c, w in zip(row, widths)) + '  ' + row[-1]
+        for row in rows
+    )
+
+
+def main(argv=None) -> int:
+    parser = cli.parser_for('runs', __doc__)
+    parser.add_argument(
+        'paths', nargs='+', metavar='DIR', help='a run, or a folder of runs'
+    )
+    parser.add_argument(
+        '--metric',
+        action='append',
+        default=[],
+        help='evaluation metric to show, glob allowed (repeatable)',
+    )
+    parser.add_argument('--json', action='store_true', help='print JSON, not a table')
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+
+    def run():
+        workdirs = []
+        for path in args.paths:
+            found = find_runs(path)
+            if not found:
+                raise JaxdistillError(
+                    f'{path} holds no training run (no config.json in it or in '
+                    'its folders two levels down).'
+                )
+            workdirs += found
+        runs = [describe(w) for w in dict.fromkeys(workdirs)]
+        print(json.dumps(runs, indent=2) if args.json else table(runs, args.metric))
+
+    return cli.main_guard(run)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

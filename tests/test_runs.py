@@ -1,0 +1,132 @@
+"""`python -m jaxdistill.runs`: each run's step, state and evaluations."""
+
+import json
+import os
+
+import pytest
+
+from jaxdistill import runs
+from jaxdistill import workdir_lock
+
+
+def _run(root, name, *, total=10, steps=(), summary=None, evals=(), best=''):
+    """A workdir as a run leaves it: config.json, checkpoints, logs."""
+    work = root / name
+    (work / 'checkpoints').mkdir(parents=True)
+    config = {
+        'task': 'translation',
+        'method': {'name': 'codistill'},
+        'num_train_steps': total,
+        'checkpoint': {'best_metric': best, 'best_mode': 'max'},
+    }
+    (work / 'config.json').write_text(json.dumps(config))
+    for s in steps:
+        (work / 'checkpoints' / str(s)).mkdir()
+    # A save in progress is no checkpoint yet.
+    (work / 'checkpoints' / '99.orbax-checkpoint-tmp-1').mkdir()
+    if summary is not None:
+        (work / 'summary.json').write_text(json.dumps(summary))
+    lines = [json.dumps({'step': s, 'train/loss': 1.0}) for s in steps]
+    lines += [json.dumps({'step': s, **e}) for s, e in evals]
+    (work / 'metrics.jsonl').write_text('\n'.join(lines) + '\n{"step": 1')
+    return work
+
+
+def test_states_evaluations_and_best(tmp_path, capsys):
+    evals = [
+        (5, {'eval/loss': 2.0, 'eval/bleu': 30.0, 'eval/seconds': 1.0}),
+        (10, {'eval/loss': 1.5, 'eval/bleu': 29.0, 'eval/seconds': 1.0}),
+    ]
+    _run(
+        tmp_path,
+        'done',
+        steps=(5, 10),
+        summary={'step': 10},
+        evals=evals,
+        best='eval/bleu',
+    )
+    _run(tmp_path, 'killed', steps=(5,), summary=None, evals=evals[:1])
+    # Finished at 10 once, then resumed for 20 and stopped before a save.
+    _run(tmp_path, 'extended', total=20, steps=(10,), summary={'step': 10})
+    _run(tmp_path, 'early', steps=(5,), summary={'step': 5, 'stopped_early': True})
+    _run(
+        tmp_path,
+        'deadline',
+        steps=(7,),
+        summary={'step': 7, 'stopped_by_time_limit': True},
+    )
+    _run(tmp_path / 'group', 'fresh')  # Two levels down.
+    busy = _run(tmp_path, 'busy', steps=(5,))
+    lock = workdir_lock.WorkdirLock(str(busy)).acquire()
+    try:
+        found = runs.find_runs(str(tmp_path))
+        described = {os.path.basename(w): runs.describe(w) for w in found}
+    finally:
+        lock.release()
+    assert sorted(described) == sorted(
+        ['done', 'killed', 'extended', 'early', 'deadline', 'fresh', 'busy']
+    )
+    state = {k: v['state'] for k, v in described.items()}
+    assert state == {
+        'done': 'finished',
+        'killed': 'stopped',
+        'extended': 'stopped',
+        'early': 'stopped early',
+        'deadline': 'time limit',
+        'fresh': 'no checkpoint',
+        'busy': 'training',
+    }
+    assert described['busy']['holder'].startswith(f'pid {os.getpid()} on ')
+    assert described['killed']['holder'] is None  # Released: not training.
+    done = described['done']
+    assert done['step'] == 10 and done['eval_step'] == 10
+    assert done['eval'] == {'eval/loss': 1.5, 'eval/bleu': 29.0, 'eval/seconds': 1.0}
+    assert done['best'] == {'metric': 'eval/bleu', 'step': 5, 'value': 30.0}
+    assert described['fresh']['step'] is None
+
+    assert runs.main([str(tmp_path / 'done'), str(tmp_path / 'killed')]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [
+        'run',
+        'method/task',
+        'step',
+        'state',
+        'last',
+        'evaluation',
+        'best',
+        'logged',
+    ]
+    assert lines[1].split()[:4] == [
+        'done',
+        'codistill/translation',
+        '10/10',
+        'finished',
+    ]
+    # The run's best_metric first, then the defaults; not eval/seconds.
+    assert 'eval/bleu 29, eval/loss 1.5 @ 10' in lines[1]
+    assert '30 @ 5' in lines[1]
+    assert lines[2].split()[:4] == [
+        'killed',
+        'codistill/translation',
+        '5/10',
+        'stopped',
+    ]
+    assert runs.main([str(tmp_path / 'done'), '--metric', 'eval/s*']) == 0
+    assert 'eval/seconds 1 @ 10' in capsys.readouterr().out
+    assert runs.main([str(tmp_path / 'done'), '--json']) == 0
+    assert json.loads(capsys.readouterr().out)[0]['best']['value'] == 30.0
+
+
+def test_a_folder_without_runs_is_named(tmp_path, capsys):
+    (tmp_path / 'a' / 'b' / 'c').mkdir(parents=True)
+    (tmp_path / 'a' / 'b' / 'c' / 'config.json').write_text('{}')  # Too deep.
+    assert runs.main([str(tmp_path)]) == 2
+    assert f'{tmp_path} holds no training run' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    'seconds, text',
+    [(5, '5s ago'), (600, '10m ago'), (10800, '3h ago'), (3 * 86400, '3d ago')],
+)
+def test_ago(seconds, text):
+    assert runs._ago(seconds) == text  # pylint: disable=protected-access
