@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import re
 import shlex
 import sys
 from typing import Callable, Sequence
@@ -123,7 +124,30 @@ def parse(
     args = parser.parse_args(rest)
     if with_print_config and not args.print_config and not args.workdir:
         parser.error('the following arguments are required: --workdir')
+    if args.workdir:
+        try:
+            check_local(args.workdir, '--workdir')
+        except JaxdistillError as e:
+            parser.error(str(e))
     return args, overrides
+
+
+_REMOTE = re.compile(r'^([A-Za-z][A-Za-z0-9+.-]*)://')
+
+
+def check_local(path: str, what: str = 'workdir'):
+    """A remote path (gs://, s3://, ...) as a workdir: a JaxdistillError.
+
+    The workdir is written with local file operations (and a `flock`), so
+    `gs://b/run` would become a local folder named 'gs:'; refused instead.
+    """
+    m = _REMOTE.match(str(path))
+    if m:
+        raise JaxdistillError(
+            f'{what} {path}: remote paths ({m.group(1)}://) are not supported; '
+            'the workdir is written with local file operations. Use a local '
+            'path, or the bucket mounted as a folder (e.g. with gcsfuse).'
+        )
 
 
 def main_guard(fn: Callable[[], object]) -> int:

@@ -20,6 +20,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 from jaxdistill import checkpoint as checkpoint_lib
+from jaxdistill import cli
 from jaxdistill import compile_cache
 from jaxdistill import configuration
 from jaxdistill import metrics as metrics_lib
@@ -588,6 +589,7 @@ class Trainer:
         # Plugins first: they register the methods, models or tasks named below.
         registry.import_plugins(config.get('imports', ()))
         _check_loop_settings(config)
+        cli.check_local(workdir)
         os.makedirs(workdir, exist_ok=True)
         self._lock = None if read_only else workdir_lock.lock_workdir(workdir)
         try:

@@ -9,7 +9,7 @@ import pytest
 from jaxdistill import configuration
 from jaxdistill import evaluate
 from jaxdistill import train
-from jaxdistill.errors import ConfigError
+from jaxdistill.errors import ConfigError, JaxdistillError
 from tests import helpers
 
 BASE = ['--config', helpers.CONFIG]
@@ -409,3 +409,19 @@ def test_python_m_jaxdistill_lists_every_command(capsys):
         assert callable(importlib.import_module(f'jaxdistill.{name}').main)
     assert entry.main() == 0
     assert 'python -m jaxdistill.plot ' in capsys.readouterr().out
+
+
+def test_a_remote_workdir_is_refused_not_written_locally(capsys, tmp_path, monkeypatch):
+    from jaxdistill import trainer  # pylint: disable=g-import-not-at-top
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match='2'):
+        train.main(['--config', helpers.CONFIG, '--workdir', 'gs://bucket/run'])
+    assert (
+        '--workdir gs://bucket/run: remote paths (gs://) are not supported'
+        in capsys.readouterr().err
+    )
+    config = configuration.load_config(helpers.CONFIG)
+    with pytest.raises(JaxdistillError, match=r'workdir s3://b/r: remote paths'):
+        trainer.Trainer(config, 's3://b/r')
+    assert not list(tmp_path.iterdir())  # No local 'gs:' or 's3:' folder.
