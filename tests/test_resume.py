@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 
+from jaxdistill import train
 from tests import helpers
 
 pytestmark = pytest.mark.slow
@@ -99,40 +100,42 @@ def test_sigint_then_sigkill_and_restart_is_bitwise_identical(tmp_path):
             assert losses[step] == loss, step
 
 
-def test_damaged_finished_checkpoint_is_set_aside(tmp_path):
+def test_damaged_finished_checkpoint_is_set_aside(tmp_path, capsys):
+    # In this process (the CLI's main): nothing here needs a process of its own.
     work = tmp_path / 'w'
-    r = helpers.run(
-        helpers.train_cmd(
-            work, '--config.num_train_steps=20', '--config.checkpoint.every_steps=10'
+
+    def train_main(*overrides):
+        capsys.readouterr()
+        code = train.main(
+            [
+                '--config',
+                helpers.CONFIG,
+                '--workdir',
+                str(work),
+                '--config.num_train_steps=20',
+                '--config.checkpoint.every_steps=10',
+                *overrides,
+            ]
         )
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
+        return code, capsys.readouterr()
+
+    code, out = train_main()
+    assert code == 0, out.err[-3000:]
     ckpt20 = work / 'checkpoints' / '20' / 'state'
     for f in ckpt20.rglob('*'):
         if f.is_file():
             f.write_bytes(b'garbage')
-    r = helpers.run(
-        helpers.train_cmd(
-            work, '--config.num_train_steps=20', '--config.checkpoint.every_steps=10'
-        )
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert f'Resumed from {work}/checkpoints/10' in r.stdout
+    code, out = train_main()
+    assert code == 0, out.err[-3000:]
+    assert f'Resumed from {work}/checkpoints/10' in out.out
     assert any((work / 'checkpoints_damaged').iterdir())
 
     # A setting that changes the optimizer state's tree is named, and the
     # refused config does not replace the run's config.json.
     saved_config = (work / 'config.json').read_text()
-    r = helpers.run(
-        helpers.train_cmd(
-            work,
-            '--config.num_train_steps=20',
-            '--config.checkpoint.every_steps=10',
-            '--config.optimizer.grad_clip_norm=0.0',
-        )
-    )
-    assert r.returncode == 2, r.stdout[-3000:]
-    assert 'optimizer.grad_clip_norm: 1.0 -> 0.0' in r.stderr, r.stderr[-3000:]
+    code, out = train_main('--config.optimizer.grad_clip_norm=0.0')
+    assert code == 2, out.out[-3000:]
+    assert 'optimizer.grad_clip_norm: 1.0 -> 0.0' in out.err, out.err[-3000:]
     assert (work / 'config.json').read_text() == saved_config
 
     # When no checkpoint can be read, nothing is set aside and the run does
@@ -141,15 +144,11 @@ def test_damaged_finished_checkpoint_is_set_aside(tmp_path):
         if f.is_file() and f.parent.name == 'state':
             f.write_bytes(b'garbage')
     before = sorted(p.name for p in (work / 'checkpoints').iterdir())
-    r = helpers.run(
-        helpers.train_cmd(
-            work, '--config.num_train_steps=20', '--config.checkpoint.every_steps=10'
-        )
-    )
-    assert r.returncode == 2, r.stdout[-3000:]
-    assert 'None of the 2 checkpoints' in r.stderr, r.stderr[-3000:]
+    code, out = train_main()
+    assert code == 2, out.out[-3000:]
+    assert 'None of the 2 checkpoints' in out.err, out.err[-3000:]
     assert sorted(p.name for p in (work / 'checkpoints').iterdir()) == before
-    assert 'Training' not in r.stdout
+    assert 'Training' not in out.out
 
 
 def test_resume_on_another_device_count_rebatches_with_a_note(tmp_path):

@@ -3,7 +3,6 @@
 import dataclasses
 import json
 import os
-import sys
 
 import flax
 import jax
@@ -12,7 +11,9 @@ import numpy as np
 import pytest
 
 from jaxdistill import checkpoint as checkpoint_lib
+from jaxdistill import evaluate
 from jaxdistill import extract as extract_lib
+from jaxdistill import train
 from jaxdistill.errors import ConfigError, JaxdistillError
 from jaxdistill.methods import make_method
 from jaxdistill.models import composite as composite_lib
@@ -201,14 +202,11 @@ def test_bad_composite_configs_are_named():
         _method('width', (0.25, 0.5, 1.0), sample_middle=2)
 
 
-def _module(name, *args):
-    return [sys.executable, '-m', f'jaxdistill.{name}', *args]
-
-
-def _ok(cmd):
-    result = helpers.run(cmd)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+def _ok(module, argv, capsys):
+    """Runs `python -m jaxdistill.MODULE ARGV` in this process; its stdout."""
+    capsys.readouterr()
+    assert module.main(argv) == 0
+    return capsys.readouterr().out
 
 
 def _json(stdout):
@@ -217,10 +215,14 @@ def _json(stdout):
     return json.loads(stdout[start : stdout.index('\n}', start) + 2])
 
 
-def test_train_extract_evaluate_cli(tmp_path):
+def test_train_extract_evaluate_cli(tmp_path, capsys):
     run, out = str(tmp_path / 'run'), str(tmp_path / 'small')
     _ok(
-        helpers.train_cmd(
+        train,
+        [
+            '--config',
+            str(helpers.REPO / 'configs' / 'tsjt_synthetic.py') + ':runlocal',
+            '--workdir',
             run,
             '--config.num_train_steps=4',
             '--config.method.stage2_start=2',
@@ -228,8 +230,8 @@ def test_train_extract_evaluate_cli(tmp_path):
             '--config.checkpoint.every_steps=4',
             '--config.eval.at_end=False',
             '--config.log_every_steps=2',
-            config='configs/tsjt_synthetic.py:runlocal',
-        )
+        ],
+        capsys,
     )
     records = [json.loads(l) for l in open(os.path.join(run, 'metrics.jsonl'))]
     assert records[0]['train/x0.25/kd'] == 0.0 and records[-1]['train/x0.25/kd'] > 0
@@ -238,7 +240,11 @@ def test_train_extract_evaluate_cli(tmp_path):
     assert open(os.path.join(run, 'metrics.png'), 'rb').read(4) == b'\x89PNG'
 
     info = _json(
-        _ok(_module('extract', '--workdir', run, '--capacity', 'x0.25', '--out', out))
+        _ok(
+            extract_lib,
+            ['--workdir', run, '--capacity', 'x0.25', '--out', out],
+            capsys,
+        )
     )
     assert info['num_params'] == summary['num_params/x0.25']
     assert info['architecture']['num_heads'] == 1
@@ -258,13 +264,14 @@ def test_train_extract_evaluate_cli(tmp_path):
 
     metrics = _json(
         _ok(
-            _module(
-                'evaluate',
+            evaluate,
+            [
                 '--workdir',
                 out,
                 '--config.eval.max_examples=8',
                 '--config.eval.max_decode_len=6',
-            )
+            ],
+            capsys,
         )
     )
     assert np.isfinite(metrics['eval/loss']) and 'eval/bleu' in metrics
