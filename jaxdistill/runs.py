@@ -92,6 +92,25 @@ def _latest_checkpoint(workdir: str) -> int | None:
     return max(steps) if steps else None
 
 
+def _eta(records: list[dict], total, since: float) -> float | None:
+    """Seconds a training run needs to reach `total`, at the wall-clock pace
+    of its last ten logged training windows since `since` (the run's start:
+    a resumed run's pause is left out; evaluations and saves count); None
+    without two such records."""
+    train = [
+        r
+        for r in records
+        if 'train/loss' in r and _number(r.get('time')) and r['time'] >= since
+    ][-11:]
+    if len(train) < 2 or not total:
+        return None
+    first, last = train[0], train[-1]
+    steps, seconds = last['step'] - first['step'], last['time'] - first['time']
+    if steps <= 0 or seconds <= 0:
+        return None
+    return max(total - last['step'], 0) * seconds / steps
+
+
 def _number(value) -> bool:
     return (
         isinstance(value, (int, float))
@@ -108,7 +127,8 @@ def describe(workdir: str) -> dict:
     best_metric, best_mode = ckpt.get('best_metric', ''), ckpt.get('best_mode', 'max')
     step = _latest_checkpoint(workdir)
     summary = _json(os.path.join(workdir, 'summary.json')) or {}
-    holder = workdir_lock.holder(workdir)
+    lock = workdir_lock.holder(workdir)
+    holder = lock['text'] if lock else None
     if holder:
         state = 'training'
     elif step is None:
@@ -143,6 +163,11 @@ def describe(workdir: str) -> dict:
                 'step': pick['step'],
                 'value': pick[best_metric],
             }
+    eta = (
+        _eta(records, config.get('num_train_steps'), lock.get('time', 0.0))
+        if lock
+        else None
+    )
     return {
         'workdir': workdir,
         'task': config.get('task', '?'),
@@ -151,6 +176,7 @@ def describe(workdir: str) -> dict:
         'num_train_steps': config.get('num_train_steps'),
         'state': state,
         'holder': holder,
+        'eta_seconds': eta,
         'eval_step': last.get('step'),
         'eval': {k: v for k, v in last.items() if k.startswith('eval/')},
         'best': best,
@@ -172,14 +198,18 @@ def _shown(run: dict, patterns) -> dict:
     return {n: run['eval'][n] for n in dict.fromkeys(wanted) if n in run['eval']}
 
 
-def _ago(seconds: float) -> str:
+def _duration(seconds: float) -> str:
     if seconds < 120:
-        return f'{seconds:.0f}s ago'
+        return f'{seconds:.0f}s'
     if seconds < 7200:
-        return f'{seconds / 60:.0f}m ago'
+        return f'{seconds / 60:.0f}m'
     if seconds < 2 * 86400:
-        return f'{seconds / 3600:.0f}h ago'
-    return f'{seconds / 86400:.0f}d ago'
+        return f'{seconds / 3600:.0f}h'
+    return f'{seconds / 86400:.0f}d'
+
+
+def _ago(seconds: float) -> str:
+    return _duration(seconds) + ' ago'
 
 
 def _value(v) -> str:
@@ -207,7 +237,12 @@ def table(runs: list[dict], patterns=(), now: float | None = None) -> str:
                 f'{r["method"]}/{r["task"]}',
                 f'{"-" if r["step"] is None else r["step"]}/{r["num_train_steps"]}',
                 r['state']
-                + (f' ({r["holder"].split(", started")[0]})' if r['holder'] else ''),
+                + (f' ({r["holder"].split(", started")[0]})' if r['holder'] else '')
+                + (
+                    f', {_duration(r["eta_seconds"])} to go'
+                    if r['eta_seconds'] is not None
+                    else ''
+                ),
                 last or '-',
                 f'{_value(best["value"])} @ {best["step"]}' if best else '-',
                 _ago(now - r['last_logged']) if r['last_logged'] else '-',

@@ -18,6 +18,7 @@ import json
 import os
 import socket
 import sys
+import time
 
 from absl import logging
 
@@ -35,14 +36,20 @@ class WorkdirInUseError(JaxdistillError):
     """Another run is training in the workdir."""
 
 
-def _holder(path: str) -> str:
-    """What the lock file says of the run that holds it."""
+def _record(path: str) -> dict:
+    """What the lock file says of the run that holds it ({} if nothing yet),
+    with 'text': 'pid P on HOST, started T: COMMAND'."""
     try:
         with open(path, encoding='utf-8') as f:
             h = json.load(f)
-        return f'pid {h["pid"]} on {h["host"]}, started {h["started"]}: {h["command"]}'
+        text = f'pid {h["pid"]} on {h["host"]}, started {h["started"]}: {h["command"]}'
+        return {**h, 'text': text}
     except (OSError, ValueError, KeyError, TypeError):
-        return 'a run that has not written its details yet'
+        return {'text': 'a run that has not written its details yet'}
+
+
+def _holder(path: str) -> str:
+    return _record(path)['text']
 
 
 def _command() -> str:
@@ -93,6 +100,7 @@ class WorkdirLock:
                     '%Y-%m-%d %H:%M:%S UTC'
                 ),
                 'command': _command(),
+                'time': time.time(),
             },
             f,
         )
@@ -106,9 +114,11 @@ class WorkdirLock:
             self._file = None
 
 
-def holder(workdir: str) -> str | None:
-    """Who trains in `workdir` now ('pid P on HOST, started T: COMMAND'), or
-    None if no run holds its lock (or locks are not to be had here).
+def holder(workdir: str) -> dict | None:
+    """Who trains in `workdir` now: the lock file's record (pid, host,
+    started, command, time: its start as a `time.time()`) with 'text' ('pid P
+    on HOST, started T: COMMAND'); None if no run holds the lock (or locks
+    are not to be had here).
 
     Asks by taking a shared lock for an instant: a run starting in that
     instant would be refused, so this is for people (`jaxdistill.runs`), not
@@ -122,7 +132,7 @@ def holder(workdir: str) -> str | None:
             try:
                 fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                return _holder(path)
+                return _record(path)
             return None  # Closing the file drops the shared lock.
     except OSError:
         return None

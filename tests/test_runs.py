@@ -58,6 +58,15 @@ def test_states_evaluations_and_best(tmp_path, capsys):
     _run(tmp_path / 'group', 'fresh')  # Two levels down.
     busy = _run(tmp_path, 'busy', steps=(5,))
     lock = workdir_lock.WorkdirLock(str(busy)).acquire()
+    since = json.loads((busy / workdir_lock.LOCK_FILE).read_text())['time']
+    # Two training windows of this session at 1 s a step; one from before
+    # its start (a resumed run's pause) is left out of the pace.
+    (busy / 'metrics.jsonl').write_text(
+        ''.join(
+            json.dumps({'step': s, 'time': since + t, 'train/loss': 1.0}) + '\n'
+            for s, t in ((1, -1000.0), (2, 1.0), (4, 3.0))
+        )
+    )
     try:
         found = runs.find_runs(str(tmp_path))
         described = {os.path.basename(w): runs.describe(w) for w in found}
@@ -77,6 +86,10 @@ def test_states_evaluations_and_best(tmp_path, capsys):
         'busy': 'training',
     }
     assert described['busy']['holder'].startswith(f'pid {os.getpid()} on ')
+    assert described['busy']['eta_seconds'] == pytest.approx(6.0)  # 6 steps left.
+    assert described['done']['eta_seconds'] is None  # Not training.
+    row = runs.table([described['busy']]).splitlines()[1]
+    assert f'training (pid {os.getpid()} on ' in row and '), 6s to go' in row
     assert described['killed']['holder'] is None  # Released: not training.
     done = described['done']
     assert done['step'] == 10 and done['eval_step'] == 10
