@@ -222,7 +222,15 @@ def table(runs: list[dict], patterns=(), now: float | None = None) -> str:
     paths = [os.path.abspath(r['workdir']) for r in runs]
     common = os.path.commonpath(paths) if len(runs) > 1 else ''
     rows = [
-        ('run', 'method/task', 'step', 'state', 'last evaluation', 'best', 'logged')
+        (
+            'run',
+            'method/task',
+            'checkpoint',
+            'state',
+            'last evaluation',
+            'best',
+            'logged',
+        )
     ]
     for r, path in zip(runs, paths):
         name = os.path.relpath(path, common) if common else r['workdir']

@@ -102,7 +102,7 @@ def test_states_evaluations_and_best(tmp_path, capsys):
     assert lines[0].split() == [
         'run',
         'method/task',
-        'step',
+        'checkpoint',
         'state',
         'last',
         'evaluation',
