@@ -12,7 +12,8 @@ each, e.g. `--metric 'eval/*bleu_tok_lc' --metric train/learning_rate`).
 The x axis is the step, or with `--x minutes` the wall-clock minutes since
 the run's first record (a resumed run's pause shows as a jump).
 
-A training run writes DIR/metrics.png like this at its end.
+A training run writes DIR/metrics.png like this at its end. A `--workdir`
+that is a folder of runs (a sweep) draws every run in it, two levels down.
 
   python -m jaxdistill.plot --workdir /tmp/a --workdir /tmp/b --out /tmp/ab.png
 """
@@ -25,6 +26,7 @@ from collections.abc import Sequence
 
 from jaxdistill import cli
 from jaxdistill import metrics as metrics_lib
+from jaxdistill import runs as runs_lib
 from jaxdistill.errors import ConfigError, DataError
 
 # (panel title, regular expression over the logged names).
@@ -174,7 +176,10 @@ def plot_runs(
 def main(argv=None) -> int:
     parser = cli.parser_for('plot', __doc__)
     parser.add_argument(
-        '--workdir', action='append', required=True, help='a run (repeat for more)'
+        '--workdir',
+        action='append',
+        required=True,
+        help='a run, or a folder of runs two levels down (repeat for more)',
     )
     parser.add_argument(
         '--out', default='', help='PNG to write (default: DIR/metrics.png of one run)'
@@ -187,12 +192,19 @@ def main(argv=None) -> int:
     )
     parser.add_argument('--x', default='step', choices=X_AXES, help='the x axis')
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if not args.out and len(args.workdir) > 1:
-        parser.error('--out is needed with several --workdir')
-    out = args.out or os.path.join(args.workdir[0], 'metrics.png')
+    # A folder of runs stands for the runs in it (as for `jaxdistill.runs`);
+    # a path that holds none is kept, so its error names it.
+    workdirs = list(
+        dict.fromkeys(
+            w for path in args.workdir for w in runs_lib.find_runs(path) or [path]
+        )
+    )
+    if not args.out and len(workdirs) > 1:
+        parser.error('--out is needed with several runs')
+    out = args.out or os.path.join(workdirs[0], 'metrics.png')
 
     def run():
-        titles = plot_runs(args.workdir, out, patterns=args.metric, x=args.x)
+        titles = plot_runs(workdirs, out, patterns=args.metric, x=args.x)
         print(f'wrote {out} ({", ".join(titles)})')
 
     return cli.main_guard(run)

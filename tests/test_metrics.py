@@ -147,9 +147,21 @@ def test_plot_cli(tmp_path, capsys):
     assert plot.main(['--workdir', run]) == 0
     assert 'wrote' in capsys.readouterr().out
     assert (tmp_path / 'r' / 'metrics.png').is_file()
+    other = _log(tmp_path / 'r2', _run([(1, 3.1)], []))
     with pytest.raises(SystemExit):
-        plot.main(['--workdir', run, '--workdir', run])
-    assert '--out is needed with several --workdir' in capsys.readouterr().err
+        plot.main(['--workdir', run, '--workdir', other])
+    assert '--out is needed with several runs' in capsys.readouterr().err
+    # A folder of runs (a sweep) stands for the runs in it, two levels down.
+    for name in ('a', 'b/c'):
+        (tmp_path / 'sweep' / name).parent.mkdir(parents=True, exist_ok=True)
+        _log(tmp_path / 'sweep' / name, _run([(1, 3.0), (2, 2.0)], []))
+        (tmp_path / 'sweep' / name / 'config.json').write_text('{}')
+    with pytest.raises(SystemExit):
+        plot.main(['--workdir', str(tmp_path / 'sweep')])
+    assert '--out is needed with several runs' in capsys.readouterr().err
+    out = tmp_path / 'sweep.png'
+    assert plot.main(['--workdir', str(tmp_path / 'sweep'), '--out', str(out)]) == 0
+    assert out.is_file() and 'wrote' in capsys.readouterr().out
     assert plot.main(['--workdir', str(tmp_path / 'nothing')]) == 2
     assert 'holds no training run' in capsys.readouterr().err
     empty = _log(tmp_path / 'empty', [{'step': 1, 'time': 0.0}])
