@@ -13,6 +13,7 @@ import sys
 from jaxdistill import cli
 from jaxdistill import configuration
 from jaxdistill import hostmem
+from jaxdistill import workdir_lock
 
 
 def main(argv=None) -> int:
@@ -50,6 +51,11 @@ def main(argv=None) -> int:
 
         import jax  # pylint: disable=g-import-not-at-top
 
+        if said and jax.process_count() == 1:
+            # A busy workdir is refused before the line says it resumes. (Not
+            # with several processes: one's look at the lock could collide
+            # with process 0 taking it.)
+            workdir_lock.check_free(args.workdir)
         if said and jax.process_index() == 0:
             print(said, flush=True)
         trainer.train_and_evaluate(config, args.workdir, source=source)

@@ -61,6 +61,22 @@ def _command() -> str:
     return ' '.join(argv)
 
 
+def _in_use(workdir: str, text: str) -> WorkdirInUseError:
+    return WorkdirInUseError(
+        f'{workdir} is in use by another training run ({text}). Wait for it '
+        'to end or stop it, or use another --workdir.'
+    )
+
+
+def check_free(workdir: str):
+    """WorkdirInUseError if a run holds `workdir`'s lock now: for a message
+    that should come before anything else is said (the lock itself is taken
+    by the Trainer)."""
+    held = holder(workdir)
+    if held:
+        raise _in_use(workdir, held['text'])
+
+
 class WorkdirLock:
     """The exclusive lock of one workdir; `release()` (or the end of the
     process) gives it up. `acquire` raises WorkdirInUseError if held."""
@@ -77,11 +93,7 @@ class WorkdirLock:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.close()
-            raise WorkdirInUseError(
-                f'{os.path.dirname(self.path)} is in use by another training '
-                f'run ({_holder(self.path)}). Wait for it to end or stop it, '
-                'or use another --workdir.'
-            ) from None
+            raise _in_use(os.path.dirname(self.path), _holder(self.path)) from None
         except OSError as e:  # The filesystem has no flock.
             f.close()
             logging.warning(

@@ -1,5 +1,6 @@
 """One training run per workdir: a second is refused while the first holds it."""
 
+import json
 import os
 import subprocess
 import sys
@@ -68,3 +69,20 @@ def test_the_lock_names_the_holder_and_dies_with_it(tmp_path):
         holder.wait()
     lock = workdir_lock.WorkdirLock(str(tmp_path)).acquire()
     lock.release()
+
+
+def test_a_resume_by_workdir_is_refused_before_it_says_it_resumes(tmp_path, capsys):
+    work = tmp_path / 'run'
+    work.mkdir()
+    (work / 'config.json').write_text('{}')
+    (work / 'config_source.json').write_text(
+        json.dumps({'config': helpers.CONFIG, 'overrides': []})
+    )
+    lock = workdir_lock.WorkdirLock(str(work)).acquire()
+    try:
+        assert train.main(['--workdir', str(work)]) == 2
+    finally:
+        lock.release()
+    out = capsys.readouterr()
+    assert f'{work} is in use by another training run (pid {os.getpid()}' in out.err
+    assert 'Resuming' not in out.out
