@@ -10,7 +10,9 @@ long ago it last logged. The state is one of
   finished      the run reached num_train_steps
   stopped early / time limit
                 `checkpoint.patience` or `time_limit_minutes` ended it
-  stopped       it ended otherwise (Ctrl-C, an error, a kill): resume it with
+  failed        an error ended its training (DIR/error.json: which, and
+                its message)
+  stopped       it ended otherwise (Ctrl-C, SIGTERM, a kill): resume it with
                 `python -m jaxdistill.train --workdir DIR`
   no checkpoint nothing saved yet
 
@@ -32,6 +34,8 @@ from jaxdistill import cli
 from jaxdistill import workdir_lock
 from jaxdistill.errors import JaxdistillError
 
+# trainer.ERROR_FILE (not imported: this tool reads files, without JAX).
+ERROR_FILE = 'error.json'
 DEFAULT_METRICS = ('eval/loss', 'eval/bleu', 'eval/accuracy')
 _NOT_RUNS = frozenset(
     {
@@ -147,6 +151,11 @@ def describe(workdir: str) -> dict:
         )
     else:
         state = 'stopped'
+    error = _json(os.path.join(workdir, ERROR_FILE))
+    if not isinstance(error, dict):
+        error = None
+    if state == 'stopped' and error:
+        state = 'failed'
     path = os.path.join(workdir, 'metrics.jsonl')
     records = _records(path)
     evals = [r for r in records if any(k.startswith('eval/') for k in r)]
@@ -176,6 +185,7 @@ def describe(workdir: str) -> dict:
         'num_train_steps': config.get('num_train_steps'),
         'state': state,
         'holder': holder,
+        'error': error if state == 'failed' else None,
         'eta_seconds': eta,
         'eval_step': last.get('step'),
         'eval': {k: v for k, v in last.items() if k.startswith('eval/')},
@@ -246,6 +256,7 @@ def table(runs: list[dict], patterns=(), now: float | None = None) -> str:
                 f'{"-" if r["step"] is None else r["step"]}/{r["num_train_steps"]}',
                 r['state']
                 + (f' ({r["holder"].split(", started")[0]})' if r['holder'] else '')
+                + (f' ({r["error"].get("error", "?")})' if r['error'] else '')
                 + (
                     f', {_duration(r["eta_seconds"])} to go'
                     if r['eta_seconds'] is not None

@@ -221,6 +221,32 @@ def _write_config(config, workdir, source):
         os.remove(record)
 
 
+# Written when an error ends a run's training loop, removed when a run
+# starts in the workdir again: `jaxdistill.runs` tells a failed run from one
+# that was stopped.
+ERROR_FILE = 'error.json'
+
+
+def _record_error(workdir: str, error: Exception):
+    if jax.process_index() != 0:
+        return
+    record = {
+        'time': time.time(),
+        'error': type(error).__name__,
+        'message': str(error)[:4000],
+    }
+    try:
+        _write_json(os.path.join(workdir, ERROR_FILE), json.dumps(record, indent=2))
+    except OSError as e:  # Never hides the error itself.
+        logging.warning('could not record the error in %s: %s', workdir, e)
+
+
+def _clear_error(workdir: str):
+    path = os.path.join(workdir, ERROR_FILE)
+    if jax.process_index() == 0 and os.path.exists(path):
+        os.remove(path)
+
+
 def _changed_settings(config, workdir, new: bool = True) -> str:
     """'; '-joined 'key: saved -> current' for every setting that differs from
     the run in `workdir` (any key, not only RESUME_KEYS); '' if none or no
@@ -681,6 +707,7 @@ class Trainer:
         changed = '' if read_only else _changed_settings(config, workdir, new=False)
         if not read_only:
             _write_config(config, workdir, source)
+            _clear_error(workdir)
         meta = {}
         if restored is None:
             self.state = init_fn()
@@ -867,10 +894,12 @@ class Trainer:
         try:
             with metrics_lib.CompileClock() as clock, _StopSignals() as stop:
                 step, last_train, last_eval, seconds = self._train_loop(clock, stop)
-        except BaseException:
+        except BaseException as e:
             # Whatever stops the loop (an error, Ctrl-C), a checkpoint being
             # written in the background is finished, not left half-written.
             self._close_quietly()
+            if isinstance(e, Exception):  # Not Ctrl-C or SIGTERM.
+                _record_error(self.workdir, e)
             self._release_lock()
             if getattr(self, 'profiler', None):
                 self.profiler.stop(quiet=True)

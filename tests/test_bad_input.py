@@ -151,6 +151,15 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(capsys, trained):
         int(p.name) for p in (trained / 'checkpoints').iterdir() if p.name.isdigit()
     )
     assert steps[-1] == 10, steps
+    # Recorded for `jaxdistill.runs` ('failed'), until a run starts again.
+    error = json.loads((trained / 'error.json').read_text())
+    assert error['error'] == 'NonFiniteLossError' and 'Non-finite' in error['message']
+    from jaxdistill import runs  # pylint: disable=g-import-not-at-top
+
+    assert runs.describe(str(trained))['state'] == 'failed'
+    code, _, err = _train(capsys, trained, '--config.num_train_steps=10')
+    assert code == 0, err
+    assert not (trained / 'error.json').exists()
 
 
 def test_nan_loss_with_a_save_in_flight_keeps_that_checkpoint(capsys, tmp_path):

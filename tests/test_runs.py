@@ -46,6 +46,10 @@ def test_states_evaluations_and_best(tmp_path, capsys):
         best='eval/bleu',
     )
     _run(tmp_path, 'killed', steps=(5,), summary=None, evals=evals[:1])
+    crashed = _run(tmp_path, 'crashed', steps=(5,))
+    (crashed / 'error.json').write_text(
+        json.dumps({'error': 'NonFiniteLossError', 'message': 'Non-finite loss'})
+    )
     # Finished at 10 once, then resumed for 20 and stopped before a save.
     _run(tmp_path, 'extended', total=20, steps=(10,), summary={'step': 10})
     _run(tmp_path, 'early', steps=(5,), summary={'step': 5, 'stopped_early': True})
@@ -73,12 +77,13 @@ def test_states_evaluations_and_best(tmp_path, capsys):
     finally:
         lock.release()
     assert sorted(described) == sorted(
-        ['done', 'killed', 'extended', 'early', 'deadline', 'fresh', 'busy']
+        ['done', 'killed', 'crashed', 'extended', 'early', 'deadline', 'fresh', 'busy']
     )
     state = {k: v['state'] for k, v in described.items()}
     assert state == {
         'done': 'finished',
         'killed': 'stopped',
+        'crashed': 'failed',
         'extended': 'stopped',
         'early': 'stopped early',
         'deadline': 'time limit',
@@ -88,6 +93,10 @@ def test_states_evaluations_and_best(tmp_path, capsys):
     assert described['busy']['holder'].startswith(f'pid {os.getpid()} on ')
     assert described['busy']['eta_seconds'] == pytest.approx(6.0)  # 6 steps left.
     assert described['done']['eta_seconds'] is None  # Not training.
+    assert described['crashed']['error']['error'] == 'NonFiniteLossError'
+    assert described['killed']['error'] is None
+    row = runs.table([described['crashed']]).splitlines()[1]
+    assert 'failed (NonFiniteLossError)' in row
     row = runs.table([described['busy']]).splitlines()[1]
     assert f'training (pid {os.getpid()} on ' in row and '), 6s to go' in row
     assert described['killed']['holder'] is None  # Released: not training.
