@@ -71,6 +71,10 @@ def _json(path: str):
         return None
 
 
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
 def _records(path: str) -> list[dict]:
     """metrics.jsonl's records; unreadable lines (one cut by a kill) skipped."""
     records = []
@@ -125,12 +129,12 @@ def _number(value) -> bool:
 
 def describe(workdir: str) -> dict:
     """What `runs` knows of the run in `workdir`, as a JSON-able dict."""
-    config = _json(os.path.join(workdir, 'config.json')) or {}
+    config = _dict(_json(os.path.join(workdir, 'config.json')))
     method = (config.get('method') or {}).get('name', '?')
     ckpt = config.get('checkpoint') or {}
     best_metric, best_mode = ckpt.get('best_metric', ''), ckpt.get('best_mode', 'max')
     step = _latest_checkpoint(workdir)
-    summary = _json(os.path.join(workdir, 'summary.json')) or {}
+    summary = _dict(_json(os.path.join(workdir, 'summary.json')))
     lock = workdir_lock.holder(workdir)
     holder = lock['text'] if lock else None
     if holder:
@@ -151,10 +155,8 @@ def describe(workdir: str) -> dict:
         )
     else:
         state = 'stopped'
-    error = _json(os.path.join(workdir, ERROR_FILE))
-    if not isinstance(error, dict):
-        error = None
-    if state == 'stopped' and error:
+    error = _dict(_json(os.path.join(workdir, ERROR_FILE))) or None
+    if state in ('stopped', 'no checkpoint') and error:
         state = 'failed'
     path = os.path.join(workdir, 'metrics.jsonl')
     records = _records(path)

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from jaxdistill import runs
+from jaxdistill import trainer
 from jaxdistill import workdir_lock
 
 
@@ -60,6 +61,10 @@ def test_states_evaluations_and_best(tmp_path, capsys):
         summary={'step': 7, 'stopped_by_time_limit': True},
     )
     _run(tmp_path / 'group', 'fresh')  # Two levels down.
+    early_error = _run(tmp_path, 'nan_at_3')  # Failed before its first save.
+    (early_error / 'error.json').write_text('{"error": "NonFiniteLossError"}')
+    (tmp_path / 'broken' / 'checkpoints').mkdir(parents=True)
+    (tmp_path / 'broken' / 'config.json').write_text('[1, 2]')  # Not a config.
     busy = _run(tmp_path, 'busy', steps=(5,))
     lock = workdir_lock.WorkdirLock(str(busy)).acquire()
     since = json.loads((busy / workdir_lock.LOCK_FILE).read_text())['time']
@@ -77,7 +82,18 @@ def test_states_evaluations_and_best(tmp_path, capsys):
     finally:
         lock.release()
     assert sorted(described) == sorted(
-        ['done', 'killed', 'crashed', 'extended', 'early', 'deadline', 'fresh', 'busy']
+        [
+            'done',
+            'killed',
+            'crashed',
+            'extended',
+            'early',
+            'deadline',
+            'fresh',
+            'busy',
+            'nan_at_3',
+            'broken',
+        ]
     )
     state = {k: v['state'] for k, v in described.items()}
     assert state == {
@@ -88,12 +104,16 @@ def test_states_evaluations_and_best(tmp_path, capsys):
         'early': 'stopped early',
         'deadline': 'time limit',
         'fresh': 'no checkpoint',
+        'nan_at_3': 'failed',
+        'broken': 'no checkpoint',
         'busy': 'training',
     }
     assert described['busy']['holder'].startswith(f'pid {os.getpid()} on ')
     assert described['busy']['eta_seconds'] == pytest.approx(6.0)  # 6 steps left.
     assert described['done']['eta_seconds'] is None  # Not training.
     assert described['crashed']['error']['error'] == 'NonFiniteLossError'
+    assert runs.ERROR_FILE == trainer.ERROR_FILE
+    assert described['broken']['method'] == '?'
     assert described['killed']['error'] is None
     row = runs.table([described['crashed']]).splitlines()[1]
     assert 'failed (NonFiniteLossError)' in row
