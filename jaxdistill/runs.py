@@ -174,11 +174,14 @@ def describe(workdir: str) -> dict:
                 'step': pick['step'],
                 'value': pick[best_metric],
             }
-    eta = (
-        _eta(records, config.get('num_train_steps'), lock.get('time', 0.0))
-        if lock
-        else None
-    )
+    eta = None
+    if lock:
+        since = lock.get('time', 0.0)
+        eta = _eta(records, config.get('num_train_steps'), since)
+        limit = config.get('time_limit_minutes') or 0
+        if eta is not None and _number(limit) and limit > 0 and since:
+            # The run stops at its time limit, counted from about its start.
+            eta = min(eta, max(since + 60 * limit - time.time(), 0.0))
     return {
         'workdir': workdir,
         'task': config.get('task', '?'),

@@ -33,6 +33,18 @@ def _run(root, name, *, total=10, steps=(), summary=None, evals=(), best=''):
     return work
 
 
+def _windows(work):
+    """Two training windows since the lock was taken, at 1 s a step, and
+    one from before it (a resumed run's pause), which the pace leaves out."""
+    since = json.loads((work / workdir_lock.LOCK_FILE).read_text())['time']
+    (work / 'metrics.jsonl').write_text(
+        ''.join(
+            json.dumps({'step': s, 'time': since + t, 'train/loss': 1.0}) + '\n'
+            for s, t in ((1, -1000.0), (2, 1.0), (4, 3.0))
+        )
+    )
+
+
 def test_states_evaluations_and_best(tmp_path, capsys):
     evals = [
         (5, {'eval/loss': 2.0, 'eval/bleu': 30.0, 'eval/seconds': 1.0}),
@@ -67,15 +79,7 @@ def test_states_evaluations_and_best(tmp_path, capsys):
     (tmp_path / 'broken' / 'config.json').write_text('[1, 2]')  # Not a config.
     busy = _run(tmp_path, 'busy', steps=(5,))
     lock = workdir_lock.WorkdirLock(str(busy)).acquire()
-    since = json.loads((busy / workdir_lock.LOCK_FILE).read_text())['time']
-    # Two training windows of this session at 1 s a step; one from before
-    # its start (a resumed run's pause) is left out of the pace.
-    (busy / 'metrics.jsonl').write_text(
-        ''.join(
-            json.dumps({'step': s, 'time': since + t, 'train/loss': 1.0}) + '\n'
-            for s, t in ((1, -1000.0), (2, 1.0), (4, 3.0))
-        )
-    )
+    _windows(busy)
     try:
         found = runs.find_runs(str(tmp_path))
         described = {os.path.basename(w): runs.describe(w) for w in found}
@@ -117,6 +121,19 @@ def test_states_evaluations_and_best(tmp_path, capsys):
     assert described['killed']['error'] is None
     row = runs.table([described['crashed']]).splitlines()[1]
     assert 'failed (NonFiniteLossError)' in row
+    # With a time limit, the run stops at it if that comes first.
+    config = json.loads((busy / 'config.json').read_text())
+    (busy / 'config.json').write_text(
+        json.dumps({**config, 'time_limit_minutes': 0.05})
+    )
+    lock = workdir_lock.WorkdirLock(str(busy)).acquire()
+    try:
+        _windows(busy)
+        limited = runs.describe(str(busy))['eta_seconds']
+    finally:
+        lock.release()
+    assert 0 <= limited <= 3.0  # 3 s from the lock's start, not 6 s of steps.
+    (busy / 'config.json').write_text(json.dumps(config))
     row = runs.table([described['busy']]).splitlines()[1]
     assert f'training (pid {os.getpid()} on ' in row and '), 6s to go' in row
     assert described['killed']['holder'] is None  # Released: not training.
