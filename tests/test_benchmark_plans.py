@@ -216,8 +216,9 @@ def test_self_distill_combine_merges_seeds_run_on_different_machines(
 def test_resnet_train_step_times_its_variants(tmp_path, monkeypatch):
     """benchmarks/resnet_train_step.py --quick: each variant's step is built,
     trained and timed; the result names them, plain float32 as 1x. --quick
-    compiles the ends only (each variant is a compilation); the full list of
-    variants is checked without compiling."""
+    compiles two (each variant is a compilation; the exit heads' own steps
+    are tested in test_self_distill); the lists of variants are checked
+    without compiling."""
     import json
     import sys
 
@@ -241,12 +242,7 @@ def test_resnet_train_step_times_its_variants(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, 'argv', argv)
     bench.main()
     result = json.loads((tmp_path / 'resnet_train_step_quick.json').read_text())
-    assert list(result['ms_per_step']) == [
-        'plain float32',
-        'exits=0,1 float32',
-        'exits=0,1+branch float32',
-        'exits=0,1+pool float32',
-    ]
+    assert list(result['ms_per_step']) == ['plain float32', 'exits=0,1 float32']
     assert result['time_over_plain_float32']['plain float32'] == 1.0
     assert all(ms > 0 for ms in result['ms_per_step'].values())
     assert (tmp_path / 'resnet_train_step_quick.png').exists()
