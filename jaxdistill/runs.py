@@ -30,12 +30,13 @@ import os
 import sys
 import time
 
+from jaxdistill import checkpoint as checkpoint_lib
 from jaxdistill import cli
+from jaxdistill import metrics as metrics_lib
+from jaxdistill import trainer
 from jaxdistill import workdir_lock
-from jaxdistill.errors import JaxdistillError
+from jaxdistill.errors import CheckpointMismatchError, DataError, JaxdistillError
 
-# trainer.ERROR_FILE (not imported: this tool reads files, without JAX).
-ERROR_FILE = 'error.json'
 DEFAULT_METRICS = ('eval/loss', 'eval/bleu', 'eval/accuracy')
 _NOT_RUNS = frozenset(
     {
@@ -75,31 +76,6 @@ def _dict(value) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _records(path: str) -> list[dict]:
-    """metrics.jsonl's records; unreadable lines (one cut by a kill) skipped."""
-    records = []
-    try:
-        with open(path, encoding='utf-8') as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and 'step' in record:
-                    records.append(record)
-    except OSError:
-        pass
-    return records
-
-
-def _latest_checkpoint(workdir: str) -> int | None:
-    directory = os.path.join(workdir, 'checkpoints')
-    if not os.path.isdir(directory):
-        return None
-    steps = [int(n) for n in os.listdir(directory) if n.isdigit()]
-    return max(steps) if steps else None
-
-
 def _eta(records: list[dict], total, since: float) -> float | None:
     """Seconds a training run needs to reach `total`, at the wall-clock pace
     of its last ten logged training windows since `since` (the run's start:
@@ -133,7 +109,10 @@ def describe(workdir: str) -> dict:
     method = (config.get('method') or {}).get('name', '?')
     ckpt = config.get('checkpoint') or {}
     best_metric, best_mode = ckpt.get('best_metric', ''), ckpt.get('best_mode', 'max')
-    step = _latest_checkpoint(workdir)
+    try:
+        step, _ = checkpoint_lib.latest_step_dir(os.path.join(workdir, 'checkpoints'))
+    except CheckpointMismatchError:  # None saved yet.
+        step = None
     summary = _dict(_json(os.path.join(workdir, 'summary.json')))
     lock = workdir_lock.holder(workdir)
     holder = lock['text'] if lock else None
@@ -155,11 +134,14 @@ def describe(workdir: str) -> dict:
         )
     else:
         state = 'stopped'
-    error = _dict(_json(os.path.join(workdir, ERROR_FILE))) or None
+    error = _dict(_json(os.path.join(workdir, trainer.ERROR_FILE))) or None
     if state in ('stopped', 'no checkpoint') and error:
         state = 'failed'
     path = os.path.join(workdir, 'metrics.jsonl')
-    records = _records(path)
+    try:
+        records, log_error = metrics_lib.read_metrics(workdir), None
+    except DataError as e:  # Not logged yet, or a damaged line: no records.
+        records, log_error = [], str(e) if os.path.exists(path) else None
     evals = [r for r in records if any(k.startswith('eval/') for k in r)]
     last = evals[-1] if evals else {}
     best = None
@@ -197,6 +179,7 @@ def describe(workdir: str) -> dict:
         'best': best,
         'best_metric': best_metric,
         'last_logged': os.path.getmtime(path) if os.path.exists(path) else None,
+        'log_error': log_error,
     }
 
 

@@ -48,10 +48,6 @@ def _record(path: str) -> dict:
         return {'text': 'a run that has not written its details yet'}
 
 
-def _holder(path: str) -> str:
-    return _record(path)['text']
-
-
 def _command() -> str:
     """This process's command line, `python -m jaxdistill.X` as typed."""
     argv = list(sys.argv)
@@ -93,7 +89,9 @@ class WorkdirLock:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.close()
-            raise _in_use(os.path.dirname(self.path), _holder(self.path)) from None
+            raise _in_use(
+                os.path.dirname(self.path), _record(self.path)['text']
+            ) from None
         except OSError as e:  # The filesystem has no flock.
             f.close()
             logging.warning(

@@ -6,7 +6,6 @@ import os
 import pytest
 
 from jaxdistill import runs
-from jaxdistill import trainer
 from jaxdistill import workdir_lock
 
 
@@ -116,7 +115,6 @@ def test_states_evaluations_and_best(tmp_path, capsys):
     assert described['busy']['eta_seconds'] == pytest.approx(6.0)  # 6 steps left.
     assert described['done']['eta_seconds'] is None  # Not training.
     assert described['crashed']['error']['error'] == 'NonFiniteLossError'
-    assert runs.ERROR_FILE == trainer.ERROR_FILE
     assert described['broken']['method'] == '?'
     assert described['killed']['error'] is None
     row = runs.table([described['crashed']]).splitlines()[1]
@@ -189,3 +187,11 @@ def test_a_folder_without_runs_is_named(tmp_path, capsys):
 )
 def test_ago(seconds, text):
     assert runs._ago(seconds) == text  # pylint: disable=protected-access
+
+
+def test_a_damaged_log_is_named_not_fatal(tmp_path):
+    work = _run(tmp_path, 'damaged', steps=(5,))
+    (work / 'metrics.jsonl').write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    run = runs.describe(str(work))
+    assert run['state'] == 'stopped' and run['eval'] == {}
+    assert 'metrics.jsonl:2: not a JSON record' in run['log_error']
