@@ -1,12 +1,15 @@
-"""Test setup: 8 fake CPU devices, configured before jax is imported."""
+"""Test setup: 8 fake CPU devices and the XLA flags of `helpers.xla_flags`,
+configured before jax is imported."""
 
 import os
 import pathlib
 import shutil
 import tempfile
 
+from tests import helpers
+
 os.environ['XLA_FLAGS'] = (
-    os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
+    os.environ.get('XLA_FLAGS', '') + ' ' + helpers.xla_flags(devices=8)
 ).strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
