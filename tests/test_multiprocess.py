@@ -21,6 +21,8 @@ OVERRIDES = (
     '--config.optimizer.weight_decay=0.0',
     '--config.optimizer.learning_rate=0.5',
     '--config.eval.at_end=False',  # Decoding would add seconds and test nothing here.
+    # One bucket: one train step to compile (or read from the cache) per run.
+    '--config.data.bucket_lengths=(48,)',
 )
 
 
