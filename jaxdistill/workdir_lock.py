@@ -30,6 +30,10 @@ except ImportError:  # Not on POSIX: no locking.
     fcntl = None
 
 LOCK_FILE = '.lock'
+# How long `acquire` keeps trying a lock that is held. A run holds it for as
+# long as it trains; `holder()` (`jaxdistill.runs`) holds a shared lock for an
+# instant to look, and must not turn a run starting in that instant away.
+PROBE_GRACE_S = 1.0
 
 
 class WorkdirInUseError(JaxdistillError):
@@ -73,6 +77,20 @@ def check_free(workdir: str):
         raise _in_use(workdir, held['text'])
 
 
+def _lock_within(f, seconds: float):
+    """An exclusive flock on `f`, tried until `seconds` have passed;
+    BlockingIOError if it stays held."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
 class WorkdirLock:
     """The exclusive lock of one workdir; `release()` (or the end of the
     process) gives it up. `acquire` raises WorkdirInUseError if held."""
@@ -86,7 +104,7 @@ class WorkdirLock:
             return self
         f = open(self.path, 'a+', encoding='utf-8')  # pylint: disable=consider-using-with
         try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_within(f, PROBE_GRACE_S)
         except BlockingIOError:
             f.close()
             raise _in_use(
@@ -130,9 +148,8 @@ def holder(workdir: str) -> dict | None:
     on HOST, started T: COMMAND'); None if no run holds the lock (or locks
     are not to be had here).
 
-    Asks by taking a shared lock for an instant: a run starting in that
-    instant would be refused, so this is for people (`jaxdistill.runs`), not
-    for loops.
+    Asks by taking a shared lock for an instant; a run starting in that
+    instant waits for it (`PROBE_GRACE_S`) rather than being refused.
     """
     path = os.path.join(workdir, LOCK_FILE)
     if fcntl is None or not os.path.exists(path):

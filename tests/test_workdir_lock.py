@@ -1,9 +1,12 @@
 """One training run per workdir: a second is refused while the first holds it."""
 
+import fcntl
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -86,3 +89,27 @@ def test_a_resume_by_workdir_is_refused_before_it_says_it_resumes(tmp_path, caps
     out = capsys.readouterr()
     assert f'{work} is in use by another training run (pid {os.getpid()}' in out.err
     assert 'Resuming' not in out.out
+
+
+def test_a_look_at_the_lock_does_not_turn_a_starting_run_away(tmp_path):
+    """`holder()` (as `jaxdistill.runs` asks) holds a shared lock for an
+    instant; a run taking the lock in that instant waits it out. A lock held
+    for longer than `PROBE_GRACE_S` is refused after that wait."""
+    path = tmp_path / workdir_lock.LOCK_FILE
+    path.touch()
+    with open(path, encoding='utf-8') as look:
+        fcntl.flock(look.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        threading.Timer(0.3, look.close).start()  # The look ends.
+        start = time.monotonic()
+        lock = workdir_lock.WorkdirLock(str(tmp_path)).acquire()
+        waited = time.monotonic() - start
+    assert 0.2 < waited < workdir_lock.PROBE_GRACE_S
+    assert workdir_lock.holder(str(tmp_path))['pid'] == os.getpid()
+    lock.release()
+
+    with open(path, encoding='utf-8') as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        start = time.monotonic()
+        with pytest.raises(workdir_lock.WorkdirInUseError):
+            workdir_lock.WorkdirLock(str(tmp_path)).acquire()
+        assert time.monotonic() - start >= workdir_lock.PROBE_GRACE_S
