@@ -25,6 +25,7 @@ from jaxdistill import compile_cache
 from jaxdistill import configuration
 from jaxdistill import metrics as metrics_lib
 from jaxdistill import optim
+from jaxdistill import process_check
 from jaxdistill import registry
 from jaxdistill import sharding as sharding_lib
 from jaxdistill import train_step as train_step_lib
@@ -617,6 +618,7 @@ class Trainer:
         _check_loop_settings(config)
         cli.check_local(workdir)
         os.makedirs(workdir, exist_ok=True)
+        process_check.check(config, workdir, writes=not read_only)
         self._lock = None if read_only else workdir_lock.lock_workdir(workdir)
         try:
             self._setup(config, workdir, restore_step, read_only, source)

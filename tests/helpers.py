@@ -71,15 +71,16 @@ def final_params(workdir) -> tuple[int, dict]:
     return step, {jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves}
 
 
-def start_two_processes(workdir, *overrides, config=CONFIG):
+def start_two_processes(workdir, *overrides, config=CONFIG, each=((), ())):
     """Starts training on 2 local processes x 4 CPU devices (gloo); -> the
-    two Popen objects (stdout piped, stderr into it)."""
+    two Popen objects (stdout piped, stderr into it). `each`: arguments for
+    process 0 and process 1 alone (a --workdir there replaces `workdir`)."""
     with socket.socket() as s:
         s.bind(('localhost', 0))
         port = s.getsockname()[1]
     return [
         subprocess.Popen(
-            train_cmd(workdir, *overrides, config=config),
+            train_cmd(workdir, *overrides, *each[i], config=config),
             cwd=REPO,
             env=env(
                 devices=4,

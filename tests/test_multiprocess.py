@@ -128,3 +128,34 @@ def test_early_stop_holds_for_every_process(tmp_path):
     assert step == stop
     summary = json.loads((tmp_path / 'summary.json').read_text())
     assert summary['stopped_early'] is True and summary['step'] == stop
+
+
+def test_processes_with_different_configs_or_workdirs_are_refused(tmp_path):
+    """Two mistakes of a multi-host launch, found at the start with the same
+    error in every process: an override given to one process only, and a
+    workdir that is a folder of each process's own (as local disks on two
+    hosts would be)."""
+
+    def refused(each):
+        procs = helpers.start_two_processes(tmp_path / 'run', *OVERRIDES, each=each)
+        outs = [p.communicate(timeout=300)[0] for p in procs]
+        assert [p.returncode for p in procs] == [2, 2], (
+            outs[0][-2000:] + outs[1][-2000:]
+        )
+        return outs
+
+    outs = refused(((), ('--config.seed=7',)))
+    for out in outs:
+        assert 'error: The processes of this run were given different configs: ' in out
+        assert 'process 1 differs from process 0' in out
+    assert (
+        'process 1 has, against process 0 (process 0 -> this one): seed: 0 -> 7'
+        in (outs[1])
+    )
+    assert not (tmp_path / 'run' / 'checkpoints').exists()
+
+    outs = refused(((), ('--workdir', str(tmp_path / 'elsewhere'))))
+    for out in outs:
+        assert 'is not one folder for all processes: process 1 cannot see the ' in out
+    assert f'error: --workdir {tmp_path / "run"} is not one folder' in outs[0]
+    assert not list((tmp_path / 'run').glob('.process_check_*'))  # Removed.
