@@ -51,13 +51,15 @@ def main(argv=None) -> int:
 
         import jax  # pylint: disable=g-import-not-at-top
 
-        if said and jax.process_count() == 1:
-            # A busy workdir is refused before the line says it resumes. (Not
-            # with several processes: one's look at the lock could collide
-            # with process 0 taking it.)
-            workdir_lock.check_free(args.workdir)
         if said and jax.process_index() == 0:
-            print(said, flush=True)
+            # A busy workdir is refused before the line says it resumes. With
+            # several processes the refusal comes from the Trainer, in every
+            # process at once (process 0 stopping alone here would leave the
+            # others waiting for it); the line is left out.
+            if jax.process_count() == 1:
+                workdir_lock.check_free(args.workdir)
+            if not workdir_lock.holder(args.workdir):
+                print(said, flush=True)
         trainer.train_and_evaluate(config, args.workdir, source=source)
 
     return cli.main_guard(run)

@@ -36,12 +36,13 @@ def env(devices=8, **extra):
 
 
 def train_cmd(workdir, *overrides, config=CONFIG):
+    """`python -m jaxdistill.train`; `config=None`: without --config (a
+    resume by the workdir alone)."""
     return [
         sys.executable,
         '-m',
         'jaxdistill.train',
-        '--config',
-        config,
+        *(('--config', config) if config else ()),
         '--workdir',
         str(workdir),
         *overrides,

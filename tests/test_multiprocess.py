@@ -1,12 +1,14 @@
 """Two processes x 4 CPU devices (gloo) train like one process x 8 devices."""
 
 import json
+import os
 import re
 import signal
 
 import numpy as np
 import pytest
 
+from jaxdistill import workdir_lock
 from tests import helpers
 
 pytestmark = pytest.mark.slow
@@ -159,3 +161,30 @@ def test_processes_with_different_configs_or_workdirs_are_refused(tmp_path):
         assert 'is not one folder for all processes: process 1 cannot see the ' in out
     assert f'error: --workdir {tmp_path / "run"} is not one folder' in outs[0]
     assert not list((tmp_path / 'run').glob('.process_check_*'))  # Removed.
+
+
+def test_a_busy_workdir_refuses_every_process_without_the_resume_line(tmp_path):
+    """`train --workdir DIR` alone, on two processes, while another run holds
+    DIR: both processes stop with the holder named, and process 0 does not
+    say it resumes first."""
+    work = tmp_path / 'run'
+    work.mkdir()
+    (work / 'config.json').write_text('{}')
+    (work / 'config_source.json').write_text(
+        json.dumps(
+            {
+                'config': helpers.CONFIG,
+                'overrides': [o.removeprefix('--config.') for o in OVERRIDES],
+            }
+        )
+    )
+    lock = workdir_lock.WorkdirLock(str(work)).acquire()
+    try:
+        procs = helpers.start_two_processes(work, config=None)
+        outs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        lock.release()
+    assert [p.returncode for p in procs] == [2, 2], outs[0][-2000:] + outs[1][-2000:]
+    assert f'{work} is in use by another training run (pid {os.getpid()} on ' in outs[0]
+    assert f'{work} is in use by another training run' in outs[1]
+    assert 'Resuming' not in outs[0]
