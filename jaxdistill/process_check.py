@@ -5,20 +5,26 @@ part of every checkpoint, so two mistakes of a multi-host launch go wrong
 late and far from their cause:
 
 - processes started with different configs (an override left off one host's
-  command line, a host with an older copy of the config file) trace
-  different programs, and hang in their first collective or train on
-  mismatched halves;
+  command line, a host with an older copy of the config file or of
+  jaxdistill, another JAX, fewer devices) trace different programs, and hang
+  in their first collective or train on mismatched halves;
 - a workdir that is a local folder on each host (not one shared folder)
   gets each host's checkpoint shards in a different place: no checkpoint
   can be restored, and nothing says so until a restore.
 
 `check(config, workdir)` finds both at the start, in every process, and
 raises the same ConfigError in all of them: the config keys that differ
-(with both values), or the processes that cannot see the workdir's files.
+(with both values; the library versions and jaxdistill's source digest
+under '(process)'), the processes' device counts, or the processes that cannot
+see the workdir's files.
 """
 
+import collections
+import hashlib
+import importlib.metadata
 import json
 import os
+import pathlib
 import secrets
 import time
 
@@ -29,15 +35,37 @@ from jaxdistill.errors import ConfigError
 
 # The settings that may differ between processes: each its own process_id.
 PER_PROCESS = ('distributed',)
+# The section of the compared dict that holds `_process()` (not a config key).
+PROCESS_KEY = '(process)'
 # How long a process looks for process 0's file before it concludes that it
 # does not share the workdir (a shared filesystem may show a new file late).
 SEE_WITHIN_S = 2.0
+
+
+def _process() -> dict:
+    """What a process runs, beside its config: the versions of the
+    libraries that build the program, and a digest of jaxdistill's own
+    source."""
+    out = {}
+    for name in ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint'):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    digest = hashlib.sha256()
+    root = pathlib.Path(__file__).resolve().parent
+    for path in sorted(root.rglob('*.py')):
+        digest.update(str(path.relative_to(root)).encode() + b'\0')
+        digest.update(path.read_bytes())
+    out['jaxdistill_source_sha256'] = digest.hexdigest()[:16]
+    return out
 
 
 def _config_bytes(config) -> np.ndarray:
     current = json.loads(configuration.to_json(config))
     for key in PER_PROCESS:
         current.pop(key, None)
+    current[PROCESS_KEY] = _process()
     return np.frombuffer(json.dumps(current, sort_keys=True).encode(), np.uint8)
 
 
@@ -65,7 +93,8 @@ def _plural(ids: list[int]) -> str:
 
 def check_config(config):
     """ConfigError in every process if any process's config differs from
-    process 0's (but for `PER_PROCESS` settings)."""
+    process 0's (but for `PER_PROCESS` settings), or its libraries or its
+    copy of jaxdistill (`_process`)."""
     import jax  # pylint: disable=g-import-not-at-top
 
     mine = _config_bytes(config)
@@ -88,10 +117,10 @@ def check_config(config):
     else:
         detail = 'see the error of those processes for the keys'
     raise ConfigError(
-        f'The processes of this run were given different configs: '
-        f'{_plural(differ)} {"differs" if len(differ) == 1 else "differ"} '
-        f'from process 0; {detail}. Start every '
-        'process with the same --config file and overrides.'
+        f'The processes of this run do not match: {_plural(differ)} '
+        f'{"differs" if len(differ) == 1 else "differ"} from process 0; '
+        f'{detail}. Start every process with the same --config file and '
+        'overrides and the same versions of jaxdistill and its libraries.'
     )
 
 
@@ -136,6 +165,24 @@ def check_shared_workdir(workdir: str):
         )
 
 
+def check_devices():
+    """ConfigError in every process if the processes have different numbers
+    of devices. Told from the global device list, which every process has:
+    JAX's collectives between processes need equal counts."""
+    import jax  # pylint: disable=g-import-not-at-top
+
+    counts = collections.Counter(d.process_index for d in jax.devices())
+    if len(set(counts.values())) > 1:
+        each = ', '.join(f'process {p}: {n}' for p, n in sorted(counts.items()))
+        raise ConfigError(
+            f'The processes of this run have different numbers of devices '
+            f'({each}). Each process feeds an equal part of every batch: give '
+            'every process as many devices (CUDA_VISIBLE_DEVICES, TPU '
+            'topology, XLA_FLAGS=--xla_force_host_platform_device_count on '
+            'CPU).'
+        )
+
+
 def check(config, workdir: str, *, writes: bool = True):
     """Both checks where there are several processes (nothing otherwise);
     the workdir's only for a run that writes there."""
@@ -143,6 +190,7 @@ def check(config, workdir: str, *, writes: bool = True):
 
     if jax.process_count() == 1:
         return
+    check_devices()
     check_config(config)
     if writes:
         check_shared_workdir(workdir)

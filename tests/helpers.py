@@ -72,10 +72,13 @@ def final_params(workdir) -> tuple[int, dict]:
     return step, {jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves}
 
 
-def start_two_processes(workdir, *overrides, config=CONFIG, each=((), ())):
+def start_two_processes(
+    workdir, *overrides, config=CONFIG, each=((), ()), devices=(4, 4)
+):
     """Starts training on 2 local processes x 4 CPU devices (gloo); -> the
     two Popen objects (stdout piped, stderr into it). `each`: arguments for
-    process 0 and process 1 alone (a --workdir there replaces `workdir`)."""
+    process 0 and process 1 alone (a --workdir there replaces `workdir`);
+    `devices`: each one's number of CPU devices."""
     with socket.socket() as s:
         s.bind(('localhost', 0))
         port = s.getsockname()[1]
@@ -84,7 +87,7 @@ def start_two_processes(workdir, *overrides, config=CONFIG, each=((), ())):
             train_cmd(workdir, *overrides, *each[i], config=config),
             cwd=REPO,
             env=env(
-                devices=4,
+                devices=devices[i],
                 JAX_COORDINATOR_ADDRESS=f'localhost:{port}',
                 JAX_NUM_PROCESSES=2,
                 JAX_PROCESS_ID=i,

@@ -133,27 +133,36 @@ def test_early_stop_holds_for_every_process(tmp_path):
 
 
 def test_processes_with_different_configs_or_workdirs_are_refused(tmp_path):
-    """Two mistakes of a multi-host launch, found at the start with the same
-    error in every process: an override given to one process only, and a
-    workdir that is a folder of each process's own (as local disks on two
-    hosts would be)."""
+    """Mistakes of a multi-host launch, found at the start with the same
+    error in every process: an override given to one process only, fewer
+    devices on one, and a workdir that is a folder of each process's own (as
+    local disks on two hosts would be)."""
 
-    def refused(each):
-        procs = helpers.start_two_processes(tmp_path / 'run', *OVERRIDES, each=each)
+    def refused(each, devices=(4, 4)):
+        procs = helpers.start_two_processes(
+            tmp_path / 'run', *OVERRIDES, each=each, devices=devices
+        )
         outs = [p.communicate(timeout=300)[0] for p in procs]
         assert [p.returncode for p in procs] == [2, 2], (
             outs[0][-2000:] + outs[1][-2000:]
         )
         return outs
 
-    outs = refused(((), ('--config.seed=7',)))
+    outs = refused(((), ('--config.seed=7', '--config.model.d_ff=48')))
     for out in outs:
-        assert 'error: The processes of this run were given different configs: ' in out
+        assert 'error: The processes of this run do not match: process 1 ' in out
         assert 'process 1 differs from process 0' in out
     assert (
-        'process 1 has, against process 0 (process 0 -> this one): seed: 0 -> 7'
-        in (outs[1])
-    )
+        'process 1 has, against process 0 (process 0 -> this one): '
+        'model.d_ff: 64 -> 48; seed: 0 -> 7.'
+    ) in outs[1]
+
+    outs = refused(((), ()), devices=(4, 2))
+    for out in outs:
+        assert (
+            'error: The processes of this run have different numbers of devices '
+            '(process 0: 4, process 1: 2).'
+        ) in out
     assert not (tmp_path / 'run' / 'checkpoints').exists()
 
     outs = refused(((), ('--workdir', str(tmp_path / 'elsewhere'))))
