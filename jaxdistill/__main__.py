@@ -9,6 +9,7 @@ COMMANDS = {
     'extract': 'write one capacity of a TSJT run as a standalone run',
     'plot': "draw runs' curves from their metrics.jsonl",
     'runs': 'where each run in some folders stands: step, state, evaluations',
+    'sweep': 'train a config over a grid of settings; mean ± std over seeds',
     'word2vec': 'train skip-gram word vectors (word2vec text format)',
 }
 

@@ -1,0 +1,423 @@
+"""`python -m jaxdistill.sweep`: one config trained over a grid of settings.
+
+  python -m jaxdistill.sweep --config configs/translate_synthetic.py:runlocal \\
+      --workdir /tmp/sweep --grid seed=0,1,2 --grid method.name=supervised,... \\
+      [--config.KEY=VALUE ...]
+
+Every combination of the `--grid` values (the last grid varies fastest) is a
+training run of its own, `python -m jaxdistill.train` in a process of its own,
+in WORKDIR/KEY=VALUE,KEY=VALUE with the `--config.` overrides given here and
+then its grid values. Every combination is checked against the config before
+anything trains, so a grid key or value the config refuses is an error naming
+it, with nothing run.
+
+Run the same command again to go on: runs that finished with the config they
+would get now are skipped, stopped ones resume from their last checkpoint,
+new grid values add runs. Ctrl-C or SIGTERM stops the run in progress (it
+saves, as `train` does) and the sweep. A run that fails is reported and the sweep goes
+on with the next (exit status 1 at the end); `--stop_on_error` stops instead.
+
+With JAX's default compilation cache (`compilation_cache_dir='auto'` and no
+JAX_COMPILATION_CACHE_DIR), the runs share WORKDIR/compilation_cache: runs
+that differ only in values the program does not depend on (seeds) compile
+once.
+
+At the end a table gives, for each group of runs that differ only in the
+`--over` keys (default: seed), the number of runs and the mean and standard
+deviation of their last evaluation; `WORKDIR/sweep.json` holds the same and
+each run's state and evaluation. `python -m jaxdistill.runs WORKDIR` and
+`python -m jaxdistill.plot --workdir WORKDIR` show the runs as they go.
+"""
+
+import itertools
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from jaxdistill import cli
+from jaxdistill import configuration
+from jaxdistill import workdir_lock
+from jaxdistill.errors import ConfigError, JaxdistillError
+
+RESULT_FILE = 'sweep.json'
+_DONE = ('finished', 'stopped early', 'time limit')
+
+
+def split_values(text: str) -> list[str]:
+    """'0,1,(16,32)' -> ['0', '1', '(16,32)']: commas inside brackets or
+    quotes belong to the value."""
+    values, depth, quote, start = [], 0, '', 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = '' if ch == quote else quote
+        elif ch in '\'"':
+            quote = ch
+        elif ch in '([{':
+            depth += 1
+        elif ch in ')]}':
+            depth -= 1
+        elif ch == ',' and depth == 0:
+            values.append(text[start:i])
+            start = i + 1
+    values.append(text[start:])
+    return [v.strip() for v in values]
+
+
+def parse_grid(specs) -> dict[str, list[str]]:
+    """['seed=0,1', 'a.b=x'] -> {'seed': ['0', '1'], 'a.b': ['x']}."""
+    grid = {}
+    for spec in specs:
+        key, sep, values = spec.partition('=')
+        key = key.strip().removeprefix('--config.').removeprefix('config.')
+        if not sep or not key or not values.strip():
+            raise ConfigError(
+                f'--grid {spec!r}: expected KEY=VALUE,VALUE,... (e.g. '
+                '--grid seed=0,1,2).'
+            )
+        if key in grid:
+            raise ConfigError(f'--grid {key} is given twice; give its values once.')
+        values = split_values(values)
+        if any(not v for v in values) or len(set(values)) < len(values):
+            raise ConfigError(
+                f'--grid {spec!r}: a value is empty or repeated ({values}).'
+            )
+        grid[key] = values
+    return grid
+
+
+def _run_name(combo: dict) -> str:
+    """The run's folder name: KEY=VALUE,... (a '/' in a value becomes '_')."""
+    if not combo:
+        return 'run'
+    name = ','.join(f'{k}={v}' for k, v in combo.items())
+    return name.replace(os.sep, '_').replace(' ', '')
+
+
+def plan(config_spec: str, overrides, grid) -> list[dict]:
+    """One entry per combination: its name, grid values, overrides and the
+    config it trains with (JSON). Every combination's config is built here,
+    so a value the config refuses is a ConfigError naming it."""
+    base = configuration.load_config(config_spec)
+    configuration.apply_overrides(base, list(overrides))  # The shared part.
+    runs = []
+    for values in itertools.product(*grid.values()):
+        combo = dict(zip(grid, values))
+        extra = [f'{k}={v}' for k, v in combo.items()]
+        config = configuration.load_config(config_spec)
+        try:
+            configuration.apply_overrides(config, [*overrides, *extra])
+        except JaxdistillError as e:
+            raise type(e)(f'{e} (--grid, run {_run_name(combo)})') from None
+        runs.append(
+            {
+                'name': _run_name(combo),
+                'grid': combo,
+                'overrides': [*overrides, *extra],
+                'config': json.loads(configuration.to_json(config)),
+            }
+        )
+    return runs
+
+
+def _saved_config(workdir: str):
+    try:
+        with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _finished(workdir: str, config: dict) -> bool:
+    """Whether the run in `workdir` ended (finished, early stop, time limit)
+    with the config it would get now."""
+    from jaxdistill import runs as runs_lib  # pylint: disable=g-import-not-at-top
+
+    if _saved_config(workdir) != config:
+        return False
+    return runs_lib.describe(workdir)['state'] in _DONE
+
+
+def _mean_std(values):
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, std
+
+
+def summarize(entries: list[dict], over) -> list[dict]:
+    """Groups of runs that differ only in the `over` keys: their settings,
+    run count, and mean/std of each evaluation metric every run of the group
+    logged (its last evaluation)."""
+    groups = {}
+    for e in entries:
+        settings = {k: v for k, v in e['grid'].items() if k not in over}
+        groups.setdefault(json.dumps(settings), (settings, []))[1].append(e)
+    out = []
+    for settings, members in groups.values():
+        evaluated = [m['eval'] for m in members if m['eval']]
+        common = (
+            [k for k in evaluated[0] if all(k in ev for ev in evaluated)]
+            if evaluated
+            else []
+        )
+        stats = {}
+        for k in common:
+            values = [float(ev[k]) for ev in evaluated]
+            if all(math.isfinite(v) for v in values):
+                stats[k] = _mean_std(values)
+        out.append(
+            {
+                'settings': settings,
+                'runs': len(members),
+                'evaluated': len(evaluated),
+                'mean': {k: m for k, (m, _) in stats.items()},
+                'std': {k: s for k, (_, s) in stats.items()},
+            }
+        )
+    return out
+
+
+def table(groups: list[dict], patterns=()) -> str:
+    """The groups as an aligned text table: mean ± std (over the runs)."""
+    import fnmatch  # pylint: disable=g-import-not-at-top
+
+    from jaxdistill import runs as runs_lib  # pylint: disable=g-import-not-at-top
+
+    names = []
+    for g in groups:
+        names += [n for n in g['mean'] if n not in names]
+    if patterns:
+        names = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    else:
+        names = [n for n in runs_lib.DEFAULT_METRICS if n in names] or names[:3]
+    rows = [('group', 'runs', *names)]
+    for g in groups:
+        label = ','.join(f'{k}={v}' for k, v in g['settings'].items()) or 'all'
+        cells = [
+            f'{g["mean"][n]:.4g} ± {g["std"][n]:.2g}' if n in g['mean'] else '-'
+            for n in names
+        ]
+        rows.append((label, f'{g["evaluated"]}/{g["runs"]}', *cells))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return '\n'.join(
+        '  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows
+    )
+
+
+def _parse(argv):
+    parser = cli.parser_for('sweep', __doc__, cli.OVERRIDES_HELP)
+    parser.add_argument('--config', required=True, help='configs/FILE.py[:arg]')
+    parser.add_argument(
+        '--workdir', required=True, help='the folder of the runs (one each)'
+    )
+    parser.add_argument(
+        '--grid',
+        action='append',
+        default=[],
+        metavar='KEY=V1,V2,...',
+        help='a config key and its values (repeatable: every combination runs)',
+    )
+    parser.add_argument(
+        '--over',
+        action='append',
+        default=None,
+        metavar='KEY',
+        help='grid key the summary averages over (repeatable; default: seed)',
+    )
+    parser.add_argument(
+        '--metric',
+        action='append',
+        default=[],
+        help='evaluation metric the summary shows, glob allowed (repeatable)',
+    )
+    parser.add_argument(
+        '--stop_on_error',
+        action='store_true',
+        help='stop the sweep at the first run that fails',
+    )
+    parser.add_argument(
+        '--dry_run',
+        action='store_true',
+        help='print the runs and their commands, and train nothing',
+    )
+    rest, overrides = configuration.split_overrides(argv)
+    args = parser.parse_args(rest)
+    try:
+        cli.check_local(args.workdir, '--workdir')
+    except JaxdistillError as e:
+        parser.error(str(e))
+    return args, overrides
+
+
+def _command(args, run: dict, workdir: str) -> list[str]:
+    return [
+        sys.executable,
+        '-m',
+        'jaxdistill.train',
+        '--config',
+        args.config,
+        '--workdir',
+        workdir,
+        *(f'--config.{o}' for o in run['overrides']),
+    ]
+
+
+def _shared_cache(overrides, config: dict, workdir: str) -> list[str]:
+    """The override that points every run at WORKDIR/compilation_cache,
+    where the runs would otherwise each have their own ([] if the user set
+    a cache)."""
+    if config.get('compilation_cache_dir', 'auto') != 'auto':
+        return []
+    if os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+        return []
+    path = os.path.join(os.path.abspath(workdir), 'compilation_cache')
+    return [f'compilation_cache_dir={path}']
+
+
+def sweep(args, overrides) -> int:
+    grid = parse_grid(args.grid)
+    over = args.over if args.over is not None else [k for k in ('seed',) if k in grid]
+    unknown = [k for k in over if k not in grid]
+    if unknown:
+        raise ConfigError(
+            f'--over {", ".join(unknown)}: not a --grid key ({", ".join(grid)}).'
+        )
+    runs = plan(args.config, overrides, grid)
+    shared = _shared_cache(overrides, runs[0]['config'], args.workdir)
+    if shared:
+        runs = plan(args.config, [*overrides, *shared], grid)
+    total = len(runs)
+    print(
+        f'Sweep of {total} run{"s" if total != 1 else ""} in {args.workdir}: '
+        + (' x '.join(f'{k} ({len(v)})' for k, v in grid.items()) or 'no grid'),
+        flush=True,
+    )
+    if args.dry_run:
+        for i, run in enumerate(runs, 1):
+            workdir = os.path.join(args.workdir, run['name'])
+            print(f'[{i}/{total}] ' + ' '.join(_command(args, run, workdir)))
+        return 0
+    os.makedirs(args.workdir, exist_ok=True)
+    # One sweep per folder (two would take turns refusing each other's runs).
+    # With several processes each run's own lock guards it; the sweep, which
+    # never starts JAX, cannot agree on one lock for all of them.
+    lock = None
+    if not os.environ.get('JAX_COORDINATOR_ADDRESS'):
+        lock = workdir_lock.WorkdirLock(args.workdir).acquire()
+    try:
+        return _train_all(args, runs, grid, over)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_all(args, runs, grid, over) -> int:
+    from jaxdistill import runs as runs_lib  # pylint: disable=g-import-not-at-top
+
+    total, failed, stopped = len(runs), {}, False
+    started = time.time()
+    for i, run in enumerate(runs, 1):
+        workdir = os.path.join(args.workdir, run['name'])
+        if _finished(workdir, run['config']):
+            print(
+                f'[{i}/{total}] {run["name"]}: finished already, skipped.', flush=True
+            )
+            continue
+        print(f'\n[{i}/{total}] {run["name"]}', flush=True)
+        proc = subprocess.Popen(_command(args, run, workdir))  # pylint: disable=consider-using-with
+
+        def forward(signum, frame, proc=proc):
+            del frame
+            proc.send_signal(signum)  # The run saves and stops.
+
+        # SIGTERM (a scheduler's notice) is passed to the run; Ctrl-C reaches
+        # it by itself (the terminal signals the whole process group).
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, forward) if main else None
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:  # Let the run save.
+            code = proc.wait()
+            stopped = True
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
+        if code in (130, -signal.SIGINT, -signal.SIGTERM):
+            stopped = True
+        if stopped:
+            print(
+                f'Sweep stopped at run {i}/{total} ({run["name"]}); run the '
+                'same command to go on.',
+                flush=True,
+            )
+            break
+        if code != 0:
+            failed[run['name']] = code
+            print(
+                f'[{i}/{total}] {run["name"]} failed (exit status {code}).', flush=True
+            )
+            if args.stop_on_error:
+                break
+    entries = []
+    for run in runs:
+        workdir = os.path.join(args.workdir, run['name'])
+        if os.path.exists(os.path.join(workdir, 'config.json')):
+            d = runs_lib.describe(workdir)
+        else:
+            d = {'state': 'not started', 'eval': {}, 'eval_step': None, 'best': None}
+        if run['name'] in failed and d['state'] != 'failed':
+            # Refused before it trained (no error.json): the exit status says.
+            d['state'] = f'failed (exit status {failed[run["name"]]})'
+        entries.append(
+            {
+                'name': run['name'],
+                'workdir': workdir,
+                'grid': run['grid'],
+                'overrides': run['overrides'],
+                'state': d['state'],
+                'eval_step': d['eval_step'],
+                'eval': d['eval'],
+                'best': d['best'],
+            }
+        )
+    groups = summarize(entries, over)
+    record = {
+        'config': args.config,
+        'grid': grid,
+        'over': over,
+        'runs': entries,
+        'groups': groups,
+        'seconds': time.time() - started,
+    }
+    path = os.path.join(args.workdir, RESULT_FILE)
+    with open(path, 'w', encoding='utf-8') as f:
+        json.dump(record, f, indent=2)
+    states = {}
+    for e in entries:
+        states[e['state']] = states.get(e['state'], 0) + 1
+    print('\nRuns: ' + ', '.join(f'{n} {s}' for s, n in states.items()) + f'. ({path})')
+    print(f'Last evaluation, mean ± std over {", ".join(over) or "nothing"}:')
+    print(table(groups, args.metric))
+    if stopped:
+        return 130
+    return 1 if failed else 0
+
+
+def main(argv=None) -> int:
+    args, overrides = _parse(sys.argv[1:] if argv is None else argv)
+    code = [0]
+
+    def run():
+        code[0] = sweep(args, overrides)
+
+    guarded = cli.main_guard(run)
+    return guarded or code[0]
+
+
+if __name__ == '__main__':
+    sys.exit(main())

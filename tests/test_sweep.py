@@ -1,0 +1,143 @@
+"""`python -m jaxdistill.sweep`: a grid of runs, resumable, summarised."""
+
+import json
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jaxdistill import sweep
+from jaxdistill.errors import ConfigError
+from tests import helpers
+
+ARGS = [
+    '--config',
+    helpers.CONFIG,
+    '--config.num_train_steps=3',
+    '--config.log_every_steps=3',
+    '--config.eval.every_steps=3',
+    '--config.eval.bleu=False',
+    '--config.checkpoint.every_steps=3',
+]
+
+
+def test_grid_values_and_errors():
+    assert sweep.split_values('0, 1,(16, 32),"a,b"') == ['0', '1', '(16, 32)', '"a,b"']
+    assert sweep.parse_grid(['seed=0,1', '--config.model.d_ff=(1,2)']) == {
+        'seed': ['0', '1'],
+        'model.d_ff': ['(1,2)'],
+    }
+    for spec, message in [
+        ('seed', 'expected KEY=VALUE'),
+        ('seed=', 'expected KEY=VALUE'),
+        ('seed=0,0', 'empty or repeated'),
+        ('seed=0,', 'empty or repeated'),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            sweep.parse_grid([spec])
+    with pytest.raises(ConfigError, match='given twice'):
+        sweep.parse_grid(['seed=0', 'seed=1'])
+
+
+def test_summary_groups_runs_that_differ_only_in_the_over_keys():
+    entries = [
+        {'grid': {'lr': a, 'seed': s}, 'eval': {'eval/loss': v, 'eval/x': 1.0}}
+        for a, s, v in [('1', '0', 2.0), ('1', '1', 3.0), ('2', '0', 5.0)]
+    ] + [{'grid': {'lr': '2', 'seed': '1'}, 'eval': {}}]  # Not evaluated.
+    groups = sweep.summarize(entries, ['seed'])
+    assert [g['settings'] for g in groups] == [{'lr': '1'}, {'lr': '2'}]
+    assert [(g['runs'], g['evaluated']) for g in groups] == [(2, 2), (2, 1)]
+    assert groups[0]['mean']['eval/loss'] == 2.5
+    assert groups[0]['std']['eval/loss'] == pytest.approx(np.std([2.0, 3.0], ddof=1))
+    assert groups[1]['mean'] == {'eval/loss': 5.0, 'eval/x': 1.0}
+    text = sweep.table(groups)
+    assert 'lr=1' in text and '2.5 ± 0.71' in text and '1/2' in text
+
+
+def test_a_sweep_trains_each_run_once_and_averages_over_seeds(tmp_path, capfd):
+    work = tmp_path / 'sweep'
+    argv = [*ARGS, '--workdir', str(work), '--grid', 'seed=0,1']
+    assert sweep.main(argv) == 0
+    out = capfd.readouterr().out
+    assert 'Sweep of 2 runs' in out and '[2/2] seed=1' in out
+    record = json.loads((work / 'sweep.json').read_text())
+    assert [r['state'] for r in record['runs']] == ['finished', 'finished']
+    # The mean over the seeds is that of each run's own last evaluation.
+    losses = []
+    for name in ('seed=0', 'seed=1'):
+        log = [json.loads(l) for l in (work / name / 'metrics.jsonl').open()]
+        losses.append([r['eval/loss'] for r in log if 'eval/loss' in r][-1])
+        assert json.loads((work / name / 'config.json').read_text())['seed'] == int(
+            name[-1]
+        )
+    assert losses[0] != losses[1]
+    (group,) = record['groups']
+    assert group['runs'] == 2
+    assert group['mean']['eval/loss'] == pytest.approx(np.mean(losses))
+    assert group['std']['eval/loss'] == pytest.approx(np.std(losses, ddof=1))
+
+    # Again: nothing to train.
+    logs = {p: p.read_text() for p in work.glob('*/metrics.jsonl')}
+    assert sweep.main(argv) == 0
+    out = capfd.readouterr().out
+    assert out.count('finished already, skipped') == 2
+    assert {p: p.read_text() for p in work.glob('*/metrics.jsonl')} == logs
+
+    # A grid value the config refuses: an error naming it, nothing run.
+    assert sweep.main([*argv[:-1], 'seed=0,x']) == 2
+    err = capfd.readouterr().err
+    assert "error: --config.seed='x': not a valid int. (--grid, run seed=x)" in err
+    assert not (work / 'seed=x').exists()
+
+
+def test_a_failed_run_is_reported_and_stop_on_error_stops(tmp_path, capfd):
+    work = tmp_path / 'sweep'
+    # d_model 32 does not divide into 3 heads: each run fails at its start.
+    grid = ['--grid', 'model.num_heads=3,5']
+    assert sweep.main([*ARGS, '--workdir', str(work), *grid, '--stop_on_error']) == 1
+    out = capfd.readouterr().out
+    assert '[1/2] model.num_heads=3 failed (exit status 2).' in out
+    assert '[2/2]' not in out  # Stopped.
+    record = json.loads((work / 'sweep.json').read_text())
+    assert [r['state'] for r in record['runs']] == [
+        'failed (exit status 2)',
+        'not started',
+    ]
+
+
+def test_sigterm_stops_the_run_in_progress_which_saves_and_the_sweep(tmp_path):
+    work = tmp_path / 'sweep'
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            '-m',
+            'jaxdistill.sweep',
+            *ARGS,
+            '--config.num_train_steps=400',
+            '--config.log_every_steps=2',
+            '--workdir',
+            str(work),
+            '--grid',
+            'seed=0,1',
+        ],
+        cwd=helpers.REPO,
+        env=helpers.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith('step 4/'):
+            proc.send_signal(signal.SIGTERM)  # As a scheduler would.
+            break
+    out = ''.join(seen) + proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out[-3000:]
+    assert 'SIGTERM: stopped after step' in out
+    assert 'Sweep stopped at run 1/2 (seed=0); run the same command to go on.' in out
+    record = json.loads((work / 'sweep.json').read_text())
+    assert [r['state'] for r in record['runs']] == ['stopped', 'not started']
+    assert any(p.name.isdigit() for p in (work / 'seed=0' / 'checkpoints').iterdir())
