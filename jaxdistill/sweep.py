@@ -1,7 +1,7 @@
 """`python -m jaxdistill.sweep`: one config trained over a grid of settings.
 
   python -m jaxdistill.sweep --config configs/translate_synthetic.py:runlocal \\
-      --workdir /tmp/sweep --grid seed=0,1,2 --grid method.name=supervised,... \\
+      --workdir /tmp/sweep --grid seed=0,1,2 --grid optimizer.learning_rate=1e-3,3e-3 \\
       [--config.KEY=VALUE ...]
 
 Every combination of the `--grid` values (the last grid varies fastest) is a
