@@ -230,6 +230,8 @@ def test_train_extract_evaluate_cli(tmp_path, capsys):
             '--config.checkpoint.every_steps=4',
             '--config.eval.at_end=False',
             '--config.log_every_steps=2',
+            # One bucket: one step per stage to compile.
+            '--config.data.bucket_lengths=(48,)',
         ],
         capsys,
     )
