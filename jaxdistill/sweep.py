@@ -22,6 +22,11 @@ JAX_COMPILATION_CACHE_DIR), the runs share WORKDIR/compilation_cache: runs
 that differ only in values the program does not depend on (seeds) compile
 once.
 
+`--parallel N` trains N runs at a time, each writing its output to
+WORKDIR/NAME/sweep_output.log; `--slot_env KEY=V0;V1;...` gives each slot its
+own environment, and their number of slots: `--slot_env
+'CUDA_VISIBLE_DEVICES=0;1;2;3'` trains four runs at once, on a GPU each.
+
 At the end a table gives, for each group of runs that differ only in the
 `--over` keys (default: seed), the number of runs and the mean and standard
 deviation of their last evaluation; `WORKDIR/sweep.json` holds the same and
@@ -241,6 +246,20 @@ def _parse(argv):
         help='stop the sweep at the first run that fails',
     )
     parser.add_argument(
+        '--parallel',
+        type=int,
+        default=0,
+        help='runs at a time (default 1, or the number of --slot_env values)',
+    )
+    parser.add_argument(
+        '--slot_env',
+        action='append',
+        default=[],
+        metavar='KEY=V0;V1;...',
+        help='environment variable of each parallel slot, e.g. '
+        "'CUDA_VISIBLE_DEVICES=0;1;2;3' (a GPU a run; repeatable)",
+    )
+    parser.add_argument(
         '--dry_run',
         action='store_true',
         help='print the runs and their commands, and train nothing',
@@ -287,6 +306,7 @@ def sweep(args, overrides) -> int:
         raise ConfigError(
             f'--over {", ".join(unknown)}: not a --grid key ({", ".join(grid)}).'
         )
+    slots = parse_slots(args.parallel, args.slot_env)
     runs = plan(args.config, overrides, grid)
     shared = _shared_cache(overrides, runs[0]['config'], args.workdir)
     if shared:
@@ -298,6 +318,8 @@ def sweep(args, overrides) -> int:
         flush=True,
     )
     if args.dry_run:
+        for n, env in enumerate(slots if len(slots) > 1 else []):
+            print(f'slot {n}: ' + (' '.join(f'{k}={v}' for k, v in env.items()) or '-'))
         for i, run in enumerate(runs, 1):
             workdir = os.path.join(args.workdir, run['name'])
             print(f'[{i}/{total}] ' + ' '.join(_command(args, run, workdir)))
@@ -310,59 +332,130 @@ def sweep(args, overrides) -> int:
     if not os.environ.get('JAX_COORDINATOR_ADDRESS'):
         lock = workdir_lock.WorkdirLock(args.workdir).acquire()
     try:
-        return _train_all(args, runs, grid, over)
+        return _train_all(args, runs, grid, over, slots)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train_all(args, runs, grid, over) -> int:
+def parse_slots(parallel: int, specs) -> list[dict]:
+    """The environment of each slot (a run at a time each): `--slot_env
+    KEY=V0;V1;...` gives slot i the value Vi; their count is the number of
+    slots, which `--parallel` must match where both are given."""
+    values = {}
+    for spec in specs:
+        key, sep, text = spec.partition('=')
+        if not sep or not key.strip():
+            raise ConfigError(
+                f'--slot_env {spec!r}: expected KEY=VALUE;VALUE;... (e.g. '
+                'CUDA_VISIBLE_DEVICES=0;1;2;3, a GPU a run).'
+            )
+        values[key.strip()] = text.split(';')
+    counts = {len(v) for v in values.values()}
+    if len(counts) > 1:
+        raise ConfigError(
+            '--slot_env: every variable needs one value per slot; got '
+            + ', '.join(f'{k} ({len(v)})' for k, v in values.items())
+            + '.'
+        )
+    n = counts.pop() if counts else parallel or 1
+    if parallel and parallel != n:
+        raise ConfigError(f'--parallel {parallel}, but --slot_env gives {n} slots.')
+    if n < 1:
+        raise ConfigError(f'--parallel {n}: at least 1.')
+    return [{k: v[i] for k, v in values.items()} for i in range(n)]
+
+
+def _launch(args, run, workdir, env, log):
+    """The run's `train` process: its output to this terminal (one slot) or
+    to `log` (several: WORKDIR/NAME/sweep_output.log)."""
+    if log is None:
+        return subprocess.Popen(_command(args, run, workdir), env=env)  # pylint: disable=consider-using-with
+    os.makedirs(workdir, exist_ok=True)
+    with open(log, 'ab') as out:
+        return subprocess.Popen(  # pylint: disable=consider-using-with
+            _command(args, run, workdir), env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def _train_all(args, runs, grid, over, slots) -> int:
     from jaxdistill import runs as runs_lib  # pylint: disable=g-import-not-at-top
 
-    total, failed, stopped = len(runs), {}, False
+    # `stopped`: by a signal (exit 130); `halted`: by --stop_on_error.
+    total, failed, stopped, halted = len(runs), {}, False, False
     started = time.time()
+    pending = []
     for i, run in enumerate(runs, 1):
         workdir = os.path.join(args.workdir, run['name'])
         if _finished(workdir, run['config']):
             print(
                 f'[{i}/{total}] {run["name"]}: finished already, skipped.', flush=True
             )
-            continue
-        print(f'\n[{i}/{total}] {run["name"]}', flush=True)
-        proc = subprocess.Popen(_command(args, run, workdir))  # pylint: disable=consider-using-with
+        else:
+            pending.append((i, run, workdir))
+    active = {}  # Popen -> (index, run, slot)
+    free = list(range(len(slots)))
 
-        def forward(signum, frame, proc=proc):
-            del frame
-            proc.send_signal(signum)  # The run saves and stops.
+    def forward(signum, frame):
+        del frame
+        nonlocal stopped
+        stopped = True
+        for proc in active:
+            proc.send_signal(signum)  # Each run saves and stops.
 
-        # SIGTERM (a scheduler's notice) is passed to the run; Ctrl-C reaches
-        # it by itself (the terminal signals the whole process group).
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, forward) if main else None
-        try:
-            code = proc.wait()
-        except KeyboardInterrupt:  # Let the run save.
-            code = proc.wait()
-            stopped = True
-        finally:
-            if main:
-                signal.signal(signal.SIGTERM, previous)
-        if code in (130, -signal.SIGINT, -signal.SIGTERM):
-            stopped = True
-        if stopped:
-            print(
-                f'Sweep stopped at run {i}/{total} ({run["name"]}); run the '
-                'same command to go on.',
-                flush=True,
-            )
-            break
-        if code != 0:
-            failed[run['name']] = code
-            print(
-                f'[{i}/{total}] {run["name"]} failed (exit status {code}).', flush=True
-            )
-            if args.stop_on_error:
-                break
+    # SIGTERM (a scheduler's notice) is passed to the runs; Ctrl-C reaches
+    # them by itself (the terminal signals the whole process group).
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, forward) if main else None
+    try:
+        while active or (pending and not (stopped or halted)):
+            while pending and free and not (stopped or halted):
+                i, run, workdir = pending.pop(0)
+                slot = free.pop(0)
+                log = (
+                    os.path.join(workdir, 'sweep_output.log')
+                    if len(slots) > 1
+                    else None
+                )
+                where = f' (slot {slot}; output in {log})' if log else ''
+                print(f'\n[{i}/{total}] {run["name"]}{where}', flush=True)
+                env = {**os.environ, **slots[slot]}
+                active[_launch(args, run, workdir, env, log)] = (i, run, slot)
+            try:
+                if len(slots) == 1:
+                    next(iter(active)).wait()
+                else:
+                    time.sleep(0.2)
+            except KeyboardInterrupt:  # Let the runs save.
+                stopped = True
+                for proc in active:
+                    proc.wait()
+            for proc in [p for p in active if p.poll() is not None]:
+                i, run, slot = active.pop(proc)
+                free.append(slot)
+                code = proc.returncode
+                if code in (130, -signal.SIGINT, -signal.SIGTERM):
+                    stopped = True
+                    print(f'[{i}/{total}] {run["name"]} stopped.', flush=True)
+                elif code != 0:
+                    failed[run['name']] = code
+                    print(
+                        f'[{i}/{total}] {run["name"]} failed (exit status {code}).',
+                        flush=True,
+                    )
+                    halted = halted or args.stop_on_error
+                elif len(slots) > 1:
+                    print(f'[{i}/{total}] {run["name"]} done.', flush=True)
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+    if (stopped or halted) and pending:
+        left = len(pending)
+        print(
+            f'Sweep stopped with {left} run{"s" if left != 1 else ""} not '
+            'started; run the same command to go on.',
+            flush=True,
+        )
     entries = []
     for run in runs:
         workdir = os.path.join(args.workdir, run['name'])

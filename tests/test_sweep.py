@@ -39,6 +39,16 @@ def test_grid_values_and_errors():
             sweep.parse_grid([spec])
     with pytest.raises(ConfigError, match='given twice'):
         sweep.parse_grid(['seed=0', 'seed=1'])
+    assert sweep.parse_slots(0, []) == [{}]
+    assert sweep.parse_slots(2, []) == [{}, {}]
+    assert sweep.parse_slots(0, ['A=0,1;2,3', 'B=x;y']) == [
+        {'A': '0,1', 'B': 'x'},
+        {'A': '2,3', 'B': 'y'},
+    ]
+    with pytest.raises(ConfigError, match=r'one value per slot; got A \(2\), B \(1\)'):
+        sweep.parse_slots(0, ['A=0;1', 'B=x'])
+    with pytest.raises(ConfigError, match='--parallel 3, but --slot_env gives 2'):
+        sweep.parse_slots(3, ['A=0;1'])
 
 
 def test_summary_groups_runs_that_differ_only_in_the_over_keys():
@@ -57,13 +67,36 @@ def test_summary_groups_runs_that_differ_only_in_the_over_keys():
 
 
 def test_a_sweep_trains_each_run_once_and_averages_over_seeds(tmp_path, capfd):
+    """Two runs at once, each in a slot of its own environment (here: its
+    own number of CPU devices, as CUDA_VISIBLE_DEVICES would give a GPU
+    each), then their mean and standard deviation."""
     work = tmp_path / 'sweep'
-    argv = [*ARGS, '--workdir', str(work), '--grid', 'seed=0,1']
+    flags = [helpers.xla_flags(devices=1), helpers.xla_flags(devices=2)]
+    argv = [
+        *ARGS,
+        '--workdir',
+        str(work),
+        '--grid',
+        'seed=0,1',
+        '--slot_env',
+        'XLA_FLAGS=' + ';'.join(flags),
+    ]
     assert sweep.main(argv) == 0
     out = capfd.readouterr().out
-    assert 'Sweep of 2 runs' in out and '[2/2] seed=1' in out
+    assert 'Sweep of 2 runs' in out
+    assert f'[2/2] seed=1 (slot 1; output in {work}/seed=1/sweep_output.log)' in out
+    assert '[1/2] seed=0 done.' in out and '[2/2] seed=1 done.' in out
+    for name, devices in (('seed=0', '1 device'), ('seed=1', '2 devices')):
+        log = (work / name / 'sweep_output.log').read_text()
+        assert f'for 3 steps ({devices}, 1 process)' in log, log[-2000:]
     record = json.loads((work / 'sweep.json').read_text())
     assert [r['state'] for r in record['runs']] == ['finished', 'finished']
+    # They ran at the same time: each logged before the other ended.
+    times = [
+        [json.loads(l)['time'] for l in (work / n / 'metrics.jsonl').open()]
+        for n in ('seed=0', 'seed=1')
+    ]
+    assert times[0][0] < times[1][-1] and times[1][0] < times[0][-1]
     # The mean over the seeds is that of each run's own last evaluation.
     losses = []
     for name in ('seed=0', 'seed=1'):
@@ -86,7 +119,7 @@ def test_a_sweep_trains_each_run_once_and_averages_over_seeds(tmp_path, capfd):
     assert {p: p.read_text() for p in work.glob('*/metrics.jsonl')} == logs
 
     # A grid value the config refuses: an error naming it, nothing run.
-    assert sweep.main([*argv[:-1], 'seed=0,x']) == 2
+    assert sweep.main([*ARGS, '--workdir', str(work), '--grid', 'seed=0,x']) == 2
     err = capfd.readouterr().err
     assert "error: --config.seed='x': not a valid int. (--grid, run seed=x)" in err
     assert not (work / 'seed=x').exists()
@@ -137,7 +170,8 @@ def test_sigterm_stops_the_run_in_progress_which_saves_and_the_sweep(tmp_path):
     out = ''.join(seen) + proc.communicate(timeout=120)[0]
     assert proc.returncode == 130, out[-3000:]
     assert 'SIGTERM: stopped after step' in out
-    assert 'Sweep stopped at run 1/2 (seed=0); run the same command to go on.' in out
+    assert '[1/2] seed=0 stopped.' in out
+    assert 'Sweep stopped with 1 run not started; run the same command to go on.' in out
     record = json.loads((work / 'sweep.json').read_text())
     assert [r['state'] for r in record['runs']] == ['stopped', 'not started']
     assert any(p.name.isdigit() for p in (work / 'seed=0' / 'checkpoints').iterdir())
