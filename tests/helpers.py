@@ -60,6 +60,27 @@ def run(cmd, timeout=300, **env_extra):
     )
 
 
+def signal_at_step(cmd, step: int, sig, **env_extra) -> tuple[int, str]:
+    """Runs `cmd`, sends it `sig` once it logs `step {step}/`; -> (its exit
+    status, its output: stdout and stderr)."""
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env(**env_extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith(f'step {step}/'):
+            proc.send_signal(sig)
+            break
+    rest, _ = proc.communicate(timeout=120)
+    return proc.returncode, ''.join(seen) + rest
+
+
 def final_params(workdir) -> tuple[int, dict]:
     """(step, {path: np.ndarray}) of the newest checkpoint's parameters."""
     import jax  # pylint: disable=g-import-not-at-top

@@ -2,7 +2,6 @@
 
 import json
 import signal
-import subprocess
 
 import pytest
 
@@ -28,22 +27,7 @@ OVERRIDES = (
 
 
 def _kill_when_step_logged(workdir, step, sig=signal.SIGKILL):
-    proc = subprocess.Popen(
-        helpers.train_cmd(workdir, *OVERRIDES),
-        cwd=helpers.REPO,
-        env=helpers.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if line.startswith(f'step {step}/'):
-            proc.send_signal(sig)
-            break
-    rest, _ = proc.communicate(timeout=60)
-    return proc.returncode, ''.join(seen) + rest
+    return helpers.signal_at_step(helpers.train_cmd(workdir, *OVERRIDES), step, sig)
 
 
 def test_sigint_then_sigkill_and_restart_is_bitwise_identical(tmp_path):
