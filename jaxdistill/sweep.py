@@ -50,6 +50,7 @@ from jaxdistill import workdir_lock
 from jaxdistill.errors import ConfigError, JaxdistillError
 
 RESULT_FILE = 'sweep.json'
+_COORDINATOR = 'JAX_COORDINATOR_ADDRESS'
 _DONE = ('finished', 'stopped early', 'time limit')
 
 
@@ -286,6 +287,15 @@ def _command(args, run: dict, workdir: str) -> list[str]:
     ]
 
 
+def _process_id(config: dict) -> int:
+    """Which process of a multi-process sweep this is (0 alone): from the
+    config's `distributed.process_id`, else JAX_PROCESS_ID."""
+    pid = (config.get('distributed') or {}).get('process_id', -1)
+    if pid is None or pid < 0:
+        pid = os.environ.get('JAX_PROCESS_ID') or 0
+    return int(pid)
+
+
 def _shared_cache(overrides, config: dict, workdir: str) -> list[str]:
     """The override that points every run at WORKDIR/compilation_cache,
     where the runs would otherwise each have their own ([] if the user set
@@ -329,7 +339,7 @@ def sweep(args, overrides) -> int:
     # With several processes each run's own lock guards it; the sweep, which
     # never starts JAX, cannot agree on one lock for all of them.
     lock = None
-    if not os.environ.get('JAX_COORDINATOR_ADDRESS'):
+    if not os.environ.get(_COORDINATOR):
         lock = workdir_lock.WorkdirLock(args.workdir).acquire()
     try:
         return _train_all(args, runs, grid, over, slots)
@@ -363,6 +373,13 @@ def parse_slots(parallel: int, specs) -> list[dict]:
         raise ConfigError(f'--parallel {parallel}, but --slot_env gives {n} slots.')
     if n < 1:
         raise ConfigError(f'--parallel {n}: at least 1.')
+    if n > 1 and os.environ.get(_COORDINATOR) and _COORDINATOR not in values:
+        raise ConfigError(
+            f'--parallel {n} with several processes ({_COORDINATOR} is set): '
+            'the runs at once would share one coordinator. Run them one at a '
+            f'time, or give each slot its own: --slot_env '
+            f"'{_COORDINATOR}=host:port0;host:port1;...'."
+        )
     return [{k: v[i] for k, v in values.items()} for i in range(n)]
 
 
@@ -488,8 +505,10 @@ def _train_all(args, runs, grid, over, slots) -> int:
         'seconds': time.time() - started,
     }
     path = os.path.join(args.workdir, RESULT_FILE)
-    with open(path, 'w', encoding='utf-8') as f:
-        json.dump(record, f, indent=2)
+    if _process_id(runs[0]['config']) == 0:  # One writer of the shared file.
+        with open(path + '.tmp', 'w', encoding='utf-8') as f:
+            json.dump(record, f, indent=2)
+        os.replace(path + '.tmp', path)
     states = {}
     for e in entries:
         states[e['state']] = states.get(e['state'], 0) + 1

@@ -22,6 +22,23 @@ ARGS = [
 ]
 
 
+def test_parallel_runs_of_several_processes_need_a_coordinator_each(monkeypatch):
+    monkeypatch.setenv('JAX_COORDINATOR_ADDRESS', 'localhost:1234')
+    assert sweep.parse_slots(1, []) == [{}]  # One at a time: fine.
+    with pytest.raises(
+        ConfigError, match='the runs at once would share one coordinator'
+    ):
+        sweep.parse_slots(2, [])
+    slots = sweep.parse_slots(0, ['JAX_COORDINATOR_ADDRESS=h:1;h:2'])
+    assert [s['JAX_COORDINATOR_ADDRESS'] for s in slots] == ['h:1', 'h:2']
+    # Only process 0 writes sweep.json: which one this is.
+    monkeypatch.delenv('JAX_PROCESS_ID', raising=False)
+    assert sweep._process_id({}) == 0  # pylint: disable=protected-access
+    monkeypatch.setenv('JAX_PROCESS_ID', '1')
+    assert sweep._process_id({'distributed': {'process_id': -1}}) == 1  # pylint: disable=protected-access
+    assert sweep._process_id({'distributed': {'process_id': 2}}) == 2  # pylint: disable=protected-access
+
+
 def test_grid_values_and_errors():
     assert sweep.split_values('0, 1,(16, 32),"a,b"') == ['0', '1', '(16, 32)', '"a,b"']
     assert sweep.parse_grid(['seed=0,1', '--config.model.d_ff=(1,2)']) == {
