@@ -64,7 +64,8 @@ def find_runs(path: str, depth: int = 2) -> list[str]:
     return found
 
 
-def _json(path: str):
+def read_json(path: str):
+    """A JSON file's content; None if it is missing or unreadable."""
     try:
         with open(path, encoding='utf-8') as f:
             return json.load(f)
@@ -105,7 +106,7 @@ def _number(value) -> bool:
 
 def describe(workdir: str) -> dict:
     """What `runs` knows of the run in `workdir`, as a JSON-able dict."""
-    config = _dict(_json(os.path.join(workdir, 'config.json')))
+    config = _dict(read_json(os.path.join(workdir, 'config.json')))
     method = (config.get('method') or {}).get('name', '?')
     ckpt = config.get('checkpoint') or {}
     best_metric, best_mode = ckpt.get('best_metric', ''), ckpt.get('best_mode', 'max')
@@ -113,7 +114,7 @@ def describe(workdir: str) -> dict:
         step, _ = checkpoint_lib.latest_step_dir(os.path.join(workdir, 'checkpoints'))
     except CheckpointMismatchError:  # None saved yet.
         step = None
-    summary = _dict(_json(os.path.join(workdir, 'summary.json')))
+    summary = _dict(read_json(os.path.join(workdir, 'summary.json')))
     lock = workdir_lock.holder(workdir)
     holder = lock['text'] if lock else None
     if holder:
@@ -134,7 +135,7 @@ def describe(workdir: str) -> dict:
         )
     else:
         state = 'stopped'
-    error = _dict(_json(os.path.join(workdir, trainer.ERROR_FILE))) or None
+    error = _dict(read_json(os.path.join(workdir, trainer.ERROR_FILE))) or None
     if state in ('stopped', 'no checkpoint') and error:
         state = 'failed'
     path = os.path.join(workdir, 'metrics.jsonl')

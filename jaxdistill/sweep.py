@@ -39,6 +39,7 @@ import json
 import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -107,9 +108,8 @@ def _run_name(combo: dict) -> str:
 def plan(config_spec: str, overrides, grid) -> list[dict]:
     """One entry per combination: its name, grid values, overrides and the
     config it trains with (JSON). Every combination's config is built here,
-    so a value the config refuses is a ConfigError naming it."""
-    base = configuration.load_config(config_spec)
-    configuration.apply_overrides(base, list(overrides))  # The shared part.
+    so a value the config refuses is a ConfigError naming it. (The shared
+    `overrides` are checked by the caller, with an error of their own.)"""
     runs = []
     for values in itertools.product(*grid.values()):
         combo = dict(zip(grid, values))
@@ -130,29 +130,21 @@ def plan(config_spec: str, overrides, grid) -> list[dict]:
     return runs
 
 
-def _saved_config(workdir: str):
-    try:
-        with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 def _finished(workdir: str, config: dict) -> bool:
     """Whether the run in `workdir` ended (finished, early stop, time limit)
     with the config it would get now."""
     from jaxdistill import runs as runs_lib  # pylint: disable=g-import-not-at-top
 
-    if _saved_config(workdir) != config:
+    if runs_lib.read_json(os.path.join(workdir, 'config.json')) != config:
         return False
     return runs_lib.describe(workdir)['state'] in _DONE
 
 
 def _mean_std(values):
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return mean, std
+    """Mean and sample standard deviation (0 for one value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(
+        values
+    ) > 1 else 0.0
 
 
 def summarize(entries: list[dict], over) -> list[dict]:
@@ -296,7 +288,7 @@ def _process_id(config: dict) -> int:
     return int(pid)
 
 
-def _shared_cache(overrides, config: dict, workdir: str) -> list[str]:
+def _shared_cache(config, workdir: str) -> list[str]:
     """The override that points every run at WORKDIR/compilation_cache,
     where the runs would otherwise each have their own ([] if the user set
     a cache)."""
@@ -317,10 +309,10 @@ def sweep(args, overrides) -> int:
             f'--over {", ".join(unknown)}: not a --grid key ({", ".join(grid)}).'
         )
     slots = parse_slots(args.parallel, args.slot_env)
-    runs = plan(args.config, overrides, grid)
-    shared = _shared_cache(overrides, runs[0]['config'], args.workdir)
-    if shared:
-        runs = plan(args.config, [*overrides, *shared], grid)
+    base = configuration.apply_overrides(
+        configuration.load_config(args.config), overrides
+    )
+    runs = plan(args.config, [*overrides, *_shared_cache(base, args.workdir)], grid)
     total = len(runs)
     print(
         f'Sweep of {total} run{"s" if total != 1 else ""} in {args.workdir}: '

@@ -56,9 +56,10 @@ def main(argv=None) -> int:
             # several processes the refusal comes from the Trainer, in every
             # process at once (process 0 stopping alone here would leave the
             # others waiting for it); the line is left out.
-            if jax.process_count() == 1:
-                workdir_lock.check_free(args.workdir)
-            if not workdir_lock.holder(args.workdir):
+            held = workdir_lock.holder(args.workdir)
+            if held and jax.process_count() == 1:
+                raise workdir_lock.in_use_error(args.workdir, held['text'])
+            if not held:
                 print(said, flush=True)
         trainer.train_and_evaluate(config, args.workdir, source=source)
 

@@ -61,20 +61,13 @@ def _command() -> str:
     return ' '.join(argv)
 
 
-def _in_use(workdir: str, text: str) -> WorkdirInUseError:
+def in_use_error(workdir: str, text: str) -> WorkdirInUseError:
+    """The refusal of a run in `workdir`, held by the run `text` describes
+    (a `holder()` record's 'text')."""
     return WorkdirInUseError(
         f'{workdir} is in use by another training run ({text}). Wait for it '
         'to end or stop it, or use another --workdir.'
     )
-
-
-def check_free(workdir: str):
-    """WorkdirInUseError if a run holds `workdir`'s lock now: for a message
-    that should come before anything else is said (the lock itself is taken
-    by the Trainer)."""
-    held = holder(workdir)
-    if held:
-        raise _in_use(workdir, held['text'])
 
 
 def _lock_within(f, seconds: float):
@@ -107,7 +100,7 @@ class WorkdirLock:
             _lock_within(f, PROBE_GRACE_S)
         except BlockingIOError:
             f.close()
-            raise _in_use(
+            raise in_use_error(
                 os.path.dirname(self.path), _record(self.path)['text']
             ) from None
         except OSError as e:  # The filesystem has no flock.
