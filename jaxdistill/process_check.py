@@ -5,8 +5,8 @@ part of every checkpoint, so two mistakes of a multi-host launch go wrong
 late and far from their cause:
 
 - processes started with different configs (an override left off one host's
-  command line, a host with an older copy of the config file or of
-  jaxdistill, another JAX, fewer devices) trace different programs, and hang
+  command line, a host with an older copy of the config file, of
+  jaxdistill or of a plugin module in `config.imports`, another JAX, fewer devices) trace different programs, and hang
   in their first collective or train on mismatched halves;
 - a workdir that is a local folder on each host (not one shared folder)
   gets each host's checkpoint shards in a different place: no checkpoint
@@ -14,8 +14,8 @@ late and far from their cause:
 
 `check(config, workdir)` finds both at the start, in every process, and
 raises the same ConfigError in all of them: the config keys that differ
-(with both values; the library versions and jaxdistill's source digest
-under '(process)'), the processes' device counts, or the processes that cannot
+(with both values; the library versions and the source digests of
+jaxdistill and of the run's plugin modules under '(process)'), the processes' device counts, or the processes that cannot
 see the workdir's files.
 """
 
@@ -42,10 +42,28 @@ PROCESS_KEY = '(process)'
 SEE_WITHIN_S = 2.0
 
 
-def _process() -> dict:
+def _file_digest(path) -> str:
+    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()[:16]
+
+
+def _plugin_digests(imports) -> dict:
+    """entry -> a digest of the source file of each module in
+    `config.imports` (already imported; a package: its `__init__.py`)."""
+    from jaxdistill import registry  # pylint: disable=g-import-not-at-top
+
+    if isinstance(imports, str):
+        imports = (imports,)
+    out = {}
+    for entry in imports or ():
+        path = registry.plugin_file(entry)
+        out[entry] = _file_digest(path) if path else None
+    return out
+
+
+def _process(imports=()) -> dict:
     """What a process runs, beside its config: the versions of the
-    libraries that build the program, and a digest of jaxdistill's own
-    source."""
+    libraries that build the program, a digest of jaxdistill's own source,
+    and one of each plugin module's (`config.imports`)."""
     out = {}
     for name in ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint'):
         try:
@@ -58,6 +76,9 @@ def _process() -> dict:
         digest.update(str(path.relative_to(root)).encode() + b'\0')
         digest.update(path.read_bytes())
     out['jaxdistill_source_sha256'] = digest.hexdigest()[:16]
+    plugins = _plugin_digests(imports)
+    if plugins:
+        out['plugin_source_sha256'] = plugins
     return out
 
 
@@ -65,7 +86,7 @@ def _config_bytes(config) -> np.ndarray:
     current = json.loads(configuration.to_json(config))
     for key in PER_PROCESS:
         current.pop(key, None)
-    current[PROCESS_KEY] = _process()
+    current[PROCESS_KEY] = _process(config.get('imports', ()))
     return np.frombuffer(json.dumps(current, sort_keys=True).encode(), np.uint8)
 
 

@@ -90,12 +90,24 @@ def import_plugins(entries: Iterable[str], *, key: str = 'imports') -> None:
             raise
 
 
+def _file_module_name(path: str) -> str:
+    digest = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:12]
+    return f'_jaxdistill_plugin_{digest}'
+
+
+def plugin_file(entry: str) -> str | None:
+    """The source file of an entry of `config.imports` that has been
+    imported (a package: its `__init__.py`), or None if it has none."""
+    name = _file_module_name(entry) if entry.endswith('.py') else entry
+    module = sys.modules.get(name)
+    return getattr(module, '__file__', None) if module else None
+
+
 def _import_file(path: str, key: str) -> None:
     path = os.path.abspath(path)
     if not os.path.isfile(path):
         raise ConfigError(f'{key}: plugin file {path} does not exist.')
-    digest = hashlib.sha1(path.encode()).hexdigest()[:12]
-    name = f'_jaxdistill_plugin_{digest}'
+    name = _file_module_name(path)
     if name in sys.modules:
         return
     spec = importlib.util.spec_from_file_location(name, path)

@@ -139,3 +139,30 @@ def test_bad_imports_are_named(tmp_path):
     with pytest.raises(RuntimeError, match='a bug in the plugin') as e:
         registry.import_plugins([str(bug)])
     assert 'listed in imports' in ' '.join(e.value.__notes__)
+
+
+def test_the_multi_process_check_covers_plugin_sources(tmp_path):
+    """Two hosts with different copies of a plugin file trace different
+    programs: the config that process 0 broadcasts carries a digest of each
+    `config.imports` module's source, and the diff names the entry."""
+    import json
+
+    from jaxdistill import configuration, process_check, registry
+
+    plugin = tmp_path / 'my_plugin.py'
+    plugin.write_text('X = 1\n')
+    config = configuration.load_config('configs/translate_synthetic.py:runlocal')
+    config.imports = (str(plugin),)
+    registry.import_plugins(config.imports)
+
+    def compared():
+        return json.loads(process_check._config_bytes(config).tobytes().decode())
+
+    first = compared()
+    assert set(first['(process)']['plugin_source_sha256']) == {str(plugin)}
+    assert compared() == first  # The same file: the same bytes.
+    plugin.write_text('X = 2\n')  # Another host's copy of the file.
+    diffs = configuration.compare_for_resume(first, compared(), sorted(first))
+    assert len(diffs) == 1 and diffs[0].startswith(
+        f'(process).plugin_source_sha256.{plugin}: '
+    ), diffs
