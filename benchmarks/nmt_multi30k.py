@@ -166,7 +166,9 @@ def probe(config, workdir, repeats):
     Uses a throwaway `Trainer` in `workdir` (it leaves the tokenizer behind
     for the real run, and nothing else: it saves no checkpoint).
     """
-    peak = train_step_throughput.matmul_peak()
+    # The peak of the dots the model runs: bfloat16 ones with model.dtype.
+    dtype = config.model.get('dtype', 'float32')
+    peak = train_step_throughput.matmul_peak(dtype=dtype)
     tr = trainer_lib.Trainer(config, workdir)
     batcher = tr.task.train_batches
     counts, examples = {}, {}
@@ -194,7 +196,7 @@ def probe(config, workdir, repeats):
         )
     loop = loop_pace(tr, batcher, rows)
     # The better of two readings, one on each side of the step timings.
-    peak = max(peak, train_step_throughput.matmul_peak())
+    peak = max(peak, train_step_throughput.matmul_peak(dtype=dtype))
     for r in rows:
         r['fraction_of_peak'] = r['model_flops_per_s'] / peak
     started = time.perf_counter()
@@ -649,6 +651,7 @@ def probe_only(args, config, workdir):
         'fraction_of_peak': epoch_mean(rows, 'fraction_of_peak'),
         'target_tokens_per_s_probe': epoch_mean(rows, 'target_tokens_per_s'),
         'matmul_peak_flops_per_s': peak,
+        'matmul_peak_dtype': config.model.get('dtype', 'float32'),
         'repeats': args.repeats,
         'buckets': rows,
         'loop_pace': loop,
@@ -744,6 +747,7 @@ def main():
         'budget_minutes': args.minutes,
         'train_target_tokens': tokens,
         'matmul_peak_flops_per_s': peak,
+        'matmul_peak_dtype': config.model.get('dtype', 'float32'),
         'buckets': rows,
         'loop_pace': loop,
         'learning_curve': points,

@@ -33,12 +33,13 @@ from jaxdistill import trainer as trainer_lib  # pylint: disable=g-import-not-at
 from jaxdistill.models import transformer  # pylint: disable=g-import-not-at-top
 
 
-def matmul_peak(n: int | None = None, repeats: int = 10) -> float:
-    """Float32 FLOP/s of a large `jnp.dot` (at the default precision, as the
-    model's own) on the default device; n=2048 on a CPU, 8192 on accelerators."""
+def matmul_peak(n: int | None = None, repeats: int = 10, dtype='float32') -> float:
+    """FLOP/s of a large `jnp.dot` of `dtype` (the model's compute dtype, at
+    the default precision, as the model's own) on the default device; n=2048
+    on a CPU, 8192 on accelerators."""
     if n is None:
         n = 2048 if jax.default_backend() == 'cpu' else 8192
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.dtype(dtype))
     dot = jax.jit(jnp.dot)
     dot(a, a).block_until_ready()
     best = float('inf')

@@ -60,6 +60,10 @@ def get_config(arg=None, extra_args=()):
     config.model.norm_position = 'pre'
     # One embedding for source, target and output projection.
     config.model.share_embeddings = True
+    # Compute dtype: 'float32', or 'bfloat16' for mixed precision on a GPU/TPU
+    # (parameters, optimizer state, attention softmax and logits stay float32;
+    # on a CPU bfloat16 is slower).
+    config.model.dtype = 'float32'
     # Several capacities in one parameter tree (method 'tsjt'; models/composite.py).
     config.model.composite = ml_collections.ConfigDict()
     # '' = a plain Transformer; 'width' = nested heads and FFN units (composite

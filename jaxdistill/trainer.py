@@ -56,6 +56,7 @@ RESUME_KEYS = (
 RESUME_DEFAULTS = {
     'model.dropout_mask_bits': 32,  # flax.linen.Dropout's masks.
     'model.norm_position': 'pre',
+    'model.dtype': 'float32',
 }
 
 

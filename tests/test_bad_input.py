@@ -59,6 +59,7 @@ def test_unknown_method_name_suggests(capsys, tmp_path):
         ('--config.log_every_steps=0', 'log_every_steps=0 must be an integer >= 1'),
         ('--config.microbatches=0', 'microbatches=0 must be an integer >= 1'),
         ('--config.optimizer.learning_rate=-1', 'optimizer.learning_rate must be >= 0'),
+        ('--config.model.dtype=float16', "model.dtype='float16' must be one of"),
     ],
 )
 def test_out_of_range_values_are_named(capsys, tmp_path, override, message):

@@ -5,6 +5,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jaxdistill import registry
@@ -280,3 +281,35 @@ def test_post_layer_norm(setup):
             assert np.abs(std - 1).max() > 0.05
         outs[position] = _forward(model)(params, inputs, targets)
     assert np.abs(outs['pre'] - outs['post']).max() > 1e-2
+
+
+def test_bfloat16_compute_keeps_float32_params_logits_and_gradients(setup):
+    """`dtype='bfloat16'` (by name, as config.model.dtype gives it): the same
+    parameter tree, float32 logits within bfloat16 rounding of the float32
+    model's, float32 gradients close to its, and a bfloat16 decoding cache."""
+    model, params, inputs, targets = setup
+    half = Transformer(_small(dtype='bfloat16'))
+    assert half.config.dtype is jnp.bfloat16
+    with pytest.raises(ConfigError, match="model.dtype='float16' must be one of"):
+        _small(dtype='float16')
+    a = _forward(model)(params, inputs, targets)
+    b = _forward(half)(params, inputs, targets)
+    assert b.dtype == jnp.float32
+    scale = float(jnp.max(jnp.abs(a)))
+    err = float(jnp.max(jnp.abs(a - b)))
+    assert 0 < err < 0.05 * scale, (err, scale)  # Rounded, but not far off.
+
+    def loss(m):
+        def f(p):
+            logits = m.apply(p, inputs, targets, train=False)
+            return -jnp.mean(jax.nn.log_softmax(logits)[..., 0])
+
+        return jax.jit(jax.grad(f))(params)
+
+    ga, gb = loss(model), loss(half)
+    assert {x.dtype for x in jax.tree.leaves(gb)} == {jnp.dtype(jnp.float32)}
+    diff = optax.tree.norm(jax.tree.map(jnp.subtract, gb, ga))
+    assert 0 < diff < 0.05 * optax.tree.norm(ga), (diff, optax.tree.norm(ga))
+    cache = half.apply(params, 4, 10, method=Transformer.init_cache)
+    assert {x.dtype for x in jax.tree.leaves(cache)} == {jnp.dtype(jnp.bfloat16)}
+    _check_greedy(half, params, inputs, 8)

@@ -45,6 +45,10 @@ Array = jax.Array
 _XAVIER = nn.initializers.xavier_uniform()
 
 
+# `model.dtype` by name: float16 is left out (it needs loss scaling).
+COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
     """Hyperparameters of `Transformer`; hashable, so usable as a jit static."""
@@ -64,7 +68,10 @@ class TransformerConfig:
     dropout_mask_bits: int = 32
     max_len: int = 256  # longest source or target sequence
     share_embeddings: bool = True  # source, target and output projection
-    dtype: Any = jnp.float32  # compute dtype; params stay float32
+    # Compute dtype: jnp.float32, or jnp.bfloat16 for mixed precision on a
+    # GPU/TPU (also given by name, 'float32' / 'bfloat16'). Parameters, the
+    # attention softmax and the logits stay float32.
+    dtype: Any = jnp.float32
     pad_id: int = 0
     bos_id: int = 2
     eos_id: int = 3
@@ -78,6 +85,14 @@ class TransformerConfig:
     norm_position: str = 'pre'
 
     def __post_init__(self):
+        if isinstance(self.dtype, str):
+            if self.dtype not in COMPUTE_DTYPES:
+                raise ConfigError(
+                    f'model.dtype={self.dtype!r} must be one of '
+                    f'{", ".join(map(repr, COMPUTE_DTYPES))}.'
+                )
+            # Frozen dataclass: the name becomes the type (hashable, static).
+            object.__setattr__(self, 'dtype', COMPUTE_DTYPES[self.dtype])
         if self.norm_position not in ('pre', 'post'):
             raise ConfigError(
                 f"model.norm_position={self.norm_position!r} must be 'pre' or 'post'."
