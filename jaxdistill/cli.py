@@ -244,8 +244,12 @@ def config_for_resume(workdir: str, overrides) -> tuple[object, dict | None, str
     if source is not None:
         try:
             config = configuration.load_config(source['config'])
-        except JaxdistillError as e:
-            reason = f'its config file does not load: {e}'
+        except Exception as e:  # pylint: disable=broad-except
+            # A bug in the file or its imports too: config.json still holds
+            # the run's config.
+            if not isinstance(e, JaxdistillError):
+                e = f'{type(e).__name__}: {e}'
+            reason = f'its config file does not load: {str(e).rstrip(".")}'
         else:
             saved = source['overrides']
             try:

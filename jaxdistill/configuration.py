@@ -26,6 +26,20 @@ from jaxdistill.errors import ConfigError
 SOURCE_FILE = 'config_source.json'
 
 
+def _missing_module(path: str, name: str) -> str:
+    """The error for a config file whose import of `name` failed."""
+    library = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'configs')
+    top = name.split('.')[0]
+    if os.path.isfile(os.path.join(library, top + '.py')):
+        where = f"the library's configs folder ({library})"
+    else:
+        where = 'the folder that holds it'
+    return (
+        f'The config file {path} needs the module {name!r}, which cannot be '
+        f'found: put {where} on PYTHONPATH.'
+    )
+
+
 def load_config(spec: str) -> ml_collections.ConfigDict:
     """Loads `path.py[:arg]` and returns `get_config(arg)`."""
     path, _, arg = spec.partition(':')
@@ -41,6 +55,10 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
         module_spec.loader.exec_module(module)
     except SyntaxError as e:  # In the file or in a base it imports.
         raise ConfigError(f'{e.filename or path} line {e.lineno}: {e.msg}') from None
+    except ModuleNotFoundError as e:
+        if not e.name:
+            raise
+        raise ConfigError(_missing_module(path, e.name)) from None
     except Exception as e:
         # Other errors in a config file are bugs in it: the traceback, which
         # ends at the file's own line, says more than one line could.

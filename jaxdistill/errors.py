@@ -27,3 +27,9 @@ class CheckpointMismatchError(JaxdistillError):
 
 class NonFiniteLossError(JaxdistillError, FloatingPointError):
     """Training produced a NaN or Inf loss."""
+
+
+class PluginError(JaxdistillError, TypeError):
+    """A method, task or model of the user's own (docs/extending.md) breaks
+    the library's side of the face: a member missing, a result of the wrong
+    kind, a name registered twice."""

@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any, Callable, Iterable
 
-from jaxdistill.errors import ConfigError
+from jaxdistill.errors import ConfigError, JaxdistillError, PluginError
 
 _REGISTRY: dict[str, dict[str, Any]] = {}
 
@@ -25,11 +25,30 @@ def register(kind: str, name: str) -> Callable[[Any], Any]:
     def decorator(obj):
         table = _REGISTRY.setdefault(kind, {})
         if name in table and table[name] is not obj:
-            raise ValueError(f'{kind} {name!r} is registered twice.')
+            raise PluginError(_twice(kind, name, table[name], obj))
         table[name] = obj
         return obj
 
     return decorator
+
+
+def _twice(kind: str, name: str, old, new) -> str:
+    def where(obj):
+        module = getattr(obj, '__module__', '?')
+        path = getattr(sys.modules.get(module), '__file__', None) or '?'
+        return f'{module}.{getattr(obj, "__qualname__", obj)} ({path})'
+
+    same_file = where(old).rsplit(' (', 1)[1] == where(new).rsplit(' (', 1)[1]
+    hint = (
+        'The same file was imported twice, under two module names: list it in '
+        'config.imports only, and do not also import it in the config file.'
+        if same_file
+        else f'Register yours under another name (taken: {", ".join(names(kind))}).'
+    )
+    return (
+        f'{kind} {name!r} is registered twice: by {where(old)} and by '
+        f'{where(new)}. {hint}'
+    )
 
 
 def names(kind: str) -> list[str]:
@@ -83,7 +102,7 @@ def import_plugins(entries: Iterable[str], *, key: str = 'imports') -> None:
                 f'{key}: cannot import {entry!r} ({e}). Put its folder on '
                 'PYTHONPATH, or name the .py file by its path.'
             ) from None
-        except ConfigError:
+        except JaxdistillError:
             raise
         except Exception as e:
             e.add_note(f'(raised while importing {entry!r}, listed in {key})')

@@ -9,6 +9,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import optax
 
 from jaxdistill import configuration
+from jaxdistill import contracts
 from jaxdistill import optim
 from jaxdistill import sharding as sharding_lib
 from jaxdistill.errors import ConfigError
@@ -172,7 +173,11 @@ def _check_rows(batch: dict, k: int, row_multiple: int):
 
 def _gradients(method, params, extra, batch, rng, step, kwargs):
     """(aux with 'train/loss', grads) of `method.loss` on `batch`."""
-    (loss, aux), grads = jax.value_and_grad(method.loss, has_aux=True)(
+
+    def loss_fn(*args, **kw):  # Checked while traced: a plugin's mistakes named.
+        return contracts.checked_loss(method, method.loss(*args, **kw))
+
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         params, extra, batch, rng, step, **kwargs
     )
     return {'train/loss': loss, **aux}, grads
@@ -281,6 +286,7 @@ def make_train_step(
                     frozen, (params, opt_state), (state.params, state.opt_state)
                 )
             extra = method.update_extra(state.extra, params, aux, state.step, **kwargs)
+            contracts.check_extra_update(method, state.extra, extra, aux)
             # Per replica for stacked methods: no statistic couples replicas.
             aux['train/grad_norm'] = (
                 optim.replica_norms(grads)

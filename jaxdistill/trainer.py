@@ -23,6 +23,7 @@ from jaxdistill import checkpoint as checkpoint_lib
 from jaxdistill import cli
 from jaxdistill import compile_cache
 from jaxdistill import configuration
+from jaxdistill import contracts
 from jaxdistill import metrics as metrics_lib
 from jaxdistill import optim
 from jaxdistill import process_check
@@ -595,6 +596,20 @@ class _EarlyStop:
         )
 
 
+def _absolute_imports(config) -> None:
+    """`config.imports` with each .py path made absolute, so that config.json
+    names the same files for `evaluate` or `translate` run from elsewhere."""
+    imports = config.get('imports', ())
+    if isinstance(imports, (tuple, list)) and any(
+        isinstance(e, str) and e.endswith('.py') and not os.path.isabs(e)
+        for e in imports
+    ):
+        config.imports = tuple(
+            os.path.abspath(e) if isinstance(e, str) and e.endswith('.py') else e
+            for e in imports
+        )
+
+
 class Trainer:
     """Holds what one run needs; `run()` trains to `config.num_train_steps`.
 
@@ -615,6 +630,7 @@ class Trainer:
         self.created = time.time()  # `time_limit_minutes` counts from here.
         self.config, self.workdir = config, workdir
         # Plugins first: they register the methods, models or tasks named below.
+        _absolute_imports(config)
         registry.import_plugins(config.get('imports', ()))
         _check_loop_settings(config)
         cli.check_local(workdir)
@@ -654,6 +670,7 @@ class Trainer:
             ),
         )
         self.task = registry.get('task', config.task)(config, workdir, self.mesh)
+        contracts.check_task(self.task, config.task)
         self.method = make_method(config.method, self.task.model_fns)
         self.tx = optim.make_optimizer(
             config.optimizer, stacked=getattr(self.method, 'stacked_params', False)
@@ -820,7 +837,14 @@ class Trainer:
         )
         return m
 
-    def _model_params(self):
+    def model_params(self):
+        """The parameters of the model the run exports (`method.eval_params`:
+        what `evaluate`, `translate` and `extract` use), as a pytree; the
+        moving average where the run keeps one and `eval.use_ema` asks for it.
+        E.g. `Trainer(config, workdir, read_only=True).model_params()`."""
+        return self.method.eval_params(self._evaluated_params(), self.state.extra)
+
+    def _evaluated_params(self):
         """The parameters evaluated: the moving average, if the run keeps one
         and `eval.use_ema` (the default) asks for it."""
         return optim.model_params(
@@ -835,10 +859,10 @@ class Trainer:
         agreement between models' predictions on the held-out set.
         """
         started = time.time()
-        models = self.method.eval_models(self._model_params(), self.state.extra)
+        models = self.method.eval_models(self._evaluated_params(), self.state.extra)
         m, predictions = {}, {}
         for i, (name, params) in enumerate(models.items()):
-            result = self.task.evaluate(params)
+            result = contracts.checked_eval(self.task, self.task.evaluate(params))
             if i == 0:
                 m.update(result)
             if len(models) > 1:
@@ -850,6 +874,7 @@ class Trainer:
                 )
                 if hasattr(self.task, 'predict'):
                     predictions[name] = self.task.predict(params)
+                    contracts.check_predictions(self.task, predictions[name])
         if len(predictions) > 1:
             m.update(agreement_metrics(predictions))
         m['eval/seconds'] = time.time() - started
@@ -1056,10 +1081,10 @@ class Trainer:
         return end
 
     def _finish(self, step, seconds, last_train, last_eval) -> dict:
-        params = self.method.eval_params(self._model_params(), self.state.extra)
+        params = self.model_params()
         count = lambda p: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(p))
         n_params = count(params)
-        models = self.method.eval_models(self._model_params(), self.state.extra)
+        models = self.method.eval_models(self._evaluated_params(), self.state.extra)
         sizes = (
             {f'num_params/{k}': count(p) for k, p in models.items()}
             if len(models) > 1

@@ -41,6 +41,7 @@ def test_the_pages_method_trains_and_evaluates(page_dir, tmp_path, monkeypatch):
         'mean_teacher_synthetic.py',
         'npz_task.py',
         'npz_supervised.py',
+        'from_python.py',
     }
     monkeypatch.syspath_prepend(str(helpers.REPO / 'configs'))  # As the page says.
     work = tmp_path / 'run'
@@ -166,3 +167,35 @@ def test_the_multi_process_check_covers_plugin_sources(tmp_path):
     assert len(diffs) == 1 and diffs[0].startswith(
         f'(process).plugin_source_sha256.{plugin}: '
     ), diffs
+
+
+def test_the_pages_python_use_trains_reopens_and_evaluates(
+    page_dir, tmp_path, monkeypatch, capsys
+):
+    import runpy
+
+    work = tmp_path / 'run'
+    argv = ['from_python.py', str(helpers.REPO / 'configs'), str(work)]
+    monkeypatch.setattr(sys, 'argv', argv)
+    runpy.run_path(str(page_dir / 'from_python.py'), run_name='__main__')
+    out = capsys.readouterr().out
+    trained = re.search(r'trained: 20 steps, eval/loss ([\d.]+)', out)
+    again = re.search(r'evaluated again: ([\d.]+)', out)
+    assert trained and again, out
+    assert trained.group(1) == again.group(1)  # The same checkpoint, read back.
+    summary = json.loads((work / 'summary.json').read_text())
+    assert f'parameters: {summary["num_params"]}' in out
+    # Read-only: the evaluation wrote no second record at step 20.
+    assert sum(r['step'] == 20 and 'eval/loss' in r for r in _records(work)) == 1
+
+
+def test_relative_plugin_paths_are_saved_absolute(tmp_path, monkeypatch):
+    """config.json must name the same file for `evaluate` run elsewhere."""
+    import ml_collections
+
+    from jaxdistill import trainer
+
+    monkeypatch.chdir(tmp_path)
+    config = ml_collections.ConfigDict({'imports': ('a.py', 'my.module', '/x/b.py')})
+    trainer._absolute_imports(config)
+    assert config.imports == (str(tmp_path / 'a.py'), 'my.module', '/x/b.py')

@@ -9,6 +9,7 @@ import pytest
 from jaxdistill import cli
 from jaxdistill import train
 from jaxdistill import trainer
+from jaxdistill.errors import ConfigError
 from tests import helpers
 
 
@@ -131,3 +132,41 @@ def test_workdir_alone_refusals(tmp_path, capsys):
 )
 def test_merged_overrides(saved, new, merged):
     assert cli.merged_overrides(saved, new) == merged
+
+
+def test_a_config_file_that_needs_pythonpath_falls_back_to_config_json(tmp_path):
+    """A config file built on the library's configs (docs/extending.md)
+    needs their folder on PYTHONPATH; without it a start is refused with that
+    advice, and a resume uses the run's config.json, saying why."""
+    from jaxdistill import configuration
+
+    spec = tmp_path / 'mine.py'
+    spec.write_text(
+        'import translate_synthetic\n\n\ndef get_config(arg=None):\n'
+        '    return translate_synthetic.get_config(arg)\n'
+    )
+    with pytest.raises(ConfigError) as e:
+        configuration.load_config(f'{spec}:runlocal')
+    assert str(e.value) == (
+        f"The config file {spec} needs the module 'translate_synthetic', which "
+        f"cannot be found: put the library's configs folder "
+        f'({helpers.REPO / "configs"}) on PYTHONPATH.'
+    )
+    work = tmp_path / 'run'
+    work.mkdir()
+    config = configuration.load_config(
+        str(helpers.REPO / 'configs' / 'translate_synthetic.py:runlocal')
+    )
+    (work / 'config.json').write_text(configuration.to_json(config))
+    source = {'config': f'{spec}:runlocal', 'overrides': ['seed=3']}
+    (work / configuration.SOURCE_FILE).write_text(json.dumps(source))
+    resumed, _, line = cli.config_for_resume(str(work), ['num_train_steps=9'])
+    assert resumed.num_train_steps == 9 and resumed.seed == config.seed
+    assert line.startswith(
+        f'Note: resuming from {work}/config.json, since its config file does '
+        f"not load: The config file {spec} needs the module 'translate_synthetic'"
+    ), line
+    # A bug of another kind in the file: the same fallback, naming the error.
+    spec.write_text('raise RuntimeError("half-edited")\n')
+    _, _, line = cli.config_for_resume(str(work), [])
+    assert 'does not load: RuntimeError: half-edited. There,' in line, line

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from jaxdistill import configuration
 from jaxdistill import registry
+from jaxdistill import schedules
 from jaxdistill.errors import ConfigError
 
 Params = Any
@@ -59,6 +60,18 @@ class Method(abc.ABC):
     # False for a method whose step needs the whole batch in one pass;
     # `microbatches` > 1 (gradient accumulation) then refuses it.
     supports_microbatches: ClassVar[bool] = True
+
+    @classmethod
+    def from_config(cls, model: ModelFns, options: dict) -> 'Method':
+        """The method from `config.method`'s other keys (`make_method` has
+        refused unknown ones). By default each of `schedule_keys` becomes a
+        schedule (`schedules.from_config`); override to check options, with a
+        `ConfigError` naming the key."""
+        options = dict(options)
+        for key in cls.schedule_keys:
+            if key in options:
+                options[key] = schedules.from_config(options[key], name=f'method.{key}')
+        return cls(model=model, **options)
 
     def init_params(self, rng: jax.Array, batch: Batch) -> Params:
         return self.model.init(rng, batch)

@@ -38,8 +38,10 @@ class SelfDistill(Method):
             raise ConfigError(
                 "method 'self_distill' needs a multi-exit model (its ModelFns "
                 'has no apply_exits): an image_classification or '
-                'text_classification task, or translation with model.composite.'
-                "kind = 'decoder' (exits inside the decoder)."
+                'text_classification task, translation with model.composite.'
+                "kind = 'decoder' (exits inside the decoder), or a task of your "
+                'own whose model_fns is a jaxdistill.models.multi_exit.'
+                'MultiExitFns (docs/extending.md).'
             )
         # α weighs the labels by 1 − α; T divides logits; β weighs a distance.
         bounds = {
