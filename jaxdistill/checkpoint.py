@@ -17,7 +17,9 @@ import math
 import os
 import re
 import shutil
+import sys
 import time
+import warnings
 
 from absl import logging
 from etils import epath
@@ -206,6 +208,7 @@ class Checkpointer:
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
         """Restores `step` into the shapes/shardings of `abstract_state`."""
+        _quiet_closed_loop_reports()  # Should it be damaged.
         restored = self._manager.restore(
             step,
             args=ocp.args.Composite(
@@ -215,7 +218,9 @@ class Checkpointer:
         )
         return restored['state'], restored['meta']
 
-    def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict] | None:
+    def restore_latest(
+        self, abstract_state: Any, *, set_aside: bool = True
+    ) -> tuple[int, Any, dict] | None:
         """Restores the newest readable checkpoint; None when there is none.
 
         A checkpoint whose shapes do not match `abstract_state` raises
@@ -223,17 +228,21 @@ class Checkpointer:
         once an older one restores; if none restores, nothing is moved and
         CheckpointMismatchError names each one's error: one failure on every
         checkpoint (a file system down, a bug) must not set a whole run aside
-        and silently start it again from step 0.
+        and silently start it again from step 0. `set_aside=False` (tools
+        that only read a run) moves nothing and uses no older checkpoint in
+        its place: a damaged newest one is a CheckpointMismatchError.
         """
         failed = []
         for step in reversed(self.all_steps()):
+            if failed and not set_aside:
+                raise unreadable(self.directory, *failed[0], others=self.all_steps())
             try:
                 state, meta = self.restore(step, abstract_state)
             except (ValueError, TypeError) as e:
-                if 'shape' in str(e).lower() or 'structure' in str(e).lower():
+                if is_mismatch(e):
                     raise CheckpointMismatchError(
                         f'Checkpoint {self.directory}/{step} does not fit the '
-                        f'current model and optimizer: {_first_lines(e)}'
+                        f'current model and optimizer: {first_lines(e)}'
                     ) from None
                 failed.append((step, e))
                 continue
@@ -243,11 +252,13 @@ class Checkpointer:
             for bad_step, error in failed:
                 self._set_aside(bad_step, error)
             return step, state, meta
+        if failed and not set_aside:
+            raise unreadable(self.directory, *failed[0], others=self.all_steps())
         if failed:
             raise CheckpointMismatchError(
                 f'None of the {len(failed)} checkpoints in {self.directory} could '
                 'be read; nothing was moved or deleted. '
-                + '; '.join(f'step {s}: {_first_lines(e, 1)}' for s, e in failed)
+                + '; '.join(f'step {s}: {first_lines(e, 1)}' for s, e in failed)
                 + '. If they are damaged, move the folder aside to start again '
                 'from step 0; otherwise fix the cause and rerun to resume.'
             )
@@ -260,7 +271,7 @@ class Checkpointer:
             'Checkpoint %s/%d is unreadable (%s); moved to %s.',
             self.directory,
             step,
-            str(error)[:200],
+            first_lines(error, 1, 300).rstrip('.'),
             target,
         )
         if jax.process_index() == 0:
@@ -281,10 +292,88 @@ class Checkpointer:
 
 # Orbax's advice on a shape mismatch names options of its own API that a
 # user of this library does not set; the rest of its message is kept.
-_ORBAX_ADVICE = re.compile(r'\s*Truncating/padding is disabled\..*', re.DOTALL)
+_ORBAX_ADVICE = re.compile(
+    # Orbax's advice on shapes, and TensorStore's spec repr (a bound method's).
+    r'\s*(Truncating/padding is disabled\.|See full TensorStore details: <).*',
+    re.DOTALL,
+)
 
 
-def _first_lines(error: Exception, lines: int = 6, chars: int = 800) -> str:
+def _quiet_closed_loop_reports() -> None:
+    """If a restore fails, TensorStore's reads still in flight report to
+    the asyncio loop Orbax has already closed, and each report prints a
+    'RuntimeError: Event loop is closed' traceback (hundreds per damaged
+    checkpoint, burying the one useful line). Drops those reports, and only
+    those, from `sys.excepthook` and `sys.unraisablehook`; installed once,
+    before the first restore."""
+    if getattr(sys.excepthook, '_jaxdistill_quiet', False):
+        return
+
+    def closed_loop(exc) -> bool:
+        return isinstance(exc, RuntimeError) and str(exc) == 'Event loop is closed'
+
+    def orbax_coroutine(obj) -> bool:
+        code = getattr(obj, 'cr_code', None)
+        return code is not None and '/orbax/' in code.co_filename
+
+    excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
+
+    def quiet_excepthook(kind, value, tb):
+        if not closed_loop(value):
+            excepthook(kind, value, tb)
+
+    def quiet_unraisablehook(report):
+        if not (closed_loop(report.exc_value) or orbax_coroutine(report.object)):
+            unraisablehook(report)
+
+    quiet_excepthook._jaxdistill_quiet = True
+    sys.excepthook, sys.unraisablehook = quiet_excepthook, quiet_unraisablehook
+    # The same reads' exceptions, which nothing awaits any more, logged by
+    # asyncio when their tasks are collected.
+    std_logging.getLogger('asyncio').addFilter(_OrphanedReads())
+    warnings.filterwarnings(
+        'ignore',
+        message=r"coroutine '(_read_array_index_and_device_put|async_deserialize|"
+        r"_read_shard|_read_and_create_array)' was never awaited",
+        category=RuntimeWarning,
+    )
+
+
+class _OrphanedReads(std_logging.Filter):
+    """Drops asyncio's 'exception was never retrieved' records of Orbax's
+    reads (see `_quiet_closed_loop_reports`)."""
+
+    def filter(self, record):
+        text = str(record.msg)
+        if 'exception was never retrieved' not in text:
+            return True
+        text += repr(record.args) + repr(record.exc_info)
+        return not any(w in text for w in ('orbax', 'OCDBT', 'TensorStore'))
+
+
+def is_mismatch(error: Exception) -> bool:
+    """Whether a restore failed because the checkpoint's tree or shapes do
+    not fit the target (not because its files are damaged). Read from the
+    message without TensorStore's spec, which names shapes either way."""
+    text = first_lines(error).lower()
+    return isinstance(error, (ValueError, TypeError)) and (
+        'shape' in text or 'structure' in text
+    )
+
+
+def unreadable(directory: str, step: int, error: Exception, others=()):
+    """The CheckpointMismatchError for a checkpoint that cannot be read."""
+    rest = [s for s in others if s != step]
+    hint = (
+        f' Other checkpoints: {rest} (--step N).' if rest else ''
+    ) + ' Training in the workdir again moves a damaged one aside and resumes.'
+    return CheckpointMismatchError(
+        f'Checkpoint {directory}/{step} is unreadable: '
+        f'{first_lines(error, 1, 300).rstrip(".")}.{hint}'
+    )
+
+
+def first_lines(error: Exception, lines: int = 6, chars: int = 800) -> str:
     """The start of an error's message (orbax's tree diffs run long)."""
     text = _ORBAX_ADVICE.sub('', str(error))
     text = '\n'.join(text.splitlines()[:lines]) or type(error).__name__
@@ -323,14 +412,20 @@ def read_state(step_dir: str) -> Any:
     """
     path = os.path.abspath(os.path.join(step_dir, 'state'))
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    with ocp.StandardCheckpointer() as c:
-        # The item's own metadata: the step metadata lives one folder up (the
-        # manager's), so `c.metadata(path)` would warn that it is missing.
-        tree = ocp.StandardCheckpointHandler().metadata(epath.Path(path))
-        target = jax.tree.map(
-            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree
-        )
-        return c.restore(path, target)
+    _quiet_closed_loop_reports()  # Should it be damaged.
+    try:
+        with ocp.StandardCheckpointer() as c:
+            # The item's own metadata: the step metadata lives one folder up
+            # (the manager's), so `c.metadata(path)` would warn it is missing.
+            tree = ocp.StandardCheckpointHandler().metadata(epath.Path(path))
+            target = jax.tree.map(
+                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                tree,
+            )
+            return c.restore(path, target)
+    except Exception as e:  # pylint: disable=broad-except
+        directory, step = os.path.split(os.path.normpath(step_dir))
+        raise unreadable(directory, int(step) if step.isdigit() else step, e) from None
 
 
 def read_meta(step_dir: str) -> dict:

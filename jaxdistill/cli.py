@@ -299,8 +299,7 @@ def workdir_config(workdir: str, *, task: str = '', needed_by: str = ''):
         raise JaxdistillError(
             f'{workdir} holds no run (no config.json); pass the --workdir used for training.'
         )
-    with open(path, encoding='utf-8') as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(configuration.read_saved(path))
     if task and config.get('task') != task:
         raise ConfigError(
             f'{workdir} is a {config.get("task")!r} run; {needed_by} needs a '

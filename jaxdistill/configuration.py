@@ -45,6 +45,17 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     path, _, arg = spec.partition(':')
     if not os.path.isfile(path):
         raise ConfigError(f'Config file not found: {path}')
+    if not path.endswith('.py'):
+        hint = (
+            " (a run's saved config: resume it with --workdir DIR alone, or "
+            'start from the config file it names in DIR/config_source.json)'
+            if path.endswith('.json')
+            else ''
+        )
+        raise ConfigError(
+            f'--config {path}: a config is a Python file (.py) with a '
+            f'get_config(arg=None) function{hint}.'
+        )
     module_spec = importlib.util.spec_from_file_location(
         f'_jaxdistill_config_{abs(hash(path))}', path
     )
@@ -170,10 +181,29 @@ def apply_overrides(
             raise _unknown_key(key, config)
         with node.ignore_type():
             if isinstance(node[leaf], ml_collections.ConfigDict):
-                node[leaf] = _parse_group(key, text, node[leaf])
+                old = node[leaf]
+                node[leaf] = _parse_group(key, text, old)
+                _note_dropped(key, old, node[leaf])
             else:
                 node[leaf] = _parse(key, text, node[leaf])
     return config
+
+
+def _note_dropped(key: str, old, new) -> None:
+    """A note on stderr when a dict given for group `key` left out fields
+    the group had (a dict replaces the whole group; a schedule spec is
+    replaced knowingly)."""
+    if not isinstance(new, ml_collections.ConfigDict) or is_schedule_spec(old):
+        return
+    dropped = [f'{key}.{k}' for k in old.keys() if k not in new]
+    if dropped:
+        shown = ', '.join(dropped[:6]) + (', ...' if len(dropped) > 6 else '')
+        print(
+            f'note: --config.{key} replaces the whole group, so its other '
+            f'{len(dropped)} field(s) are gone ({shown}): the code takes its own '
+            f'defaults for them. To change single fields, use --config.{key}.FIELD=V.',
+            file=sys.stderr,
+        )
 
 
 def is_schedule_spec(value) -> bool:
@@ -228,6 +258,28 @@ def require(config, *keys: str):
                     f'The config has no key {key!r}, which this run needs.'
                 )
             node = node[part]
+
+
+def read_saved(path: str) -> dict:
+    """A run's saved config (DIR/config.json) as a dict; a ConfigError
+    naming the file, and the line where JSON broke, if it is not one."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            saved = json.load(f)
+    except json.JSONDecodeError as e:
+        problem = f'not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})'
+    except (OSError, UnicodeDecodeError) as e:
+        problem = f'unreadable ({e})'
+    else:
+        if isinstance(saved, dict):
+            return saved
+        problem = f'a JSON {type(saved).__name__}, not an object of config keys'
+    raise ConfigError(
+        f"{path} is damaged: {problem}. It is the run's config, written at "
+        'every start; restore it from a copy, or move it away to start the '
+        'workdir afresh with --config (its checkpoints are then checked '
+        'against the new config as they are restored).'
+    )
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

@@ -13,7 +13,10 @@ The x axis is the step, or with `--x minutes` the wall-clock minutes since
 the run's first record (a resumed run's pause shows as a jump).
 
 A training run writes DIR/metrics.png like this at its end. A `--workdir`
-that is a folder of runs (a sweep) draws every run in it, two levels down.
+that is a folder of runs (a sweep) draws every run in it, two levels down;
+of several runs, one that has started but not logged yet is left out, with a
+note. `--out` takes its format from its extension (.png, .pdf, .svg, ...);
+an existing folder means FOLDER/metrics.png.
 
   python -m jaxdistill.plot --workdir /tmp/a --workdir /tmp/b --out /tmp/ab.png
 """
@@ -101,6 +104,44 @@ def panels_for(keys: set[str], patterns: Sequence[str] = ()) -> list[tuple]:
     return out
 
 
+def supported_formats() -> list[str]:
+    """The image formats (file name extensions) matplotlib can write."""
+    from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
+
+    return sorted(backend_agg.FigureCanvasAgg.get_supported_filetypes())
+
+
+def out_path(out: str) -> str:
+    """The file `plot_runs` writes for `out`: `out/metrics.png` if `out` is a
+    folder (an existing one, or a path ending in a separator), `out.png` if
+    it has no extension, else `out` itself.
+
+    Raises:
+      ConfigError: the extension is not an image format matplotlib writes.
+    """
+    if out.endswith(('/', os.sep)) or os.path.isdir(out):
+        return os.path.join(out, 'metrics.png')
+    ext = os.path.splitext(out)[1].lstrip('.')
+    if not ext:
+        return out + ('png' if out.endswith('.') else '.png')
+    formats = supported_formats()
+    if ext.lower() not in formats:
+        raise ConfigError(
+            f'--out {out!r}: cannot write a .{ext} image; the supported formats '
+            'are: ' + ', '.join(formats) + '.'
+        )
+    return out
+
+
+def _has_logged(workdir: str) -> bool:
+    """False for a run that has started (holds config.json) but not logged
+    yet (no metrics.jsonl); True otherwise, so that a path holding no run at
+    all gets read_metrics's error."""
+    return os.path.exists(os.path.join(workdir, 'metrics.jsonl')) or not (
+        os.path.isfile(os.path.join(workdir, 'config.json'))
+    )
+
+
 def plot_runs(
     workdirs: Sequence[str],
     out: str,
@@ -108,14 +149,34 @@ def plot_runs(
     patterns: Sequence[str] = (),
     x: str = 'step',
 ) -> list[str]:
-    """Draws the runs' curves into `out` (PNG); returns the panel titles.
+    """Draws the runs' curves into `out_path(out)`; returns the panel titles.
+
+    Of several runs, one that has not logged yet (config.json but no
+    metrics.jsonl) is left out, with a note on stderr.
 
     Raises:
-      DataError: a workdir has no readable metrics.jsonl, or nothing to plot.
-      ConfigError: an unknown x axis, or a pattern that matches nothing.
+      DataError: a workdir has no readable metrics.jsonl (none of several
+        runs has logged yet, or a path holds no run), or nothing to plot.
+      ConfigError: an unknown x axis or image format, or a pattern that
+        matches nothing.
     """
     if x not in X_AXES:
         raise ConfigError(f'x axis {x!r} unknown; valid: {" | ".join(X_AXES)}.')
+    out = out_path(out)
+    waiting = [w for w in workdirs if not _has_logged(w)]
+    if len(waiting) == 1 == len(workdirs):
+        raise DataError(
+            f'{os.path.join(waiting[0], "metrics.jsonl")} does not exist yet: the '
+            f'run in {waiting[0]} has started but not logged yet.'
+        )
+    if waiting and len(waiting) == len(workdirs):
+        raise DataError(
+            f'no run has logged yet: {", ".join(waiting)} (each holds config.json '
+            'but no metrics.jsonl yet).'
+        )
+    for w in waiting:
+        print(f'note: skipping {w}: it has not logged yet.', file=sys.stderr)
+    workdirs = [w for w in workdirs if w not in waiting]
     runs = [metrics_lib.read_metrics(w) for w in workdirs]
     keys = set().union(*(r.keys() for records in runs for r in records))
     labels = _labels(workdirs)
@@ -182,7 +243,11 @@ def main(argv=None) -> int:
         help='a run, or a folder of runs two levels down (repeat for more)',
     )
     parser.add_argument(
-        '--out', default='', help='PNG to write (default: DIR/metrics.png of one run)'
+        '--out',
+        default='',
+        help='image to write, its format from its extension (.png, .pdf, .svg, '
+        '...); a folder means FOLDER/metrics.png, no extension adds .png '
+        '(default: DIR/metrics.png of one run)',
     )
     parser.add_argument(
         '--metric',
@@ -204,8 +269,9 @@ def main(argv=None) -> int:
     out = args.out or os.path.join(workdirs[0], 'metrics.png')
 
     def run():
-        titles = plot_runs(workdirs, out, patterns=args.metric, x=args.x)
-        print(f'wrote {out} ({", ".join(titles)})')
+        path = out_path(out)  # Before anything is read or drawn.
+        titles = plot_runs(workdirs, path, patterns=args.metric, x=args.x)
+        print(f'wrote {path} ({", ".join(titles)})')
 
     return cli.main_guard(run)
 

@@ -7,9 +7,13 @@
 Every combination of the `--grid` values (the last grid varies fastest) is a
 training run of its own, `python -m jaxdistill.train` in a process of its own,
 in WORKDIR/KEY=VALUE,KEY=VALUE with the `--config.` overrides given here and
-then its grid values. Every combination is checked against the config before
-anything trains, so a grid key or value the config refuses is an error naming
-it, with nothing run.
+then its grid values. (A value whose folder name would lose something, a '/'
+or a space inside a string, gets '@' and a short hash of its exact text:
+`data.files_dir=_a_b@662b7b62`.) Every combination is checked against the
+config before anything trains, so a grid key or value the config refuses is
+an error naming it, with nothing run; so is a key both in `--grid` and given
+as `--config.KEY=V`, and two values of a key that the config reads as the
+same value (`0.001,1e-3`).
 
 Run the same command again to go on: runs that finished with the config they
 would get now are skipped, stopped ones resume from their last checkpoint,
@@ -34,10 +38,13 @@ each run's state and evaluation. `python -m jaxdistill.runs WORKDIR` and
 `python -m jaxdistill.plot --workdir WORKDIR` show the runs as they go.
 """
 
+import ast
+import hashlib
 import itertools
 import json
 import math
 import os
+import shlex
 import signal
 import statistics
 import subprocess
@@ -97,18 +104,114 @@ def parse_grid(specs) -> dict[str, list[str]]:
     return grid
 
 
+_NAME_BYTES = 255  # The most a folder name has on most filesystems.
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode('utf-8')).hexdigest()[:8]
+
+
+def _name_part(text: str) -> str:
+    """`text` as part of a folder name: '/' becomes '_' and spaces go, as
+    before; where that loses something (a path, a space inside a string),
+    '@' and a hash of the exact text follow, so distinct values stay apart."""
+    safe = text.replace(os.sep, '_').replace('/', '_').replace(' ', '')
+    if safe == text:
+        return text
+    if '/' not in text and os.sep not in text:
+        # Spaces between the items of a literal ('(24, 48)') mean nothing.
+        try:
+            if repr(ast.literal_eval(text)) == repr(ast.literal_eval(safe)):
+                return safe
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            pass
+    return f'{safe}@{_digest(text)}'
+
+
 def _run_name(combo: dict) -> str:
-    """The run's folder name: KEY=VALUE,... (a '/' in a value becomes '_')."""
+    """The run's folder name: KEY=VALUE,... (see `_name_part`; a name too
+    long for a folder is cut, with a hash of the whole combination)."""
     if not combo:
         return 'run'
-    name = ','.join(f'{k}={v}' for k, v in combo.items())
-    return name.replace(os.sep, '_').replace(' ', '')
+    name = ','.join(f'{_name_part(k)}={_name_part(v)}' for k, v in combo.items())
+    if len(name.encode('utf-8')) > _NAME_BYTES:
+        head = name.encode('utf-8')[: _NAME_BYTES - 9].decode('utf-8', 'ignore')
+        name = f'{head}@{_digest(json.dumps(list(combo.items())))}'
+    return name
+
+
+def check_overrides(grid: dict, overrides) -> None:
+    """ConfigError for a `--config.KEY=V` that a `--grid` key also sets (the
+    grid's value would silently replace it), KEY itself or a field inside a
+    gridded group."""
+    for item in overrides:
+        key = item.partition('=')[0].strip()
+        for g in grid:
+            if key == g or key.startswith(g + '.'):
+                raise ConfigError(
+                    f'--config.{item} sets {key}, which --grid {g}='
+                    f'{",".join(grid[g])} also sets (each run would take the '
+                    f"grid's value); give {key} either as --grid or as "
+                    '--config., not both.'
+                )
+
+
+def _at(config: dict, key: str):
+    """The value at dotted `key` of a config's JSON (None if absent)."""
+    for part in key.split('.'):
+        if not isinstance(config, dict) or part not in config:
+            return None
+        config = config[part]
+    return config
+
+
+def _check_distinct(runs: list[dict]) -> None:
+    """ConfigError where two combinations train the same config (values
+    spelt differently that the config reads as one: '0.001' and '1e-3'), or
+    would share a folder."""
+    seen = {}
+    for run in runs:
+        text = json.dumps(run['config'], sort_keys=True)
+        first = seen.setdefault(text, run)
+        if first is run:
+            continue
+        keys = [k for k in run['grid'] if run['grid'][k] != first['grid'][k]]
+        if len(keys) == 1:
+            (k,) = keys
+            value = json.dumps(_at(run['config'], k))
+            raise ConfigError(
+                f'--grid {k}: {first["grid"][k]!r} and {run["grid"][k]!r} are '
+                f'the same value ({value}) for the config; give each value once.'
+            )
+        which = ', '.join(
+            f'{k} {first["grid"][k]!r} and {run["grid"][k]!r}' for k in keys
+        )
+        raise ConfigError(
+            f'--grid: runs {first["name"]} and {run["name"]} would train the '
+            f'same config ({which}); give each setting once.'
+        )
+    names = {}
+    for run in runs:
+        # Case apart too: some filesystems do not tell 'A' from 'a'.
+        first = names.setdefault(run['name'].casefold(), run)
+        if first is not run:
+            which = ', '.join(
+                f'{k} {first["grid"][k]!r} and {run["grid"][k]!r}'
+                for k in run['grid']
+                if run['grid'][k] != first['grid'][k]
+            )
+            raise ConfigError(
+                f'--grid: two runs ({which}) would share the folder '
+                f'{first["name"]!r}; give values that differ in more than '
+                'case or spaces.'
+            )
 
 
 def plan(config_spec: str, overrides, grid) -> list[dict]:
     """One entry per combination: its name, grid values, overrides and the
     config it trains with (JSON). Every combination's config is built here,
-    so a value the config refuses is a ConfigError naming it. (The shared
+    so a value the config refuses is a ConfigError naming it, and so are two
+    combinations with the same config or folder. (The shared
     `overrides` are checked by the caller, with an error of their own.)"""
     runs = []
     for values in itertools.product(*grid.values()):
@@ -127,6 +230,7 @@ def plan(config_spec: str, overrides, grid) -> list[dict]:
                 'config': json.loads(configuration.to_json(config)),
             }
         )
+    _check_distinct(runs)
     return runs
 
 
@@ -309,6 +413,7 @@ def sweep(args, overrides) -> int:
             f'--over {", ".join(unknown)}: not a --grid key ({", ".join(grid)}).'
         )
     slots = parse_slots(args.parallel, args.slot_env)
+    check_overrides(grid, overrides)
     base = configuration.apply_overrides(
         configuration.load_config(args.config), overrides
     )
@@ -321,10 +426,11 @@ def sweep(args, overrides) -> int:
     )
     if args.dry_run:
         for n, env in enumerate(slots if len(slots) > 1 else []):
-            print(f'slot {n}: ' + (' '.join(f'{k}={v}' for k, v in env.items()) or '-'))
+            shown = ' '.join(f'{k}={shlex.quote(v)}' for k, v in env.items())
+            print(f'slot {n}: ' + (shown or '-'))
         for i, run in enumerate(runs, 1):
             workdir = os.path.join(args.workdir, run['name'])
-            print(f'[{i}/{total}] ' + ' '.join(_command(args, run, workdir)))
+            print(f'[{i}/{total}] ' + shlex.join(_command(args, run, workdir)))
         return 0
     os.makedirs(args.workdir, exist_ok=True)
     # One sweep per folder (two would take turns refusing each other's runs).

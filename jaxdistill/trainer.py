@@ -35,6 +35,7 @@ from jaxdistill import tasks  # noqa: F401  (registers the tasks)
 from jaxdistill.errors import (
     CheckpointMismatchError,
     ConfigError,
+    JaxdistillError,
     NonFiniteLossError,
 )
 from jaxdistill.methods import make_method
@@ -176,8 +177,7 @@ def _saved_config(workdir) -> dict | None:
     path = os.path.join(workdir, 'config.json')
     if not os.path.exists(path):
         return None
-    with open(path, encoding='utf-8') as f:
-        return json.load(f)
+    return configuration.read_saved(path)
 
 
 def _check_config_compatible(config, workdir):
@@ -596,6 +596,25 @@ class _EarlyStop:
         )
 
 
+def _make_workdir(workdir: str, *, writes: bool) -> None:
+    """Creates `workdir`; a JaxdistillError naming it if it is a file, cannot
+    be created, or (for a run that writes) cannot be written."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise JaxdistillError(f'--workdir {workdir} is a file, not a folder.')
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise JaxdistillError(
+            f'--workdir {workdir} cannot be created: {e.strerror or e} '
+            f'({e.filename or workdir}).'
+        ) from None
+    if writes and not os.access(workdir, os.W_OK | os.X_OK):
+        raise JaxdistillError(
+            f'--workdir {workdir} is not writable by this user: a run writes '
+            'its checkpoints, logs and lock there.'
+        )
+
+
 def _absolute_imports(config) -> None:
     """`config.imports` with each .py path made absolute, so that config.json
     names the same files for `evaluate` or `translate` run from elsewhere."""
@@ -634,7 +653,7 @@ class Trainer:
         registry.import_plugins(config.get('imports', ()))
         _check_loop_settings(config)
         cli.check_local(workdir)
-        os.makedirs(workdir, exist_ok=True)
+        _make_workdir(workdir, writes=not read_only)
         process_check.check(config, workdir, writes=not read_only)
         self._lock = None if read_only else workdir_lock.lock_workdir(workdir)
         try:
@@ -703,17 +722,16 @@ class Trainer:
         )
         try:
             if restore_step is None:
-                restored = self.ckpt.restore_latest(self.abstract)
+                restored = self.ckpt.restore_latest(
+                    self.abstract, set_aside=not read_only
+                )
             elif restore_step not in self.ckpt.all_steps():
                 raise CheckpointMismatchError(
                     f'No checkpoint for step {restore_step} in '
                     f'{self.ckpt.directory}; available: {self.ckpt.all_steps()}'
                 )
             else:
-                restored = (
-                    restore_step,
-                    *self.ckpt.restore(restore_step, self.abstract),
-                )
+                restored = (restore_step, *self._restore(restore_step))
         except CheckpointMismatchError as e:
             self._close_quietly()
             changed = _changed_settings(config, workdir)
@@ -762,6 +780,20 @@ class Trainer:
             resume_step=self.start_step if restored else None,
             enabled=not read_only,
         )
+
+    def _restore(self, step: int):
+        """(state, meta) of checkpoint `step`, named if it cannot be read."""
+        try:
+            return self.ckpt.restore(step, self.abstract)
+        except Exception as e:  # pylint: disable=broad-except
+            if checkpoint_lib.is_mismatch(e):
+                raise CheckpointMismatchError(
+                    f'Checkpoint {self.ckpt.directory}/{step} does not fit the '
+                    f'current model and optimizer: {checkpoint_lib.first_lines(e)}'
+                ) from None
+            raise checkpoint_lib.unreadable(
+                self.ckpt.directory, step, e, others=self.ckpt.all_steps()
+            ) from None
 
     def _close_quietly(self):
         """Closes the checkpointer on the way out of an error: a failure here

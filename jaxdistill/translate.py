@@ -20,7 +20,7 @@ from jaxdistill import cli
 from jaxdistill import compile_cache
 from jaxdistill import configuration
 from jaxdistill import hostmem
-from jaxdistill.errors import JaxdistillError
+from jaxdistill.errors import DataError, JaxdistillError
 
 
 def _parse(argv):
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
             capacity=args.capacity,
         )
         e = config.eval
-        texts = [line.rstrip('\r\n') for line in sys.stdin]
+        texts = read_lines(sys.stdin.buffer, 'stdin')
         print(
             f'translating {len(texts)} lines with checkpoint(s) {steps}',
             file=sys.stderr,
@@ -153,6 +153,21 @@ def main(argv=None) -> int:
         sys.stdout.flush()
 
     return cli.main_guard(run)
+
+
+def read_lines(stream, name: str) -> list[str]:
+    """The lines of a binary stream as text, without their line ends; a
+    DataError naming the line that is not valid UTF-8."""
+    texts = []
+    for number, raw in enumerate(stream, 1):
+        try:
+            texts.append(raw.decode('utf-8').rstrip('\r\n'))
+        except UnicodeDecodeError as e:
+            raise DataError(
+                f'{name} line {number}: invalid UTF-8 (byte offset {e.start}); '
+                'translate reads UTF-8 text, one sentence a line.'
+            ) from None
+    return texts
 
 
 if __name__ == '__main__':

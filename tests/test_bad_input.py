@@ -435,3 +435,36 @@ def test_a_remote_workdir_is_refused_not_written_locally(capsys, tmp_path, monke
     with pytest.raises(JaxdistillError, match=r'workdir s3://b/r: remote paths'):
         trainer.Trainer(config, 's3://b/r')
     assert not list(tmp_path.iterdir())  # No local 'gs:' or 's3:' folder.
+
+
+def test_workdir_and_config_file_mistakes_are_named(capsys, tmp_path):
+    """A workdir that is a file, a run's config.json given as --config, and a
+    damaged config.json in the workdir: one line each, nothing written."""
+    afile = tmp_path / 'afile'
+    afile.write_text('hi')
+    code, _, err = _train(capsys, afile)
+    assert code == 2 and f'error: --workdir {afile} is a file, not a folder.' in err
+    assert afile.read_text() == 'hi'
+
+    saved = tmp_path / 'config.json'
+    saved.write_text(configuration.to_json(configuration.load_config(helpers.CONFIG)))
+    code = train.main(['--config', str(saved), '--workdir', str(tmp_path / 'j')])
+    err = capsys.readouterr().err
+    assert code == 2 and 'Traceback' not in err
+    assert f'error: --config {saved}: a config is a Python file (.py)' in err
+    assert 'resume it with --workdir DIR alone' in err
+    assert not (tmp_path / 'j').exists()
+
+    work = tmp_path / 'run'
+    work.mkdir()
+    for text, problem in [
+        ('{"model": {\n', 'not valid JSON (line 2, column 1: Expecting property name'),
+        ('[1, 2]', 'a JSON list, not an object of config keys'),
+    ]:
+        (work / 'config.json').write_text(text)
+        code, _, err = _train(capsys, work)
+        assert code == 2 and 'Traceback' not in err, err
+        assert f'error: {work}/config.json is damaged: {problem}' in err, err
+        assert (work / 'config.json').read_text() == text  # Left as it was.
+        assert evaluate.main(['--workdir', str(work)]) == 2
+        assert f'{work}/config.json is damaged' in capsys.readouterr().err

@@ -7,6 +7,7 @@ import pytest
 
 from jaxdistill import configuration
 from jaxdistill.errors import ConfigError
+from tests import helpers
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / 'configs'
 
@@ -205,3 +206,16 @@ def test_train_prints_the_config_the_overrides_make(capsys, tmp_path, monkeypatc
     with pytest.raises(SystemExit):
         train.main(['--config', spec])
     assert 'required: --workdir' in capsys.readouterr().err
+
+
+def test_a_dict_for_a_group_notes_the_fields_it_drops(capsys):
+    config = configuration.load_config(helpers.CONFIG)
+    configuration.apply_overrides(config, ['model={"d_model": 64}'])
+    assert dict(config.model) == {'d_model': 64}
+    err = capsys.readouterr().err
+    assert err.startswith('note: --config.model replaces the whole group, so its ')
+    assert 'model.d_ff' in err and 'use --config.model.FIELD=V' in err
+    # A dict with every field: nothing is dropped, nothing to say.
+    full = dict(configuration.load_config(helpers.CONFIG).optimizer)
+    configuration.apply_overrides(config, [f'optimizer={full!r}'])
+    assert capsys.readouterr().err == ''

@@ -179,3 +179,48 @@ def test_resume_on_another_device_count_rebatches_with_a_note(tmp_path):
     assert meta['devices'] == 1 and now < before
     # Four steps on from the same fraction of the epoch.
     assert meta['data_position'] == {'epoch': 0, 'index': 76 * now // before + 4}
+
+
+def test_damaged_array_data_is_named_by_readers_and_set_aside_quietly(tmp_path, capsys):
+    """The array data of the newest checkpoint cut short (the metadata
+    intact): `evaluate` and `translate`, which only read a run, name it and
+    move nothing; a resumed run sets it aside with one warning, without the
+    hundreds of tracebacks TensorStore's orphaned reads used to print."""
+    from jaxdistill import evaluate, translate
+
+    work = tmp_path / 'w'
+    overrides = (
+        '--config.num_train_steps=20',
+        '--config.checkpoint.every_steps=10',
+        '--config.eval.bleu=False',
+    )
+    assert (
+        train.main(['--config', helpers.CONFIG, '--workdir', str(work), *overrides])
+        == 0
+    )
+    data = list((work / 'checkpoints' / '20' / 'state').glob('ocdbt.process_*/d/*'))
+    assert data
+    for f in data:
+        with f.open('r+b') as handle:
+            handle.truncate(10)
+    capsys.readouterr()
+    named = f'Checkpoint {work}/checkpoints/20 is unreadable: Encountered error'
+    assert evaluate.main(['--workdir', str(work)]) == 2
+    err = capsys.readouterr().err
+    assert named in err and 'Other checkpoints: [10] (--step N).' in err, err[-2000:]
+    assert 'TensorStore details' not in err
+    assert evaluate.main(['--workdir', str(work), '--step', '20']) == 2
+    assert named in capsys.readouterr().err
+    assert translate.main(['--workdir', str(work)]) == 2
+    assert named in capsys.readouterr().err
+    assert sorted(p.name for p in (work / 'checkpoints').iterdir()) == ['10', '20']
+    assert not (work / 'checkpoints_damaged').exists()
+    assert evaluate.main(['--workdir', str(work), '--step', '10']) == 0
+
+    result = helpers.run(helpers.train_cmd(work, '--config.num_train_steps=25'))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f'Resumed from {work}/checkpoints/10' in result.stdout
+    warnings = [l for l in result.stderr.splitlines() if 'is unreadable' in l]
+    assert len(warnings) == 1 and 'moved to' in warnings[0], result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+    assert (work / 'checkpoints_damaged').exists()

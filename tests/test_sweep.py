@@ -1,7 +1,10 @@
 """`python -m jaxdistill.sweep`: a grid of runs, resumable, summarised."""
 
 import json
+import os
+import shlex
 import signal
+import subprocess
 import sys
 
 import numpy as np
@@ -65,6 +68,128 @@ def test_grid_values_and_errors():
         sweep.parse_slots(0, ['A=0;1', 'B=x'])
     with pytest.raises(ConfigError, match='--parallel 3, but --slot_env gives 2'):
         sweep.parse_slots(3, ['A=0;1'])
+
+
+def _plan(*specs, overrides=()):
+    return sweep.plan(helpers.CONFIG, list(overrides), sweep.parse_grid(list(specs)))
+
+
+def test_run_names_are_readable_and_no_two_runs_share_a_folder():
+    # Plain values keep the names they always had (a rerun skips their runs).
+    assert sweep._run_name({'seed': '0', 'model.d_ff': '32'}) == 'seed=0,model.d_ff=32'  # pylint: disable=protected-access
+    for value in ('(24,48)', '(24, 48)'):
+        assert sweep._run_name({'b': value}) == 'b=(24,48)'  # pylint: disable=protected-access
+    assert sweep._run_name({'lr': '1e-3', 'x': 'True'}) == 'lr=1e-3,x=True'  # pylint: disable=protected-access
+    assert sweep._run_name({}) == 'run'  # pylint: disable=protected-access
+    # A value whose name would lose something gets a hash of its exact text.
+    names = [
+        sweep._run_name({'data.files_dir': v})  # pylint: disable=protected-access
+        for v in ('/a/b', '/a_b', '_a_b', 'a b', 'ab', "('a b',)", "('ab',)")
+    ]
+    assert len(set(names)) == len(names), names
+    assert names[0].startswith('data.files_dir=_a_b@') and '/' not in names[0]
+    assert names[2] == 'data.files_dir=_a_b' and names[4] == 'data.files_dir=ab'
+    assert names[0] == sweep._run_name({'data.files_dir': '/a/b'})  # pylint: disable=protected-access
+    # Too long for a folder: cut, with a hash of the whole combination.
+    long = [sweep._run_name({'k': 'x' * 300 + e}) for e in 'ab']  # pylint: disable=protected-access
+    assert long[0] != long[1] and all(len(n.encode()) <= 255 for n in long)
+
+    runs = _plan('data.files_dir=/a/b,/a_b')
+    assert len({r['name'] for r in runs}) == 2
+    # What the names cannot tell apart (text a string field takes as it is,
+    # case, which some filesystems ignore) is refused, naming both values.
+    for spec, message in [
+        (
+            'data.files_dir=(24, 48),(24,48)',
+            r"two runs \(data.files_dir '\(24, 48\)' and '\(24,48\)'\) would "
+            r"share the folder 'data.files_dir=\(24,48\)'",
+        ),
+        ('data.files_dir=A,a', "two runs \\(data.files_dir 'A' and 'a'\\)"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            _plan(spec)
+
+
+def test_grid_values_the_config_reads_as_one_are_repeats():
+    for spec, message in [
+        (
+            'optimizer.learning_rate=0.001,1e-3',
+            "--grid optimizer.learning_rate: '0.001' and '1e-3' are the same "
+            'value \\(0.001\\) for the config; give each value once.',
+        ),
+        ('seed=0,00', "--grid seed: '0' and '00' are the same value \\(0\\)"),
+        (
+            'data.bucket_lengths=(24, 48),(24,48)',
+            "--grid data.bucket_lengths: '\\(24, 48\\)' and '\\(24,48\\)' are the same",
+        ),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            _plan('seed=1,2' if not spec.startswith('seed') else 'model.d_ff=8', spec)
+    # A later grid key that replaces the group makes the values one too.
+    with pytest.raises(
+        ConfigError, match=r"--grid model.d_ff: '32' and '64' are the same value \(8\)"
+    ):
+        _plan('model.d_ff=32,64', 'model={"d_ff": 8}')
+    assert len(_plan('optimizer.learning_rate=0.001,2e-3')) == 2
+    # Two keys apart, one config: both named.
+    runs = [
+        {'name': f'a={a},b={b}', 'grid': {'a': a, 'b': b}, 'config': {'x': 1}}
+        for a, b in (('0', '1'), ('1', '0'))
+    ]
+    with pytest.raises(
+        ConfigError,
+        match=r"runs a=0,b=1 and a=1,b=0 would train the same config \(a '0' and "
+        r"'1', b '1' and '0'\); give each setting once.",
+    ):
+        sweep._check_distinct(runs)  # pylint: disable=protected-access
+
+
+def test_a_key_both_gridded_and_overridden_is_refused(tmp_path, capfd):
+    grid = sweep.parse_grid(['seed=0,1', 'model={"d_ff": 8}'])
+    sweep.check_overrides(grid, ['model_seed=3', 'modelx.y=1'])  # Others: fine.
+    with pytest.raises(ConfigError, match='--config.model.d_ff=4 sets model.d_ff'):
+        sweep.check_overrides(grid, ['model.d_ff=4'])
+    argv = [*ARGS, '--workdir', str(tmp_path / 's'), '--grid', 'seed=0,1']
+    assert sweep.main([*argv, '--config.seed=5', '--dry_run']) == 2
+    err = capfd.readouterr().err
+    assert (
+        'error: --config.seed=5 sets seed, which --grid seed=0,1 also sets '
+        "(each run would take the grid's value); give seed either as --grid "
+        'or as --config., not both.'
+    ) in err
+    assert not (tmp_path / 's').exists()
+
+
+def test_dry_run_prints_commands_bash_can_run(tmp_path, capfd):
+    work = tmp_path / 'my sweep'
+    argv = [*ARGS, '--workdir', str(work), '--dry_run']
+    argv += ['--grid', 'data.bucket_lengths=(8,16),(24, 48)', '--grid', 'seed=0,1']
+    assert sweep.main([*argv, '--slot_env', 'A=x y;z']) == 0
+    out = capfd.readouterr().out
+    assert "slot 0: A='x y'" in out and 'slot 1: A=z' in out
+    lines = [l for l in out.splitlines() if l.startswith('[')]
+    assert len(lines) == 4
+    for line, name in zip(
+        lines,
+        [
+            f'data.bucket_lengths={b},seed={s}'
+            for b in ('(8,16)', '(24,48)')
+            for s in '01'
+        ],
+    ):
+        command = line.partition('] ')[2]
+        # What bash makes of the printed line: the arguments `train` gets.
+        echoed = subprocess.run(
+            ['bash', '-c', 'printf "%s\\n" ' + command],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+        assert echoed == shlex.split(command)
+        assert echoed[echoed.index('--workdir') + 1] == os.path.join(work, name)
+        assert echoed[1:3] == ['-m', 'jaxdistill.train']
+    assert '--config.data.bucket_lengths=(24, 48)' in shlex.split(lines[2])
+    assert not work.exists()
 
 
 def test_summary_groups_runs_that_differ_only_in_the_over_keys():

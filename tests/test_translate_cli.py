@@ -1,7 +1,9 @@
 """`python -m jaxdistill.translate`, checkpoint averaging and beam evaluation."""
 
+import io
 import subprocess
 import sys
+from unittest import mock
 
 import jax
 import numpy as np
@@ -150,3 +152,14 @@ def test_cli_errors_name_the_problem(run, tmp_path, capsys):
     assert '--beam must be >= 0' in capsys.readouterr().err
     assert translate.main(['--workdir', str(workdir), '--length_penalty', '-1']) == 2
     assert '--length_penalty must be >= 0' in capsys.readouterr().err
+    stdin = io.TextIOWrapper(io.BytesIO(b'a dog\n\xff\xfe runs\n'))
+    with mock.patch.object(sys, 'stdin', stdin):
+        assert translate.main(['--workdir', str(workdir)]) == 2
+    assert (
+        'error: stdin line 2: invalid UTF-8 (byte offset 0)' in capsys.readouterr().err
+    )
+    (tmp_path / 'config.json').write_text('{"model": {\n')
+    assert translate.main(['--workdir', str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f'error: {tmp_path}/config.json is damaged: not valid JSON (line 2' in err
+    assert 'Traceback' not in err
