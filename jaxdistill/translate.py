@@ -122,7 +122,7 @@ def main(argv=None) -> int:
             capacity=args.capacity,
         )
         e = config.eval
-        texts = read_lines(sys.stdin.buffer, 'stdin')
+        texts = read_lines(getattr(sys.stdin, 'buffer', sys.stdin), 'stdin')
         print(
             f'translating {len(texts)} lines with checkpoint(s) {steps}',
             file=sys.stderr,
@@ -157,9 +157,13 @@ def main(argv=None) -> int:
 
 def read_lines(stream, name: str) -> list[str]:
     """The lines of a binary stream as text, without their line ends; a
-    DataError naming the line that is not valid UTF-8."""
+    DataError naming the line that is not valid UTF-8. (A text stream's
+    lines are taken as they are.)"""
     texts = []
     for number, raw in enumerate(stream, 1):
+        if isinstance(raw, str):
+            texts.append(raw.rstrip('\r\n'))
+            continue
         try:
             texts.append(raw.decode('utf-8').rstrip('\r\n'))
         except UnicodeDecodeError as e:

@@ -193,6 +193,7 @@ def test_damaged_array_data_is_named_by_readers_and_set_aside_quietly(tmp_path, 
         '--config.num_train_steps=20',
         '--config.checkpoint.every_steps=10',
         '--config.eval.bleu=False',
+        '--config.data.bucket_lengths=(48,)',  # One step shape to compile.
     )
     assert (
         train.main(['--config', helpers.CONFIG, '--workdir', str(work), *overrides])
