@@ -11,6 +11,7 @@ lists the closest valid keys.
 import ast
 import difflib
 import importlib.util
+import inspect
 import json
 import os
 import sys
@@ -79,8 +80,14 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
         sys.path.pop(0)
     if not hasattr(module, 'get_config'):
         raise ConfigError(f'{path} has no get_config(arg=None) function.')
+    takes_arg = bool(inspect.signature(module.get_config).parameters)
+    if arg and not takes_arg:
+        raise ConfigError(
+            f'{spec}: get_config() of {path} takes no argument, so {arg!r} '
+            'cannot be passed to it.'
+        )
     try:
-        config = module.get_config(arg or None)
+        config = module.get_config(arg or None) if takes_arg else module.get_config()
     except ConfigError as e:  # A deliberate rejection, e.g. an unknown argument.
         raise ConfigError(f'{spec}: {e}') from None
     except Exception as e:
@@ -155,9 +162,19 @@ def _parse(key: str, text: str, old: Any) -> Any:
 def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """argv -> (the other arguments, `a.b=value` from each `--config.a.b=value`)."""
     rest, overrides = [], []
-    for arg in argv:
+    args = iter(argv)
+    for arg in args:
         if arg.startswith('--config.'):
-            overrides.append(arg[len('--config.') :])
+            item = arg[len('--config.') :]
+            if '=' not in item:  # `--config.seed 5`, as absl's flags take it.
+                value = next(args, None)
+                if value is None or value.startswith('--'):
+                    raise ConfigError(
+                        f'{arg} needs a value ({arg}=V).'
+                        + (f' Next came {value}.' if value else '')
+                    )
+                item = f'{item}={value}'
+            overrides.append(item)
         else:
             rest.append(arg)
     return rest, overrides

@@ -7,6 +7,7 @@ position, so a resumed run is bitwise identical to an uninterrupted one on
 CPU), then trains with periodic logging, evaluation and checkpoints.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -31,6 +32,7 @@ from jaxdistill import registry
 from jaxdistill import sharding as sharding_lib
 from jaxdistill import train_step as train_step_lib
 from jaxdistill import workdir_lock
+from jaxdistill.data import tokenizer as tokenizer_lib
 from jaxdistill import tasks  # noqa: F401  (registers the tasks)
 from jaxdistill.errors import (
     CheckpointMismatchError,
@@ -105,8 +107,36 @@ def _finite_nonnegative(value) -> bool:
     )
 
 
+# Keys the spine reads from every config (a config of one's own that does not
+# build on the library's bases may lack one: named, not a KeyError).
+REQUIRED_KEYS = (
+    'task',
+    'seed',
+    'num_train_steps',
+    'log_every_steps',
+    'model',
+    'method.name',
+    'optimizer',
+    'data',
+    'eval.every_steps',
+    'checkpoint.every_steps',
+    'checkpoint.keep',
+    'checkpoint.async_save',
+    'mesh.model_axis_size',
+    'mesh.shard_params',
+)
+
+
 def _check_loop_settings(config):
-    """ConfigError naming the first step count the training loop cannot use."""
+    """ConfigError naming the first key the spine needs and the config
+    lacks, or the first step count the training loop cannot use."""
+    try:
+        configuration.require(config, *REQUIRED_KEYS)
+    except ConfigError as e:
+        raise ConfigError(
+            f'{e} (configs/spine.py and the task bases in configs/ set every '
+            'key the spine reads: build your config on one of them)'
+        ) from None
     c = config
     configuration.check_counts(
         ('num_train_steps', c.num_train_steps, 1),
@@ -688,7 +718,9 @@ class Trainer:
                 model_axis_size=config.mesh.model_axis_size,
             ),
         )
-        self.task = registry.get('task', config.task)(config, workdir, self.mesh)
+        registry.get('method', config.method.name)  # Named before any data loads.
+        with tokenizer_lib.existing_only() if read_only else contextlib.nullcontext():
+            self.task = registry.get('task', config.task)(config, workdir, self.mesh)
         contracts.check_task(self.task, config.task)
         self.method = make_method(config.method, self.task.model_fns)
         self.tx = optim.make_optimizer(
@@ -752,7 +784,10 @@ class Trainer:
             self.start_step = 0
         else:
             self.start_step, self.state, meta = restored
-            say(f'Resumed from {self.ckpt.directory}/{self.start_step}.')
+            say(
+                f'{"Loaded" if read_only else "Resumed from"} '
+                f'{self.ckpt.directory}/{self.start_step}.'
+            )
             if changed:
                 say(f'Note: settings changed since the run was saved: {changed}.')
             others = {} if read_only else self.ckpt.ranked_by_another_metric()

@@ -468,3 +468,61 @@ def test_workdir_and_config_file_mistakes_are_named(capsys, tmp_path):
         assert (work / 'config.json').read_text() == text  # Left as it was.
         assert evaluate.main(['--workdir', str(work)]) == 2
         assert f'{work}/config.json is damaged' in capsys.readouterr().err
+
+
+def test_a_read_only_tool_does_not_make_a_missing_tokenizer_again(
+    capsys, trained, tmp_path
+):
+    import os
+    import shutil
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (trained / 'spm.model').stat().st_mode & 0o777 == 0o666 & ~umask
+    work = tmp_path / 'copy'
+    shutil.copytree(trained, work)
+    (work / 'spm.model').unlink()
+    capsys.readouterr()
+    assert evaluate.main(['--workdir', str(work)]) == 2
+    err = capsys.readouterr().err
+    assert f'error: {work}/spm.model is missing: the tokenizer the run was ' in err
+    assert not (work / 'spm.model').exists()
+
+
+def test_config_shapes_and_spellings(capsys, tmp_path):
+    """get_config() without a parameter; `--config.key value` with a space;
+    a config of one's own that lacks a key the spine reads; a misspelt
+    method named before any data is read."""
+    plain = tmp_path / 'plain.py'
+    plain.write_text(
+        'import sys\n'
+        f'sys.path.insert(0, {str(helpers.REPO / "configs")!r})\n'
+        'import translate_synthetic\n\n\n'
+        'def get_config():\n'
+        "    config = translate_synthetic.get_config('runlocal')\n"
+        '    del config.num_train_steps\n'
+        '    return config\n'
+    )
+    config = configuration.load_config(str(plain))
+    assert 'num_train_steps' not in config
+    with pytest.raises(ConfigError, match=r"takes no argument, so 'runlocal'"):
+        configuration.load_config(f'{plain}:runlocal')
+    code = train.main(['--config', str(plain), '--workdir', str(tmp_path / 'w')])
+    err = capsys.readouterr().err
+    assert code == 2 and 'Traceback' not in err
+    assert "The config has no key 'num_train_steps', which this run needs." in err
+
+    assert configuration.split_overrides(
+        ['--config.seed', '5', '--workdir', 'w', '--config.eval.bleu=False']
+    ) == (['--workdir', 'w'], ['seed=5', 'eval.bleu=False'])
+    with pytest.raises(ConfigError, match='--config.seed needs a value'):
+        configuration.split_overrides(['--config.seed', '--workdir', 'w'])
+
+    code, _, err = _train(
+        capsys,
+        tmp_path / 'm',
+        '--config.method.name=supervisd',
+        '--config.data.source=files',
+        f'--config.data.files_dir={tmp_path}/nowhere',
+    )
+    assert code == 2 and "Did you mean 'supervised'" in err and 'nowhere' not in err

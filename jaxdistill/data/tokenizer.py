@@ -1,5 +1,7 @@
 """SentencePiece tokenizer with fixed special ids, trained deterministically."""
 
+import contextlib
+import contextvars
 import io
 import json
 import logging
@@ -41,6 +43,10 @@ def _atomic_write(path, data: bytes) -> None:
     try:
         with os.fdopen(fd, 'wb') as f:
             f.write(data)
+        # mkstemp's file is private (0600); the run's other files are not.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -169,6 +175,31 @@ class Tokenizer:
         return self.sp.DecodeIds(kept)
 
 
+_EXISTING_ONLY = contextvars.ContextVar('existing_tokenizers_only', default=False)
+
+
+@contextlib.contextmanager
+def existing_only():
+    """Within it, `load_or_train_tokenizer` loads and never trains: tools that
+    only read a run (evaluate, translate) must not make its tokenizer anew."""
+    token = _EXISTING_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _EXISTING_ONLY.reset(token)
+
+
+def _check_may_train(model_path) -> None:
+    """DataError if `model_path` is missing inside `existing_only()`."""
+    if _EXISTING_ONLY.get() and not os.path.exists(model_path):
+        raise DataError(
+            f'{model_path} is missing: the tokenizer the run was trained '
+            "with, which this tool only reads (it does not make the run's "
+            'tokenizer again: the data may have changed since). Restore it '
+            'from a copy of the run.'
+        )
+
+
 def load_or_train_tokenizer(
     model_path,
     texts_fn: Callable[[], Iterable[str]],
@@ -179,6 +210,7 @@ def load_or_train_tokenizer(
 
     `texts_fn` is only called when training is needed.
     """
+    _check_may_train(model_path)
     if not os.path.exists(model_path):
         return Tokenizer.train(
             texts_fn(),
@@ -216,6 +248,7 @@ def shared_tokenizer(
 ) -> Tokenizer:
     """`load_or_train_tokenizer` on process 0; the other processes wait for it
     and load the same model (so every process tokenizes alike)."""
+    _check_may_train(model_path)  # In every process: none waits for 0 then.
     if jax.process_index() == 0:
         tok = load_or_train_tokenizer(
             model_path, texts_fn, vocab_size, user_defined_symbols
