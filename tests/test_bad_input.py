@@ -489,14 +489,13 @@ def test_a_read_only_tool_does_not_make_a_missing_tokenizer_again(
     assert not (work / 'spm.model').exists()
 
 
-def test_config_shapes_and_spellings(capsys, tmp_path):
+def test_config_shapes_and_spellings(capsys, tmp_path, monkeypatch):
     """get_config() without a parameter; `--config.key value` with a space;
     a config of one's own that lacks a key the spine reads; a misspelt
     method named before any data is read."""
     plain = tmp_path / 'plain.py'
+    monkeypatch.syspath_prepend(str(helpers.REPO / 'configs'))
     plain.write_text(
-        'import sys\n'
-        f'sys.path.insert(0, {str(helpers.REPO / "configs")!r})\n'
         'import translate_synthetic\n\n\n'
         'def get_config():\n'
         "    config = translate_synthetic.get_config('runlocal')\n"

@@ -134,11 +134,20 @@ def test_merged_overrides(saved, new, merged):
     assert cli.merged_overrides(saved, new) == merged
 
 
-def test_a_config_file_that_needs_pythonpath_falls_back_to_config_json(tmp_path):
+def test_a_config_file_that_needs_pythonpath_falls_back_to_config_json(
+    tmp_path, monkeypatch
+):
     """A config file built on the library's configs (docs/extending.md)
     needs their folder on PYTHONPATH; without it a start is refused with that
     advice, and a resume uses the run's config.json, saying why."""
+    import sys
+
     from jaxdistill import configuration
+
+    # As in a fresh process: other tests of this worker may have imported it.
+    monkeypatch.delitem(sys.modules, 'translate_synthetic', raising=False)
+    configs = str(helpers.REPO / 'configs')
+    monkeypatch.setattr(sys, 'path', [p for p in sys.path if p != configs])
 
     spec = tmp_path / 'mine.py'
     spec.write_text(
