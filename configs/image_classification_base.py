@@ -11,6 +11,7 @@ a few fields. Arguments (comma-separated, e.g. `...:runlocal,method=supervised`)
 import ml_collections
 import spine
 
+from jaxdistill import configuration
 from jaxdistill.errors import ConfigError
 
 DATA_DIRS = {'mnist': '../shared/data/mnist', 'cifar10': '../shared/data/cifar10'}
@@ -18,11 +19,7 @@ DATA_DIRS = {'mnist': '../shared/data/mnist', 'cifar10': '../shared/data/cifar10
 
 def parse_arg(arg):
     """'runlocal,dataset=mnist' -> {'runlocal': True, 'dataset': 'mnist'}."""
-    out = {}
-    for item in filter(None, (arg or '').split(',')):
-        key, _, value = item.partition('=')
-        out[key.strip()] = value.strip() if value else True
-    return out
+    return configuration.parse_config_arg(arg)
 
 
 def get_config(arg=None):

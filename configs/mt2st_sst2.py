@@ -14,6 +14,7 @@ command line leaves them where they were (override method.aux_weights too).
 import ml_collections
 import spine
 
+from jaxdistill import configuration
 from jaxdistill.errors import ConfigError
 
 ARMS = ('stl', 'mtl', 'diminish', 'switch')
@@ -21,11 +22,7 @@ ARMS = ('stl', 'mtl', 'diminish', 'switch')
 
 def parse_arg(arg):
     """'runlocal,arm=mtl' -> {'runlocal': True, 'arm': 'mtl'}."""
-    out = {}
-    for item in filter(None, (arg or '').split(',')):
-        key, _, value = item.partition('=')
-        out[key.strip()] = value.strip() if value else True
-    return out
+    return configuration.parse_config_arg(arg)
 
 
 def aux_weight(arm, total_steps, init=0.95):

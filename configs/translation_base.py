@@ -8,17 +8,14 @@ Arguments (comma-separated, e.g. `configs/translate_synthetic.py:runlocal,size=s
 import ml_collections
 import spine
 
+from jaxdistill import configuration
 from jaxdistill.errors import ConfigError
 from jaxdistill.models.transformer import SIZES
 
 
 def parse_arg(arg):
     """'runlocal,size=base' -> {'runlocal': True, 'size': 'base'}."""
-    out = {}
-    for item in filter(None, (arg or '').split(',')):
-        key, _, value = item.partition('=')
-        out[key.strip()] = value.strip() if value else True
-    return out
+    return configuration.parse_config_arg(arg)
 
 
 def get_config(arg=None, extra_args=()):

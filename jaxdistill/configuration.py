@@ -41,6 +41,20 @@ def _missing_module(path: str, name: str) -> str:
     )
 
 
+def parse_config_arg(arg: str | None) -> dict:
+    """A config file's argument: 'runlocal,size=base' -> {'runlocal': True,
+    'size': 'base'}; ConfigError for 'size=' (a name with no value)."""
+    out = {}
+    for item in filter(None, (arg or '').split(',')):
+        key, sep, value = item.partition('=')
+        if sep and not value.strip():
+            raise ConfigError(
+                f'config argument {item!r}: {key.strip()}= needs a value.'
+            )
+        out[key.strip()] = value.strip() if sep else True
+    return out
+
+
 def load_config(spec: str) -> ml_collections.ConfigDict:
     """Loads `path.py[:arg]` and returns `get_config(arg)`."""
     path, _, arg = spec.partition(':')

@@ -251,7 +251,7 @@ def table(runs: list[dict], patterns=(), now: float | None = None) -> str:
                     if r['eta_seconds'] is not None
                     else ''
                 ),
-                last or '-',
+                last or ('(metrics.jsonl damaged)' if r.get('log_error') else '-'),
                 f'{_value(best["value"])} @ {best["step"]}' if best else '-',
                 _ago(now - r['last_logged']) if r['last_logged'] else '-',
             )
@@ -288,6 +288,18 @@ def main(argv=None) -> int:
                 )
             workdirs += found
         runs = [describe(w) for w in dict.fromkeys(workdirs)]
+        logged = {k for r in runs for k in r['eval']}
+        unmatched = [
+            p for p in args.metric if not any(fnmatch.fnmatchcase(k, p) for k in logged)
+        ]
+        if unmatched and logged:
+            raise JaxdistillError(
+                f'--metric {", ".join(unmatched)} matches no evaluation metric of '
+                f'these runs; they have: {", ".join(sorted(logged))}.'
+            )
+        for r in runs:
+            if r['log_error']:
+                print(f'note: {r["log_error"]}', file=sys.stderr)
         print(json.dumps(runs, indent=2) if args.json else table(runs, args.metric))
 
     return cli.main_guard(run)

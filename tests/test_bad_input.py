@@ -525,3 +525,34 @@ def test_config_shapes_and_spellings(capsys, tmp_path, monkeypatch):
         f'--config.data.files_dir={tmp_path}/nowhere',
     )
     assert code == 2 and "Did you mean 'supervised'" in err and 'nowhere' not in err
+
+
+def test_every_pair_too_long_names_the_split_and_max_len(capsys, tmp_path):
+    long = (' '.join(f'w{i}' for i in range(300)) + '\n').encode() * 40
+    args = _files(tmp_path, long, long)
+    code, _, err = _train(capsys, tmp_path / 'w', *args)
+    assert code == 2 and 'Traceback' not in err, err[-2000:]
+    assert "data.train_split 'train': no pair is left to train on (examples 0" in err
+    assert 'filtered_too_long 40' in err and 'data.max_len=' in err, err
+
+
+def test_runs_names_a_damaged_log_and_an_unmatched_metric(capsys, tmp_path):
+    from jaxdistill import runs
+
+    work = tmp_path / 'r'
+    work.mkdir()
+    config = configuration.load_config(helpers.CONFIG)
+    (work / 'config.json').write_text(configuration.to_json(config))
+    (work / 'metrics.jsonl').write_text(
+        '{"step": 5, "eval/loss": 2.0}\nnot json\n{"step": 10, "eval/loss": 1.0}\n'
+    )
+    assert runs.main([str(work)]) == 0
+    out, err = capsys.readouterr()
+    assert '(metrics.jsonl damaged)' in out
+    assert f'note: {work}/metrics.jsonl:2: not a JSON record' in err, err
+    (work / 'metrics.jsonl').write_text('{"step": 5, "eval/loss": 2.0}\n')
+    assert runs.main([str(work), '--metric', 'eval/zzz*']) == 2
+    assert (
+        'error: --metric eval/zzz* matches no evaluation metric of these runs; '
+        'they have: eval/loss.'
+    ) in capsys.readouterr().err

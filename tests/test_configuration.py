@@ -219,3 +219,15 @@ def test_a_dict_for_a_group_notes_the_fields_it_drops(capsys):
     full = dict(configuration.load_config(helpers.CONFIG).optimizer)
     configuration.apply_overrides(config, [f'optimizer={full!r}'])
     assert capsys.readouterr().err == ''
+
+
+def test_config_arguments():
+    assert configuration.parse_config_arg('runlocal, size=base') == {
+        'runlocal': True,
+        'size': 'base',
+    }
+    assert configuration.parse_config_arg(None) == {}
+    with pytest.raises(
+        ConfigError, match="config argument 'size=': size= needs a value"
+    ):
+        configuration.load_config(f'{helpers.CONFIG.split(":")[0]}:size=')

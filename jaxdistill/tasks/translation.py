@@ -18,7 +18,7 @@ from jaxdistill import losses
 from jaxdistill import optim
 from jaxdistill import registry
 from jaxdistill import sharding as sharding_lib
-from jaxdistill.errors import ConfigError
+from jaxdistill.errors import ConfigError, DataError
 from jaxdistill.evaluation import bleu as bleu_lib
 from jaxdistill.evaluation.beam_search import generate
 from jaxdistill.methods.base import ModelFns
@@ -208,6 +208,13 @@ class TranslationTask:
             too_long=d.too_long,
             tagged=self.tagged,
         )
+        if not len(src):
+            stats = ', '.join(f'{k} {v}' for k, v in self.encode_stats.items())
+            raise DataError(
+                f'data.train_split {d.train_split!r}: no pair is left to train on '
+                f'({stats}) with data.max_len={d.max_len} tokens and '
+                f"data.too_long={d.too_long!r}; raise max_len or use 'truncate'."
+            )
         self.batch_multiple = sharding_lib.batch_multiple(
             mesh, config.method.get('num_replicas', 1)
         )
