@@ -10,8 +10,10 @@ in WORKDIR/KEY=VALUE,KEY=VALUE with the `--config.` overrides given here and
 then its grid values. (A value whose folder name would lose something, a '/'
 or a space inside a string, gets '@' and a short hash of its exact text:
 `data.files_dir=_a_b@662b7b62`.) Every combination is checked against the
-config before anything trains, so a grid key or value the config refuses is
-an error naming it, with nothing run; so is a key both in `--grid` and given
+config before anything trains, and against what a run would refuse at its
+start without data (`trainer.check_config`: ranges, model fields), so a grid
+key or value the config or the run refuses is an error naming it, with
+nothing run; so is a key both in `--grid` and given
 as `--config.KEY=V`, and two values of a key that the config reads as the
 same value (`0.001,1e-3`).
 
@@ -207,6 +209,13 @@ def _check_distinct(runs: list[dict]) -> None:
             )
 
 
+def _check_config(config) -> None:
+    """What the run would refuse at its start (`trainer.check_config`)."""
+    from jaxdistill import trainer  # pylint: disable=g-import-not-at-top
+
+    trainer.check_config(config)
+
+
 def plan(config_spec: str, overrides, grid) -> list[dict]:
     """One entry per combination: its name, grid values, overrides and the
     config it trains with (JSON). Every combination's config is built here,
@@ -220,6 +229,7 @@ def plan(config_spec: str, overrides, grid) -> list[dict]:
         config = configuration.load_config(config_spec)
         try:
             configuration.apply_overrides(config, [*overrides, *extra])
+            _check_config(config)
         except JaxdistillError as e:
             raise type(e)(f'{e} (--grid, run {_run_name(combo)})') from None
         runs.append(

@@ -626,6 +626,21 @@ class _EarlyStop:
         )
 
 
+def check_config(config) -> None:
+    """ConfigError (or PluginError) for what a run of `config` would refuse
+    at its start and can be told without data or devices: the keys the spine
+    reads, the loop's counts, the method's name, and the task's own
+    `check_config(config)` where it has one (lengths, sizes, the model's
+    fields). `python -m jaxdistill.sweep` runs it on every combination
+    before anything trains."""
+    registry.import_plugins(config.get('imports', ()))
+    _check_loop_settings(config)
+    registry.get('method', config.method.name)
+    task = registry.get('task', config.task)
+    if hasattr(task, 'check_config'):
+        task.check_config(config)
+
+
 def _make_workdir(workdir: str, *, writes: bool) -> None:
     """Creates `workdir`; a JaxdistillError naming it if it is a file, cannot
     be created, or (for a run that writes) cannot be written."""

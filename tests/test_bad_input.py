@@ -556,3 +556,29 @@ def test_runs_names_a_damaged_log_and_an_unmatched_metric(capsys, tmp_path):
         'error: --metric eval/zzz* matches no evaluation metric of these runs; '
         'they have: eval/loss.'
     ) in capsys.readouterr().err
+
+
+def test_check_config_refuses_without_data_what_a_run_would():
+    """trainer.check_config (the sweep's planning): every task's static
+    checks, the model's fields included, with no data read."""
+    from jaxdistill import trainer
+
+    for spec, override, message in [
+        (helpers.CONFIG, 'model.d_ff=-4', 'model.d_ff=-4 must be >= 1'),
+        (helpers.CONFIG, 'method.name=supervisd', "Did you mean 'supervised'"),
+        (
+            'configs/self_distill_mnist.py:runlocal',
+            'model.exit_head=bad',
+            "exit_head 'bad' is not one of blocks, branch, pool",
+        ),
+        (
+            'configs/self_distill_sst2.py:runlocal',
+            'data.vocab_size=2',
+            'data.vocab_size=2',
+        ),
+    ]:
+        config = configuration.load_config(str(helpers.REPO / spec))
+        trainer.check_config(config)  # The file's own settings pass.
+        configuration.apply_overrides(config, [override])
+        with pytest.raises(JaxdistillError, match=re.escape(message)):
+            trainer.check_config(config)

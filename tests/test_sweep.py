@@ -163,7 +163,7 @@ def test_a_key_both_gridded_and_overridden_is_refused(tmp_path, capfd):
 def test_dry_run_prints_commands_bash_can_run(tmp_path, capfd):
     work = tmp_path / 'my sweep'
     argv = [*ARGS, '--workdir', str(work), '--dry_run']
-    argv += ['--grid', 'data.bucket_lengths=(8,16),(24, 48)', '--grid', 'seed=0,1']
+    argv += ['--grid', 'data.bucket_lengths=(8,48),(24, 48)', '--grid', 'seed=0,1']
     assert sweep.main([*argv, '--slot_env', 'A=x y;z']) == 0
     out = capfd.readouterr().out
     assert "slot 0: A='x y'" in out and 'slot 1: A=z' in out
@@ -173,7 +173,7 @@ def test_dry_run_prints_commands_bash_can_run(tmp_path, capfd):
         lines,
         [
             f'data.bucket_lengths={b},seed={s}'
-            for b in ('(8,16)', '(24,48)')
+            for b in ('(8,48)', '(24,48)')
             for s in '01'
         ],
     ):
@@ -264,11 +264,24 @@ def test_a_sweep_trains_each_run_once_and_averages_over_seeds(tmp_path, capfd):
 
 def test_a_failed_run_is_reported_and_stop_on_error_stops(tmp_path, capfd):
     work = tmp_path / 'sweep'
-    # d_model 32 does not divide into 3 heads: each run fails at its start.
+    # d_model 32 does not divide into 3 heads: refused while planning, with
+    # nothing run (trainer.check_config).
     grid = ['--grid', 'model.num_heads=3,5']
-    assert sweep.main([*ARGS, '--workdir', str(work), *grid, '--stop_on_error']) == 1
+    assert sweep.main([*ARGS, '--workdir', str(work), *grid]) == 2
+    assert (
+        'd_model=32 is not divisible by num_heads=3. (--grid, run model.num_heads=3)'
+        in (capfd.readouterr().err)
+    )
+    assert not work.exists()
+    # Data that is not there: found only when each run reads it, at its start.
+    grid = ['--grid', 'data.files_dir=nowhere1,nowhere2']
+    files = '--config.data.source=files'
+    assert (
+        sweep.main([*ARGS, files, '--workdir', str(work), *grid, '--stop_on_error'])
+        == 1
+    )
     out = capfd.readouterr().out
-    assert '[1/2] model.num_heads=3 failed (exit status 2).' in out
+    assert '[1/2] data.files_dir=nowhere1 failed (exit status 2).' in out
     assert '[2/2]' not in out  # Stopped.
     record = json.loads((work / 'sweep.json').read_text())
     assert [r['state'] for r in record['runs']] == [

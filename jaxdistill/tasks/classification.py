@@ -133,11 +133,15 @@ class ClassificationTask:
         return {key: float(v) for key, v in metrics.items()}
 
 
-def _batch_multiple(config, mesh) -> int:
+def _check_batch_sizes(config) -> None:
     configuration.check_counts(
         ('data.batch_size', config.data.batch_size, 1),
         ('eval.batch_size', config.eval.batch_size, 1),
     )
+
+
+def _batch_multiple(config, mesh) -> int:
+    _check_batch_sizes(config)
     n, k = mesh.shape['data'], config.get('microbatches', 1)
     if config.data.batch_size % (n * k):
         raise ConfigError(
@@ -170,6 +174,24 @@ def _subset(arrays, n: int):
 @registry.register('task', 'image_classification')
 class ImageClassificationTask(ClassificationTask):
     """MNIST or CIFAR-10 with a multi-exit ResNet."""
+
+    @staticmethod
+    def check_config(config):
+        """ConfigError for settings this task refuses, without reading data
+        (the model is built with stand-in pixel statistics)."""
+        _check_batch_sizes(config)
+        dataset = config.data.dataset
+        if dataset not in images_lib.NUM_CLASSES:
+            raise ConfigError(
+                f'data.dataset={dataset!r}; valid: '
+                f'{" | ".join(images_lib.NUM_CLASSES)}.'
+            )
+        build_model(
+            config.model,
+            num_classes=images_lib.NUM_CLASSES[dataset],
+            pixel_mean=(0.5,),
+            pixel_std=(0.25,),
+        )
 
     def __init__(self, config, workdir: str, mesh):
         self.config, self.mesh = config, mesh
@@ -210,6 +232,19 @@ class TextClassificationTask(ClassificationTask):
     """SST-2 sentiment with a multi-exit Transformer encoder classifier."""
 
     input_key = 'tokens'
+
+    @staticmethod
+    def check_config(config):
+        """ConfigError for settings this task refuses, without reading data
+        (the model is built with the configured vocabulary size)."""
+        _check_text_data(config.data)
+        _check_batch_sizes(config)
+        build_model(
+            config.model,
+            num_classes=2,
+            vocab_size=config.data.vocab_size,
+            max_len=config.data.max_len,
+        )
 
     def __init__(self, config, workdir: str, mesh):
         self.config, self.mesh = config, mesh

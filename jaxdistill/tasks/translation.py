@@ -191,6 +191,16 @@ def check_config(config):
 class TranslationTask:
     """Everything model- and data-specific the generic trainer needs."""
 
+    @staticmethod
+    def check_config(config):
+        """ConfigError for settings this task refuses, without reading data:
+        the lengths and sizes (`check_config`), and the model's fields (built
+        with the configured vocabulary size)."""
+        check_config(config)
+        model = build_model(config.model, config.data.vocab_size)
+        if config.model.get('composite', {}).get('kind', '') in ('width', 'depth'):
+            build_composite(config.model, model.config)
+
     def __init__(self, config, workdir: str, mesh):
         self.config, self.mesh = config, mesh
         d = config.data
