@@ -218,6 +218,17 @@ class Checkpointer:
         )
         return restored['state'], restored['meta']
 
+    def restore_named(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
+        """`restore`, with a CheckpointMismatchError that says why `step`
+        cannot be restored: it does not fit `abstract_state`, or it is
+        unreadable (naming the other steps there are)."""
+        try:
+            return self.restore(step, abstract_state)
+        except Exception as e:  # pylint: disable=broad-except
+            if _is_mismatch(e):
+                raise _does_not_fit(self.directory, step, e) from None
+            raise _unreadable(self.directory, step, e, self.all_steps()) from None
+
     def restore_latest(
         self, abstract_state: Any, *, set_aside: bool = True
     ) -> tuple[int, Any, dict] | None:
@@ -234,31 +245,25 @@ class Checkpointer:
         """
         failed = []
         for step in reversed(self.all_steps()):
-            if failed and not set_aside:
-                raise unreadable(self.directory, *failed[0], others=self.all_steps())
             try:
                 state, meta = self.restore(step, abstract_state)
-            except (ValueError, TypeError) as e:
-                if is_mismatch(e):
-                    raise CheckpointMismatchError(
-                        f'Checkpoint {self.directory}/{step} does not fit the '
-                        f'current model and optimizer: {first_lines(e)}'
-                    ) from None
-                failed.append((step, e))
-                continue
             except Exception as e:  # pylint: disable=broad-except
+                if _is_mismatch(e):
+                    raise _does_not_fit(self.directory, step, e) from None
+                if not set_aside:
+                    raise _unreadable(
+                        self.directory, step, e, self.all_steps()
+                    ) from None
                 failed.append((step, e))
                 continue
             for bad_step, error in failed:
                 self._set_aside(bad_step, error)
             return step, state, meta
-        if failed and not set_aside:
-            raise unreadable(self.directory, *failed[0], others=self.all_steps())
         if failed:
             raise CheckpointMismatchError(
                 f'None of the {len(failed)} checkpoints in {self.directory} could '
                 'be read; nothing was moved or deleted. '
-                + '; '.join(f'step {s}: {first_lines(e, 1)}' for s, e in failed)
+                + '; '.join(f'step {s}: {_first_lines(e, 1)}' for s, e in failed)
                 + '. If they are damaged, move the folder aside to start again '
                 'from step 0; otherwise fix the cause and rerun to resume.'
             )
@@ -271,7 +276,7 @@ class Checkpointer:
             'Checkpoint %s/%d is unreadable (%s); moved to %s.',
             self.directory,
             step,
-            first_lines(error, 1, 300).rstrip('.'),
+            _first_lines(error, 1, 300).rstrip('.'),
             target,
         )
         if jax.process_index() == 0:
@@ -351,17 +356,24 @@ class _OrphanedReads(std_logging.Filter):
         return not any(w in text for w in ('orbax', 'OCDBT', 'TensorStore'))
 
 
-def is_mismatch(error: Exception) -> bool:
+def _does_not_fit(directory: str, step: int, error: Exception):
+    return CheckpointMismatchError(
+        f'Checkpoint {directory}/{step} does not fit the current model and '
+        f'optimizer: {_first_lines(error)}'
+    )
+
+
+def _is_mismatch(error: Exception) -> bool:
     """Whether a restore failed because the checkpoint's tree or shapes do
     not fit the target (not because its files are damaged). Read from the
     message without TensorStore's spec, which names shapes either way."""
-    text = first_lines(error).lower()
+    text = _first_lines(error).lower()
     return isinstance(error, (ValueError, TypeError)) and (
         'shape' in text or 'structure' in text
     )
 
 
-def unreadable(directory: str, step: int, error: Exception, others=()):
+def _unreadable(directory: str, step: int, error: Exception, others=()):
     """The CheckpointMismatchError for a checkpoint that cannot be read."""
     rest = [s for s in others if s != step]
     hint = (
@@ -369,11 +381,11 @@ def unreadable(directory: str, step: int, error: Exception, others=()):
     ) + ' Training in the workdir again moves a damaged one aside and resumes.'
     return CheckpointMismatchError(
         f'Checkpoint {directory}/{step} is unreadable: '
-        f'{first_lines(error, 1, 300).rstrip(".")}.{hint}'
+        f'{_first_lines(error, 1, 300).rstrip(".")}.{hint}'
     )
 
 
-def first_lines(error: Exception, lines: int = 6, chars: int = 800) -> str:
+def _first_lines(error: Exception, lines: int = 6, chars: int = 800) -> str:
     """The start of an error's message (orbax's tree diffs run long)."""
     text = _ORBAX_ADVICE.sub('', str(error))
     text = '\n'.join(text.splitlines()[:lines]) or type(error).__name__
@@ -425,7 +437,7 @@ def read_state(step_dir: str) -> Any:
             return c.restore(path, target)
     except Exception as e:  # pylint: disable=broad-except
         directory, step = os.path.split(os.path.normpath(step_dir))
-        raise unreadable(directory, int(step) if step.isdigit() else step, e) from None
+        raise _unreadable(directory, int(step) if step.isdigit() else step, e) from None
 
 
 def read_meta(step_dir: str) -> dict:

@@ -693,10 +693,10 @@ class Trainer:
     ):
         self.created = time.time()  # `time_limit_minutes` counts from here.
         self.config, self.workdir = config, workdir
-        # Plugins first: they register the methods, models or tasks named below.
+        # Plugins first (check_config imports them): they register the
+        # methods, models or tasks named below.
         _absolute_imports(config)
-        registry.import_plugins(config.get('imports', ()))
-        _check_loop_settings(config)
+        check_config(config)  # Before any data loads.
         cli.check_local(workdir)
         _make_workdir(workdir, writes=not read_only)
         process_check.check(config, workdir, writes=not read_only)
@@ -733,7 +733,6 @@ class Trainer:
                 model_axis_size=config.mesh.model_axis_size,
             ),
         )
-        registry.get('method', config.method.name)  # Named before any data loads.
         with tokenizer_lib.existing_only() if read_only else contextlib.nullcontext():
             self.task = registry.get('task', config.task)(config, workdir, self.mesh)
         contracts.check_task(self.task, config.task)
@@ -778,7 +777,10 @@ class Trainer:
                     f'{self.ckpt.directory}; available: {self.ckpt.all_steps()}'
                 )
             else:
-                restored = (restore_step, *self._restore(restore_step))
+                restored = (
+                    restore_step,
+                    *self.ckpt.restore_named(restore_step, self.abstract),
+                )
         except CheckpointMismatchError as e:
             self._close_quietly()
             changed = _changed_settings(config, workdir)
@@ -830,20 +832,6 @@ class Trainer:
             resume_step=self.start_step if restored else None,
             enabled=not read_only,
         )
-
-    def _restore(self, step: int):
-        """(state, meta) of checkpoint `step`, named if it cannot be read."""
-        try:
-            return self.ckpt.restore(step, self.abstract)
-        except Exception as e:  # pylint: disable=broad-except
-            if checkpoint_lib.is_mismatch(e):
-                raise CheckpointMismatchError(
-                    f'Checkpoint {self.ckpt.directory}/{step} does not fit the '
-                    f'current model and optimizer: {checkpoint_lib.first_lines(e)}'
-                ) from None
-            raise checkpoint_lib.unreadable(
-                self.ckpt.directory, step, e, others=self.ckpt.all_steps()
-            ) from None
 
     def _close_quietly(self):
         """Closes the checkpointer on the way out of an error: a failure here
