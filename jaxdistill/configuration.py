@@ -229,12 +229,17 @@ def _note_dropped(key: str, old, new) -> None:
     dropped = [f'{key}.{k}' for k in old.keys() if k not in new]
     if dropped:
         shown = ', '.join(dropped[:6]) + (', ...' if len(dropped) > 6 else '')
-        print(
+        note = (
             f'note: --config.{key} replaces the whole group, so its other '
             f'{len(dropped)} field(s) are gone ({shown}): the code takes its own '
-            f'defaults for them. To change single fields, use --config.{key}.FIELD=V.',
-            file=sys.stderr,
+            f'defaults for them. To change single fields, use --config.{key}.FIELD=V.'
         )
+        if note not in _NOTES_SAID:  # Once a process (a sweep builds many configs).
+            _NOTES_SAID.add(note)
+            print(note, file=sys.stderr)
+
+
+_NOTES_SAID: set[str] = set()
 
 
 def is_schedule_spec(value) -> bool:

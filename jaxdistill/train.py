@@ -5,7 +5,7 @@ checkpoint in DIR automatically. Override any field: `--config.a.b=value`.
 `--workdir DIR` alone resumes a run with the config file and overrides it was
 started with (DIR/config_source.json), after which further `--config.a.b=value`
 apply. `--print_config` prints the config as the file and the overrides make
-it, and exits.
+it, then checks it as a run would at its start (without data), and exits.
 """
 
 import sys
@@ -42,6 +42,11 @@ def main(argv=None) -> int:
             if said:
                 print(said, file=sys.stderr)
             print(configuration.to_json(config))
+            from jaxdistill import trainer  # pylint: disable=g-import-not-at-top
+
+            # What a run would refuse at its start, said after the config
+            # (ConfigError: `error: ...` on stderr, exit status 2).
+            trainer.check_config(config)
             return
         # Must precede any other use of JAX.
         from jaxdistill import sharding  # pylint: disable=g-import-not-at-top

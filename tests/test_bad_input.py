@@ -576,6 +576,27 @@ def test_check_config_refuses_without_data_what_a_run_would():
             'data.vocab_size=2',
             'data.vocab_size=2',
         ),
+        (
+            'configs/mt2st_sst2.py:runlocal',
+            'model.pooling=max',
+            "model.pooling='max'; valid: mean, cnn.",
+        ),
+        (
+            'configs/mt2st_sst2.py:runlocal,arm=switch',
+            "eval.splits=('test', 'val')",
+            "eval.splits=('test', 'val'): each must be one of train, dev, test "
+            "(not 'val').",
+        ),
+        (
+            'configs/mt2st_sst2.py:runlocal',
+            "method.aux_weights.skipgram={'kind': 'diminsh'}",
+            "method.aux_weights.skipgram.kind 'diminsh' is unknown",
+        ),
+        (
+            'configs/mt2st_sst2.py:runlocal',
+            'data.skipgram.negatives=0',
+            'data.skipgram.negatives=0 must be an integer >= 1.',
+        ),
     ]:
         config = configuration.load_config(str(helpers.REPO / spec))
         trainer.check_config(config)  # The file's own settings pass.

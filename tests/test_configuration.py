@@ -199,6 +199,11 @@ def test_train_prints_the_config_the_overrides_make(capsys, tmp_path, monkeypatc
         )
     )
     assert list(tmp_path.iterdir()) == []
+    # A config a run would refuse: printed all the same, then the refusal.
+    assert train.main([*args[:3], '--config.model.num_heads=3']) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out)['model']['num_heads'] == 3
+    assert err.strip() == 'error: d_model=32 is not divisible by num_heads=3.'
     # A misspelt key is named, as when training.
     assert train.main([*args[:3], '--config.model.d_modl=64']) == 2
     assert "Unknown config key 'model.d_modl'" in capsys.readouterr().err
@@ -208,13 +213,19 @@ def test_train_prints_the_config_the_overrides_make(capsys, tmp_path, monkeypatc
     assert 'required: --workdir' in capsys.readouterr().err
 
 
-def test_a_dict_for_a_group_notes_the_fields_it_drops(capsys):
+def test_a_dict_for_a_group_notes_the_fields_it_drops(capsys, monkeypatch):
+    monkeypatch.setattr(configuration, '_NOTES_SAID', set())
     config = configuration.load_config(helpers.CONFIG)
     configuration.apply_overrides(config, ['model={"d_model": 64}'])
     assert dict(config.model) == {'d_model': 64}
     err = capsys.readouterr().err
     assert err.startswith('note: --config.model replaces the whole group, so its ')
     assert 'model.d_ff' in err and 'use --config.model.FIELD=V' in err
+    # The same note once a process: a sweep builds a config per combination.
+    again = configuration.load_config(helpers.CONFIG)
+    configuration.apply_overrides(again, ['model={"d_model": 64}'])
+    assert dict(again.model) == {'d_model': 64}
+    assert capsys.readouterr().err == ''
     # A dict with every field: nothing is dropped, nothing to say.
     full = dict(configuration.load_config(helpers.CONFIG).optimizer)
     configuration.apply_overrides(config, [f'optimizer={full!r}'])

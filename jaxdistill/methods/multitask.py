@@ -29,7 +29,7 @@ from jaxdistill.methods.base import Method, ModelFns
 from jaxdistill.methods.supervised import supervised_metrics
 
 
-def _plain(spec):
+def plain_spec(spec):
     """ConfigDicts -> dicts, so specs compare and print plainly."""
     if hasattr(spec, 'to_dict'):
         return spec.to_dict()
@@ -45,9 +45,9 @@ def aux_off_steps(aux_weights, threshold: float = 0.0) -> dict:
     """
     return {
         name: schedules.is_zero_after(
-            _plain(spec), threshold=threshold, name=f'method.aux_weights.{name}'
+            plain_spec(spec), threshold=threshold, name=f'method.aux_weights.{name}'
         )
-        for name, spec in sorted(_plain(aux_weights or {}).items())
+        for name, spec in sorted(plain_spec(aux_weights or {}).items())
     }
 
 
@@ -77,8 +77,8 @@ class MultiTask(Method):
     @classmethod
     def from_config(cls, model, options):
         options = dict(options)
-        options['aux_weights'] = _plain(options.get('aux_weights', {}))
-        options['primary_weight'] = _plain(options.get('primary_weight', 1.0))
+        options['aux_weights'] = plain_spec(options.get('aux_weights', {}))
+        options['primary_weight'] = plain_spec(options.get('primary_weight', 1.0))
         method = cls(model=model, **options)
         if method.threshold < 0:
             raise ConfigError(f'method.threshold must be >= 0, got {method.threshold}.')

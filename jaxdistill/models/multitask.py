@@ -106,24 +106,10 @@ def skipgram_batch_loss(params, batch):
     return losses.masked_mean(per_pair, where)
 
 
-def make_fns(
-    head: PooledClassifier,
-    *,
-    vocab_size: int,
-    dim: int,
-    embed_init_scale: float,
-    with_skipgram: bool,
-    pretrained: tuple | None = None,
-) -> MultiTaskFns:
-    """`MultiTaskFns` for `head` over a [vocab_size, dim] shared table.
-
-    The classification head reads `batch['tokens']` [B, L] and
-    `batch['label']` [B] (negative = padding row). With `with_skipgram`
-    the parameters also hold the skip-gram output table (zeros, as in
-    word2vec) and `aux_losses` has 'skipgram'. `pretrained`, (ids, [n, dim]
-    vectors), sets those rows of the initial table (e.g. word2vec vectors);
-    the other rows keep the random init.
-    """
+def check_fields(head: PooledClassifier, dim) -> None:
+    """ConfigError naming the first of the head's or the table's fields that
+    cannot build a model (pooling, sizes, dropout); `make_fns` and the
+    task's static check both run it."""
     if head.pooling not in POOLINGS:
         raise ConfigError(
             f'model.pooling={head.pooling!r}; valid: {", ".join(POOLINGS)}.'
@@ -143,6 +129,27 @@ def make_fns(
             f'model.dropout_rate={head.dropout_rate} must be in [0, 1) '
             '(the fraction of units dropped).'
         )
+
+
+def make_fns(
+    head: PooledClassifier,
+    *,
+    vocab_size: int,
+    dim: int,
+    embed_init_scale: float,
+    with_skipgram: bool,
+    pretrained: tuple | None = None,
+) -> MultiTaskFns:
+    """`MultiTaskFns` for `head` over a [vocab_size, dim] shared table.
+
+    The classification head reads `batch['tokens']` [B, L] and
+    `batch['label']` [B] (negative = padding row). With `with_skipgram`
+    the parameters also hold the skip-gram output table (zeros, as in
+    word2vec) and `aux_losses` has 'skipgram'. `pretrained`, (ids, [n, dim]
+    vectors), sets those rows of the initial table (e.g. word2vec vectors);
+    the other rows keep the random init.
+    """
+    check_fields(head, dim)
 
     def init(rng, batch):
         e_rng, c_rng = jax.random.split(rng)

@@ -20,8 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdistill import configuration
 from jaxdistill import losses
 from jaxdistill import registry
+from jaxdistill import schedules
 from jaxdistill import sharding as sharding_lib
 from jaxdistill.data import batching
 from jaxdistill.data import images as images_lib
@@ -64,9 +66,74 @@ def load_text(data):
     return sentences, labels, corpus, vocab
 
 
+def _head(m) -> multitask_model.PooledClassifier:
+    """The sentence head config `model` describes."""
+    return multitask_model.PooledClassifier(
+        num_classes=2,
+        pooling=m.pooling,
+        hidden=tuple(m.hidden),
+        filter_widths=tuple(m.filter_widths),
+        num_filters=m.num_filters,
+        dropout_rate=m.dropout_rate,
+    )
+
+
 @registry.register('task', 'mt2st_sst2')
 class MT2STSST2Task:
     """SST-2 classification with an optional skip-gram head on a shared table."""
+
+    @staticmethod
+    def check_config(config):
+        """ConfigError for settings this task refuses, without reading data:
+        the data's counts, the split names, the weights' schedules (and that
+        each auxiliary task is one this task has) and the model's fields."""
+        d, sg = config.data, config.data.skipgram
+        configuration.check_counts(
+            ('data.batch_size', d.batch_size, 1),
+            ('data.max_len', d.max_len, 1),
+            ('data.min_count', d.min_count, 1),
+            ('data.max_train_examples', d.max_train_examples, 0),
+            ('data.skipgram.pairs', sg.pairs, 1),
+            ('data.skipgram.negatives', sg.negatives, 1),
+            ('data.skipgram.window', sg.window, 1),
+            ('eval.batch_size', config.eval.batch_size, 1),
+            ('eval.max_examples', config.eval.max_examples, 0),
+        )
+        if not isinstance(sg.sample, (int, float)) or sg.sample < 0:
+            raise ConfigError(
+                f'data.skipgram.sample={sg.sample!r} must be a number >= 0 '
+                '(0 = no subsampling of frequent words).'
+            )
+        splits = tuple(config.eval.splits)
+        unknown = [s for s in splits if s not in sst2_lib.SPLITS]
+        if not splits or unknown:
+            raise ConfigError(
+                f'eval.splits={splits}: each must be one of '
+                f'{", ".join(sst2_lib.SPLITS)}'
+                + (f' (not {unknown[0]!r}).' if unknown else '.')
+            )
+        method = config.method
+        if method.name == 'multitask':
+            threshold = method.get('threshold', 0.0)
+            if not isinstance(threshold, (int, float)) or threshold < 0:
+                raise ConfigError(
+                    f'method.threshold={threshold!r} must be a number >= 0.'
+                )
+            schedules.from_config(
+                multitask_method.plain_spec(method.get('primary_weight', 1.0)),
+                name='method.primary_weight',
+                low=0.0,
+            )
+            off = multitask_method.aux_off_steps(
+                method.get('aux_weights', {}), threshold
+            )
+            for name, step in off.items():
+                if name not in AUX_TASKS and step != 0:
+                    raise ConfigError(
+                        f'method.aux_weights.{name}: this task has no auxiliary '
+                        f'loss {name!r}; it has: {", ".join(AUX_TASKS)}.'
+                    )
+        multitask_model.check_fields(_head(config.model), config.model.dim)
 
     def __init__(self, config, workdir: str, mesh):
         del workdir
@@ -124,14 +191,7 @@ class MT2STSST2Task:
         )
         self.train_batches = multitask_data.MultiTaskBatches(primary, samplers, active)
         m = config.model
-        head = multitask_model.PooledClassifier(
-            num_classes=2,
-            pooling=m.pooling,
-            hidden=tuple(m.hidden),
-            filter_widths=tuple(m.filter_widths),
-            num_filters=m.num_filters,
-            dropout_rate=m.dropout_rate,
-        )
+        head = _head(m)
         pretrained = None
         if m.get('init_vectors'):
             pretrained = self._pretrained_rows(m.init_vectors, m.dim)
