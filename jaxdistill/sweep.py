@@ -97,6 +97,14 @@ def parse_grid(specs) -> dict[str, list[str]]:
             )
         if key in grid:
             raise ConfigError(f'--grid {key} is given twice; give its values once.')
+        for other in grid:
+            outer, inner = sorted((key, other), key=len)
+            if inner.startswith(outer + '.'):
+                # Applied in order, the later would silently undo the earlier.
+                raise ConfigError(
+                    f'--grid {inner} lies inside the group --grid {outer} '
+                    f'replaces; grid either the group or its fields, not both.'
+                )
         values = split_values(values)
         if any(not v for v in values) or len(set(values)) < len(values):
             raise ConfigError(

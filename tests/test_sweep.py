@@ -58,6 +58,15 @@ def test_grid_values_and_errors():
             sweep.parse_grid([spec])
     with pytest.raises(ConfigError, match='given twice'):
         sweep.parse_grid(['seed=0', 'seed=1'])
+    # A group and a field inside it, in either order.
+    for specs in (['model.d_ff=8,16', 'model={}'], ['model={}', 'model.d_ff=8,16']):
+        with pytest.raises(
+            ConfigError,
+            match=r'--grid model\.d_ff lies inside the group --grid model replaces',
+        ):
+            sweep.parse_grid(specs)
+    # A key that merely starts with another's name is not inside it.
+    assert list(sweep.parse_grid(['seed=0,1', 'seeds=2'])) == ['seed', 'seeds']
     assert sweep.parse_slots(0, []) == [{}]
     assert sweep.parse_slots(2, []) == [{}, {}]
     assert sweep.parse_slots(0, ['A=0,1;2,3', 'B=x;y']) == [
@@ -125,10 +134,9 @@ def test_grid_values_the_config_reads_as_one_are_repeats():
     ]:
         with pytest.raises(ConfigError, match=message):
             _plan('seed=1,2' if not spec.startswith('seed') else 'model.d_ff=8', spec)
-    # A later grid key that replaces the group makes the values one too.
-    with pytest.raises(
-        ConfigError, match=r"--grid model.d_ff: '32' and '64' are the same value \(8\)"
-    ):
+    # A later grid key that replaces the group would make the values one:
+    # refused before any config is built.
+    with pytest.raises(ConfigError, match=r'--grid model.d_ff lies inside the group'):
         _plan('model.d_ff=32,64', 'model={"d_ff": 8}')
     assert len(_plan('optimizer.learning_rate=0.001,2e-3')) == 2
     # Two keys apart, one config: both named.
