@@ -257,6 +257,12 @@ def test_train_extract_evaluate_cli(tmp_path, capsys):
         extract_lib.extract(run, 'x0.25', out)
     with pytest.raises(JaxdistillError, match='is a file'):
         extract_lib.extract(run, 'x0.25', os.path.join(run, 'summary.json'))
+    # A step the run did not keep: the steps it has are listed.
+    with pytest.raises(
+        JaxdistillError, match=r'No checkpoint for step 3 in .*; available: \[4\]\.'
+    ):
+        extract_lib.extract(run, 'x0.25', str(tmp_path / 'other'), step=3)
+    assert not os.path.exists(tmp_path / 'other' / 'checkpoints')
     src = checkpoint_lib.read_state(os.path.join(run, 'checkpoints', '4'))['params']
     dst = checkpoint_lib.read_state(os.path.join(out, 'checkpoints', '4'))['params']
     comp = composite_lib.Composite(
