@@ -6,9 +6,10 @@ Arguments (comma-separated, e.g. `...:runlocal,arm=diminish`):
              diminish (MT2ST Diminish, the default) | switch (MT2ST Switch).
   runlocal   shrink everything so a run takes seconds (tests, smoke checks).
 The schedules keep the paper's proportions: its 25 epochs are 25 "paper
-epochs" of num_train_steps / 25 steps; Switch turns skip-gram off after 15.
-The schedules are computed from num_train_steps here: overriding it on the
-command line leaves them where they were (override method.aux_weights too).
+epochs" of num_train_steps / 25 steps (rounded up); Switch turns skip-gram
+off after 15. They are linked to num_train_steps, so `--config.num_train_steps`
+moves them too (a field given itself, e.g.
+`--config.method.aux_weights.skipgram.step=N`, stays as given).
 """
 
 import ml_collections
@@ -26,8 +27,11 @@ def parse_arg(arg):
 
 
 def aux_weight(arm, total_steps, init=0.95):
-    """The skip-gram weight schedule of one arm (a schedules.from_config spec)."""
-    paper_epoch = max(1, total_steps // 25)
+    """The skip-gram weight schedule of one arm (a schedules.from_config spec).
+
+    `total_steps`: a number, or the config's reference to num_train_steps
+    (then the spec follows an override of it)."""
+    paper_epoch = (total_steps + 24) // 25  # At least 1 step.
     if arm == 'stl':
         return 0.0
     if arm == 'mtl':
@@ -35,7 +39,7 @@ def aux_weight(arm, total_steps, init=0.95):
     if arm == 'diminish':
         return {'kind': 'diminish', 'init': init, 'steps_per_epoch': paper_epoch}
     if arm == 'switch':
-        return {'kind': 'switch', 'value': init, 'step': (15 * total_steps) // 25}
+        return {'kind': 'switch', 'value': init, 'step': total_steps * 15 // 25}
     raise ConfigError(f'arm={arm!r}; valid: {" | ".join(ARMS)}.')
 
 
@@ -83,7 +87,7 @@ def get_config(arg=None):
     config.method.primary_weight = 1.0
     # Auxiliary task -> weight schedule (number or dict; see jaxdistill/schedules.py).
     config.method.aux_weights = ml_collections.ConfigDict(
-        {'skipgram': aux_weight(arm, config.num_train_steps)}
+        {'skipgram': aux_weight(arm, config.get_ref('num_train_steps'))}
     )
     # Weights at most this count as zero: the task leaves the compiled step
     # (and the batches) from the first step its weight stays below it.
@@ -174,7 +178,6 @@ def get_config(arg=None):
     if args.get('runlocal'):
         config.num_train_steps = 10
         config.log_every_steps = 5
-        config.method.aux_weights.skipgram = aux_weight(arm, 10)
         config.model.dim = 16
         config.model.hidden = (16,)
         config.data.min_count = 50

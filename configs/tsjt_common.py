@@ -8,8 +8,10 @@ from jaxdistill.errors import ConfigError
 COMPOSITE_ARG = 'composite=width|depth'
 
 
-def set_tsjt(config, kind, *, stage2_start):
-    """Makes `config` a TSJT run of a `kind` ('width' | 'depth') composite."""
+def set_tsjt(config, kind):
+    """Makes `config` a TSJT run of a `kind` ('width' | 'depth') composite,
+    with stage 2 from half of `num_train_steps` (linked: an override of
+    `num_train_steps` moves it too, unless `method.stage2_start` is given)."""
     if kind not in ('width', 'depth'):
         raise ConfigError(f'composite={kind!r}; valid: width | depth.')
     # 'width': nested heads/FFN units (composite A); 'depth': bottom layers
@@ -23,8 +25,9 @@ def set_tsjt(config, kind, *, stage2_start):
     config.method = ml_collections.ConfigDict()
     # Registered method: Two-Stage Joint-Training (jaxdistill/methods/tsjt.py).
     config.method.name = 'tsjt'
-    # First step of stage 2, where the largest capacity starts teaching.
-    config.method.stage2_start = stage2_start
+    # First step of stage 2, where the largest capacity starts teaching:
+    # half of training, whatever num_train_steps becomes.
+    config.method.stage2_start = config.get_ref('num_train_steps') // 2
     # Weight of each capacity's label loss: a number or a schedule spec.
     config.method.label_weight = 1.0
     # Weight of each smaller capacity's distillation term in stage 2.

@@ -27,8 +27,7 @@ def get_config(arg=None):
         config.model.d_ff = 512
         config.model.head_size = 32
         config.num_train_steps = 8000
-    stage2 = config.num_train_steps // 2
-    tsjt_common.set_tsjt(config, kind, stage2_start=stage2)
+    tsjt_common.set_tsjt(config, kind)
     if kind == 'width':
         config.model.composite.fractions = (0.5, 1.0)
     return config

@@ -27,5 +27,5 @@ def get_config(arg=None):
     elif kind == 'width':
         # Wider FFN than the plain quick start, so the x0.25 slice has 128 units.
         config.model.d_ff = 512
-    tsjt_common.set_tsjt(config, kind, stage2_start=config.num_train_steps // 2)
+    tsjt_common.set_tsjt(config, kind)
     return config

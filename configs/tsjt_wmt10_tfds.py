@@ -51,7 +51,7 @@ def get_config(arg=None):
         translation_base.shrink(config)
         config.data.max_examples = 16
         config.model.num_heads = 4
-    tsjt_common.set_tsjt(config, kind, stage2_start=config.num_train_steps // 2)
+    tsjt_common.set_tsjt(config, kind)
     if kind == 'width':
         config.model.composite.fractions = (0.25, 0.5, 1.0)
     return config

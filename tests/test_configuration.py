@@ -1,5 +1,6 @@
 """Config files, overrides and their errors."""
 
+import json
 import pathlib
 import re
 
@@ -128,6 +129,33 @@ def test_a_schedule_group_takes_a_number():
     assert config.method.aux_weights.skipgram.kind == 'diminish'
     configuration.apply_overrides(config, ['method.aux_weights.skipgram=0.5'])
     assert config.method.aux_weights.skipgram == 0.5
+
+
+def test_step_fields_follow_num_train_steps_unless_given():
+    def load(spec, *overrides):
+        config = configuration.load_config(str(CONFIGS / spec))
+        return configuration.apply_overrides(config, list(overrides))
+
+    # TSJT's stage 2 starts at half of training, however long it is.
+    assert load('tsjt_synthetic.py').method.stage2_start == 400
+    assert load('tsjt_synthetic.py', 'num_train_steps=20').method.stage2_start == 10
+    config = load('tsjt_multi30k.py', 'num_train_steps=300', 'method.stage2_start=7')
+    assert config.method.stage2_start == 7
+    # MT2ST's schedules keep the paper's proportions (25 paper epochs).
+    switch = load('mt2st_sst2.py:arm=switch', 'num_train_steps=1000')
+    assert switch.method.aux_weights.skipgram.to_dict() == {
+        'kind': 'switch',
+        'value': 0.95,
+        'step': 600,
+    }
+    diminish = load('mt2st_sst2.py:arm=diminish', 'num_train_steps=1010')
+    assert diminish.method.aux_weights.skipgram.steps_per_epoch == 41
+    assert (
+        load('mt2st_sst2.py:runlocal').method.aux_weights.skipgram.steps_per_epoch == 1
+    )
+    # What a run saves holds the values, not the links.
+    saved = json.loads(configuration.to_json(switch))
+    assert saved['method']['aux_weights']['skipgram']['step'] == 600
 
 
 def test_resume_reads_keys_added_later_as_their_old_value():
