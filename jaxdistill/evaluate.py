@@ -2,7 +2,9 @@
 
 Evaluates the latest (or the named) checkpoint in DIR with the config the run
 was trained with (DIR/config.json); `--config` and `--config.k=v` may change
-evaluation settings such as `eval.max_examples`.
+evaluation settings such as `eval.max_examples`, or the split scored:
+`--config.data.eval_split=test_2016_flickr` (translation, image and text
+classification; MT2ST scores every split of `eval.splits`).
 """
 
 import json

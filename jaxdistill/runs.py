@@ -14,6 +14,8 @@ long ago it last logged. The state is one of
                 its message)
   stopped       it ended otherwise (Ctrl-C, SIGTERM, a kill): resume it with
                 `python -m jaxdistill.train --workdir DIR`
+  extracted     a model `python -m jaxdistill.extract` wrote from a
+                composite run (DIR/extracted.json names the run and capacity)
   no checkpoint nothing saved yet
 
 `--metric NAME` (repeatable, globs allowed) picks the evaluation metrics
@@ -117,8 +119,11 @@ def describe(workdir: str) -> dict:
     summary = _dict(read_json(os.path.join(workdir, 'summary.json')))
     lock = workdir_lock.holder(workdir)
     holder = lock['text'] if lock else None
+    extracted = _dict(read_json(os.path.join(workdir, 'extracted.json'))) or None
     if holder:
         state = 'training'
+    elif extracted and step is not None:
+        state = 'extracted'  # A model `extract` wrote; nothing to resume.
     elif step is None:
         state = 'no checkpoint'
     elif summary.get('step') == step and (
@@ -174,6 +179,11 @@ def describe(workdir: str) -> dict:
         'state': state,
         'holder': holder,
         'error': error if state == 'failed' else None,
+        'extracted_from': (
+            {k: extracted.get(k) for k in ('from', 'capacity', 'step')}
+            if extracted
+            else None
+        ),
         'eta_seconds': eta,
         'eval_step': last.get('step'),
         'eval': {k: v for k, v in last.items() if k.startswith('eval/')},

@@ -76,6 +76,11 @@ def test_states_evaluations_and_best(tmp_path, capsys):
     (early_error / 'error.json').write_text('{"error": "NonFiniteLossError"}')
     (tmp_path / 'broken' / 'checkpoints').mkdir(parents=True)
     (tmp_path / 'broken' / 'config.json').write_text('[1, 2]')  # Not a config.
+    # What `extract` writes: one checkpoint, no summary, extracted.json.
+    small = _run(tmp_path, 'small', steps=(10,))
+    (small / 'extracted.json').write_text(
+        json.dumps({'capacity': 'x0.25', 'step': 10, 'from': '/runs/tsjt'})
+    )
     busy = _run(tmp_path, 'busy', steps=(5,))
     lock = workdir_lock.WorkdirLock(str(busy)).acquire()
     _windows(busy)
@@ -96,6 +101,7 @@ def test_states_evaluations_and_best(tmp_path, capsys):
             'busy',
             'nan_at_3',
             'broken',
+            'small',
         ]
     )
     state = {k: v['state'] for k, v in described.items()}
@@ -110,7 +116,14 @@ def test_states_evaluations_and_best(tmp_path, capsys):
         'nan_at_3': 'failed',
         'broken': 'no checkpoint',
         'busy': 'training',
+        'small': 'extracted',
     }
+    assert described['small']['extracted_from'] == {
+        'from': '/runs/tsjt',
+        'capacity': 'x0.25',
+        'step': 10,
+    }
+    assert described['done']['extracted_from'] is None
     assert described['busy']['holder'].startswith(f'pid {os.getpid()} on ')
     assert described['busy']['eta_seconds'] == pytest.approx(6.0)  # 6 steps left.
     assert described['done']['eta_seconds'] is None  # Not training.

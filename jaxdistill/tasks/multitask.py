@@ -231,7 +231,9 @@ class MT2STSST2Task:
         if vectors.shape[1] != dim:
             raise ConfigError(
                 f'model.init_vectors={path!r} holds {vectors.shape[1]}-dimensional '
-                f'vectors, but model.dim={dim}.'
+                f'vectors, but model.dim={dim}: give --config.model.dim='
+                f'{vectors.shape[1]}, or vectors of {dim} (python -m '
+                f'jaxdistill.word2vec --dim {dim} ...).'
             )
         found = [(self.index[w], i) for i, w in enumerate(names) if w in self.index]
         if not found:
