@@ -95,6 +95,11 @@ class Checkpointer:
     With `best_metric` (a logged name such as 'eval/bleu'), the checkpoint
     saved with the best value of it (`save(..., metrics=)`; the highest, or
     the lowest with `best_mode='min'`) is kept as well, however old.
+
+    `read_only` (tools that read a run: evaluate, translate, `--step best`)
+    writes, creates and deletes nothing: above all not the half-written
+    `N.orbax-checkpoint-tmp` of a run still training in the same workdir,
+    which a writing manager removes as a leftover when it opens.
     """
 
     def __init__(
@@ -106,15 +111,18 @@ class Checkpointer:
         async_save: bool = True,
         best_metric: str = '',
         best_mode: str = 'max',
+        read_only: bool = False,
     ):
         _save_whole_arrays_on_cpu()
         self.best_metric, self.best_mode = best_metric, best_mode
+        self.read_only = read_only
         latest = keep if keep and keep > 0 else None
         self._options = dict(
             save_interval_steps=max(int(every), 1),
-            cleanup_tmp_directories=True,
+            cleanup_tmp_directories=not read_only,
             enable_async_checkpointing=async_save,
-            create=True,
+            create=not read_only,
+            read_only=read_only,
         )
         if best_metric:
             worst = -math.inf if best_mode == 'max' else math.inf
@@ -197,6 +205,8 @@ class Checkpointer:
         `metrics`: {name: float} the step was evaluated with, which the
         `best_metric` policy ranks checkpoints by.
         """
+        if self.read_only:
+            raise RuntimeError(f'{self.directory} was opened read-only.')
         return self._manager.save(
             step,
             args=ocp.args.Composite(
@@ -243,13 +253,22 @@ class Checkpointer:
         that only read a run) moves nothing and uses no older checkpoint in
         its place: a damaged newest one is a CheckpointMismatchError.
         """
-        failed = []
-        for step in reversed(self.all_steps()):
+        failed, vanished = [], 0
+        steps = list(reversed(self.all_steps()))
+        while steps:
+            step = steps.pop(0)
             try:
                 state, meta = self.restore(step, abstract_state)
             except Exception as e:  # pylint: disable=broad-except
                 if _is_mismatch(e):
                     raise _does_not_fit(self.directory, step, e) from None
+                if self.read_only and vanished < 3 and not self._exists(step):
+                    # The run training in this workdir deleted it (its
+                    # `keep` rotation) while it was read: the newest again.
+                    vanished += 1
+                    self._manager.reload()
+                    steps = list(reversed(self.all_steps()))
+                    continue
                 if not set_aside:
                     raise _unreadable(
                         self.directory, step, e, self.all_steps()
@@ -268,6 +287,9 @@ class Checkpointer:
                 'from step 0; otherwise fix the cause and rerun to resume.'
             )
         return None
+
+    def _exists(self, step: int) -> bool:
+        return os.path.isdir(os.path.join(self.directory, str(step)))
 
     def _set_aside(self, step: int, error: Exception):
         """Moves a damaged checkpoint out of the way (kept, not deleted)."""

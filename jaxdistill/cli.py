@@ -74,6 +74,7 @@ def resolve_step(workdir: str, config, step):
         async_save=False,
         best_metric=metric,
         best_mode=config.checkpoint.get('best_mode', 'max'),
+        read_only=True,  # The run may still be training (and saving) there.
     )
     try:
         best = ckpt.best_step()
@@ -150,19 +151,56 @@ def check_local(path: str, what: str = 'workdir'):
         )
 
 
-def main_guard(fn: Callable[[], object]) -> int:
-    """Runs `fn`, turning user errors into one clear line and exit code 2."""
+def main_guard(fn: Callable[[], object], *, workdir: str | None = None) -> int:
+    """Runs `fn`, turning user errors into one clear line and exit code 2,
+    and Ctrl-C into one line (which says what `workdir` has saved) and exit
+    code 130."""
     try:
         fn()
     except JaxdistillError as e:
         print(f'error: {e}', file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
-        print(
-            'interrupted; the last checkpoint in the workdir is kept.', file=sys.stderr
-        )
+        print(_interrupted(workdir), file=sys.stderr, flush=True)
         return 130
     return 0
+
+
+def exit_process(code: int) -> None:
+    """Ends a tool's process with `code`. After a Ctrl-C (130) it skips the
+    interpreter's teardown (`os._exit`, once the output is flushed): an
+    interrupt that lands while XLA is compiling leaves its threads running,
+    and tearing the interpreter down under them crashed with a segmentation
+    fault (exit 139) instead of 130. Everything a run writes is already
+    closed by then (`main_guard` runs after the Trainer's own cleanup)."""
+    if code == 130:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)  # pylint: disable=protected-access
+    sys.exit(code)
+
+
+def _interrupted(workdir: str | None) -> str:
+    """The line a Ctrl-C ends a tool with."""
+    if not workdir:
+        return 'interrupted.'
+    directory = os.path.join(workdir, 'checkpoints')
+    try:
+        steps = sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+    except OSError:
+        steps = []
+    if not steps:
+        return (
+            f'interrupted before the first checkpoint: nothing is saved in '
+            f'{workdir} to resume from; the same command starts the run again.'
+        )
+    return (
+        f'interrupted; the checkpoints in {directory} are kept (the latest: '
+        f'step {steps[-1]}); the same command resumes from there.'
+    )
 
 
 def quiet_tensorflow():

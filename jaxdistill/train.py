@@ -68,9 +68,9 @@ def main(argv=None) -> int:
                 print(said, flush=True)
         trainer.train_and_evaluate(config, args.workdir, source=source)
 
-    return cli.main_guard(run)
+    return cli.main_guard(run, workdir=args.workdir)
 
 
 if __name__ == '__main__':
     hostmem.reexec_with_huge_pages()
-    sys.exit(main())
+    cli.exit_process(main())

@@ -25,6 +25,7 @@ from jaxdistill import cli
 from jaxdistill import compile_cache
 from jaxdistill import configuration
 from jaxdistill import contracts
+from jaxdistill import interrupts
 from jaxdistill import metrics as metrics_lib
 from jaxdistill import optim
 from jaxdistill import process_check
@@ -473,9 +474,9 @@ class _StopSignals:
         return self
 
     def _handle_several(self, signum, frame):
-        del frame
         if self._sigint:  # The second one: stop now.
-            raise KeyboardInterrupt(signal.Signals(signum).name)
+            interrupts.interrupt(signum, frame, signal.Signals(signum).name)
+            return
         self._sigint = True
         os.write(
             2,
@@ -485,9 +486,9 @@ class _StopSignals:
         os.kill(os.getpid(), signal.SIGTERM)  # To JAX's preemption notifier.
 
     def _handle(self, signum, frame):
-        del frame
         if self.caught:  # The second one: stop now.
-            raise KeyboardInterrupt(signal.Signals(signum).name)
+            interrupts.interrupt(signum, frame, signal.Signals(signum).name)
+            return
         self.caught = signal.Signals(signum).name
         # os.write: print() may be mid-write in the interrupted frame.
         os.write(
@@ -765,6 +766,7 @@ class Trainer:
             async_save=c.async_save,
             best_metric=c.get('best_metric', ''),
             best_mode=c.get('best_mode', 'max'),
+            read_only=read_only,
         )
         try:
             if restore_step is None:
@@ -796,6 +798,11 @@ class Trainer:
             _write_config(config, workdir, source)
             _clear_error(workdir)
         meta = {}
+        if restored is None and read_only:
+            self._close_quietly()
+            raise CheckpointMismatchError(
+                f'No checkpoints in {self.ckpt.directory} (has the run saved one yet?).'
+            )
         if restored is None:
             self.state = init_fn()
             self.start_step = 0

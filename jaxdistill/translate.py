@@ -176,4 +176,4 @@ def read_lines(stream, name: str) -> list[str]:
 
 if __name__ == '__main__':
     hostmem.reexec_with_huge_pages()
-    sys.exit(main())
+    cli.exit_process(main())

@@ -303,4 +303,4 @@ def main(argv=None) -> int:
 
 if __name__ == '__main__':
     hostmem.reexec_with_huge_pages()
-    sys.exit(main())
+    cli.exit_process(main())

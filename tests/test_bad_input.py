@@ -3,6 +3,7 @@
 import gzip
 import json
 import re
+import shutil
 
 import pytest
 
@@ -183,11 +184,32 @@ def test_nan_loss_with_a_save_in_flight_keeps_that_checkpoint(capsys, tmp_path):
 
 
 def test_evaluate_cli_on_trained_workdir(capsys, trained):
-    code = evaluate.main(['--workdir', str(trained)])
-    out = capsys.readouterr().out
-    assert code == 0
-    metrics = json.loads(out[out.index('{') :])
-    assert metrics['step'] == 10 and 0 <= metrics['eval/bleu'] <= 100
+    # A save the run is still writing (as if it were training there now):
+    # a read-only tool must leave it alone, not clean it up as a leftover.
+    in_flight = trained / 'checkpoints' / '20.orbax-checkpoint-tmp'
+    (in_flight / 'state.orbax-checkpoint-tmp').mkdir(parents=True)
+    try:
+        code = evaluate.main(['--workdir', str(trained)])
+        out = capsys.readouterr().out
+        assert code == 0
+        metrics = json.loads(out[out.index('{') :])
+        assert metrics['step'] == 10 and 0 <= metrics['eval/bleu'] <= 100
+        assert (in_flight / 'state.orbax-checkpoint-tmp').is_dir()
+    finally:
+        shutil.rmtree(in_flight, ignore_errors=True)
+
+
+def test_evaluate_while_the_first_save_is_in_flight(capsys, trained, tmp_path):
+    """Only a half-written checkpoint: no checkpoint yet, said as such (not
+    an evaluation of freshly initialised parameters), and nothing deleted."""
+    for name in ('config.json', 'spm.model'):
+        shutil.copy(trained / name, tmp_path / name)
+    in_flight = tmp_path / 'checkpoints' / '5.orbax-checkpoint-tmp'
+    in_flight.mkdir(parents=True)
+    assert evaluate.main(['--workdir', str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f'No checkpoints in {tmp_path}/checkpoints (has the run saved' in err
+    assert in_flight.is_dir()
 
 
 def test_train_refuses_step_and_its_help_shows_overrides(capsys, tmp_path):

@@ -1,0 +1,126 @@
+"""Ctrl-C in the command-line tools: never lost, and ends with one line."""
+
+import gc
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+from jaxdistill import cli
+from jaxdistill import interrupts
+from tests import helpers
+
+
+def test_an_interrupt_inside_a_gc_callback_is_delivered_again_outside():
+    """Python may run a signal handler inside a gc callback (JAX has one),
+    where a KeyboardInterrupt would be swallowed as 'unraisable'."""
+    delivered = threading.Event()
+    raised = []
+
+    def record(signum, frame):
+        del signum, frame
+        delivered.set()
+
+    def callback(phase, info):
+        del info
+        if phase == 'start' and not raised:
+            try:
+                interrupts.interrupt(signal.SIGUSR1, sys._getframe())
+            except KeyboardInterrupt:
+                raised.append('inside')  # Would be swallowed here.
+            raised.append('returned')
+
+    previous = signal.signal(signal.SIGUSR1, record)
+    gc.callbacks.append(callback)
+    try:
+        gc.collect()
+        assert raised == ['returned']  # Nothing raised inside the callback...
+        assert delivered.wait(5.0)  # ...the signal came again, outside it.
+    finally:
+        gc.callbacks.remove(callback)
+        signal.signal(signal.SIGUSR1, previous)
+    # Outside a gc callback it raises, as Python's own handler does.
+    try:
+        interrupts.interrupt(signal.SIGINT, sys._getframe(), 'SIGINT')
+    except KeyboardInterrupt as e:
+        assert e.args == ('SIGINT',)
+    else:
+        raise AssertionError('no KeyboardInterrupt')
+
+
+def _python(code: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args, '-c', code],
+        cwd=helpers.REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, 'JAXDISTILL_HUGE_PAGES': '0'},
+    )
+
+
+def test_importing_the_package_imports_no_jax_and_installs_no_handler():
+    """A tool restarts itself with huge pages before the heavy imports; a
+    library user's signal handlers are left alone."""
+    done = _python(
+        'import signal, sys, jaxdistill, jaxdistill.hostmem\n'
+        "assert 'jax' not in sys.modules, 'jax imported'\n"
+        'assert signal.getsignal(signal.SIGINT) is signal.default_int_handler\n'
+        'assert jaxdistill.ConfigError.__module__ == "jaxdistill.errors"\n'
+        "assert 'Trainer' in dir(jaxdistill)\n"
+        'print(jaxdistill.Trainer.__name__, jaxdistill.losses.__name__)\n'
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ['Trainer', 'jaxdistill.losses']
+    # Started as a tool, the package puts its handler in first.
+    done = _python(
+        'import sys\n'
+        "sys.orig_argv = [sys.executable, '-m', 'jaxdistill.train']\n"
+        'import signal, jaxdistill\n'
+        'from jaxdistill import interrupts\n'
+        'assert signal.getsignal(signal.SIGINT) is interrupts._handle\n'
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_help_does_not_wait_for_jax():
+    done = subprocess.run(
+        [sys.executable, '-X', 'importtime', '-m', 'jaxdistill.train', '--help'],
+        cwd=helpers.REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith('usage: python -m jaxdistill.train')
+    imported = {line.split('|')[-1].strip() for line in done.stderr.splitlines()}
+    assert 'jax' not in imported and 'jaxdistill.trainer' not in imported
+
+
+def test_the_line_a_ctrl_c_ends_with(tmp_path):
+    assert cli._interrupted(None) == 'interrupted.'
+    said = cli._interrupted(str(tmp_path))
+    assert said.startswith('interrupted before the first checkpoint: nothing')
+    # A save still in flight is not a checkpoint yet.
+    (tmp_path / 'checkpoints' / '5.orbax-checkpoint-tmp').mkdir(parents=True)
+    assert cli._interrupted(str(tmp_path)) == said
+    for step in (5, 10):
+        (tmp_path / 'checkpoints' / str(step)).mkdir()
+    assert cli._interrupted(str(tmp_path)) == (
+        f'interrupted; the checkpoints in {tmp_path}/checkpoints are kept '
+        '(the latest: step 10); the same command resumes from there.'
+    )
+
+
+def test_an_interrupted_tool_exits_130_without_teardown():
+    done = _python(
+        'import atexit\n'
+        "atexit.register(lambda: print('teardown'))\n"
+        'from jaxdistill import cli\n'
+        "print('flushed', end='')\n"
+        'cli.exit_process(130)\n'
+    )
+    assert (done.returncode, done.stdout) == (130, 'flushed')
+    done = _python('from jaxdistill import cli\ncli.exit_process(2)\n')
+    assert done.returncode == 2
