@@ -320,8 +320,10 @@ class Checkpointer:
 # Orbax's advice on a shape mismatch names options of its own API that a
 # user of this library does not set; the rest of its message is kept.
 _ORBAX_ADVICE = re.compile(
-    # Orbax's advice on shapes, and TensorStore's spec repr (a bound method's).
-    r'\s*(Truncating/padding is disabled\.|See full TensorStore details: <).*',
+    # Orbax's advice on shapes and on tree structures, and TensorStore's
+    # spec repr (a bound method's).
+    r'\s*(Truncating/padding is disabled\.|See full TensorStore details: <'
+    r'|If this mismatch is\s+intentional, pass `partial_restore=True`).*',
     re.DOTALL,
 )
 

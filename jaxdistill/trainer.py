@@ -38,6 +38,7 @@ from jaxdistill import tasks  # noqa: F401  (registers the tasks)
 from jaxdistill.errors import (
     CheckpointMismatchError,
     ConfigError,
+    DataError,
     JaxdistillError,
     NonFiniteLossError,
 )
@@ -336,8 +337,10 @@ def _resume_position(meta: dict, batches, *, note: bool = True) -> dict:
         pos = {'step': epoch * now + index * now // before}
     if not note:  # Evaluation only: no training continues.
         return pos
+    devices = meta.get('devices')
+    written = _plural(devices, 'device') if isinstance(devices, int) else '? devices'
     say(
-        f'Note: the checkpoint was written on {meta.get("devices", "?")} devices '
+        f'Note: the checkpoint was written on {written} '
         f'with {before} batches an epoch; this run has {jax.device_count()} '
         f'and {now}. Training continues from the same step and parameters, '
         'at the same point of the epoch, but the data order from here differs '
@@ -874,8 +877,9 @@ class Trainer:
     def _log(self, step, history, seconds, compiling, progress, end, input_seconds):
         """Logs a window of `history`'s steps: `seconds` of stepping, plus
         `compiling` seconds spent compiling (reported apart); training ends
-        at step `end`. `input_seconds`: the window's host time spent building
-        batches and sending them to the devices."""
+        at step `end`, `progress` seconds from now (None: it stops now).
+        `input_seconds`: the window's host time spent building batches and
+        sending them to the devices."""
         m = _mean_metrics(history)
         if not all(math.isfinite(v) for v in m.values()):
             self.ckpt.wait()  # A save in flight is the last good checkpoint.
@@ -907,10 +911,10 @@ class Trainer:
         compiled = f'compiled {compiling:.1f}s | ' if compiling >= 0.05 else ''
         fed = m['train/input_fraction']
         fed = f'input {fed:.0%} | ' if fed >= _SHOW_INPUT_FRACTION else ''
+        eta = 'stopping' if progress is None else f'ETA {_fmt_time(progress)}'
         say(
             f'step {step}/{end} | loss {m["train/loss"]:.4f} | {rate}'
-            f'{1 / m["train/steps_per_s"]:.3f} s/step | {fed}{compiled}'
-            f'ETA {_fmt_time(progress)}'
+            f'{1 / m["train/steps_per_s"]:.3f} s/step | {fed}{compiled}{eta}'
         )
         return m
 
@@ -1027,6 +1031,20 @@ class Trainer:
         if self.stopped_early:  # Started again after an early stop.
             end = step
             say(f'{self._early_stop_message(step)} Nothing left to train.')
+        elif step >= end and step:
+            say(
+                f'Step {step} reached num_train_steps={total} already: nothing '
+                'left to train.'
+                if step == total
+                else f'The run is at step {step}, past num_train_steps={total}: '
+                'nothing to train (raise num_train_steps to train on).'
+            )
+        if not self.stopped_early and self._evaluation_lost(step):
+            say(
+                f'Evaluating step {step} first: the run stopped during its '
+                'evaluation, before it was logged.'
+            )
+            last_eval, evaluated = self.evaluate(step), step
         batches = self.task.train_batches
         input_seconds = 0.0  # The window's host time building and sending batches.
         profiler = self.profiler = _Profiler(self.workdir, c.get('profile_steps', 0))
@@ -1037,8 +1055,9 @@ class Trainer:
                     now = time.time()
                     compiling = clock.seconds(window_start, now)
                     stepping = max(now - window_start - compiling, 1e-6)
+                    # The run's end, not this step; no ETA: it stops here.
                     self._log(
-                        step, history, stepping, compiling, 0.0, step, input_seconds
+                        step, history, stepping, compiling, None, end, input_seconds
                     )
                 self._save_on_signal(step, saved, stop.caught)
             step += 1
@@ -1112,8 +1131,47 @@ class Trainer:
             )
         self.ckpt.wait()
         if c.eval.at_end and evaluated != step:
-            last_eval = self.evaluate(step)
+            # Started again with nothing to train: the final evaluation, if
+            # logged already, is not repeated (`evaluate` does that).
+            logged = self._logged_eval(step) if step == self.start_step else None
+            if logged is None:
+                last_eval = self.evaluate(step)
+            else:
+                last_eval = logged
+                say(
+                    f'Step {step} is evaluated already (metrics.jsonl); '
+                    f'python -m jaxdistill.evaluate --workdir {self.workdir} '
+                    'evaluates it again.'
+                )
         return step, last_train, last_eval, time.time() - run_start
+
+    def _evaluation_lost(self, step: int) -> bool:
+        """Whether the run resumes at an `eval.every_steps` step whose
+        evaluation never reached metrics.jsonl: the step is saved before it is
+        evaluated (unless checkpoints are ranked by `best_metric`), so a run
+        stopped during that evaluation resumes after it."""
+        every = self.config.eval.every_steps
+        if not step or not every or step % every or self.ckpt.best_metric:
+            return False
+        return self._logged_eval(step) is None
+
+    def _logged_eval(self, step: int) -> dict | None:
+        """The evaluation metrics.jsonl holds for `step`, or None. With
+        several processes, process 0 (which writes the log) answers for all;
+        the others get {} for a logged one."""
+        logged = None
+        if jax.process_index() == 0:
+            try:
+                records = metrics_lib.read_metrics(self.workdir)
+            except DataError:  # No log (deleted, or never written).
+                records = []
+            for r in records:
+                if r.get('step') == step and any(k.startswith('eval/') for k in r):
+                    logged = {k: v for k, v in r.items() if k.startswith('eval/')}
+        if jax.process_count() > 1:
+            found = multihost_utils.broadcast_one_to_all(np.int32(logged is not None))
+            logged = (logged or {}) if found else None
+        return logged
 
     def _early_stop_message(self, step: int) -> str:
         kept = self.ckpt.best_step()

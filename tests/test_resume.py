@@ -1,6 +1,8 @@
 """Kill -9 mid-run, restart, and end bitwise identical to an unbroken run."""
 
 import json
+import re
+import shutil
 import signal
 
 import pytest
@@ -44,6 +46,8 @@ def test_sigint_then_sigkill_and_restart_is_bitwise_identical(tmp_path):
     saved = max(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
     assert 15 <= saved < 35
     assert f'SIGINT: stopped after step {saved}, saved in {ckpts}/{saved}' in out
+    if saved % 5:  # The steps since the last log line are logged at the stop.
+        assert re.search(rf'\nstep {saved}/60 \|[^\n]*\| stopping\n', out), out
 
     # The run resumes from it; then kill -9 leaves the periodic checkpoints.
     code, out = _kill_when_step_logged(broken, 35)
@@ -122,6 +126,7 @@ def test_damaged_finished_checkpoint_is_set_aside(tmp_path, capsys):
     code, out = train_main('--config.optimizer.grad_clip_norm=0.0')
     assert code == 2, out.out[-3000:]
     assert 'optimizer.grad_clip_norm: 1.0 -> 0.0' in out.err, out.err[-3000:]
+    assert 'partial_restore' not in out.err  # Orbax's option, not ours.
     assert (work / 'config.json').read_text() == saved_config
 
     # When no checkpoint can be read, nothing is set aside and the run does
@@ -225,3 +230,63 @@ def test_damaged_array_data_is_named_by_readers_and_set_aside_quietly(tmp_path, 
     assert len(warnings) == 1 and 'moved to' in warnings[0], result.stderr[-3000:]
     assert 'Traceback' not in result.stderr, result.stderr[-3000:]
     assert (work / 'checkpoints_damaged').exists()
+
+
+def test_an_evaluation_stopped_midway_is_done_on_resume(tmp_path, capsys):
+    """A step is saved before it is evaluated, so a run stopped during that
+    evaluation resumes after it: the resumed run evaluates it first, and
+    the log ends with every evaluation an unbroken run has."""
+    work = tmp_path / 'w'
+
+    def train_main():
+        capsys.readouterr()
+        code = train.main(
+            [
+                '--config',
+                helpers.CONFIG,
+                '--workdir',
+                str(work),
+                '--config.num_train_steps=10',
+                '--config.checkpoint.every_steps=5',
+                '--config.eval.every_steps=5',
+                '--config.log_every_steps=5',
+                '--config.data.bucket_lengths=(48,)',
+            ]
+        )
+        return code, capsys.readouterr()
+
+    def evals():
+        lines = (work / 'metrics.jsonl').read_text().splitlines()
+        records = [json.loads(l) for l in lines]
+        return [(r['step'], r['eval/loss']) for r in records if 'eval/loss' in r]
+
+    code, out = train_main()
+    assert code == 0, out.err[-3000:]
+    unbroken = evals()
+    assert [s for s, _ in unbroken] == [5, 10]
+    # As a kill during step 5's evaluation leaves the run: checkpoint 5
+    # saved, its evaluation and everything after it not logged, nothing
+    # saved after it.
+    shutil.rmtree(work / 'checkpoints' / '10')
+    records = [json.loads(l) for l in (work / 'metrics.jsonl').read_text().splitlines()]
+    kept = [
+        r for r in records if r['step'] < 5 or (r['step'] == 5 and 'eval/loss' not in r)
+    ]
+    (work / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in kept))
+    (work / 'summary.json').unlink()
+
+    code, out = train_main()
+    assert code == 0, out.err[-3000:]
+    assert (
+        'Evaluating step 5 first: the run stopped during its evaluation, before '
+        'it was logged.'
+    ) in out.out
+    assert evals() == unbroken  # The same evaluations, each once.
+    # Resumed again when finished: nothing evaluated twice.
+    code, out = train_main()
+    assert code == 0 and 'Evaluating step' not in out.out
+    assert 'Step 10 is evaluated already (metrics.jsonl)' in out.out
+    assert 'Step 10 reached num_train_steps=10 already: nothing left' in out.out
+    assert evals() == unbroken
+    summary = json.loads((work / 'summary.json').read_text())
+    assert summary['eval/loss'] == unbroken[-1][1]
