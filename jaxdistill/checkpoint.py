@@ -179,11 +179,20 @@ class Checkpointer:
         return out
 
     def _open(self):
-        self._manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(**self._options),
-            item_names=('state', 'meta'),
-        )
+        absl = std_logging.getLogger('absl')
+        level = absl.level
+        if self.read_only:
+            # Orbax warns that a read-only manager saves nothing and keeps
+            # everything, and that the folder is read-only: as asked.
+            absl.setLevel(std_logging.ERROR)
+        try:
+            self._manager = ocp.CheckpointManager(
+                self.directory,
+                options=ocp.CheckpointManagerOptions(**self._options),
+                item_names=('state', 'meta'),
+            )
+        finally:
+            absl.setLevel(level)
 
     def all_steps(self) -> list[int]:
         return sorted(self._manager.all_steps())

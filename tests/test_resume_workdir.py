@@ -115,10 +115,13 @@ def test_workdir_alone_refusals(tmp_path, capsys):
 
     # An unreadable record: config.json, saying why.
     record.write_text('{"config": 3}')
-    assert train.main(['--workdir', str(work), '--print_config']) == 0
+    assert train.main(['--workdir', str(work), '--print_config']) == 2
     captured = capsys.readouterr()
     assert f'{record} is unreadable: expected {{"config": str' in captured.err
-    assert json.loads(captured.out) == {}
+    assert json.loads(captured.out) == {}  # Printed, then refused:
+    assert "error: The config has no key 'task', which this run needs." in (
+        captured.err
+    )
 
 
 @pytest.mark.parametrize(

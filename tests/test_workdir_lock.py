@@ -14,6 +14,7 @@ from jaxdistill import configuration
 from jaxdistill import train
 from jaxdistill import trainer as trainer_lib
 from jaxdistill import workdir_lock
+from jaxdistill.errors import CheckpointMismatchError
 from tests import helpers
 
 ARGS = ['--config', helpers.CONFIG, '--config.eval.bleu=False']
@@ -34,10 +35,13 @@ def test_a_second_run_in_a_busy_workdir_is_refused(tmp_path, capsys):
     assert 'Wait for it to end or stop it, or use another --workdir.' in err
     # Refused before writing anything.
     assert {p.name: p.stat().st_mtime_ns for p in work.iterdir()} == written
-    # A read-only user (evaluate, translate) is not refused.
-    trainer_lib.Trainer(config, str(work), read_only=True)
+    # A read-only user (evaluate, translate) is not refused for the lock: it
+    # gets as far as finding no checkpoint yet (and deletes nothing).
+    with pytest.raises(CheckpointMismatchError, match='No checkpoints in '):
+        trainer_lib.Trainer(config, str(work), read_only=True)
 
     first.run()  # The lock ends with the run: another may write.
+    assert trainer_lib.Trainer(config, str(work), read_only=True).start_step == 4
     again = trainer_lib.Trainer(config, str(work))
     assert again.start_step == 4
     again.close()  # And close() ends it too.
