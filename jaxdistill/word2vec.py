@@ -88,7 +88,9 @@ def _epoch_plan(ids, sentence, vocab_arrays, options, epoch, lr):
     arrays, steps = _epoch_arrays(ids, sentence, vocab_arrays, options, epoch)
     n = len(ids)
     position = epoch * n + np.arange(len(arrays['tokens'])) * (n / steps)
-    lrs = np.asarray(lr(np.minimum(position, options.epochs * n)), np.float32)
+    # The padding steps (which train nothing) take the epoch's last rate, so
+    # lrs[-1] is the rate the epoch ended at (the log line shows it).
+    lrs = np.asarray(lr(np.minimum(position, (epoch + 1) * n)), np.float32)
     return arrays, lrs
 
 

@@ -407,6 +407,13 @@ def test_sst2_damaged_files_and_text_settings_named(tmp_path):
     (tmp_path / 'latin1.tsv').write_bytes(good + b'caf\xe9 noir\t0\n')
     with pytest.raises(DataError, match='latin1.tsv line 3: invalid UTF-8'):
         sst2.read_sst2(tmp_path / 'latin1.tsv')
+    # A row with no sentence would train on all-padding input.
+    (tmp_path / 'empty.tsv').write_bytes(good + b'   \t0\n')
+    with pytest.raises(DataError, match='empty.tsv:3: the sentence is empty.'):
+        sst2.read_sst2(tmp_path / 'empty.tsv')
+    (tmp_path / 'four.tsv').write_bytes(good + b'so so\t2\n')
+    with pytest.raises(DataError, match=r'four.tsv:3: expected sentence<TAB>0\|1 \(two'):
+        sst2.read_sst2(tmp_path / 'four.tsv')
     for override, message in [
         ('data.max_len=0', 'data.max_len=0 must be an integer >= 1'),
         ('data.vocab_size=2', 'data.vocab_size=2 must be an integer >= 3'),

@@ -251,6 +251,12 @@ def test_load_translation_files(tmp_path):
     assert got == data.TranslationData(['a', 'b'], ['A', 'B'], ['de', 'de'])
     with pytest.raises(DataError, match=r'neither .*val.en nor .*val.en.gz'):
         data.load_translation(_cfg(source='files', files_dir=str(tmp_path)), 'val')
+    with pytest.raises(DataError, match='an empty split name'):
+        data.load_translation(_cfg(source='files', files_dir=str(tmp_path)), '')
+    # Both forms of one file: either could be meant, so neither is taken.
+    (tmp_path / 'train.de').write_text('A\nC\n')
+    with pytest.raises(DataError, match=r'both .*train.de and .*train.de.gz exist'):
+        data.load_translation(_cfg(source='files', files_dir=str(tmp_path)), 'train')
 
 
 def test_multi30k_val(shared_data):

@@ -121,6 +121,53 @@ def test_cifar_tar_decode_and_cache(tmp_path):
         images.load_cifar10(tmp_path, 'train', tmp_path / 'cache')
 
 
+def _tar(path, members):
+    with tarfile.open(path, 'w:gz') as tar:
+        for name, payload in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+
+
+def test_cifar_images_in_any_case_are_read_other_files_are_named(tmp_path):
+    """No image is dropped unsaid: .JPG, .jpeg and .png are read; a stray
+    file inside a split is an error naming it; a top-level README is not."""
+    from PIL import Image
+
+    path = tmp_path / images.CIFAR10_TAR
+    png = io.BytesIO()
+    Image.new('RGB', (32, 32), (0, 255, 0)).save(png, format='PNG')
+    members = [
+        ('README.md', b'# CIFAR-10 as JPEG'),
+        ('train/cat/0000.JPG', _jpeg((255, 0, 0))),
+        ('train/cat/0001.jpeg', _jpeg((255, 0, 0))),
+        ('train/dog/0000.png', png.getvalue()),
+    ]
+    _tar(path, members)
+    labels = [label for _, _, label in images.iter_cifar10_tar(path)]
+    assert labels == [3, 3, 5]  # cat, cat, dog
+    _tar(path, [*members, ('train/dog/notes.txt', b'x')])
+    with pytest.raises(DataError, match=r"unexpected member 'train/dog/notes.txt'"):
+        list(images.iter_cifar10_tar(path))
+
+
+def test_mnist_files_gzipped_or_not(tmp_path):
+    image_file, label_file = images.MNIST_FILES['test']
+    _write_idx(tmp_path / image_file, np.zeros((3, 28, 28), np.uint8))
+    # The labels uncompressed, under the name without .gz.
+    raw = tmp_path / label_file.removesuffix('.gz')
+    _write_idx(tmp_path / 'labels.gz', np.array([1, 2, 3], np.uint8))
+    raw.write_bytes(gzip.decompress((tmp_path / 'labels.gz').read_bytes()))
+    x, y = images.load_mnist(tmp_path, 'test')
+    assert x.shape == (3, 28, 28, 1) and list(y) == [1, 2, 3]
+    with pytest.raises(
+        DataError,
+        match=r'train-images-idx3-ubyte.gz \(or train-images-idx3-ubyte\) does '
+        r'not exist; an MNIST folder holds train-images-idx3-ubyte.gz, ',
+    ):
+        images.load_mnist(tmp_path, 'train')
+
+
 def test_mnist_labels_outside_the_classes_are_named(tmp_path):
     image_file, label_file = images.MNIST_FILES['train']
     _write_idx(tmp_path / image_file, np.zeros((4, 28, 28), np.uint8))

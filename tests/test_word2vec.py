@@ -280,7 +280,7 @@ def test_similarity_files_and_oov(shared_data, tmp_path):
         word_similarity.read_pairs(bad)
 
 
-def test_tiny_corpus_related_words_end_up_closer(tmp_path):
+def test_tiny_corpus_related_words_end_up_closer(tmp_path, capsys):
     rng = np.random.default_rng(0)
     topics = [
         ['cat', 'dog', 'horse', 'cow', 'sheep'],
@@ -309,6 +309,16 @@ def test_tiny_corpus_related_words_end_up_closer(tmp_path):
         '0.05',
     ]
     assert word2vec.main(argv) == 0
+    # Each epoch's line shows the rate it ended at: linear from 0.05 to
+    # min_lr over the 3 epochs (not the rate of the padding steps past it).
+    logged = [
+        float(line.split('lr ')[1].split(',')[0])
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith('epoch ')
+    ]
+    low = word2vec.Options.min_lr
+    expected = [0.05 - (0.05 - low) * e / 3 for e in (1, 2, 3)]
+    np.testing.assert_allclose(logged, expected, rtol=0.02)
     vocab, vectors = word2vec.load_word2vec(out)
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     v = {w: unit[i] for i, w in enumerate(vocab)}

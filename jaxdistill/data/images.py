@@ -69,11 +69,28 @@ def read_idx(path) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
 
 
+def _idx_file(data_dir, name: str) -> pathlib.Path:
+    """`data_dir/name` (gzipped), or the same name without `.gz` if only
+    that exists; a DataError naming both (and the four names MNIST needs)
+    if neither does."""
+    packed = pathlib.Path(data_dir) / name
+    raw = packed.with_suffix('')
+    if packed.is_file() or not raw.is_file():
+        if not packed.is_file():
+            names = ', '.join(n for pair in MNIST_FILES.values() for n in pair)
+            raise DataError(
+                f'IDX file {packed} (or {raw.name}) does not exist; an MNIST '
+                f'folder holds {names} (gzipped or not).'
+            )
+        return packed
+    return raw
+
+
 def load_mnist(data_dir, split: str) -> tuple[np.ndarray, np.ndarray]:
     """MNIST split 'train' | 'test' -> (images uint8 [N, 28, 28, 1], labels int32 [N])."""
     if split not in MNIST_FILES:
         raise DataError(f"MNIST split {split!r} unknown; use 'train' or 'test'.")
-    image_file, label_file = (pathlib.Path(data_dir) / f for f in MNIST_FILES[split])
+    image_file, label_file = (_idx_file(data_dir, f) for f in MNIST_FILES[split])
     images, labels = read_idx(image_file), read_idx(label_file)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise DataError(
@@ -89,11 +106,16 @@ def load_mnist(data_dir, split: str) -> tuple[np.ndarray, np.ndarray]:
     return images[..., None], labels.astype(np.int32)
 
 
+_IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')
+
+
 def iter_cifar10_tar(path):
     """Yields (member name, image uint8 [32, 32, 3], label int) in archive order.
 
-    Members are `{train,test}/<class>/NNNN.jpg`; labels index CIFAR10_CLASSES
-    (alphabetical, the standard CIFAR-10 order). Other files are skipped.
+    Members are `{train,test}/<class>/NNNN.jpg` (or .jpeg / .png, in any
+    case); labels index CIFAR10_CLASSES (alphabetical, the standard CIFAR-10
+    order). Files at the top level (a README) are skipped; any other file is
+    a DataError naming it, so that no image is dropped unsaid.
     """
     from PIL import Image  # pylint: disable=g-import-not-at-top
 
@@ -104,12 +126,13 @@ def iter_cifar10_tar(path):
         with tarfile.open(path, 'r:gz') as tar:
             for member in tar:
                 parts = member.name.split('/')
-                if not member.isfile() or not member.name.endswith('.jpg'):
-                    continue
-                if len(parts) != 3 or parts[1] not in CIFAR10_CLASSES:
+                if not member.isfile() or len(parts) == 1:
+                    continue  # Folders, and a README beside them.
+                image = member.name.lower().endswith(_IMAGE_SUFFIXES)
+                if not image or len(parts) != 3 or parts[1] not in CIFAR10_CLASSES:
                     raise DataError(
                         f'{path}: unexpected member {member.name!r}; expected '
-                        'SPLIT/CLASS/NNNN.jpg with a CIFAR-10 class.'
+                        'SPLIT/CLASS/NNNN.jpg (.jpeg, .png) with a CIFAR-10 class.'
                     )
                 data = tar.extractfile(member).read()
                 try:

@@ -26,8 +26,9 @@ def read_sst2(path) -> tuple[list[str], np.ndarray]:
 
     Raises:
       DataError: missing file, a header other than `sentence<TAB>label`, or a
-        line without exactly one tab and a 0/1 label (named by line number;
-        blank lines at the end of the file are ignored).
+        line without exactly one tab and a 0/1 label, or with an empty
+        sentence (named by line number; blank lines at the end of the file
+        are ignored).
     """
     path = pathlib.Path(path)
     if not path.is_file():
@@ -45,8 +46,12 @@ def read_sst2(path) -> tuple[list[str], np.ndarray]:
         parts = line.rstrip('\n').split('\t')
         if len(parts) != 2 or parts[1].strip() not in ('0', '1'):
             raise DataError(
-                f'{path}:{number}: expected sentence<TAB>0|1, got {line[:80]!r}.'
+                f'{path}:{number}: expected sentence<TAB>0|1 (two classes), '
+                f'got {line[:80]!r}.'
             )
+        if not parts[0].strip():
+            # An all-padding input with a label would train on nothing.
+            raise DataError(f'{path}:{number}: the sentence is empty.')
         sentences.append(parts[0])
         labels.append(int(parts[1]))
     if not sentences:

@@ -59,11 +59,22 @@ def tag_symbols(cfg) -> list[str]:
 
 
 def _split_file(files_dir: str, split: str, lang: str) -> str:
-    """`{files_dir}/{split}.{lang}` or its `.gz`, whichever exists."""
+    """`{files_dir}/{split}.{lang}` or its `.gz`, whichever exists (both: a
+    DataError, since they may differ)."""
+    if not split:
+        raise DataError(
+            f'no split named for the {lang} files (an empty split name, e.g. '
+            'data.eval_split=""); name one, e.g. val or test_2016_flickr.'
+        )
     plain = os.path.join(files_dir, f'{split}.{lang}')
-    for candidate in (plain, plain + '.gz'):
-        if os.path.isfile(candidate):
-            return candidate
+    found = [c for c in (plain, plain + '.gz') if os.path.isfile(c)]
+    if len(found) == 2:
+        raise DataError(
+            f'both {plain} and {plain}.gz exist, and either could be meant; '
+            'move one away.'
+        )
+    if found:
+        return found[0]
     raise DataError(f'data file not found: neither {plain} nor {plain}.gz exists')
 
 
