@@ -87,7 +87,7 @@ def get_config(arg=None):
     config.data.batch_size = 128
     # 'crop_flip' (4-pixel padded random crop + horizontal flip) | 'crop' | 'none'.
     config.data.augment = 'crop_flip' if dataset == 'cifar10' else 'none'
-    # Use only the first N training images (0 = all).
+    # Use a fixed random subset of N training images, in file order (0 = all).
     config.data.max_train_examples = 0
 
     config.optimizer = ml_collections.ConfigDict()
