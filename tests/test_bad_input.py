@@ -412,7 +412,9 @@ def test_sst2_damaged_files_and_text_settings_named(tmp_path):
     with pytest.raises(DataError, match='empty.tsv:3: the sentence is empty.'):
         sst2.read_sst2(tmp_path / 'empty.tsv')
     (tmp_path / 'four.tsv').write_bytes(good + b'so so\t2\n')
-    with pytest.raises(DataError, match=r'four.tsv:3: expected sentence<TAB>0\|1 \(two'):
+    with pytest.raises(
+        DataError, match=r'four.tsv:3: expected sentence<TAB>0\|1 \(two'
+    ):
         sst2.read_sst2(tmp_path / 'four.tsv')
     for override, message in [
         ('data.max_len=0', 'data.max_len=0 must be an integer >= 1'),
@@ -632,3 +634,33 @@ def test_check_config_refuses_without_data_what_a_run_would():
         configuration.apply_overrides(config, [override])
         with pytest.raises(JaxdistillError, match=re.escape(message)):
             trainer.check_config(config)
+
+
+def test_a_run_that_never_evaluates_needs_no_evaluation_files(tmp_path, capsys):
+    """Translation files with only a training split: a run that evaluates
+    is refused before training, naming the missing file; one with
+    evaluation off trains."""
+    data = tmp_path / 'data'
+    data.mkdir()
+    (data / 'train.en').write_text('a small dog runs\nthe cat sleeps\n' * 40)
+    (data / 'train.fr').write_text('un petit chien court\nle chat dort\n' * 40)
+    args = [
+        '--config.data.source=files',
+        f'--config.data.files_dir={data}',
+        "--config.data.pairs=('en-fr',)",
+        '--config.data.vocab_size=64',
+        '--config.num_train_steps=2',
+        '--config.data.bucket_lengths=(48,)',
+    ]
+    code, out, err = _train(capsys, tmp_path / 'evaluates', *args)
+    assert code == 2 and 'Training' not in out
+    assert f'neither {data}/val.en nor {data}/val.en.gz exists' in err
+    code, out, err = _train(
+        capsys,
+        tmp_path / 'no_eval',
+        *args,
+        '--config.eval.every_steps=0',
+        '--config.eval.at_end=False',
+    )
+    assert code == 0, err[-2000:]
+    assert json.loads((tmp_path / 'no_eval' / 'summary.json').read_text())['step'] == 2

@@ -2,6 +2,7 @@
 
 import dataclasses
 import difflib
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -207,7 +208,11 @@ class TranslationTask:
         check_config(config)
         started = time.time()
         train = data_lib.load_translation(d, d.train_split)
-        self.eval_data = data_lib.load_translation(d, d.eval_split)
+        e = config.eval
+        if e.get('every_steps', 0) or e.get('at_end', True):
+            # Read now, so a missing split is named before any training; a
+            # run that never evaluates needs no evaluation files.
+            _ = self.eval_data
         tags = data_lib.tag_symbols(d)
         self.tagged = bool(tags)
         self.tokenizer = _tokenizer(config, workdir, train, tags)
@@ -251,6 +256,11 @@ class TranslationTask:
             self.encode_stats,
             self.train_batches.stats(),
         )
+
+    @functools.cached_property
+    def eval_data(self):
+        """The `data.eval_split` pairs (read on first use)."""
+        return data_lib.load_translation(self.config.data, self.config.data.eval_split)
 
     def load_teacher(self, workdir: str):
         """(ModelFns, params) of the model trained in `workdir`, for 'distill'.
