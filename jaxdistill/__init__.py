@@ -45,6 +45,13 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
+        # A submodule not imported yet (`jaxdistill.data` after a plain
+        # `import jaxdistill`, which used to import them all).
+        try:
+            return importlib.import_module(f'jaxdistill.{name}')
+        except ModuleNotFoundError as e:
+            if e.name != f'jaxdistill.{name}':
+                raise
         raise AttributeError(f"module 'jaxdistill' has no attribute {name!r}")
     loaded = importlib.import_module(module)
     value = loaded if module.rpartition('.')[2] == name else getattr(loaded, name)

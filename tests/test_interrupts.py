@@ -70,6 +70,8 @@ def test_importing_the_package_imports_no_jax_and_installs_no_handler():
         'assert jaxdistill.ConfigError.__module__ == "jaxdistill.errors"\n'
         "assert 'Trainer' in dir(jaxdistill)\n"
         'print(jaxdistill.Trainer.__name__, jaxdistill.losses.__name__)\n'
+        "assert jaxdistill.data.words.__name__ == 'jaxdistill.data.words'\n"
+        "assert not hasattr(jaxdistill, 'nothing_of_that_name')\n"
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ['Trainer', 'jaxdistill.losses']
