@@ -636,7 +636,7 @@ def test_check_config_refuses_without_data_what_a_run_would():
             trainer.check_config(config)
 
 
-def test_a_run_that_never_evaluates_needs_no_evaluation_files(tmp_path, capsys):
+def test_a_run_that_never_evaluates_needs_no_evaluation_files(tmp_path, capsys, caplog):
     """Translation files with only a training split: a run that evaluates
     is refused before training, naming the missing file; one with
     evaluation off trains."""
@@ -664,3 +664,13 @@ def test_a_run_that_never_evaluates_needs_no_evaluation_files(tmp_path, capsys):
     )
     assert code == 0, err[-2000:]
     assert json.loads((tmp_path / 'no_eval' / 'summary.json').read_text())['step'] == 2
+    # An evaluation split with a blank line: left out, and said.
+    (data / 'val.en').write_text('a small dog runs\nthe cat sleeps\n')
+    (data / 'val.fr').write_text('un petit chien court\n\n')
+    code, out, err = _train(
+        capsys, tmp_path / 'evaluates', *args, '--config.eval.bleu=False'
+    )
+    assert code == 0, err[-2000:]
+    assert (
+        "Evaluation split 'val': 1 of its 2 pairs have an empty side and are left out."
+    ) in caplog.text

@@ -349,6 +349,14 @@ class TranslationTask:
                 for i in range(len(data.source))
                 if data.source[i].strip() and data.target[i].strip()
             ]
+            if len(usable) < len(data.source):
+                logging.warning(
+                    'Evaluation split %r: %d of its %d pairs have an empty side '
+                    'and are left out.',
+                    split,
+                    len(data.source) - len(usable),
+                    len(data.source),
+                )
             langs = [data.target_lang[i] for i in usable]
             # eval.max_examples trims the eval split only; other splits
             # (e.g. a test set scored by a benchmark) are always whole.
