@@ -9,11 +9,6 @@ the heavy imports, not after them.
 
 import importlib
 
-from jaxdistill import interrupts
-
-if interrupts.started_as_tool():  # Before JAX is imported (its gc callback).
-    interrupts.install()
-
 __version__ = '0.1.0'
 
 # Public name -> the module that defines it.

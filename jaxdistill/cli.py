@@ -9,6 +9,7 @@ import sys
 from typing import Callable, Sequence
 
 from jaxdistill import configuration
+from jaxdistill import interrupts
 from jaxdistill.errors import JaxdistillError
 
 
@@ -21,7 +22,9 @@ OVERRIDES_HELP = (
 
 def parser_for(module: str, doc: str, epilog: str | None = None):
     """An ArgumentParser for `python -m jaxdistill.MODULE` whose help shows
-    the module's docstring as written."""
+    the module's docstring as written. Every tool starts here, before JAX is
+    imported, so its Ctrl-C handler (`interrupts`) goes in here too."""
+    interrupts.install()
     return argparse.ArgumentParser(
         prog=f'python -m jaxdistill.{module}',
         description=doc.strip(),

@@ -49,6 +49,28 @@ def test_an_interrupt_inside_a_gc_callback_is_delivered_again_outside():
         raise AssertionError('no KeyboardInterrupt')
 
 
+def test_an_interrupt_during_an_import_waits_for_its_end(tmp_path, monkeypatch):
+    """Raised while jaxlib's native modules initialise, a KeyboardInterrupt
+    aborts the process; during an import it is delivered again after."""
+    delivered = threading.Event()
+    previous = signal.signal(signal.SIGUSR1, lambda *_: delivered.set())
+    (tmp_path / 'slow_module.py').write_text(
+        'import sys\n'
+        'from jaxdistill import interrupts\n'
+        'interrupts.interrupt(__import__("signal").SIGUSR1, sys._getframe())\n'
+        'RAISED = False\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        import slow_module  # pylint: disable=import-outside-toplevel
+
+        assert slow_module.RAISED is False  # The import ran to its end...
+        assert delivered.wait(5.0)  # ...and the signal came again after it.
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        sys.modules.pop('slow_module', None)
+
+
 def _python(code: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, *args, '-c', code],
@@ -75,13 +97,13 @@ def test_importing_the_package_imports_no_jax_and_installs_no_handler():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ['Trainer', 'jaxdistill.losses']
-    # Started as a tool, the package puts its handler in first.
+    # A tool puts its handler in as it parses its flags, before JAX.
     done = _python(
-        'import sys\n'
-        "sys.orig_argv = [sys.executable, '-m', 'jaxdistill.train']\n"
-        'import signal, jaxdistill\n'
-        'from jaxdistill import interrupts\n'
+        'import signal, sys\n'
+        'from jaxdistill import cli, interrupts\n'
+        "cli.parser_for('train', 'doc')\n"
         'assert signal.getsignal(signal.SIGINT) is interrupts._handle\n'
+        "assert 'jax' not in sys.modules\n"
     )
     assert done.returncode == 0, done.stderr
 
