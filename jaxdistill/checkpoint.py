@@ -246,6 +246,8 @@ class Checkpointer:
         except Exception as e:  # pylint: disable=broad-except
             if _is_mismatch(e):
                 raise _does_not_fit(self.directory, step, e) from None
+            if self.read_only and not self._exists(step):
+                raise _vanished(self.directory, step) from None
             raise _unreadable(self.directory, step, e, self.all_steps()) from None
 
     def restore_latest(
@@ -335,6 +337,15 @@ _ORBAX_ADVICE = re.compile(
     r'|If this mismatch is\s+intentional, pass `partial_restore=True`).*',
     re.DOTALL,
 )
+
+
+def _vanished(directory: str, step: int) -> CheckpointMismatchError:
+    """Step `step` was deleted while it was read (not damaged)."""
+    return CheckpointMismatchError(
+        f'Checkpoint {directory}/{step} was deleted while it was read: a run '
+        'training in this workdir removes its older checkpoints as it saves '
+        '(checkpoint.keep). Run the command again, or pass a newer --step.'
+    )
 
 
 def _quiet_closed_loop_reports() -> None:

@@ -32,10 +32,7 @@ import os
 import sys
 import time
 
-from jaxdistill import checkpoint as checkpoint_lib
 from jaxdistill import cli
-from jaxdistill import metrics as metrics_lib
-from jaxdistill import trainer
 from jaxdistill import workdir_lock
 from jaxdistill.errors import CheckpointMismatchError, DataError, JaxdistillError
 
@@ -108,6 +105,11 @@ def _number(value) -> bool:
 
 def describe(workdir: str) -> dict:
     """What `runs` knows of the run in `workdir`, as a JSON-able dict."""
+    # Here, not at the top: they import JAX, which `runs --help` need not wait for.
+    from jaxdistill import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
+    from jaxdistill import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+    from jaxdistill import trainer  # pylint: disable=g-import-not-at-top
+
     config = _dict(read_json(os.path.join(workdir, 'config.json')))
     method = (config.get('method') or {}).get('name', '?')
     ckpt = config.get('checkpoint') or {}

@@ -17,7 +17,6 @@ import sys
 
 
 from jaxdistill import cli
-from jaxdistill import compile_cache
 from jaxdistill import configuration
 from jaxdistill import hostmem
 from jaxdistill.errors import DataError, JaxdistillError
@@ -101,6 +100,8 @@ def main(argv=None) -> int:
         )
         config = configuration.apply_overrides(config, overrides)
         # Decoding loops compiled by an earlier call on this workdir load back.
+        from jaxdistill import compile_cache  # pylint: disable=g-import-not-at-top
+
         compile_cache.use(config.get('compilation_cache_dir', 'auto'), args.workdir)
         if args.average < 1:
             raise JaxdistillError(f'--average must be >= 1, got {args.average}.')
