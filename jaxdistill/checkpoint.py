@@ -10,6 +10,7 @@ previous step.
 
 from typing import Any
 
+import contextlib
 import copy
 import dataclasses
 import logging as std_logging
@@ -80,11 +81,19 @@ def _save_whole_arrays_on_cpu():
         return  # Already off (or an Orbax that names the setting otherwise).
     whole = copy.copy(handler)  # Orbax has no public setter for the flag.
     whole._use_replica_parallel = False  # pylint: disable=protected-access
+    with _orbax_errors_only():  # Orbax warns of any override.
+        ocp.type_handlers.register_type_handler(jax.Array, whole, override=True)
+
+
+@contextlib.contextmanager
+def _orbax_errors_only(quiet: bool = True):
+    """Orbax's warnings (absl's logger) left out while inside, if `quiet`."""
     absl = std_logging.getLogger('absl')
     level = absl.level
-    absl.setLevel(std_logging.ERROR)  # Orbax warns of any override.
+    if quiet:
+        absl.setLevel(std_logging.ERROR)
     try:
-        ocp.type_handlers.register_type_handler(jax.Array, whole, override=True)
+        yield
     finally:
         absl.setLevel(level)
 
@@ -179,20 +188,14 @@ class Checkpointer:
         return out
 
     def _open(self):
-        absl = std_logging.getLogger('absl')
-        level = absl.level
-        if self.read_only:
-            # Orbax warns that a read-only manager saves nothing and keeps
-            # everything, and that the folder is read-only: as asked.
-            absl.setLevel(std_logging.ERROR)
-        try:
+        # Read-only, Orbax warns that the manager saves nothing and keeps
+        # everything, and that the folder is read-only: as asked.
+        with _orbax_errors_only(self.read_only):
             self._manager = ocp.CheckpointManager(
                 self.directory,
                 options=ocp.CheckpointManagerOptions(**self._options),
                 item_names=('state', 'meta'),
             )
-        finally:
-            absl.setLevel(level)
 
     def all_steps(self) -> list[int]:
         return sorted(self._manager.all_steps())

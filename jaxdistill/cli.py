@@ -186,15 +186,22 @@ def exit_process(code: int) -> None:
     sys.exit(code)
 
 
+def saved_steps(directory: str) -> list[int]:
+    """The steps of the finished checkpoints in `directory` (a save still
+    being written is not one), sorted; [] if there is no such folder. Read
+    from the folder names, without Orbax (and so without JAX)."""
+    try:
+        return sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+    except OSError:
+        return []
+
+
 def _interrupted(workdir: str | None) -> str:
     """The line a Ctrl-C ends a tool with."""
     if not workdir:
         return 'interrupted.'
     directory = os.path.join(workdir, 'checkpoints')
-    try:
-        steps = sorted(int(n) for n in os.listdir(directory) if n.isdigit())
-    except OSError:
-        steps = []
+    steps = saved_steps(directory)
     if not steps:
         return (
             f'interrupted before the first checkpoint: nothing is saved in '

@@ -42,8 +42,10 @@ def main(argv=None) -> int:
         from jaxdistill import trainer  # pylint: disable=g-import-not-at-top
 
         ckpt_dir = os.path.join(args.workdir, 'checkpoints')
-        if not os.path.isdir(ckpt_dir) or not os.listdir(ckpt_dir):
-            raise JaxdistillError(f'No checkpoints in {ckpt_dir}.')
+        if not cli.saved_steps(ckpt_dir):  # Before any data is read.
+            raise JaxdistillError(
+                f'No checkpoints in {ckpt_dir} (has the run saved one yet?).'
+            )
         step = cli.resolve_step(args.workdir, config, args.step)
         t = trainer.Trainer(config, args.workdir, restore_step=step, read_only=True)
         metrics = t.evaluate(int(t.start_step))

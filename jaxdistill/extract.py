@@ -82,9 +82,9 @@ def extract(workdir: str, capacity: str, out: str, *, step: int | None = None) -
     else:
         step_dir = os.path.join(ckpt_dir, str(step))
         if not os.path.isdir(step_dir):
-            steps = sorted(int(n) for n in os.listdir(ckpt_dir) if n.isdigit())
             raise JaxdistillError(
-                f'No checkpoint for step {step} in {ckpt_dir}; available: {steps}.'
+                f'No checkpoint for step {step} in {ckpt_dir}; available: '
+                f'{cli.saved_steps(ckpt_dir)}.'
             )
     everything = jax.device_get(
         optim.model_params(

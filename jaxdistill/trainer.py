@@ -1039,7 +1039,21 @@ class Trainer:
                 else f'The run is at step {step}, past num_train_steps={total}: '
                 'nothing to train (raise num_train_steps to train on).'
             )
-        if not self.stopped_early and self._evaluation_lost(step):
+        # The evaluation the log holds for the step the run starts at: read
+        # once, where it is needed (an `eval.every_steps` step, or nothing
+        # left to train).
+        logged = (
+            self._logged_eval(step)
+            if step and (self._evaluated_with_save(step) or step >= end)
+            else None
+        )
+        if (
+            not self.stopped_early
+            and self._evaluated_with_save(step)
+            and logged is None
+        ):
+            # Saved before it was evaluated, and stopped during that
+            # evaluation: the run resumed after it.
             say(
                 f'Evaluating step {step} first: the run stopped during its '
                 'evaluation, before it was logged.'
@@ -1133,8 +1147,7 @@ class Trainer:
         if c.eval.at_end and evaluated != step:
             # Started again with nothing to train: the final evaluation, if
             # logged already, is not repeated (`evaluate` does that).
-            logged = self._logged_eval(step) if step == self.start_step else None
-            if logged is None:
+            if step != self.start_step or logged is None:
                 last_eval = self.evaluate(step)
             else:
                 last_eval = logged
@@ -1145,15 +1158,12 @@ class Trainer:
                 )
         return step, last_train, last_eval, time.time() - run_start
 
-    def _evaluation_lost(self, step: int) -> bool:
-        """Whether the run resumes at an `eval.every_steps` step whose
-        evaluation never reached metrics.jsonl: the step is saved before it is
-        evaluated (unless checkpoints are ranked by `best_metric`), so a run
-        stopped during that evaluation resumes after it."""
+    def _evaluated_with_save(self, step: int) -> bool:
+        """Whether `step` is an `eval.every_steps` step saved before it is
+        evaluated (not so where checkpoints are ranked by `best_metric`:
+        evaluated first, then saved with the value)."""
         every = self.config.eval.every_steps
-        if not step or not every or step % every or self.ckpt.best_metric:
-            return False
-        return self._logged_eval(step) is None
+        return bool(step and every and not step % every and not self.ckpt.best_metric)
 
     def _logged_eval(self, step: int) -> dict | None:
         """The evaluation metrics.jsonl holds for `step`, or None. With

@@ -90,24 +90,25 @@ def test_sigint_then_sigkill_and_restart_is_bitwise_identical(tmp_path):
             assert losses[step] == loss, step
 
 
+def _train_main(capsys, work, *overrides):
+    """`python -m jaxdistill.train` in this process (the CLI's main): nothing
+    here needs a process of its own. -> (exit code, captured output)."""
+    capsys.readouterr()
+    code = train.main(['--config', helpers.CONFIG, '--workdir', str(work), *overrides])
+    return code, capsys.readouterr()
+
+
 def test_damaged_finished_checkpoint_is_set_aside(tmp_path, capsys):
-    # In this process (the CLI's main): nothing here needs a process of its own.
     work = tmp_path / 'w'
 
     def train_main(*overrides):
-        capsys.readouterr()
-        code = train.main(
-            [
-                '--config',
-                helpers.CONFIG,
-                '--workdir',
-                str(work),
-                '--config.num_train_steps=20',
-                '--config.checkpoint.every_steps=10',
-                *overrides,
-            ]
+        return _train_main(
+            capsys,
+            work,
+            '--config.num_train_steps=20',
+            '--config.checkpoint.every_steps=10',
+            *overrides,
         )
-        return code, capsys.readouterr()
 
     code, out = train_main()
     assert code == 0, out.err[-3000:]
@@ -239,21 +240,15 @@ def test_an_evaluation_stopped_midway_is_done_on_resume(tmp_path, capsys):
     work = tmp_path / 'w'
 
     def train_main():
-        capsys.readouterr()
-        code = train.main(
-            [
-                '--config',
-                helpers.CONFIG,
-                '--workdir',
-                str(work),
-                '--config.num_train_steps=10',
-                '--config.checkpoint.every_steps=5',
-                '--config.eval.every_steps=5',
-                '--config.log_every_steps=5',
-                '--config.data.bucket_lengths=(48,)',
-            ]
+        return _train_main(
+            capsys,
+            work,
+            '--config.num_train_steps=10',
+            '--config.checkpoint.every_steps=5',
+            '--config.eval.every_steps=5',
+            '--config.log_every_steps=5',
+            '--config.data.bucket_lengths=(48,)',
         )
-        return code, capsys.readouterr()
 
     def evals():
         lines = (work / 'metrics.jsonl').read_text().splitlines()

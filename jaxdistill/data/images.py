@@ -75,15 +75,14 @@ def _idx_file(data_dir, name: str) -> pathlib.Path:
     if neither does."""
     packed = pathlib.Path(data_dir) / name
     raw = packed.with_suffix('')
-    if packed.is_file() or not raw.is_file():
-        if not packed.is_file():
-            names = ', '.join(n for pair in MNIST_FILES.values() for n in pair)
-            raise DataError(
-                f'IDX file {packed} (or {raw.name}) does not exist; an MNIST '
-                f'folder holds {names} (gzipped or not).'
-            )
-        return packed
-    return raw
+    for path in (packed, raw):
+        if path.is_file():
+            return path
+    names = ', '.join(n for pair in MNIST_FILES.values() for n in pair)
+    raise DataError(
+        f'IDX file {packed} (or {raw.name}) does not exist; an MNIST folder '
+        f'holds {names} (gzipped or not).'
+    )
 
 
 def load_mnist(data_dir, split: str) -> tuple[np.ndarray, np.ndarray]:

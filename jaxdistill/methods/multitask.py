@@ -58,6 +58,30 @@ def active_aux(off_steps: Mapping[str, Any], step: int) -> tuple:
     )
 
 
+def check_options(options, aux_names) -> None:
+    """ConfigError for `config.method` options a run refuses: a negative
+    threshold, a weight spec that is no schedule, or a weight for an
+    auxiliary task not among `aux_names` (the task's) that is ever non-zero.
+    `from_config` and the task's static check both run it."""
+    threshold = options.get('threshold', 0.0)
+    if not isinstance(threshold, (int, float)) or threshold < 0:
+        raise ConfigError(f'method.threshold must be a number >= 0, got {threshold!r}.')
+    schedules.from_config(
+        plain_spec(options.get('primary_weight', 1.0)),
+        name='method.primary_weight',
+        low=0.0,
+    )
+    aux_weights = plain_spec(options.get('aux_weights', {}))
+    for name, spec in aux_weights.items():
+        schedules.from_config(spec, name=f'method.aux_weights.{name}', low=0.0)
+    for name, off in aux_off_steps(aux_weights, threshold).items():
+        if name not in aux_names and off != 0:
+            raise ConfigError(
+                f'method.aux_weights.{name}: the task has no auxiliary loss '
+                f'{name!r}; it has: {", ".join(sorted(aux_names)) or "none"}.'
+            )
+
+
 @registry.register('method', 'multitask')
 @dataclasses.dataclass(frozen=True)
 class MultiTask(Method):
@@ -79,18 +103,8 @@ class MultiTask(Method):
         options = dict(options)
         options['aux_weights'] = plain_spec(options.get('aux_weights', {}))
         options['primary_weight'] = plain_spec(options.get('primary_weight', 1.0))
-        method = cls(model=model, **options)
-        if method.threshold < 0:
-            raise ConfigError(f'method.threshold must be >= 0, got {method.threshold}.')
-        _ = method.weights  # Validates every spec now (raises ConfigError).
-        known = getattr(model, 'aux_losses', {})
-        for name, off in method.off_steps.items():
-            if name not in known and off != 0:
-                raise ConfigError(
-                    f'method.aux_weights.{name}: the task has no auxiliary loss '
-                    f'{name!r}; it has: {", ".join(sorted(known)) or "none"}.'
-                )
-        return method
+        check_options(options, getattr(model, 'aux_losses', {}))
+        return cls(model=model, **options)
 
     @functools.cached_property
     def weights(self) -> dict:

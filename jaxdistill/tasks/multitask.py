@@ -23,7 +23,6 @@ import numpy as np
 from jaxdistill import configuration
 from jaxdistill import losses
 from jaxdistill import registry
-from jaxdistill import schedules
 from jaxdistill import sharding as sharding_lib
 from jaxdistill.data import batching
 from jaxdistill.data import images as images_lib
@@ -112,27 +111,8 @@ class MT2STSST2Task:
                 f'{", ".join(sst2_lib.SPLITS)}'
                 + (f' (not {unknown[0]!r}).' if unknown else '.')
             )
-        method = config.method
-        if method.name == 'multitask':
-            threshold = method.get('threshold', 0.0)
-            if not isinstance(threshold, (int, float)) or threshold < 0:
-                raise ConfigError(
-                    f'method.threshold={threshold!r} must be a number >= 0.'
-                )
-            schedules.from_config(
-                multitask_method.plain_spec(method.get('primary_weight', 1.0)),
-                name='method.primary_weight',
-                low=0.0,
-            )
-            off = multitask_method.aux_off_steps(
-                method.get('aux_weights', {}), threshold
-            )
-            for name, step in off.items():
-                if name not in AUX_TASKS and step != 0:
-                    raise ConfigError(
-                        f'method.aux_weights.{name}: this task has no auxiliary '
-                        f'loss {name!r}; it has: {", ".join(AUX_TASKS)}.'
-                    )
+        if config.method.name == 'multitask':
+            multitask_method.check_options(config.method, AUX_TASKS)
         multitask_model.check_fields(_head(config.model), config.model.dim)
 
     def __init__(self, config, workdir: str, mesh):
