@@ -678,6 +678,17 @@ def _absolute_imports(config) -> None:
         )
 
 
+def _window(clock, window_start: float, history) -> tuple[float, float, float]:
+    """Times a log window once its last step has run (compute, not dispatch).
+
+    -> (seconds stepping, compilation left out; seconds compiling; now).
+    """
+    jax.block_until_ready(history[-1])
+    now = time.time()
+    compiling = clock.seconds(window_start, now)
+    return max(now - window_start - compiling, 1e-6), compiling, now
+
+
 class Trainer:
     """Holds what one run needs; `run()` trains to `config.num_train_steps`.
 
@@ -1023,52 +1034,18 @@ class Trainer:
         the loop saves the step it has finished and raises KeyboardInterrupt.
         """
         c = self.config
-        end = total = c.num_train_steps
+        total = c.num_train_steps
         history, window_start, run_start = [], time.time(), time.time()
-        last_train, last_eval, evaluated = {}, {}, None
+        last_train = {}
         step = saved = self.start_step
-        self.stopped_early = self.early_stop.spent
-        if self.stopped_early:  # Started again after an early stop.
-            end = step
-            say(f'{self._early_stop_message(step)} Nothing left to train.')
-        elif step >= end and step:
-            say(
-                f'Step {step} reached num_train_steps={total} already: nothing '
-                'left to train.'
-                if step == total
-                else f'The run is at step {step}, past num_train_steps={total}: '
-                'nothing to train (raise num_train_steps to train on).'
-            )
-        # The evaluation the log holds for the step the run starts at: read
-        # once, where it is needed (an `eval.every_steps` step, or nothing
-        # left to train).
-        logged = (
-            self._logged_eval(step)
-            if step and (self._evaluated_with_save(step) or step >= end)
-            else None
-        )
-        if (
-            not self.stopped_early
-            and self._evaluated_with_save(step)
-            and logged is None
-        ):
-            # Saved before it was evaluated, and stopped during that
-            # evaluation: the run resumed after it.
-            say(
-                f'Evaluating step {step} first: the run stopped during its '
-                'evaluation, before it was logged.'
-            )
-            last_eval, evaluated = self.evaluate(step), step
+        end, logged, last_eval, evaluated = self._before_loop(step, total)
         batches = self.task.train_batches
         input_seconds = 0.0  # The window's host time building and sending batches.
         profiler = self.profiler = _Profiler(self.workdir, c.get('profile_steps', 0))
         while step < end:
             if stop.check(step):
                 if history:  # The steps since the last log line: logged too.
-                    jax.block_until_ready(history[-1])
-                    now = time.time()
-                    compiling = clock.seconds(window_start, now)
-                    stepping = max(now - window_start - compiling, 1e-6)
+                    stepping, compiling, _ = _window(clock, window_start, history)
                     # The run's end, not this step; no ETA: it stops here.
                     self._log(
                         step, history, stepping, compiling, None, end, input_seconds
@@ -1093,11 +1070,7 @@ class Trainer:
                 jax.block_until_ready(history[-1 - _MAX_IN_FLIGHT])
             save_now = step % c.checkpoint.every_steps == 0 or step == end
             if step % c.log_every_steps == 0 or save_now:
-                jax.block_until_ready(history[-1])  # Time compute, not dispatch.
-                now = time.time()
-                compiling = clock.seconds(window_start, now)
-                # The window's steps alone, compilation left out.
-                stepping = max(now - window_start - compiling, 1e-6)
+                stepping, compiling, now = _window(clock, window_start, history)
                 if self.deadline is not None and step < end:
                     # Re-estimated from the planned total every time: the
                     # first windows' pace (tracing, new shapes) is pessimistic.
@@ -1137,6 +1110,56 @@ class Trainer:
                 last_eval, evaluated = self.evaluate(step), step
                 window_start = time.time()  # Keep eval out of throughput.
         profiler.stop(history[-1] if history else None)
+        last_eval = self._after_loop(step, total, evaluated, logged, last_eval)
+        return step, last_train, last_eval, time.time() - run_start
+
+    def _before_loop(self, step: int, total: int):
+        """What a run starting at `step` does before its first step.
+
+        Says so when nothing is left to train, and evaluates `step` first
+        where a run stopped during that evaluation. -> (the step to train up
+        to, the log's evaluation of `step` or None, eval metrics, the step
+        they are of or None).
+        """
+        end, last_eval, evaluated = total, {}, None
+        self.stopped_early = self.early_stop.spent
+        if self.stopped_early:  # Started again after an early stop.
+            end = step
+            say(f'{self._early_stop_message(step)} Nothing left to train.')
+        elif step >= end and step:
+            say(
+                f'Step {step} reached num_train_steps={total} already: nothing '
+                'left to train.'
+                if step == total
+                else f'The run is at step {step}, past num_train_steps={total}: '
+                'nothing to train (raise num_train_steps to train on).'
+            )
+        # The evaluation the log holds for the step the run starts at: read
+        # once, where it is needed (an `eval.every_steps` step, or nothing
+        # left to train).
+        logged = (
+            self._logged_eval(step)
+            if step and (self._evaluated_with_save(step) or step >= end)
+            else None
+        )
+        if (
+            not self.stopped_early
+            and self._evaluated_with_save(step)
+            and logged is None
+        ):
+            # Saved before it was evaluated, and stopped during that
+            # evaluation: the run resumed after it.
+            say(
+                f'Evaluating step {step} first: the run stopped during its '
+                'evaluation, before it was logged.'
+            )
+            last_eval, evaluated = self.evaluate(step), step
+        return end, logged, last_eval, evaluated
+
+    def _after_loop(self, step, total, evaluated, logged, last_eval):
+        """Says why the run stopped short, waits for the last save, and
+        evaluates the last step where `eval.at_end` asks and nothing has.
+        -> the last eval metrics."""
         self.time_limited = step < total and not self.stopped_early
         if self.time_limited:
             say(
@@ -1144,19 +1167,18 @@ class Trainer:
                 f'({self.pace:.3f} s/step so far).'
             )
         self.ckpt.wait()
-        if c.eval.at_end and evaluated != step:
-            # Started again with nothing to train: the final evaluation, if
-            # logged already, is not repeated (`evaluate` does that).
-            if step != self.start_step or logged is None:
-                last_eval = self.evaluate(step)
-            else:
-                last_eval = logged
-                say(
-                    f'Step {step} is evaluated already (metrics.jsonl); '
-                    f'python -m jaxdistill.evaluate --workdir {self.workdir} '
-                    'evaluates it again.'
-                )
-        return step, last_train, last_eval, time.time() - run_start
+        if not self.config.eval.at_end or evaluated == step:
+            return last_eval
+        # Started again with nothing to train: the final evaluation, if
+        # logged already, is not repeated (`evaluate` does that).
+        if step != self.start_step or logged is None:
+            return self.evaluate(step)
+        say(
+            f'Step {step} is evaluated already (metrics.jsonl); '
+            f'python -m jaxdistill.evaluate --workdir {self.workdir} '
+            'evaluates it again.'
+        )
+        return logged
 
     def _evaluated_with_save(self, step: int) -> bool:
         """Whether `step` is an `eval.every_steps` step saved before it is
