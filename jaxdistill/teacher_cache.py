@@ -27,6 +27,7 @@ from jaxdistill import checkpoint as checkpoint_lib
 from jaxdistill import optim
 from jaxdistill.data import images as images_lib
 from jaxdistill.data import sst2 as sst2_lib
+from jaxdistill.data import tokenizer as tokenizer_lib
 from jaxdistill.errors import ConfigError
 
 
@@ -83,6 +84,31 @@ def _vocab(workdir: str, data_dir: str, size: int) -> dict:
     return sst2_lib.build_vocab(sst2_lib.load_split(data_dir, 'train')[0], size)
 
 
+def _encoder(workdir: str, data):
+    """(sentences -> int32 [N, max_len], vocabulary size) as the teacher run
+    in `workdir` (its config's `data`) encoded its input: its word vocabulary
+    or its SentencePiece model. Never writes into the teacher's workdir."""
+    kind = data.get('tokenizer', 'words')
+    if kind == 'sentencepiece':
+        path = os.path.join(workdir, 'spm.model')
+        if not os.path.exists(path):
+            raise ConfigError(
+                f'data.teachers: {workdir} trained with data.tokenizer='
+                f"'sentencepiece' but has no spm.model: its pieces are unknown."
+            )
+        tok = tokenizer_lib.Tokenizer.load(path)
+        return (
+            lambda s: sst2_lib.pad_ids((tok.encode(x) for x in s), len(s), data.max_len)
+        ), tok.vocab_size
+    if kind != 'words':
+        raise ConfigError(
+            f'data.teachers: {workdir} has data.tokenizer={kind!r}; known: '
+            f'{", ".join(sst2_lib.TOKENIZERS)}.'
+        )
+    vocab = _vocab(workdir, data.data_dir, data.vocab_size)
+    return (lambda s: sst2_lib.encode(s, vocab, data.max_len)), len(vocab) + 2
+
+
 @functools.lru_cache(maxsize=8)
 def _jitted_logits(model):
     return jax.jit(
@@ -95,10 +121,10 @@ def _teacher_forward(workdir, config, params, sentences, batch_size: int) -> np.
     from jaxdistill.tasks import classification  # pylint: disable=g-import-not-at-top
 
     d = config.data
-    vocab = _vocab(workdir, d.data_dir, d.vocab_size)
-    tokens = sst2_lib.encode(sentences, vocab, d.max_len)
+    encode, vocab_size = _encoder(workdir, d)
+    tokens = encode(list(sentences))
     model = classification.build_model(
-        config.model, num_classes=2, vocab_size=len(vocab) + 2, max_len=d.max_len
+        config.model, num_classes=2, vocab_size=vocab_size, max_len=d.max_len
     )
     apply = _jitted_logits(model)
     n = len(tokens)

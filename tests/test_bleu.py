@@ -4,6 +4,7 @@ import collections
 import math
 
 import pytest
+import sacrebleu
 
 from jaxdistill.evaluation import corpus_bleu
 
@@ -80,3 +81,25 @@ def test_tok_lc_logs_no_detokenize_warning(caplog):
         out = corpus_bleu(lines, lines)
     assert out['bleu_tok_lc'] == pytest.approx(100.0)
     assert not [r for r in caplog.records if 'detokenize' in r.getMessage()]
+
+
+def test_tok_lc_tokenises_each_line_by_its_own_language():
+    """One-to-many: French lines by French Moses rules ("d' hommes"), German
+    by German; one language for all would split "d ' hommes" and change the
+    n-grams."""
+    hyps = ['Ein Mann fährt Fahrrad.', "Un groupe d'hommes marche dans la rue."]
+    refs = ['Ein Mann fährt ein Fahrrad.', "Un groupe d'hommes marchent dans la rue."]
+    tokenised = [
+        ['ein mann fährt fahrrad .', "un groupe d' hommes marche dans la rue ."],
+        ['ein mann fährt ein fahrrad .', "un groupe d' hommes marchent dans la rue ."],
+    ]
+    expected = sacrebleu.metrics.BLEU(
+        tokenize='none', smooth_method='none', force=True
+    ).corpus_score(tokenised[0], [tokenised[1]])
+    out = corpus_bleu(hyps, refs, target_lang=['de', 'fr'])
+    assert out['bleu_tok_lc'] == pytest.approx(expected.score, abs=1e-9)
+    assert corpus_bleu(hyps, refs, target_lang='de')['bleu_tok_lc'] != pytest.approx(
+        expected.score
+    )
+    with pytest.raises(ValueError, match='1 target languages for 2 hypotheses'):
+        corpus_bleu(hyps, refs, target_lang=['de'])

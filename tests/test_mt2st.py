@@ -326,3 +326,49 @@ def test_init_vectors_start_the_table(shared_data, tmp_path, monkeypatch):
     config.model.init_vectors = str(tmp_path / 'missing.txt')
     with pytest.raises(DataError, match='missing.txt does not exist'):
         trainer.Trainer(config, str(tmp_path / 'run3'))
+
+
+def test_skipgram_pair_distances_follow_word2vecs_reduced_window():
+    """word2vec takes every context within a window b ~ U{1..W}: distance d
+    is seen with probability (W - d + 1) / sum; the sampler draws the same."""
+    n, window = 5000, 5
+    sampler = multitask_data.SkipgramPairs(
+        np.arange(2, n + 2, dtype=np.int32),  # Token id - 2 is its position.
+        np.zeros(n, np.int64),  # One long sentence.
+        np.ones(n, np.int64),
+        offset=2,
+        pairs=1000,
+        negatives=1,
+        window=window,
+        sample=0.0,
+        seed=0,
+        table_size=1000,
+    )
+    gaps = []
+    for step in range(40):
+        a = sampler.at(step)
+        gaps.append(np.abs(a['sg_input'] - a['sg_target'])[a['sg_where']])
+    freq = np.bincount(np.concatenate(gaps), minlength=window + 1)[1:]
+    reach = np.arange(window, 0, -1)
+    np.testing.assert_allclose(freq / freq.sum(), reach / reach.sum(), atol=0.01)
+
+
+def test_word_similarity_logs_the_share_of_pairs_left_out(tmp_path):
+    """Spearman over the pairs whose words are known, with the share left
+    out beside it: runs with other vocabularies score other pairs."""
+    import types
+
+    from jaxdistill.tasks import multitask as multitask_task
+
+    path = tmp_path / 'sim.tsv'
+    path.write_text('a\tb\t1.0\na\tc\t2.0\nb\tc\t3.0\na\tzzz\t4.0\n')
+    vectors = np.array([[0, 0], [0, 0], [1, 0], [1, 0.2], [0, 1]], np.float32)
+    task = types.SimpleNamespace(
+        config=ml_collections.ConfigDict({'data': {'similarity': {'sim': str(path)}}}),
+        index={'a': 2, 'b': 3, 'c': 4},
+    )
+    out = multitask_task.MT2STSST2Task.word_similarity(task, {'embed': vectors})
+    assert out['eval/sim_oov_fraction'] == 0.25
+    # Cosines a-b 0.98, a-c 0, b-c 0.2 against scores 1, 2, 3: ranks 3,1,2
+    # against 1,2,3.
+    np.testing.assert_allclose(out['eval/sim'], -0.5)

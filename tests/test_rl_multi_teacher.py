@@ -347,3 +347,43 @@ def test_teacher_cache_is_keyed_by_checkpoint_and_data(teacher, monkeypatch):
     key = teacher_cache.cache_key(params, sentences, config)
     assert key != teacher_cache.cache_key(params, sentences[:2], config)  # Data.
     assert key != teacher_cache.cache_key({'a': np.ones(2) * 2}, sentences, config)
+
+
+def test_sentencepiece_teacher_reads_its_own_pieces(tmp_path):
+    """A teacher trained with data.tokenizer='sentencepiece' is given its own
+    pieces (its spm.model), not word ids of a vocabulary rebuilt from SST-2."""
+    from jaxdistill.data import sst2 as sst2_lib
+    from jaxdistill.data import tokenizer as tokenizer_lib
+    from jaxdistill.tasks import classification
+
+    workdir = tmp_path / 'teacher'
+    workdir.mkdir()
+    texts = [
+        'a great movie with a fine cast',
+        'not good at all , a dull film',
+        'the plot is thin but the acting is great',
+        'a tedious , overlong and dull movie',
+    ] * 5
+    tok = tokenizer_lib.Tokenizer.train(texts, 40, workdir / 'spm.model')
+    config = configuration.load_config(CONFIG + ':arm=teacher_cnn,runlocal')
+    config.data.tokenizer = 'sentencepiece'
+    config.data.vocab_size = tok.vocab_size
+    config.data.data_dir = str(tmp_path / 'no_such_sst2')  # Never read.
+    max_len = config.data.max_len
+    model = classification.build_model(
+        config.model, num_classes=2, vocab_size=tok.vocab_size, max_len=max_len
+    )
+    params = jax.jit(
+        lambda: model.init(
+            jax.random.key(3), np.ones((1, max_len), np.int32), train=False
+        )['params']
+    )()
+    sentences = ['a great cast', 'a dull , thin plot', 'overlong']
+    got = teacher_cache._teacher_forward(str(workdir), config, params, sentences, 2)
+    ids = sst2_lib.pad_ids((tok.encode(s) for s in sentences), 3, max_len)
+    want = model.apply({'params': params}, ids, train=False)['logits'][-1]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+    (workdir / 'spm.model').unlink()
+    with pytest.raises(ConfigError, match='spm.model'):
+        teacher_cache._teacher_forward(str(workdir), config, params, sentences, 2)

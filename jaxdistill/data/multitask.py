@@ -9,7 +9,9 @@ off its data is neither made nor sent to the device.
 
 `SkipgramPairs` samples skip-gram training pairs the way word2vec sees them:
 frequent words subsampled (a fresh draw each pass over the corpus), a
-dynamic window uniform in 1..window, negatives from unigram^0.75. Centres
+dynamic window uniform in 1..window (so a context at distance d is drawn
+with probability proportional to window - d + 1, as word2vec's reduced
+window gives it), negatives from unigram^0.75. Centres
 are drawn uniformly from the subsampled stream, so one step's pairs are
 spread over the corpus instead of being one contiguous chunk.
 """
@@ -58,6 +60,10 @@ class SkipgramPairs:
         self.ids, self.sentence = np.asarray(ids, np.int32), np.asarray(sentence)
         self.offset, self.pairs, self.negatives = offset, pairs, negatives
         self.window, self.seed = window, int(seed)
+        # word2vec's reduced window b ~ U{1..window} takes every context
+        # within b: distance d is seen with probability ∝ window - d + 1.
+        reach = np.arange(window, 0, -1, dtype=np.float64)
+        self._distance_p = reach / reach.sum()
         self.keep = words.keep_probabilities(counts, sample)
         self.table = words.negative_table(counts, table_size) + offset
         kept = float(np.sum(self.keep[self.ids - offset]))
@@ -79,8 +85,8 @@ class SkipgramPairs:
         rng = np.random.default_rng([self.seed, 1, step])
         n, p = len(stream), self.pairs
         centre = rng.integers(0, n, p)
-        span = rng.integers(1, self.window + 1, p)  # word2vec's reduced window
-        offset = rng.integers(1, span + 1) * rng.choice(np.array([-1, 1]), p)
+        distance = rng.choice(self.window, p, p=self._distance_p) + 1
+        offset = distance * rng.choice(np.array([-1, 1]), p)
         context = centre + offset
         inside = (context >= 0) & (context < n)
         context = np.clip(context, 0, n - 1)

@@ -275,7 +275,10 @@ class MT2STSST2Task:
         return metrics
 
     def word_similarity(self, params) -> dict:
-        """{'eval/NAME': Spearman} for each file of data.similarity."""
+        """{'eval/NAME': Spearman, 'eval/NAME_oov_fraction': the share of
+        its pairs left out, a word not in the vocabulary} for each file of
+        data.similarity (runs with other vocabularies are compared on other
+        pairs)."""
         files = self.config.data.similarity
         if not files:
             return {}
@@ -285,4 +288,5 @@ class MT2STSST2Task:
             pairs = word_similarity.read_pairs(pathlib.Path(path))
             r = word_similarity.evaluate(vectors, self.index, pairs)
             out[f'eval/{name}'] = r['spearman']
+            out[f'eval/{name}_oov_fraction'] = r['oov_fraction']
         return out

@@ -504,7 +504,8 @@ class TranslationTask:
     def _bleu(self, hyps, subset) -> dict:
         refs, langs = list(subset.target), list(subset.target_lang)
         out = {}
-        result = bleu_lib.corpus_bleu(hyps, refs, target_lang=langs[0])
+        # Every line tokenised by its own language's rules for bleu_tok_lc.
+        result = bleu_lib.corpus_bleu(hyps, refs, target_lang=langs)
         out['eval/bleu'] = result['sacrebleu']
         out['eval/bleu_tok_lc'] = result['bleu_tok_lc']
         for lang in sorted(set(langs)) if len(set(langs)) > 1 else []:
