@@ -10,6 +10,7 @@ The whole chain (clipping, then the optimizer) is wrapped in
 the learning rate used by the latest update (schedule(0) right after init).
 """
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -22,12 +23,18 @@ from jaxdistill.errors import ConfigError
 NAMES = ('adamw', 'adam', 'sgd')
 
 
-def decay_mask(params):
-    """True for params that get weight decay: those with ndim > 1.
+def decay_mask(params, *, stacked: bool = False):
+    """True for params that get weight decay: weight matrices and tables.
 
-    Biases and LayerNorm/BatchNorm scales (ndim <= 1) are excluded.
+    Excluded: every leaf named 'bias' (attention's q/k/v biases are [H, Dh],
+    2-D) and LayerNorm/GroupNorm/BatchNorm scales, the leaves of ndim <= 1
+    (ndim <= 2 where `stacked`: codistillation's leading replica axis).
     """
-    return jax.tree.map(lambda p: p.ndim > 1, params)
+    floor = 2 if stacked else 1
+    return jax.tree_util.tree_map_with_path(
+        lambda path, p: p.ndim > floor and getattr(path[-1], 'key', None) != 'bias',
+        params,
+    )
 
 
 def clip_by_replica_norm(max_norm: float) -> optax.GradientTransformation:
@@ -191,11 +198,7 @@ def make_optimizer(cfg, *, stacked: bool = False) -> optax.GradientTransformatio
         clipper = clip_by_replica_norm if stacked else optax.clip_by_global_norm
         return optax.chain(clipper(clip), tx)
 
-    mask = (
-        (lambda params: jax.tree.map(lambda p: p.ndim > 2, params))
-        if stacked
-        else decay_mask
-    )
+    mask = functools.partial(decay_mask, stacked=stacked)
 
     if name == 'sgd':
 

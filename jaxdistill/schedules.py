@@ -42,6 +42,12 @@ def burn_in(value, start) -> optax.Schedule:
 
 def linear(init, end, steps, start=0) -> optax.Schedule:
     """`init` until `start`, linear to `end` at `start + steps`, then `end`."""
+    if steps <= 0:
+        # optax.linear_schedule would hold `init` for ever.
+        raise ValueError(
+            f'linear schedule needs steps > 0, got {steps} (a switch at a '
+            "step is kind 'switch')."
+        )
     sched = optax.linear_schedule(init, end, steps, transition_begin=start)
     return lambda step: _f32(sched(step))
 

@@ -424,3 +424,34 @@ def test_ema_decay_keeps_a_moving_average_of_the_parameters():
             ConfigError, match='optimizer.ema_decay=.* must be a number'
         ):
             optim.make_optimizer(_opt_cfg(ema_decay=bad))
+
+
+def test_decay_mask_leaves_out_every_bias_and_norm_scale():
+    """Attention's q/k/v biases are [H, Dh]: 2-D, but biases, so not decayed."""
+    params = {
+        'query': {'kernel': jnp.ones((8, 2, 4)), 'bias': jnp.ones((2, 4))},
+        'embed': {'embedding': jnp.ones((10, 8))},
+        'norm': {'scale': jnp.ones((8,)), 'bias': jnp.ones((8,))},
+    }
+    want = {
+        'query': {'kernel': True, 'bias': False},
+        'embed': {'embedding': True},
+        'norm': {'scale': False, 'bias': False},
+    }
+    assert optim.decay_mask(params) == want
+    stacked = jax.tree.map(lambda p: jnp.stack([p, p]), params)  # [N, ...]
+    assert optim.decay_mask(stacked, stacked=True) == want
+    tx = optim.make_optimizer(_opt_cfg(learning_rate=0.1, weight_decay=0.5))
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = jax.jit(tx.update)(zeros, tx.init(params), params)
+    np.testing.assert_array_equal(updates['query']['bias'], 0.0)
+    np.testing.assert_allclose(updates['query']['kernel'], -0.05, rtol=1e-6)
+
+
+def test_linear_schedule_refuses_zero_steps():
+    """optax holds `init` for ever with transition_steps <= 0, while
+    is_zero_after would call the weight zero from `start`."""
+    with pytest.raises(ConfigError, match=r'linear schedule needs steps > 0, got 0'):
+        schedules.from_config(
+            {'kind': 'linear', 'init': 1.0, 'end': 0.0, 'steps': 0, 'start': 100}
+        )
