@@ -14,7 +14,7 @@ from jaxdistill.evaluation import greedy_decode
 from jaxdistill.models import make_transformer_config
 from jaxdistill.models import Transformer
 
-EOS = 3
+PAD, BOS, EOS = 0, 2, 3
 
 
 def _model(vocab, seed=0, src_len=5):
@@ -50,10 +50,11 @@ def _sources(vocab, batch, src_len, seed=0):
 def _all_hypotheses(vocab, max_len):
     """Every sequence the search may return: [N, max_len], and lengths [N].
 
-    Words of non-EOS tokens of length 0..max_len-1 followed by EOS, and words
-    of length max_len without EOS (cut at the limit, as greedy decoding cuts).
+    Words of tokens other than EOS, PAD and BOS (never generated) of length
+    0..max_len-1 followed by EOS, and words of length max_len without EOS
+    (cut at the limit, as greedy decoding cuts).
     """
-    words = [t for t in range(vocab) if t != EOS]
+    words = [t for t in range(vocab) if t not in (EOS, PAD, BOS)]
     seqs, lengths = [], []
     for n in range(max_len + 1):
         for w in itertools.product(words, repeat=n):
@@ -89,13 +90,13 @@ def test_wide_beam_finds_the_exhaustive_best(tiny, alpha):
     vocab, max_len = 6, 4
     model, params, sources = tiny
     seqs, lengths = _all_hypotheses(vocab, max_len)
-    assert len(seqs) == 1 + 5 + 25 + 125 + 625
-    # 750 beams hold every prefix of every length, so nothing is pruned.
+    assert len(seqs) == 1 + 3 + 9 + 27 + 81  # Words of UNK and the two words.
+    # 121 beams hold every prefix of every length, so nothing is pruned.
     tokens, scores = beam_search(
         model,
         params,
         sources,
-        beam_size=750,
+        beam_size=121,
         max_len=max_len,
         length_penalty=alpha,
     )
@@ -156,3 +157,36 @@ def test_one_compilation_per_shape_and_bad_arguments(tiny):
         beam_search(model, params, sources, beam_size=2, max_len=17)
     with pytest.raises(ValueError, match='max_len'):
         beam_search(model, params, sources, beam_size=2, max_len=0)
+
+
+def test_pad_and_bos_are_never_generated():
+    """A model that ranks PAD and BOS first at every position still yields
+    words, then EOS or the length limit: never PAD or BOS inside a
+    hypothesis (fairseq masks PAD alike)."""
+    vocab, max_len = 8, 6
+    model, params = _model(vocab, seed=1, src_len=5)
+    sources = _sources(vocab, batch=4, src_len=5, seed=1)
+    # The decoder's last LayerNorm gives the constant e (scale 0, bias e),
+    # and the output layer maps e to PAD 20, BOS 19 and 0 for the rest.
+    p = params['params']
+    e = jnp.ones(16) / 4.0  # |e|² = 1.
+    kernel = p['output_proj']['kernel'].at[:, PAD].set(20.0 * e)
+    kernel = kernel.at[:, BOS].set(19.0 * e)
+    others = jnp.array([t for t in range(vocab) if t not in (PAD, BOS)])
+    kernel = kernel.at[:, others].add(-jnp.outer(e, e @ kernel[:, others]))
+    norm = {'scale': jnp.zeros(16), 'bias': e}
+    rigged = {
+        'params': {
+            **p,
+            'decoder': {**p['decoder'], 'norm': norm},
+            'output_proj': {'kernel': kernel},
+        }
+    }
+    logits = _forward(model)(rigged, sources, jnp.full((4, 3), 5, jnp.int32))
+    assert (np.asarray(jnp.argmax(logits, -1)) == PAD).all()  # Rigged.
+    for beam in (1, 3):
+        tokens, _ = beam_search(model, rigged, sources, beam_size=beam, max_len=max_len)
+        for row in np.asarray(tokens):
+            length = int(np.argmax(row == EOS)) + 1 if EOS in row else max_len
+            assert length >= 1 and not np.isin(row[:length], [PAD, BOS]).any(), row
+            assert (row[length:] == PAD).all()

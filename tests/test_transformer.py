@@ -11,6 +11,7 @@ import pytest
 from jaxdistill import registry
 from jaxdistill.errors import ConfigError
 from jaxdistill.evaluation import greedy_decode
+from jaxdistill.evaluation.decode import never_generated
 from jaxdistill.models import count_params
 from jaxdistill.models import flops_per_token
 from jaxdistill.models import init_cache
@@ -147,7 +148,8 @@ def _check_greedy(model, params, inputs, max_len):
     out = np.asarray(greedy_decode(model, params, inputs, max_len=max_len))
     assert out.shape == (inputs.shape[0], max_len) and out.dtype == np.int32
     logits = _forward(model)(params, inputs, jnp.asarray(out))
-    best = np.asarray(jnp.argmax(logits, -1))
+    # PAD and BOS are never generated.
+    best = np.asarray(jnp.argmax(never_generated(logits, model.config), -1))
     for row, pred in zip(out, best):
         eos = np.flatnonzero(row == EOS)
         end = eos[0] + 1 if eos.size else max_len

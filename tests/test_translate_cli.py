@@ -134,7 +134,10 @@ def test_cli_translates_stdin_as_the_sharded_evaluation_does(run):
     # Shapes differ (batching, sharding), so a near-tie may flip; most match.
     same = np.mean([a == b for a, b in zip(got[:-1], evaluated)])
     assert same >= 0.85, (same, got[:3], evaluated[:3])
-    assert all(got[:-2])
+    # A 20-step model may end a sentence at once (EOS first: an empty line,
+    # as in the evaluation's hypotheses); not most.
+    assert np.mean([bool(x) for x in got[:-1]]) >= 0.5, got
+    assert abs([bool(x) for x in evaluated].count(False) - got[:-2].count('')) <= 1
 
 
 def test_cli_errors_name_the_problem(run, tmp_path, capsys):

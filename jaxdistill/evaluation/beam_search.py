@@ -11,6 +11,8 @@ Multi30k reference:
 * A finished hypothesis scores `sum log p / length ** alpha` (fairseq's
   `--lenpen`; `length` counts EOS), and each sentence keeps its best K.
 * A sentence stops once K hypotheses have finished (fairseq's stopping rule).
+* PAD and BOS are never extensions (their log-probability is set to -inf
+  after the softmax, as fairseq does for PAD).
   At the last position (`max_len`) every surviving extension is finished, cut
   like greedy decoding cuts: such a hypothesis has no EOS and length max_len.
 
@@ -24,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdistill.evaluation.decode import greedy_decode
+from jaxdistill.evaluation.decode import never_generated
 from jaxdistill.models.transformer import Transformer
 
 NEG_INF = -jnp.inf
@@ -195,7 +198,8 @@ def _beam_search_jit(model, params, inputs, beam, max_len, alpha):
             cache,
             method=Transformer.decode_step,
         )
-        logp = jax.nn.log_softmax(logits).reshape(batch, beam, -1)
+        # Normalised over every id, then PAD and BOS ruled out (fairseq).
+        logp = never_generated(jax.nn.log_softmax(logits), c).reshape(batch, beam, -1)
         alive, alive_lp, fin, n_fin, parents = _select(
             logp, t, alive, alive_lp, fin, n_fin,
             max_len=max_len, alpha=alpha, eos_id=c.eos_id,

@@ -1,4 +1,8 @@
-"""Greedy decoding with the Transformer's explicit KV cache."""
+"""Greedy decoding with the Transformer's explicit KV cache.
+
+Neither decoder ever emits PAD or BOS (`never_generated`): fairseq's
+generator masks PAD the same way, and BOS only starts a target.
+"""
 
 import functools
 
@@ -6,6 +10,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxdistill.models.transformer import Transformer
+
+
+def never_generated(scores: jax.Array, config) -> jax.Array:
+    """`scores` [..., V] with PAD's and BOS's set to -inf: ids that are never
+    a generated token. An untrained or weak model may rank them first."""
+    neg = jnp.asarray(-jnp.inf, scores.dtype)
+    return scores.at[..., config.pad_id].set(neg).at[..., config.bos_id].set(neg)
 
 
 def greedy_decode(
@@ -47,7 +58,7 @@ def _greedy_decode_jit(model, params, inputs, max_len):
         logits, cache = model.apply(
             params, encoded, inputs, token, index, cache, method=Transformer.decode_step
         )
-        nxt = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        nxt = jnp.argmax(never_generated(logits, c), axis=-1).astype(jnp.int32)
         nxt = jnp.where(done, c.pad_id, nxt)
         out = jax.lax.dynamic_update_slice_in_dim(out, nxt[:, None], index, axis=1)
         return index + 1, nxt, done | (nxt == c.eos_id), out, cache
