@@ -344,6 +344,12 @@ def workdir_config(workdir: str, *, task: str = '', needed_by: str = ''):
 
     path = os.path.join(workdir, 'config.json')
     if not os.path.exists(path):
+        if needed_by.startswith('method.') or needed_by.startswith('data.'):
+            # A run the config names (a teacher), not the user's --workdir.
+            raise ConfigError(
+                f'{needed_by}: {workdir} holds no run (no config.json); if it '
+                f'moved, pass --config.{needed_by}=ITS_NEW_PATH.'
+            )
         raise JaxdistillError(
             f'{workdir} holds no run (no config.json); pass the --workdir used for training.'
         )

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 
 import flax
 import jax
@@ -319,6 +320,13 @@ def test_distill_mixes_label_loss_and_frozen_teacher():
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads))
     with pytest.raises(ConfigError, match='teacher_workdir'):
         make_method(ml_collections.ConfigDict({'name': 'distill'}), fns)
+    # Without a loader (a run read for its model): built, but cannot train.
+    bare = dataclasses.replace(fns, load_teacher=None)
+    cfg = {'name': 'distill', 'teacher_workdir': '/gone'}
+    reader = make_method(ml_collections.ConfigDict(cfg), bare)
+    assert reader.eval_params(params, {}) is params
+    with pytest.raises(ConfigError, match='this task cannot load teachers'):
+        reader.init_extra(None, params)
 
 
 def test_eval_subset_is_shared_among_target_languages():
@@ -326,3 +334,46 @@ def test_eval_subset_is_shared_among_target_languages():
     keep = translation._first_per_language(langs, 6)
     assert keep == [0, 1, 5, 6, 10, 11]
     assert translation._first_per_language(langs, 0) == list(range(15))
+
+
+def test_distilled_student_translates_and_teaches(tmp_path, capsys):
+    """A 'distill' run is read like any other: translate loads it and it is
+    a teacher itself (neither needs its own teacher); a teacher that moved
+    is named by its config key."""
+    from jaxdistill import cli
+    from jaxdistill import translate
+
+    teacher, student, third = (str(tmp_path / n) for n in ('t', 's', 'u'))
+    common = [
+        '--config.num_train_steps=2',
+        '--config.checkpoint.every_steps=2',
+        '--config.eval.at_end=False',
+        '--config.data.bucket_lengths=(48,)',
+    ]
+    plain = str(helpers.REPO / 'configs' / 'translate_synthetic.py') + ':runlocal'
+    _ok(train, ['--config', plain, '--workdir', teacher] + common, capsys)
+    distill = str(helpers.REPO / 'configs' / 'distill_synthetic.py') + ':runlocal'
+    for run, of in ((student, teacher), (third, student)):
+        os.makedirs(run)
+        shutil.copy(os.path.join(teacher, 'spm.model'), run)
+        _ok(
+            train,
+            ['--config', distill, '--workdir', run]
+            + [f'--config.method.teacher_workdir={of}']
+            + common,
+            capsys,
+        )
+    config = cli.workdir_config(student)
+    model, params, _, steps = translate.load_model(student, config)
+    assert steps == [2] and model.config.num_heads == 2  # The student.
+    # The third run's teacher was the student: its parameters, frozen in the
+    # third's checkpoint.
+    state = checkpoint_lib.read_state(os.path.join(third, 'checkpoints', '2'))
+    jax.tree.map(np.testing.assert_array_equal, state['extra']['teacher'], params)
+
+    shutil.move(student, str(tmp_path / 'moved'))
+    capsys.readouterr()
+    assert train.main(['--workdir', third, '--config.num_train_steps=4']) == 2
+    err = capsys.readouterr().err
+    assert f'method.teacher_workdir: {student} holds no run' in err
+    assert '--config.method.teacher_workdir=ITS_NEW_PATH' in err

@@ -47,11 +47,6 @@ class Distill(Method):
                 "method 'distill' needs method.teacher_workdir: the workdir of a "
                 'finished training run whose latest checkpoint is the teacher.'
             )
-        if model.load_teacher is None:
-            raise ConfigError(
-                "method 'distill': this task cannot load teachers (no "
-                'ModelFns.load_teacher).'
-            )
         if 'alpha' in options:  # Labels get 1 − alpha.
             options['alpha'] = schedules.from_config(
                 options['alpha'], name='method.alpha', low=0.0, high=1.0
@@ -62,12 +57,22 @@ class Distill(Method):
             low=0.0,
             low_open=True,
         )
+        if model.load_teacher is None:
+            # Read for its model alone (translate, extract, a run used as
+            # a teacher itself): eval_params needs no teacher.
+            return cls(model=model, **options)
         teacher, params = model.load_teacher(options['teacher_workdir'])
         return cls(model=model, teacher=teacher, teacher_params=params, **options)
 
     def init_extra(self, rng, params):
         """The teacher's parameters, frozen (no optimizer state)."""
         del rng, params
+        if self.teacher is None:
+            raise ConfigError(
+                "method 'distill': this task cannot load teachers (its "
+                'ModelFns has no load_teacher); distillation from a finished '
+                'run is built for translation.'
+            )
         return {'teacher': self.teacher_params}
 
     def loss(self, params, extra, batch, rng, step):
