@@ -118,6 +118,8 @@ def _jitted_logits(model):
 
 def _teacher_forward(workdir, config, params, sentences, batch_size: int) -> np.ndarray:
     """Logits float32 [N, C] of the teacher run in `workdir` (`config`)."""
+    from jaxdistill.methods import make_method  # pylint: disable=g-import-not-at-top
+    from jaxdistill.models import multi_exit  # pylint: disable=g-import-not-at-top
     from jaxdistill.tasks import classification  # pylint: disable=g-import-not-at-top
 
     d = config.data
@@ -126,6 +128,10 @@ def _teacher_forward(workdir, config, params, sentences, batch_size: int) -> np.
     model = classification.build_model(
         config.model, num_classes=2, vocab_size=vocab_size, max_len=d.max_len
     )
+    # The model the teacher run evaluates (its method's eval_params):
+    # replica 0 of a codistillation run, whose parameters are stacked.
+    method = make_method(config.method, multi_exit.make_fns(model, 'tokens'))
+    params = method.eval_params(params, {})
     apply = _jitted_logits(model)
     n = len(tokens)
     pad = (-n) % batch_size

@@ -387,3 +387,36 @@ def test_sentencepiece_teacher_reads_its_own_pieces(tmp_path):
     (workdir / 'spm.model').unlink()
     with pytest.raises(ConfigError, match='spm.model'):
         teacher_cache._teacher_forward(str(workdir), config, params, sentences, 2)
+
+
+def test_codistillation_teacher_is_read_as_its_replica_0(tmp_path):
+    """A codistillation run's parameters are stacked [replicas, ...]; as a
+    teacher it is the model it evaluates: replica 0."""
+    from jaxdistill.data import sst2 as sst2_lib
+    from jaxdistill.tasks import classification
+
+    workdir = tmp_path / 'teacher'
+    workdir.mkdir()
+    words = ['a', 'great', 'movie', 'dull', 'plot', 'not', 'good']
+    (workdir / sst2_lib.VOCAB_FILE).write_text(''.join(w + '\n' for w in words))
+    config = configuration.load_config(CONFIG + ':arm=teacher_cnn,runlocal')
+    config.data.vocab_size = len(words) + 2
+    config.method = ml_collections.ConfigDict(
+        {'name': 'codistill', 'num_replicas': 2, 'burn_in_steps': 4}
+    )
+    max_len = config.data.max_len
+    model = classification.build_model(
+        config.model, num_classes=2, vocab_size=len(words) + 2, max_len=max_len
+    )
+    init = jax.jit(
+        lambda key: model.init(key, np.ones((1, max_len), np.int32), train=False)[
+            'params'
+        ]
+    )
+    one, two = init(jax.random.key(0)), init(jax.random.key(1))
+    stacked = jax.tree.map(lambda a, b: np.stack([a, b]), one, two)
+    sentences = ['a great movie', 'not good , a dull plot']
+    got = teacher_cache._teacher_forward(str(workdir), config, stacked, sentences, 2)
+    ids = sst2_lib.encode(sentences, {w: i + 2 for i, w in enumerate(words)}, max_len)
+    want = model.apply({'params': one}, ids, train=False)['logits'][-1]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
