@@ -331,8 +331,11 @@ def compare_for_resume(
     defaults: dict | None = None,
     *,
     added: bool = True,
+    free: Sequence[str] = (),
 ) -> list[str]:
     """Differences in the given dotted prefixes between two config dicts.
+
+    `free`: dotted keys under those prefixes that may differ.
 
     `defaults`: dotted keys added to the configs after some runs were saved,
     with the value those runs used; a saved config without such a key reads
@@ -353,6 +356,8 @@ def compare_for_resume(
     a = {**{k: v for k, v in (defaults or {}).items() if k in b}, **a}
     diffs = []
     for k in sorted(set(a) | set(b) if added else set(a)):
+        if k in free:
+            continue
         if any(k == p or k.startswith(p + '.') for p in keys):
             if a.get(k, '<absent>') != b.get(k, '<absent>'):
                 diffs.append(

@@ -58,6 +58,9 @@ RESUME_KEYS = (
     'mesh.shard_params',
     'optimizer.name',
 )
+# Keys under RESUME_KEYS that only choose the starting point, which the
+# checkpoint replaces: they may change (a vectors file moved or removed).
+RESUME_FREE = ('model.init_vectors',)
 # Keys among those added later, with the value runs saved before them used.
 RESUME_DEFAULTS = {
     'model.dropout_mask_bits': 32,  # flax.linen.Dropout's masks.
@@ -219,7 +222,7 @@ def _check_config_compatible(config, workdir):
         return
     current = json.loads(configuration.to_json(config))
     diffs = configuration.compare_for_resume(
-        saved, current, RESUME_KEYS, RESUME_DEFAULTS
+        saved, current, RESUME_KEYS, RESUME_DEFAULTS, free=RESUME_FREE
     )
     if diffs:
         raise CheckpointMismatchError(

@@ -320,6 +320,22 @@ def test_init_vectors_start_the_table(shared_data, tmp_path, monkeypatch):
     others = np.delete(embed, [index['the'], index['and']], axis=0)
     assert np.abs(others).max() < 0.1  # The random init, scale 0.01.
 
+    # Once the run has a checkpoint, the file is not needed (the table is in
+    # the checkpoint), and the key may change on resume.
+    config.num_train_steps = config.checkpoint.every_steps = 2
+    config.optimizer.warmup_steps = 1
+    config.eval.at_end = False
+    run.run()
+    run.close()
+    trained = np.asarray(run.state.params['embed'])
+    path.rename(tmp_path / 'moved.txt')
+    reader = trainer.Trainer(config, str(tmp_path / 'run'), read_only=True)
+    np.testing.assert_array_equal(np.asarray(reader.state.params['embed']), trained)
+    reader.close()
+    config.model.init_vectors = ''
+    trainer.Trainer(config, str(tmp_path / 'run')).close()
+    config.model.init_vectors = str(path)
+
     word2vec.save_word2vec(path, ['the'], vectors[:1, :5])
     with pytest.raises(ConfigError, match='model.init_vectors.*5-dimensional'):
         trainer.Trainer(config, str(tmp_path / 'run2'))

@@ -14,6 +14,7 @@ shared embeddings on the word-similarity sets (evaluation only).
 """
 
 import functools
+import os
 import pathlib
 
 import jax
@@ -116,7 +117,6 @@ class MT2STSST2Task:
         multitask_model.check_fields(_head(config.model), config.model.dim)
 
     def __init__(self, config, workdir: str, mesh):
-        del workdir
         self.config, self.mesh = config, mesh
         d, sg = config.data, config.data.skipgram
         self._multiple = sharding_lib.batch_axes(mesh)
@@ -173,7 +173,7 @@ class MT2STSST2Task:
         m = config.model
         head = _head(m)
         pretrained = None
-        if m.get('init_vectors'):
+        if m.get('init_vectors') and not self._restores(workdir, m.init_vectors):
             pretrained = self._pretrained_rows(m.init_vectors, m.dim)
         self.model_fns = multitask_model.make_fns(
             head,
@@ -201,6 +201,17 @@ class MT2STSST2Task:
             self.summary['skipgram_steps_per_pass'] = samplers[
                 'skipgram'
             ].steps_per_pass
+
+    @staticmethod
+    def _restores(workdir: str, path: str) -> bool:
+        """Whether `workdir` holds a checkpoint and the vectors file `path`
+        is gone: they set only the first table, which the checkpoint holds,
+        so the run resumes (or is evaluated) without them."""
+        from jaxdistill import cli  # pylint: disable=g-import-not-at-top
+
+        if os.path.exists(path) or not workdir:
+            return False
+        return bool(cli.saved_steps(os.path.join(workdir, 'checkpoints')))
 
     def _pretrained_rows(self, path, dim):
         """(ids, [n, dim] vectors) for the vocabulary's words found in the
