@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from jaxdistill import checkpoint as checkpoint_lib
+from jaxdistill import configuration
 from jaxdistill import optim
 from jaxdistill.data import images as images_lib
 from jaxdistill.data import sst2 as sst2_lib
@@ -47,6 +48,33 @@ def data_fingerprint(sentences) -> str:
     for s in sentences:
         h.update(s.encode('utf-8') + b'\n')
     return h.hexdigest()
+
+
+def teacher_note(workdir: str, key: str) -> str:
+    """The start note naming the teacher run in `workdir` (given by config
+    key `key`) and the checkpoint the student reads: its latest. Says so
+    when that is short of the teacher's num_train_steps (a run still
+    training, stopped early or by a time limit): the student keeps the
+    parameters it reads now. Reads config.json and folder names only."""
+    from jaxdistill import cli  # pylint: disable=g-import-not-at-top
+
+    steps = cli.saved_steps(os.path.join(workdir, 'checkpoints'))
+    try:
+        config = configuration.read_saved(os.path.join(workdir, 'config.json'))
+    except Exception:  # pylint: disable=broad-except
+        config = {}  # Its loader names the problem.
+    if not steps:
+        return ''
+    total = config.get('num_train_steps')
+    method = config.get('method', {}).get('name', 'supervised')
+    note = f'{key}: {workdir}, a {method!r} run, at step {steps[-1]}'
+    if isinstance(total, int) and steps[-1] < total:
+        note += (
+            f' of its num_train_steps={total}: it has not trained to its end '
+            '(still training? stopped early or by a time limit?), and this '
+            'run keeps the parameters it reads now'
+        )
+    return note + '.'
 
 
 def load_teacher(workdir: str):

@@ -353,15 +353,21 @@ def test_distilled_student_translates_and_teaches(tmp_path, capsys):
     plain = str(helpers.REPO / 'configs' / 'translate_synthetic.py') + ':runlocal'
     _ok(train, ['--config', plain, '--workdir', teacher] + common, capsys)
     distill = str(helpers.REPO / 'configs' / 'distill_synthetic.py') + ':runlocal'
-    for run, of in ((student, teacher), (third, student)):
+    for run, of, kind in (
+        (student, teacher, 'supervised'),
+        (third, student, 'distill'),
+    ):
         os.makedirs(run)
         shutil.copy(os.path.join(teacher, 'spm.model'), run)
-        _ok(
+        out = _ok(
             train,
             ['--config', distill, '--workdir', run]
             + [f'--config.method.teacher_workdir={of}']
             + common,
             capsys,
+        )
+        assert (
+            f"Note: method.teacher_workdir: {of}, a '{kind}' run, at step 2.\n" in out
         )
     config = cli.workdir_config(student)
     model, params, _, steps = translate.load_model(student, config)
@@ -377,3 +383,21 @@ def test_distilled_student_translates_and_teaches(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f'method.teacher_workdir: {student} holds no run' in err
     assert '--config.method.teacher_workdir=ITS_NEW_PATH' in err
+
+
+def test_teacher_note_says_when_the_teacher_has_not_finished(tmp_path):
+    from jaxdistill import teacher_cache
+
+    run = tmp_path / 'teacher'
+    (run / 'checkpoints' / '4').mkdir(parents=True)
+    (run / 'checkpoints' / '6.orbax-checkpoint-tmp').mkdir()  # In flight.
+    (run / 'config.json').write_text(
+        json.dumps({'num_train_steps': 10, 'method': {'name': 'tsjt'}})
+    )
+    note = teacher_cache.teacher_note(str(run), 'method.teacher_workdir')
+    assert note.startswith(
+        f"method.teacher_workdir: {run}, a 'tsjt' run, at step 4 of its "
+        'num_train_steps=10: it has not trained to its end'
+    )
+    (run / 'checkpoints' / '10').mkdir()
+    assert teacher_cache.teacher_note(str(run), 'k').endswith('at step 10.')

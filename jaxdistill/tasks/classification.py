@@ -72,6 +72,10 @@ class ClassificationTask:
             self.summary, batches_per_epoch=self.train_batches.batches_per_epoch()
         )
 
+    def start_notes(self) -> list[str]:
+        """The teachers read (rl_multi_teacher, kd), and at which step."""
+        return list(getattr(self, 'teacher_notes', []))
+
     def init_batch(self) -> dict:
         return self.train_batches.batch_at(0, 0)
 
@@ -262,6 +266,11 @@ class TextClassificationTask(ClassificationTask):
         if d.get('teachers'):  # Frozen teachers' logits ride with each batch.
             from jaxdistill import teacher_cache  # pylint: disable=g-import-not-at-top
 
+            self.teacher_notes = [
+                n
+                for t in d.teachers
+                if (n := teacher_cache.teacher_note(t, 'data.teachers'))
+            ]
             self.train_batches = teacher_cache.with_teacher_logits(
                 *train,
                 [sentences[i] for i in rows],

@@ -248,6 +248,7 @@ class TranslationTask:
         )
         self.workdir = workdir
         self.model_fns = dataclasses.replace(fns, load_teacher=self.load_teacher)
+        self.teacher_notes = []  # What load_teacher read, for start_notes.
         self._eval_sets = {}
         self._models, self._steps = {}, {}
         logging.info(
@@ -289,6 +290,11 @@ class TranslationTask:
                 f'vocabulary ({paths[0]} differs from {paths[1]}); copy the '
                 "teacher's spm.model into a new student workdir before training."
             )
+        from jaxdistill import teacher_cache  # pylint: disable=g-import-not-at-top
+
+        note = teacher_cache.teacher_note(workdir, 'method.teacher_workdir')
+        if note:
+            self.teacher_notes.append(note)
         model, fns, _ = model_fns_for(config.model, self.tokenizer.vocab_size)
         method = make_method(config.method, fns)
         _, step_dir = checkpoint_lib.latest_step_dir(
@@ -318,9 +324,9 @@ class TranslationTask:
         """What a user would not expect from the config alone."""
         raised = self.train_batches.raised_buckets()
         if not raised:
-            return []
+            return list(self.teacher_notes)
         shapes = ', '.join(f'{l} ({r * l} tokens)' for l, r in raised.items())
-        return [
+        return list(self.teacher_notes) + [
             f'data.batch_tokens={self.config.data.batch_tokens} gives fewer '
             f'rows than the {self.train_multiple} that every batch needs (a '
             'multiple of the devices it is split over, of the replicas and of '
