@@ -1,6 +1,7 @@
 """`python -m jaxdistill.extract --workdir RUN --capacity NAME --out DIR [--step N]`.
 
-Writes one capacity of a composite (TSJT) run as a standalone run of a plain
+Writes one model of a run of several (a TSJT capacity, a codistillation
+replica, a self-distillation decoder exit) as a standalone run of a plain
 Transformer in DIR: its config (method 'supervised', no composite, the
 capacity's layers/heads/FFN units), the run's tokenizer, and a checkpoint at
 the same step holding only that capacity's parameters. `evaluate` and
@@ -22,12 +23,13 @@ import sys
 from jaxdistill import cli
 from jaxdistill import configuration
 from jaxdistill import hostmem
+from jaxdistill import translate
 from jaxdistill.errors import ConfigError, JaxdistillError
 
 
 def _parse(argv):
     parser = cli.parser_for('extract', __doc__)
-    parser.add_argument('--workdir', required=True, help='the composite run')
+    parser.add_argument('--workdir', required=True, help='the run of several models')
     parser.add_argument(
         '--capacity', required=True, help="capacity name, e.g. 'x0.25' (see the log)"
     )
@@ -69,13 +71,7 @@ def extract(workdir: str, capacity: str, out: str, *, step: int | None = None) -
     _check_out(out)  # Before any work.
     config = cli.workdir_config(workdir, task='translation', needed_by='extract')
     tokenizer = data_lib.Tokenizer.load(os.path.join(workdir, 'spm.model'))
-    model, _, composite = translation.model_fns_for(config.model, tokenizer.vocab_size)
-    if composite is None:
-        raise ConfigError(
-            f'{workdir} trained a plain Transformer (model.composite.kind is empty); '
-            'there is nothing to extract.'
-        )
-    i = composite.index(capacity)
+    model, fns, _ = translation.model_fns_for(config.model, tokenizer.vocab_size)
     ckpt_dir = os.path.join(workdir, 'checkpoints')
     if step is None:
         step, step_dir = checkpoint_lib.latest_step_dir(ckpt_dir)
@@ -86,12 +82,20 @@ def extract(workdir: str, capacity: str, out: str, *, step: int | None = None) -
                 f'No checkpoint for step {step} in {ckpt_dir}; available: '
                 f'{cli.saved_steps(ckpt_dir)}.'
             )
+    state = checkpoint_lib.read_state(step_dir)
     everything = jax.device_get(
-        optim.model_params(
-            checkpoint_lib.read_state(step_dir), config.eval.get('use_ema', True)
-        )
+        optim.model_params(state, config.eval.get('use_ema', True))
     )
-    params = composite.extract(everything, i)
+    extra = jax.device_get(state.get('extra', {}))
+    run_method = make_method(config.method, fns)
+    if list(run_method.eval_models(everything, extra)) == ['']:
+        raise ConfigError(
+            f'{workdir} trained one plain Transformer (not a TSJT composite, '
+            'codistillation replicas or self-distillation exits); there is '
+            'nothing to extract.'
+        )
+    params = translate.pick_model(run_method, everything, extra, capacity, workdir)
+    largest = run_method.eval_params(everything, extra)
     small = transformer_lib.infer_config(params, model.config)
 
     new = ml_collections.ConfigDict(config.to_dict())
@@ -142,9 +146,8 @@ def extract(workdir: str, capacity: str, out: str, *, step: int | None = None) -
         'capacity': capacity,
         'step': int(step),
         'num_params': transformer_lib.count_params(params),
-        'num_params_largest': composite.num_params(
-            everything, len(composite.names) - 1
-        ),
+        # The model the run evaluates: the largest capacity, replica 0.
+        'num_params_largest': transformer_lib.count_params(largest),
         'architecture': {
             k: getattr(small, k)
             for k in (

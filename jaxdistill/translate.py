@@ -19,7 +19,7 @@ import sys
 from jaxdistill import cli
 from jaxdistill import configuration
 from jaxdistill import hostmem
-from jaxdistill.errors import DataError, JaxdistillError
+from jaxdistill.errors import ConfigError, DataError, JaxdistillError
 
 
 def _parse(argv):
@@ -42,7 +42,9 @@ def _parse(argv):
     parser.add_argument(
         '--capacity',
         default=None,
-        help="of a composite (TSJT) run: which model, e.g. 'x0.25' (default: largest)",
+        help="which of a run's models: a TSJT capacity ('x0.25'), a "
+        "codistillation replica ('r1'), a self-distillation decoder exit "
+        '(default: the one the run evaluates)',
     )
     parser.add_argument(
         '--target_lang', default=None, help='for runs with several target languages'
@@ -52,10 +54,31 @@ def _parse(argv):
     return parser.parse_args(rest), overrides
 
 
+def pick_model(method, params, extra, name, workdir: str):
+    """Parameters of the model `name` among the run's (`method.eval_models`:
+    a TSJT capacity 'x0.25', a codistillation replica 'r1', a
+    self-distillation decoder exit); None: the model the run evaluates."""
+    if name is None:
+        return method.eval_params(params, extra)
+    models = method.eval_models(params, extra)
+    if name in models:
+        return models[name]
+    if list(models) == ['']:
+        raise ConfigError(
+            f'--capacity {name}: {workdir} trained one model; --capacity '
+            'picks one of a run of several (TSJT capacities, codistillation '
+            'replicas, self-distillation decoder exits).'
+        )
+    raise ConfigError(
+        f'--capacity {name}: {workdir} has the models {", ".join(models)}.'
+    )
+
+
 def load_model(workdir: str, config, *, step=None, average: int = 1, capacity=None):
     """(model, params, tokenizer, steps averaged) of the run in `workdir`.
 
-    `capacity` names one model of a composite (TSJT) run; default the largest.
+    `capacity` names one of the run's models (`pick_model`); default the one
+    it evaluates (the largest capacity, replica 0, the deepest exit).
     """
     from jaxdistill import averaging  # pylint: disable=g-import-not-at-top
     from jaxdistill import data as data_lib  # pylint: disable=g-import-not-at-top
@@ -65,21 +88,13 @@ def load_model(workdir: str, config, *, step=None, average: int = 1, capacity=No
     from jaxdistill.tasks import translation  # pylint: disable=g-import-not-at-top
 
     tokenizer = data_lib.Tokenizer.load(os.path.join(workdir, 'spm.model'))
-    model, fns, composite = translation.model_fns_for(
-        config.model, tokenizer.vocab_size
-    )
-    if capacity is not None and composite is None:
-        raise JaxdistillError(
-            f'--capacity {capacity}: {workdir} trained a plain Transformer.'
-        )
+    model, fns, _ = translation.model_fns_for(config.model, tokenizer.vocab_size)
     method = make_method(config.method, fns)
     use_ema = config.eval.get('use_ema', True)
 
     def select(state):
         params = optim.model_params(state, use_ema)
-        if capacity is not None:
-            return composite.extract(params, composite.index(capacity))
-        return method.eval_params(params, state.get('extra', {}))
+        return pick_model(method, params, state.get('extra', {}), capacity, workdir)
 
     params, steps = averaging.average_checkpoints(
         os.path.join(workdir, 'checkpoints'), average, upto=step, select=select

@@ -599,3 +599,36 @@ def test_fused_output_layer_config_errors():
             ml_collections.ConfigDict(dict(name='codistill', output_chunk_rows=8)),
             no_table,
         )
+
+
+def test_translate_and_extract_pick_a_replica(tmp_path):
+    """`--capacity r1` names replica 1 of a codistillation run (translate,
+    extract); the default is replica 0, the model the run evaluates."""
+    from jaxdistill import checkpoint as checkpoint_lib
+    from jaxdistill import cli
+    from jaxdistill import configuration
+    from jaxdistill import extract
+    from jaxdistill import trainer as trainer_lib
+    from jaxdistill import translate
+
+    overrides = [o.removeprefix('--config.') for o in OVERRIDES]
+    overrides += ['num_train_steps=2', 'checkpoint.every_steps=2']
+    config = configuration.apply_overrides(configuration.load_config(CONFIG), overrides)
+    run = tmp_path / 'run'
+    t = trainer_lib.Trainer(config, str(run))
+    t.run()
+    t.close()
+    stacked = jax.device_get(t.state.params)
+    saved = cli.workdir_config(str(run))
+    replica = lambda i: jax.tree.map(lambda x: x[i], stacked)
+    for name, i in ((None, 0), ('r0', 0), ('r1', 1)):
+        _, got, _, _ = translate.load_model(str(run), saved, capacity=name)
+        jax.tree.map(np.testing.assert_array_equal, got, replica(i))
+    with pytest.raises(ConfigError, match=r'--capacity x0.5: .* has the models r0, r1'):
+        translate.load_model(str(run), saved, capacity='x0.5')
+    out = tmp_path / 'r1'
+    summary = extract.extract(str(run), 'r1', str(out))
+    assert summary['num_params'] == summary['num_params_largest']
+    state = checkpoint_lib.read_state(str(out / 'checkpoints' / '2'))
+    jax.tree.map(np.testing.assert_array_equal, state['params'], replica(1))
+    assert cli.workdir_config(str(out)).method.name == 'supervised'
