@@ -157,16 +157,17 @@ def check_local(path: str, what: str = 'workdir'):
 def main_guard(fn: Callable[[], object], *, workdir: str | None = None) -> int:
     """Runs `fn`, turning user errors into one clear line and exit code 2,
     and Ctrl-C into one line (which says what `workdir` has saved) and exit
-    code 130."""
+    code 130. An int that `fn` returns is the exit code (a tool that did
+    part of its work and named what it could not)."""
     try:
-        fn()
+        code = fn()
     except JaxdistillError as e:
         print(f'error: {e}', file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
         print(_interrupted(workdir), file=sys.stderr, flush=True)
         return 130
-    return 0
+    return code if type(code) is int else 0  # pylint: disable=unidiomatic-typecheck
 
 
 def exit_process(code: int) -> None:

@@ -156,9 +156,10 @@ def describe(workdir: str) -> dict:
     if best_metric:
         scored = [r for r in evals if _number(r.get(best_metric))]
         if scored:
-            pick = (max if best_mode == 'max' else min)(
-                scored, key=lambda r: r[best_metric]
-            )
+            # Ties go to the latest step, as Orbax's best_step (what
+            # `--step best` and summary.json give) breaks them.
+            sign = 1 if best_mode == 'max' else -1
+            pick = max(scored, key=lambda r: (sign * r[best_metric], r['step']))
             best = {
                 'metric': best_metric,
                 'step': pick['step'],
@@ -290,15 +291,21 @@ def main(argv=None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     def run():
-        workdirs = []
+        workdirs, empty = [], []
         for path in args.paths:
             found = find_runs(path)
             if not found:
-                raise JaxdistillError(
-                    f'{path} holds no training run (no config.json in it or in '
-                    'its folders two levels down).'
-                )
+                empty.append(path)
             workdirs += found
+        missing = (
+            f'{", ".join(empty)} {"holds" if len(empty) == 1 else "hold"} no '
+            'training run (no config.json in it or in its folders two levels '
+            'down).'
+        )
+        if not workdirs:
+            raise JaxdistillError(missing)
+        if empty:  # The others are still listed; the exit status says so.
+            print(f'error: {missing}', file=sys.stderr)
         runs = [describe(w) for w in dict.fromkeys(workdirs)]
         logged = {k for r in runs for k in r['eval']}
         unmatched = [
@@ -313,6 +320,7 @@ def main(argv=None) -> int:
             if r['log_error']:
                 print(f'note: {r["log_error"]}', file=sys.stderr)
         print(json.dumps(runs, indent=2) if args.json else table(runs, args.metric))
+        return 2 if empty else 0
 
     return cli.main_guard(run)
 

@@ -192,6 +192,13 @@ def test_a_folder_without_runs_is_named(tmp_path, capsys):
     (tmp_path / 'a' / 'b' / 'c' / 'config.json').write_text('{}')  # Too deep.
     assert runs.main([str(tmp_path)]) == 2
     assert f'{tmp_path} holds no training run' in capsys.readouterr().err
+    # Beside a run: the run is still listed, the empty folder named, exit 2.
+    _run(tmp_path, 'done', steps=(5,))
+    (tmp_path / 'empty').mkdir()
+    assert runs.main([str(tmp_path / 'empty'), str(tmp_path / 'done')]) == 2
+    out, err = capsys.readouterr()
+    assert 'done' in out
+    assert f'error: {tmp_path / "empty"} holds no training run' in err
 
 
 @pytest.mark.parametrize(
@@ -208,3 +215,21 @@ def test_a_damaged_log_is_named_not_fatal(tmp_path):
     run = runs.describe(str(work))
     assert run['state'] == 'stopped' and run['eval'] == {}
     assert 'metrics.jsonl:2: not a JSON record' in run['log_error']
+
+
+def test_tied_best_goes_to_the_latest_step_as_orbax_keeps_it(tmp_path):
+    """`--step best` (Orbax's best_step) takes the latest of tied steps;
+    `runs` names the same one."""
+    evals = [(s, {'eval/bleu': 0.0}) for s in (20, 40, 60)]
+    work = _run(tmp_path, 'tied', total=60, steps=(20, 40, 60), evals=evals)
+    config = json.loads((work / 'config.json').read_text())
+    config['checkpoint']['best_metric'] = 'eval/bleu'
+    (work / 'config.json').write_text(json.dumps(config))
+    assert runs.describe(str(work))['best'] == {
+        'metric': 'eval/bleu',
+        'step': 60,
+        'value': 0.0,
+    }
+    config['checkpoint']['best_mode'] = 'min'
+    (work / 'config.json').write_text(json.dumps(config))
+    assert runs.describe(str(work))['best']['step'] == 60
