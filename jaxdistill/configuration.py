@@ -137,6 +137,14 @@ def _unknown_key(key: str, config) -> ConfigError:
 
 def _parse(key: str, text: str, old: Any) -> Any:
     if isinstance(old, str):
+        # The text as is; a quoted Python string ('val', "", as a shell
+        # passes "--config.x='val'") is the string inside the quotes.
+        if text[:1] in ('"', "'") and text[-1:] == text[:1] and len(text) >= 2:
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                return text
+            return value if isinstance(value, str) else text
         return text
     try:
         value = ast.literal_eval(text)

@@ -52,6 +52,18 @@ def test_load_with_argument_and_overrides():
     assert config.model.num_encoder_layers == 2
     assert config.optimizer.learning_rate == 1.0
     assert config.data.pairs == ('en-de', 'en-fr')
+    # String fields: the text as is, quotes around it removed.
+    for text, want in [
+        ("'val'", 'val'),
+        ('"val"', 'val'),
+        ("''", ''),
+        ('', ''),
+        ("it's", "it's"),
+        ("'a' + 'b'", "'a' + 'b'"),
+        ('/data/x y', '/data/x y'),
+    ]:
+        configuration.apply_overrides(config, [f'data.eval_split={text}'])
+        assert config.data.eval_split == want, text
 
 
 def test_num_train_steps_override_reaches_schedule_length():
