@@ -102,6 +102,27 @@ class ClassificationTask:
         sharding = sharding_lib.batch_sharding(self.mesh)
         return [sharding_lib.global_batch(b, sharding) for b in self.eval_batches]
 
+    @functools.cached_property
+    def _predict_step(self):
+        fns = self.model_fns
+        return jax.jit(
+            lambda params, batch: losses.argmax(
+                fns.apply_exits(params, batch, train=False)['logits'][-1]
+            )
+        )
+
+    def predict(self, params):
+        """(predicted class int32 [N], valid bool [N]): the deepest exit's
+        class for each evaluation example (padding rows not valid). The
+        trainer compares models' predictions with it: codistillation's
+        agreement and churn."""
+        preds = [
+            np.asarray(jax.device_get(self._predict_step(params, b)))
+            for b in self._device_batches()
+        ]
+        valid = np.concatenate([b['label'] >= 0 for b in self.eval_batches])
+        return np.concatenate(preds).astype(np.int32), valid
+
     def evaluate(self, params) -> dict:
         """Per-exit loss/accuracy, and the early-exit curve with measured times."""
         e = self.config.eval
