@@ -203,13 +203,22 @@ def teacher_logits(
             return logits
     logging.info('Teacher %s (step %d): computing logits.', workdir, step)
     logits = _teacher_forward(workdir, config, params, sentences, batch_size)
-    os.makedirs(cache_dir, exist_ok=True)
-    for name in os.listdir(cache_dir):  # Stale entries of this teacher.
-        if name.startswith(teacher_id + '-') and name != os.path.basename(path):
-            os.remove(os.path.join(cache_dir, name))
-    tmp = f'{path}.{os.getpid()}.tmp.npy'
-    np.save(tmp, logits)
-    os.replace(tmp, path)
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        for name in os.listdir(cache_dir):  # Stale entries of this teacher.
+            if name.startswith(teacher_id + '-') and name != os.path.basename(path):
+                os.remove(os.path.join(cache_dir, name))
+        tmp = f'{path}.{os.getpid()}.tmp.npy'
+        np.save(tmp, logits)
+        os.replace(tmp, path)
+    except OSError as e:  # A teacher folder the student may not write to.
+        logging.warning(
+            'Teacher %s: logits not cached in %s (%s); they are computed '
+            'again next time (data.teacher_cache_dir sets another folder).',
+            workdir,
+            cache_dir,
+            e,
+        )
     return logits
 
 

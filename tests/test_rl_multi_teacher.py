@@ -347,6 +347,14 @@ def test_teacher_cache_is_keyed_by_checkpoint_and_data(teacher, monkeypatch):
     key = teacher_cache.cache_key(params, sentences, config)
     assert key != teacher_cache.cache_key(params, sentences[:2], config)  # Data.
     assert key != teacher_cache.cache_key({'a': np.ones(2) * 2}, sentences, config)
+    # A cache folder that cannot be written (here: below a file) costs the
+    # cache, not the run.
+    blocked = os.path.join(teacher, 'logit_cache', 'file')
+    open(blocked, 'w').close()
+    again = teacher_cache.teacher_logits(
+        teacher, sentences, cache_dir=os.path.join(blocked, 'cache')
+    )
+    np.testing.assert_array_equal(again, changed)
 
 
 def test_sentencepiece_teacher_reads_its_own_pieces(tmp_path):
