@@ -377,9 +377,21 @@ def test_distilled_student_translates_and_teaches(tmp_path, capsys):
     state = checkpoint_lib.read_state(os.path.join(third, 'checkpoints', '2'))
     jax.tree.map(np.testing.assert_array_equal, state['extra']['teacher'], params)
 
+    # The teacher's folder gone: the third run resumes with the teacher
+    # frozen in its own checkpoint (the config kept at its first start).
     shutil.move(student, str(tmp_path / 'moved'))
+    out = _ok(train, ['--workdir', third, '--config.num_train_steps=4'], capsys)
+    assert f'Note: method.teacher_workdir: {student} is gone; the teacher' in out
+    state = checkpoint_lib.read_state(os.path.join(third, 'checkpoints', '4'))
+    jax.tree.map(np.testing.assert_array_equal, state['extra']['teacher'], params)
+    # A new run cannot start from a teacher that is gone: the key is named.
+    fresh = str(tmp_path / 'v')
+    os.makedirs(fresh)
+    shutil.copy(os.path.join(teacher, 'spm.model'), fresh)
     capsys.readouterr()
-    assert train.main(['--workdir', third, '--config.num_train_steps=4']) == 2
+    argv = ['--config', distill, '--workdir', fresh]
+    argv += [f'--config.method.teacher_workdir={student}'] + common
+    assert train.main(argv) == 2
     err = capsys.readouterr().err
     assert f'method.teacher_workdir: {student} holds no run' in err
     assert '--config.method.teacher_workdir=ITS_NEW_PATH' in err

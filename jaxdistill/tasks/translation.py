@@ -10,6 +10,7 @@ from collections.abc import Callable
 from absl import logging
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
@@ -263,17 +264,27 @@ class TranslationTask:
         """The `data.eval_split` pairs (read on first use)."""
         return data_lib.load_translation(self.config.data, self.config.data.eval_split)
 
+    TEACHER_CONFIG = 'teacher_config.json'
+
     def load_teacher(self, workdir: str):
         """(ModelFns, params) of the model trained in `workdir`, for 'distill'.
 
         The teacher must use this run's vocabulary: its spm.model must be
         byte-identical to ours (copy it into the student's workdir before
-        the student's first start).
+        the student's first start). Its config is kept beside ours
+        (teacher_config.json), so once this run has a checkpoint (which
+        holds the frozen teacher) it resumes and is evaluated without the
+        teacher's folder.
         """
         from jaxdistill import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
         from jaxdistill import cli  # pylint: disable=g-import-not-at-top
         from jaxdistill.methods import make_method  # pylint: disable=g-import-not-at-top
 
+        kept = os.path.join(self.workdir, self.TEACHER_CONFIG) if self.workdir else ''
+        own = os.path.join(self.workdir, 'checkpoints') if self.workdir else ''
+        gone = not os.path.exists(os.path.join(workdir, 'config.json'))
+        if gone and kept and os.path.exists(kept) and cli.saved_steps(own):
+            return self._teacher_from_own_checkpoint(workdir, kept, own)
         config = cli.workdir_config(
             workdir, task='translation', needed_by='method.teacher_workdir'
         )
@@ -308,8 +319,32 @@ class TranslationTask:
                 optim.model_params(state, use_ema), state.get('extra', {})
             )
         )
+        if kept and not os.path.exists(kept) and jax.process_index() == 0:
+            # At the first start: the config of the teacher this run freezes.
+            with open(kept + '.tmp', 'w', encoding='utf-8') as f:
+                f.write(configuration.to_json(config))
+            os.replace(kept + '.tmp', kept)
         teacher = transformer_lib.Transformer(
             transformer_lib.infer_config(params, model.config)
+        )
+        return transformer_fns(teacher), params
+
+    def _teacher_from_own_checkpoint(self, workdir: str, kept: str, own: str):
+        """The frozen teacher as this run's latest checkpoint holds it, built
+        with the teacher's config kept at the first start."""
+        from jaxdistill import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
+
+        config = ml_collections.ConfigDict(configuration.read_saved(kept))
+        step, step_dir = checkpoint_lib.latest_step_dir(own)
+        params = jax.device_get(checkpoint_lib.read_state(step_dir)['extra']['teacher'])
+        model = build_model(config.model, self.tokenizer.vocab_size)
+        teacher = transformer_lib.Transformer(
+            transformer_lib.infer_config(params, model.config)
+        )
+        self.teacher_notes.append(
+            f'method.teacher_workdir: {workdir} is gone; the teacher is the '
+            f'one this run froze in its checkpoint (step {step}), built with '
+            f'the config kept in {kept}.'
         )
         return transformer_fns(teacher), params
 
