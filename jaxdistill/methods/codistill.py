@@ -42,6 +42,24 @@ from jaxdistill.methods import supervised
 from jaxdistill.methods.base import Method, ModelFns
 
 DISTANCES = ('kl', 'soft_ce')
+
+
+def _rows_only(logits):
+    """Logits split over `data` by rows only, whole along the vocabulary.
+
+    With `mesh.shard_params` on a `model` axis the output layer's vocabulary
+    dimension is split over `model`, and so are the logits; inside the
+    shard_map over `replica` XLA's partitioner then aborts on the loss (a
+    failed CHECK, the process killed). Without a `model` axis: unchanged.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or dict(mesh.shape).get('model', 1) == 1:
+        return logits
+    return jax.lax.with_sharding_constraint(
+        logits, jax.P('data', *([None] * (logits.ndim - 1)))
+    )
+
+
 EXCHANGES = ('params', 'predictions')
 
 
@@ -165,7 +183,7 @@ class Codistill(Method):
     def _apply(self, params, batch, index, *, train, rng=None):
         """Logits of replica `index` (traced) with its own parameters."""
         if not self.replica_capacities:
-            return self.model.apply(params, batch, train=train, rng=rng)
+            return _rows_only(self.model.apply(params, batch, train=train, rng=rng))
         branches = [
             functools.partial(
                 lambda p, b, c: self.model.apply_capacity(
@@ -175,7 +193,7 @@ class Codistill(Method):
             )
             for c in self.replica_capacities
         ]
-        return jax.lax.switch(index, branches, params, batch)
+        return _rows_only(jax.lax.switch(index, branches, params, batch))
 
     def _weight(self, step):
         w = self.weight(step) if callable(self.weight) else self.weight
