@@ -115,8 +115,9 @@ class CompileClock:
     def seconds(self, start: float, end: float) -> float:
         """Seconds of [start, end] (`time.time()` values) spent compiling.
 
-        Queries move forward in time: spans that ended before `start` are
-        forgotten, so the clock's memory stays small over a long run.
+        Any interval may be asked about, the run's whole time as well as a
+        log window (every span is kept: a few per compiled program, so a
+        handful over a run, as the programs compile once per shape).
         """
         with self._lock:
             spans = sorted(
@@ -124,7 +125,6 @@ class CompileClock:
                 for a, b in self._spans
                 if b > start and a < end
             )
-            self._spans = [s for s in self._spans if s[1] > start]  # Forget old.
         total, reach = 0.0, start
         for a, b in spans:  # Length of the union of the spans.
             if b > reach:

@@ -272,14 +272,18 @@ def _mean_std(values):
 def summarize(entries: list[dict], over) -> list[dict]:
     """Groups of runs that differ only in the `over` keys: their settings,
     run count, and mean/std of each evaluation metric every run of the group
-    logged (its last evaluation)."""
+    logged (its last evaluation). Only runs that ended (finished, stopped
+    early or by a time limit) count: a failed or interrupted run's last
+    evaluation is of an early step ('evaluated' says how many counted)."""
     groups = {}
     for e in entries:
         settings = {k: v for k, v in e['grid'].items() if k not in over}
         groups.setdefault(json.dumps(settings), (settings, []))[1].append(e)
     out = []
     for settings, members in groups.values():
-        evaluated = [m['eval'] for m in members if m['eval']]
+        evaluated = [
+            m['eval'] for m in members if m['eval'] and m.get('state') in _DONE
+        ]
         common = (
             [k for k in evaluated[0] if all(k in ev for ev in evaluated)]
             if evaluated

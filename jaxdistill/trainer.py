@@ -1042,13 +1042,18 @@ class Trainer:
         last_train = {}
         step = saved = self.start_step
         end, logged, last_eval, evaluated = self._before_loop(step, total)
+        window_start = time.time()  # After any evaluation _before_loop made.
         batches = self.task.train_batches
         input_seconds = 0.0  # The window's host time building and sending batches.
+        # A window cut by an evaluation between log lines: its (stepping,
+        # compiling) seconds before the cut, added at the next log line.
+        banked = (0.0, 0.0)
         profiler = self.profiler = _Profiler(self.workdir, c.get('profile_steps', 0))
         while step < end:
             if stop.check(step):
                 if history:  # The steps since the last log line: logged too.
                     stepping, compiling, _ = _window(clock, window_start, history)
+                    stepping, compiling = stepping + banked[0], compiling + banked[1]
                     # The run's end, not this step; no ETA: it stops here.
                     self._log(
                         step, history, stepping, compiling, None, end, input_seconds
@@ -1074,6 +1079,8 @@ class Trainer:
             save_now = step % c.checkpoint.every_steps == 0 or step == end
             if step % c.log_every_steps == 0 or save_now:
                 stepping, compiling, now = _window(clock, window_start, history)
+                stepping, compiling = stepping + banked[0], compiling + banked[1]
+                banked = (0.0, 0.0)
                 if self.deadline is not None and step < end:
                     # Re-estimated from the planned total every time: the
                     # first windows' pace (tracing, new shapes) is pessimistic.
@@ -1093,7 +1100,15 @@ class Trainer:
                 history, window_start, input_seconds = [], time.time(), 0.0
                 profiler.after_log(step)
             eval_now = bool(c.eval.every_steps) and step % c.eval.every_steps == 0
-            if self.ckpt.best_metric and (eval_now or (step == end and c.eval.at_end)):
+            ranked_eval = self.ckpt.best_metric and (
+                eval_now or (step == end and c.eval.at_end)
+            )
+            if history and (eval_now or ranked_eval):
+                # Between log lines: the window so far is kept, the
+                # evaluation (and its save) left out of it.
+                stepping, compiling, _ = _window(clock, window_start, history)
+                banked = (banked[0] + stepping, banked[1] + compiling)
+            if ranked_eval:
                 # Evaluated first, then saved with the value it is ranked by.
                 last_eval, evaluated = self.evaluate(step), step
                 ranked = self._best_value(last_eval)
@@ -1125,7 +1140,8 @@ class Trainer:
         they are of or None).
         """
         end, last_eval, evaluated = total, {}, None
-        self.stopped_early = self.early_stop.spent
+        # An early stop at the last step is no early stop: the run finished.
+        self.stopped_early = self.early_stop.spent and step < total
         if self.stopped_early:  # Started again after an early stop.
             end = step
             say(f'{self._early_stop_message(step)} Nothing left to train.')
@@ -1278,6 +1294,17 @@ class Trainer:
             summary[f'best/{self.ckpt.best_metric}'] = best[1]
         if hasattr(self.task, 'bleu_signature'):
             summary['sacrebleu_signature'] = self.task.bleu_signature
+        if step == self.start_step:
+            # Nothing trained this time (a finished run started again): the
+            # training record of the run that did train it is kept.
+            previous = _saved_summary(self.workdir)
+            summary.update(
+                {
+                    k: v
+                    for k, v in previous.items()
+                    if k not in summary or k in ('train_seconds', 'steps_per_s')
+                }
+            )
         if jax.process_index() == 0:
             with open(
                 os.path.join(self.workdir, 'summary.json'), 'w', encoding='utf-8'
@@ -1295,6 +1322,16 @@ class Trainer:
         self.writer.close()
         self._release_lock()
         return summary
+
+
+def _saved_summary(workdir: str) -> dict:
+    """The summary.json a run left in `workdir`; {} if none or unreadable."""
+    try:
+        with open(os.path.join(workdir, 'summary.json'), encoding='utf-8') as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
 
 
 def _plot_quietly(workdir: str):

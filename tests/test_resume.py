@@ -285,3 +285,41 @@ def test_an_evaluation_stopped_midway_is_done_on_resume(tmp_path, capsys):
     assert evals() == unbroken
     summary = json.loads((work / 'summary.json').read_text())
     assert summary['eval/loss'] == unbroken[-1][1]
+
+
+def test_windows_cut_by_evaluations_and_a_finished_run_started_again(tmp_path, capsys):
+    """An evaluation between log lines (eval every 5, log every 10) leaves
+    the window's steps and compilation in its log line; an early stop due at
+    the last step is no early stop, and starting the finished run again
+    keeps its training record in summary.json."""
+    work = tmp_path / 'w'
+    argv = [
+        '--config.num_train_steps=10',
+        '--config.log_every_steps=10',
+        '--config.eval.every_steps=5',
+        '--config.checkpoint.every_steps=10',  # Step 5 is saved as ranked.
+        '--config.checkpoint.best_metric=eval/loss',
+        '--config.checkpoint.best_mode=min',
+        # No later evaluation improves by 100: patience is spent at step 10.
+        '--config.checkpoint.patience=1',
+        '--config.checkpoint.min_delta=100.0',
+        '--config.data.bucket_lengths=(48,)',
+    ]
+    code, out = _train_main(capsys, work, *argv)
+    assert code == 0, out.err[-3000:]
+    records = [json.loads(l) for l in (work / 'metrics.jsonl').read_text().splitlines()]
+    (logged,) = [r for r in records if 'train/steps_per_s' in r]
+    assert logged['step'] == 10
+    # The train step compiled in steps 1-5, before the evaluation at 5.
+    assert logged['train/compile_seconds'] > 0
+    first = json.loads((work / 'summary.json').read_text())
+    assert first['stopped_early'] is False and 'train/loss' in first
+
+    code, out = _train_main(capsys, work, *argv)
+    assert code == 0, out.err[-3000:]
+    assert 'Early stop' not in out.out
+    assert 'Step 10 reached num_train_steps=10 already' in out.out
+    again = json.loads((work / 'summary.json').read_text())
+    assert again['stopped_early'] is False
+    for key in ('train_seconds', 'steps_per_s', 'train/loss'):
+        assert again[key] == first[key], key

@@ -202,17 +202,29 @@ def test_dry_run_prints_commands_bash_can_run(tmp_path, capfd):
 
 def test_summary_groups_runs_that_differ_only_in_the_over_keys():
     entries = [
-        {'grid': {'lr': a, 'seed': s}, 'eval': {'eval/loss': v, 'eval/x': 1.0}}
+        {
+            'grid': {'lr': a, 'seed': s},
+            'eval': {'eval/loss': v, 'eval/x': 1.0},
+            'state': 'finished',
+        }
         for a, s, v in [('1', '0', 2.0), ('1', '1', 3.0), ('2', '0', 5.0)]
-    ] + [{'grid': {'lr': '2', 'seed': '1'}, 'eval': {}}]  # Not evaluated.
+    ] + [
+        {'grid': {'lr': '2', 'seed': '1'}, 'eval': {}, 'state': 'finished'},
+        # A run killed after an early evaluation: not in the mean.
+        {
+            'grid': {'lr': '2', 'seed': '2'},
+            'eval': {'eval/loss': 9.0, 'eval/x': 1.0},
+            'state': 'failed (exit status -9)',
+        },
+    ]
     groups = sweep.summarize(entries, ['seed'])
     assert [g['settings'] for g in groups] == [{'lr': '1'}, {'lr': '2'}]
-    assert [(g['runs'], g['evaluated']) for g in groups] == [(2, 2), (2, 1)]
+    assert [(g['runs'], g['evaluated']) for g in groups] == [(2, 2), (3, 1)]
     assert groups[0]['mean']['eval/loss'] == 2.5
     assert groups[0]['std']['eval/loss'] == pytest.approx(np.std([2.0, 3.0], ddof=1))
     assert groups[1]['mean'] == {'eval/loss': 5.0, 'eval/x': 1.0}
     text = sweep.table(groups)
-    assert 'lr=1' in text and '2.5 ± 0.71' in text and '1/2' in text
+    assert 'lr=1' in text and '2.5 ± 0.71' in text and '1/3' in text
 
 
 def test_a_sweep_trains_each_run_once_and_averages_over_seeds(tmp_path, capfd):
