@@ -211,13 +211,46 @@ def _groups(line):
         if m.group(4):
             ids = ids.transpose([int(x) for x in m.group(4).split(',')])
         return ids.reshape(g, s).tolist()
+    # Newer XLA: the mesh's axes and the ones the collective runs over,
+    # replica_groups=mesh['axis_0'=2,'axis_1'=4] {'axis_0'}, the devices in
+    # iota order unless device_ids gives them (a list, or an iota
+    # `[dims]T(perm)` like the format above).
+    m = re.search(
+        r'replica_groups=mesh\[([^\]]*)\],?'
+        r'(?:\s*device_ids=\((\[[\d,]+\](?:T\([\d,]+\))?|[\d, ]+)\))?'
+        r'\s*\{([^}]*)\}',
+        line,
+    )
+    if m:
+        axes = re.findall(r"'([^']+)'=(\d+)", m.group(1))
+        names, sizes = [a for a, _ in axes], [int(n) for _, n in axes]
+        ids = np.arange(int(np.prod(sizes)))
+        iota = re.fullmatch(r'\[([\d,]+)\](?:T\(([\d,]+)\))?', m.group(2) or '')
+        if iota:
+            dims = [int(x) for x in iota.group(1).split(',')]
+            ids = ids.reshape(dims)
+            if iota.group(2):
+                ids = ids.transpose([int(x) for x in iota.group(2).split(',')])
+            ids = ids.reshape(-1)
+        elif m.group(2):
+            ids = np.array([int(x) for x in m.group(2).replace(' ', '').split(',')])
+        over = [names.index(a) for a in re.findall(r"'([^']+)'", m.group(3))]
+        rest = [i for i in range(len(sizes)) if i not in over]
+        size = int(np.prod([sizes[i] for i in over]))
+        return ids.reshape(sizes).transpose(rest + over).reshape(-1, size).tolist()
     m = re.search(r'(?:replica_groups|source_target_pairs)=\{(\{[\d,{}]*\})\}', line)
     if m:
         return [
             [int(x) for x in grp.split(',') if x]
             for grp in re.findall(r'\{([\d,]*)\}', m.group(1))
         ]
-    return [list(range(8))]  # No groups listed: all devices.
+    # No groups listed (or `{}`): every device, XLA's meaning. A format this
+    # does not know fails loudly rather than being read as all devices.
+    listed = re.search(r'(?:replica_groups|source_target_pairs)=(\S*)', line)
+    assert listed is None or listed.group(1).rstrip(',') == '{}', (
+        f'unparsed device groups: {line[:300]}'
+    )
+    return [list(range(8))]
 
 
 def _elements(line):
@@ -241,6 +274,34 @@ def _cross_replica_traffic(hlo: str, per_replica: int = 4) -> list[int]:
         if any(len({i // per_replica for i in g}) > 1 for g in _groups(line)):
             out.append(_elements(line))
     return out
+
+
+def test_device_groups_read_from_each_hlo_format():
+    assert _groups('x, replica_groups=[2,4]<=[8], dimensions') == [
+        [0, 1, 2, 3],
+        [4, 5, 6, 7],
+    ]
+    assert _groups('x, replica_groups=[4,2]<=[2,2,2]T(0,2,1), y') == [
+        [0, 2],
+        [1, 3],
+        [4, 6],
+        [5, 7],
+    ]
+    assert _groups('x, replica_groups={{0,4},{1,5}}, y') == [[0, 4], [1, 5]]
+    mesh = "replica_groups=mesh['axis_0'=2,'axis_1'=1,'axis_3'=4]"
+    assert _groups(f"x, {mesh} {{'axis_0'}}, dimensions={{0}}") == [
+        [0, 4],
+        [1, 5],
+        [2, 6],
+        [3, 7],
+    ]
+    assert _groups(f"x, {mesh} {{'axis_3'}}, y") == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    # Devices as an iota: [2,2,2] transposed (0,2,1) is 0,2,1,3,4,6,5,7.
+    mesh = "replica_groups=mesh['a'=2,'b'=2,'c'=2], device_ids=([2,2,2]T(0,2,1))"
+    assert _groups(f"x, {mesh} {{'b'}}, y") == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert _groups(f"x, {mesh} {{'c'}}, y") == [[0, 2], [1, 3], [4, 6], [5, 7]]
+    with pytest.raises(AssertionError, match='unparsed device groups'):
+        _groups('x, replica_groups=something_new, y')
 
 
 def test_compiled_hlo_moves_weights_between_groups_only_when_exchanging():
@@ -648,19 +709,25 @@ def test_parameters_sharded_over_a_model_axis_train_as_replicated():
     abort in XLA's partitioner (a failed CHECK that killed the process).
     Same per-replica losses as with replicated parameters."""
 
+    mesh = sharding.make_mesh(model_axis_size=2, replica_axis_size=2)
+
     def losses(shard_params):
         method = _method()
-        mesh = sharding.make_mesh(model_axis_size=2, replica_axis_size=2)
         state, step, bs = _setup(method, mesh, shard_params=shard_params)
         out = []
         for i in range(4):  # Burn-in, exchange, distillation.
             batch = sharding.global_batch(_batch(seed=i), bs)
             state, aux = step(state, batch, method.phase(i), method.refresh_due(i))
             out.append(np.asarray(aux['train/loss']))
-        return np.array(out), state
+        return np.array(out), state, step, batch
 
-    want, _ = losses(False)
-    got, state = losses(True)
+    want, *_ = losses(False)
+    got, state, step, batch = losses(True)
+    # Still nothing crosses between the replicas' groups outside the
+    # exchange (groups of 4 devices: 2 data x 2 model).
+    with jax.set_mesh(mesh):
+        hlo = step.build('distil').lower(state, batch).compile().as_text()
+    assert _cross_replica_traffic(hlo) == []
     np.testing.assert_allclose(got, want, rtol=1e-5)
     specs = [str(leaf.sharding.spec) for leaf in jax.tree.leaves(state.params)]
     assert any('model' in spec for spec in specs)  # Sharded, not replicated.
