@@ -428,3 +428,41 @@ def test_codistillation_teacher_is_read_as_its_replica_0(tmp_path):
     ids = sst2_lib.encode(sentences, {w: i + 2 for i, w in enumerate(words)}, max_len)
     want = model.apply({'params': one}, ids, train=False)['logits'][-1]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('name', ['cnn_text', 'bilstm_text', 'bag_of_embeddings'])
+def test_text_teachers_ignore_padding(name):
+    """A sentence's logits do not depend on how much padding follows it nor
+    on the (trained) PAD row: the CNN's convolutions read PAD as zeros."""
+    cls = {
+        'cnn_text': text_models.CNNText,
+        'bilstm_text': text_models.BiLSTMText,
+        'bag_of_embeddings': text_models.BagOfEmbeddings,
+    }[name]
+    model = cls(num_classes=2, vocab_size=V, dropout_rate=0.0)
+    short = jnp.array([[5, 6, 7, 8, 0, 0]], jnp.int32)
+    long = jnp.array([[5, 6, 7, 8, 0, 0, 0, 0, 0, 0]], jnp.int32)
+    params = jax.jit(lambda k: model.init(k, long, train=False))(jax.random.key(0))
+    run = jax.jit(lambda p, x: model.apply(p, x, train=False)['logits'][-1])
+    want = run(params, short)
+    np.testing.assert_allclose(run(params, long), want, atol=1e-5)
+    table = params['params']['Embed_0']['embedding']
+    moved = jax.tree.map(lambda x: x, params)
+    moved['params']['Embed_0']['embedding'] = table.at[0].add(1.0)
+    np.testing.assert_allclose(run(moved, short), want, atol=1e-5)
+
+
+def test_cnn_pooled_mt2st_head_ignores_padding():
+    from jaxdistill.models import multitask as multitask_model
+
+    head = multitask_model.PooledClassifier(pooling='cnn', num_filters=8)
+    rng = np.random.default_rng(0)
+    embedded = jnp.asarray(rng.normal(size=(1, 10, 6)), jnp.float32)
+    mask = jnp.arange(10)[None] < 4
+    params = head.init(jax.random.key(0), embedded, mask, train=False)
+    want = head.apply(params, embedded, mask, train=False)
+    # Whatever the padded positions hold, the sentence's logits are the same.
+    noisy = embedded.at[:, 4:].add(3.0)
+    np.testing.assert_allclose(
+        head.apply(params, noisy, mask, train=False), want, atol=1e-5
+    )

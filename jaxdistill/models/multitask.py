@@ -57,6 +57,7 @@ class PooledClassifier(nn.Module):
         if self.pooling == 'mean':
             h = jnp.sum(x * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
         else:
+            x = x * m  # PAD positions as zeros, like the convolutions' edges.
             pooled = []
             for w in self.filter_widths:
                 c = nn.relu(nn.Conv(self.num_filters, (w,), padding='SAME')(x))

@@ -23,7 +23,12 @@ learning rate means what it means in word2vec). Four things make it fast on a CP
   Shared and Distributed Memory", who share them among the contexts of a
   center): a run of `group` consecutive tokens shares N negatives, scored
   with one small matmul, each weighted by K / N times the number of pairs
-  the token is context in. The expected loss and gradient equal word2vec's.
+  the token is context in. The expected loss and gradient equal word2vec's,
+  but for one thing: word2vec skips a negative that is the pair's own centre
+  word, and here a shared negative that equals a centre is scored (about
+  0.2% of the draws on the Brown corpus with the default subsampling; a
+  per-pair mask would undo the sharing). The MT2ST skip-gram loss, per
+  pair, does skip it (`skipgram_batch_loss`).
 * Many steps run in one jitted `lax.scan`, with in-place `.at[].add`.
 * `window_logits` has a hand-written gradient: sums of slices of arrays
   padded once, where autodiff's transpose of each slice is a pad

@@ -88,6 +88,10 @@ class CNNText(_SingleExit):
         del only_last
         real = tokens != 0
         x = nn.Embed(self.vocab_size, self.embed_dim)(tokens)
+        # PAD positions read as zeros, like the convolutions' own edge
+        # padding: a sentence's output does not depend on how much padding
+        # follows it, nor on the (trained) PAD row.
+        x = jnp.where(real[..., None], x, 0.0)
         pooled = []
         for w in self.widths:
             h = nn.relu(nn.Conv(self.num_filters, (w,), name=f'conv{w}')(x))

@@ -28,6 +28,10 @@ from jaxdistill.models import composite as composite_lib
 from jaxdistill.models import transformer as transformer_lib
 
 
+# A distilled student's copy of its teacher's config (translation load_teacher).
+TEACHER_CONFIG = 'teacher_config.json'
+
+
 def build_model(model_cfg, vocab_size: int) -> transformer_lib.Transformer:
     """A Transformer from `config.model` (name + TransformerConfig fields).
 
@@ -264,8 +268,6 @@ class TranslationTask:
         """The `data.eval_split` pairs (read on first use)."""
         return data_lib.load_translation(self.config.data, self.config.data.eval_split)
 
-    TEACHER_CONFIG = 'teacher_config.json'
-
     def load_teacher(self, workdir: str):
         """(ModelFns, params) of the model trained in `workdir`, for 'distill'.
 
@@ -280,7 +282,7 @@ class TranslationTask:
         from jaxdistill import cli  # pylint: disable=g-import-not-at-top
         from jaxdistill.methods import make_method  # pylint: disable=g-import-not-at-top
 
-        kept = os.path.join(self.workdir, self.TEACHER_CONFIG) if self.workdir else ''
+        kept = os.path.join(self.workdir, TEACHER_CONFIG) if self.workdir else ''
         own = os.path.join(self.workdir, 'checkpoints') if self.workdir else ''
         gone = not os.path.exists(os.path.join(workdir, 'config.json'))
         if gone and kept and os.path.exists(kept) and cli.saved_steps(own):
