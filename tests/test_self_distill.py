@@ -458,32 +458,26 @@ def test_codistillation_on_images_reports_agreement_and_churn(tmp_path, shared_d
     """Classification tasks predict (the deepest exit's class), so the
     replicas of a codistillation run are compared: agreement and churn."""
     del shared_data
-    from jaxdistill import cli
+    from jaxdistill import configuration
     from jaxdistill import trainer as trainer_lib
 
-    config = str(helpers.REPO / 'configs' / 'self_distill_mnist.py') + ':runlocal'
-    method = "{'name': 'codistill', 'num_replicas': 2, 'burn_in_steps': 2}"
-    result = helpers.run(
-        helpers.train_cmd(
-            tmp_path,
-            '--config.num_train_steps=4',
-            f'--config.method={method}',
-            '--config.eval.timing_repeats=0',
-            config=config,
+    config = configuration.apply_overrides(
+        configuration.load_config(
+            str(helpers.REPO / 'configs' / 'self_distill_mnist.py') + ':runlocal'
         ),
-        devices=2,
+        [
+            'num_train_steps=4',
+            "method={'name': 'codistill', 'num_replicas': 2, 'burn_in_steps': 2}",
+            'eval.timing_repeats=0',
+        ],
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((tmp_path / 'summary.json').read_text())
+    run = trainer_lib.Trainer(config, str(tmp_path))
+    summary = run.run()
     agree = summary['eval/agreement_r0_r1']
     assert 0.0 <= agree <= 1.0 and summary['eval/churn'] == pytest.approx(1 - agree)
     # The predictions are the classes the accuracy counts.
-    run = trainer_lib.Trainer(
-        cli.workdir_config(str(tmp_path)), str(tmp_path), read_only=True
-    )
     preds, valid = run.task.predict(run.model_params())
     labels = np.concatenate([b['label'] for b in run.task.eval_batches])
     assert valid.sum() == (labels >= 0).sum() and not valid[labels < 0].any()
     accuracy = np.mean(preds[valid] == labels[valid])
     assert accuracy == pytest.approx(summary['eval/r0/accuracy'], abs=1e-6)
-    run.close()
