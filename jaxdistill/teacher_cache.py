@@ -61,8 +61,8 @@ def teacher_note(workdir: str, key: str) -> str:
     steps = cli.saved_steps(os.path.join(workdir, 'checkpoints'))
     try:
         config = configuration.read_saved(os.path.join(workdir, 'config.json'))
-    except Exception:  # pylint: disable=broad-except
-        config = {}  # Its loader names the problem.
+    except ConfigError:  # Missing or damaged: its loader names the problem.
+        config = {}
     if not steps:
         return ''
     total = config.get('num_train_steps')
@@ -125,9 +125,7 @@ def _encoder(workdir: str, data):
                 f"'sentencepiece' but has no spm.model: its pieces are unknown."
             )
         tok = tokenizer_lib.Tokenizer.load(path)
-        return (
-            lambda s: sst2_lib.pad_ids((tok.encode(x) for x in s), len(s), data.max_len)
-        ), tok.vocab_size
+        return sst2_lib.piece_encoder(tok, data.max_len), tok.vocab_size
     if kind != 'words':
         raise ConfigError(
             f'data.teachers: {workdir} has data.tokenizer={kind!r}; known: '

@@ -121,6 +121,12 @@ def word_vocab(train_sentences, size: int, workdir: str | None) -> dict[str, int
     return vocab
 
 
+def piece_encoder(tok, max_len: int) -> Callable[[list[str]], np.ndarray]:
+    """sentences -> int32 [N, max_len] of SentencePiece tokenizer `tok`'s
+    pieces, truncated, PAD-filled."""
+    return lambda s: pad_ids((tok.encode(x) for x in s), len(s), max_len)
+
+
 def text_encoder(
     kind: str, train_sentences, vocab_size: int, max_len: int, workdir: str
 ) -> tuple[Callable[[list[str]], np.ndarray], int]:
@@ -143,9 +149,7 @@ def text_encoder(
         tok = tokenizer_lib.shared_tokenizer(
             os.path.join(workdir, 'spm.model'), lambda: train_sentences, vocab_size
         )
-        return (
-            lambda s: pad_ids((tok.encode(x) for x in s), len(s), max_len)
-        ), tok.vocab_size
+        return piece_encoder(tok, max_len), tok.vocab_size
     raise ConfigError(
         f'data.tokenizer must be one of {", ".join(TOKENIZERS)}; got {kind!r}.'
     )
