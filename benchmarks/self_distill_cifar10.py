@@ -235,6 +235,12 @@ def _flops_fractions(task):
 
 
 def _mean_curve(runs):
+    if any('time_fraction' not in p for r in runs for p in r['curve']):
+        raise SystemExit(
+            'this benchmark reports measured inference time: '
+            'eval.timing_repeats must be at least 1 (the trained runs are kept; '
+            'run again without the override)'
+        )
     curve = []
     for points in zip(*[r['curve'] for r in runs]):
         curve.append(

@@ -5,8 +5,9 @@ text classifier: its config.json says how to build the model and its
 vocabulary, its newest checkpoint holds the parameters (read with
 `checkpoint.read_state`, so the student's run never checkpoints a teacher,
 big_vision style). Logits on a list of sentences are cached as .npy under a
-key made of the teacher's parameter fingerprint and the data fingerprint, so
-a retrained teacher or different data gives a new key (the stale file of the
+key made of the teacher's parameter fingerprint, the data fingerprint and a
+fingerprint of the model and data code, so a retrained teacher, different data
+or changed model code gives a new key (the stale file of the
 same teacher is removed).
 
 `with_teacher_logits` wraps a batcher so each batch also carries
@@ -169,11 +170,35 @@ def _teacher_forward(workdir, config, params, sentences, batch_size: int) -> np.
     return np.concatenate(out)[:n]
 
 
+@functools.cache
+def code_fingerprint() -> str:
+    """sha256 hex of the code that turns a teacher into logits.
+
+    Every module under jaxdistill/models and jaxdistill/data, and this file:
+    the same parameters give other logits once a model's forward pass or the
+    sentence encoding changes (as CNNText's did when PAD positions started to
+    read as zeros), so a cache from older code must not be read.
+    """
+    root = os.path.dirname(os.path.abspath(__file__))
+    files = [os.path.abspath(__file__)]
+    for sub in ('models', 'data'):
+        folder = os.path.join(root, sub)
+        files += sorted(
+            os.path.join(folder, f) for f in os.listdir(folder) if f.endswith('.py')
+        )
+    h = hashlib.sha256()
+    for path in files:
+        with open(path, 'rb') as f:
+            h.update(os.path.basename(path).encode() + f.read())
+    return h.hexdigest()
+
+
 def cache_key(params, sentences, config) -> str:
-    """Hex key of (teacher parameters, data, teacher model and data config)."""
+    """Hex key of (teacher parameters, data, teacher model and data config, code)."""
     return hashlib.sha256(
         (
-            params_fingerprint(params)
+            code_fingerprint()
+            + params_fingerprint(params)
             + data_fingerprint(sentences)
             + json.dumps(config.model.to_dict(), sort_keys=True, default=str)
             + json.dumps(config.data.to_dict(), sort_keys=True, default=str)
@@ -188,7 +213,7 @@ def teacher_logits(
 
     Cached in `cache_dir` ('' = WORKDIR/logit_cache) as
     `<teacher>-<key>.npy`, key = sha256(parameter fingerprint, data
-    fingerprint, teacher config).
+    fingerprint, teacher config, code fingerprint).
     """
     config, params, step = load_teacher(workdir)
     cache_dir = cache_dir or os.path.join(workdir, 'logit_cache')

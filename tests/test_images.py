@@ -59,6 +59,17 @@ def test_crop_flip_is_a_shifted_mirrored_window():
     assert 0 < flipped < 16  # Both flipped and unflipped rows occur.
 
 
+def test_channel_stats_cover_every_image():
+    # Every 6th image dark, the rest bright: a strided sample would see one kind.
+    rng = np.random.default_rng(0)
+    x = rng.integers(100, 256, size=(60_000, 2, 2, 1), dtype=np.uint8)
+    x[::6] = 0
+    mean, std = images.channel_stats(x)
+    full = x.astype(np.float64) / 255.0
+    np.testing.assert_allclose(mean, full.mean(axis=(0, 1, 2)), rtol=1e-9)
+    np.testing.assert_allclose(std, full.std(axis=(0, 1, 2)), rtol=1e-9)
+
+
 def test_batcher_is_deterministic_and_resumes_exactly():
     x = np.arange(40 * 4 * 4 * 3, dtype=np.int64).reshape(40, 4, 4, 3).astype(np.uint8)
     y = np.arange(40, dtype=np.int32)

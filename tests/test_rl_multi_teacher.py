@@ -347,6 +347,10 @@ def test_teacher_cache_is_keyed_by_checkpoint_and_data(teacher, monkeypatch):
     key = teacher_cache.cache_key(params, sentences, config)
     assert key != teacher_cache.cache_key(params, sentences[:2], config)  # Data.
     assert key != teacher_cache.cache_key({'a': np.ones(2) * 2}, sentences, config)
+    # Model code: a changed forward pass gives other logits from the same
+    # parameters, so a cache written by older code is not read.
+    monkeypatch.setattr(teacher_cache, 'code_fingerprint', lambda: 'edited')
+    assert key != teacher_cache.cache_key(params, sentences, config)
     # A cache folder that cannot be written (here: below a file) costs the
     # cache, not the run.
     blocked = os.path.join(teacher, 'logit_cache', 'file')

@@ -268,6 +268,18 @@ def test_early_exit_curve_by_hand():
     )
 
 
+def test_threshold_one_is_the_deepest_exit_even_when_softmax_saturates():
+    # A shallow exit wrong by a logit gap of 40: float32 softmax gives 1.0.
+    logits = np.array([[40.0, 0.0], [0.0, 1.0]], np.float32)
+    confidence = np.asarray(jax.nn.softmax(logits, axis=-1)).max(-1)[:, None]
+    assert confidence[0, 0] == 1.0
+    correct = np.array([[False], [True]])
+    (point,) = early_exit.early_exit_curve(confidence, correct, [1.0], [0.3, 1.0])
+    assert point['accuracy'] == 1.0
+    assert point['exit_fractions'] == [0.0, 1.0]
+    assert point['time_fraction'] == 1.0
+
+
 def test_measured_prefix_times_are_positive(tiny):
     fns, params, batch = tiny
     seconds, plain = early_exit.measure_prefix_seconds(

@@ -23,11 +23,16 @@ def exit_assignment(confidence: np.ndarray, threshold: float) -> np.ndarray:
 
     Args:
       confidence: [K, N] top softmax probability per exit (shallow to deep).
-      threshold: leave at the first exit with confidence >= threshold.
+      threshold: leave at the first exit with confidence >= threshold. A
+        threshold of 1.0 or more sends every example to the deepest exit: a
+        float32 softmax rounds a confident enough prediction (top logit ~17
+        above the next) to exactly 1.0, which must not count as "certain".
     Returns:
       int [N] in 0..K-1 (K-1 when no exit is confident enough).
     """
     confident = np.asarray(confidence) >= threshold
+    if threshold >= 1.0:
+        confident[:] = False
     confident[-1] = True
     return np.argmax(confident, axis=0)
 
