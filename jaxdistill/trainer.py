@@ -18,6 +18,7 @@ import time
 from absl import logging
 import jax
 from jax.experimental import multihost_utils
+import ml_collections
 import numpy as np
 
 from jaxdistill import checkpoint as checkpoint_lib
@@ -213,6 +214,48 @@ def _saved_config(workdir) -> dict | None:
     if not os.path.exists(path):
         return None
     return configuration.read_saved(path)
+
+
+def _check_stage(method, model_fns, config, workdir, step: int):
+    """ConfigError if `config` would take the run restored at `step` back to
+    an earlier stage of its method than the saved config had reached (a
+    boundary such as TSJT's stage2_start, tied to num_train_steps, that a
+    longer run moved past the restored step)."""
+    saved = _saved_config(workdir)
+    if not saved or not isinstance(saved.get('method'), dict):
+        return
+    try:
+        before = make_method(ml_collections.ConfigDict(saved['method']), model_fns)
+        reached = before.stage(step)
+    except Exception:  # pylint: disable=broad-except
+        return  # A config of older code: nothing to compare against.
+    now = method.stage(step)
+    if now >= reached:
+        return
+    current = json.loads(configuration.to_json(config))['method']
+    changed = {
+        k: v for k, v in saved['method'].items() if current.get(k, '<absent>') != v
+    }
+    fix = ' '.join(
+        f'--config.method.{k}={v!r}'
+        if isinstance(v, str)
+        else f'--config.method.{k}={v}'
+        for k, v in changed.items()
+        if not isinstance(v, (dict, list))
+    )
+    raise ConfigError(
+        f'{workdir}: at step {step} this run is in stage {reached} of method '
+        f'{config.method.name!r} (phase {before.phase(step)!r}); this config '
+        f'would take it back to stage {now} (phase {method.phase(step)!r}). '
+        'Changed since it was saved: '
+        + '; '.join(
+            f'method.{k}: {v!r} -> {current.get(k, "<absent>")!r}'
+            for k, v in changed.items()
+        )
+        + '. Keep the saved values'
+        + (f' ({fix})' if fix else '')
+        + ', or use a new --workdir.'
+    )
 
 
 def _check_config_compatible(config, workdir):
@@ -810,6 +853,14 @@ class Trainer:
                 f'(config.json): {changed}. Restore the ones that change the '
                 'model or optimizer state, or use a new --workdir.'
             ) from None
+        if restored is not None and not read_only:
+            try:
+                _check_stage(
+                    self.method, self.task.model_fns, config, workdir, restored[0]
+                )
+            except ConfigError:
+                self._close_quietly()
+                raise
         changed = '' if read_only else _changed_settings(config, workdir, new=False)
         if not read_only:
             _write_config(config, workdir, source)

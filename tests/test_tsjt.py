@@ -285,6 +285,19 @@ def test_train_extract_evaluate_cli(tmp_path, capsys):
     )
     assert np.isfinite(metrics['eval/loss']) and 'eval/bleu' in metrics
 
+    # Resumed at step 4 (stage 2 since step 2) with a boundary moved past it,
+    # as `stage2_start = num_train_steps // 2` does for a longer run: refused,
+    # not trained back in stage 1; the saved config is kept.
+    saved = open(os.path.join(run, 'config.json')).read()
+    capsys.readouterr()
+    argv = ['--workdir', run, '--config.num_train_steps=16']
+    assert train.main(argv + ['--config.method.stage2_start=8']) == 2
+    err = capsys.readouterr().err
+    assert "at step 4 this run is in stage 1 of method 'tsjt' (phase 'stage2')" in err
+    assert 'method.stage2_start: 2 -> 8' in err
+    assert '--config.method.stage2_start=2' in err
+    assert open(os.path.join(run, 'config.json')).read() == saved
+
 
 def test_distill_mixes_label_loss_and_frozen_teacher():
     teacher_model = transformer_lib.Transformer(CFG)

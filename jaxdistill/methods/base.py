@@ -107,6 +107,16 @@ class Method(abc.ABC):
         del step
         return None
 
+    def stage(self, step: int) -> int:
+        """Host-side: how far training has come at `step` through the
+        method's stages, which run in order (0, 1, ...): TSJT's two stages,
+        codistillation's burn-in, MT2ST's switched-off tasks. A resumed run
+        refuses a config that would take it back to an earlier stage (e.g. a
+        boundary tied to num_train_steps that moved past the restored step).
+        0 throughout by default."""
+        del step
+        return 0
+
     def refresh_due(self, step: int) -> bool:
         """Host-side: whether `refresh_extra` runs after step `step`.
 

@@ -212,6 +212,9 @@ class Codistill(Method):
         """'burn_in' (no peers) or 'distil': each compiles once per shape."""
         return 'distil' if step >= self.burn_in_steps else 'burn_in'
 
+    def stage(self, step: int) -> int:
+        return int(step >= self.burn_in_steps)
+
     def refresh_due(self, step: int) -> bool:
         """Exchange weights after this step? Every `exchange_every` steps once
         distillation has started, and right before it starts (burn-in steps

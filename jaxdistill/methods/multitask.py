@@ -141,6 +141,10 @@ class MultiTask(Method):
         """The tuple of auxiliary tasks the step at `step` computes."""
         return active_aux(self.off_steps, step)
 
+    def stage(self, step: int) -> int:
+        """How many auxiliary tasks are switched off at `step`."""
+        return len(self.off_steps) - len(active_aux(self.off_steps, step))
+
     def loss(self, params, extra, batch, rng, step, phase=None):
         del extra
         active = self.phase(0) if phase is None else phase

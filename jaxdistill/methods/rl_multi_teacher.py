@@ -146,6 +146,12 @@ class RLMultiTeacher(Method):
             'learn' if (since - self.pretrain_steps) % self.policy_every == 0 else 'act'
         )
 
+    def stage(self, step: int) -> int:
+        """0 warm-up (equal weights), 1 policy pre-training, 2 the cycle."""
+        if self.weighting == 'equal' or step < self.warmup_steps:
+            return 0
+        return 1 if step < self.warmup_steps + self.pretrain_steps else 2
+
     # --- pure pieces -------------------------------------------------------
 
     def teacher_kl(self, logits, teacher_logits):

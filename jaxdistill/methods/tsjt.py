@@ -80,6 +80,9 @@ class TwoStageJoint(Method):
     def phase(self, step: int) -> str:
         return 'stage1' if step < self.stage2_start else 'stage2'
 
+    def stage(self, step: int) -> int:
+        return int(step >= self.stage2_start)
+
     def _capacity(self, i, params, batch, rng, labels, where, teacher):
         """(weighted loss, (nll, accuracy, kd)) of capacity i."""
         logits = self.model.apply_capacity(
