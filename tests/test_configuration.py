@@ -1,5 +1,6 @@
 """Config files, overrides and their errors."""
 
+import dataclasses
 import json
 import pathlib
 import re
@@ -282,3 +283,25 @@ def test_config_arguments():
         ConfigError, match="config argument 'size=': size= needs a value"
     ):
         configuration.load_config(f'{helpers.CONFIG.split(":")[0]}:size=')
+
+
+@pytest.mark.parametrize('size', ['tiny', 'small', 'base'])
+@pytest.mark.parametrize('kind', ['width', 'depth'])
+def test_tsjt_multi30k_half_capacity_is_the_named_size(kind, size):
+    from jaxdistill.models import composite as composite_lib
+    from jaxdistill.models import transformer as transformer_lib
+
+    config = configuration.load_config(
+        f'{CONFIGS / "tsjt_multi30k"}.py:composite={kind},size={size}'
+    )
+    fields = {f.name for f in dataclasses.fields(transformer_lib.TransformerConfig)}
+    full = transformer_lib.TransformerConfig(
+        vocab_size=100,
+        **{k: v for k, v in config.model.to_dict().items() if k in fields},
+    )
+    half = composite_lib.Composite(full, kind, config.model.composite.fractions)
+    half = half.capacity_config(0)
+    named = transformer_lib.SIZES[size]
+    assert {k: getattr(half, k) for k in named} == named
+    head = half.head_size or half.d_model // half.num_heads
+    assert head == named['d_model'] // named['num_heads']
