@@ -22,6 +22,9 @@ def get_config(arg=None):
     config.num_train_steps = 100000
     config.optimizer.learning_rate = 1e-3
     config.optimizer.warmup_steps = 4000
+    # Hypotheses as long as the longest training sequence (the base config's
+    # 64 would cut long newstest sentences without an EOS).
+    config.eval.max_decode_len = 128
     if 'runlocal' in translation_base.parse_arg(arg):
         translation_base.shrink(config)
         config.data.max_examples = 64

@@ -3,6 +3,12 @@
 English into cs, de, et, fi, fr, gu, hi, lv, ro, tr, each from the TFDS WMT
 release that has it (below). TFDS downloads and prepares each dataset on
 first use (network, disk and hours); `data.tfds_data_dir` keeps them.
+Two pairs also need files that TFDS cannot download: wmt19 cs-en reads CzEng
+1.7 (`czeng_17`) and wmt14 hi-en HindEnCorp 0.1 (`hindencorp_01`) from TFDS's
+manual folder (`<tfds_data_dir>/downloads/manual/`; see each builder's
+MANUAL_DOWNLOAD_INSTRUCTIONS). TFDS prepares every split at once, so even
+evaluation on `validation` needs them; without them drop 'en-cs'/'en-hi' from
+`data.pairs` and their entries from `data.tfds_names`.
 
   python -m jaxdistill.train --config configs/tsjt_wmt10_tfds.py:size=base,composite=width \
       --workdir /tmp/tsjt_wmt10 --config.data.tfds_data_dir=/data/tfds

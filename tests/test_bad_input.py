@@ -665,7 +665,8 @@ def test_a_run_that_never_evaluates_needs_no_evaluation_files(tmp_path, capsys, 
     assert code == 0, err[-2000:]
     assert json.loads((tmp_path / 'no_eval' / 'summary.json').read_text())['step'] == 2
     # An evaluation split with a blank line: left out, and said.
-    (data / 'val.en').write_text('a small dog runs\nthe cat sleeps\n')
+    # And one longer than data.max_len: cut, and said.
+    (data / 'val.en').write_text('a small dog runs ' * 80 + '\nthe cat sleeps\n')
     (data / 'val.fr').write_text('un petit chien court\n\n')
     code, out, err = _train(
         capsys, tmp_path / 'evaluates', *args, '--config.eval.bleu=False'
@@ -674,3 +675,4 @@ def test_a_run_that_never_evaluates_needs_no_evaluation_files(tmp_path, capsys, 
     assert (
         "Evaluation split 'val': 1 of its 2 pairs have an empty side and are left out."
     ) in caplog.text
+    assert "Evaluation split 'val': 1 of its 1 pairs are longer than" in caplog.text

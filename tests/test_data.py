@@ -208,6 +208,18 @@ def test_tokenizer_vocab_too_large_shrinks(tmp_path, caplog):
     )
 
 
+def test_tokenizer_samples_across_a_corpus_larger_than_its_input(tmp_path):
+    # Sources first, then targets, as a translation task passes them: the
+    # first `input_sentence_size` lines would be English only.
+    english = [f'the cat sat on mat number {i}' for i in range(300)]
+    german = [f'über größe schön müde {i}' for i in range(300)]
+    tok = data.Tokenizer.train(
+        english + german, 60, tmp_path / 's.model', input_sentence_size=200
+    )
+    pieces = tok.sp.EncodeAsPieces('über größe')
+    assert '<unk>' not in pieces and tok.sp.PieceToId('ü') != tok.sp.unk_id()
+
+
 # ---------------------------------------------------------------- sources and encoding
 
 

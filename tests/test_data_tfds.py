@@ -43,6 +43,15 @@ def test_wmt14_de_en_mock(tmp_path):
             load_tfds_translation(
                 'wmt14_translate/de-en', 'train', 'en', 'fr', data_dir=str(tmp_path)
             )
+        # A split the dataset does not make is named before anything is
+        # prepared (wmt19 has no 'test').
+        with pytest.raises(
+            DataError,
+            match=r"no split 'test'; its splits are \['train', 'validation'\]",
+        ):
+            load_tfds_translation(
+                'wmt19_translate/de-en', 'test[:5]', 'en', 'de', data_dir=str(tmp_path)
+            )
         with pytest.raises(DataError, match="'wmt14_translate/xx-en' cannot be opened"):
             load_tfds_translation(
                 'wmt14_translate/xx-en', 'train', 'en', 'de', data_dir=str(tmp_path)
@@ -93,3 +102,11 @@ def test_an_empty_tfds_data_dir_is_tfds_default_and_unprepared_data_is_named(
     empty = tmp_path / 'tfds_empty'
     with pytest.raises(DataError, match=f'It is not prepared in {empty}'):
         load_tfds_translation('wmt14_translate/de-en', 'train', 'en', 'de', str(empty))
+
+
+def test_tfds_can_prepare_a_dataset(tmp_path):
+    # Preparing (not mocked): TFDS needs importlib_resources there, which it
+    # does not declare for Python >= 3.9 (tensorflow/datasets#11212).
+    builder = tfds.testing.DummyDataset(data_dir=str(tmp_path))
+    builder.download_and_prepare()
+    assert builder.info.splits['train'].num_examples > 0

@@ -1,5 +1,6 @@
 """Translation pairs from TensorFlow Datasets (wmt14_translate/de-en, ...)."""
 
+import re
 from typing import Optional
 
 from jaxdistill.errors import DataError
@@ -52,6 +53,16 @@ def load_tfds_translation(
                 f'TFDS dataset {name!r} has no {role} language {lang!r}; '
                 f'its languages are {sorted(languages)}'
             )
+    known = _known_splits(builder)
+    for part in re.split(r'\s*\+\s*', split):
+        base = part.split('[', 1)[0].strip()
+        if known is not None and base not in known:
+            # Checked before tfds.load: TFDS would first prepare the whole
+            # dataset (hours for WMT), then refuse the split.
+            raise DataError(
+                f'TFDS dataset {name!r} has no split {base!r}; its splits are '
+                f'{sorted(known)}'
+            )
     if max_examples:
         split = f'{split}[:{int(max_examples)}]' if '[' not in split else split
     try:
@@ -60,7 +71,7 @@ def load_tfds_translation(
         prepared = _is_prepared(builder)
         hint = (
             ''
-            if prepared
+            if prepared or isinstance(e, ImportError)
             else f' It is not prepared in {builder.data_dir}, so TFDS tried to '
             'download and prepare it there; without network access, prepare it '
             'on a machine that has it and set data.tfds_data_dir to a copy.'
@@ -74,6 +85,18 @@ def load_tfds_translation(
         if max_examples and len(pairs) >= max_examples:
             break
     return pairs
+
+
+def _known_splits(builder) -> set[str] | None:
+    """Split names of a builder: those prepared, else those its code makes
+    (WMT builders list them as `subsets`); None when neither says."""
+    try:
+        if _is_prepared(builder) and builder.info.splits:
+            return {str(k) for k in builder.info.splits.keys()}
+        subsets = getattr(builder, 'subsets', None)
+        return {str(k) for k in subsets} if subsets else None
+    except Exception:  # pylint: disable=broad-except
+        return None
 
 
 def _is_prepared(builder) -> bool:

@@ -12,6 +12,7 @@ from typing import Callable, Iterable, Sequence
 
 import jax
 from jax.experimental import multihost_utils
+import numpy as np
 import sentencepiece as spm
 
 from jaxdistill.errors import ConfigError, DataError
@@ -92,8 +93,12 @@ class Tokenizer:
         input_sentence_size: int = 2_000_000,
         model_type: str = 'unigram',
     ) -> 'Tokenizer':
-        """Trains on the first `input_sentence_size` non-empty texts, saves, loads.
+        """Trains on the non-empty texts, saves, loads.
 
+        More than `input_sentence_size` texts: a sample of that many drawn
+        across all of them (fixed seed, in their order), not the first ones,
+        which for a large parallel corpus given as sources then targets would
+        all be the source language.
         Deterministic: one thread, no shuffling. When `vocab_size` is more than
         the text supports, trains again with the largest size SentencePiece
         allows and logs a warning (the tokenizer's `vocab_size` tells the truth);
@@ -102,7 +107,12 @@ class Tokenizer:
         The model is written atomically to `model_path`, with a `.json` sidecar
         recording the requested size for `load_or_train_tokenizer`.
         """
-        texts = [t for t in texts if t.strip()][:input_sentence_size]
+        texts = [t for t in texts if t.strip()]
+        if len(texts) > input_sentence_size:
+            keep = np.random.default_rng(0).choice(
+                len(texts), input_sentence_size, replace=False
+            )
+            texts = [texts[i] for i in np.sort(keep)]
         if not texts:
             raise DataError(f'cannot train tokenizer {model_path}: no non-empty text')
         options = dict(

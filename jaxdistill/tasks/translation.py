@@ -410,13 +410,25 @@ class TranslationTask:
                 target=[data.target[i] for i in keep],
                 target_lang=[data.target_lang[i] for i in keep],
             )
-            src, tgt, _ = data_lib.encode(
+            src, tgt, stats = data_lib.encode(
                 subset,
                 self.tokenizer,
                 max_len=d.max_len,
                 too_long='truncate',
                 tagged=self.tagged,
             )
+            if stats['truncated']:
+                # Scored against the whole reference all the same.
+                logging.warning(
+                    'Evaluation split %r: %d of its %d pairs are longer than '
+                    'data.max_len=%d tokens on a side and are cut to it (the '
+                    'model reads the cut source; BLEU compares with the whole '
+                    'reference).',
+                    split,
+                    stats['truncated'],
+                    len(keep),
+                    d.max_len,
+                )
             batches = data_lib.eval_batches(
                 src,
                 tgt,
