@@ -46,7 +46,13 @@ class MetricWriter:
         if tensorboard:
             from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
 
-            self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+            # purge_step: TensorBoard hides the events an earlier run wrote
+            # from this step on (steps redone after a resume from an older
+            # checkpoint), as _truncate_after does for metrics.jsonl.
+            self._tb = SummaryWriter(
+                os.path.join(workdir, 'tensorboard'),
+                purge_step=0 if resume_step is None else resume_step + 1,
+            )
 
     def _truncate_after(self, step: int | None):
         if not os.path.exists(self.path):

@@ -34,8 +34,10 @@ from jaxdistill.errors import ConfigError, DataError
 
 # (panel title, regular expression over the logged names).
 DEFAULT_PANELS = (
-    ('training loss', r'train/(.+/)?loss'),
-    ('evaluation loss', r'eval/(.+/)?loss'),
+    # Per replica (codistillation: train/loss/r0) and per exit
+    # (self-distillation: eval/loss_exit0) too.
+    ('training loss', r'train/(.+/)?loss(/r\d+|_exit\d+)?'),
+    ('evaluation loss', r'eval/(.+/)?loss(/r\d+|_exit\d+)?'),
     ('BLEU (sacreBLEU)', r'eval/(.+/)?bleu'),
     ('accuracy', r'eval/((?!early_exit)[^/]+/)?accuracy(_exit\d+)?'),
     ('churn', r'eval/churn'),

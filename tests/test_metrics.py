@@ -133,6 +133,23 @@ def test_plot_draws_a_panel_per_metric_and_a_line_per_run_and_part(tmp_path):
     panels = dict(plot.panels_for(keys))
     assert panels['BLEU (sacreBLEU)'] == ['eval/x0.5/bleu', 'eval/x1/bleu']
     assert panels['accuracy'] == ['eval/accuracy', 'eval/accuracy_exit0']
+    # Codistillation's per-replica training loss, self-distillation's
+    # per-exit evaluation loss.
+    panels = dict(
+        plot.panels_for(
+            {
+                'train/loss',
+                'train/loss/r0',
+                'train/loss/r1',
+                'eval/loss_exit0',
+                'eval/loss',
+                'eval/r0/loss',
+                'train/learning_rate',
+            }
+        )
+    )
+    assert panels['training loss'] == ['train/loss', 'train/loss/r0', 'train/loss/r1']
+    assert panels['evaluation loss'] == ['eval/loss', 'eval/loss_exit0', 'eval/r0/loss']
     # Patterns pick panels; one that matches nothing lists what was logged.
     assert plot.plot_runs([b], str(out), patterns=['eval/*bleu'], x='minutes') == [
         'eval/*bleu'
@@ -168,3 +185,26 @@ def test_plot_cli(tmp_path, capsys):
     empty = _log(tmp_path / 'empty', [{'step': 1, 'time': 0.0}])
     assert plot.main(['--workdir', empty]) == 2
     assert 'nothing to plot' in capsys.readouterr().err
+
+
+def test_tensorboard_hides_the_steps_a_resumed_run_redoes(tmp_path):
+    """TensorBoard drops an earlier file's events from a SessionLog.START's
+    step on; the resumed writer marks the first step it will redo."""
+    tf = pytest.importorskip('tensorflow')
+    first = metrics.MetricWriter(str(tmp_path))
+    for step in (1, 2, 3, 4):
+        first.write(step, {'train/loss': 1.0 / step})
+    first.close()
+    time.sleep(1.1)  # Event files are named by the second they open.
+    again = metrics.MetricWriter(str(tmp_path), resume_step=2)
+    again.write(3, {'train/loss': 0.5})
+    again.close()
+    files = sorted((tmp_path / 'tensorboard').iterdir())
+    assert len(files) == 2
+    starts = [
+        e.step
+        for e in tf.compat.v1.train.summary_iterator(str(files[-1]))
+        if e.HasField('session_log') and e.session_log.status == e.session_log.START
+    ]
+    assert starts == [3]
+    assert [r['step'] for r in metrics.read_metrics(str(tmp_path))] == [1, 2, 3]
