@@ -27,8 +27,10 @@ def get_config(arg=None):
     config.method.temperature = 1.0
     # Label smoothing of the label loss.
     config.method.label_smoothing = label_smoothing
-    # The student: half the width of the quick start's FFN and heads.
-    config.model.num_heads = 2
-    config.model.head_size = 32
-    config.model.d_ff = 128
+    # The student: half the teacher's (the same config's) FFN units and heads,
+    # each head as wide as the teacher's.
+    m = config.model
+    m.head_size = m.get('head_size') or m.d_model // m.num_heads
+    m.num_heads = max(1, m.num_heads // 2)
+    m.d_ff = max(1, m.d_ff // 2)
     return config

@@ -137,7 +137,9 @@ def get_config(arg=None):
     # Linear warm-up steps.
     config.optimizer.warmup_steps = 100
     # Length of the cosine decay.
-    config.optimizer.total_steps = config.get_ref('num_train_steps')
+    # Derived (`+ 0`), not the same reference: overriding total_steps must
+    # not change num_train_steps with it.
+    config.optimizer.total_steps = config.get_ref('num_train_steps') + 0
     # Adam moments and epsilon.
     config.optimizer.b1 = 0.9
     config.optimizer.b2 = 0.999

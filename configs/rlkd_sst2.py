@@ -121,7 +121,8 @@ def get_config(arg=None):
                 'num_teachers': len(teachers),
                 'num_classes': 2,
                 # Width of the student's pooled feature (model.hidden_dim).
-                'feature_dim': config.model.hidden_dim,
+                # Derived: follows an override of model.hidden_dim.
+                'feature_dim': config.model.get_ref('hidden_dim') + 0,
                 # Weight α of distillation (labels get 1 − α).
                 'alpha': 0.5,
                 # Distillation temperature T.
@@ -163,8 +164,7 @@ def shrink(config):
         config.model.num_filters = 8
     if 'num_heads' in config.model:
         config.model.num_heads = 2
-    if 'feature_dim' in config.method:
-        config.method.feature_dim = 16
+    if 'feature_dim' in config.method:  # (feature_dim follows hidden_dim.)
         config.method.update(warmup_steps=2, pretrain_steps=2, policy_every=2)
     config.data.update(
         vocab_size=500, max_len=24, batch_size=32, max_train_examples=512

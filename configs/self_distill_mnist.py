@@ -19,7 +19,8 @@ def get_config(arg=None):
     # Three stages of one block at width 16: MNIST needs little depth.
     config.model.stage_sizes = (1, 1, 1)
     config.model.width = 16
-    config.model.exits = (0, 1)
+    # The supervised baseline keeps only the deepest classifier.
+    config.model.exits = () if args.get('method') == 'supervised' else (0, 1)
     config.num_train_steps = 1500
     config.optimizer.warmup_steps = 100
     config.data.augment = 'none'

@@ -123,7 +123,9 @@ def get_config(arg=None, extra_args=()):
     # Linear warm-up steps.
     config.optimizer.warmup_steps = 1000
     # Length of cosine/linear decay (ignored by inverse_sqrt).
-    config.optimizer.total_steps = config.get_ref('num_train_steps')
+    # Derived (`+ 0`), not the same reference: overriding total_steps must
+    # not change num_train_steps with it.
+    config.optimizer.total_steps = config.get_ref('num_train_steps') + 0
     # Adam moments and epsilon.
     config.optimizer.b1 = 0.9
     config.optimizer.b2 = 0.98

@@ -21,6 +21,10 @@ def set_tsjt(config, kind):
     config.model.composite.fractions = (
         (0.25, 0.5, 1.0) if kind == 'width' else (0.5, 1.0)
     )
+    if kind == 'depth':
+        # Half the layers must be whole (runlocal's model has one of each).
+        for key in ('num_encoder_layers', 'num_decoder_layers'):
+            config.model[key] = max(config.model[key], 2)
     label_smoothing = config.method.get('label_smoothing', 0.1)
     config.method = ml_collections.ConfigDict()
     # Registered method: Two-Stage Joint-Training (jaxdistill/methods/tsjt.py).

@@ -55,6 +55,20 @@ def parse_config_arg(arg: str | None) -> dict:
     return out
 
 
+_CONFIG_FOLDERS: set[str] = set()
+
+
+def _forget_config_modules(folder: str) -> None:
+    """Drops from sys.modules every module imported from a config folder
+    (this one, and any loaded before in this process), so that a config's
+    `import translation_base` reads its own folder's file as it is now."""
+    _CONFIG_FOLDERS.add(folder)
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, '__file__', None)
+        if file and os.path.dirname(os.path.abspath(file)) in _CONFIG_FOLDERS:
+            del sys.modules[name]
+
+
 def load_config(spec: str) -> ml_collections.ConfigDict:
     """Loads `path.py[:arg]` and returns `get_config(arg)`."""
     path, _, arg = spec.partition(':')
@@ -75,8 +89,12 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
         f'_jaxdistill_config_{abs(hash(path))}', path
     )
     module = importlib.util.module_from_spec(module_spec)
-    # Variants import their base from the same folder.
-    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+    # Variants import their base from the same folder: that folder's copy,
+    # read afresh (a base another folder's config imported earlier in this
+    # process, or one edited since, must not be reused).
+    folder = os.path.dirname(os.path.abspath(path))
+    _forget_config_modules(folder)
+    sys.path.insert(0, folder)
     try:
         module_spec.loader.exec_module(module)
     except SyntaxError as e:  # In the file or in a base it imports.

@@ -169,6 +169,60 @@ def test_step_fields_follow_num_train_steps_unless_given():
     # What a run saves holds the values, not the links.
     saved = json.loads(configuration.to_json(switch))
     assert saved['method']['aux_weights']['skipgram']['step'] == 600
+    # A linked key given on its own moves only itself: the decay length is
+    # not the run's length.
+    for spec in ('translate_synthetic.py', 'self_distill_cifar10.py', 'mt2st_sst2.py'):
+        base = load(spec).num_train_steps
+        config = load(spec, 'optimizer.total_steps=500')
+        assert (config.num_train_steps, config.optimizer.total_steps) == (base, 500)
+        config = load(spec, 'optimizer.total_steps=500', 'num_train_steps=300')
+        assert (config.num_train_steps, config.optimizer.total_steps) == (300, 500)
+        assert load(spec, 'num_train_steps=300').optimizer.total_steps == 300
+    # The RL policy's feature width follows the student's.
+    rl = load('rlkd_sst2.py:arm=rl,teachers=a+b', 'model.hidden_dim=32')
+    assert rl.method.feature_dim == 32
+
+
+def test_config_variants_that_were_inconsistent():
+    def load(spec):
+        return configuration.load_config(str(CONFIGS / spec))
+
+    # runlocal's model has one layer of each: depth composites get two.
+    from jaxdistill.models import composite as composite_lib
+    from jaxdistill.models import transformer as transformer_lib
+
+    fields = {f.name for f in dataclasses.fields(transformer_lib.TransformerConfig)}
+    for name in ('tsjt_synthetic', 'tsjt_multi30k', 'tsjt_wmt10_tfds'):
+        model = load(f'{name}.py:runlocal,composite=depth').model
+        full = transformer_lib.TransformerConfig(
+            vocab_size=50, **{k: v for k, v in model.to_dict().items() if k in fields}
+        )
+        small = composite_lib.Composite(full, 'depth', model.composite.fractions)
+        assert small.capacity_config(0).num_decoder_layers == 1
+    # The MNIST baseline has one classifier, as CIFAR's does.
+    assert load('self_distill_mnist.py:method=supervised').model.exits == ()
+    assert load('self_distill_mnist.py').model.exits == (0, 1)
+    # The distillation student is half the teacher at every size.
+    for arg in ('', ':runlocal', ':size=small'):
+        teacher = load(f'translate_synthetic.py{arg}').model
+        student = load(f'distill_synthetic.py{arg}').model
+        assert 2 * student.num_heads == teacher.num_heads
+        assert 2 * student.d_ff == teacher.d_ff
+        assert student.head_size == teacher.d_model // teacher.num_heads
+
+
+def test_each_config_folder_reads_its_own_base(tmp_path):
+    copy = tmp_path / 'configs'
+    copy.mkdir()
+    for f in CONFIGS.glob('*.py'):
+        (copy / f.name).write_text(f.read_text())
+    base = copy / 'translation_base.py'
+    assert base.read_text().count('config.seed = 0') == 1
+    base.write_text(base.read_text().replace('config.seed = 0', 'config.seed = 123'))
+    ours = str(CONFIGS / 'translate_synthetic.py')
+    assert configuration.load_config(ours).seed == 0
+    assert configuration.load_config(str(copy / 'translate_synthetic.py')).seed == 123
+    assert configuration.load_config(ours).seed == 0
 
 
 def test_resume_reads_keys_added_later_as_their_old_value():
