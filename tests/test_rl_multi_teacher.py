@@ -313,6 +313,10 @@ def test_task_from_config_carries_cached_teacher_logits(teacher):
         batch['teacher_logits'][:, 0], batch['teacher_logits'][:, 1]
     )
     assert task.train_batches.position == {'epoch': 0, 'index': 1}
+    # runlocal: max_len 24 words, so some sentences are cut, and counted.
+    summary = task.data_summary()
+    assert summary['unk_fraction'] > 0 and summary['eval_unk_fraction'] > 0
+    assert summary['train_truncated'] > 0 and summary['eval_truncated'] > 0
     method = make_method(config.method, task.model_fns)
     params = jax.eval_shape(method.init_params, jax.random.key(0), batch)
     loss, aux = jax.eval_shape(

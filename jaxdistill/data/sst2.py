@@ -65,10 +65,17 @@ def load_split(data_dir, split: str):
     return read_sst2(pathlib.Path(data_dir) / SPLITS[split])
 
 
-def build_vocab(sentences, size: int) -> dict[str, int]:
-    """The `size - 2` most frequent lowercased words -> ids 2.. (ties: first seen)."""
+def build_vocab(sentences, size: int, min_count: int = 1) -> dict[str, int]:
+    """The `size - 2` most frequent lowercased words seen at least
+    `min_count` times -> ids 2.. (ties: first seen).
+
+    With `min_count` 1 and a `size` above the training text's word types,
+    UNK never occurs in training and its embedding row is never trained,
+    though unseen words at test time all read it; `min_count` 2 sends the
+    words seen once to UNK, so its row learns from them.
+    """
     counts = collections.Counter(w for s in sentences for w in s.lower().split())
-    words = [w for w, _ in counts.most_common(max(size - 2, 0))]
+    words = [w for w, c in counts.most_common(max(size - 2, 0)) if c >= min_count]
     return {w: i + 2 for i, w in enumerate(words)}
 
 
@@ -79,6 +86,12 @@ def encode(sentences, vocab: dict[str, int], max_len: int) -> np.ndarray:
         len(sentences),
         max_len,
     )
+
+
+def cut_rows(encode_wide, sentences) -> int:
+    """How many `sentences` an encoder for max_len tokens cuts, given the
+    same encoder for max_len + 1 (`encode_wide`)."""
+    return int(np.sum(encode_wide(sentences)[:, -1] != PAD))
 
 
 def pad_ids(rows, n: int, max_len: int) -> np.ndarray:
@@ -96,7 +109,9 @@ TOKENIZERS = ('words', 'sentencepiece')
 VOCAB_FILE = 'vocab.txt'
 
 
-def word_vocab(train_sentences, size: int, workdir: str | None) -> dict[str, int]:
+def word_vocab(
+    train_sentences, size: int, workdir: str | None, min_count: int = 1
+) -> dict[str, int]:
     """`build_vocab`, kept as WORKDIR/vocab.txt (one word a line, in id order).
 
     A run's first start writes it; a resumed run, `evaluate` and a student
@@ -109,7 +124,7 @@ def word_vocab(train_sentences, size: int, workdir: str | None) -> dict[str, int
         with open(path, encoding='utf-8') as f:
             words = f.read().split('\n')[:-1]
         return {w: i + 2 for i, w in enumerate(words)}
-    vocab = build_vocab(train_sentences, size)
+    vocab = build_vocab(train_sentences, size, min_count)
     if path:
         import jax  # pylint: disable=g-import-not-at-top
 
@@ -128,12 +143,17 @@ def piece_encoder(tok, max_len: int) -> Callable[[list[str]], np.ndarray]:
 
 
 def text_encoder(
-    kind: str, train_sentences, vocab_size: int, max_len: int, workdir: str
+    kind: str,
+    train_sentences,
+    vocab_size: int,
+    max_len: int,
+    workdir: str,
+    min_count: int = 1,
 ) -> tuple[Callable[[list[str]], np.ndarray], int]:
     """(sentences -> int32 [N, max_len], vocabulary size incl. PAD and UNK).
 
-    kind 'words': the `vocab_size - 2` most frequent lowercased training words,
-    kept as `workdir/vocab.txt` (`word_vocab`).
+    kind 'words': the `vocab_size - 2` most frequent lowercased training words
+    seen at least `min_count` times, kept as `workdir/vocab.txt` (`word_vocab`).
     kind 'sentencepiece': a unigram SentencePiece model of `vocab_size` pieces
     trained on the training sentences once, kept as `workdir/spm.model` (a
     resumed run or `evaluate` reads the same one); no word is out of
@@ -143,7 +163,7 @@ def text_encoder(
       ConfigError: an unknown kind.
     """
     if kind == 'words':
-        vocab = word_vocab(train_sentences, vocab_size, workdir)
+        vocab = word_vocab(train_sentences, vocab_size, workdir, min_count)
         return (lambda s: encode(s, vocab, max_len)), len(vocab) + 2
     if kind == 'sentencepiece':
         tok = tokenizer_lib.shared_tokenizer(

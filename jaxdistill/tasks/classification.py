@@ -279,11 +279,24 @@ class TextClassificationTask(ClassificationTask):
         sentences, labels = sst2_lib.load_split(d.data_dir, 'train')
         rows = _subset((np.arange(len(labels)), labels), d.max_train_examples)[0]
         test_sentences, test_labels = sst2_lib.load_split(d.data_dir, d.eval_split)
+        kind, min_count = d.get('tokenizer', 'words'), d.get('min_count', 1)
         encode, vocab_size = sst2_lib.text_encoder(
-            d.get('tokenizer', 'words'), sentences, d.vocab_size, d.max_len, workdir
+            kind, sentences, d.vocab_size, d.max_len, workdir, min_count
         )
         train = _subset((encode(sentences), labels), d.max_train_examples)
         test = _subset((encode(test_sentences), test_labels), config.eval.max_examples)
+        wide, _ = sst2_lib.text_encoder(
+            kind, sentences, d.vocab_size, d.max_len + 1, workdir, min_count
+        )
+        test_rows = _subset(
+            (np.arange(len(test_labels)), test_labels), config.eval.max_examples
+        )[0]
+        cut = {
+            'train_truncated': sst2_lib.cut_rows(wide, [sentences[i] for i in rows]),
+            'eval_truncated': sst2_lib.cut_rows(
+                wide, [test_sentences[i] for i in test_rows]
+            ),
+        }
         if d.get('teachers'):  # Frozen teachers' logits ride with each batch.
             from jaxdistill import teacher_cache  # pylint: disable=g-import-not-at-top
 
@@ -317,6 +330,7 @@ class TextClassificationTask(ClassificationTask):
             max_len=d.max_len,
         )
         unk = float(np.mean(train[0][train[0] > 0] == sst2_lib.UNK))
+        eval_unk = float(np.mean(test[0][test[0] > 0] == sst2_lib.UNK))
         self._setup_model(
             model,
             {
@@ -324,6 +338,9 @@ class TextClassificationTask(ClassificationTask):
                 'eval_examples': len(test[1]),
                 'vocab_size': vocab_size,
                 'unk_fraction': unk,
+                'eval_unk_fraction': eval_unk,
+                # Sentences longer than data.max_len tokens, cut to it.
+                **cut,
                 'num_exits': model.num_exits,
             },
         )

@@ -131,12 +131,16 @@ class MT2STSST2Task:
         self.index = {w: i + OFFSET for i, w in enumerate(vocab.words)}
         self.vocab_size = len(vocab) + OFFSET
         train = sst2_lib.encode(sentences, self.index, d.max_len), labels
+        wide = lambda s: sst2_lib.encode(s, self.index, d.max_len + 1)  # noqa: E731
+        # Sentences longer than data.max_len words, cut to it.
+        cut = {'train_truncated': sst2_lib.cut_rows(wide, sentences)}
         self._eval_data = {}
         for split in config.eval.splits:
             s, y = _subset(
                 *sst2_lib.load_split(d.sst2_dir, split), config.eval.max_examples
             )
             self._eval_data[split] = sst2_lib.encode(s, self.index, d.max_len), y
+            cut[f'{split}_truncated'] = sst2_lib.cut_rows(wide, s)
         method = config.method
         off = multitask_method.aux_off_steps(
             method.get('aux_weights', {}), method.get('threshold', 0.0)
@@ -188,6 +192,7 @@ class MT2STSST2Task:
             'train_examples': len(train[1]),
             'vocab_size': self.vocab_size,
             'unk_fraction': unk,
+            **cut,
             'skipgram_head': with_skipgram,
             **{
                 f'{name}_off_step': -1 if s is None else s
