@@ -388,3 +388,13 @@ def test_word_similarity_logs_the_share_of_pairs_left_out(tmp_path):
     # Cosines a-b 0.98, a-c 0, b-c 0.2 against scores 1, 2, 3: ranks 3,1,2
     # against 1,2,3.
     np.testing.assert_allclose(out['eval/sim'], -0.5)
+
+
+def test_brown_contractions_split_as_sst2_splits_them():
+    from jaxdistill.tasks import multitask as multitask_task
+
+    brown = "i didn't say it's atlanta's , can't o'clock ''".split()
+    assert multitask_task.split_contractions(brown) == [
+        'i', 'did', "n't", 'say', 'it', "'s", 'atlanta', "'s", ',', 'ca', "n't",
+        "o'clock", "''",
+    ]  # fmt: skip

@@ -384,7 +384,7 @@ def test_distilled_student_translates_and_teaches(tmp_path, capsys):
         )
     config = cli.workdir_config(student)
     model, params, _, steps = translate.load_model(student, config)
-    assert steps == [2] and model.config.num_heads == 2  # The student.
+    assert steps == [2] and model.config.num_heads == 1  # The student: half of 2.
     with pytest.raises(ConfigError, match='trained one model'):
         extract_lib.extract(student, 'x0.5', str(tmp_path / 'none'))
     # The third run's teacher was the student: its parameters, frozen in the

@@ -16,6 +16,7 @@ shared embeddings on the word-similarity sets (evaluation only).
 import functools
 import os
 import pathlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +49,21 @@ def _subset(sentences, labels, n: int):
     return [sentences[i] for i in rows], labels[rows]
 
 
+_CONTRACTION = re.compile(r"^(.*\w)(n't|'s|'re|'ve|'ll|'d|'m)$")
+
+
+def split_contractions(tokens: list[str]) -> list[str]:
+    """Contractions split as SST-2 (Penn Treebank) splits them: "didn't" ->
+    "did n't", "can't" -> "ca n't", "atlanta's" -> "atlanta 's". Brown keeps
+    them whole, so without this the negation and possessive tokens the
+    classifier reads would get no skip-gram context from Brown."""
+    out = []
+    for token in tokens:
+        match = _CONTRACTION.match(token)
+        out.extend(match.groups() if match else (token,))
+    return out
+
+
 def load_text(data):
     """The task's text from config `data`: (SST-2 training phrases, labels,
     skip-gram corpus, vocabulary).
@@ -60,7 +76,7 @@ def load_text(data):
         *sst2_lib.load_split(data.sst2_dir, 'train'), data.max_train_examples
     )
     sst_text = [s.lower().split() for s in sentences]
-    brown = words.read_sentences(data.corpus)
+    brown = [split_contractions(s) for s in words.read_sentences(data.corpus)]
     vocab = words.build_vocab(brown + sst_text, data.min_count)
     corpus = brown + (sst_text if data.skipgram.include_sst2_text else [])
     return sentences, labels, corpus, vocab
