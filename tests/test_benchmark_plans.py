@@ -33,6 +33,18 @@ def nmt():
     return module
 
 
+def test_epoch_rate_is_total_work_over_total_time(nmt):
+    # One second of a fast bucket (80% of peak), nine of a slow one (20%).
+    rows = [
+        {'batches_per_epoch': 10, 'step_seconds': 0.1, 'fraction_of_peak': 0.8},
+        {'batches_per_epoch': 10, 'step_seconds': 0.9, 'fraction_of_peak': 0.2},
+    ]
+    assert nmt.epoch_rate(rows, 'fraction_of_peak') == pytest.approx(
+        (0.8 * 1.0 + 0.2 * 9.0) / 10.0
+    )
+    assert nmt.epoch_mean(rows, 'step_seconds') == pytest.approx(0.5)
+
+
 def _plan(nmt, schedule, steps=0):
     config = configuration.load_config(f'{REPO}/configs/translate_multi30k.py:budget')
     config.optimizer.schedule = schedule
