@@ -253,6 +253,30 @@ def test_method_loss_with_schedules_and_config_errors(tiny):
         )
 
 
+def test_exit_features_of_different_widths_are_named():
+    from jaxdistill.errors import PluginError
+
+    def apply_exits(params, batch, *, train, rng=None, upto=None, only_last=False):
+        del params, train, rng, upto, only_last
+        n = batch['x'].shape[0]
+        return {
+            'logits': [jnp.zeros((n, 3)), jnp.zeros((n, 3))],
+            'features': [jnp.zeros((n, 1)), jnp.zeros((n, 8))],  # Would broadcast.
+        }
+
+    fns = multi_exit.MultiExitFns(
+        init=None,
+        apply=None,
+        labels=lambda b: (b['y'], b['y'] >= 0),
+        apply_exits=apply_exits,
+        num_exits=2,
+    )
+    method = make_method(ml_collections.ConfigDict({'name': 'self_distill'}), fns)
+    batch = {'x': jnp.zeros((4, 2)), 'y': jnp.zeros((4,), jnp.int32)}
+    with pytest.raises(PluginError, match=r'differ in width \(\[1, 8\]\)'):
+        method.loss({}, None, batch, jax.random.key(0), 0)
+
+
 def test_early_exit_curve_by_hand():
     confidence = np.array([[0.9, 0.4, 0.7], [0.8, 0.95, 0.6]])
     correct = np.array([[True, False, False], [False, True, True]])

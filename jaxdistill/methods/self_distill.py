@@ -13,7 +13,7 @@ from jaxdistill import losses
 from jaxdistill import losses_self_distill
 from jaxdistill import registry
 from jaxdistill import schedules
-from jaxdistill.errors import ConfigError
+from jaxdistill.errors import ConfigError, PluginError
 from jaxdistill.methods.base import Method, ModelFns
 
 
@@ -64,6 +64,13 @@ class SelfDistill(Method):
         labels, where = jnp.reshape(labels, -1), jnp.reshape(where, -1)
         logits = [jnp.reshape(z, (labels.shape[0], -1)) for z in out['logits']]
         features = [jnp.reshape(f, (labels.shape[0], -1)) for f in out['features']]
+        widths = sorted({f.shape[-1] for f in features})
+        if len(widths) != 1:  # The hint would broadcast a width-1 feature.
+            raise PluginError(
+                f"self_distill: the model's exit features differ in width "
+                f'({widths}); the feature hint compares every exit with the '
+                'deepest, so all must have the same width (models/multi_exit.py).'
+            )
         alpha = self.alpha(step)
         per_example, terms = losses_self_distill.self_distill_loss(
             logits,
