@@ -55,18 +55,26 @@ def parse_config_arg(arg: str | None) -> dict:
     return out
 
 
-_CONFIG_FOLDERS: set[str] = set()
+# Modules that config files imported from their folders (their bases).
+_CONFIG_MODULES: set[str] = set()
 
 
-def _forget_config_modules(folder: str) -> None:
-    """Drops from sys.modules every module imported from a config folder
-    (this one, and any loaded before in this process), so that a config's
-    `import translation_base` reads its own folder's file as it is now."""
-    _CONFIG_FOLDERS.add(folder)
-    for name, module in list(sys.modules.items()):
-        file = getattr(module, '__file__', None)
-        if file and os.path.dirname(os.path.abspath(file)) in _CONFIG_FOLDERS:
-            del sys.modules[name]
+def _forget_config_modules() -> None:
+    """Drops the modules config files imported from their folders, so that
+    the next config's `import translation_base` reads its own folder's file
+    as it is now (not another folder's, or an older copy). Only those: a
+    plugin listed in `config.imports` is imported (and registers) once."""
+    for name in _CONFIG_MODULES:
+        sys.modules.pop(name, None)
+    _CONFIG_MODULES.clear()
+
+
+def _note_config_modules(before: set[str], folder: str) -> None:
+    """Records the modules a config's execution imported from `folder`."""
+    for name in set(sys.modules) - before:
+        file = getattr(sys.modules[name], '__file__', None)
+        if file and os.path.dirname(os.path.abspath(file)) == folder:
+            _CONFIG_MODULES.add(name)
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
@@ -93,7 +101,8 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     # read afresh (a base another folder's config imported earlier in this
     # process, or one edited since, must not be reused).
     folder = os.path.dirname(os.path.abspath(path))
-    _forget_config_modules(folder)
+    _forget_config_modules()
+    before = set(sys.modules)
     sys.path.insert(0, folder)
     try:
         module_spec.loader.exec_module(module)
@@ -110,6 +119,7 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
         raise
     finally:
         sys.path.pop(0)
+        _note_config_modules(before, folder)
     if not hasattr(module, 'get_config'):
         raise ConfigError(f'{path} has no get_config(arg=None) function.')
     takes_arg = bool(inspect.signature(module.get_config).parameters)
