@@ -59,14 +59,20 @@ def parse_config_arg(arg: str | None) -> dict:
 _CONFIG_MODULES: set[str] = set()
 
 
-def _forget_config_modules() -> None:
-    """Drops the modules config files imported from their folders, so that
+def _forget_config_modules(folder: str) -> None:
+    """Drops the modules config files imported from their folders, and any
+    module named like a file of `folder` but loaded from elsewhere, so that
     the next config's `import translation_base` reads its own folder's file
     as it is now (not another folder's, or an older copy). Only those: a
     plugin listed in `config.imports` is imported (and registers) once."""
     for name in _CONFIG_MODULES:
         sys.modules.pop(name, None)
     _CONFIG_MODULES.clear()
+    for name, module in list(sys.modules.items()):
+        own = os.path.join(folder, f'{name}.py')
+        file = getattr(module, '__file__', None)
+        if file and os.path.isfile(own) and os.path.abspath(file) != own:
+            del sys.modules[name]
 
 
 def _note_config_modules(before: set[str], folder: str) -> None:
@@ -101,7 +107,7 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     # read afresh (a base another folder's config imported earlier in this
     # process, or one edited since, must not be reused).
     folder = os.path.dirname(os.path.abspath(path))
-    _forget_config_modules()
+    _forget_config_modules(folder)
     before = set(sys.modules)
     sys.path.insert(0, folder)
     try:

@@ -211,7 +211,13 @@ def test_config_variants_that_were_inconsistent():
         assert student.head_size == teacher.d_model // teacher.num_heads
 
 
-def test_each_config_folder_reads_its_own_base(tmp_path):
+def test_each_config_folder_reads_its_own_base(tmp_path, monkeypatch):
+    # The library's base imported by other code first, as a test might.
+    import importlib
+
+    monkeypatch.syspath_prepend(str(CONFIGS))
+    importlib.import_module('translation_base')
+    monkeypatch.undo()
     copy = tmp_path / 'configs'
     copy.mkdir()
     for f in CONFIGS.glob('*.py'):
