@@ -158,7 +158,35 @@ def flat_keys(config: ml_collections.ConfigDict, prefix='') -> list[str]:
     return keys
 
 
+def _method_option_hint(key: str, config) -> str:
+    """For `method.X` that the config lacks but the method takes: say so
+    (an override changes only keys the config file sets)."""
+    parts = key.split('.')
+    if len(parts) != 2 or parts[0] != 'method' or 'method' not in config:
+        return ''
+    try:
+        import dataclasses  # pylint: disable=g-import-not-at-top
+
+        from jaxdistill import methods  # noqa: F401  pylint: disable=g-import-not-at-top
+        from jaxdistill import registry  # pylint: disable=g-import-not-at-top
+
+        cls = registry.get('method', config.method.name)
+        fields = {f.name for f in dataclasses.fields(cls)}
+    except Exception:  # pylint: disable=broad-except
+        return ''
+    if parts[1] not in fields:
+        return ''
+    return (
+        f' It is an option of method {config.method.name!r}, but this config does '
+        f'not set it: add `config.method.{parts[1]} = ...` to the config file '
+        '(overrides and --grid change only keys a config sets).'
+    )
+
+
 def _unknown_key(key: str, config) -> ConfigError:
+    option = _method_option_hint(key, config)
+    if option:
+        return ConfigError(f'Unknown config key {key!r}.{option}')
     valid = flat_keys(config)
     close = difflib.get_close_matches(key, valid, n=4, cutoff=0.6)
     hint = (

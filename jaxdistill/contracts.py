@@ -34,6 +34,42 @@ def origin(obj) -> str:
     return f'{cls.__qualname__} ({where})'
 
 
+def check_extra_init(method, extra) -> None:
+    """PluginError unless `init_extra` gave a pytree of arrays (or numbers)."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(extra)
+    for path, leaf in leaves:
+        if not (
+            isinstance(leaf, (jax.Array, np.ndarray, np.generic))
+            or _is_number_like(leaf)
+        ):
+            raise PluginError(
+                f'{origin(method)} init_extra returned {type(leaf).__name__} at '
+                f'extra{jax.tree_util.keystr(path)}; `extra` must be a pytree '
+                '(dicts, lists, tuples, dataclasses) of arrays: it is carried '
+                'through the jitted step and checkpointed (docs/extending.md).'
+            )
+
+
+def check_phase_arguments(method) -> None:
+    """PluginError if `method` has phases but its `loss` or `update_extra`
+    cannot take the `phase=` keyword the step passes them."""
+    from jaxdistill.methods.base import Method  # pylint: disable=g-import-not-at-top
+
+    if type(method).phase is Method.phase:
+        return
+    for name in ('loss', 'update_extra'):
+        params = inspect.signature(getattr(method, name)).parameters.values()
+        if not any(
+            p.name == 'phase' or p.kind is inspect.Parameter.VAR_KEYWORD for p in params
+        ):
+            raise PluginError(
+                f'{origin(method)} defines phase(), so its {name} must accept '
+                f'the keyword argument phase= (e.g. `def {name}(..., step, '
+                'phase=None)` or `**kwargs`): the step passes the phase it was '
+                'compiled for (docs/extending.md).'
+            )
+
+
 def check_task(task, name: str) -> None:
     """PluginError unless `task` has the members the trainer uses."""
     from jaxdistill.methods.base import ModelFns  # pylint: disable=g-import-not-at-top

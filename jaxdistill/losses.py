@@ -66,6 +66,14 @@ def cross_entropy(logits, labels, *, label_smoothing=0.0, where=None):
     logits = _upcast(logits)
     vocab = logits.shape[-1]
     labels = jnp.asarray(labels)
+    if labels.shape != logits.shape[:-1]:
+        # (A gather over mismatched axes fails deep inside JAX.)
+        raise ValueError(
+            f'cross_entropy: labels of shape {labels.shape} for logits of shape '
+            f"{logits.shape}; labels must have the logits' shape without its "
+            'last (class) axis. A model of your own: its apply must return '
+            'logits [..., classes] for labels [...] (docs/extending.md).'
+        )
     if where is not None:
         labels = jnp.where(where, labels, 0)
     labels = jnp.clip(labels, 0, vocab - 1)

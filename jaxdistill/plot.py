@@ -267,8 +267,12 @@ def main(argv=None) -> int:
         )
     )
     if not args.out and len(workdirs) > 1:
-        parser.error('--out is needed with several runs')
-    out = args.out or os.path.join(workdirs[0], 'metrics.png')
+        if len(args.workdir) != 1 or not os.path.isdir(args.workdir[0]):
+            parser.error('--out is needed with several runs')
+        # One folder of runs (a sweep): the picture goes in it.
+        out = os.path.join(args.workdir[0], 'metrics.png')
+    else:
+        out = args.out or os.path.join(workdirs[0], 'metrics.png')
 
     def run():
         path = out_path(out)  # Before anything is read or drawn.

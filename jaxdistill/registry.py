@@ -40,8 +40,10 @@ def _twice(kind: str, name: str, old, new) -> str:
 
     same_file = where(old).rsplit(' (', 1)[1] == where(new).rsplit(' (', 1)[1]
     hint = (
-        'The same file was imported twice, under two module names: list it in '
-        'config.imports only, and do not also import it in the config file.'
+        'The same file was imported twice, under two module names (e.g. once by '
+        'its path and once by its module name in config.imports, or by the '
+        'config file as well): list it in config.imports once, and do not also '
+        'import it in the config file.'
         if same_file
         else f'Register yours under another name (taken: {", ".join(names(kind))}).'
     )

@@ -2,6 +2,8 @@
 
 from typing import Any
 
+from absl import logging
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -51,11 +53,13 @@ def make_init(
         rng = jax.random.key(seed)
         p_rng, e_rng, s_rng = jax.random.split(rng, 3)
         params = method.init_params(p_rng, batch)
+        extra = method.init_extra(e_rng, params)
+        contracts.check_extra_init(method, extra)
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
             opt_state=tx.init(params),
-            extra=method.init_extra(e_rng, params),
+            extra=extra,
             rng=jax.random.key_data(s_rng),
         )
 
@@ -236,6 +240,10 @@ def _combine_aux(auxes: dict, weights, k: int) -> dict:
     return out
 
 
+# A method with more phases than this is warned about (one compile each).
+MANY_PHASES = 8
+
+
 def make_train_step(
     method: Method,
     tx: optax.GradientTransformation,
@@ -261,6 +269,7 @@ def make_train_step(
     whole batch's, with 1/k of its activation memory.
     """
     check_microbatches(method, microbatches)
+    contracts.check_phase_arguments(method)
     row_multiple = sharding_lib.batch_multiple(
         batch_sharding.mesh, getattr(method, 'num_replicas', 1)
     )
@@ -320,6 +329,14 @@ def make_train_step(
     def run(state, batch, phase=None, refresh=False):
         if phase not in compiled:
             compiled[phase] = build(phase)
+            if len(compiled) == MANY_PHASES:
+                logging.warning(
+                    '%s has returned %d different phases; each compiles its own '
+                    'step (and keeps it). phase() should name a few fixed '
+                    'stages, not vary with every step.',
+                    contracts.origin(method),
+                    MANY_PHASES,
+                )
         # The mesh in context lets methods `jax.shard_map` over its axes.
         with jax.set_mesh(mesh):
             state, aux = compiled[phase](state, batch)

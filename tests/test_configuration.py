@@ -365,3 +365,17 @@ def test_tsjt_multi30k_half_capacity_is_the_named_size(kind, size):
     assert {k: getattr(half, k) for k in named} == named
     head = half.head_size or half.d_model // half.num_heads
     assert head == named['d_model'] // named['num_heads']
+
+
+def test_a_method_option_the_config_does_not_set_is_named_as_such():
+    import ml_collections
+
+    config = ml_collections.ConfigDict({'method': {'name': 'supervised'}, 'seed': 0})
+    with pytest.raises(
+        ConfigError,
+        match=r"option of method 'supervised', but this config does not set it: add "
+        r'`config.method.label_smoothing = ...`',
+    ):
+        configuration.apply_overrides(config, ['method.label_smoothing=0.1'])
+    with pytest.raises(ConfigError, match="Unknown config key 'method.smoothing'"):
+        configuration.apply_overrides(config, ['method.smoothing=0.1'])

@@ -11,6 +11,7 @@ import optax
 import pytest
 
 from jaxdistill import contracts
+from jaxdistill import losses as losses_lib
 from jaxdistill import registry
 from jaxdistill import sharding
 from jaxdistill import train_step
@@ -238,3 +239,78 @@ def test_evaluate_and_predict_results_are_checked():
         match=r'predict\(params\) returned a ndarray; it must return \(labels',
     ):
         contracts.check_predictions(task, np.arange(4))
+
+
+@dataclasses.dataclass(frozen=True)
+class Phased(Method):
+    """Cross entropy in phases; `mode` breaks one rule of the face."""
+
+    model: ModelFns
+    mode: str = 'ok'
+
+    def init_extra(self, rng, params):
+        if self.mode == 'opaque_extra':
+            return {'note': 'hello'}
+        return {}
+
+    def phase(self, step):
+        return f'step{step}' if self.mode == 'many_phases' else 'only'
+
+    def loss(self, params, extra, batch, rng, step, phase=None):
+        logits = self.model.apply(params, batch, train=True, rng=rng)
+        if self.mode == 'flat_logits':
+            logits = logits[:, 0]
+        ce = losses_lib.cross_entropy(logits, batch['label'])
+        m = jnp.mean(ce)
+        return m, {'train/ce': m}
+
+    def update_extra(self, extra, params, aux, step, **kwargs):
+        return extra
+
+
+@dataclasses.dataclass(frozen=True)
+class PhasedNoKeyword(Phased):
+    def update_extra(self, extra, params, aux, step):
+        return extra
+
+
+def _run_phased(method, steps=1):
+    mesh = sharding.make_mesh(devices=jax.devices()[:1])
+    tx = optax.sgd(0.1)
+    init, state_sharding, _ = train_step.make_init(method, tx, _batch(), mesh, seed=0)
+    bs = sharding.batch_sharding(mesh)
+    step = train_step.make_train_step(
+        method, tx, state_sharding=state_sharding, batch_sharding=bs
+    )
+    state = init()
+    for i in range(steps):
+        state, _ = step(state, sharding.global_batch(_batch(), bs), method.phase(i))
+    return step
+
+
+def test_extra_that_is_not_arrays_is_named():
+    with pytest.raises(
+        PluginError, match=r"init_extra returned str at extra\['note'\]"
+    ):
+        _run_phased(Phased(model=_linear_fns(), mode='opaque_extra'))
+
+
+def test_phases_need_a_phase_keyword_in_update_extra():
+    with pytest.raises(PluginError, match='so its update_extra must accept'):
+        _run_phased(PhasedNoKeyword(model=_linear_fns()))
+
+
+def test_logits_without_the_class_axis_are_named():
+    with pytest.raises(
+        ValueError, match=r'labels of shape \(8,\) for logits of shape \(8,\)'
+    ):
+        _run_phased(Phased(model=_linear_fns(), mode='flat_logits'))
+
+
+def test_a_phase_per_step_is_warned_about(caplog):
+    caplog.set_level('WARNING')
+    step = _run_phased(
+        Phased(model=_linear_fns(), mode='many_phases'), train_step.MANY_PHASES
+    )
+    assert len(step.compiled) == train_step.MANY_PHASES
+    assert 'different phases; each compiles its own step' in caplog.text

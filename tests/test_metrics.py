@@ -174,9 +174,10 @@ def test_plot_cli(tmp_path, capsys):
         (tmp_path / 'sweep' / name).parent.mkdir(parents=True, exist_ok=True)
         _log(tmp_path / 'sweep' / name, _run([(1, 3.0), (2, 2.0)], []))
         (tmp_path / 'sweep' / name / 'config.json').write_text('{}')
-    with pytest.raises(SystemExit):
-        plot.main(['--workdir', str(tmp_path / 'sweep')])
-    assert '--out is needed with several runs' in capsys.readouterr().err
+    # Without --out, the picture goes in that folder.
+    assert plot.main(['--workdir', str(tmp_path / 'sweep')]) == 0
+    assert (tmp_path / 'sweep' / 'metrics.png').is_file()
+    assert 'wrote' in capsys.readouterr().out
     out = tmp_path / 'sweep.png'
     assert plot.main(['--workdir', str(tmp_path / 'sweep'), '--out', str(out)]) == 0
     assert out.is_file() and 'wrote' in capsys.readouterr().out
