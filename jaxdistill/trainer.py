@@ -44,6 +44,7 @@ from jaxdistill.errors import (
     NonFiniteLossError,
 )
 from jaxdistill.methods import make_method
+from jaxdistill.methods.base import Method
 
 # Config keys that must not change between a checkpoint and its resumption.
 RESUME_KEYS = (
@@ -216,22 +217,24 @@ def _saved_config(workdir) -> dict | None:
     return configuration.read_saved(path)
 
 
-def _check_stage(method, model_fns, config, workdir, step: int):
+def _check_stage(method, model_fns, config, workdir, step: int) -> bool:
     """ConfigError if `config` would take the run restored at `step` back to
     an earlier stage of its method than the saved config had reached (a
     boundary such as TSJT's stage2_start, tied to num_train_steps, that a
-    longer run moved past the restored step)."""
+    longer run moved past the restored step). True if it moves the run on
+    to a later stage than the saved config had (a boundary moved before the
+    restored step), False otherwise."""
     saved = _saved_config(workdir)
     if not saved or not isinstance(saved.get('method'), dict):
-        return
+        return False
     try:
         before = make_method(ml_collections.ConfigDict(saved['method']), model_fns)
         reached = before.stage(step)
     except Exception:  # pylint: disable=broad-except
-        return  # A config of older code: nothing to compare against.
+        return False  # A config of older code: nothing to compare against.
     now = method.stage(step)
     if now >= reached:
-        return
+        return now > reached
     current = json.loads(configuration.to_json(config))['method']
     changed = {
         k: v for k, v in saved['method'].items() if current.get(k, '<absent>') != v
@@ -853,9 +856,10 @@ class Trainer:
                 f'(config.json): {changed}. Restore the ones that change the '
                 'model or optimizer state, or use a new --workdir.'
             ) from None
+        skipped = False
         if restored is not None and not read_only:
             try:
-                _check_stage(
+                skipped = _check_stage(
                     self.method, self.task.model_fns, config, workdir, restored[0]
                 )
             except ConfigError:
@@ -895,6 +899,16 @@ class Trainer:
             self.task.train_batches.set_position(
                 _resume_position(meta, self.task.train_batches, note=not read_only)
             )
+            if skipped and type(self.method).refresh_extra is not Method.refresh_extra:
+                # The boundary's own refresh (codistillation's exchange right
+                # before distilling) fell in steps this run will not take.
+                with jax.set_mesh(self.mesh):
+                    self.state = self.step_fn.refresh_fn(self.state)
+                say(
+                    f'Note: this config moves the run past a stage boundary of '
+                    f'method {config.method.name!r} before step {self.start_step}; '
+                    'its extra state was refreshed now, as at that boundary.'
+                )
         self.early_stop = _EarlyStop(
             c.best_metric,
             c.best_mode,

@@ -731,3 +731,57 @@ def test_parameters_sharded_over_a_model_axis_train_as_replicated():
     np.testing.assert_allclose(got, want, rtol=1e-5)
     specs = [str(leaf.sharding.spec) for leaf in jax.tree.leaves(state.params)]
     assert any('model' in spec for spec in specs)  # Sharded, not replicated.
+
+
+def test_classification_batches_hold_whole_replica_blocks():
+    """Image and text batches split into replica blocks: their rows must be a
+    multiple of the replicas too (the error names both), and evaluation
+    batches are padded to it."""
+    import ml_collections
+
+    from jaxdistill import sharding
+    from jaxdistill.errors import ConfigError
+    from jaxdistill.tasks import classification
+
+    config = ml_collections.ConfigDict(
+        {
+            'method': {'name': 'codistill', 'num_replicas': 2},
+            'data': {'batch_size': 33},
+            'eval': {'batch_size': 500},
+        }
+    )
+    mesh = sharding.make_mesh(devices=jax.devices()[:1])
+    with pytest.raises(ConfigError, match=r'batch_size=33 must be a multiple of 2 '):
+        classification._batch_multiple(config, mesh)
+    config.data.batch_size = 34
+    assert classification._batch_multiple(config, mesh) == 2
+    config.method = ml_collections.ConfigDict({'name': 'supervised'})
+    config.data.batch_size = 33
+    assert classification._batch_multiple(config, mesh) == 1
+
+
+def test_resume_with_a_shorter_burn_in_exchanges_at_once(tmp_path, capsys):
+    """Saved at step 4 in burn-in (burn_in_steps 8), resumed with 2: the run
+    is past the boundary whose exchange it never made, so the copies are
+    refreshed from the replicas before distilling, not left at their init."""
+    from jaxdistill import configuration
+    from jaxdistill import trainer as trainer_lib
+
+    overrides = [o.removeprefix('--config.') for o in OVERRIDES]
+    overrides += ['method.exchange_every=50', 'eval.at_end=False']
+
+    def trainer(*more):
+        config = configuration.apply_overrides(
+            configuration.load_config(CONFIG), overrides + list(more)
+        )
+        return trainer_lib.Trainer(config, str(tmp_path / 'run'))
+
+    first = trainer('method.burn_in_steps=8', 'num_train_steps=4')
+    first.run()
+    first.close()
+    again = trainer('method.burn_in_steps=2', 'num_train_steps=6')
+    assert again.start_step == 4
+    params, extra = jax.device_get((again.state.params, again.state.extra))
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, params, extra['stale'])))
+    assert 'extra state was refreshed now' in capsys.readouterr().out
+    again.close()

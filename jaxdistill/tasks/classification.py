@@ -166,12 +166,24 @@ def _check_batch_sizes(config) -> None:
 
 
 def _batch_multiple(config, mesh) -> int:
+    """Rows every batch must be a multiple of: the devices its rows are split
+    over and, for codistillation, the replicas whose blocks it holds
+    (`sharding.batch_multiple`); training batches also times microbatches.
+    Evaluation batches are padded up to it."""
     _check_batch_sizes(config)
-    n, k = mesh.shape['data'], config.get('microbatches', 1)
+    replicas = config.method.get('num_replicas', 1) if 'method' in config else 1
+    n = sharding_lib.batch_multiple(mesh, replicas)
+    k = config.get('microbatches', 1)
     if config.data.batch_size % (n * k):
+        what = (
+            f'{n} (the devices its rows are split over, and the {replicas} '
+            'replicas whose blocks it holds)'
+            if replicas > 1
+            else f'{n} devices on the data axis'
+        )
         raise ConfigError(
-            f'data.batch_size={config.data.batch_size} must be a multiple of the '
-            f'{n} devices on the data axis'
+            f'data.batch_size={config.data.batch_size} must be a multiple of '
+            + what
             + (f' times microbatches={k} ({n * k}).' if k > 1 else '.')
         )
     return n
