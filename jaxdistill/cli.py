@@ -209,8 +209,10 @@ def _interrupted(workdir: str | None) -> str:
             f'{workdir} to resume from; the same command starts the run again.'
         )
     return (
-        f'interrupted; the checkpoints in {directory} are kept (the latest: '
-        f'step {steps[-1]}); the same command resumes from there.'
+        f'interrupted; the checkpoints in {directory} are complete and kept '
+        f'(the latest: step {steps[-1]}; a save that Orbax reports above as '
+        'failed, if any, was cut short and is not among them); the same '
+        'command resumes from there.'
     )
 
 

@@ -1232,10 +1232,16 @@ class Trainer:
             and logged is None
         ):
             # Saved before it was evaluated, and stopped during that
-            # evaluation: the run resumed after it.
+            # evaluation: the run resumed after it. (Or a model that
+            # `extract` wrote, which no run has evaluated here.)
+            extracted = os.path.exists(os.path.join(self.workdir, 'extracted.json'))
             say(
-                f'Evaluating step {step} first: the run stopped during its '
-                'evaluation, before it was logged.'
+                f'Evaluating step {step} first: '
+                + (
+                    'the extracted model, before training it further.'
+                    if extracted
+                    else 'the run stopped during its evaluation, before it was logged.'
+                )
             )
             last_eval, evaluated = self.evaluate(step), step
         return end, logged, last_eval, evaluated

@@ -136,8 +136,10 @@ def test_the_line_a_ctrl_c_ends_with(tmp_path):
     for step in (5, 10):
         (tmp_path / 'checkpoints' / str(step)).mkdir()
     assert cli._interrupted(str(tmp_path)) == (
-        f'interrupted; the checkpoints in {tmp_path}/checkpoints are kept '
-        '(the latest: step 10); the same command resumes from there.'
+        f'interrupted; the checkpoints in {tmp_path}/checkpoints are complete '
+        'and kept (the latest: step 10; a save that Orbax reports above as '
+        'failed, if any, was cut short and is not among them); the same '
+        'command resumes from there.'
     )
 
 

@@ -284,6 +284,15 @@ def test_train_extract_evaluate_cli(tmp_path, capsys):
         )
     )
     assert np.isfinite(metrics['eval/loss']) and 'eval/bleu' in metrics
+    # Trained further, it is evaluated first as the extracted model it is.
+    out_text = _ok(
+        train,
+        ['--workdir', out, '--config.num_train_steps=5', '--config.eval.every_steps=4',
+         '--config.eval.max_examples=8',
+         '--config.eval.max_decode_len=6'],
+        capsys,
+    )  # fmt: skip
+    assert 'Evaluating step 4 first: the extracted model, before training' in out_text
 
     # Resumed at step 4 (stage 2 since step 2) with a boundary moved past it,
     # as `stage2_start = num_train_steps // 2` does for a longer run: refused,
