@@ -9,6 +9,7 @@ lists the closest valid keys.
 """
 
 import ast
+import dataclasses
 import difflib
 import importlib.util
 import inspect
@@ -165,8 +166,6 @@ def _method_option_hint(key: str, config) -> str:
     if len(parts) != 2 or parts[0] != 'method' or 'method' not in config:
         return ''
     try:
-        import dataclasses  # pylint: disable=g-import-not-at-top
-
         from jaxdistill import methods  # noqa: F401  pylint: disable=g-import-not-at-top
         from jaxdistill import registry  # pylint: disable=g-import-not-at-top
 

@@ -77,9 +77,9 @@ class Faulty(Method):
         return extra
 
 
-def _step(mode):
-    """One traced and run train step of `Faulty(mode)`; returns its aux."""
-    method = Faulty(model=_linear_fns(), mode=mode)
+def _run(method, steps=1):
+    """`steps` traced and run train steps of `method`, each in the phase the
+    method names: (the step function, the last step's aux)."""
     mesh = sharding.make_mesh(devices=jax.devices()[:1])
     tx = optax.sgd(0.1)
     init, state_sharding, _ = train_step.make_init(method, tx, _batch(), mesh, seed=0)
@@ -87,8 +87,15 @@ def _step(mode):
     step = train_step.make_train_step(
         method, tx, state_sharding=state_sharding, batch_sharding=bs
     )
-    _, aux = step(init(), sharding.global_batch(_batch(), bs))
-    return aux
+    state, aux = init(), None
+    for i in range(steps):
+        state, aux = step(state, sharding.global_batch(_batch(), bs), method.phase(i))
+    return step, aux
+
+
+def _step(mode):
+    """One traced and run train step of `Faulty(mode)`; returns its aux."""
+    return _run(Faulty(model=_linear_fns(), mode=mode))[1]
 
 
 def test_a_good_method_passes_the_checks():
@@ -274,42 +281,28 @@ class PhasedNoKeyword(Phased):
         return extra
 
 
-def _run_phased(method, steps=1):
-    mesh = sharding.make_mesh(devices=jax.devices()[:1])
-    tx = optax.sgd(0.1)
-    init, state_sharding, _ = train_step.make_init(method, tx, _batch(), mesh, seed=0)
-    bs = sharding.batch_sharding(mesh)
-    step = train_step.make_train_step(
-        method, tx, state_sharding=state_sharding, batch_sharding=bs
-    )
-    state = init()
-    for i in range(steps):
-        state, _ = step(state, sharding.global_batch(_batch(), bs), method.phase(i))
-    return step
-
-
 def test_extra_that_is_not_arrays_is_named():
     with pytest.raises(
         PluginError, match=r"init_extra returned str at extra\['note'\]"
     ):
-        _run_phased(Phased(model=_linear_fns(), mode='opaque_extra'))
+        _run(Phased(model=_linear_fns(), mode='opaque_extra'))
 
 
 def test_phases_need_a_phase_keyword_in_update_extra():
     with pytest.raises(PluginError, match='so its update_extra must accept'):
-        _run_phased(PhasedNoKeyword(model=_linear_fns()))
+        _run(PhasedNoKeyword(model=_linear_fns()))
 
 
 def test_logits_without_the_class_axis_are_named():
     with pytest.raises(
         ValueError, match=r'labels of shape \(8,\) for logits of shape \(8,\)'
     ):
-        _run_phased(Phased(model=_linear_fns(), mode='flat_logits'))
+        _run(Phased(model=_linear_fns(), mode='flat_logits'))
 
 
 def test_a_phase_per_step_is_warned_about(caplog):
     caplog.set_level('WARNING')
-    step = _run_phased(
+    step, _ = _run(
         Phased(model=_linear_fns(), mode='many_phases'), train_step.MANY_PHASES
     )
     assert len(step.compiled) == train_step.MANY_PHASES

@@ -343,8 +343,11 @@ def test_text_classifier_exits_and_sst2_reader(tmp_path):
     np.testing.assert_array_equal(tokens, [[3, 2, sst2.UNK, 0], [0, 0, 0, 0]])
     # min_count: words seen once are UNK, so UNK occurs (and trains).
     assert sst2.build_vocab(sentences * 2 + ['film'], 10, min_count=3) == {'film': 2}
-    wide = lambda s: sst2.encode(s, vocab, 3)  # noqa: E731
-    assert sst2.cut_rows(wide, ['a b', 'a b c', 'a b c d']) == 2  # Cut at 2.
+    cut_tokens, n = sst2.cut(sst2.encode(['a b', 'a b c', 'a b c d'], vocab, 3))
+    assert n == 2 and cut_tokens.shape == (3, 2)  # Cut at 2: two are longer.
+    np.testing.assert_array_equal(
+        cut_tokens, sst2.encode(['a b', 'a b c', 'a b c d'], vocab, 2)
+    )
     (tmp_path / 'bad.tsv').write_text('text\tlabel\nx\t1\n')
     with pytest.raises(DataError, match='header'):
         sst2.read_sst2(tmp_path / 'bad.tsv')

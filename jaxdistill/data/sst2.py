@@ -88,10 +88,11 @@ def encode(sentences, vocab: dict[str, int], max_len: int) -> np.ndarray:
     )
 
 
-def cut_rows(encode_wide, sentences) -> int:
-    """How many `sentences` an encoder for max_len tokens cuts, given the
-    same encoder for max_len + 1 (`encode_wide`)."""
-    return int(np.sum(encode_wide(sentences)[:, -1] != PAD))
+def cut(wide: np.ndarray) -> tuple[np.ndarray, int]:
+    """(tokens [N, max_len], how many rows they cut) from the same rows
+    encoded with max_len + 1: a row with a token in that last column is
+    longer than max_len."""
+    return wide[:, :-1], int(np.sum(wide[:, -1] != PAD))
 
 
 def pad_ids(rows, n: int, max_len: int) -> np.ndarray:

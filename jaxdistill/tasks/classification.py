@@ -291,24 +291,25 @@ class TextClassificationTask(ClassificationTask):
         sentences, labels = sst2_lib.load_split(d.data_dir, 'train')
         rows = _subset((np.arange(len(labels)), labels), d.max_train_examples)[0]
         test_sentences, test_labels = sst2_lib.load_split(d.data_dir, d.eval_split)
-        kind, min_count = d.get('tokenizer', 'words'), d.get('min_count', 1)
-        encode, vocab_size = sst2_lib.text_encoder(
-            kind, sentences, d.vocab_size, d.max_len, workdir, min_count
+        # Encoded one token longer than max_len, to count the sentences cut.
+        encode_wide, vocab_size = sst2_lib.text_encoder(
+            d.get('tokenizer', 'words'),
+            sentences,
+            d.vocab_size,
+            d.max_len + 1,
+            workdir,
+            d.get('min_count', 1),
         )
-        train = _subset((encode(sentences), labels), d.max_train_examples)
-        test = _subset((encode(test_sentences), test_labels), config.eval.max_examples)
-        wide, _ = sst2_lib.text_encoder(
-            kind, sentences, d.vocab_size, d.max_len + 1, workdir, min_count
+        train = _subset((encode_wide(sentences), labels), d.max_train_examples)
+        test = _subset(
+            (encode_wide(test_sentences), test_labels), config.eval.max_examples
         )
-        test_rows = _subset(
-            (np.arange(len(test_labels)), test_labels), config.eval.max_examples
-        )[0]
-        cut = {
-            'train_truncated': sst2_lib.cut_rows(wide, [sentences[i] for i in rows]),
-            'eval_truncated': sst2_lib.cut_rows(
-                wide, [test_sentences[i] for i in test_rows]
-            ),
-        }
+        (train_tokens, train_cut), (test_tokens, test_cut) = map(
+            sst2_lib.cut, (train[0], test[0])
+        )
+        train, test = (train_tokens, train[1]), (test_tokens, test[1])
+        # Sentences longer than data.max_len tokens, cut to it.
+        cut = {'train_truncated': train_cut, 'eval_truncated': test_cut}
         if d.get('teachers'):  # Frozen teachers' logits ride with each batch.
             from jaxdistill import teacher_cache  # pylint: disable=g-import-not-at-top
 
@@ -351,7 +352,6 @@ class TextClassificationTask(ClassificationTask):
                 'vocab_size': vocab_size,
                 'unk_fraction': unk,
                 'eval_unk_fraction': eval_unk,
-                # Sentences longer than data.max_len tokens, cut to it.
                 **cut,
                 'num_exits': model.num_exits,
             },

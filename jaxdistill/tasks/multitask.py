@@ -146,17 +146,19 @@ class MT2STSST2Task:
         sentences, labels, corpus, vocab = load_text(d)
         self.index = {w: i + OFFSET for i, w in enumerate(vocab.words)}
         self.vocab_size = len(vocab) + OFFSET
-        train = sst2_lib.encode(sentences, self.index, d.max_len), labels
-        wide = lambda s: sst2_lib.encode(s, self.index, d.max_len + 1)  # noqa: E731
-        # Sentences longer than data.max_len words, cut to it.
-        cut = {'train_truncated': sst2_lib.cut_rows(wide, sentences)}
+        # Encoded one word longer than max_len, to count the sentences cut
+        # (`{split}_truncated` in the summary).
+        tokens, n = sst2_lib.cut(sst2_lib.encode(sentences, self.index, d.max_len + 1))
+        train, cut = (tokens, labels), {'train_truncated': n}
         self._eval_data = {}
         for split in config.eval.splits:
             s, y = _subset(
                 *sst2_lib.load_split(d.sst2_dir, split), config.eval.max_examples
             )
-            self._eval_data[split] = sst2_lib.encode(s, self.index, d.max_len), y
-            cut[f'{split}_truncated'] = sst2_lib.cut_rows(wide, s)
+            tokens, cut[f'{split}_truncated'] = sst2_lib.cut(
+                sst2_lib.encode(s, self.index, d.max_len + 1)
+            )
+            self._eval_data[split] = tokens, y
         method = config.method
         off = multitask_method.aux_off_steps(
             method.get('aux_weights', {}), method.get('threshold', 0.0)
