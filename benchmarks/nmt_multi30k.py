@@ -53,6 +53,7 @@ and a learning-curve plot (val loss and val BLEU against minutes).
 
 import argparse
 import functools
+import datetime
 import json
 import os
 import pathlib
@@ -124,6 +125,14 @@ def parse_args(argv):
         'benchmarks/results (runs of this script with different --config.seed, '
         'or their --rescore_upto results); their test BLEU side by side, with '
         'mean and spread, in nmt_multi30k_seeds.json and .png',
+    )
+    parser.add_argument(
+        '--refigure',
+        default='',
+        help='no training: comma-separated result names under '
+        'benchmarks/results whose fraction_of_peak and target_tokens_per_s_probe '
+        'are recomputed from their own per-bucket records (epoch_rate); the '
+        'values they were written with are kept as *_by_batch_count',
     )
     parser.add_argument('--workdir', default='/tmp/jaxdistill_nmt_multi30k')
     parser.add_argument(
@@ -681,10 +690,52 @@ def probe_only(args, config, workdir):
     )
 
 
+def refigure(args):
+    """Rates of earlier results recomputed from their bucket records by the
+    current `epoch_rate` (before 2026-12-07 the script averaged the buckets'
+    rates by batch count). Rewrites each file in place."""
+    for name in [n.strip() for n in args.refigure.split(',') if n.strip()]:
+        path = common.RESULTS / f'{name}.json'
+        text = path.read_text()
+        result = json.loads(text)
+        rows = result.get('buckets')
+        if not rows:
+            raise SystemExit(f'{path} has no per-bucket records to recompute from.')
+        for key, rate in (
+            ('fraction_of_peak', 'fraction_of_peak'),
+            ('target_tokens_per_s_probe', 'target_tokens_per_s'),
+        ):
+            if key in result:
+                result.setdefault(f'{key}_by_batch_count', result[key])
+                result[key] = epoch_rate(rows, rate)
+        if (
+            isinstance(result.get('targets_met'), dict)
+            and 'speed' in result['targets_met']
+        ):
+            result['targets_met']['speed'] = result['fraction_of_peak'] >= 0.5
+        result['refigured'] = (
+            f'{datetime.date.today().isoformat()}: fraction_of_peak and target_tokens_per_s_probe recomputed from this '
+            "file's own buckets as an epoch's total work over its total time "
+            f'(epoch_rate), by `python benchmarks/nmt_multi30k.py --refigure {name}`; '
+            "the run had written the batch-count-weighted mean of the buckets' "
+            'rates, kept as *_by_batch_count.'
+        )
+        indent = 2 if '\n  "' in text else None
+        path.write_text(
+            json.dumps(result, indent=indent) + ('\n' if text.endswith('\n') else '')
+        )
+        print(
+            f'{path}: fraction_of_peak {result["fraction_of_peak"]:.4f} '
+            f'(by batch count {result["fraction_of_peak_by_batch_count"]:.4f})'
+        )
+
+
 def main():
     args, overrides = parse_args(sys.argv[1:])
     if args.combine:
         return combine(args)
+    if args.refigure:
+        return refigure(args)
     config = load_config(args, overrides)
     workdir = os.path.join(args.workdir, 'run')
     if args.rescore_upto:
