@@ -16,7 +16,9 @@ early-exit curve. Writes benchmarks/results/self_distill_cifar10[_TAG][_quick].j
 and two plots (accuracy per exit; accuracy vs measured inference time).
 Percentages are means over seeds. Unless --no_sst2, it then does the same for
 the Transformer text classifier on SST-2 (configs/self_distill_sst2.py; GLUE
-dev as test set) and stores it under the key 'sst2'.
+dev as test set) and stores it under the key 'sst2'. With --sst2_only it runs
+those arms alone (--sst2_steps, --seeds, --first_seed, --tag apply) and writes
+benchmarks/results/self_distill_sst2[_TAG][_quick].json and its plot.
 """
 
 import argparse
@@ -96,6 +98,11 @@ def _parse():
     )
     p.add_argument('--sst2_dir', default=str(common.REPO.parent / 'shared/data/sst2'))
     p.add_argument('--no_sst2', action='store_true', help='skip the SST-2 runs')
+    p.add_argument(
+        '--sst2_only',
+        action='store_true',
+        help='only the SST-2 runs, written to results/self_distill_sst2[_TAG].json',
+    )
     p.add_argument(
         '--sst2_steps', type=int, default=0, help='override the SST-2 num_train_steps'
     )
@@ -298,7 +305,7 @@ def _targets(acc_baseline, acc_exits, exit_time, curve):
     }
 
 
-def _plot(result, name):
+def _plot(result, name, dataset='CIFAR-10'):
     import matplotlib  # pylint: disable=g-import-not-at-top
 
     matplotlib.use('Agg')
@@ -314,7 +321,7 @@ def _plot(result, name):
     ax1.set_ylabel('test accuracy (%)')
     ax1.set_ylim(max(0, min(acc + [result['acc_baseline']]) - 10), 100)
     ax1.legend(loc='lower right')
-    ax1.set_title('CIFAR-10 accuracy per exit (mean over seeds)')
+    ax1.set_title(f'{dataset} accuracy per exit (mean over seeds)')
     curve = result['early_exit_curve']
     ax2.plot(
         [p['time_fraction'] for p in curve],
@@ -525,6 +532,33 @@ def _report(result):
         )
 
 
+def _text_pairs(args, seeds):
+    """The SST-2 baseline and self-distillation runs -> their summary."""
+    text_base = [_train(args, 'supervised', s, text=True) for s in seeds]
+    text_sd = [_train(args, 'self_distill', s, text=True) for s in seeds]
+    return dict(
+        _summarise(text_base, text_sd),
+        steps=text_base[0]['steps'],
+        seed_list=list(seeds),
+    )
+
+
+def _sst2_only(args, seeds):
+    if args.no_sst2 or args.combine or args.overrides:
+        raise SystemExit(
+            '--sst2_only runs the SST-2 arms alone: it takes none of --no_sst2, '
+            '--combine or --config.* (those are CIFAR settings)'
+        )
+    name = '_'.join(
+        filter(None, ['self_distill_sst2', args.tag, 'quick' if args.quick else ''])
+    )
+    os.makedirs(args.workdir, exist_ok=True)
+    result = _text_pairs(args, seeds)
+    common.write_result(name, result)
+    _plot(result, name, dataset='SST-2 (GLUE dev)')
+    _report(result)
+
+
 def main():
     args = _parse()
     name = '_'.join(
@@ -540,6 +574,9 @@ def main():
         _report(result)
         return
     seeds = range(args.first_seed, args.first_seed + (1 if args.quick else args.seeds))
+    if args.sst2_only:
+        _sst2_only(args, seeds)
+        return
 
     def summary(base, sd):
         return dict(_summarise(base, sd), settings=_settings(args, seeds, base, sd))
@@ -550,10 +587,7 @@ def main():
     )
     result = summary(base, sd)
     if not args.no_sst2:
-        text_base = [_train(args, 'supervised', s, text=True) for s in seeds]
-        text_sd = [_train(args, 'self_distill', s, text=True) for s in seeds]
-        text = _summarise(text_base, text_sd)
-        result['sst2'] = dict(text, steps=text_base[0]['steps'])
+        result['sst2'] = _text_pairs(args, seeds)
         common.write_result(name, result)
     _plot(result, name)
     _report(result)

@@ -225,6 +225,21 @@ def test_self_distill_combine_merges_seeds_run_on_different_machines(
         sd._combine(['one', 'absent'])
 
 
+def test_self_distill_sst2_only_refuses_cifar_settings(tmp_path, monkeypatch):
+    """--sst2_only trains the SST-2 arms alone; a --config.* override (which
+    applies to the CIFAR arms only) or --no_sst2 with it is refused before any
+    training, not silently dropped."""
+    import sys
+
+    sd = _load_benchmark('self_distill_cifar10', monkeypatch, tmp_path)
+    for extra in (['--config.model.width=8'], ['--no_sst2']):
+        argv = ['self_distill_cifar10.py', '--sst2_only', '--workdir', str(tmp_path)]
+        monkeypatch.setattr(sys, 'argv', argv + extra)
+        with pytest.raises(SystemExit, match='--sst2_only runs the SST-2 arms alone'):
+            sd.main()
+    assert not list(tmp_path.glob('*.json'))
+
+
 def test_resnet_train_step_times_its_variants(tmp_path, monkeypatch):
     """benchmarks/resnet_train_step.py --quick: each variant's step is built,
     trained and timed; the result names them, plain float32 as 1x. --quick
