@@ -5,15 +5,22 @@ one-sentence-per-line corpus and saves the input vectors in word2vec text
 format. Defaults are word2vec's and gensim's: d=100, window 5, 5 negatives,
 min_count 5, sample 1e-3, learning rate 0.025 decaying linearly to 1e-4
 over all epochs. `--similarity FILE` (repeatable) prints the Spearman
-correlation on WordSim-353 / SimLex-999 style files after training.
+correlation on WordSim-353 / SimLex-999 style files after training (words
+matched case-insensitively, as gensim's `evaluate_word_pairs`). `--out` ending
+in `.gz` is written compressed. After each epoch the state is kept in
+OUT.partial.npz: an interrupted run continues from its last finished epoch
+when the same command is run again (the file is removed once OUT is saved).
 """
 
 import dataclasses
 import gzip
+import hashlib
+import json
 import os
 import pathlib
 import sys
 import time
+import zipfile
 
 import numpy as np
 
@@ -106,14 +113,24 @@ def linear_lr(options: Options, words_per_epoch: int):
     )
 
 
-def train(ids, sentence, vocab, options: Options, *, log=print) -> dict:
+def train(
+    ids, sentence, vocab, options: Options, *, log=print, start=None, on_epoch=None
+) -> dict:
     """Trains skip-gram on encoded tokens (`data.words.encode`).
 
     The next epoch's batches are built in numpy while the device runs the
-    current one. Returns {'vectors': [V, D] numpy input vectors, 'seconds':
-    training time (compilation included), 'words': in-vocabulary tokens ×
-    epochs, 'pairs': pairs trained, 'loss': mean loss per pair of the last
-    epoch}.
+    current one. Each epoch's sampling depends only on (seed, epoch) and the
+    learning rate only on the corpus position, so a run continued from the
+    state after an epoch (`start`) is the run that was not stopped.
+
+    Args:
+      start: (finished epochs, params as `on_epoch` got them) to continue from.
+      on_epoch: called as `on_epoch(finished_epochs, params)` after every
+        epoch but the last (params: numpy {'input', 'output'}).
+    Returns {'vectors': [V, D] numpy input vectors, 'seconds': training time
+    of this call (compilation included), 'words': in-vocabulary tokens × the
+    epochs this call trained, 'pairs': pairs it trained, 'loss': mean loss per
+    pair of the last epoch}.
     """
     import jax  # pylint: disable=g-import-not-at-top
 
@@ -122,7 +139,7 @@ def train(ids, sentence, vocab, options: Options, *, log=print) -> dict:
 
     if len(ids) == 0:
         raise DataError('The corpus has no in-vocabulary tokens.')
-    start = time.perf_counter()
+    begin = time.perf_counter()
     vocab_arrays = (
         words.keep_probabilities(vocab.counts, options.sample),
         words.negative_table(vocab.counts),
@@ -130,12 +147,18 @@ def train(ids, sentence, vocab, options: Options, *, log=print) -> dict:
     n, s = len(ids), options.steps_per_call
     lr = linear_lr(options, n)
     params = skipgram.init_params(jax.random.key(options.seed), len(vocab), options.dim)
+    first = 0
+    if start is not None:
+        first, saved = start
+        if not 0 <= first < options.epochs:
+            raise ValueError(f'start epoch {first} not in [0, {options.epochs}).')
+        params = jax.tree.map(jax.numpy.asarray, dict(saved))
     step = skipgram.make_train_chunk(
         options.window, options.negative, options.max_row_updates
     )
-    plan = _epoch_plan(ids, sentence, vocab_arrays, options, 0, lr)
+    plan = _epoch_plan(ids, sentence, vocab_arrays, options, first, lr)
     pairs_total, last = 0, None
-    for epoch in range(options.epochs):
+    for epoch in range(first, options.epochs):
         arrays, lrs = plan
         sums = []
         for i in range(0, len(lrs), s):
@@ -146,16 +169,18 @@ def train(ids, sentence, vocab, options: Options, *, log=print) -> dict:
             plan = _epoch_plan(ids, sentence, vocab_arrays, options, epoch + 1, lr)
         loss, pairs = np.sum(np.asarray(jax.device_get(sums), np.float64), axis=0)
         pairs_total, last = pairs_total + int(pairs), loss / max(pairs, 1)
-        done = (epoch + 1) * n / (time.perf_counter() - start)
+        done = (epoch + 1 - first) * n / (time.perf_counter() - begin)
         log(
             f'epoch {epoch + 1}/{options.epochs}: loss/pair {last:.4f}, '
             f'lr {lrs[-1]:.5f}, {done:,.0f} words/s'
         )
+        if on_epoch is not None and epoch + 1 < options.epochs:
+            on_epoch(epoch + 1, jax.device_get(params))
     vectors = np.asarray(jax.device_get(params['input']))
     return {
         'vectors': vectors,
-        'seconds': time.perf_counter() - start,
-        'words': options.epochs * n,
+        'seconds': time.perf_counter() - begin,
+        'words': (options.epochs - first) * n,
         'pairs': pairs_total,
         'loss': last,
     }
@@ -164,13 +189,15 @@ def train(ids, sentence, vocab, options: Options, *, log=print) -> dict:
 def save_word2vec(path, words, vectors) -> None:
     """Writes word2vec text format: 'V D' then 'word x1 ... xD' per line.
 
-    Creates the file's missing parent directories.
+    A path ending in `.gz` is written gzip-compressed (as `load_word2vec` and
+    gensim read it). Creates the file's missing parent directories.
     """
     vectors = np.asarray(vectors)
     if len(words) != len(vectors):
         raise ValueError(f'{len(words)} words but {len(vectors)} vectors.')
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, 'w', encoding='utf-8') as f:
+    opener = gzip.open if str(path).endswith('.gz') else open
+    with opener(path, 'wt', encoding='utf-8') as f:
         f.write(f'{vectors.shape[0]} {vectors.shape[1]}\n')
         for w, v in zip(words, vectors):
             f.write(w + ' ' + ' '.join(f'{x:.6g}' for x in v) + '\n')
@@ -192,8 +219,10 @@ def load_word2vec(path) -> tuple[list, np.ndarray]:
             count, dim = map(int, header)
             words, vectors = [], np.zeros((count, dim), np.float32)
             for i, line in enumerate(f):
-                # split(): word2vec.c ends every line with a space.
-                fields = line.split()
+                # Fields are separated by ASCII spaces only (as word2vec.c and
+                # gensim write them; a word may hold other whitespace, e.g.
+                # U+00A0), and word2vec.c ends every line with a space.
+                fields = line.rstrip('\r\n ').rsplit(' ', dim)
                 if i >= count or len(fields) != dim + 1:
                     raise DataError(
                         f'{path}:{i + 2}: expected a word and {dim} numbers '
@@ -287,20 +316,114 @@ def main(argv=None) -> int:
         print(
             f'{len(sentences):,} sentences, {len(ids):,} tokens, {len(vocab):,} words'
         )
-        result = train(ids, sentence, vocab, options)
+        partial = Partial(args.out, fingerprint(options, args.corpus, ids, vocab))
+        start = partial.load()
+        if start is not None:
+            print(
+                f'continuing after epoch {start[0]}/{options.epochs} ({partial.path})'
+            )
+        try:
+            result = train(
+                ids, sentence, vocab, options, start=start, on_epoch=partial.save
+            )
+        except KeyboardInterrupt:
+            if partial.epoch:
+                print(
+                    f'Epochs 1-{partial.epoch} of {options.epochs} are kept in '
+                    f'{partial.path}; the same command continues from there.',
+                    file=sys.stderr,
+                )
+            raise
         try:
             save_word2vec(args.out, vocab.words, result['vectors'])
         except OSError as e:
             raise JaxdistillError(f'Cannot write --out {args.out}: {e}') from None
+        partial.remove()
         print(f'saved {args.out} ({result["seconds"]:.1f} s of training)')
         for path, pairs in similarity:
             r = word_similarity.evaluate(result['vectors'], vocab.index, pairs)
             print(
-                f'{pathlib.Path(path).name}: Spearman {r["spearman"]:.4f} '
-                f'({r["oov_fraction"]:.0%} of pairs out of vocabulary)'
+                f'{pathlib.Path(path).name}: Spearman {r["spearman"]:.4f} over '
+                f'{r["pairs"]} of {len(pairs)} pairs ({r["oov_fraction"]:.1%} '
+                'out of vocabulary)'
             )
 
     return cli.main_guard(run)
+
+
+def fingerprint(options: Options, corpus, ids, vocab) -> dict:
+    """What a saved epoch must match to be continued: every option, the
+    corpus file, and its encoding (a digest of the token ids and words)."""
+    digest = hashlib.sha256(np.ascontiguousarray(ids, np.int32).tobytes())
+    digest.update('\n'.join(vocab.words).encode('utf-8'))
+    return {
+        'options': dataclasses.asdict(options),
+        'corpus': str(pathlib.Path(corpus).resolve()),
+        'tokens': int(len(ids)),
+        'words': len(vocab),
+        'digest': digest.hexdigest(),
+    }
+
+
+class Partial:
+    """The CLI's state after each finished epoch, OUT.partial.npz, so that an
+    interrupted run continues where it stopped (and is removed once the
+    vectors are saved). Written to a temporary name and renamed, so the file
+    on disk is always one whole epoch's state."""
+
+    def __init__(self, out, key: dict):
+        self.path = pathlib.Path(f'{out}.partial.npz')
+        self.key = key
+        self.epoch = 0
+
+    def load(self):
+        """(finished epochs, params) of a matching saved run, or None."""
+        if not self.path.exists():
+            return None
+        try:
+            with np.load(self.path) as f:
+                key = json.loads(str(f['key']))
+                epoch = int(f['epoch'])
+                params = {'input': f['input'], 'output': f['output']}
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            raise JaxdistillError(
+                f'{self.path}: cannot read the saved epochs of an interrupted run '
+                f'({e}); delete it to start over.'
+            ) from None
+        if key != self.key:
+            differ = sorted(
+                k for k in set(key) | set(self.key) if key.get(k) != self.key.get(k)
+            )
+            if 'options' in differ:
+                old, new = key.get('options', {}), self.key['options']
+                differ.remove('options')
+                differ += [
+                    f'--{k.replace("_", "-")} {old.get(k)} (now {new.get(k)})'
+                    for k in new
+                    if old.get(k) != new.get(k)
+                ]
+            raise JaxdistillError(
+                f'{self.path} holds {epoch} epoch(s) of a run with other settings '
+                f'(differs in: {", ".join(differ)}). Run that command again to '
+                'continue it, or delete the file to start over.'
+            )
+        self.epoch = epoch
+        return epoch, params
+
+    def save(self, epoch: int, params) -> None:
+        tmp = self.path.with_name(self.path.name + '.tmp.npz')
+        np.savez(
+            tmp,
+            key=np.asarray(json.dumps(self.key, sort_keys=True)),
+            epoch=np.asarray(epoch),
+            input=np.asarray(params['input']),
+            output=np.asarray(params['output']),
+        )
+        os.replace(tmp, self.path)
+        self.epoch = epoch
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 if __name__ == '__main__':

@@ -446,7 +446,7 @@ def test_cli_creates_missing_out_directories(tmp_path, monkeypatch, capsys):
     sim.write_text('a\tb\t1.0\na\tc\t2.0\nb\tc\t3.0\n')
     calls = []
 
-    def train(ids, sentence, vocab, options):
+    def train(ids, sentence, vocab, options, **kwargs):
         calls.append(len(vocab))
         vectors = np.random.default_rng(0).normal(size=(len(vocab), 4))
         return {'vectors': vectors, 'seconds': 0.0}
@@ -459,3 +459,105 @@ def test_cli_creates_missing_out_directories(tmp_path, monkeypatch, capsys):
     got_words, got = word2vec.load_word2vec(out)
     assert sorted(got_words) == ['a', 'b', 'c'] and got.shape == (3, 4)
     assert 'sim.tsv: Spearman' in capsys.readouterr().out
+
+
+def test_similarity_matches_words_case_insensitively():
+    """gensim's evaluate_word_pairs matches case-insensitively by default:
+    'Israel' in the pair file finds 'Israel' or 'israel' in the vocabulary,
+    the most frequent variant (lowest row) when there are several."""
+    vectors = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1], [0.9, 0.2], [-1.0, 0.0]])
+    # Rows by falling frequency: 'Israel' (row 0) beats 'israel' (row 4).
+    index = {'Israel': 0, 'fbi': 1, 'Jerusalem': 2, 'yale': 3, 'israel': 4}
+    pairs = [
+        ('jerusalem', 'israel', 9.0),
+        ('FBI', 'yale', 1.0),
+        ('yale', 'Israel', 5.0),
+    ]
+    r = word_similarity.evaluate(vectors, index, pairs)
+    assert r['pairs'] == 3 and r['oov_fraction'] == 0.0
+    # Cosines with row 0 for 'israel': 0.995, 0.216, 0.976 -> ranks agree.
+    assert r['spearman'] == pytest.approx(1.0)
+    r = word_similarity.evaluate(vectors, index, pairs + [('Harvard', 'yale', 8.0)])
+    assert r['pairs'] == 3 and r['oov_fraction'] == pytest.approx(0.25)
+
+
+def test_word2vec_gz_out_and_words_with_unicode_spaces(tmp_path):
+    """`.gz` is written compressed (both readers decompress it), and fields
+    are split on ASCII spaces only, so a word holding U+00A0 (which gensim
+    writes and reads) loads."""
+    vectors = np.arange(6, dtype=np.float32).reshape(3, 2)
+    names = ['new\xa0york', 'a', 'b\u3000c']
+    gz = tmp_path / 'v.txt.gz'
+    word2vec.save_word2vec(gz, names, vectors)
+    assert gzip.decompress(gz.read_bytes()).startswith(b'3 2\n')
+    got_words, got = word2vec.load_word2vec(gz)
+    assert got_words == names
+    np.testing.assert_array_equal(got, vectors)
+    plain = tmp_path / 'v.txt'
+    plain.write_text('1 2\r\nx\xa0y 1 2 \r\n', encoding='utf-8')
+    assert word2vec.load_word2vec(plain)[0] == ['x\xa0y']
+
+
+def test_corpus_byte_order_mark_and_directory(tmp_path):
+    path = tmp_path / 'bom.txt'
+    path.write_bytes('\ufeffthe cat\nthe dog\n'.encode('utf-8'))
+    assert words.read_sentences(path) == [['the', 'cat'], ['the', 'dog']]
+    with pytest.raises(DataError, match='is a directory'):
+        words.read_sentences(tmp_path)
+    with pytest.raises(DataError, match='is a directory'):
+        word_similarity.read_pairs(tmp_path)
+
+
+def _cli_corpus(tmp_path):
+    rng = np.random.default_rng(1)
+    vocab = [f'w{i}' for i in range(30)]
+    corpus = tmp_path / 'corpus.txt'
+    corpus.write_text(
+        '\n'.join(' '.join(rng.choice(vocab, 10)) for _ in range(200)) + '\n'
+    )
+    return [
+        '--corpus', str(corpus), '--dim', '8', '--epochs', '3', '--min-count', '1',
+        '--centers', '64',
+    ]  # fmt: skip
+
+
+def test_cli_continues_an_interrupted_run_exactly(tmp_path, monkeypatch, capsys):
+    """Ctrl-C after epoch 1 of 3 keeps OUT.partial.npz; the same command then
+    trains epochs 2-3 only and writes the vectors an uninterrupted run
+    writes, and removes the partial file. Other settings are refused, naming
+    the option that differs."""
+    base = _cli_corpus(tmp_path)
+    straight = tmp_path / 'straight.txt'
+    assert word2vec.main(base + ['--out', str(straight)]) == 0
+    assert not (tmp_path / 'straight.txt.partial.npz').exists()
+
+    out = tmp_path / 'v.txt'
+    partial = tmp_path / 'v.txt.partial.npz'
+    save = word2vec.Partial.save
+
+    def save_then_interrupt(self, epoch, params):
+        save(self, epoch, params)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(word2vec.Partial, 'save', save_then_interrupt)
+    capsys.readouterr()
+    assert word2vec.main(base + ['--out', str(out)]) == 130
+    assert 'Epochs 1-1 of 3 are kept in' in capsys.readouterr().err
+    assert partial.exists() and not out.exists()
+    monkeypatch.setattr(word2vec.Partial, 'save', save)
+
+    assert word2vec.main(base + ['--out', str(out), '--epochs', '4']) == 2
+    err = capsys.readouterr().err
+    assert 'holds 1 epoch(s) of a run with other settings' in err, err
+    assert '--epochs 3 (now 4)' in err and partial.exists()
+
+    assert word2vec.main(base + ['--out', str(out)]) == 0
+    logged = capsys.readouterr().out
+    assert 'continuing after epoch 1/3' in logged
+    assert 'epoch 1/3' not in logged.replace('after epoch 1/3', '')
+    assert 'epoch 3/3' in logged
+    assert not partial.exists()
+    want_words, want = word2vec.load_word2vec(straight)
+    got_words, got = word2vec.load_word2vec(out)
+    assert got_words == want_words
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)

@@ -38,11 +38,14 @@ def read_sentences(path) -> list[list[str]]:
     the line), or has no tokens.
     """
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise DataError(f'Corpus file {path} is a directory.')
     if not path.is_file():
         raise DataError(f'Corpus file {path} does not exist.')
     opener = gzip.open if path.suffix == '.gz' else open
     try:
-        with opener(path, 'rt', encoding='utf-8') as f:
+        # utf-8-sig: a byte-order mark is not part of the first word.
+        with opener(path, 'rt', encoding='utf-8-sig') as f:
             sentences = [line.split() for line in f]
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:
         raise _read_error(path, opener, e) from None

@@ -1,8 +1,11 @@
 """Word similarity: Spearman correlation of cosine similarity with human scores.
 
 Reads WordSim-353 / SimLex-999 style files (`word1<TAB>word2<TAB>score`,
-`#` comment lines). Pairs with a word missing from the vocabulary are left
-out and counted in `oov_fraction`, as gensim's `evaluate_word_pairs` does.
+`#` comment lines). As in gensim's `evaluate_word_pairs` (its default
+`case_insensitive=True`), words are matched without regard to case: a pair's
+word finds the most frequent of the vocabulary's case variants ('Israel' or
+'israel'); pairs with a word still missing are left out and counted in
+`oov_fraction`.
 """
 
 import pathlib
@@ -16,6 +19,8 @@ from jaxdistill.errors import DataError
 def read_pairs(path) -> list[tuple[str, str, float]]:
     """(word1, word2, score) triples, words lowercased; '#' lines skipped."""
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise DataError(f'Similarity file {path} is a directory.')
     if not path.is_file():
         raise DataError(f'Similarity file {path} does not exist.')
     pairs = []
@@ -69,13 +74,22 @@ def evaluate(vectors, index: dict, pairs) -> dict:
 
     Args:
       vectors: [V, D] array of word vectors.
-      index: word -> row of `vectors`.
+      index: word -> row of `vectors`, rows in order of falling frequency
+        (as `data.words.build_vocab` and gensim give them): among words that
+        differ only in case, the lowest row stands for all.
       pairs: (word1, word2, score) triples, e.g. from `read_pairs`.
     Returns:
       {'spearman': float, 'oov_fraction': float, 'pairs': int (scored)}.
     """
     vectors = np.asarray(vectors, np.float64)
-    known = [(index[a], index[b], s) for a, b, s in pairs if a in index and b in index]
+    lower = {}
+    for word, row in sorted(index.items(), key=lambda item: item[1]):
+        lower.setdefault(word.lower(), row)
+    known = [
+        (lower[a.lower()], lower[b.lower()], s)
+        for a, b, s in pairs
+        if a.lower() in lower and b.lower() in lower
+    ]
     oov = 1.0 - len(known) / len(pairs)
     if len(known) < 2:
         return {'spearman': float('nan'), 'oov_fraction': oov, 'pairs': len(known)}
