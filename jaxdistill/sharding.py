@@ -9,6 +9,7 @@ and XLA's propagation places everything in between.
 
 import math
 import os
+import sys
 from typing import Any
 
 import jax
@@ -48,10 +49,40 @@ def maybe_initialize_distributed(cfg=None) -> bool:
             'process_id are not (set them in the config or as '
             f'{_DIST_ENV[1]} / {_DIST_ENV[2]}).'
         )
+    try:
+        num, pid = int(num), int(pid)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f'distributed: num_processes={num!r} and process_id={pid!r} must be '
+            'integers.'
+        ) from None
+    if num < 1 or not 0 <= pid < num:
+        raise ConfigError(
+            f'distributed: process_id={pid} with num_processes={num}; each '
+            'process needs its own process_id in 0..num_processes-1.'
+        )
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-    jax.distributed.initialize(
-        coordinator_address=address, num_processes=int(num), process_id=int(pid)
+    # Said first: a launch mistake (two processes with one process_id, a
+    # different num_processes) can end in JAX's own abort, or a long wait.
+    print(
+        f'jax.distributed: process {pid} of {num}, coordinator {address}; '
+        'waiting for the other processes.',
+        file=sys.stderr,
+        flush=True,
     )
+    try:
+        jax.distributed.initialize(
+            coordinator_address=address, num_processes=num, process_id=pid
+        )
+    except Exception as e:  # pylint: disable=broad-except
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f'jax.distributed could not start process {pid} of {num} with the '
+            f'coordinator {address}: {first}. Check that every process was '
+            "started, each with its own process_id (0 on the coordinator's "
+            'host), the same num_processes and the same coordinator address, '
+            'and that the port is free and reachable.'
+        ) from None
     return True
 
 

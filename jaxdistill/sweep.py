@@ -57,6 +57,7 @@ import time
 from jaxdistill import cli
 from jaxdistill import configuration
 from jaxdistill import workdir_lock
+from jaxdistill.process_check import PER_PROCESS
 from jaxdistill.errors import ConfigError, JaxdistillError
 
 RESULT_FILE = 'sweep.json'
@@ -257,7 +258,10 @@ def _finished(workdir: str, config: dict) -> bool:
     with the config it would get now."""
     from jaxdistill import runs as runs_lib  # pylint: disable=g-import-not-at-top
 
-    if runs_lib.read_json(os.path.join(workdir, 'config.json')) != config:
+    saved = runs_lib.read_json(os.path.join(workdir, 'config.json'))
+    # `distributed` differs between processes (process 0 writes the file).
+    drop = lambda c: {k: v for k, v in (c or {}).items() if k not in PER_PROCESS}
+    if saved is None or drop(saved) != drop(config):
         return False
     return runs_lib.describe(workdir)['state'] in _DONE
 
@@ -316,7 +320,13 @@ def table(groups: list[dict], patterns=()) -> str:
     for g in groups:
         names += [n for n in g['mean'] if n not in names]
     if patterns:
+        logged = names
         names = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+        if logged and not names:
+            return (
+                f'--metric {" ".join(patterns)}: matches none of the metrics '
+                f'the runs logged: {", ".join(logged)}.'
+            )
     else:
         names = [n for n in runs_lib.DEFAULT_METRICS if n in names] or names[:3]
     rows = [('group', 'runs', *names)]
@@ -426,6 +436,12 @@ def _shared_cache(config, workdir: str) -> list[str]:
     return [f'compilation_cache_dir={path}']
 
 
+def _config_coordinator(config) -> str:
+    """The config's `distributed.coordinator_address` ('' if unset)."""
+    distributed = config.get('distributed') or {}
+    return distributed.get('coordinator_address') or ''
+
+
 def sweep(args, overrides) -> int:
     grid = parse_grid(args.grid)
     over = args.over if args.over is not None else [k for k in ('seed',) if k in grid]
@@ -434,11 +450,12 @@ def sweep(args, overrides) -> int:
         raise ConfigError(
             f'--over {", ".join(unknown)}: not a --grid key ({", ".join(grid)}).'
         )
-    slots = parse_slots(args.parallel, args.slot_env)
     check_overrides(grid, overrides)
     base = configuration.apply_overrides(
         configuration.load_config(args.config), overrides
     )
+    coordinator = _config_coordinator(base)
+    slots = parse_slots(args.parallel, args.slot_env, config_coordinator=coordinator)
     runs = plan(args.config, [*overrides, *_shared_cache(base, args.workdir)], grid)
     total = len(runs)
     print(
@@ -459,7 +476,7 @@ def sweep(args, overrides) -> int:
     # With several processes each run's own lock guards it; the sweep, which
     # never starts JAX, cannot agree on one lock for all of them.
     lock = None
-    if not os.environ.get(_COORDINATOR):
+    if not (coordinator or os.environ.get(_COORDINATOR)):
         lock = workdir_lock.WorkdirLock(args.workdir).acquire()
     try:
         return _train_all(args, runs, grid, over, slots)
@@ -468,10 +485,12 @@ def sweep(args, overrides) -> int:
             lock.release()
 
 
-def parse_slots(parallel: int, specs) -> list[dict]:
+def parse_slots(parallel: int, specs, *, config_coordinator: str = '') -> list[dict]:
     """The environment of each slot (a run at a time each): `--slot_env
-    KEY=V0;V1;...` gives slot i the value Vi; their count is the number of
-    slots, which `--parallel` must match where both are given."""
+    KEY=V0;V1;...` gives slot i the value Vi (`''` for an empty value); their
+    count is the number of slots, which `--parallel` must match where both
+    are given. `config_coordinator`: the config's coordinator address (a
+    multi-process sweep's runs at once cannot share it)."""
     values = {}
     for spec in specs:
         key, sep, text = spec.partition('=')
@@ -480,7 +499,14 @@ def parse_slots(parallel: int, specs) -> list[dict]:
                 f'--slot_env {spec!r}: expected KEY=VALUE;VALUE;... (e.g. '
                 'CUDA_VISIBLE_DEVICES=0;1;2;3, a GPU a run).'
             )
-        values[key.strip()] = text.split(';')
+        items = text.split(';')
+        empty = [i for i, v in enumerate(items) if not v.strip()]
+        if empty:
+            raise ConfigError(
+                f'--slot_env {spec!r}: slot {empty[0]} has no value (a stray '
+                "';'?); write '' for a value that is meant to be empty."
+            )
+        values[key.strip()] = ['' if v.strip() in ("''", '""') else v for v in items]
     counts = {len(v) for v in values.values()}
     if len(counts) > 1:
         raise ConfigError(
@@ -493,6 +519,13 @@ def parse_slots(parallel: int, specs) -> list[dict]:
         raise ConfigError(f'--parallel {parallel}, but --slot_env gives {n} slots.')
     if n < 1:
         raise ConfigError(f'--parallel {n}: at least 1.')
+    if n > 1 and config_coordinator:
+        raise ConfigError(
+            f'--parallel {n} with --config.distributed.coordinator_address='
+            f'{config_coordinator}: the runs at once would share one '
+            'coordinator. Leave the address out of the config and give each '
+            f"slot its own: --slot_env '{_COORDINATOR}=host:port0;host:port1;...'."
+        )
     if n > 1 and os.environ.get(_COORDINATOR) and _COORDINATOR not in values:
         raise ConfigError(
             f'--parallel {n} with several processes ({_COORDINATOR} is set): '
@@ -501,6 +534,19 @@ def parse_slots(parallel: int, specs) -> list[dict]:
             f"'{_COORDINATOR}=host:port0;host:port1;...'."
         )
     return [{k: v[i] for k, v in values.items()} for i in range(n)]
+
+
+def _last_line(path: str, limit: int = 300) -> str:
+    """The last non-empty line of a run's output log ('' if none), cut to
+    `limit` characters: in a failed run, its error."""
+    try:
+        with open(path, 'rb') as f:
+            f.seek(max(0, os.path.getsize(path) - 8192))
+            lines = f.read().decode('utf-8', 'replace').splitlines()
+    except OSError:
+        return ''
+    last = next((line.strip() for line in reversed(lines) if line.strip()), '')
+    return last if len(last) <= limit else last[: limit - 3] + '...'
 
 
 def _launch(args, run, workdir, env, log):
@@ -576,8 +622,11 @@ def _train_all(args, runs, grid, over, slots) -> int:
                     print(f'[{i}/{total}] {run["name"]} stopped.', flush=True)
                 elif code != 0:
                     failed[run['name']] = code
+                    log = os.path.join(args.workdir, run['name'], 'sweep_output.log')
+                    last = _last_line(log) if len(slots) > 1 else ''
                     print(
-                        f'[{i}/{total}] {run["name"]} failed (exit status {code}).',
+                        f'[{i}/{total}] {run["name"]} failed (exit status {code})'
+                        + (f': {last}' if last else '.'),
                         flush=True,
                     )
                     halted = halted or args.stop_on_error

@@ -209,6 +209,11 @@ def _check_loop_settings(config):
         )
 
 
+# Evaluation settings that say when to evaluate, not what: changing them
+# does not make a logged evaluation stale.
+_EVAL_SCHEDULE = ('eval.every_steps', 'eval.at_end')
+
+
 def _saved_config(workdir) -> dict | None:
     """The config.json a previous run left in `workdir`, if any."""
     path = os.path.join(workdir, 'config.json')
@@ -866,6 +871,14 @@ class Trainer:
                 self._close_quietly()
                 raise
         changed = '' if read_only else _changed_settings(config, workdir, new=False)
+        # Evaluation settings that change what an evaluation measures: a run
+        # started again with nothing to train evaluates its last step again
+        # (its logged evaluation used the saved settings).
+        self._eval_changed = [
+            c
+            for c in changed.split('; ')
+            if c.startswith('eval.') and c.split(':')[0] not in _EVAL_SCHEDULE
+        ]
         if not read_only:
             _write_config(config, workdir, source)
             _clear_error(workdir)
@@ -1260,8 +1273,15 @@ class Trainer:
         if not self.config.eval.at_end or evaluated == step:
             return last_eval
         # Started again with nothing to train: the final evaluation, if
-        # logged already, is not repeated (`evaluate` does that).
+        # logged already with these evaluation settings, is not repeated
+        # (`evaluate` does that).
         if step != self.start_step or logged is None:
+            return self.evaluate(step)
+        if self._eval_changed:
+            say(
+                f'Evaluating step {step} again: its logged evaluation used other '
+                f'settings ({"; ".join(self._eval_changed)}).'
+            )
             return self.evaluate(step)
         say(
             f'Step {step} is evaluated already (metrics.jsonl); '

@@ -197,3 +197,46 @@ def test_a_busy_workdir_refuses_every_process_without_the_resume_line(tmp_path):
     assert f'{work} is in use by another training run (pid {os.getpid()} on ' in outs[0]
     assert f'{work} is in use by another training run' in outs[1]
     assert 'Resuming' not in outs[0]
+
+
+def test_distributed_settings_checked_before_jax_starts(monkeypatch, capsys):
+    """A process_id outside 0..num_processes-1 is refused before
+    `jax.distributed.initialize`; an initialize that fails (a peer that never
+    comes, a clash) is a ConfigError saying what to check, after a line that
+    names this process and the coordinator."""
+    import ml_collections
+
+    from jaxdistill import sharding
+    from jaxdistill.errors import ConfigError
+
+    for name in ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID'):
+        monkeypatch.delenv(name, raising=False)
+    calls = []
+
+    def initialize(**kwargs):
+        calls.append(kwargs)
+        raise RuntimeError('DEADLINE_EXCEEDED: Barrier timed out\nmore detail')
+
+    monkeypatch.setattr(sharding.jax.distributed, 'initialize', initialize)
+    monkeypatch.setattr(sharding.jax.config, 'update', lambda *a: None)
+    cfg = lambda pid: ml_collections.ConfigDict(
+        {'coordinator_address': 'localhost:1', 'num_processes': 2, 'process_id': pid}
+    )
+    with pytest.raises(ConfigError, match='process_id=2 with num_processes=2'):
+        sharding.maybe_initialize_distributed(cfg(2))
+    assert not calls
+    with pytest.raises(
+        ConfigError,
+        match=r'could not start process 1 of 2 with the coordinator localhost:1: '
+        r'DEADLINE_EXCEEDED: Barrier timed out\. Check that every process',
+    ):
+        sharding.maybe_initialize_distributed(cfg(1))
+    assert calls == [
+        {'coordinator_address': 'localhost:1', 'num_processes': 2, 'process_id': 1}
+    ]
+    assert 'jax.distributed: process 1 of 2, coordinator localhost:1' in (
+        capsys.readouterr().err
+    )
+    assert not sharding.maybe_initialize_distributed(
+        ml_collections.ConfigDict({'coordinator_address': ''})
+    )

@@ -239,7 +239,7 @@ def test_an_evaluation_stopped_midway_is_done_on_resume(tmp_path, capsys):
     the log ends with every evaluation an unbroken run has."""
     work = tmp_path / 'w'
 
-    def train_main():
+    def train_main(*more):
         return _train_main(
             capsys,
             work,
@@ -248,6 +248,7 @@ def test_an_evaluation_stopped_midway_is_done_on_resume(tmp_path, capsys):
             '--config.eval.every_steps=5',
             '--config.log_every_steps=5',
             '--config.data.bucket_lengths=(48,)',
+            *more,
         )
 
     def evals():
@@ -285,6 +286,24 @@ def test_an_evaluation_stopped_midway_is_done_on_resume(tmp_path, capsys):
     assert evals() == unbroken
     summary = json.loads((work / 'summary.json').read_text())
     assert summary['eval/loss'] == unbroken[-1][1]
+    # Started again with other evaluation settings: the logged evaluation
+    # measured something else, so step 10 is evaluated again (a sweep that
+    # reruns a finished run with a new eval.* reports the new figures).
+    code, out = train_main('--config.eval.max_examples=7')
+    assert code == 0, out.err[-3000:]
+    assert (
+        'Evaluating step 10 again: its logged evaluation used other settings '
+        '(eval.max_examples:'
+    ) in out.out
+    assert [s for s, _ in evals()] == [5, 10, 10]
+    summary = json.loads((work / 'summary.json').read_text())
+    assert summary['eval/loss'] == evals()[-1][1] != unbroken[-1][1]
+    # Changing only when to evaluate does not.
+    code, out = train_main(
+        '--config.eval.max_examples=7', '--config.eval.every_steps=2'
+    )
+    assert code == 0 and 'Evaluating step' not in out.out
+    assert [s for s, _ in evals()] == [5, 10, 10]
 
 
 def test_windows_cut_by_evaluations_and_a_finished_run_started_again(tmp_path, capsys):

@@ -42,6 +42,63 @@ def test_parallel_runs_of_several_processes_need_a_coordinator_each(monkeypatch)
     assert sweep._process_id({'distributed': {'process_id': 2}}) == 2  # pylint: disable=protected-access
 
 
+def test_several_processes_set_up_by_the_config(tmp_path, monkeypatch):
+    """`--config.distributed.*` is as good as the JAX_* variables (README):
+    the sweep then takes no folder lock (each process would refuse the
+    others), refuses runs at once (they would share the coordinator), and
+    counts a run finished though process 0 wrote its config.json with its
+    own process_id."""
+    monkeypatch.delenv('JAX_COORDINATOR_ADDRESS', raising=False)
+    with pytest.raises(ConfigError, match='coordinator_address=h:9: the runs at once'):
+        sweep.parse_slots(2, [], config_coordinator='h:9')
+    assert sweep.parse_slots(1, [], config_coordinator='h:9') == [{}]
+
+    dist = lambda pid: [
+        '--config.distributed.coordinator_address=localhost:1',
+        '--config.distributed.num_processes=2',
+        f'--config.distributed.process_id={pid}',
+    ]
+    locked = []
+    monkeypatch.setattr(
+        sweep.workdir_lock, 'WorkdirLock', lambda d: locked.append(d) or 1 / 0
+    )
+    monkeypatch.setattr(sweep, '_train_all', lambda *a: 0)
+    argv = [*ARGS, '--workdir', str(tmp_path / 's'), '--grid', 'seed=0']
+    assert sweep.main(argv + dist(1)) == 0 and not locked
+
+    grid = sweep.parse_grid(['seed=0'])
+    runs = {
+        pid: sweep.plan(
+            helpers.CONFIG, [o[len('--config.') :] for o in dist(pid)], grid
+        )[0]
+        for pid in (0, 1)
+    }
+    work = tmp_path / 'run'
+    work.mkdir()
+    (work / 'config.json').write_text(json.dumps(runs[0]['config']))
+    monkeypatch.setattr('jaxdistill.runs.describe', lambda w: {'state': 'finished'})
+    assert sweep._finished(str(work), runs[1]['config'])  # pylint: disable=protected-access
+    changed = json.loads(json.dumps(runs[1]['config']))
+    changed['seed'] = 5
+    assert not sweep._finished(str(work), changed)  # pylint: disable=protected-access
+
+
+def test_slot_values_and_summary_metric_names(tmp_path):
+    with pytest.raises(ConfigError, match="slot 2 has no value .a stray ';'"):
+        sweep.parse_slots(0, ['CUDA_VISIBLE_DEVICES=0;1;'])
+    assert sweep.parse_slots(0, ["A=0;''"]) == [{'A': '0'}, {'A': ''}]
+    groups = [{'settings': {}, 'runs': 1, 'evaluated': 1, 'mean': {'eval/loss': 1.0},
+               'std': {'eval/loss': 0.0}}]  # fmt: skip
+    assert sweep.table(groups, ['eval/loss']).splitlines()[1].startswith('all')
+    assert sweep.table(groups, ['eval/nosuch']) == (
+        '--metric eval/nosuch: matches none of the metrics the runs logged: eval/loss.'
+    )
+    log = tmp_path / 'sweep_output.log'
+    log.write_text('step 1/3\nerror: data.max_len=3 is too short.\n\n')
+    assert sweep._last_line(str(log)) == 'error: data.max_len=3 is too short.'  # pylint: disable=protected-access
+    assert sweep._last_line(str(tmp_path / 'none.log')) == ''  # pylint: disable=protected-access
+
+
 def test_grid_values_and_errors():
     assert sweep.split_values('0, 1,(16, 32),"a,b"') == ['0', '1', '(16, 32)', '"a,b"']
     assert sweep.parse_grid(['seed=0,1', '--config.model.d_ff=(1,2)']) == {
