@@ -59,11 +59,16 @@ def main(argv=None) -> int:
                     indent=2,
                 )
             )
-            curve = getattr(t.task, 'last_curve', None)
+            curve = t.last_curve
             if curve:  # Multi-exit models: the anytime early-exit curve.
                 from jaxdistill.evaluation import early_exit  # pylint: disable=g-import-not-at-top
 
-                print('early exit (accuracy vs measured time of the plain network):')
+                # Of the model whose metrics are unprefixed (the first).
+                model = f' of {t.last_curve_model}' if t.last_curve_model else ''
+                print(
+                    f'early exit{model} (accuracy vs measured time of the plain '
+                    'network):'
+                )
                 print(early_exit.format_curve(curve))
 
     return cli.main_guard(run)

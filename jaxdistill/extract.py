@@ -127,9 +127,14 @@ def extract(workdir: str, capacity: str, out: str, *, step: int | None = None) -
         method, tx, batch, mesh, seed=config.seed
     )
     state = init_fn()
+    params = jax.device_put(params, state_sharding.params)
     state = state.replace(
         step=jax.numpy.asarray(step, jax.numpy.int32),
-        params=jax.device_put(params, state_sharding.params),
+        params=params,
+        # A fresh optimizer state of these parameters: a moving average
+        # (`optimizer.ema_decay`), which evaluation reads by default, starts
+        # as the extracted model, not as the random init.
+        opt_state=jax.device_put(tx.init(params), state_sharding.opt_state),
     )
     saver = checkpoint_lib.Checkpointer(
         os.path.join(out, 'checkpoints'), every=1, keep=1, async_save=False

@@ -761,6 +761,9 @@ class Trainer:
         source: dict | None = None,
     ):
         self.created = time.time()  # `time_limit_minutes` counts from here.
+        # The early-exit curve of the last evaluation's first model (multi-exit
+        # models; [] otherwise), and that model's name ('' for a run of one).
+        self.last_curve, self.last_curve_model = [], ''
         self.config, self.workdir = config, workdir
         # Plugins first (check_config imports them): they register the
         # methods, models or tasks named below.
@@ -1038,6 +1041,12 @@ class Trainer:
             result = contracts.checked_eval(self.task, self.task.evaluate(params))
             if i == 0:
                 m.update(result)
+                # What the task kept of this evaluation (sample translations,
+                # the early-exit curve) belongs with the unprefixed metrics:
+                # the first model's, before the next evaluation replaces it.
+                examples = list(getattr(self.task, 'last_examples', []))
+                self.last_curve = list(getattr(self.task, 'last_curve', None) or [])
+                self.last_curve_model = name
             if len(models) > 1:
                 m.update(
                     {
@@ -1056,7 +1065,9 @@ class Trainer:
             f'eval @ {step}: '
             + ', '.join(f'{k.split("/", 1)[1]} {v:.4g}' for k, v in m.items())
         )
-        for src, hyp, ref in getattr(self.task, 'last_examples', [])[:2]:
+        if examples and len(models) > 1:
+            say(f'  ({next(iter(models))}:)')
+        for src, hyp, ref in examples[:2]:
             say(f'  src: {src}\n  hyp: {hyp}\n  ref: {ref}')
         return m
 

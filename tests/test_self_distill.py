@@ -524,3 +524,34 @@ def test_codistillation_on_images_reports_agreement_and_churn(tmp_path, shared_d
     assert valid.sum() == (labels >= 0).sum() and not valid[labels < 0].any()
     accuracy = np.mean(preds[valid] == labels[valid])
     assert accuracy == pytest.approx(summary['eval/r0/accuracy'], abs=1e-6)
+
+
+def test_evaluation_keeps_the_first_models_curve_and_samples(capsys):
+    """With several models (codistillation's replicas, TSJT's capacities)
+    the unprefixed metrics are the first model's, and so are the early-exit
+    curve `evaluate` prints and the sample translations in the log: the
+    task's copies, which each model's evaluation replaces, are the last's."""
+    import types
+
+    from jaxdistill import trainer as trainer_lib
+
+    class Task:
+        def evaluate(self, params):
+            self.last_curve = [{'threshold': 0.5, 'accuracy': params}]
+            self.last_examples = [('a source', f'hypothesis of model {params}', 'ref')]
+            return {'eval/loss': float(params)}
+
+    fake = types.SimpleNamespace(
+        method=types.SimpleNamespace(eval_models=lambda p, e: {'r0': 1, 'r1': 2}),
+        _evaluated_params=lambda: None,
+        state=types.SimpleNamespace(extra={}),
+        task=Task(),
+        writer=types.SimpleNamespace(write=lambda step, m: None),
+    )
+    m = trainer_lib.Trainer.evaluate(fake, 3)
+    assert m['eval/loss'] == 1.0 and m['eval/r1/loss'] == 2.0
+    assert fake.last_curve == [{'threshold': 0.5, 'accuracy': 1}]
+    assert fake.last_curve_model == 'r0'
+    out = capsys.readouterr().out
+    assert '(r0:)' in out and 'hypothesis of model 1' in out
+    assert 'hypothesis of model 2' not in out

@@ -14,6 +14,7 @@ import pytest
 from jaxdistill import checkpoint as checkpoint_lib
 from jaxdistill import evaluate
 from jaxdistill import extract as extract_lib
+from jaxdistill import optim
 from jaxdistill import train
 from jaxdistill.errors import ConfigError, JaxdistillError
 from jaxdistill.methods import make_method
@@ -437,3 +438,40 @@ def test_teacher_note_says_when_the_teacher_has_not_finished(tmp_path):
     )
     (run / 'checkpoints' / '10').mkdir()
     assert teacher_cache.teacher_note(str(run), 'k').endswith('at step 10.')
+
+
+def test_extracted_model_of_a_run_with_a_moving_average(tmp_path, capsys):
+    """A run with `optimizer.ema_decay` is evaluated on its moving average;
+    the extracted capacity is that average, and the extracted folder's own
+    moving average starts as it (not as a random init), so `evaluate` on
+    the folder gives the in-run figures of that capacity."""
+    run, out = str(tmp_path / 'run'), str(tmp_path / 'small')
+    _ok(
+        train,
+        [
+            '--config',
+            str(helpers.REPO / 'configs' / 'tsjt_synthetic.py') + ':runlocal',
+            '--workdir',
+            run,
+            '--config.num_train_steps=3',
+            '--config.optimizer.ema_decay=0.9',
+            '--config.model.composite.fractions=(0.25, 1.0)',
+            '--config.checkpoint.every_steps=3',
+            '--config.eval.every_steps=3',
+            '--config.eval.bleu=False',
+            '--config.eval.max_examples=16',
+            '--config.log_every_steps=3',
+            '--config.data.bucket_lengths=(48,)',
+        ],
+        capsys,
+    )
+    in_run = json.load(open(os.path.join(run, 'summary.json')))['eval/x0.25/loss']
+    _ok(extract_lib, ['--workdir', run, '--capacity', 'x0.25', '--out', out], capsys)
+    state = checkpoint_lib.read_state(os.path.join(out, 'checkpoints', '3'))
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        optim.ema_params(state['opt_state']),
+        state['params'],
+    )
+    metrics = _json(_ok(evaluate, ['--workdir', out], capsys))
+    assert metrics['eval/loss'] == pytest.approx(in_run, rel=1e-5)
