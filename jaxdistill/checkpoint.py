@@ -483,12 +483,24 @@ def read_state(step_dir: str) -> Any:
             )
             return c.restore(path, target)
     except Exception as e:  # pylint: disable=broad-except
-        directory, step = os.path.split(os.path.normpath(step_dir))
-        raise _unreadable(directory, int(step) if step.isdigit() else step, e) from None
+        raise _read_error(step_dir, e) from None
+
+
+def _read_error(step_dir: str, error: Exception) -> CheckpointMismatchError:
+    """Why `step_dir` could not be read: deleted meanwhile (a training run's
+    keep rotation), or damaged."""
+    directory, step = os.path.split(os.path.normpath(step_dir))
+    step = int(step) if step.isdigit() else step
+    if not os.path.isdir(step_dir):
+        return _vanished(directory, step)
+    return _unreadable(directory, step, error)
 
 
 def read_meta(step_dir: str) -> dict:
     """A checkpoint's JSON item (data position, step)."""
     path = os.path.abspath(os.path.join(step_dir, 'meta'))
-    with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as c:
-        return c.restore(path)
+    try:
+        with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as c:
+            return c.restore(path)
+    except Exception as e:  # pylint: disable=broad-except
+        raise _read_error(step_dir, e) from None

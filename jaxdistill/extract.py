@@ -83,6 +83,7 @@ def extract(workdir: str, capacity: str, out: str, *, step: int | None = None) -
                 f'{cli.saved_steps(ckpt_dir)}.'
             )
     state = checkpoint_lib.read_state(step_dir)
+    meta = checkpoint_lib.read_meta(step_dir)  # Read before --out is written.
     everything = jax.device_get(
         optim.model_params(state, config.eval.get('use_ema', True))
     )
@@ -139,7 +140,7 @@ def extract(workdir: str, capacity: str, out: str, *, step: int | None = None) -
     saver = checkpoint_lib.Checkpointer(
         os.path.join(out, 'checkpoints'), every=1, keep=1, async_save=False
     )
-    saver.save(step, state, checkpoint_lib.read_meta(step_dir), force=True)
+    saver.save(step, state, meta, force=True)
     saver.wait()
     saver.close()
     summary = {

@@ -80,6 +80,18 @@ def with_huge_pages(environ, on: bool) -> dict:
     return env
 
 
+def _not_restartable() -> bool:
+    """Whether this interpreter could not be started again as it was: a
+    script read from stdin (already consumed), an interactive session, a
+    Jupyter kernel."""
+    return (
+        (sys.argv[0] if sys.argv else '') in ('', '-')
+        or bool(sys.flags.interactive)
+        or hasattr(sys, 'ps1')
+        or 'ipykernel' in sys.modules
+    )
+
+
 def reexec_with_huge_pages() -> None:
     """Restarts this command with huge pages for malloc, if that helps here.
 
@@ -87,6 +99,8 @@ def reexec_with_huge_pages() -> None:
     the process image is replaced (same interpreter, flags and arguments).
     Returns (doing nothing) where `huge_pages_env` finds nothing to do.
     """
+    if _not_restartable():
+        return
     env = huge_pages_env()
     if env is None:
         return

@@ -521,12 +521,16 @@ class _StopSignals:
     def __enter__(self):
         if threading.current_thread() is not threading.main_thread():
             return self
+        # A SIGINT the process was started ignoring (a job a script put in
+        # its background) stays ignored, as `interrupts.install` leaves it.
+        sigint = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
         if self._sync:  # SIGTERM stays with JAX's notifier.
-            self._previous[signal.SIGINT] = signal.signal(
-                signal.SIGINT, self._handle_several
-            )
+            if sigint:
+                self._previous[signal.SIGINT] = signal.signal(
+                    signal.SIGINT, self._handle_several
+                )
         else:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM) if sigint else (signal.SIGTERM,):
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 

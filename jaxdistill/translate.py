@@ -118,6 +118,8 @@ def main(argv=None) -> int:
         from jaxdistill import compile_cache  # pylint: disable=g-import-not-at-top
 
         compile_cache.use(config.get('compilation_cache_dir', 'auto'), args.workdir)
+        if args.batch_size < 1:
+            raise JaxdistillError(f'--batch_size must be >= 1, got {args.batch_size}.')
         if args.average < 1:
             raise JaxdistillError(f'--average must be >= 1, got {args.average}.')
         if args.beam is not None and args.beam < 0:

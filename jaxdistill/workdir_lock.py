@@ -95,7 +95,14 @@ class WorkdirLock:
     def acquire(self) -> 'WorkdirLock':
         if fcntl is None:
             return self
-        f = open(self.path, 'a+', encoding='utf-8')  # pylint: disable=consider-using-with
+        try:
+            f = open(self.path, 'a+', encoding='utf-8')  # pylint: disable=consider-using-with
+        except OSError as e:
+            raise JaxdistillError(
+                f'Cannot open the workdir lock {self.path}: {e.strerror}. The '
+                'workdir must be writable by whoever trains in it (a shared '
+                'workdir: give the group write access to it and its files).'
+            ) from None
         try:
             _lock_within(f, PROBE_GRACE_S)
         except BlockingIOError:

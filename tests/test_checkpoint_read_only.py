@@ -62,3 +62,19 @@ def test_the_latest_deleted_while_read_is_read_again_at_the_newest(
     assert state['w'].tolist() == [1.0, 2.0, 3.0]
     reader.close()
     assert not (tmp_path.parent / f'{tmp_path.name}_damaged').exists()
+
+
+def test_tools_reading_a_step_folder_name_a_deleted_or_damaged_one(tmp_path):
+    """`read_state` / `read_meta` (averaging, extract): a step folder that is
+    gone by the time it is read is named as deleted by the keep rotation, not
+    as damaged; a folder without its `meta` is named as unreadable (not an
+    Orbax traceback)."""
+    _saved(tmp_path, (1, 2))
+    assert checkpoint_lib.read_meta(str(tmp_path / '1')) == {'step': 1}
+    shutil.rmtree(tmp_path / '2')
+    for read in (checkpoint_lib.read_state, checkpoint_lib.read_meta):
+        with pytest.raises(CheckpointMismatchError, match='2 was deleted while it was'):
+            read(str(tmp_path / '2'))
+    shutil.rmtree(tmp_path / '1' / 'meta')
+    with pytest.raises(CheckpointMismatchError, match='1 is unreadable'):
+        checkpoint_lib.read_meta(str(tmp_path / '1'))

@@ -86,3 +86,18 @@ def test_restart_sets_the_tunable_once_and_keeps_arguments():
             'start',
             "glibc.malloc.hugetlb=1 ['a', '--b=1']",
         ]
+
+
+def test_no_restart_where_the_command_cannot_be_started_again(monkeypatch):
+    """A script read from stdin (`python - < script.py`) is consumed: started
+    again, nothing after the call would run. So would an interactive one."""
+    execs = []
+    monkeypatch.setattr(hostmem.os, 'execve', lambda *a: execs.append(a))
+    monkeypatch.setattr(hostmem, 'huge_pages_env', lambda: {'GLIBC_TUNABLES': 'x'})
+    for argv0 in ('-', ''):
+        monkeypatch.setattr(hostmem.sys, 'argv', [argv0])
+        hostmem.reexec_with_huge_pages()
+    assert not execs
+    monkeypatch.setattr(hostmem.sys, 'argv', ['script.py'])
+    hostmem.reexec_with_huge_pages()
+    assert len(execs) == 1

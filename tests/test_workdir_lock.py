@@ -117,3 +117,30 @@ def test_a_look_at_the_lock_does_not_turn_a_starting_run_away(tmp_path):
         with pytest.raises(workdir_lock.WorkdirInUseError):
             workdir_lock.WorkdirLock(str(tmp_path)).acquire()
         assert time.monotonic() - start >= workdir_lock.PROBE_GRACE_S
+
+
+def test_a_lock_file_that_cannot_be_opened_is_a_named_error(tmp_path):
+    """(e.g. a shared workdir whose .lock another user owns)"""
+    from jaxdistill.errors import JaxdistillError
+
+    (tmp_path / workdir_lock.LOCK_FILE).mkdir()  # open() fails as it would.
+    with pytest.raises(JaxdistillError, match=r'Cannot open the workdir lock .*\.lock'):
+        workdir_lock.WorkdirLock(str(tmp_path)).acquire()
+
+
+def test_stop_signals_leave_an_ignored_sigint_ignored():
+    """A job a script started in its background ignores SIGINT; training
+    keeps it so (SIGTERM still asks the run to save and stop)."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with trainer_lib._StopSignals():  # pylint: disable=protected-access
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) not in (
+                signal.SIG_DFL,
+                signal.SIG_IGN,
+            )
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
