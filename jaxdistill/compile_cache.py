@@ -16,13 +16,13 @@ from jax.experimental.compilation_cache import compilation_cache
 
 from jaxdistill.errors import ConfigError
 
-# The directory this module chose for an 'auto' run in this process (None:
+# The directory this module last pointed the cache at in this process (None:
 # none yet), told apart from one the user set (JAX_COMPILATION_CACHE_DIR or
 # jax.config), which 'auto' keeps.
-_auto_dir = None
+_ours = None
 
 
-def use(setting: str, workdir: str):
+def use(setting: str, workdir: str, *, read_only: bool = False):
     """Points the process's compilation cache where `setting` says.
 
     Args:
@@ -31,29 +31,38 @@ def use(setting: str, workdir: str):
         directory (local or any path JAX's cache takes, e.g. gs://), or ''
         (no cache).
       workdir: the run's directory.
+      read_only: a tool that only reads the run (evaluate, translate): a
+        local cache it cannot write is left off, with a warning, instead of
+        refused (a run of someone else's, an archived one).
     Returns:
       The directory in use, or None when the cache is off.
     """
-    global _auto_dir
+    global _ours
     current = jax.config.jax_compilation_cache_dir
     if not setting:
         jax.config.update('jax_enable_compilation_cache', False)
         return None
     if setting == 'auto':
-        if current and current != _auto_dir:
+        if current and current != _ours:
             jax.config.update('jax_enable_compilation_cache', True)
             return current  # The user's.
-        setting = _auto_dir = os.path.join(
-            os.path.abspath(workdir), 'compilation_cache'
-        )
-    jax.config.update('jax_enable_compilation_cache', True)
+        setting = os.path.join(os.path.abspath(workdir), 'compilation_cache')
     if '://' not in setting:  # A local directory: usable, or said why not.
+        problem = None
         try:
             os.makedirs(setting, exist_ok=True)
         except OSError as e:
-            raise ConfigError(f'compilation_cache_dir={setting!r}: {e}') from e
-        if not os.access(setting, os.W_OK):
-            raise ConfigError(f'compilation_cache_dir={setting!r} is not writable.')
+            problem = f'compilation_cache_dir={setting!r}: {e}'
+        if problem is None and not os.access(setting, os.W_OK):
+            problem = f'compilation_cache_dir={setting!r} is not writable.'
+        if problem and read_only:
+            logging.warning('%s Compiling without the cache.', problem)
+            jax.config.update('jax_enable_compilation_cache', False)
+            return None
+        if problem:
+            raise ConfigError(problem)
+    jax.config.update('jax_enable_compilation_cache', True)
+    _ours = setting
     if setting != current:
         jax.config.update('jax_compilation_cache_dir', setting)
         # The cache opens its directory at the first compilation; a later

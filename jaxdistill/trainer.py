@@ -799,7 +799,9 @@ class Trainer:
 
     def _setup(self, config, workdir, restore_step, read_only, source):
         _check_config_compatible(config, workdir)
-        compile_cache.use(config.get('compilation_cache_dir', 'auto'), workdir)
+        compile_cache.use(
+            config.get('compilation_cache_dir', 'auto'), workdir, read_only=read_only
+        )
         self.mesh = sharding_lib.make_mesh(
             config.mesh.model_axis_size,
             replica_axis_size=sharding_lib.replica_axis_size(

@@ -117,7 +117,9 @@ def main(argv=None) -> int:
         # Decoding loops compiled by an earlier call on this workdir load back.
         from jaxdistill import compile_cache  # pylint: disable=g-import-not-at-top
 
-        compile_cache.use(config.get('compilation_cache_dir', 'auto'), args.workdir)
+        compile_cache.use(
+            config.get('compilation_cache_dir', 'auto'), args.workdir, read_only=True
+        )
         if args.batch_size < 1:
             raise JaxdistillError(f'--batch_size must be >= 1, got {args.batch_size}.')
         if args.average < 1:

@@ -16,7 +16,7 @@ def session_cache():
     yield before
     jax.config.update('jax_compilation_cache_dir', before)
     jax.config.update('jax_enable_compilation_cache', True)
-    compile_cache._auto_dir = None  # pylint: disable=protected-access
+    compile_cache._ours = None  # pylint: disable=protected-access
     compile_cache.compilation_cache.reset_cache()
 
 
@@ -50,6 +50,24 @@ def test_auto_keeps_the_users_directory_else_the_workdirs(session_cache, tmp_pat
     (tmp_path / 'file').write_text('')
     with pytest.raises(ConfigError, match=r"compilation_cache_dir='.*file/jit'"):
         compile_cache.use(str(tmp_path / 'file' / 'jit'), str(tmp_path))
+
+
+def test_read_only_tools_and_auto_after_an_explicit_directory(session_cache, tmp_path):
+    """evaluate/translate on a workdir they cannot write run without the
+    cache (a warning), where training is refused; and a directory this
+    module set for one run is not taken for the user's by a later 'auto'."""
+    jax.config.update('jax_compilation_cache_dir', None)
+    (tmp_path / 'file').write_text('')
+    blocked = str(tmp_path / 'file' / 'run')  # Its cache cannot be made.
+    assert compile_cache.use('auto', blocked, read_only=True) is None
+    assert not jax.config.jax_enable_compilation_cache
+    with pytest.raises(ConfigError, match='file/run/compilation_cache'):
+        compile_cache.use('auto', blocked)
+    explicit = str(tmp_path / 'shared')
+    assert compile_cache.use(explicit, str(tmp_path / 'a')) == explicit
+    assert compile_cache.use('auto', str(tmp_path / 'b')) == str(
+        tmp_path / 'b' / 'compilation_cache'
+    )
 
 
 def test_a_directory_is_written_then_read_back(session_cache, tmp_path):
