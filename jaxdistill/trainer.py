@@ -336,20 +336,18 @@ def _clear_error(workdir: str):
         os.remove(path)
 
 
-def _changed_settings(config, workdir, new: bool = True) -> str:
-    """'; '-joined 'key: saved -> current' for every setting that differs from
-    the run in `workdir` (any key, not only RESUME_KEYS); '' if none or no
-    saved config. `new=False` leaves out keys the saved config lacks (added to
-    the library's configs since it was written)."""
+def _changed_settings(config, workdir, new: bool = True) -> list[str]:
+    """'key: saved -> current' for every setting that differs from the run in
+    `workdir` (any key, not only RESUME_KEYS); [] if none or no saved
+    config. `new=False` leaves out keys the saved config lacks (added to the
+    library's configs since it was written)."""
     saved = _saved_config(workdir)
     if saved is None:
-        return ''
+        return []
     current = json.loads(configuration.to_json(config))
     sections = tuple(set(saved) | set(current))
-    return '; '.join(
-        configuration.compare_for_resume(
-            saved, current, sections, RESUME_DEFAULTS, added=new
-        )
+    return configuration.compare_for_resume(
+        saved, current, sections, RESUME_DEFAULTS, added=new
     )
 
 
@@ -867,7 +865,7 @@ class Trainer:
                 raise
             raise CheckpointMismatchError(
                 f'{e}\nSettings that differ from the run saved in {workdir} '
-                f'(config.json): {changed}. Restore the ones that change the '
+                f'(config.json): {"; ".join(changed)}. Restore the ones that change the '
                 'model or optimizer state, or use a new --workdir.'
             ) from None
         skipped = False
@@ -879,13 +877,13 @@ class Trainer:
             except ConfigError:
                 self._close_quietly()
                 raise
-        changed = '' if read_only else _changed_settings(config, workdir, new=False)
+        changed = [] if read_only else _changed_settings(config, workdir, new=False)
         # Evaluation settings that change what an evaluation measures: a run
         # started again with nothing to train evaluates its last step again
         # (its logged evaluation used the saved settings).
         self._eval_changed = [
             c
-            for c in changed.split('; ')
+            for c in changed
             if c.startswith('eval.') and c.split(':')[0] not in _EVAL_SCHEDULE
         ]
         if not read_only:
@@ -907,7 +905,10 @@ class Trainer:
                 f'{self.ckpt.directory}/{self.start_step}.'
             )
             if changed:
-                say(f'Note: settings changed since the run was saved: {changed}.')
+                say(
+                    'Note: settings changed since the run was saved: '
+                    f'{"; ".join(changed)}.'
+                )
             others = {} if read_only else self.ckpt.ranked_by_another_metric()
             if others:
                 say(
@@ -1042,7 +1043,7 @@ class Trainer:
         """
         started = time.time()
         models = self.method.eval_models(self._evaluated_params(), self.state.extra)
-        m, predictions = {}, {}
+        m, predictions, examples = {}, {}, []
         for i, (name, params) in enumerate(models.items()):
             result = contracts.checked_eval(self.task, self.task.evaluate(params))
             if i == 0:
