@@ -217,14 +217,20 @@ def _json(stdout):
     return json.loads(stdout[start : stdout.index('\n}', start) + 2])
 
 
+# `python -m jaxdistill.train` of the small TSJT config; the workdir follows.
+_TSJT_RUN = (
+    '--config',
+    str(helpers.REPO / 'configs' / 'tsjt_synthetic.py') + ':runlocal',
+    '--workdir',
+)
+
+
 def test_train_extract_evaluate_cli(tmp_path, capsys):
     run, out = str(tmp_path / 'run'), str(tmp_path / 'small')
     _ok(
         train,
         [
-            '--config',
-            str(helpers.REPO / 'configs' / 'tsjt_synthetic.py') + ':runlocal',
-            '--workdir',
+            *_TSJT_RUN,
             run,
             '--config.num_train_steps=4',
             '--config.method.stage2_start=2',
@@ -449,9 +455,7 @@ def test_extracted_model_of_a_run_with_a_moving_average(tmp_path, capsys):
     _ok(
         train,
         [
-            '--config',
-            str(helpers.REPO / 'configs' / 'tsjt_synthetic.py') + ':runlocal',
-            '--workdir',
+            *_TSJT_RUN,
             run,
             '--config.num_train_steps=3',
             '--config.optimizer.ema_decay=0.9',
