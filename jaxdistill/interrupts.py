@@ -40,9 +40,10 @@ def _must_wait(frame) -> bool:
     return False
 
 
-def interrupt(signum, frame, *args) -> None:
-    """Raises KeyboardInterrupt(*args); or, where that would be lost or
-    fatal (`_must_wait`), sends `signum` again a moment later instead."""
+def deliver(signum, frame, exception: BaseException) -> None:
+    """Raises `exception` from a signal handler; or, where that would be lost
+    or fatal (`_must_wait`), returns having arranged for `signum` to be sent
+    again a moment later, when the handler will be called again."""
     global _retries
     if _retries < _MAX_RETRIES and _must_wait(frame):
         _retries += 1
@@ -51,7 +52,13 @@ def interrupt(signum, frame, *args) -> None:
         timer.start()
         return
     _retries = 0
-    raise KeyboardInterrupt(*args)
+    raise exception
+
+
+def interrupt(signum, frame, *args) -> None:
+    """Raises KeyboardInterrupt(*args); or, where that would be lost or
+    fatal (`_must_wait`), sends `signum` again a moment later instead."""
+    deliver(signum, frame, KeyboardInterrupt(*args))
 
 
 def _handle(signum, frame):

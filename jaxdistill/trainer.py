@@ -483,6 +483,12 @@ def _inert_settings(config, data_summary: dict) -> list[str]:
     return notes
 
 
+class _Abandoned(BaseException):
+    """An evaluation abandoned by a stop signal (`_StopSignals.abandonable`).
+    A BaseException, as KeyboardInterrupt is: no `except Exception` on the
+    way up catches it."""
+
+
 class _StopSignals:
     """While entered, SIGINT and SIGTERM ask the training loop to stop at the
     end of its current step (it saves that step); a second signal interrupts
@@ -495,13 +501,39 @@ class _StopSignals:
     (`multihost_utils.reached_preemption_sync_point`, asked once a step), and
     all stop after it and save it. A first SIGINT (Ctrl-C) is passed to the
     notifier as a SIGTERM to this process, so it stops the run the same way;
-    a second one interrupts at once."""
+    a second one interrupts at once.
+
+    Inside `abandonable()` (an evaluation) the first signal also abandons
+    the work at once, by raising `_Abandoned`: the loop then saves and stops
+    without waiting for an evaluation that a scheduler's SIGKILL, a grace
+    period after its SIGTERM, could cut short. With several processes
+    nothing is abandoned: the processes would go out of step.
+    """
 
     def __init__(self):
         self.caught = ''
         self._previous = {}
         self._sync = jax.process_count() > 1
         self._sigint = False  # Several processes: a SIGINT passed on.
+        self._abandonable = False
+        # Signals `interrupts.deliver` sends again (it could not raise where
+        # the first one landed): they carry on the first, not a second.
+        self._resent = 0
+
+    @contextlib.contextmanager
+    def abandonable(self):
+        """While inside, the first SIGINT or SIGTERM raises `_Abandoned`;
+        one caught before raises it on entry."""
+        if self._sync or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        if self.caught:
+            raise _Abandoned(self.caught)
+        self._abandonable = True
+        try:
+            yield
+        finally:
+            self._abandonable = False
 
     def check(self, step: int) -> str:
         """The signal that stops the loop before step `step` + 1 ('' none).
@@ -545,6 +577,11 @@ class _StopSignals:
         os.kill(os.getpid(), signal.SIGTERM)  # To JAX's preemption notifier.
 
     def _handle(self, signum, frame):
+        if self._resent:  # The first one, sent again by `_abandon`.
+            self._resent -= 1
+            if self._abandonable:
+                self._abandon(signum, frame)
+            return
         if self.caught:  # The second one: stop now.
             interrupts.interrupt(signum, frame, signal.Signals(signum).name)
             return
@@ -552,9 +589,19 @@ class _StopSignals:
         # os.write: print() may be mid-write in the interrupted frame.
         os.write(
             2,
-            f'\n{self.caught}: saving after the current step '
-            '(again to stop at once).\n'.encode(),
+            (
+                f'\n{self.caught}: abandoning the evaluation, saving and stopping '
+                if self._abandonable
+                else f'\n{self.caught}: saving after the current step '
+            ).encode()
+            + b'(again to stop at once).\n',
         )
+        if self._abandonable:
+            self._abandon(signum, frame)
+
+    def _abandon(self, signum, frame):
+        interrupts.deliver(signum, frame, _Abandoned(self.caught))
+        self._resent += 1  # Not raised here: it is sent again.
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
@@ -1034,14 +1081,34 @@ class Trainer:
             self.state, use_ema=self.config.eval.get('use_ema', True)
         )
 
-    def evaluate(self, step: int) -> dict:
+    def evaluate(self, step: int, stop: _StopSignals | None = None) -> dict:
         """Evaluates every model the method trains; the first one unprefixed.
 
         With several models (codistillation's replicas) each gets its own
         'eval/NAME/...' metrics, and where the task can predict, the
         agreement between models' predictions on the held-out set.
+
+        `stop`: a _StopSignals whose signal abandons the evaluation (raises
+        `_Abandoned`) before anything is logged.
         """
         started = time.time()
+        with stop.abandonable() if stop else contextlib.nullcontext():
+            models, m, examples = self._evaluate_models()
+        m['eval/seconds'] = time.time() - started
+        self.writer.write(step, m)
+        say(
+            f'eval @ {step}: '
+            + ', '.join(f'{k.split("/", 1)[1]} {v:.4g}' for k, v in m.items())
+        )
+        if examples and len(models) > 1:
+            say(f'  ({next(iter(models))}:)')
+        for src, hyp, ref in examples[:2]:
+            say(f'  src: {src}\n  hyp: {hyp}\n  ref: {ref}')
+        return m
+
+    def _evaluate_models(self):
+        """-> (the models evaluated, their metrics, the first one's sample
+        translations); logs nothing."""
         models = self.method.eval_models(self._evaluated_params(), self.state.extra)
         m, predictions, examples = {}, {}, []
         for i, (name, params) in enumerate(models.items()):
@@ -1066,17 +1133,7 @@ class Trainer:
                     contracts.check_predictions(self.task, predictions[name])
         if len(predictions) > 1:
             m.update(agreement_metrics(predictions))
-        m['eval/seconds'] = time.time() - started
-        self.writer.write(step, m)
-        say(
-            f'eval @ {step}: '
-            + ', '.join(f'{k.split("/", 1)[1]} {v:.4g}' for k, v in m.items())
-        )
-        if examples and len(models) > 1:
-            say(f'  ({next(iter(models))}:)')
-        for src, hyp, ref in examples[:2]:
-            say(f'  src: {src}\n  hyp: {hyp}\n  ref: {ref}')
-        return m
+        return models, m, examples
 
     def run(self, deadline: float | None = None) -> dict:
         """Trains, evaluates and checkpoints; returns the final summary.
@@ -1137,7 +1194,7 @@ class Trainer:
         history, window_start, run_start = [], time.time(), time.time()
         last_train = {}
         step = saved = self.start_step
-        end, logged, last_eval, evaluated = self._before_loop(step, total)
+        end, logged, last_eval, evaluated = self._before_loop(step, total, stop)
         window_start = time.time()  # After any evaluation _before_loop made.
         batches = self.task.train_batches
         input_seconds = 0.0  # The window's host time building and sending batches.
@@ -1221,19 +1278,32 @@ class Trainer:
                     saved = step
                 window_start = time.time()  # Keep checkpointing out of throughput.
             if eval_now:
-                last_eval, evaluated = self.evaluate(step), step
+                try:
+                    last_eval, evaluated = self.evaluate(step, stop), step
+                except _Abandoned:  # Saved now, evaluated when resumed.
+                    self._save_on_signal(step, saved, stop.caught, abandoned=True)
                 window_start = time.time()  # Keep eval out of throughput.
         profiler.stop(history[-1] if history else None)
-        last_eval = self._after_loop(step, total, evaluated, logged, last_eval)
+        try:
+            last_eval = self._after_loop(
+                step, total, evaluated, logged, last_eval, stop
+            )
+        except _Abandoned:  # The last step is saved; evaluated when resumed.
+            say(
+                f'{stop.caught}: stopped during the final evaluation of step {step}, '
+                f'which is saved in {self.ckpt.directory}/{step}; run the same '
+                'command to evaluate it.'
+            )
+            raise KeyboardInterrupt(stop.caught) from None
         return step, last_train, last_eval, time.time() - run_start
 
-    def _before_loop(self, step: int, total: int):
+    def _before_loop(self, step: int, total: int, stop: _StopSignals):
         """What a run starting at `step` does before its first step.
 
         Says so when nothing is left to train, and evaluates `step` first
-        where a run stopped during that evaluation. -> (the step to train up
-        to, the log's evaluation of `step` or None, eval metrics, the step
-        they are of or None).
+        where a run stopped during that evaluation (a signal from `stop`
+        abandons it). -> (the step to train up to, the log's evaluation of
+        `step` or None, eval metrics, the step they are of or None).
         """
         end, last_eval, evaluated = total, {}, None
         # An early stop at the last step is no early stop: the run finished.
@@ -1274,12 +1344,21 @@ class Trainer:
                     else 'the run stopped during its evaluation, before it was logged.'
                 )
             )
-            last_eval, evaluated = self.evaluate(step), step
+            try:
+                last_eval, evaluated = self.evaluate(step, stop), step
+            except _Abandoned:
+                say(
+                    f'{stop.caught}: stopped during the evaluation of step {step}, '
+                    'before training on; run the same command to evaluate it '
+                    'and resume.'
+                )
+                raise KeyboardInterrupt(stop.caught) from None
         return end, logged, last_eval, evaluated
 
-    def _after_loop(self, step, total, evaluated, logged, last_eval):
+    def _after_loop(self, step, total, evaluated, logged, last_eval, stop):
         """Says why the run stopped short, waits for the last save, and
-        evaluates the last step where `eval.at_end` asks and nothing has.
+        evaluates the last step where `eval.at_end` asks and nothing has (a
+        signal from `stop` abandons that evaluation: `_Abandoned`).
         -> the last eval metrics."""
         self.time_limited = step < total and not self.stopped_early
         if self.time_limited:
@@ -1294,13 +1373,13 @@ class Trainer:
         # logged already with these evaluation settings, is not repeated
         # (`evaluate` does that).
         if step != self.start_step or logged is None:
-            return self.evaluate(step)
+            return self.evaluate(step, stop)
         if self._eval_changed:
             say(
                 f'Evaluating step {step} again: its logged evaluation used other '
                 f'settings ({"; ".join(self._eval_changed)}).'
             )
-            return self.evaluate(step)
+            return self.evaluate(step, stop)
         say(
             f'Step {step} is evaluated already (metrics.jsonl); '
             f'python -m jaxdistill.evaluate --workdir {self.workdir} '
@@ -1346,17 +1425,23 @@ class Trainer:
             spent = bool(multihost_utils.broadcast_one_to_all(np.int32(spent)))
         return spent
 
-    def _save_on_signal(self, step: int, saved: int, signame: str):
+    def _save_on_signal(
+        self, step: int, saved: int, signame: str, abandoned: bool = False
+    ):
         """Saves the finished `step` (unless saved already), then raises
-        KeyboardInterrupt: an interrupted run resumes where it stopped."""
+        KeyboardInterrupt: an interrupted run resumes where it stopped.
+        `abandoned`: the signal stopped the evaluation of `step`, which the
+        resumed run makes first (`_before_loop`)."""
         if step > saved:
             self._save(step, force=True)
         self.ckpt.wait()
         say(
-            f'{signame}: stopped after step {step}, saved in '
-            f'{self.ckpt.directory}/{step}; run the same command to resume.'
+            f'{signame}: stopped after step {step}'
+            + (' (its evaluation abandoned)' if abandoned else '')
+            + f', saved in {self.ckpt.directory}/{step}; run the same command to '
+            + ('evaluate it and resume.' if abandoned else 'resume.')
         )
-        raise KeyboardInterrupt(signame)
+        raise KeyboardInterrupt(signame) from None
 
     def _steps_before_deadline(self, step: int, total: int, busy: float) -> int:
         """The last step up to `total` that fits before `self.deadline`, at

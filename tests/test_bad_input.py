@@ -344,6 +344,33 @@ def test_image_batch_sizes_checked_before_any_data_is_read(tmp_path, key):
         classification.ImageClassificationTask(config, str(tmp_path), mesh=None)
 
 
+@pytest.mark.parametrize(
+    'thresholds, message',
+    [
+        ('(0.5, 1.5)', r'eval.thresholds holds 1.5: a softmax confidence threshold '),
+        ('(-0.1,)', r'eval.thresholds holds -0.1: '),
+        (
+            '(0.9, 0.9000001)',
+            r'eval.thresholds holds 0.9 and 0.9000001, which would both be '
+            r'logged as eval/early_exit_0.9/',
+        ),
+    ],
+)
+def test_early_exit_thresholds_checked_before_any_data_is_read(
+    tmp_path, thresholds, message
+):
+    from jaxdistill.tasks import classification  # pylint: disable=g-import-not-at-top
+
+    config = configuration.load_config(
+        str(helpers.REPO / 'configs' / 'self_distill_mnist.py') + ':runlocal'
+    )
+    configuration.apply_overrides(
+        config, [f'data.data_dir="{tmp_path}/nowhere"', f'eval.thresholds={thresholds}']
+    )
+    with pytest.raises(ConfigError, match=message):
+        classification.ImageClassificationTask(config, str(tmp_path), mesh=None)
+
+
 def test_a_teacher_of_another_task_is_named(tmp_path):
     import types
 

@@ -6,9 +6,11 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 from jaxdistill import cli
 from jaxdistill import interrupts
+from jaxdistill import trainer as trainer_lib
 from tests import helpers
 
 
@@ -47,6 +49,38 @@ def test_an_interrupt_inside_a_gc_callback_is_delivered_again_outside():
         assert e.args == ('SIGINT',)
     else:
         raise AssertionError('no KeyboardInterrupt')
+
+
+def test_an_abandoning_signal_in_a_gc_callback_is_raised_outside_it_once():
+    """Inside an evaluation the first stop signal raises `_Abandoned`; one
+    that lands in a gc callback is sent again and raised outside, and the
+    signal sent again is not taken for a second one (which would stop the
+    run at once, before it saves)."""
+    stop = trainer_lib._StopSignals()  # pylint: disable=protected-access
+    landed = []
+
+    def callback(phase, info):
+        del info
+        if phase == 'start' and not landed:
+            landed.append(1)
+            stop._handle(signal.SIGTERM, sys._getframe())  # As if it landed here.
+
+    abandoned = False
+    with stop:
+        try:
+            with stop.abandonable():
+                gc.callbacks.append(callback)
+                try:
+                    gc.collect()
+                    assert stop.caught == 'SIGTERM'  # Nothing raised in there.
+                    time.sleep(10)  # The signal sent again lands here.
+                finally:
+                    gc.callbacks.remove(callback)
+        except trainer_lib._Abandoned:  # pylint: disable=protected-access
+            abandoned = True
+        except KeyboardInterrupt:
+            raise AssertionError('taken for a second signal') from None
+    assert abandoned and landed and stop._resent == 0
 
 
 def test_an_interrupt_during_an_import_waits_for_its_end(tmp_path, monkeypatch):

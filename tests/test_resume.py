@@ -1,13 +1,15 @@
 """Kill -9 mid-run, restart, and end bitwise identical to an unbroken run."""
 
 import json
+import os
 import re
-import shutil
 import signal
+import time
 
 import pytest
 
 from jaxdistill import train
+from jaxdistill.tasks import translation
 from tests import helpers
 
 pytestmark = pytest.mark.slow
@@ -233,77 +235,125 @@ def test_damaged_array_data_is_named_by_readers_and_set_aside_quietly(tmp_path, 
     assert (work / 'checkpoints_damaged').exists()
 
 
-def test_an_evaluation_stopped_midway_is_done_on_resume(tmp_path, capsys):
-    """A step is saved before it is evaluated, so a run stopped during that
-    evaluation resumes after it: the resumed run evaluates it first, and
-    the log ends with every evaluation an unbroken run has."""
-    work = tmp_path / 'w'
+def test_a_stop_signal_abandons_an_evaluation_and_the_resumed_run_makes_it(
+    tmp_path, capfd, monkeypatch
+):
+    """SIGTERM during an evaluation (of an unsaved step, of a resumed run's
+    first step, of the final step) stops the evaluation at once, saves the
+    step, and exits; each resumed run makes the abandoned evaluation, and the
+    log ends with the evaluations of an unbroken run, each once. Started again
+    when finished, the run evaluates nothing again unless the evaluation
+    settings changed."""
+    argv = (
+        '--config.num_train_steps=12',
+        '--config.checkpoint.every_steps=10',
+        '--config.eval.every_steps=5',  # Step 5: evaluated, not saved.
+        '--config.log_every_steps=5',
+        '--config.data.bucket_lengths=(48,)',
+    )
+    task_cls = translation.TranslationTask
+    evaluate = task_cls.evaluate
+    signal_on = set()  # Which calls of evaluate (counted from 1) get SIGTERM.
+    calls = []
 
-    def train_main(*more):
-        return _train_main(
-            capsys,
-            work,
-            '--config.num_train_steps=10',
-            '--config.checkpoint.every_steps=5',
-            '--config.eval.every_steps=5',
-            '--config.log_every_steps=5',
-            '--config.data.bucket_lengths=(48,)',
-            *more,
-        )
+    def signalled_evaluate(self, params):
+        calls.append(1)
+        if len(calls) in signal_on:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(120)  # Abandoned at once, or the run takes this long.
+        return evaluate(self, params)
 
-    def evals():
+    monkeypatch.setattr(task_cls, 'evaluate', signalled_evaluate)
+    handler = signal.getsignal(signal.SIGTERM)
+
+    def train_main(work, *more, signal_on_call=None):
+        signal_on.clear()
+        signal_on.update([signal_on_call] if signal_on_call else [])
+        calls.clear()
+        started = time.monotonic()
+        # capfd: the handler's line is an os.write to the descriptor.
+        code, out = _train_main(capfd, work, *argv, *more)
+        assert time.monotonic() - started < 120, 'the evaluation was not abandoned'
+        return code, out
+
+    def evals(work):
         lines = (work / 'metrics.jsonl').read_text().splitlines()
         records = [json.loads(l) for l in lines]
         return [(r['step'], r['eval/loss']) for r in records if 'eval/loss' in r]
 
-    code, out = train_main()
-    assert code == 0, out.err[-3000:]
-    unbroken = evals()
-    assert [s for s, _ in unbroken] == [5, 10]
-    # As a kill during step 5's evaluation leaves the run: checkpoint 5
-    # saved, its evaluation and everything after it not logged, nothing
-    # saved after it.
-    shutil.rmtree(work / 'checkpoints' / '10')
-    records = [json.loads(l) for l in (work / 'metrics.jsonl').read_text().splitlines()]
-    kept = [
-        r for r in records if r['step'] < 5 or (r['step'] == 5 and 'eval/loss' not in r)
-    ]
-    (work / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in kept))
-    (work / 'summary.json').unlink()
+    def saved(work):
+        return sorted(int(p.name) for p in (work / 'checkpoints').iterdir())
 
-    code, out = train_main()
+    code, out = train_main(tmp_path / 'unbroken')
     assert code == 0, out.err[-3000:]
+    unbroken = evals(tmp_path / 'unbroken')
+    assert [s for s, _ in unbroken] == [5, 10, 12]
+
+    work = tmp_path / 'w'
+    ckpts = work / 'checkpoints'
+    # Step 5's evaluation, of a step no periodic checkpoint saves.
+    code, out = train_main(work, signal_on_call=1)
+    assert code == 130, out.err[-3000:]
+    assert 'SIGTERM: abandoning the evaluation, saving and stopping' in out.err
+    assert (
+        f'SIGTERM: stopped after step 5 (its evaluation abandoned), saved in '
+        f'{ckpts}/5; run the same command to evaluate it and resume.'
+    ) in out.out
+    assert saved(work) == [5] and evals(work) == []
+    # The resumed run's first evaluation, of step 5 again.
+    code, out = train_main(work, signal_on_call=1)
+    assert code == 130, out.err[-3000:]
     assert (
         'Evaluating step 5 first: the run stopped during its evaluation, before '
         'it was logged.'
     ) in out.out
-    assert evals() == unbroken  # The same evaluations, each once.
-    # Resumed again when finished: nothing evaluated twice.
-    code, out = train_main()
-    assert code == 0 and 'Evaluating step' not in out.out
-    assert 'Step 10 is evaluated already (metrics.jsonl)' in out.out
-    assert 'Step 10 reached num_train_steps=10 already: nothing left' in out.out
-    assert evals() == unbroken
+    assert (
+        'SIGTERM: stopped during the evaluation of step 5, before training on; '
+        'run the same command to evaluate it and resume.'
+    ) in out.out
+    assert saved(work) == [5] and evals(work) == []
+    # The final evaluation (5 first, 10, then 12).
+    code, out = train_main(work, signal_on_call=3)
+    assert code == 130, out.err[-3000:]
+    assert (
+        f'SIGTERM: stopped during the final evaluation of step 12, which is '
+        f'saved in {ckpts}/12; run the same command to evaluate it.'
+    ) in out.out
+    assert saved(work)[-2:] == [10, 12] and not (work / 'summary.json').exists()
+    assert evals(work) == unbroken[:2]
+    # Resumed: only the final evaluation is left; then the run is finished.
+    code, out = train_main(work)
+    assert code == 0, out.err[-3000:]
+    assert calls == [1]
+    assert evals(work) == unbroken
     summary = json.loads((work / 'summary.json').read_text())
     assert summary['eval/loss'] == unbroken[-1][1]
+    assert signal.getsignal(signal.SIGTERM) == handler  # Put back each time.
+
+    # Started again when finished: nothing is evaluated twice.
+    code, out = train_main(work)
+    assert code == 0 and 'Evaluating step' not in out.out and not calls
+    assert 'Step 12 is evaluated already (metrics.jsonl)' in out.out
+    assert 'Step 12 reached num_train_steps=12 already: nothing left' in out.out
+    assert evals(work) == unbroken
     # Started again with other evaluation settings: the logged evaluation
-    # measured something else, so step 10 is evaluated again (a sweep that
+    # measured something else, so step 12 is evaluated again (a sweep that
     # reruns a finished run with a new eval.* reports the new figures).
-    code, out = train_main('--config.eval.max_examples=7')
+    code, out = train_main(work, '--config.eval.max_examples=7')
     assert code == 0, out.err[-3000:]
     assert (
-        'Evaluating step 10 again: its logged evaluation used other settings '
+        'Evaluating step 12 again: its logged evaluation used other settings '
         '(eval.max_examples:'
     ) in out.out
-    assert [s for s, _ in evals()] == [5, 10, 10]
+    assert [s for s, _ in evals(work)] == [5, 10, 12, 12]
     summary = json.loads((work / 'summary.json').read_text())
-    assert summary['eval/loss'] == evals()[-1][1] != unbroken[-1][1]
+    assert summary['eval/loss'] == evals(work)[-1][1] != unbroken[-1][1]
     # Changing only when to evaluate does not.
     code, out = train_main(
-        '--config.eval.max_examples=7', '--config.eval.every_steps=2'
+        work, '--config.eval.max_examples=7', '--config.eval.every_steps=2'
     )
     assert code == 0 and 'Evaluating step' not in out.out
-    assert [s for s, _ in evals()] == [5, 10, 10]
+    assert [s for s, _ in evals(work)] == [5, 10, 12, 12]
 
 
 def test_windows_cut_by_evaluations_and_a_finished_run_started_again(tmp_path, capsys):

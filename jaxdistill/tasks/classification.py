@@ -151,7 +151,7 @@ class ClassificationTask:
                 confidence, correct, e.thresholds, cost
             )
             for p in self.last_curve:
-                name = f'eval/early_exit_{p["threshold"]:g}'
+                name = _threshold_name(p['threshold'])
                 metrics[f'{name}/accuracy'] = p['accuracy']
                 if cost is not None:
                     metrics[f'{name}/time_fraction'] = p['time_fraction']
@@ -163,6 +163,39 @@ def _check_batch_sizes(config) -> None:
         ('data.batch_size', config.data.batch_size, 1),
         ('eval.batch_size', config.eval.batch_size, 1),
     )
+    _check_thresholds(config.eval.get('thresholds', ()))
+
+
+def _threshold_name(threshold: float) -> str:
+    """The metrics' name for an early-exit threshold."""
+    return f'eval/early_exit_{threshold:g}'
+
+
+def _check_thresholds(thresholds) -> None:
+    """ConfigError unless `eval.thresholds` are numbers in [0, 1] whose
+    metric names differ (two that print alike under %g would share one)."""
+    try:
+        values = [float(t) for t in thresholds]
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f'eval.thresholds={thresholds!r}: expected softmax confidences, '
+            'numbers in [0, 1], e.g. (0.5, 0.9, 0.99).'
+        ) from None
+    names = {}
+    for t in values:
+        if not 0.0 <= t <= 1.0:  # NaN too.
+            raise ConfigError(
+                f'eval.thresholds holds {t:g}: a softmax confidence threshold is '
+                'in [0, 1] (1.0 sends every example to the deepest exit).'
+            )
+        name = _threshold_name(t)
+        if name in names:
+            raise ConfigError(
+                f'eval.thresholds holds {names[name]!r} and {t!r}, which would '
+                f'both be logged as {name}/...: thresholds must differ within '
+                'their first six significant digits.'
+            )
+        names[name] = t
 
 
 def _batch_multiple(config, mesh) -> int:
