@@ -319,7 +319,7 @@ def main():
         result['ablation'] = _ablation(arms, best_a, variants)
         for k in variants:
             curves[k] = _curve(arms[k], 'eval/r0/loss')
-    _plot(curves, best_a, common.RESULTS / f'{name}.png')
+    _plot(curves, best_a, common.RESULTS / f'{name}.png', args.devices_per_group)
     common.write_result(name, result)
     print(json.dumps({k: v for k, v in result.items() if k != 'curves'}, indent=2))
 
@@ -356,7 +356,7 @@ def _ablation(arms, best_a, variants):
     return rows
 
 
-def _plot(curves, best_a, path):
+def _plot(curves, best_a, path, group: int):
     import matplotlib
 
     matplotlib.use('Agg')
@@ -364,9 +364,9 @@ def _plot(curves, best_a, path):
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     labels = {
-        'A': 'A: 1 model, batch B, 4 dev',
+        'A': f'A: 1 model, batch B, {group} dev',
         'A2': 'A (seed 1)',
-        'B': 'B: 1 model, batch 2B, 8 dev',
+        'B': f'B: 1 model, batch 2B, {2 * group} dev',
         'C': 'C: codistill replica 0',
         'C_r1': 'C: codistill replica 1',
         **{k: f'C, {change} (r0)' for k, (change, _) in ABLATION.items()},

@@ -119,14 +119,14 @@ def run_arm(arm, seed, args, workdir, vectors=None):
     curve, spent = [], {'wall': 0.0, 'cpu': 0.0}
     evaluate = run.evaluate
 
-    def timed_evaluate(step):
+    def timed_evaluate(step, stop=None):
         wall, cpu = time.perf_counter(), time.process_time()
         point = {
             'step': step,
             'train_s': wall - clock['wall'] - spent['wall'],
             'train_cpu_s': cpu - clock['cpu'] - spent['cpu'],
         }
-        m = evaluate(step)
+        m = evaluate(step, stop)
         spent['wall'] += time.perf_counter() - wall
         spent['cpu'] += time.process_time() - cpu
         point.update(

@@ -25,7 +25,7 @@ Each arm evaluates on val (greedy, `--eval_examples` shared by the three
 directions) `--curve_points` times; at the end every model is scored on
 test_2016_flickr (beam `--beam`) per direction, with lowercased tokenised
 BLEU (the Multi30k literature's) and cased sacreBLEU. Wall times are of
-`Trainer(...).run()` minus its evaluations. Then TSJT-A's small capacity is
+building the `Trainer` and its `run()`, minus its evaluations. Then TSJT-A's small capacity is
 extracted with `jaxdistill.extract`, evaluated on test by the
 `jaxdistill.evaluate` CLI, and its decoding time compared with the large's.
 
@@ -463,8 +463,9 @@ def main():
         ),
         'targets_met': targets,
         'per_direction': per_direction,
-        'metric': 'test_2016_flickr BLEU, lowercased and tokenised (sacrebleu '
-        '13a, lowercase), mean over en-de, en-fr, en-cs; beam '
+        'metric': 'test_2016_flickr BLEU, lowercased and Moses-tokenised '
+        '(sacremoses, unsmoothed: eval/bleu_tok_lc), mean over en-de, en-fr, '
+        'en-cs; beam '
         f'{args.beam}; last checkpoint (no averaging); all 1,000 test '
         'sentences per direction',
         'scale': {

@@ -4,6 +4,7 @@ import argparse
 import importlib.util
 import pathlib
 
+import numpy as np
 import pytest
 
 from jaxdistill import configuration
@@ -53,6 +54,46 @@ def _plan(nmt, schedule, steps=0):
     rows = [{'bucket_length': 16, 'batches_per_epoch': 1, 'step_seconds': 0.5}]
     planned, _ = nmt.plan_steps(config, args, rows, {'overhead': 1.0}, 0.0, 0.0)
     return config, planned
+
+
+def test_real_token_flops_split_the_padded_count_by_side(nmt):
+    """Real-token FLOPs: with every position real they are the padded count;
+    source and target tokens are charged their own sides' terms."""
+    from jaxdistill.models import transformer  # pylint: disable=g-import-not-at-top
+
+    config = transformer.TransformerConfig(
+        vocab_size=1000, d_model=32, num_heads=4, d_ff=64,
+        num_encoder_layers=2, num_decoder_layers=3,
+    )  # fmt: skip
+    f = transformer.flops_per_token(config, 16, 16)
+    assert nmt.real_token_flops(config, 16, 8 * 16, 8 * 16) == pytest.approx(
+        f['total'] * 8 * 16
+    )
+    # A source token: the encoder's terms, and the decoder's cross-attention
+    # keys and values (2 matmuls of d_model x d_model, 6 FLOPs a weight).
+    source = nmt.real_token_flops(config, 16, 1, 0)
+    assert source == pytest.approx(
+        f['encoder_dense'] + f['encoder_attention'] + 3 * 6 * 2 * 32 * 32
+    )
+    assert nmt.real_token_flops(config, 16, 0, 1) == pytest.approx(f['total'] - source)
+
+
+def test_epoch_buckets_count_each_shapes_batches_and_real_tokens(nmt):
+    from jaxdistill.data import batching  # pylint: disable=g-import-not-at-top
+
+    rng = np.random.default_rng(0)
+    src = [np.arange(1, n + 1, dtype=np.int32) for n in rng.integers(1, 30, 200)]
+    tgt = [np.arange(1, n + 1, dtype=np.int32) for n in rng.integers(1, 30, 200)]
+    batcher = batching.BucketedBatcher(
+        src, tgt, batch_tokens=128, bucket_lengths=(8, 16, 32), seed=3
+    )
+    buckets = nmt.epoch_buckets(batcher)
+    assert sum(b['batches'] for b in buckets.values()) == batcher.batches_per_epoch()
+    assert sum(b['source_tokens'] for b in buckets.values()) == sum(map(len, src))
+    assert sum(b['target_tokens'] for b in buckets.values()) == sum(map(len, tgt))
+    assert {shape for shape in buckets} == {(16, 8), (8, 16), (4, 32)}
+    for shape, b in buckets.items():
+        assert b['example']['inputs'].shape == shape
 
 
 def test_deadline_decides_when_the_schedule_ignores_the_total(nmt):
@@ -238,6 +279,29 @@ def test_self_distill_sst2_only_refuses_cifar_settings(tmp_path, monkeypatch):
         with pytest.raises(SystemExit, match='--sst2_only runs the SST-2 arms alone'):
             sd.main()
     assert not list(tmp_path.glob('*.json'))
+
+
+def test_mt2st_arm_is_timed_around_the_trainers_evaluations(
+    tmp_path, monkeypatch, shared_data
+):
+    """benchmarks/mt2st_sst2.py's run_arm wraps Trainer.evaluate to take the
+    evaluations out of the training time: a real (tiny) Switch run through
+    it gets a curve point per evaluation, with the accuracies the log holds."""
+    import json
+
+    bench = _load_benchmark('mt2st_sst2', monkeypatch, tmp_path)
+    args = argparse.Namespace(
+        steps=4, eval_every=2, quick=True, scale='cpu', data_dir=str(shared_data)
+    )
+    out = bench.run_arm('switch', 0, args, str(tmp_path / 'run'))
+    assert [p['step'] for p in out['curve']] == [2, 4]
+    logged = [
+        json.loads(l)
+        for l in (tmp_path / 'run' / 'metrics.jsonl').read_text().splitlines()
+    ]
+    dev = [r['eval/dev/accuracy'] for r in logged if 'eval/dev/accuracy' in r]
+    assert [p['dev'] for p in out['curve']] == dev
+    assert 0 < out['curve'][0]['train_s'] < out['curve'][1]['train_s']
 
 
 def test_resnet_train_step_times_its_variants(tmp_path, monkeypatch):
