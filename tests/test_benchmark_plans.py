@@ -117,6 +117,58 @@ def test_steps_flag_sets_the_total(nmt):
     assert planned == config.num_train_steps == 300
 
 
+def test_refigure_recounts_real_tokens_of_an_earlier_result(
+    tmp_path, monkeypatch, shared_data
+):
+    """--refigure on a result written before the real-token rates rebuilds
+    its epoch from its config and data, and adds them: the committed main
+    result's figures come back; a result whose batches differ is refused."""
+    import json
+    import sys
+
+    committed = json.loads(
+        (REPO / 'benchmarks' / 'results' / 'nmt_multi30k.json').read_text()
+    )
+    nmt = _load_benchmark('nmt_multi30k', monkeypatch, tmp_path)
+    old = json.loads(json.dumps(committed))
+    for key in ('fraction_of_peak_real_tokens', 'real_tokens_recounted'):
+        del old[key]
+    old['target_tokens_per_s_probe'] = old.pop('target_tokens_per_s_probe_first_batch')
+    del old['targets_met']['speed_real_tokens']
+    for r in old['buckets']:
+        r['target_tokens_per_s'] = r.pop('target_tokens_per_s_first_batch')
+        for key in (
+            'source_tokens_per_epoch',
+            'target_tokens_per_epoch',
+            'real_token_flops_per_s',
+            'fraction_of_peak_real_tokens',
+        ):
+            del r[key]
+    (tmp_path / 'old.json').write_text(json.dumps(old))
+    argv = [
+        'nmt_multi30k.py',
+        '--refigure',
+        'old',
+        '--data_dir',
+        str(shared_data / 'multi30k'),
+    ]
+    monkeypatch.setattr(sys, 'argv', argv)
+    nmt.main()
+    new = json.loads((tmp_path / 'old.json').read_text())
+    assert new['fraction_of_peak_real_tokens'] == pytest.approx(
+        committed['fraction_of_peak_real_tokens'], rel=1e-12
+    )
+    assert 0.8 < new['fraction_of_peak_real_tokens'] / new['fraction_of_peak'] < 0.9
+    assert new['buckets'] == committed['buckets']
+    nmt.main()  # Again: recounted already, nothing changes.
+    assert json.loads((tmp_path / 'old.json').read_text()) == new
+
+    old['buckets'][0]['batches_per_epoch'] += 1
+    (tmp_path / 'old.json').write_text(json.dumps(old))
+    with pytest.raises(SystemExit, match='old: the batches rebuilt from its config'):
+        nmt.main()
+
+
 class _FakeProcesses:
     """Stands in for benchmarks/codistill.py's subprocesses: a training arm
     writes a small metrics log and summary.json, churn.py prints a number."""
