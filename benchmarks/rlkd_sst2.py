@@ -275,8 +275,11 @@ def main():
     teachers = {}
     for name, d in zip(TEACHERS, teacher_dirs):
         test, t = evaluate(d, 'test')
+        with open(os.path.join(d, 'summary.json'), encoding='utf-8') as f:
+            dev = 100 * json.load(f)['eval/accuracy']  # Its last step, on dev.
         teachers[name] = {
             'acc_test': test,
+            'acc_dev': dev,
             'num_params': int(
                 sum(np.prod(x.shape) for x in jax.tree.leaves(t.state.params))
             ),

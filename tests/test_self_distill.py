@@ -548,6 +548,7 @@ def test_evaluation_keeps_the_first_models_curve_and_samples(capsys):
         task=Task(),
         writer=types.SimpleNamespace(write=lambda step, m: None),
     )
+    fake._evaluate_models = lambda: trainer_lib.Trainer._evaluate_models(fake)
     m = trainer_lib.Trainer.evaluate(fake, 3)
     assert m['eval/loss'] == 1.0 and m['eval/r1/loss'] == 2.0
     assert fake.last_curve == [{'threshold': 0.5, 'accuracy': 1}]
