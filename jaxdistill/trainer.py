@@ -466,13 +466,31 @@ def agreement_metrics(predictions: dict) -> dict:
 
 def _inert_settings(config, data_summary: dict) -> list[str]:
     """Settings that the run's length leaves without effect: a codistillation
-    burn-in that never ends, an auxiliary task switched off after the end."""
-    total, notes = config.num_train_steps, []
-    burn_in = config.method.get('burn_in_steps', 0)
-    if config.method.name == 'codistill' and burn_in >= total:
+    burn-in that never ends, a TSJT stage 2 or an RL policy that never starts,
+    an auxiliary task switched off after the end."""
+    total, notes, m = config.num_train_steps, [], config.method
+    burn_in = m.get('burn_in_steps', 0)
+    if m.name == 'codistill' and burn_in >= total:
         notes.append(
             f'method.burn_in_steps={burn_in} >= num_train_steps={total}: the '
             'replicas never distil (each trains alone).'
+        )
+    if m.name == 'tsjt' and m.get('stage2_start', 0) >= total:
+        notes.append(
+            f'method.stage2_start={m.stage2_start} >= num_train_steps={total}: '
+            'stage 2 never runs (nothing is distilled into the smaller '
+            'capacities).'
+        )
+    warmup = m.get('warmup_steps', 0)
+    if (
+        m.name == 'rl_multi_teacher'
+        and m.get('weighting') != 'equal'
+        and warmup >= total
+    ):
+        notes.append(
+            f'method.warmup_steps={warmup} >= num_train_steps={total}: the '
+            'teacher-selection policy never runs (every step weights the '
+            'teachers equally).'
         )
     for key, step in data_summary.items():
         if key.endswith('_off_step') and step > total:

@@ -406,6 +406,13 @@ def test_method_and_teacher_settings_named():
         ),
         types.SimpleNamespace(apply_exits=object()),
     )
+    with pytest.raises(ConfigError, match=r'^method.policy_every=0 must be an integer'):
+        make_method(
+            ml_collections.ConfigDict(
+                {'name': 'rl_multi_teacher', 'num_teachers': 2, 'policy_every': 0}
+            ),
+            types.SimpleNamespace(apply_exits=object()),
+        )
     batch = {'teacher_logits': np.zeros((4, 2, 2), np.float32)}
     with pytest.raises(ConfigError, match='num_classes=3 but the teachers predict 2'):
         rl.loss(None, None, batch, None, 0)
@@ -418,6 +425,24 @@ def test_method_and_teacher_settings_named():
     )
     notes = trainer._inert_settings(config, {'skipgram_off_step': 500, 'x': 1})
     assert len(notes) == 2 and 'never distil' in notes[0] and "'skipgram'" in notes[1]
+    config = configuration.load_config(
+        str(helpers.REPO / 'configs' / 'tsjt_synthetic.py') + ':runlocal'
+    )
+    configuration.apply_overrides(
+        config, ['num_train_steps=4', 'method.stage2_start=100']
+    )
+    (note,) = trainer._inert_settings(config, {})
+    assert note.startswith('method.stage2_start=100 >= num_train_steps=4: stage 2')
+    config = configuration.load_config(
+        str(helpers.REPO / 'configs' / 'rlkd_sst2.py') + ':arm=rl,teachers=/t1+/t2'
+    )
+    configuration.apply_overrides(
+        config, ['num_train_steps=50', 'method.warmup_steps=50']
+    )
+    (note,) = trainer._inert_settings(config, {})
+    assert 'the teacher-selection policy never runs' in note
+    configuration.apply_overrides(config, ['method.warmup_steps=49'])
+    assert trainer._inert_settings(config, {}) == []
 
 
 def test_sst2_damaged_files_and_text_settings_named(tmp_path):

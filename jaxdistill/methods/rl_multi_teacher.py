@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxdistill import configuration
 from jaxdistill import losses
 from jaxdistill import registry
 from jaxdistill import schedules
@@ -97,12 +98,14 @@ class RLMultiTeacher(Method):
                 raise ConfigError(
                     f'method.{key}={getattr(self, key)!r}; valid: {", ".join(valid)}.'
                 )
-        if self.num_teachers < 1 or self.policy_every < 1:
-            raise ConfigError(
-                'method.num_teachers and method.policy_every must be >= 1.'
-            )
+        configuration.check_counts(
+            ('method.num_teachers', self.num_teachers, 1),
+            ('method.policy_every', self.policy_every, 1),
+        )
         if not 0.0 < self.init_select_prob < 1.0:
-            raise ConfigError('method.init_select_prob must be in (0, 1).')
+            raise ConfigError(
+                f'method.init_select_prob={self.init_select_prob!r} must be in (0, 1).'
+            )
         if not 0.0 <= self.baseline_decay < 1.0:
             raise ConfigError(
                 f'method.baseline_decay={self.baseline_decay} must be in [0, 1).'
