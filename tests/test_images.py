@@ -157,9 +157,15 @@ def test_cifar_images_in_any_case_are_read_other_files_are_named(tmp_path):
     _tar(path, members)
     labels = [label for _, _, label in images.iter_cifar10_tar(path)]
     assert labels == [3, 3, 5]  # cat, cat, dog
-    _tar(path, [*members, ('train/dog/notes.txt', b'x')])
-    with pytest.raises(DataError, match=r"unexpected member 'train/dog/notes.txt'"):
-        list(images.iter_cifar10_tar(path))
+    # A stray file in a split, an image beside the splits or in a split
+    # other than train/test (which nothing would read) are named.
+    for stray in ('train/dog/notes.txt', 'stray.jpg', 'val/cat/0002.jpg'):
+        _tar(path, [*members, (stray, _jpeg((0, 0, 255)))])
+        with pytest.raises(DataError, match=rf"unexpected member '{stray}'"):
+            list(images.iter_cifar10_tar(path))
+    # Names written with a leading './' are read as the same members.
+    _tar(path, [('./' + name, payload) for name, payload in members])
+    assert [n for n, _, _ in images.iter_cifar10_tar(path)][0] == 'train/cat/0000.JPG'
 
 
 def test_mnist_files_gzipped_or_not(tmp_path):

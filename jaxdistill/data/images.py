@@ -113,8 +113,9 @@ def iter_cifar10_tar(path):
 
     Members are `{train,test}/<class>/NNNN.jpg` (or .jpeg / .png, in any
     case); labels index CIFAR10_CLASSES (alphabetical, the standard CIFAR-10
-    order). Files at the top level (a README) are skipped; any other file is
-    a DataError naming it, so that no image is dropped unsaid.
+    order). A README at the top level is skipped; any other file (another
+    top-level file, a split other than train/test) is a DataError naming
+    it, so that no image is dropped unsaid.
     """
     from PIL import Image  # pylint: disable=g-import-not-at-top
 
@@ -124,14 +125,23 @@ def iter_cifar10_tar(path):
     try:
         with tarfile.open(path, 'r:gz') as tar:
             for member in tar:
-                parts = member.name.split('/')
-                if not member.isfile() or len(parts) == 1:
-                    continue  # Folders, and a README beside them.
-                image = member.name.lower().endswith(_IMAGE_SUFFIXES)
-                if not image or len(parts) != 3 or parts[1] not in CIFAR10_CLASSES:
+                name = member.name.removeprefix('./')
+                parts = name.split('/')
+                if not member.isfile():
+                    continue  # Folders.
+                if len(parts) == 1 and name.lower().startswith('readme'):
+                    continue
+                image = name.lower().endswith(_IMAGE_SUFFIXES)
+                if (
+                    not image
+                    or len(parts) != 3
+                    or parts[0] not in ('train', 'test')
+                    or parts[1] not in CIFAR10_CLASSES
+                ):
                     raise DataError(
                         f'{path}: unexpected member {member.name!r}; expected '
-                        'SPLIT/CLASS/NNNN.jpg (.jpeg, .png) with a CIFAR-10 class.'
+                        'train/CLASS/NAME.jpg or test/CLASS/NAME.jpg (.jpeg, .png) '
+                        'with a CIFAR-10 class, or a top-level README.'
                     )
                 data = tar.extractfile(member).read()
                 try:
@@ -147,7 +157,7 @@ def iter_cifar10_tar(path):
                     raise DataError(
                         f'{path}:{member.name} is {pixels.shape}, not 32x32 RGB.'
                     )
-                yield member.name, pixels, CIFAR10_CLASSES.index(parts[1])
+                yield name, pixels, CIFAR10_CLASSES.index(parts[1])
     except (tarfile.TarError, OSError, EOFError) as e:
         raise DataError(f'{path}: cannot read the archive ({e}).') from e
 
