@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 from jaxdistill import configuration
 from jaxdistill import interrupts
-from jaxdistill.errors import JaxdistillError
+from jaxdistill.errors import ConfigError, JaxdistillError
 
 
 OVERRIDES_HELP = (
@@ -124,7 +124,7 @@ def parse(
         )
     if with_step:
         parser.add_argument('--step', type=step_arg, default=None, help=STEP_HELP)
-    rest, overrides = configuration.split_overrides(argv)
+    rest, overrides = split_overrides(parser, argv)
     args = parser.parse_args(rest)
     if with_print_config and not args.print_config and not args.workdir:
         parser.error('the following arguments are required: --workdir')
@@ -134,6 +134,15 @@ def parse(
         except JaxdistillError as e:
             parser.error(str(e))
     return args, overrides
+
+
+def split_overrides(parser, argv) -> tuple[list[str], list[str]]:
+    """`configuration.split_overrides`, its error (a `--config.KEY` with no
+    value) as the parser's usage error (exit status 2)."""
+    try:
+        return configuration.split_overrides(argv)
+    except ConfigError as e:
+        parser.error(str(e))
 
 
 _REMOTE = re.compile(r'^([A-Za-z][A-Za-z0-9+.-]*)://')

@@ -393,7 +393,7 @@ def _parse(argv):
         action='store_true',
         help='print the runs and their commands, and train nothing',
     )
-    rest, overrides = configuration.split_overrides(argv)
+    rest, overrides = cli.split_overrides(parser, argv)
     args = parser.parse_args(rest)
     try:
         cli.check_local(args.workdir, '--workdir')

@@ -49,8 +49,7 @@ def _parse(argv):
     parser.add_argument(
         '--target_lang', default=None, help='for runs with several target languages'
     )
-    overrides = [a[len('--config.') :] for a in argv if a.startswith('--config.')]
-    rest = [a for a in argv if not a.startswith('--config.')]
+    rest, overrides = cli.split_overrides(parser, argv)
     return parser.parse_args(rest), overrides
 
 

@@ -599,6 +599,21 @@ def test_config_shapes_and_spellings(capsys, tmp_path, monkeypatch):
     ) == (['--workdir', 'w'], ['seed=5', 'eval.bleu=False'])
     with pytest.raises(ConfigError, match='--config.seed needs a value'):
         configuration.split_overrides(['--config.seed', '--workdir', 'w'])
+    # On the command line: a usage error, not a traceback; translate and
+    # sweep take the space form too.
+    from jaxdistill import sweep  # pylint: disable=g-import-not-at-top
+    from jaxdistill import translate  # pylint: disable=g-import-not-at-top
+
+    for main in (train.main, sweep.main, translate.main):
+        with pytest.raises(SystemExit) as e:
+            main(['--workdir', str(tmp_path / 'w'), '--config.seed'])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and 'Traceback' not in err, err
+        assert 'error: --config.seed needs a value (--config.seed=V).' in err, err
+    args, overrides = translate._parse(  # pylint: disable=protected-access
+        ['--workdir', 'w', '--config.eval.use_ema', 'False', '--beam', '2']
+    )
+    assert overrides == ['eval.use_ema=False'] and args.beam == 2
 
     code, _, err = _train(
         capsys,
