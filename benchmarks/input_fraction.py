@@ -37,6 +37,11 @@ def parse_args():
     parser.add_argument('--steps', type=int, default=600)
     parser.add_argument('--rounds', type=int, default=2)
     parser.add_argument('--tag', default='')
+    parser.add_argument(
+        '--data_dir',
+        default=str(common.REPO.parent / 'shared/data'),
+        help='the folder holding sst2/ and words/',
+    )
     args = parser.parse_args()
     args.runs = [r for r in args.runs.split(',') if r]
     unknown = set(args.runs) - set(RUNS)
@@ -48,11 +53,18 @@ def parse_args():
     return args
 
 
-def one_run(config: str, steps: int, workdir: pathlib.Path) -> list[dict]:
+def one_run(
+    config: str, steps: int, workdir: pathlib.Path, data_dir: str
+) -> list[dict]:
     """-> [{'ms_per_step', 'input_fraction'}] per log window after the first."""
+    data = pathlib.Path(data_dir)
     cmd = common.train_cmd(
         config,
         workdir,
+        f'--config.data.sst2_dir={data / "sst2"}',
+        f'--config.data.corpus={data / "words" / "brown.txt.gz"}',
+        f'--config.data.similarity.ws353={data / "words" / "wordsim353.tsv"}',
+        f'--config.data.similarity.simlex={data / "words" / "simlex999.txt"}',
         f'--config.num_train_steps={steps}',
         '--config.log_every_steps=100',
         '--config.eval.every_steps=0',
@@ -102,7 +114,7 @@ def main():
     windows = {name: [] for name in args.runs}
     for r in range(args.rounds):
         for name in args.runs if r % 2 == 0 else args.runs[::-1]:
-            got = one_run(RUNS[name], args.steps, root / f'{name}_{r}')
+            got = one_run(RUNS[name], args.steps, root / f'{name}_{r}', args.data_dir)
             print(f'  round {r} {name}: {got}', flush=True)
             windows[name] += got
     summary = {}

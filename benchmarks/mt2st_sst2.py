@@ -435,12 +435,14 @@ def main():
         a: (s.to_dict() if hasattr(s, 'to_dict') else s)
         for a, s in result['schedules'].items()
     }
-    common.write_result('mt2st_sst2', result)
+    # A smoke run (--quick) must not replace the committed result.
+    name = 'mt2st_sst2' + ('_quick' if args.quick else '')
+    common.write_result(name, result)
     plot(
         runs,
         seeds_done,
         result['target_dev_accuracy'],
-        common.RESULTS / 'mt2st_sst2.png',
+        common.RESULTS / f'{name}.png',
     )
     for key in (
         'target_dev_accuracy',

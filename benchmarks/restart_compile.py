@@ -112,7 +112,7 @@ def resume(args, workdir: pathlib.Path, *extra) -> dict:
             sum(x.get('train/compile_seconds', 0.0) for x in mine)
         ),
         'eval_seconds': float(sum(x.get('eval/seconds', 0.0) for x in mine)),
-        'resumed_from': resumed[0].split()[-1] if resumed else None,
+        'resumed_from': resumed[0].split()[-1].rstrip('.') if resumed else None,
     }
 
 

@@ -79,6 +79,12 @@ def main():
         default=str(common.REPO.parent / 'shared/data/sst2'),
     )
     args = p.parse_args()
+    warmup = configuration.load_config(str(CONFIG)).optimizer.warmup_steps
+    if args.steps <= warmup:
+        p.error(
+            f"--steps {args.steps}: must exceed the config's "
+            f'optimizer.warmup_steps ({warmup}); the cosine decay follows it.'
+        )
     result = {'steps': args.steps, 'seed': args.seed, 'accuracy': {}, 'vocab': {}}
     with tempfile.TemporaryDirectory() as tmp:
         for kind in TOKENIZERS:
