@@ -186,7 +186,11 @@ def main():
     argv = sys.argv[1:]
     extra = [a for a in argv if a.startswith('--config.')]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--quick', action='store_true', help='a few-minute smoke run')
+    parser.add_argument(
+        '--quick',
+        action='store_true',
+        help='a smoke run (~8 minutes on 2 CPU cores, mostly compiling)',
+    )
     parser.add_argument('--steps', type=int, default=3000)
     parser.add_argument('--batch-tokens', type=int, default=2048, help='B, per model')
     parser.add_argument('--devices-per-group', type=int, default=4)

@@ -101,9 +101,16 @@ def xla_flops(compiled) -> float:
 
 
 def write_result(name: str, result: dict) -> pathlib.Path:
-    """Writes benchmarks/results/NAME.json with command, date and machine."""
+    """Writes benchmarks/results/NAME.json with command, date and machine.
+    A `--quick` result (NAME ending in '_quick', git-ignored) says that it is
+    a smoke run whose figures measure nothing."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     record = {**provenance(), **result}
+    if name.endswith('_quick'):
+        record['smoke_run'] = (
+            'written by --quick: the smallest size, to check that the script '
+            'runs; its figures (times, fractions, accuracies) measure nothing.'
+        )
     path = RESULTS / f'{name}.json'
     path.write_text(json.dumps(record, indent=2) + '\n')
     print(f'wrote {path}')

@@ -389,6 +389,7 @@ def test_resnet_train_step_times_its_variants(tmp_path, monkeypatch):
     assert result['time_over_plain_float32']['plain float32'] == 1.0
     assert all(ms > 0 for ms in result['ms_per_step'].values())
     assert (tmp_path / 'resnet_train_step_quick.png').exists()
+    assert 'measure nothing' in result['smoke_run']  # Labelled as a smoke run.
 
 
 def test_resnet_stage_time_times_backbones_and_every_exit_head(tmp_path, monkeypatch):
