@@ -117,6 +117,18 @@ def write_result(name: str, result: dict) -> pathlib.Path:
     return path
 
 
+def mt2st_data_overrides(data_dir) -> list[str]:
+    """'key=path' overrides pointing configs/mt2st_sst2.py at the folder
+    holding sst2/ and words/ (the similarity sets are scored, never trained)."""
+    data = pathlib.Path(data_dir)
+    return [
+        f'data.sst2_dir={data / "sst2"}',
+        f'data.corpus={data / "words" / "brown.txt.gz"}',
+        f'data.similarity.ws353={data / "words" / "wordsim353.tsv"}',
+        f'data.similarity.simlex={data / "words" / "simlex999.txt"}',
+    ]
+
+
 def train_cmd(config: str, workdir, *overrides) -> list[str]:
     """`python -m jaxdistill.train --config CONFIG --workdir DIR OVERRIDES...`."""
     return [

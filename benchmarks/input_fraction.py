@@ -57,14 +57,10 @@ def one_run(
     config: str, steps: int, workdir: pathlib.Path, data_dir: str
 ) -> list[dict]:
     """-> [{'ms_per_step', 'input_fraction'}] per log window after the first."""
-    data = pathlib.Path(data_dir)
     cmd = common.train_cmd(
         config,
         workdir,
-        f'--config.data.sst2_dir={data / "sst2"}',
-        f'--config.data.corpus={data / "words" / "brown.txt.gz"}',
-        f'--config.data.similarity.ws353={data / "words" / "wordsim353.tsv"}',
-        f'--config.data.similarity.simlex={data / "words" / "simlex999.txt"}',
+        *(f'--config.{o}' for o in common.mt2st_data_overrides(data_dir)),
         f'--config.num_train_steps={steps}',
         '--config.log_every_steps=100',
         '--config.eval.every_steps=0',

@@ -70,11 +70,7 @@ def make_config(arm, seed, args, vectors=None):
         config.model.init_vectors = str(vectors)
     config.log_every_steps = config.eval.every_steps = args.eval_every
     config.checkpoint.every_steps = args.steps
-    data = pathlib.Path(args.data_dir)
-    config.data.sst2_dir = str(data / 'sst2')
-    config.data.corpus = str(data / 'words' / 'brown.txt.gz')
-    config.data.similarity.ws353 = str(data / 'words' / 'wordsim353.tsv')
-    config.data.similarity.simlex = str(data / 'words' / 'simlex999.txt')
+    configuration.apply_overrides(config, common.mt2st_data_overrides(args.data_dir))
     if args.scale == 'gpu':
         config.model.update(dim=300, pooling='cnn', hidden=())
         config.data.skipgram.pairs = 4096

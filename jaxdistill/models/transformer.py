@@ -571,8 +571,10 @@ def flops_per_token(config: TransformerConfig, src_len: int, tgt_len: int) -> di
 
     Returns:
       dict of floats: 'encoder_dense', 'encoder_attention', 'decoder_dense',
-      'decoder_attention', 'logits', 'total' (all forward+backward) and
-      'forward' (= total / 3).
+      'decoder_attention', 'logits', 'total' (all forward+backward),
+      'forward' (= total / 3), and 'source_side': the part of 'total' that
+      grows with the source tokens (the encoder, and the decoder's
+      cross-attention keys and values).
     """
     c = config
     d, f = c.d_model, c.d_ff
@@ -582,7 +584,8 @@ def flops_per_token(config: TransformerConfig, src_len: int, tgt_len: int) -> di
     enc_attn = c.num_encoder_layers * 4 * src_len * a * 3 * ratio
     # Decoder: self q,k,v,o + cross q,o + FFN per target token; cross k,v per
     # source token.
-    dec_dense = c.num_decoder_layers * 6 * (6 * d * a + 2 * d * f + 2 * d * a * ratio)
+    cross_kv = c.num_decoder_layers * 6 * 2 * d * a * ratio
+    dec_dense = c.num_decoder_layers * 6 * (6 * d * a + 2 * d * f) + cross_kv
     dec_attn = c.num_decoder_layers * 4 * (tgt_len + src_len) * a * 3
     logits = 6 * d * c.vocab_size
     total = enc_dense + enc_attn + dec_dense + dec_attn + logits
@@ -594,6 +597,7 @@ def flops_per_token(config: TransformerConfig, src_len: int, tgt_len: int) -> di
         'logits': float(logits),
         'total': float(total),
         'forward': float(total / 3),
+        'source_side': float(enc_dense + enc_attn + cross_kv),
     }
 
 

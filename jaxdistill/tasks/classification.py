@@ -158,7 +158,9 @@ class ClassificationTask:
         return {key: float(v) for key, v in metrics.items()}
 
 
-def _check_batch_sizes(config) -> None:
+def _check_eval_and_batch_settings(config) -> None:
+    """ConfigError for the batch sizes or early-exit thresholds, before any
+    data is read."""
     configuration.check_counts(
         ('data.batch_size', config.data.batch_size, 1),
         ('eval.batch_size', config.eval.batch_size, 1),
@@ -203,7 +205,7 @@ def _batch_multiple(config, mesh) -> int:
     over and, for codistillation, the replicas whose blocks it holds
     (`sharding.batch_multiple`); training batches also times microbatches.
     Evaluation batches are padded up to it."""
-    _check_batch_sizes(config)
+    _check_eval_and_batch_settings(config)
     replicas = config.method.get('num_replicas', 1) if 'method' in config else 1
     n = sharding_lib.batch_multiple(mesh, replicas)
     k = config.get('microbatches', 1)
@@ -249,7 +251,7 @@ class ImageClassificationTask(ClassificationTask):
     def check_config(config):
         """ConfigError for settings this task refuses, without reading data
         (the model is built with stand-in pixel statistics)."""
-        _check_batch_sizes(config)
+        _check_eval_and_batch_settings(config)
         dataset = config.data.dataset
         if dataset not in images_lib.NUM_CLASSES:
             raise ConfigError(
@@ -308,7 +310,7 @@ class TextClassificationTask(ClassificationTask):
         """ConfigError for settings this task refuses, without reading data
         (the model is built with the configured vocabulary size)."""
         _check_text_data(config.data)
-        _check_batch_sizes(config)
+        _check_eval_and_batch_settings(config)
         build_model(
             config.model,
             num_classes=2,
