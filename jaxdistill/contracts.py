@@ -97,6 +97,23 @@ def check_task(task, name: str) -> None:
     for member in ('init_batch', 'data_summary', 'evaluate'):
         if not callable(getattr(task, member)):
             raise PluginError(f'{what} {member} is not callable.')
+    if hasattr(task, 'throughput_unit'):  # This attribute's name until 2026-12.
+        raise PluginError(
+            f'{what} sets throughput_unit; it is now throughput = (NAME, UNIT), '
+            "e.g. ('examples', 'ex'): train/NAME_per_s in the log, UNIT/s on "
+            'the progress line.'
+        )
+    throughput = getattr(task, 'throughput', ('tokens', 'tok'))
+    if not (
+        isinstance(throughput, tuple)
+        and len(throughput) == 2
+        and all(isinstance(w, str) and w.isidentifier() for w in throughput)
+    ):
+        raise PluginError(
+            f'{what} throughput is {throughput!r}; it must be a pair of words '
+            "(NAME, UNIT), e.g. ('examples', 'ex'): what train/tokens counts, "
+            'logged as train/NAME_per_s and shown as UNIT/s.'
+        )
 
 
 def checked_eval(task, result) -> dict:

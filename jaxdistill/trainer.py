@@ -1063,7 +1063,11 @@ class Trainer:
         # Throughput of the steps themselves: compilation (first steps, a new
         # batch shape or phase) is reported apart, not spread over the window.
         m['train/compile_seconds'] = compiling
-        m['train/tokens_per_s'] = m.pop('train/tokens', 0.0) / seconds
+        # What 'train/tokens' counts: target tokens, or examples for
+        # classifiers (`task.throughput`: the metric's word, the line's unit).
+        name, unit = getattr(self.task, 'throughput', ('tokens', 'tok'))
+        rate_key = f'train/{name}_per_s'
+        m[rate_key] = m.pop('train/tokens', 0.0) / seconds
         m['train/steps_per_s'] = len(history) / seconds
         # Near 1, the host's input, not the devices, sets the pace.
         m['train/input_fraction'] = min(input_seconds / seconds, 1.0)
@@ -1072,9 +1076,7 @@ class Trainer:
             jax.device_get(optim.current_learning_rate(self.state.opt_state))
         )
         self.writer.write(step, m)
-        # What 'train/tokens' counts: target tokens, or examples for classifiers.
-        unit = getattr(self.task, 'throughput_unit', 'tok')
-        rate = f'{m["train/tokens_per_s"]:,.0f} {unit}/s | ' if counted else ''
+        rate = f'{m[rate_key]:,.0f} {unit}/s | ' if counted else ''
         compiled = f'compiled {compiling:.1f}s | ' if compiling >= 0.05 else ''
         fed = m['train/input_fraction']
         fed = f'input {fed:.0%} | ' if fed >= _SHOW_INPUT_FRACTION else ''

@@ -221,6 +221,21 @@ def test_a_task_is_checked_when_it_is_built():
     task.train_batches = iter([])
     with pytest.raises(PluginError, match='train_batches .* has no position, set_pos'):
         contracts.check_task(task, 'mine')
+    task = _Task()
+    task.throughput = 'examples'
+    with pytest.raises(
+        PluginError, match=r"throughput is 'examples'; it must be a pair"
+    ):
+        contracts.check_task(task, 'mine')
+    task = _Task()
+    task.throughput_unit = 'ex'
+    with pytest.raises(
+        PluginError, match=r'sets throughput_unit; it is now throughput'
+    ):
+        contracts.check_task(task, 'mine')
+    task = _Task()
+    task.throughput = ('examples', 'ex')
+    contracts.check_task(task, 'mine')
 
 
 def test_evaluate_and_predict_results_are_checked():

@@ -101,6 +101,12 @@ def test_the_pages_task_trains_with_two_methods(
     assert train_losses[-1] < train_losses[0] - 0.1, train_losses
     summary = json.loads((plain / 'summary.json').read_text())
     assert summary['data/features'] == 8 and summary['data/classes'] == 2
+    # The task's `throughput` names what train/tokens counts: examples here.
+    rates = [r for r in records if 'train/steps_per_s' in r]
+    assert rates and all(
+        r['train/examples_per_s'] > 0 and 'train/tokens_per_s' not in r for r in rates
+    )
+    assert re.search(r'\| [\d,]+ ex/s \|', capsys.readouterr().out)
     # The mean teacher on the same task: its file joins config.imports.
     teacher = tmp_path / 'teacher'
     args = [

@@ -58,8 +58,9 @@ class ClassificationTask:
     """Shared evaluation; subclasses set train_batches, eval_batches, model."""
 
     input_key = 'image'
-    # 'train/tokens' of a classifier counts examples (one label each).
-    throughput_unit = 'ex'
+    # 'train/tokens' of a classifier counts examples (one label each), so the
+    # trainer logs it as train/examples_per_s and the progress line as ex/s.
+    throughput = ('examples', 'ex')
 
     def _setup_model(self, model, summary: dict):
         self.model = model
