@@ -3,7 +3,12 @@
 Every loss takes logits/features with a trailing class/feature axis and returns
 one value per leading position (`[...]`); the caller reduces, usually with
 `masked_mean`. `where` (a bool array broadcastable to `[...]`) zeroes the
-values at masked positions; masked positions also get zero gradient.
+values at masked positions; masked positions also get zero gradient as long
+as their inputs are finite. (A NaN or inf there still reaches the gradient,
+as 0 · NaN, JAX's usual `where` semantics: a model must keep padded
+positions finite, e.g. mask attention with a large negative number, not
+-inf, as this library's models do. Cleaning every input first would cost a
+pass over [tokens, vocabulary] on every step.)
 Teacher inputs are wrapped in `jax.lax.stop_gradient`. Computation happens in
 at least float32 (bfloat16 inputs are upcast), using `log_softmax` so that
 logits as large as 1e4 stay finite.
@@ -50,7 +55,11 @@ def _shifted(student_logits, teacher_logits, temperature):
 def cross_entropy(logits, labels, *, label_smoothing=0.0, where=None):
     """Cross entropy against integer labels, optionally label-smoothed.
 
-    The target distribution is (1 - ε)·onehot(label) + ε/V (fairseq/T5 style);
+    The target distribution is (1 - ε)·onehot(label) + ε/V (Szegedy et al.
+    2016, as `optax.smooth_labels`; fairseq's current loss puts ε/(V - 1) on
+    each wrong class and 1 - ε on the label, which differs by ε/V per class:
+    nothing for a vocabulary, 0.95/0.05 against 0.9/0.1 for two classes at
+    ε = 0.1);
     the constant entropy of that target is *not* subtracted, so the minimum
     is positive when ε > 0.
 

@@ -11,6 +11,7 @@ the learning rate used by the latest update (schedule(0) right after init).
 """
 
 import functools
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -142,6 +143,31 @@ def replica_norms(tree) -> jax.Array:
     )
 
 
+def _number(value, key: str, *, low=None, above=None, below=None) -> float:
+    """`value` as a float; ConfigError naming `optimizer.KEY` unless it is a
+    finite number >= low, > above and < below (those given)."""
+    bounds = [
+        f'>= {low}' if low is not None else '',
+        f'> {above}' if above is not None else '',
+        f'< {below}' if below is not None else '',
+    ]
+    ok = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (low is None or value >= low)
+        and (above is None or value > above)
+        and (below is None or value < below)
+    )
+    if not ok:
+        raise ConfigError(
+            f'optimizer.{key}={value!r} must be a number '
+            + ' and '.join(b for b in bounds if b)
+            + '.'
+        )
+    return float(value)
+
+
 def make_optimizer(cfg, *, stacked: bool = False) -> optax.GradientTransformation:
     """Builds the optimizer described by `config.optimizer`.
 
@@ -160,8 +186,11 @@ def make_optimizer(cfg, *, stacked: bool = False) -> optax.GradientTransformatio
     a moving average of the parameters, `params_ema`, which evaluation uses).
 
     Raises:
-      ConfigError: unknown `optimizer.name`, or a field the optimizer ignores
-        set to a non-default value.
+      ConfigError: unknown `optimizer.name`; a value out of its range (b1 and
+        b2 in [0, 1), eps > 0, weight_decay >= 0, momentum in [0, 1)); or
+        weight_decay set for 'adam' or momentum for anything but 'sgd'. (b1,
+        b2 and eps are left unread by 'sgd': the base configs set them for
+        every optimizer.)
     """
     get = lambda key, default: cfg.get(key, default)
     name = get('name', 'adamw')
@@ -173,13 +202,13 @@ def make_optimizer(cfg, *, stacked: bool = False) -> optax.GradientTransformatio
     clip = float(get('grad_clip_norm', 0.0) or 0.0)
     if clip < 0:
         raise ConfigError(f'optimizer.grad_clip_norm must be >= 0, got {clip}.')
-    weight_decay = float(get('weight_decay', 0.0) or 0.0)
+    weight_decay = _number(get('weight_decay', 0.0) or 0.0, 'weight_decay', low=0.0)
     if weight_decay and name == 'adam':
         raise ConfigError(
             f'optimizer.weight_decay={weight_decay} is only used '
             "by 'adamw' and 'sgd', not 'adam'."
         )
-    momentum = float(get('momentum', 0.0) or 0.0)
+    momentum = _number(get('momentum', 0.0) or 0.0, 'momentum', low=0.0, below=1.0)
     if momentum and name != 'sgd':
         raise ConfigError(f"optimizer.momentum is only used by 'sgd', not {name!r}.")
     ema = get('ema_decay', 0.0) or 0.0
@@ -227,9 +256,9 @@ def make_optimizer(cfg, *, stacked: bool = False) -> optax.GradientTransformatio
     return with_ema(
         optax.inject_hyperparams(factory)(
             learning_rate=lr,
-            b1=float(get('b1', 0.9)),
-            b2=float(get('b2', 0.98)),
-            eps=float(get('eps', 1e-9)),
+            b1=_number(get('b1', 0.9), 'b1', low=0.0, below=1.0),
+            b2=_number(get('b2', 0.98), 'b2', low=0.0, below=1.0),
+            eps=_number(get('eps', 1e-9), 'eps', above=0.0),
             weight_decay=weight_decay,
         )
     )

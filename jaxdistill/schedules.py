@@ -99,6 +99,11 @@ def diminish(init=0.95, *, steps_per_epoch) -> optax.Schedule:
     """
     if steps_per_epoch <= 0:
         raise ValueError(f'steps_per_epoch must be > 0, got {steps_per_epoch}.')
+    if not 0 <= init <= 1:  # Above 1, squaring grows it to inf in ~8 epochs.
+        raise ValueError(
+            f'init={init} must be in [0, 1]: Diminish squares the weight every '
+            'epoch, which shrinks it only from there.'
+        )
 
     def sched(step):
         epoch = (jnp.asarray(step) // steps_per_epoch).astype(jnp.float32)
@@ -342,6 +347,21 @@ def learning_rate(cfg) -> optax.Schedule:
         raise ConfigError(
             f'optimizer.schedule {kind!r} is unknown; valid: {", ".join(valid)}.'
         )
+    factor = _get(cfg, 'end_learning_rate_factor', 0.0) or 0.0
+    if (
+        isinstance(factor, bool)
+        or not isinstance(factor, (int, float))
+        or not 0 <= factor <= 1
+    ):
+        raise ConfigError(
+            f'optimizer.end_learning_rate_factor={factor!r} must be a number in '
+            '[0, 1]: the final learning rate as a fraction of the peak.'
+        )
+    if factor and kind not in ('cosine', 'linear'):
+        raise ConfigError(
+            f'optimizer.end_learning_rate_factor={factor} is only used by the '
+            f"'cosine' and 'linear' schedules, not {kind!r}."
+        )
     if kind == 'constant':
         if not warmup:
             return constant(peak)
@@ -365,7 +385,7 @@ def learning_rate(cfg) -> optax.Schedule:
             f'({warmup}) for the {kind} schedule, got {total}.'
         )
     total = int(total)
-    end = peak * float(_get(cfg, 'end_learning_rate_factor', 0.0) or 0.0)
+    end = peak * float(factor)
     decay = (cosine if kind == 'cosine' else linear)(
         peak, end, total - warmup, start=warmup
     )

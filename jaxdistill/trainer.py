@@ -147,6 +147,7 @@ def _check_loop_settings(config):
     c = config
     configuration.check_counts(
         ('num_train_steps', c.num_train_steps, 1),
+        ('seed', c.seed, 0),  # The data's shuffles seed numpy, which wants >= 0.
         ('log_every_steps', c.log_every_steps, 1),
         ('checkpoint.every_steps', c.checkpoint.every_steps, 1),
         ('checkpoint.keep', c.checkpoint.keep, 0),  # 0: keep every checkpoint.
@@ -756,10 +757,12 @@ def check_config(config) -> None:
     at its start and can be told without data or devices: the keys the spine
     reads, the loop's counts, the method's name, and the task's own
     `check_config(config)` where it has one (lengths, sizes, the model's
-    fields). `python -m jaxdistill.sweep` runs it on every combination
-    before anything trains."""
+    fields), and the optimizer's settings (building it reads nothing).
+    `python -m jaxdistill.sweep` runs it on every combination before
+    anything trains."""
     registry.import_plugins(config.get('imports', ()))
     _check_loop_settings(config)
+    optim.make_optimizer(config.optimizer)
     registry.get('method', config.method.name)
     task = registry.get('task', config.task)
     if hasattr(task, 'check_config'):

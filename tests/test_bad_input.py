@@ -61,11 +61,18 @@ def test_unknown_method_name_suggests(capsys, tmp_path):
         ('--config.microbatches=0', 'microbatches=0 must be an integer >= 1'),
         ('--config.optimizer.learning_rate=-1', 'optimizer.learning_rate must be >= 0'),
         ('--config.model.dtype=float16', "model.dtype='float16' must be one of"),
+        ('--config.seed=-1', 'seed=-1 must be an integer >= 0'),
+        (
+            '--config.optimizer.b2=1.0',
+            'optimizer.b2=1.0 must be a number >= 0.0 and < 1.0',
+        ),
+        ('--config.data.too_long=trunc', "data.too_long is 'trunc'; valid values"),
     ],
 )
 def test_out_of_range_values_are_named(capsys, tmp_path, override, message):
     code, _, err = _train(capsys, tmp_path, override)
     assert code == 2 and message in err and 'Traceback' not in err
+    assert not (tmp_path / 'spm.model').exists()  # Named before any work.
 
 
 def test_missing_data_file(capsys, tmp_path):
@@ -252,6 +259,8 @@ def test_evaluate_without_a_run(capsys, tmp_path):
             'model.max_len=50',
         ),
         (['data.bucket_lengths=()'], 'data.bucket_lengths=() must be one or more'),
+        (['data.source="file"'], "data.source is 'file'; valid values"),
+        (['data.pairs=("en_de",)'], "data.pairs entry 'en_de' is not of the form"),
     ],
 )
 def test_translation_lengths_checked_before_any_data_is_read(
@@ -328,6 +337,46 @@ def test_too_small_vocab_size_names_the_key(tmp_path):
         tokenizer.Tokenizer.train(
             ['hello world abc xyz'] * 10, 5, str(tmp_path / 'spm.model')
         )
+    # Below the special pieces themselves, SentencePiece's own error would
+    # not name the key.
+    with pytest.raises(
+        ConfigError,
+        match=r'data.vocab_size=4 is too small .* PAD, UNK, BOS, EOS and 1 tag '
+        r'symbols alone take 5 pieces; set data.vocab_size >= 6',
+    ):
+        tokenizer.Tokenizer.train(
+            ['hello world'] * 10,
+            4,
+            str(tmp_path / 'm.model'),
+            user_defined_symbols=['<2de>'],
+        )
+
+
+def test_a_tokenizer_with_other_special_ids_is_refused(tmp_path):
+    """A SentencePiece model trained with its defaults (UNK/BOS/EOS at
+    0/1/2, no PAD) put in a workdir would have its piece 3 read as EOS."""
+    import io
+
+    import sentencepiece as spm
+
+    from jaxdistill.data import tokenizer  # pylint: disable=g-import-not-at-top
+    from jaxdistill.errors import DataError  # pylint: disable=g-import-not-at-top
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(['a dog runs', 'two men in a boat'] * 20),
+        model_writer=model,
+        vocab_size=19,
+        minloglevel=2,
+    )
+    path = tmp_path / 'spm.model'
+    path.write_bytes(model.getvalue())
+    with pytest.raises(
+        DataError,
+        match=r'spm.model has PAD/UNK/BOS/EOS ids \(-1, 0, 1, 2\); jaxdistill needs '
+        r'\(0, 1, 2, 3\)',
+    ):
+        tokenizer.load_or_train_tokenizer(str(path), lambda: ['a dog'], 19)
 
 
 @pytest.mark.parametrize('key', ['data.batch_size', 'eval.batch_size'])

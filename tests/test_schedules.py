@@ -93,6 +93,10 @@ def test_factories_equal_from_config_and_configdict():
         ({'kind': 'switch', 'value': 1.0}, ['method.weight.step', 'missing']),
         ({'kind': 'constant', 'value': 1.0, 'valeu': 2}, ['valeu', 'unknown']),
         ({'kind': 'diminish', 'init': 0.9}, ['steps_per_epoch']),
+        (
+            {'kind': 'diminish', 'init': 1.5, 'steps_per_epoch': 10},
+            ['init=1.5 must be in [0, 1]', 'method.weight'],
+        ),
         ({'kind': 'piecewise', 'boundaries': [1, 2], 'values': [1.0]}, ['piecewise']),
         ('fast', ['number']),
     ],
@@ -295,6 +299,15 @@ def test_learning_rate_constant_and_errors():
         schedules.learning_rate(_opt_cfg(schedule='cosine', total_steps=0))
     with pytest.raises(ConfigError, match='optimizer.warmup_steps'):
         schedules.learning_rate(_opt_cfg(schedule='inverse_sqrt'))
+    # A negative end factor would end training with gradient ascent.
+    with pytest.raises(
+        ConfigError, match=r'end_learning_rate_factor=-1.0 must be .* \[0, 1\]'
+    ):
+        schedules.learning_rate(
+            _opt_cfg(schedule='cosine', total_steps=10, end_learning_rate_factor=-1.0)
+        )
+    with pytest.raises(ConfigError, match=r"only used by the 'cosine' and 'linear'"):
+        schedules.learning_rate(_opt_cfg(end_learning_rate_factor=0.1))
 
 
 PARAMS = {
@@ -369,6 +382,20 @@ def test_sgd_momentum_and_config_errors():
     assert 'optimizer.name' in str(info.value) and 'adamw' in str(info.value)
     with pytest.raises(ConfigError, match='optimizer.weight_decay'):
         optim.make_optimizer(_opt_cfg(name='adam', weight_decay=0.1))
+    # Out of range, each would make the first update NaN or turn descent
+    # around; named instead.
+    for bad, message in [
+        ({'b1': 1.0}, r'optimizer.b1=1.0 must be a number >= 0.0 and < 1.0'),
+        ({'b2': 1.0}, r'optimizer.b2=1.0 must be a number >= 0.0 and < 1.0'),
+        ({'eps': 0.0}, r'optimizer.eps=0.0 must be a number > 0.0\.'),
+        (
+            {'weight_decay': -0.1},
+            r'optimizer.weight_decay=-0.1 must be a number >= 0.0',
+        ),
+        ({'name': 'sgd', 'momentum': 1.5}, r'optimizer.momentum=1.5 must be .* < 1.0'),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            optim.make_optimizer(_opt_cfg(**bad))
 
 
 def test_sgd_weight_decay_is_coupled_l2_before_momentum():

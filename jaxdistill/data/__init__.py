@@ -16,7 +16,9 @@ from jaxdistill.data.tokenizer import UNK_ID
 from jaxdistill.data.translation import encode
 from jaxdistill.data.translation import language_pairs
 from jaxdistill.data.translation import load_translation
+from jaxdistill.data.translation import SOURCES
 from jaxdistill.data.translation import tag_symbols
 from jaxdistill.data.translation import target_languages
 from jaxdistill.data.translation import target_tag
+from jaxdistill.data.translation import TOO_LONG
 from jaxdistill.data.translation import TranslationData

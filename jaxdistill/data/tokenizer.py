@@ -115,6 +115,22 @@ class Tokenizer:
             texts = [texts[i] for i in np.sort(keep)]
         if not texts:
             raise DataError(f'cannot train tokenizer {model_path}: no non-empty text')
+        # PAD, UNK, BOS, EOS and the user's symbols each take a piece; with
+        # fewer, SentencePiece fails deep inside (a larger size that is still
+        # too small for the text's characters is named below).
+        least = 5 + len(user_defined_symbols)
+        if vocab_size < least - 1:
+            raise ConfigError(
+                f'data.vocab_size={vocab_size} is too small for the tokenizer '
+                f'{model_path}: PAD, UNK, BOS, EOS'
+                + (
+                    f' and {len(user_defined_symbols)} tag symbols'
+                    if user_defined_symbols
+                    else ''
+                )
+                + f' alone take {least - 1} pieces; set data.vocab_size >= {least} '
+                "(and enough for the text's characters)."
+            )
         options = dict(
             user_defined_symbols=list(user_defined_symbols),
             seed_sentencepiece_size=seed_sentencepiece_size,
@@ -159,6 +175,17 @@ class Tokenizer:
             sp.Load(os.fspath(model_path))
         except (RuntimeError, OSError) as e:
             raise DataError(f'{model_path} is not a SentencePiece model: {e}') from None
+        # Batching, the model and decoding all take 0/1/2/3 for PAD/UNK/BOS/
+        # EOS; a model trained with SentencePiece's defaults (UNK/BOS/EOS at
+        # 0/1/2, no PAD) would read its third piece as EOS.
+        got = (sp.pad_id(), sp.unk_id(), sp.bos_id(), sp.eos_id())
+        if got != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
+            raise DataError(
+                f'{model_path} has PAD/UNK/BOS/EOS ids {got}; jaxdistill needs '
+                f'{(PAD_ID, UNK_ID, BOS_ID, EOS_ID)}. Train it with pad_id=0, '
+                'unk_id=1, bos_id=2, eos_id=3, or delete it and let the run '
+                'train one.'
+            )
         return cls(sp)
 
     @property

@@ -155,6 +155,18 @@ def check_config(config):
     """ConfigError naming the first data/eval/model length or size this run
     cannot use. Reads no data: a mistake stops the run before any work."""
     d, e = config.data, config.eval
+    if d.get('source', None) not in data_lib.SOURCES:
+        raise ConfigError(
+            f'data.source is {d.get("source", None)!r}; valid values: '
+            f'{", ".join(data_lib.SOURCES)}'
+        )
+    too_long = d.get('too_long', 'filter')
+    if too_long not in data_lib.TOO_LONG:
+        raise ConfigError(
+            f'data.too_long is {too_long!r}; valid values: '
+            f'{", ".join(data_lib.TOO_LONG)}'
+        )
+    data_lib.language_pairs(d)  # Malformed pairs are named.
     beam = e.get('beam_size', 0)
     if beam < 0:
         raise ConfigError(f'eval.beam_size={beam} must be >= 0 (0 or 1: greedy).')
