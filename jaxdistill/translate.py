@@ -167,6 +167,13 @@ def main(argv=None) -> int:
                 'were cut.',
                 file=sys.stderr,
             ),
+            on_unfinished=lambda n: print(
+                f'note: {n} of {len(texts)} translations reached '
+                f'eval.max_decode_len={e.max_decode_len} tokens without ending '
+                'and were cut there; raise it with '
+                '--config.eval.max_decode_len=N (up to model.max_len).',
+                file=sys.stderr,
+            ),
         )
         sys.stdout.write(''.join(line + '\n' for line in out))
         sys.stdout.flush()

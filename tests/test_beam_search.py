@@ -138,6 +138,16 @@ def test_beam_size_one_is_greedy():
     assert beam.shape == (16, max_len) and beam.dtype == jnp.int32
     # Both kinds of row occur: stopped at EOS, and cut at max_len.
     assert (greedy == EOS).any(axis=1).any() and not (greedy == EOS).any(axis=1).all()
+    # Rows of PAD alone (what fills an evaluation batch) are finished from
+    # the start: all PAD out, and the other rows' results unchanged.
+    filled = jnp.concatenate([sources, jnp.zeros((2, 7), jnp.int32)])
+    for decode in (
+        lambda x: greedy_decode(model, params, x, max_len=max_len),
+        lambda x: beam_search(model, params, x, beam_size=3, max_len=max_len)[0],
+    ):
+        out = np.asarray(decode(filled))
+        np.testing.assert_array_equal(out[:16], np.asarray(decode(sources)))
+        assert (out[16:] == PAD).all()
 
 
 def test_one_compilation_per_shape_and_bad_arguments(tiny):

@@ -15,7 +15,7 @@ from jaxdistill import configuration
 from jaxdistill import metrics as metrics_lib
 from jaxdistill import translate
 from jaxdistill import trainer as trainer_lib
-from jaxdistill.errors import CheckpointMismatchError
+from jaxdistill.errors import CheckpointMismatchError, ConfigError
 from tests import helpers
 
 
@@ -166,3 +166,47 @@ def test_cli_errors_name_the_problem(run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f'error: {tmp_path}/config.json is damaged: not valid JSON (line 2' in err
     assert 'Traceback' not in err
+
+
+def test_translate_texts_says_what_it_cut_and_keeps_empty_lines_blank(run, monkeypatch):
+    """Translations that reach the length limit without EOS are counted for
+    a note; a line the tokenizer keeps nothing of (a lone zero-width space)
+    stays blank instead of being translated from EOS alone; a data.max_len
+    past the model's positions is named."""
+    from jaxdistill.tasks import translation  # pylint: disable=g-import-not-at-top
+
+    tr, workdir = run
+    model, params, tokenizer, _ = translate.load_model(
+        str(workdir), tr.config, step=None, average=1, capacity=None
+    )
+    assert tokenizer.encode('\u200b') == []
+    eos = translation.data_lib.EOS_ID
+
+    def fake_generate(model, params, inputs, **kw):
+        # Row r of the batch: EOS at once for even r, never for odd r.
+        rows = np.full((inputs.shape[0], kw['max_len']), 7, np.int32)
+        rows[::2, 0] = eos
+        return rows
+
+    monkeypatch.setattr(translation, 'generate', fake_generate)
+    got = []
+    out = translation.translate_texts(
+        model, params, tokenizer, ['a dog', '\u200b', 'a cat', ' ', 'two men'],
+        data_cfg=tr.config.data, beam_size=1, max_len=5, batch_size=8,
+        on_unfinished=got.append,
+    )  # fmt: skip
+    assert out[1] == '' and out[3] == ''
+    # Three sources in one batch: two ended (empty), one reached the limit.
+    assert got == [1] and sum(bool(out[i]) for i in (0, 2, 4)) == 1
+    cfg = tr.config.copy_and_resolve_references()
+    cfg.data.max_len = too_long = model.config.max_len + 1
+    with pytest.raises(ConfigError, match=rf'data.max_len={too_long} must be in 2\.\.'):
+        translation.translate_texts(
+            model,
+            params,
+            tokenizer,
+            ['a dog'],
+            data_cfg=cfg.data,
+            beam_size=1,
+            max_len=5,
+        )

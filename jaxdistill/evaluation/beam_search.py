@@ -53,7 +53,10 @@ def beam_search(
         log-probability alone, 1 by log-probability per token.
     Returns:
       (tokens int32 [B, max_len] with EOS included and PAD after it,
-       scores float32 [B], the length-normalised log-probability).
+       scores float32 [B], the length-normalised log-probability). A row
+      whose source is all PAD (the rows that fill a batch) counts as
+      finished from the start, so it does not keep the loop going: its
+      tokens are all PAD and its score -inf.
     One compilation per (input shape, beam_size, max_len).
     """
     if beam_size < 1:
@@ -212,5 +215,7 @@ def _beam_search_jit(model, params, inputs, beam, max_len, alpha):
         return (t < max_len) & jnp.any(n_fin < beam)
 
     state = _initial_state(c, batch, beam, max_len, cache)
+    filler = jnp.all(inputs == c.pad_id, axis=1)  # Rows that fill the batch.
+    state = (*state[:5], jnp.where(filler, beam, state[5]).astype(jnp.int32))
     _, _, _, _, (tokens, scores), _ = jax.lax.while_loop(cond, body, state)
     return tokens[:, 0], scores[:, 0]

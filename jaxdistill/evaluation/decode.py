@@ -31,7 +31,9 @@ def greedy_decode(
       max_len: number of target positions to generate (<= model.config.max_len).
     Returns:
       int32 [B, max_len]: generated ids, EOS included, PAD (0) after EOS. Rows
-      that never emit EOS are cut at max_len.
+      that never emit EOS are cut at max_len. A row whose source is all PAD
+      (the rows that fill a batch) is all PAD, and does not keep the loop
+      going.
     """
     if max_len > model.config.max_len:
         raise ValueError(
@@ -66,7 +68,7 @@ def _greedy_decode_jit(model, params, inputs, max_len):
     state = (
         jnp.int32(0),
         jnp.full((batch,), c.bos_id, jnp.int32),
-        jnp.zeros((batch,), bool),
+        jnp.all(inputs == c.pad_id, axis=1),  # Filler rows: done already.
         jnp.full((batch, max_len), c.pad_id, jnp.int32),
         cache,
     )

@@ -614,8 +614,11 @@ def translate_texts(
     batch_size: int = 64,
     target_lang: str | None = None,
     on_cut: Callable[[int], None] | None = None,
+    on_unfinished: Callable[[int], None] | None = None,
 ) -> list[str]:
-    """Translations of `texts` on one device, in order; blank lines stay blank.
+    """Translations of `texts` on one device, in order; blank lines (and
+    lines of which the tokenizer keeps nothing, such as a lone zero-width
+    space) stay blank.
 
     Args:
       model, params: a `Transformer` and its raw parameter tree.
@@ -629,8 +632,18 @@ def translate_texts(
       target_lang: the '<2xx>' tag to put first; required (and only allowed)
         when the run translates into several languages.
       on_cut: called with the number of sources that were cut, if any.
+      on_unfinished: called with the number of translations that reached
+        `max_len` tokens without ending (EOS), if any: cut, not finished.
     """
     check_decode_len(max_len, model.config.max_len)
+    if not isinstance(data_cfg.max_len, int) or not 2 <= data_cfg.max_len <= (
+        model.config.max_len
+    ):
+        raise ConfigError(
+            f'data.max_len={data_cfg.max_len!r} must be in 2..model.max_len '
+            f'({model.config.max_len}): the longest source, with its EOS, that '
+            'the model can hold.'
+        )
     langs = data_lib.target_languages(data_cfg)
     tagged = bool(data_lib.tag_symbols(data_cfg))
     if tagged and target_lang not in langs:
@@ -643,10 +656,11 @@ def translate_texts(
             f'This model only translates into {langs[0]}, not {target_lang!r}.'
         )
     prefix = [tokenizer.piece_to_id(data_lib.target_tag(target_lang))] if tagged else []
-    kept = [i for i, t in enumerate(texts) if t.strip()]
+    encoded = {i: tokenizer.encode(t) for i, t in enumerate(texts) if t.strip()}
+    kept = [i for i, ids in encoded.items() if ids]
     src, cut = [], 0
     for i in kept:
-        ids = prefix + tokenizer.encode(texts[i])
+        ids = prefix + encoded[i]
         cut += len(ids) > data_cfg.max_len - 1
         src.append(
             np.asarray(ids[: data_cfg.max_len - 1] + [data_lib.EOS_ID], np.int32)
@@ -659,6 +673,7 @@ def translate_texts(
     batches = data_lib.eval_batches(
         src, None, batch_size=batch_size, bucket_lengths=eval_lengths(data_cfg.max_len)
     )
+    unfinished = 0
     for batch, index in batches:
         tokens = generate(
             model,
@@ -671,4 +686,7 @@ def translate_texts(
         for row, j in zip(np.asarray(tokens), index):
             if j >= 0:
                 out[kept[j]] = tokenizer.decode(row.tolist())
+                unfinished += not np.any(row == data_lib.EOS_ID)
+    if unfinished and on_unfinished is not None:
+        on_unfinished(unfinished)
     return out
