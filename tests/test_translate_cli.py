@@ -210,3 +210,22 @@ def test_translate_texts_says_what_it_cut_and_keeps_empty_lines_blank(run, monke
             beam_size=1,
             max_len=5,
         )
+
+
+@pytest.mark.parametrize('ends', [True, False])
+def test_evaluation_logs_the_share_of_hypotheses_cut_at_the_limit(
+    run, monkeypatch, ends
+):
+    from jaxdistill.tasks import translation  # pylint: disable=g-import-not-at-top
+
+    tr, _ = run
+
+    def fake_generate(model, params, inputs, **kw):
+        rows = np.full((inputs.shape[0], kw['max_len']), 7, np.int32)
+        if ends:
+            rows[:, 3] = translation.data_lib.EOS_ID
+        return jax.numpy.asarray(rows)
+
+    monkeypatch.setattr(translation, 'generate', fake_generate)
+    metrics = tr.task.evaluate(tr.state.params)
+    assert metrics['eval/unfinished'] == (0.0 if ends else 1.0)

@@ -512,6 +512,7 @@ class TranslationTask:
         sharding = sharding_lib.batch_sharding(self.mesh)
         sums = np.zeros(3)
         hyps = [''] * n
+        unfinished = 0  # Hypotheses cut at eval.max_decode_len, without EOS.
         for batch, index in batches:
             arrays = sharding_lib.global_batch(batch, sharding)
             sums += np.array(jax.device_get(self._eval_step(model)(params, arrays)))
@@ -528,12 +529,16 @@ class TranslationTask:
                 for row, i in zip(np.asarray(out), index):
                     if i >= 0:
                         hyps[i] = self.tokenizer.decode(row.tolist())
+                        unfinished += not np.any(row == data_lib.EOS_ID)
         metrics = {
             'eval/loss': sums[0] / max(sums[2], 1),
             'eval/accuracy': sums[1] / max(sums[2], 1),
         }
         if bleu:
             metrics.update(self._bleu(hyps, subset))
+            # Near 1: the model has not learnt to stop yet (early in
+            # training), or eval.max_decode_len is too short for the data.
+            metrics['eval/unfinished'] = unfinished / max(n, 1)
             self.last_hypotheses = hyps
         return metrics
 
