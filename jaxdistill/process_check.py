@@ -90,7 +90,7 @@ def _config_bytes(config) -> np.ndarray:
     return np.frombuffer(json.dumps(current, sort_keys=True).encode(), np.uint8)
 
 
-def _broadcast_bytes(data: np.ndarray) -> np.ndarray:
+def broadcast_bytes(data: np.ndarray) -> np.ndarray:
     """Process 0's `data` (a uint8 array of any length) in every process."""
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
 
@@ -119,7 +119,7 @@ def check_config(config):
     import jax  # pylint: disable=g-import-not-at-top
 
     mine = _config_bytes(config)
-    theirs = _broadcast_bytes(mine)
+    theirs = broadcast_bytes(mine)
     diffs = []
     if theirs.tobytes() != mine.tobytes():
         first = json.loads(theirs.tobytes().decode())
@@ -152,7 +152,7 @@ def check_shared_workdir(workdir: str):
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
 
     nonce = np.frombuffer(secrets.token_bytes(8), np.uint8)
-    nonce = _broadcast_bytes(nonce)  # Process 0's, in every process.
+    nonce = broadcast_bytes(nonce)  # Process 0's, in every process.
     # A new name each start: no process has looked it up before (no cached
     # "no such file" on a network filesystem).
     path = os.path.join(workdir, f'.process_check_{nonce.tobytes().hex()}')

@@ -171,6 +171,12 @@ def test_processes_with_different_configs_or_workdirs_are_refused(tmp_path):
     assert f'error: --workdir {tmp_path / "run"} is not one folder' in outs[0]
     assert not list((tmp_path / 'run').glob('.process_check_*'))  # Removed.
 
+    # A failure of what process 0 alone does (training the tokenizer) stops
+    # the others with the same error, at once: they do not wait for it.
+    small = ('--config.data.vocab_size=8',)
+    for out in refused((small, small)):
+        assert 'error: data.vocab_size=8 is too small for the text the tokenizer' in out
+
 
 def test_a_busy_workdir_refuses_every_process_without_the_resume_line(tmp_path):
     """`train --workdir DIR` alone, on two processes, while another run holds

@@ -286,12 +286,35 @@ def shared_tokenizer(
     """`load_or_train_tokenizer` on process 0; the other processes wait for it
     and load the same model (so every process tokenizes alike)."""
     _check_may_train(model_path)  # In every process: none waits for 0 then.
-    if jax.process_index() == 0:
-        tok = load_or_train_tokenizer(
+    if jax.process_count() == 1:
+        return load_or_train_tokenizer(
             model_path, texts_fn, vocab_size, user_defined_symbols
         )
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices('jaxdistill_tokenizer')
-        if jax.process_index() != 0:
-            tok = Tokenizer.load(model_path)
-    return tok
+    # Process 0's failure (a vocab_size too small for the text, say) is sent
+    # to the others, which would otherwise wait for it at the barrier until
+    # the coordination service gave up on them, minutes later.
+    from jaxdistill import process_check  # pylint: disable=g-import-not-at-top
+
+    failure = b''
+    if jax.process_index() == 0:
+        try:
+            tok = load_or_train_tokenizer(
+                model_path, texts_fn, vocab_size, user_defined_symbols
+            )
+        except Exception as e:  # pylint: disable=broad-except
+            error = e
+            failure = f'{type(e).__name__}\0{e}'.encode()
+    failure = process_check.broadcast_bytes(np.frombuffer(failure, np.uint8))
+    if failure.size:
+        if jax.process_index() == 0:
+            raise error
+        kind, message = failure.tobytes().decode().split('\0', 1)
+        known = {'ConfigError': ConfigError, 'DataError': DataError}
+        if kind in known:
+            raise known[kind](message)
+        raise DataError(
+            f'process 0 failed to build the tokenizer {model_path} ({kind}: '
+            f'{message}); see its output.'
+        )
+    multihost_utils.sync_global_devices('jaxdistill_tokenizer')
+    return tok if jax.process_index() == 0 else Tokenizer.load(model_path)
