@@ -792,3 +792,33 @@ def test_a_run_that_never_evaluates_needs_no_evaluation_files(tmp_path, capsys, 
         "Evaluation split 'val': 1 of its 2 pairs have an empty side and are left out."
     ) in caplog.text
     assert "Evaluation split 'val': 1 of its 1 pairs are longer than" in caplog.text
+
+
+@pytest.mark.parametrize(
+    'model, message',
+    [
+        (
+            {'name': 'bag_of_embeddings', 'dropout_rate': 1.5},
+            'dropout_rate=1.5 must be in [0, 1)',
+        ),
+        ({'name': 'cnn_text', 'widths': ()}, 'widths=() must be one or more'),
+        (
+            {'name': 'bilstm_text', 'hidden_size': 0},
+            'hidden_size=0 must be an integer >= 1',
+        ),
+        (
+            {'name': 'text_classifier', 'num_heads': 5},
+            'd_model=128 is not divisible by num_heads=5',
+        ),
+    ],
+)
+def test_text_model_settings_are_named_when_the_model_is_built(model, message):
+    """Before any data or parameters: a rate above 1 would drop every input."""
+    import ml_collections
+
+    from jaxdistill.tasks import classification  # pylint: disable=g-import-not-at-top
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        classification.build_model(
+            ml_collections.ConfigDict(model), num_classes=2, vocab_size=10
+        )

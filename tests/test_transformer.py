@@ -315,3 +315,26 @@ def test_bfloat16_compute_keeps_float32_params_logits_and_gradients(setup):
     cache = half.apply(params, 4, 10, method=Transformer.init_cache)
     assert {x.dtype for x in jax.tree.leaves(cache)} == {jnp.dtype(jnp.bfloat16)}
     _check_greedy(half, params, inputs, 8)
+
+
+def test_decoding_past_the_cache_or_the_positions_is_refused():
+    """JAX clamps an out-of-range index to the last slot, silently: the
+    cache's length and a concrete index are checked instead."""
+    config = make_transformer_config('tiny', vocab_size=12, max_len=8)
+    model = Transformer(config)
+    with pytest.raises(
+        ValueError, match=r'init_cache: max_len=9 must be in 1..config.max_len \(8\)'
+    ):
+        model.init_cache(2, 9)
+    x = jnp.ones((2, 3), jnp.int32)
+    params = model.init(jax.random.key(0), x, x, train=False)
+    cache = model.apply(params, 2, 4, method=Transformer.init_cache)
+    encoded = model.apply(params, x, method=Transformer.encode)
+    step = lambda i: model.apply(
+        params, encoded, x, x[:, 0], i, cache, method=Transformer.decode_step
+    )
+    step(3)  # The last slot.
+    with pytest.raises(
+        ValueError, match=r'index=4 is outside the cache of 4 positions'
+    ):
+        step(4)

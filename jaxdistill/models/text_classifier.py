@@ -45,6 +45,7 @@ class TextClassifier(nn.Module):
                 f'exits {tuple(self.exits)} must be increasing layer indices in '
                 f'0..{self.num_layers - 2}'
             )
+        self._config()  # The Transformer's checks (heads, sizes, dropout) now.
         super().__post_init__()
 
     @property
@@ -78,6 +79,10 @@ class TextClassifier(nn.Module):
         last = multi_exit.exit_index(upto, self.num_exits)
         exit_layers = list(self.exits) + [self.num_layers - 1]
         real = tokens != 0
+        if tokens.shape[1] > c.max_len:
+            raise ValueError(
+                f'Sequence length {tokens.shape[1]} exceeds max_len={c.max_len}.'
+            )
         x = nn.Embed(
             c.vocab_size,
             c.d_model,

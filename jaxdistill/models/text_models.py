@@ -32,8 +32,34 @@ def _masked_max(x, real):
     return jnp.where(jnp.any(real, axis=1)[:, None], jnp.max(x, axis=1), 0.0)
 
 
+_SIZES = (
+    'num_classes', 'vocab_size', 'max_len', 'embed_dim', 'hidden_dim',
+    'num_filters', 'hidden_size',
+)  # fmt: skip
+
+
 class _SingleExit(nn.Module):
     """Shared head: tanh feature layer and a dense classifier."""
+
+    def __post_init__(self):
+        # ValueError, which build_model names as config.model's.
+        for name in _SIZES:
+            value = getattr(self, name, 1)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f'{name}={value!r} must be an integer >= 1.')
+        widths = getattr(self, 'widths', (1,))
+        if not widths or any(
+            isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths
+        ):
+            raise ValueError(
+                f'widths={widths!r} must be one or more convolution widths >= 1.'
+            )
+        rate = self.dropout_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (
+            0 <= rate < 1
+        ):
+            raise ValueError(f'dropout_rate={rate!r} must be in [0, 1).')
+        super().__post_init__()
 
     @property
     def num_exits(self) -> int:

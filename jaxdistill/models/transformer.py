@@ -190,7 +190,17 @@ def sinusoidal_positions(max_len: int, d_model: int) -> np.ndarray:
 
 
 def init_cache(config: TransformerConfig, batch_size: int, max_len: int) -> dict:
-    """Zero self-attention cache: per decoder layer k, v [B, max_len, H, Dh]."""
+    """Zero self-attention cache: per decoder layer k, v [B, max_len, H, Dh].
+
+    `max_len` target positions, at most `config.max_len` (the positions the
+    model has encodings for). A loop of `decode_step` must keep its index
+    below `max_len`: JAX clamps an index past it to the last slot, silently.
+    """
+    if not 1 <= max_len <= config.max_len:
+        raise ValueError(
+            f'init_cache: max_len={max_len} must be in 1..config.max_len '
+            f'({config.max_len}), the target positions the model can encode.'
+        )
     shape = (batch_size, max_len, config.num_heads, config.head_dim)
     layer = lambda: {
         'k': jnp.zeros(shape, config.dtype),
@@ -541,8 +551,16 @@ class Transformer(nn.Module):
         """token int [B] at position `index` -> (logits [B, V], new cache).
 
         `cache` comes from `init_cache` (optionally with cache['cross'] =
-        `precompute_cross(encoded)`); positions < index must already be filled.
+        `precompute_cross(encoded)`); positions < index must already be filled,
+        and `index` must be below the cache's length (checked when it is a
+        Python int; a traced index past it would be clamped to the last slot).
         """
+        length = cache['self'][0]['k'].shape[1]
+        if isinstance(index, int) and not 0 <= index < length:
+            raise ValueError(
+                f'decode_step: index={index} is outside the cache of {length} '
+                'positions (init_cache(..., max_len)).'
+            )
         if 'cross' not in cache:
             full = {**cache, 'cross': self.precompute_cross(encoded)}
             logits, new = self.decode_step(encoded, inputs, token, index, full)
