@@ -163,7 +163,9 @@ class Checkpointer:
             )
         else:
             self._options['max_to_keep'] = latest
-        self.directory = directory
+        # Orbax refuses a relative path (at the first save or read, with an
+        # error that looked like damage): `--workdir run` is as good as any.
+        self.directory = os.path.abspath(directory)
         self._open()
 
     def best_step(self) -> tuple[int, float] | None:

@@ -112,7 +112,11 @@ def extract(workdir: str, capacity: str, out: str, *, step: int | None = None) -
         }
     )
     os.makedirs(out, exist_ok=True)
-    shutil.copy(os.path.join(workdir, 'spm.model'), os.path.join(out, 'spm.model'))
+    # The sidecar records the vocabulary size the run asked for, which the
+    # config keeps (SentencePiece may have given fewer pieces).
+    for name in ('spm.model', 'spm.model.json'):
+        if os.path.exists(os.path.join(workdir, name)):
+            shutil.copy(os.path.join(workdir, name), os.path.join(out, name))
     with open(os.path.join(out, 'config.json'), 'w', encoding='utf-8') as f:
         f.write(configuration.to_json(new))
 

@@ -261,10 +261,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     # A folder of runs stands for the runs in it (as for `jaxdistill.runs`);
     # a path that holds none is kept, so its error names it.
-    workdirs = list(
-        dict.fromkeys(
-            w for path in args.workdir for w in runs_lib.find_runs(path) or [path]
-        )
+    workdirs = runs_lib.unique_paths(
+        w for path in args.workdir for w in runs_lib.find_runs(path) or [path]
     )
     if not args.out and len(workdirs) > 1:
         if len(args.workdir) != 1 or not os.path.isdir(args.workdir[0]):

@@ -63,6 +63,18 @@ def find_runs(path: str, depth: int = 2) -> list[str]:
     return found
 
 
+def unique_paths(paths) -> list[str]:
+    """`paths` without repeats of one folder spelt twice ('run', 'run/',
+    '/abs/run'), in order, each as first given."""
+    seen, out = set(), []
+    for path in paths:
+        real = os.path.realpath(path)
+        if real not in seen:
+            seen.add(real)
+            out.append(path)
+    return out
+
+
 def read_json(path: str):
     """A JSON file's content; None if it is missing or unreadable."""
     try:
@@ -124,8 +136,10 @@ def describe(workdir: str) -> dict:
     extracted = _dict(read_json(os.path.join(workdir, 'extracted.json'))) or None
     if holder:
         state = 'training'
-    elif extracted and step is not None:
-        state = 'extracted'  # A model `extract` wrote; nothing to resume.
+    elif extracted and step is not None and step == extracted.get('step'):
+        # A model `extract` wrote, with no checkpoint since: nothing to
+        # resume. Once a run trains on in it, it is a run like any other.
+        state = 'extracted'
     elif step is None:
         state = 'no checkpoint'
     elif summary.get('step') == step and (
@@ -306,7 +320,7 @@ def main(argv=None) -> int:
             raise JaxdistillError(missing)
         if empty:  # The others are still listed; the exit status says so.
             print(f'error: {missing}', file=sys.stderr)
-        runs = [describe(w) for w in dict.fromkeys(workdirs)]
+        runs = [describe(w) for w in unique_paths(workdirs)]
         logged = {k for r in runs for k in r['eval']}
         unmatched = [
             p for p in args.metric if not any(fnmatch.fnmatchcase(k, p) for k in logged)

@@ -182,3 +182,22 @@ def test_a_config_file_that_needs_pythonpath_falls_back_to_config_json(
     spec.write_text('raise RuntimeError("half-edited")\n')
     _, _, line = cli.config_for_resume(str(work), [])
     assert 'does not load: RuntimeError: half-edited. There,' in line, line
+
+
+def test_a_relative_workdir_trains_resumes_and_is_evaluated(
+    tmp_path, monkeypatch, capsys
+):
+    """Orbax refuses relative paths: `--workdir run` failed at its first
+    save, and evaluate called the run's good checkpoints damaged."""
+    from jaxdistill import evaluate  # pylint: disable=g-import-not-at-top
+
+    monkeypatch.chdir(tmp_path)
+    first = ['--config.num_train_steps=4', '--config.eval.bleu=False']
+    assert train.main(['--config', helpers.CONFIG, '--workdir', 'run', *first]) == 0
+    assert _checkpoints(tmp_path / 'run')[-1] == 4
+    capsys.readouterr()
+    assert train.main(['--workdir', 'run/', '--config.num_train_steps=6']) == 0
+    assert f'Resumed from {tmp_path}/run/checkpoints/4' in capsys.readouterr().out
+    assert _checkpoints(tmp_path / 'run')[-1] == 6
+    assert evaluate.main(['--workdir', './run']) == 0
+    assert '"eval/loss"' in capsys.readouterr().out

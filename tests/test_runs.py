@@ -44,7 +44,7 @@ def _windows(work):
     )
 
 
-def test_states_evaluations_and_best(tmp_path, capsys):
+def test_states_evaluations_and_best(tmp_path, capsys, monkeypatch):
     evals = [
         (5, {'eval/loss': 2.0, 'eval/bleu': 30.0, 'eval/seconds': 1.0}),
         (10, {'eval/loss': 1.5, 'eval/bleu': 29.0, 'eval/seconds': 1.0}),
@@ -81,6 +81,11 @@ def test_states_evaluations_and_best(tmp_path, capsys):
     (small / 'extracted.json').write_text(
         json.dumps({'capacity': 'x0.25', 'step': 10, 'from': '/runs/tsjt'})
     )
+    # An extracted model trained on to its end: a run like any other.
+    tuned = _run(tmp_path, 'tuned', total=20, steps=(10, 20), summary={'step': 20})
+    (tuned / 'extracted.json').write_text(
+        json.dumps({'capacity': 'x0.25', 'step': 10, 'from': '/runs/tsjt'})
+    )
     busy = _run(tmp_path, 'busy', steps=(5,))
     lock = workdir_lock.WorkdirLock(str(busy)).acquire()
     _windows(busy)
@@ -102,6 +107,7 @@ def test_states_evaluations_and_best(tmp_path, capsys):
             'nan_at_3',
             'broken',
             'small',
+            'tuned',
         ]
     )
     state = {k: v['state'] for k, v in described.items()}
@@ -117,6 +123,7 @@ def test_states_evaluations_and_best(tmp_path, capsys):
         'broken': 'no checkpoint',
         'busy': 'training',
         'small': 'extracted',
+        'tuned': 'finished',
     }
     assert described['small']['extracted_from'] == {
         'from': '/runs/tsjt',
@@ -181,6 +188,10 @@ def test_states_evaluations_and_best(tmp_path, capsys):
         '5/10',
         'stopped',
     ]
+    # One run named twice (a trailing slash, a relative spelling) is one row.
+    monkeypatch.chdir(tmp_path)
+    assert runs.main([str(tmp_path / 'done'), 'done/', './done']) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
     assert runs.main([str(tmp_path / 'done'), '--metric', 'eval/s*']) == 0
     assert 'eval/seconds 1 @ 10' in capsys.readouterr().out
     assert runs.main([str(tmp_path / 'done'), '--json']) == 0

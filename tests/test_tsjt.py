@@ -257,6 +257,13 @@ def test_train_extract_evaluate_cli(tmp_path, capsys):
         )
     )
     assert info['num_params'] == summary['num_params/x0.25']
+    # The tokenizer's sidecar (the vocabulary size asked for) goes with it.
+    for name in ('spm.model', 'spm.model.json'):
+        with (
+            open(os.path.join(run, name), 'rb') as a,
+            open(os.path.join(out, name), 'rb') as b,
+        ):
+            assert a.read() == b.read(), name
     assert info['architecture']['num_heads'] == 1
     # Nothing is overwritten: not a model folder, not a file.
     with pytest.raises(

@@ -55,8 +55,10 @@ class _SingleExit(nn.Module):
                 f'widths={widths!r} must be one or more convolution widths >= 1.'
             )
         rate = self.dropout_rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (
-            0 <= rate < 1
+        if (
+            isinstance(rate, bool)
+            or not isinstance(rate, (int, float))
+            or not (0 <= rate < 1)
         ):
             raise ValueError(f'dropout_rate={rate!r} must be in [0, 1).')
         super().__post_init__()
