@@ -125,7 +125,7 @@ def parse(
     if with_step:
         parser.add_argument('--step', type=step_arg, default=None, help=STEP_HELP)
     rest, overrides = split_overrides(parser, argv)
-    args = parser.parse_args(rest)
+    args = expand_user(parser.parse_args(rest))
     if with_print_config and not args.print_config and not args.workdir:
         parser.error('the following arguments are required: --workdir')
     if args.workdir:
@@ -134,6 +134,30 @@ def parse(
         except JaxdistillError as e:
             parser.error(str(e))
     return args, overrides
+
+
+# Command-line arguments that name files or folders.
+PATH_ARGS = frozenset(
+    {'workdir', 'out', 'corpus', 'config', 'folder', 'runs', 'paths', 'similarity'}
+)
+
+
+def expand_user(args):
+    """`args` with `~` expanded in its path arguments (`PATH_ARGS`): the
+    shell leaves `--workdir=~/run` as it is, which would make a folder
+    named '~' here."""
+    for name, value in vars(args).items():
+        if name not in PATH_ARGS:
+            continue
+        if isinstance(value, str):
+            setattr(args, name, os.path.expanduser(value))
+        elif isinstance(value, list):
+            setattr(
+                args,
+                name,
+                [os.path.expanduser(v) if isinstance(v, str) else v for v in value],
+            )
+    return args
 
 
 def split_overrides(parser, argv) -> tuple[list[str], list[str]]:
@@ -238,8 +262,30 @@ def source_record(spec: str, overrides) -> dict:
     """What a run's `DIR/config_source.json` holds: the config file (made
     absolute, so a resume from another folder finds it), its argument and the
     overrides, as given to `train`."""
-    path, sep, arg = spec.partition(':')
-    return {'config': os.path.abspath(path) + sep + arg, 'overrides': list(overrides)}
+    path, sep, arg = configuration.split_spec(spec)
+    return {
+        'config': os.path.abspath(path) + sep + arg,
+        'overrides': list(overrides),
+        # The folder relative paths in the file and the overrides start from.
+        'cwd': os.getcwd(),
+    }
+
+
+def _absolute_overrides(overrides, config) -> list[str]:
+    """`overrides` with those that set a path (`configuration.path_fields`)
+    rewritten to the absolute value `config` now holds, so the record stays
+    right from whichever folder the next resume runs."""
+    paths = set(configuration.path_fields(config))
+    out = []
+    for override in overrides:
+        key = override.partition('=')[0]
+        if key in paths:
+            node = config
+            for part in key.split('.'):
+                node = node[part]
+            override = f'{key}={node!r}'
+        out.append(override)
+    return out
 
 
 def merged_overrides(saved, new) -> list[str]:
@@ -249,15 +295,19 @@ def merged_overrides(saved, new) -> list[str]:
 
 
 def command_line(source: dict, workdir: str) -> str:
-    """The `python -m jaxdistill.train` line a source record stands for."""
-    return ' '.join(
+    """The `python -m jaxdistill.train` line a source record stands for
+    (from the folder the run started in, where that is not this one: its
+    relative paths start there)."""
+    cwd = source.get('cwd')
+    elsewhere = cwd and os.path.realpath(cwd) != os.path.realpath(os.getcwd())
+    return ('cd ' + shlex.quote(cwd) + ' && ' if elsewhere else '') + ' '.join(
         [
             'python -m jaxdistill.train',
             '--config',
             shlex.quote(source['config']),
             *(shlex.quote('--config.' + o) for o in source['overrides']),
             '--workdir',
-            shlex.quote(workdir),
+            shlex.quote(os.path.abspath(workdir) if elsewhere else workdir),
         ]
     )
 
@@ -279,10 +329,10 @@ def _read_source(workdir: str) -> tuple[dict | None, str]:
             raise ValueError('expected {"config": str, "overrides": [str, ...]}')
     except (ValueError, AttributeError, OSError) as e:
         return None, f'{path} is unreadable: {e}'
-    return {
-        'config': record['config'],
-        'overrides': list(record.get('overrides', ())),
-    }, ''
+    out = {'config': record['config'], 'overrides': list(record.get('overrides', ()))}
+    if isinstance(record.get('cwd'), str):  # Recorded since 2026-12-07.
+        out['cwd'] = record['cwd']
+    return out, ''
 
 
 def config_for_resume(workdir: str, overrides) -> tuple[object, dict | None, str]:
@@ -320,7 +370,12 @@ def config_for_resume(workdir: str, overrides) -> tuple[object, dict | None, str
                     f'{os.path.join(workdir, configuration.SOURCE_FILE)}; pass --config to '
                     'give the run its config again)'
                 ) from None
+            # The file's and the saved overrides' relative paths start from
+            # the folder the run started in; the new overrides' from this one.
+            configuration.absolute_paths(config, source.get('cwd', os.getcwd()))
             configuration.apply_overrides(config, overrides)
+            configuration.absolute_paths(config, os.getcwd())
+            overrides = _absolute_overrides(overrides, config)
             source = {**source, 'overrides': merged_overrides(saved, overrides)}
             return (
                 config,

@@ -84,9 +84,20 @@ def _note_config_modules(before: set[str], folder: str) -> None:
             _CONFIG_MODULES.add(name)
 
 
+def split_spec(spec: str) -> tuple[str, str, str]:
+    """'path.py:arg' -> (path, ':', arg); the first ':' after '.py' splits,
+    so a folder named 'exp:2026-12-07T14:45' stays in the path."""
+    cut = spec.find('.py:')
+    if cut >= 0:
+        return spec[: cut + 3], ':', spec[cut + 4 :]
+    if spec.endswith('.py') or ':' not in spec:
+        return spec, '', ''
+    return spec.partition(':')  # Not a .py file: named as such below.
+
+
 def load_config(spec: str) -> ml_collections.ConfigDict:
     """Loads `path.py[:arg]` and returns `get_config(arg)`."""
-    path, _, arg = spec.partition(':')
+    path, _, arg = split_spec(spec)
     if not os.path.isfile(path):
         raise ConfigError(f'Config file not found: {path}')
     if not path.endswith('.py'):
@@ -343,6 +354,80 @@ def _parse_group(key: str, text: str, old: ml_collections.ConfigDict):
         f'({shown or "empty"}), not a single value; set one of its fields '
         f'({example}) or give a dict, which replaces the whole group.'
     )
+
+
+# Config fields that name a file or folder, by their last name (anywhere in
+# the tree), and the groups whose every field does (`data.similarity.NAME`).
+PATH_KEYS = frozenset(
+    {
+        'files_dir',
+        'data_dir',
+        'tfds_data_dir',
+        'sst2_dir',
+        'corpus',
+        'cache_dir',
+        'teacher_cache_dir',
+        'teacher_workdir',
+        'teachers',
+        'compilation_cache_dir',
+        'imports',
+    }
+)
+PATH_GROUPS = frozenset({'similarity'})
+# Values that name no path: none, the default place, a remote URL.
+_NOT_PATHS = ('', 'auto')
+
+
+def _absolute(value, base: str, *, imports: bool = False):
+    """`value` (a path, or a tuple of them) with `~` expanded and a relative
+    path joined to `base`; other values as they are. In `imports` only
+    `.py` files are paths (the rest are module names)."""
+    if isinstance(value, (tuple, list)):
+        return type(value)(_absolute(v, base, imports=imports) for v in value)
+    if (
+        not isinstance(value, str)
+        or value in _NOT_PATHS
+        or '://' in value
+        or (imports and not value.endswith('.py'))
+    ):
+        return value
+    path = os.path.expanduser(value)
+    return os.path.normpath(os.path.join(base, path))
+
+
+def path_fields(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
+    """The dotted keys of `config` that name files or folders (`PATH_KEYS`)."""
+    out = []
+    for key, value in config.items():
+        name = f'{prefix}{key}'
+        if isinstance(value, ml_collections.ConfigDict):
+            if key in PATH_GROUPS:
+                out += [f'{name}.{k}' for k in value.keys()]
+            else:
+                out += path_fields(value, f'{name}.')
+        elif key in PATH_KEYS:
+            out.append(name)
+    return out
+
+
+def absolute_paths(config: ml_collections.ConfigDict, base: str) -> list[str]:
+    """Makes the config's paths (`path_fields`) absolute, relative ones taken
+    from the folder `base` (where the command that gave them ran), `~`
+    expanded; -> the keys changed. Then config.json names the same files for
+    a resume, `evaluate` or `translate` run from any folder."""
+    changed = []
+    for key in path_fields(config):
+        *parents, last = key.split('.')
+        node = config
+        for part in parents:
+            node = node[part]
+        value = node[last]
+        new = _absolute(value, base, imports=last == 'imports')
+        if new != value:
+            with node.ignore_type():
+                node[last] = new
+            changed.append(key)
+    return changed
 
 
 def check_counts(*checks: tuple[str, Any, int]) -> None:

@@ -35,7 +35,7 @@ def _parse(argv):
     )
     parser.add_argument('--out', required=True, help='new run directory to write')
     parser.add_argument('--step', type=cli.step_arg, default=None, help=cli.STEP_HELP)
-    return parser.parse_args(argv)
+    return cli.expand_user(parser.parse_args(argv))
 
 
 def _check_out(out: str):

@@ -258,7 +258,7 @@ def main(argv=None) -> int:
         help='glob over logged names, one panel each (repeatable)',
     )
     parser.add_argument('--x', default='step', choices=X_AXES, help='the x axis')
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = cli.expand_user(parser.parse_args(sys.argv[1:] if argv is None else argv))
     # A folder of runs stands for the runs in it (as for `jaxdistill.runs`);
     # a path that holds none is kept, so its error names it.
     workdirs = runs_lib.unique_paths(

@@ -302,7 +302,7 @@ def main(argv=None) -> int:
         help='evaluation metric to show, glob allowed (repeatable)',
     )
     parser.add_argument('--json', action='store_true', help='print JSON, not a table')
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = cli.expand_user(parser.parse_args(sys.argv[1:] if argv is None else argv))
 
     def run():
         workdirs, empty = [], []

@@ -394,7 +394,7 @@ def _parse(argv):
         help='print the runs and their commands, and train nothing',
     )
     rest, overrides = cli.split_overrides(parser, argv)
-    args = parser.parse_args(rest)
+    args = cli.expand_user(parser.parse_args(rest))
     try:
         cli.check_local(args.workdir, '--workdir')
     except JaxdistillError as e:

@@ -788,20 +788,6 @@ def _make_workdir(workdir: str, *, writes: bool) -> None:
         )
 
 
-def _absolute_imports(config) -> None:
-    """`config.imports` with each .py path made absolute, so that config.json
-    names the same files for `evaluate` or `translate` run from elsewhere."""
-    imports = config.get('imports', ())
-    if isinstance(imports, (tuple, list)) and any(
-        isinstance(e, str) and e.endswith('.py') and not os.path.isabs(e)
-        for e in imports
-    ):
-        config.imports = tuple(
-            os.path.abspath(e) if isinstance(e, str) and e.endswith('.py') else e
-            for e in imports
-        )
-
-
 def _window(clock, window_start: float, history) -> tuple[float, float, float]:
     """Times a log window once its last step has run (compute, not dispatch).
 
@@ -837,7 +823,11 @@ class Trainer:
         self.config, self.workdir = config, workdir
         # Plugins first (check_config imports them): they register the
         # methods, models or tasks named below.
-        _absolute_imports(config)
+        # Paths as config.json will name them for a resume, evaluate or
+        # translate from any folder: relative ones from this one (`train`
+        # has resolved those a resumed run recorded from the folder it
+        # started in).
+        configuration.absolute_paths(config, os.getcwd())
         check_config(config)  # Before any data loads.
         cli.check_local(workdir)
         _make_workdir(workdir, writes=not read_only)

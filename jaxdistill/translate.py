@@ -50,7 +50,7 @@ def _parse(argv):
         '--target_lang', default=None, help='for runs with several target languages'
     )
     rest, overrides = cli.split_overrides(parser, argv)
-    return parser.parse_args(rest), overrides
+    return cli.expand_user(parser.parse_args(rest)), overrides
 
 
 def pick_model(method, params, extra, name, workdir: str):

@@ -262,10 +262,11 @@ def check_out(path) -> pathlib.Path:
     existing ancestor is a file or not writable. Creates nothing, so a
     later error leaves no empty directories behind.
     """
-    path = pathlib.Path(path)
-    if path.is_dir():
+    raw = str(path)
+    path = pathlib.Path(os.path.expanduser(raw))
+    if path.is_dir() or raw.endswith(('/', os.sep)):  # Path() drops the slash.
         raise JaxdistillError(
-            f'--out {path} is a directory; name a file, e.g. {path / "vectors.txt"}.'
+            f'--out {raw} is a directory; name a file, e.g. {path / "vectors.txt"}.'
         )
     if path.exists():
         existing = path
@@ -292,7 +293,7 @@ def _parse(argv):
     parser.add_argument(
         '--similarity', action='append', default=[], help='TSV of scored pairs'
     )
-    return parser.parse_args(argv)
+    return cli.expand_user(parser.parse_args(argv))
 
 
 def main(argv=None) -> int:

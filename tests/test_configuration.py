@@ -379,3 +379,31 @@ def test_a_method_option_the_config_does_not_set_is_named_as_such():
         configuration.apply_overrides(config, ['method.label_smoothing=0.1'])
     with pytest.raises(ConfigError, match="Unknown config key 'method.smoothing'"):
         configuration.apply_overrides(config, ['method.smoothing=0.1'])
+
+
+def test_config_paths_are_made_absolute_and_specs_split_after_py(tmp_path, monkeypatch):
+    monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+    config = configuration.load_config(
+        str(helpers.REPO / 'configs' / 'rlkd_sst2.py')
+        + ':arm=rl,teachers=t1+~/t2+/abs/t3'
+    )
+    config.imports = ('my.module', 'plug.py')
+    assert set(configuration.path_fields(config)) >= {
+        'data.data_dir', 'data.teachers', 'imports', 'compilation_cache_dir',
+    }  # fmt: skip
+    changed = configuration.absolute_paths(config, '/base/dir')
+    assert sorted(changed) == ['data.data_dir', 'data.teachers', 'imports']
+    assert config.data.data_dir == '/base/shared/data/sst2'
+    assert config.data.teachers == ('/base/dir/t1', f'{tmp_path}/home/t2', '/abs/t3')
+    assert config.imports == ('my.module', '/base/dir/plug.py')
+    assert config.compilation_cache_dir == 'auto'  # Not a path.
+    assert configuration.absolute_paths(config, '/elsewhere') == []  # Idempotent.
+    # A folder with ':' in its name stays in the path.
+    split = configuration.split_spec
+    assert split('/x/exp:2026T14:45/c.py:arm=rl') == (
+        '/x/exp:2026T14:45/c.py',
+        ':',
+        'arm=rl',
+    )
+    assert split('/x/exp:1/c.py') == ('/x/exp:1/c.py', '', '')
+    assert split('c.py') == ('c.py', '', '')

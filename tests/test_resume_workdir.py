@@ -2,6 +2,7 @@
 config file and overrides it was started with (DIR/config_source.json)."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -37,6 +38,7 @@ def test_workdir_alone_resumes_with_the_file_then_with_config_json(tmp_path, cap
     assert _source(work) == {
         'config': spec,
         'overrides': ['num_train_steps=4', 'eval.bleu=False'],
+        'cwd': os.getcwd(),  # Where relative paths start.
     }
     assert _saved(work) == (4, 4)  # The file links total_steps to the steps.
 
@@ -201,3 +203,33 @@ def test_a_relative_workdir_trains_resumes_and_is_evaluated(
     assert _checkpoints(tmp_path / 'run')[-1] == 6
     assert evaluate.main(['--workdir', './run']) == 0
     assert '"eval/loss"' in capsys.readouterr().out
+
+
+def test_relative_paths_resolve_from_the_folder_the_run_started_in(
+    tmp_path, monkeypatch, capsys
+):
+    """config.json holds absolute paths; a resume from another folder reads
+    the recorded file and overrides' relative paths from the first folder,
+    and a new override's from its own."""
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    a.mkdir()
+    b.mkdir()
+    monkeypatch.chdir(a)
+    first = ['--config.num_train_steps=4', '--config.eval.bleu=False']
+    args = ['--config', helpers.CONFIG, '--workdir', 'run', *first]
+    assert train.main([*args, '--config.compilation_cache_dir=~/../cc']) == 0
+    saved = json.loads((a / 'run' / 'config.json').read_text())
+    home = os.path.expanduser('~')
+    assert saved['compilation_cache_dir'] == os.path.normpath(f'{home}/../cc')
+    assert _source(a / 'run')['cwd'] == str(a)
+    monkeypatch.chdir(b)
+    capsys.readouterr()
+    resume = ['--workdir', '../a/run', '--config.num_train_steps=6']
+    assert train.main([*resume, '--config.data.tfds_data_dir=tf']) == 0
+    out = capsys.readouterr().out
+    # The line to run it again starts where the run did.
+    assert f'cd {a} && python -m jaxdistill.train --config {helpers.CONFIG}' in out
+    saved = json.loads((a / 'run' / 'config.json').read_text())
+    assert saved['data']['tfds_data_dir'] == str(b / 'tf')
+    assert f"data.tfds_data_dir='{b / 'tf'}'" in _source(a / 'run')['overrides']
+    assert _checkpoints(a / 'run')[-1] == 6

@@ -561,3 +561,23 @@ def test_cli_continues_an_interrupted_run_exactly(tmp_path, monkeypatch, capsys)
     got_words, got = word2vec.load_word2vec(out)
     assert got_words == want_words
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_out_named_as_a_folder_or_with_a_tilde(tmp_path, monkeypatch):
+    """`--out vecs/` would train every epoch, then fail to write; `~` is
+    the home folder, not a folder named '~' here."""
+    import argparse
+
+    from jaxdistill import cli
+    from jaxdistill import word2vec
+    from jaxdistill.errors import JaxdistillError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(JaxdistillError, match=r'--out vecs/ is a directory'):
+        word2vec.check_out('vecs/')
+    monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+    args = cli.expand_user(
+        argparse.Namespace(out='~/v.txt', workdir=['~/a', 'b'], x='~')
+    )
+    assert args.out == f'{tmp_path}/home/v.txt' and args.x == '~'
+    assert args.workdir == [f'{tmp_path}/home/a', 'b']
