@@ -72,8 +72,8 @@ def teacher_note(workdir: str, key: str) -> str:
     if isinstance(total, int) and steps[-1] < total:
         note += (
             f' of its num_train_steps={total}: it has not trained to its end '
-            '(still training? stopped early or by a time limit?), and this '
-            'run keeps the parameters it reads now'
+            '(still training? stopped early or by a time limit?); this run '
+            'freezes the logits it reads now, and keeps them when resumed'
         )
     return note + '.'
 
@@ -285,8 +285,48 @@ class GatherBatcher:
         return self._add(next(self._inner))
 
 
+FROZEN = 'teacher_logits.npz'  # In the student's workdir.
+
+
+def _frozen_key(teachers, sentences) -> str:
+    digest = hashlib.sha256()
+    for t in teachers:
+        digest.update(os.path.abspath(t).encode() + b'\0')
+    for sentence in sentences:
+        digest.update(sentence.encode() + b'\0')
+    return digest.hexdigest()
+
+
+def frozen_logits(student_workdir: str, teachers, sentences) -> np.ndarray | None:
+    """The teachers' logits [N, K, C] this student froze at its start, if it
+    did so for these teachers and sentences and has saved a checkpoint since
+    (a run started afresh in the folder reads the teachers again); else None."""
+    from jaxdistill import cli  # pylint: disable=g-import-not-at-top
+
+    path = os.path.join(student_workdir, FROZEN) if student_workdir else ''
+    if not path or not os.path.exists(path):
+        return None
+    if not cli.saved_steps(os.path.join(student_workdir, 'checkpoints')):
+        return None
+    try:
+        with np.load(path) as f:
+            if str(f['key']) != _frozen_key(teachers, sentences):
+                return None
+            return f['logits']
+    except (OSError, ValueError, KeyError):  # Damaged: read the teachers again.
+        return None
+
+
 def with_teacher_logits(
-    tokens, labels, sentences, teachers, *, batch_size, seed, cache_dir=''
+    tokens,
+    labels,
+    sentences,
+    teachers,
+    *,
+    batch_size,
+    seed,
+    cache_dir='',
+    student_workdir='',
 ):
     """A batcher of {'tokens', 'label', 'index', 'teacher_logits' [B, K, C]}.
 
@@ -295,10 +335,23 @@ def with_teacher_logits(
       labels: int32 [N].
       sentences: the N training sentences (what the teachers read).
       teachers: K teacher workdirs.
+      student_workdir: where the logits are frozen at the run's first start
+        (`FROZEN`), so that a resumed run trains on the same teachers even
+        if a teacher has trained on since, or moved; '' freezes nothing.
     """
-    logits = np.stack(
-        [teacher_logits(t, sentences, cache_dir=cache_dir) for t in teachers], axis=1
-    )
+    logits = frozen_logits(student_workdir, teachers, sentences)
+    if logits is None:
+        logits = np.stack(
+            [teacher_logits(t, sentences, cache_dir=cache_dir) for t in teachers],
+            axis=1,
+        )
+        # Not by a tool that only reads the run (evaluate: existing_only).
+        writes = not tokenizer_lib._EXISTING_ONLY.get()  # pylint: disable=protected-access
+        if student_workdir and writes and jax.process_index() == 0:
+            path = os.path.join(student_workdir, FROZEN)
+            tmp = f'{path}.{os.getpid()}.tmp.npz'
+            np.savez(tmp, logits=logits, key=_frozen_key(teachers, sentences))
+            os.replace(tmp, path)
     ids = images_lib.ImageBatcher(
         np.arange(len(labels)), labels, batch_size=batch_size, seed=seed, key='index'
     )

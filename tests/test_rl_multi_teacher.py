@@ -474,3 +474,46 @@ def test_cnn_pooled_mt2st_head_ignores_padding():
     np.testing.assert_allclose(
         head.apply(params, noisy, mask, train=False), want, atol=1e-5
     )
+
+
+def test_a_resumed_student_keeps_the_teacher_logits_it_started_with(
+    tmp_path, monkeypatch
+):
+    """A teacher that trains on (or moves) between a student's stop and its
+    resume must not change what the student learns from: the logits are
+    frozen in the student's workdir at its start, and read back once it has
+    a checkpoint."""
+    version = {'t': 1.0}
+    calls = []
+
+    def logits(workdir, sentences, cache_dir=''):
+        calls.append(workdir)
+        return np.full((len(sentences), 2), version['t'], np.float32)
+
+    monkeypatch.setattr(teacher_cache, 'teacher_logits', logits)
+    student = tmp_path / 'student'
+    student.mkdir()
+    tokens, labels = np.ones((3, 4), np.int32), np.array([0, 1, 0], np.int32)
+    sentences = ['a', 'b', 'c']
+
+    def first_batch(teachers=('t0', 't1'), read=sentences):
+        batcher = teacher_cache.with_teacher_logits(
+            tokens, labels, read, teachers, batch_size=3, seed=0,
+            student_workdir=str(student),
+        )  # fmt: skip
+        return float(next(batcher)['teacher_logits'][0, 0, 0])
+
+    assert first_batch() == 1.0 and len(calls) == 2
+    version['t'] = 2.0  # No checkpoint yet: a fresh start reads them again.
+    assert first_batch() == 2.0 and len(calls) == 4
+    (student / 'checkpoints' / '5').mkdir(parents=True)
+    version['t'] = 3.0  # Resumed: the frozen logits, no teacher read.
+    assert first_batch() == 2.0 and len(calls) == 4
+    assert teacher_cache.frozen_logits(str(student), ('t0', 't1'), sentences).shape == (
+        3,
+        2,
+        2,
+    )
+    # Other teachers or other sentences are not what was frozen.
+    assert first_batch(teachers=('t0',)) == 3.0 and len(calls) == 5
+    assert first_batch(read=['a', 'b', 'x']) == 3.0

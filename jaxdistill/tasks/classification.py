@@ -349,18 +349,28 @@ class TextClassificationTask(ClassificationTask):
         if d.get('teachers'):  # Frozen teachers' logits ride with each batch.
             from jaxdistill import teacher_cache  # pylint: disable=g-import-not-at-top
 
-            self.teacher_notes = [
-                n
-                for t in d.teachers
-                if (n := teacher_cache.teacher_note(t, 'data.teachers'))
-            ]
+            read = [sentences[i] for i in rows]
+            teachers = tuple(d.teachers)
+            if teacher_cache.frozen_logits(workdir, teachers, read) is not None:
+                self.teacher_notes = [
+                    'data.teachers: the logits this run froze at its start '
+                    f'({os.path.join(workdir, teacher_cache.FROZEN)}) are used, '
+                    'not the teachers as they are now.'
+                ]
+            else:
+                self.teacher_notes = [
+                    n
+                    for t in teachers
+                    if (n := teacher_cache.teacher_note(t, 'data.teachers'))
+                ]
             self.train_batches = teacher_cache.with_teacher_logits(
                 *train,
-                [sentences[i] for i in rows],
-                tuple(d.teachers),
+                read,
+                teachers,
                 batch_size=d.batch_size,
                 seed=config.seed,
                 cache_dir=d.get('teacher_cache_dir', ''),
+                student_workdir=workdir,
             )
         else:
             self.train_batches = images_lib.ImageBatcher(
