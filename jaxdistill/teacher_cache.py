@@ -73,7 +73,7 @@ def teacher_note(workdir: str, key: str) -> str:
         note += (
             f' of its num_train_steps={total}: it has not trained to its end '
             '(still training? stopped early or by a time limit?); this run '
-            'freezes the logits it reads now, and keeps them when resumed'
+            'freezes the teacher as it reads it now, and keeps it when resumed'
         )
     return note + '.'
 

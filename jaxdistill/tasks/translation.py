@@ -318,7 +318,12 @@ class TranslationTask:
         from jaxdistill import teacher_cache  # pylint: disable=g-import-not-at-top
 
         note = teacher_cache.teacher_note(workdir, 'method.teacher_workdir')
-        if note:
+        if note and kept and os.path.exists(kept) and cli.saved_steps(own):
+            note = (
+                f'{note[:-1]}; this resumed run goes on with the teacher frozen '
+                'in its checkpoint, as it was at its first start.'
+            )
+        if note and note not in self.teacher_notes:
             self.teacher_notes.append(note)
         model, fns, _ = model_fns_for(config.model, self.tokenizer.vocab_size)
         method = make_method(config.method, fns)
