@@ -238,6 +238,9 @@ def plan(config_spec: str, overrides, grid) -> list[dict]:
         config = configuration.load_config(config_spec)
         try:
             configuration.apply_overrides(config, [*overrides, *extra])
+            # As the run's config.json will hold them, so a finished run is
+            # recognised as one when the sweep is run again.
+            configuration.absolute_paths(config, os.getcwd())
             _check_config(config)
         except JaxdistillError as e:
             raise type(e)(f'{e} (--grid, run {_run_name(combo)})') from None

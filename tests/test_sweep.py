@@ -83,6 +83,16 @@ def test_several_processes_set_up_by_the_config(tmp_path, monkeypatch):
     assert not sweep._finished(str(work), changed)  # pylint: disable=protected-access
 
 
+def test_planned_configs_hold_absolute_paths_as_config_json_does(tmp_path, monkeypatch):
+    """Else a run whose config names a relative path never counts as
+    finished, and a sweep run again trains it again."""
+    monkeypatch.chdir(tmp_path)
+    planned = sweep.plan(
+        helpers.CONFIG, ['data.tfds_data_dir=tf'], sweep.parse_grid(['seed=0'])
+    )[0]['config']
+    assert planned['data']['tfds_data_dir'] == str(tmp_path / 'tf')
+
+
 def test_slot_values_and_summary_metric_names(tmp_path):
     with pytest.raises(ConfigError, match="slot 2 has no value .a stray ';'"):
         sweep.parse_slots(0, ['CUDA_VISIBLE_DEVICES=0;1;'])
