@@ -109,6 +109,14 @@ def make_mesh(
             f'{replica_axis_size} replicas x model axis {model_axis_size} do not '
             f'divide the {n} devices.'
         )
+    local = sum(d.process_index == devices[0].process_index for d in devices)
+    if local < n and local % model_axis_size:
+        # Each process builds its own rows of every batch; a model axis that
+        # crossed processes would have two processes hold the same rows.
+        raise ConfigError(
+            f'mesh.model_axis_size={model_axis_size} must divide the {local} '
+            'devices of each process: a model shard cannot span processes.'
+        )
     data = n // (model_axis_size * replica_axis_size)
     return jax.make_mesh(
         (replica_axis_size, data, model_axis_size),

@@ -260,6 +260,7 @@ def test_evaluate_without_a_run(capsys, tmp_path):
         ),
         (['data.bucket_lengths=()'], 'data.bucket_lengths=() must be one or more'),
         (['data.source="file"'], "data.source is 'file'; valid values"),
+        (['data.max_examples=-1'], 'data.max_examples=-1 must be an integer >= 0'),
         (['data.pairs=("en_de",)'], "data.pairs entry 'en_de' is not of the form"),
     ],
 )
@@ -822,3 +823,48 @@ def test_text_model_settings_are_named_when_the_model_is_built(model, message):
         classification.build_model(
             ml_collections.ConfigDict(model), num_classes=2, vocab_size=10
         )
+
+
+@pytest.mark.parametrize(
+    'override, message',
+    [
+        # A negative count kept all but that many examples.
+        ('eval.max_examples=-1', 'eval.max_examples=-1 must be an integer >= 0'),
+        (
+            'data.max_train_examples=-5',
+            'data.max_train_examples=-5 must be an integer >= 0',
+        ),
+        (
+            'data.augment="crop-flip"',
+            "data.augment='crop-flip' is unknown; valid: crop_flip",
+        ),
+    ],
+)
+def test_image_data_settings_checked_before_any_data_is_read(
+    tmp_path, override, message
+):
+    from jaxdistill.tasks import classification  # pylint: disable=g-import-not-at-top
+
+    config = configuration.load_config(
+        str(helpers.REPO / 'configs' / 'self_distill_mnist.py') + ':runlocal'
+    )
+    configuration.apply_overrides(
+        config, [f'data.data_dir="{tmp_path}/nowhere"', override]
+    )
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        classification.ImageClassificationTask.check_config(config)
+
+
+def test_a_model_axis_across_processes_is_refused():
+    """Each process builds its own rows; a model axis spanning two processes
+    would make them hold the same rows (a raw JAX error at the first batch)."""
+    import types
+
+    from jaxdistill import sharding  # pylint: disable=g-import-not-at-top
+
+    devices = [types.SimpleNamespace(process_index=i // 4, id=i) for i in range(8)]
+    with pytest.raises(
+        ConfigError,
+        match=r'model_axis_size=8 must divide the 4 devices of each process',
+    ):
+        sharding.make_mesh(8, devices)

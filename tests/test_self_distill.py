@@ -556,3 +556,25 @@ def test_evaluation_keeps_the_first_models_curve_and_samples(capsys):
     out = capsys.readouterr().out
     assert '(r0:)' in out and 'hypothesis of model 1' in out
     assert 'hypothesis of model 2' not in out
+
+
+def test_prefix_timing_compiles_each_prefix_once():
+    """Each evaluation timed the prefixes with new jitted functions, so it
+    compiled every prefix again."""
+    from jaxdistill.evaluation import early_exit
+
+    def apply_exits(params, batch, *, train, upto, only_last):
+        del train
+        out = [batch * params * (k + 1) for k in range(upto + 1)]
+        return {'logits': out[-1:] if only_last else out}
+
+    batches = [jnp.ones((4, 3))]
+    first = [early_exit._prefix(apply_exits, k, False) for k in range(2)]
+    early_exit.measure_prefix_seconds(
+        apply_exits, jnp.float32(2.0), batches, 2, repeats=1
+    )
+    early_exit.measure_prefix_seconds(
+        apply_exits, jnp.float32(2.0), batches, 2, repeats=1
+    )
+    assert [early_exit._prefix(apply_exits, k, False) for k in range(2)] == first
+    assert first[1]._cache_size() == 1  # One compilation, two evaluations.

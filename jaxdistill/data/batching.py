@@ -15,6 +15,8 @@ def subset_rows(total: int, n: int) -> Optional[np.ndarray]:
     Files may be sorted by class (the CIFAR-10 tar is), so a prefix would
     hold few classes; the subset depends on nothing but `total` and n.
     """
+    if n < 0:
+        raise ValueError(f'subset_rows: n={n} must be >= 0 (0: all rows).')
     if not n or n >= total:
         return None
     return np.sort(np.random.default_rng(0).permutation(total)[:n])

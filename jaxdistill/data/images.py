@@ -257,6 +257,9 @@ def crop_flip(
     return padded[np.arange(n)[:, None, None], top[:, :, None], cols[:, None, :]]
 
 
+AUGMENTATIONS = ('crop_flip', 'crop', 'none')  # data.augment
+
+
 class ImageBatcher(batching.EpochCursor):
     """Shuffled epochs of {'image' uint8 [B, H, W, C], 'label' int32 [B]}.
 
@@ -276,7 +279,7 @@ class ImageBatcher(batching.EpochCursor):
         pad: int = 4,
         key: str = 'image',
     ):
-        if augment not in ('crop_flip', 'crop', 'none'):
+        if augment not in AUGMENTATIONS:
             raise DataError(
                 f"augment {augment!r} unknown; use 'crop_flip', 'crop' or 'none'."
             )

@@ -9,6 +9,7 @@ plain network (all stages, deepest head only), so `time_fraction` < 1 is
 compute actually saved and > 1 is the price of the extra heads.
 """
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 
@@ -108,6 +109,17 @@ def interleaved_seconds(
     return best
 
 
+@functools.lru_cache(maxsize=64)
+def _prefix(apply_exits: Callable, k: int, only_last: bool):
+    """The jitted prefix up to exit k, made once per (apply_exits, k,
+    only_last): a new jit each evaluation would compile every prefix again."""
+    return jax.jit(
+        lambda p, b: apply_exits(p, b, train=False, upto=k, only_last=only_last)[
+            'logits'
+        ]
+    )
+
+
 def measure_prefix_seconds(
     apply_exits: Callable, params, batches: Sequence, num_exits: int, repeats: int = 3
 ) -> tuple[list[float], float]:
@@ -127,14 +139,8 @@ def measure_prefix_seconds(
       the whole network with the deepest head only).
     """
 
-    def prefix(k, only_last=False):
-        return jax.jit(
-            lambda p, b: apply_exits(p, b, train=False, upto=k, only_last=only_last)[
-                'logits'
-            ]
-        )
-
-    fns = [prefix(k) for k in range(num_exits)] + [prefix(num_exits - 1, True)]
+    fns = [_prefix(apply_exits, k, False) for k in range(num_exits)]
+    fns.append(_prefix(apply_exits, num_exits - 1, True))
     seconds = interleaved_seconds(fns, params, batches, repeats)
     return seconds[:-1], seconds[-1]
 

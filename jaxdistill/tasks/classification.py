@@ -165,7 +165,16 @@ def _check_eval_and_batch_settings(config) -> None:
     configuration.check_counts(
         ('data.batch_size', config.data.batch_size, 1),
         ('eval.batch_size', config.eval.batch_size, 1),
+        # 0: all. A negative count would keep all but that many.
+        ('data.max_train_examples', config.data.get('max_train_examples', 0), 0),
+        ('eval.max_examples', config.eval.get('max_examples', 0), 0),
     )
+    augment = config.data.get('augment', 'none')
+    if augment not in images_lib.AUGMENTATIONS:
+        raise ConfigError(
+            f'data.augment={augment!r} is unknown; valid: '
+            f'{", ".join(images_lib.AUGMENTATIONS)}.'
+        )
     _check_thresholds(config.eval.get('thresholds', ()))
 
 
@@ -276,6 +285,17 @@ class ImageClassificationTask(ClassificationTask):
         test = images_lib.load_images(d.dataset, d.data_dir, d.eval_split, cache)
         train = _subset(train, d.max_train_examples)
         test = _subset(test, config.eval.max_examples)
+        if d.batch_size > len(train[1]):
+            raise ConfigError(
+                f'data.batch_size={d.batch_size} is more than the '
+                f'{len(train[1])} training images'
+                + (
+                    f' (data.max_train_examples={d.max_train_examples})'
+                    if d.max_train_examples
+                    else ''
+                )
+                + '.'
+            )
         self.train_batches = images_lib.ImageBatcher(
             *train, batch_size=d.batch_size, seed=config.seed, augment=d.augment
         )

@@ -176,6 +176,8 @@ def check_config(config):
         ('data.max_len', d.max_len, 1),
         ('data.batch_tokens', d.batch_tokens, 1),
         ('eval.batch_size', e.batch_size, 1),
+        ('data.max_examples', d.get('max_examples', 0), 0),  # 0: all.
+        ('eval.max_examples', e.get('max_examples', 0), 0),
     )
     buckets = tuple(d.bucket_lengths)
     if not buckets or any(not isinstance(b, int) or b < 1 for b in buckets):
