@@ -412,6 +412,8 @@ class Partial:
         return epoch, params
 
     def save(self, epoch: int, params) -> None:
+        # --out's folder may not exist yet (save_word2vec creates it too).
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + '.tmp.npz')
         np.savez(
             tmp,

@@ -449,6 +449,10 @@ def test_cli_creates_missing_out_directories(tmp_path, monkeypatch, capsys):
     def train(ids, sentence, vocab, options, **kwargs):
         calls.append(len(vocab))
         vectors = np.random.default_rng(0).normal(size=(len(vocab), 4))
+        # The partial save after an epoch comes before the vectors' save:
+        # it too must find (make) the missing folder.
+        kwargs['on_epoch'](1, {'input': vectors, 'output': vectors})
+        assert (out.parent / 'v.txt.partial.npz').exists()
         return {'vectors': vectors, 'seconds': 0.0}
 
     monkeypatch.setattr(word2vec, 'train', train)
