@@ -181,6 +181,17 @@ def _parse(spec, name):
             raise ConfigError(
                 f'{name}.{arg} is missing; schedule {kind!r} needs {arg}.'
             )
+    # Every argument of every kind is a number (or, for piecewise, a list of
+    # them); a quoted one ('3') would fail deep inside the traced step.
+    for arg, value in spec.items():
+        listed = arg in ('values', 'boundaries')
+        items = value if listed and isinstance(value, (list, tuple)) else [value]
+        if (listed and items is not value) or not all(_is_number(v) for v in items):
+            raise ConfigError(
+                f'{name}.{arg}={value!r} must be '
+                + ('a list of numbers' if listed else 'a number')
+                + f' (schedule {kind!r}).'
+            )
     return kind, spec
 
 
@@ -224,7 +235,7 @@ def values(spec, *, name='schedule') -> list[float]:
     defaults = {
         'switch': [0.0],
         'burn_in': [0.0],
-        'exponential': [float(kw.get('end', 0.0))],
+        'exponential': [float(kw.get('end', 0.0))],  # And its init, given.
         'diminish': [float(kw.get('init', 0.95)), 0.0],
     }.get(kind, [])
     given = [kw[k] for k in ('value', 'init', 'end') if k in kw]
@@ -234,7 +245,20 @@ def values(spec, *, name='schedule') -> list[float]:
 
 def check_range(spec, *, name, low=None, high=None, low_open=False):
     """Raises ConfigError naming `name` unless every value of `spec` (see
-    `values`) is finite and within [low, high] ((low, high] if `low_open`)."""
+    `values`) is finite and within [low, high] ((low, high] if `low_open`).
+    A growing exponential must have its cap (`end` > `init`) within them,
+    or it would pass any bound."""
+    if not callable(spec):
+        kind, kw = _parse(spec, name)
+        if kind == 'exponential' and float(kw['rate']) > 1:
+            init, end = float(kw['init']), float(kw.get('end', 0.0))
+            if high is not None and not init < end <= high:
+                raise ConfigError(
+                    f'{name}: an exponential with rate {kw["rate"]:g} > 1 grows '
+                    f'without bound; give it end <= {high:g} as a cap (above '
+                    f'init={init:g}).'
+                )
+            spec = {**kw, 'kind': kind}
     for v in values(spec, name=name):
         below = low is not None and (v <= low if low_open else v < low)
         if below or (high is not None and v > high) or not math.isfinite(v):

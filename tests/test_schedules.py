@@ -97,6 +97,15 @@ def test_factories_equal_from_config_and_configdict():
             {'kind': 'diminish', 'init': 1.5, 'steps_per_epoch': 10},
             ['init=1.5 must be in [0, 1]', 'method.weight'],
         ),
+        # A quoted number failed deep inside the traced step.
+        (
+            {'kind': 'linear', 'init': '3', 'end': 1, 'steps': 10},
+            ["method.weight.init='3' must be a number"],
+        ),
+        (
+            {'kind': 'piecewise', 'boundaries': [1], 'values': [1, 'x']},
+            ['method.weight.values=', 'must be a list of numbers'],
+        ),
         ({'kind': 'piecewise', 'boundaries': [1, 2], 'values': [1.0]}, ['piecewise']),
         ('fast', ['number']),
     ],
@@ -482,3 +491,19 @@ def test_linear_schedule_refuses_zero_steps():
         schedules.from_config(
             {'kind': 'linear', 'init': 1.0, 'end': 0.0, 'steps': 0, 'start': 100}
         )
+
+
+def test_a_growing_exponential_needs_a_cap_within_the_bounds():
+    """Its values are init, init·rate, ...: without a cap it passed any
+    upper bound (self-distillation's alpha <= 1 trained with alpha > 1)."""
+    grow = {'kind': 'exponential', 'init': 0.5, 'rate': 3.0, 'steps_per_decay': 1}
+    with pytest.raises(
+        ConfigError, match=r'method.alpha: an exponential with rate 3 > 1 grows'
+    ):
+        schedules.check_range(grow, name='method.alpha', low=0.0, high=1.0)
+    with pytest.raises(ConfigError, match=r'end <= 1 as a cap'):
+        schedules.check_range(
+            {**grow, 'end': 1.5}, name='method.alpha', low=0.0, high=1.0
+        )
+    schedules.check_range({**grow, 'end': 0.9}, name='method.alpha', low=0.0, high=1.0)
+    schedules.check_range(grow, name='method.weight', low=0.0)  # No upper bound.
