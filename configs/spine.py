@@ -8,9 +8,12 @@ import ml_collections
 
 def mesh():
     config = ml_collections.ConfigDict()
-    # Devices per model shard; the data axis gets the rest.
+    # Devices per model shard; the data axis gets the rest. The devices along
+    # it hold the same rows, so it pays only with shard_params. It must
+    # divide each process's devices.
     config.model_axis_size = 1
-    # Split large parameter matrices over the model axis.
+    # Split parameter arrays of >= 2**14 entries over the model axis (smaller
+    # ones stay whole). README, "The device mesh".
     config.shard_params = False
     # Device groups for codistillation's replicas (method.num_replicas): 0
     # gives each replica its own group where the devices divide, otherwise
