@@ -137,9 +137,7 @@ def parse(
 
 
 # Command-line arguments that name files or folders.
-PATH_ARGS = frozenset(
-    {'workdir', 'out', 'corpus', 'config', 'folder', 'runs', 'paths', 'similarity'}
-)
+PATH_ARGS = frozenset({'workdir', 'out', 'corpus', 'config', 'paths', 'similarity'})
 
 
 def expand_user(args):

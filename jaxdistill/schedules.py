@@ -258,7 +258,6 @@ def check_range(spec, *, name, low=None, high=None, low_open=False):
                     f'without bound; give it end <= {high:g} as a cap (above '
                     f'init={init:g}).'
                 )
-            spec = {**kw, 'kind': kind}
     for v in values(spec, name=name):
         below = low is not None and (v <= low if low_open else v < low)
         if below or (high is not None and v > high) or not math.isfinite(v):

@@ -327,6 +327,7 @@ def with_teacher_logits(
     seed,
     cache_dir='',
     student_workdir='',
+    frozen=None,
 ):
     """A batcher of {'tokens', 'label', 'index', 'teacher_logits' [B, K, C]}.
 
@@ -335,18 +336,20 @@ def with_teacher_logits(
       labels: int32 [N].
       sentences: the N training sentences (what the teachers read).
       teachers: K teacher workdirs.
-      student_workdir: where the logits are frozen at the run's first start
+      student_workdir: where the logits read from the teachers are frozen
         (`FROZEN`), so that a resumed run trains on the same teachers even
         if a teacher has trained on since, or moved; '' freezes nothing.
+      frozen: the logits a resumed run froze before (`frozen_logits`), used
+        instead of reading the teachers; None reads them.
     """
-    logits = frozen_logits(student_workdir, teachers, sentences)
+    logits = frozen
     if logits is None:
         logits = np.stack(
             [teacher_logits(t, sentences, cache_dir=cache_dir) for t in teachers],
             axis=1,
         )
         # Not by a tool that only reads the run (evaluate: existing_only).
-        writes = not tokenizer_lib._EXISTING_ONLY.get()  # pylint: disable=protected-access
+        writes = not tokenizer_lib.reading_only()
         if student_workdir and writes and jax.process_index() == 0:
             path = os.path.join(student_workdir, FROZEN)
             tmp = f'{path}.{os.getpid()}.tmp.npz'

@@ -263,7 +263,7 @@ def check_out(path) -> pathlib.Path:
     later error leaves no empty directories behind.
     """
     raw = str(path)
-    path = pathlib.Path(os.path.expanduser(raw))
+    path = pathlib.Path(raw)
     if path.is_dir() or raw.endswith(('/', os.sep)):  # Path() drops the slash.
         raise JaxdistillError(
             f'--out {raw} is a directory; name a file, e.g. {path / "vectors.txt"}.'

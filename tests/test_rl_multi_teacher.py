@@ -500,6 +500,7 @@ def test_a_resumed_student_keeps_the_teacher_logits_it_started_with(
         batcher = teacher_cache.with_teacher_logits(
             tokens, labels, read, teachers, batch_size=3, seed=0,
             student_workdir=str(student),
+            frozen=teacher_cache.frozen_logits(str(student), teachers, read),
         )  # fmt: skip
         return float(next(batcher)['teacher_logits'][0, 0, 0])
 

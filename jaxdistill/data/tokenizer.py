@@ -118,8 +118,8 @@ class Tokenizer:
         # PAD, UNK, BOS, EOS and the user's symbols each take a piece; with
         # fewer, SentencePiece fails deep inside (a larger size that is still
         # too small for the text's characters is named below).
-        least = 5 + len(user_defined_symbols)
-        if vocab_size < least - 1:
+        specials = 4 + len(user_defined_symbols)
+        if vocab_size < specials:
             raise ConfigError(
                 f'data.vocab_size={vocab_size} is too small for the tokenizer '
                 f'{model_path}: PAD, UNK, BOS, EOS'
@@ -128,8 +128,8 @@ class Tokenizer:
                     if user_defined_symbols
                     else ''
                 )
-                + f' alone take {least - 1} pieces; set data.vocab_size >= {least} '
-                "(and enough for the text's characters)."
+                + f' alone take {specials} pieces; set data.vocab_size >= '
+                f"{specials + 1} (and enough for the text's characters)."
             )
         options = dict(
             user_defined_symbols=list(user_defined_symbols),
@@ -224,6 +224,12 @@ def existing_only():
         yield
     finally:
         _EXISTING_ONLY.reset(token)
+
+
+def reading_only() -> bool:
+    """Whether this is inside `existing_only()`: a tool that only reads a
+    run, which must write nothing into it."""
+    return _EXISTING_ONLY.get()
 
 
 def _check_may_train(model_path) -> None:

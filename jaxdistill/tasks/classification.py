@@ -371,7 +371,8 @@ class TextClassificationTask(ClassificationTask):
 
             read = [sentences[i] for i in rows]
             teachers = tuple(d.teachers)
-            if teacher_cache.frozen_logits(workdir, teachers, read) is not None:
+            frozen = teacher_cache.frozen_logits(workdir, teachers, read)
+            if frozen is not None:
                 self.teacher_notes = [
                     'data.teachers: the logits this run froze at its start '
                     f'({os.path.join(workdir, teacher_cache.FROZEN)}) are used, '
@@ -391,6 +392,7 @@ class TextClassificationTask(ClassificationTask):
                 seed=config.seed,
                 cache_dir=d.get('teacher_cache_dir', ''),
                 student_workdir=workdir,
+                frozen=frozen,
             )
         else:
             self.train_batches = images_lib.ImageBatcher(
