@@ -214,6 +214,45 @@ def param_shardings(
     return jax.tree.map(one, abstract_params)
 
 
+def model_split_note(
+    abstract_params: Any, shardings: Any, mesh, *, min_size: int = 2**14
+) -> str:
+    """What `mesh.shard_params` split, said at a run's start.
+
+    Says how many parameter arrays (and entries) lie split over the `model`
+    axis and how many stay whole on every device of it, so a model whose
+    arrays are all under `param_shardings`' size threshold, or have no axis
+    the model axis divides, is not thought sharded when it is not.
+    """
+    size = mesh.shape['model']
+    if size == 1:
+        return (
+            'mesh.shard_params=True does nothing with mesh.model_axis_size=1: '
+            'there is no model axis to split the parameters over.'
+        )
+    leaves = jax.tree.leaves(abstract_params)
+    specs = jax.tree.leaves(shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
+    split = [
+        int(np.prod(a.shape))
+        for a, s in zip(leaves, specs)
+        if 'model' in jax.tree.leaves(tuple(s.spec))
+    ]
+    total = sum(int(np.prod(a.shape)) for a in leaves)
+    head = (
+        f'mesh.shard_params: {len(split)} of {len(leaves)} parameter arrays '
+        f'({sum(split):,} of {total:,} entries) are split over the model axis '
+        f'of {size} devices'
+    )
+    if not split:
+        return (
+            head + f'; every array is under {min_size:,} entries or has no '
+            f'axis that '
+            f'{size} divides, so each model-axis device holds all the '
+            'parameters (nothing is saved by sharding them).'
+        )
+    return head + '; the rest stay whole on each of them.'
+
+
 def process_slice(global_rows: int) -> slice:
     """Rows of the global batch this process feeds: its part, as a batcher's
     `set_part(process_index, process_count)` builds it."""

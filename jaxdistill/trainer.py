@@ -1178,6 +1178,11 @@ class Trainer:
             )
         )
         task_notes = getattr(self.task, 'start_notes', list)()
+        if c.mesh.shard_params:
+            split = sharding_lib.model_split_note(
+                self.abstract.params, self.state_sharding.params, self.mesh
+            )
+            task_notes = [split, *task_notes]
         for note in _inert_settings(c, self.data_summary) + task_notes:
             say(f'Note: {note}')
         try:

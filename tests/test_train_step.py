@@ -199,3 +199,29 @@ def test_fused_output_layer_config_errors():
     with pytest.raises(ConfigError, match='offers no features/output table'):
         make_method(cfg(64), no_features)
     assert make_method(cfg(0), no_features).output_chunk_rows == 0
+
+
+def test_the_start_note_says_what_shard_params_split():
+    """The note counts the arrays split over `model`; a model whose arrays
+    are all small (or indivisible) is said to have nothing split."""
+    mesh = sharding.make_mesh(model_axis_size=2)
+    params = {
+        'big': jax.ShapeDtypeStruct((128, 256), np.float32),
+        'odd': jax.ShapeDtypeStruct((129, 129), np.float32),
+        'small': jax.ShapeDtypeStruct((16,), np.float32),
+    }
+    shardings = sharding.param_shardings(params, mesh, shard_params=True)
+    note = sharding.model_split_note(params, shardings, mesh)
+    assert '1 of 3 parameter arrays (32,768 of 49,425 entries)' in note, note
+    assert 'model axis of 2 devices' in note
+    small = {'small': params['small'], 'odd': params['odd']}
+    note = sharding.model_split_note(
+        small, sharding.param_shardings(small, mesh, shard_params=True), mesh
+    )
+    assert note.startswith('mesh.shard_params: 0 of 2 parameter arrays'), note
+    assert 'nothing is saved by sharding them' in note
+    one = sharding.make_mesh(model_axis_size=1)
+    note = sharding.model_split_note(
+        params, sharding.param_shardings(params, one, shard_params=True), one
+    )
+    assert 'does nothing with mesh.model_axis_size=1' in note
