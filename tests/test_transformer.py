@@ -294,6 +294,10 @@ def test_bfloat16_compute_keeps_float32_params_logits_and_gradients(setup):
     assert half.config.dtype is jnp.bfloat16
     with pytest.raises(ConfigError, match="model.dtype='float16' must be one of"):
         _small(dtype='float16')
+    # A dtype object from Python is held to the same names.
+    with pytest.raises(ConfigError, match='model.dtype=.*float16.* must be one of'):
+        _small(dtype=jnp.float16)
+    assert _small(dtype=jnp.bfloat16).dtype is jnp.bfloat16
     a = _forward(model)(params, inputs, targets)
     b = _forward(half)(params, inputs, targets)
     assert b.dtype == jnp.float32

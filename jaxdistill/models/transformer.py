@@ -85,14 +85,23 @@ class TransformerConfig:
     norm_position: str = 'pre'
 
     def __post_init__(self):
-        if isinstance(self.dtype, str):
-            if self.dtype not in COMPUTE_DTYPES:
-                raise ConfigError(
-                    f'model.dtype={self.dtype!r} must be one of '
-                    f'{", ".join(map(repr, COMPUTE_DTYPES))}.'
-                )
-            # Frozen dataclass: the name becomes the type (hashable, static).
-            object.__setattr__(self, 'dtype', COMPUTE_DTYPES[self.dtype])
+        # A name, or a dtype object from Python (jnp.bfloat16, np.float32):
+        # either must be one of COMPUTE_DTYPES.
+        try:
+            name = (
+                self.dtype
+                if isinstance(self.dtype, str)
+                else jnp.dtype(self.dtype).name
+            )
+        except TypeError:
+            name = None
+        if name not in COMPUTE_DTYPES:
+            raise ConfigError(
+                f'model.dtype={self.dtype!r} must be one of '
+                f'{", ".join(map(repr, COMPUTE_DTYPES))}.'
+            )
+        # Frozen dataclass: the name becomes the type (hashable, static).
+        object.__setattr__(self, 'dtype', COMPUTE_DTYPES[name])
         if self.norm_position not in ('pre', 'post'):
             raise ConfigError(
                 f"model.norm_position={self.norm_position!r} must be 'pre' or 'post'."
