@@ -3,9 +3,9 @@
 Plots the curves of one or more training runs from their DIR/metrics.jsonl:
 one panel per metric, one line per run (and per capacity, replica or exit
 where a run logs several: `eval/x0.25/bleu`, `eval/r1/loss`,
-`eval/accuracy_exit0`). By default the panels are the training loss, the
-evaluation loss, BLEU, accuracy and churn, each where some run logged it,
-and for self-distillation the early-exit curve of the last evaluation
+`eval/accuracy_exit0`). By default the panels are the training loss (and
+for TSJT each capacity's training NLL), the evaluation loss, BLEU, accuracy
+and churn, each where some run logged it, and for self-distillation the early-exit curve of the last evaluation
 (accuracy against the measured fraction of the whole network's time);
 `--metric` picks others, as glob patterns over the logged names (one panel
 each, e.g. `--metric 'eval/*bleu_tok_lc' --metric train/learning_rate`).
@@ -37,6 +37,9 @@ DEFAULT_PANELS = (
     # Per replica (codistillation: train/loss/r0) and per exit
     # (self-distillation: eval/loss_exit0) too.
     ('training loss', r'train/(.+/)?loss(/r\d+|_exit\d+)?'),
+    # TSJT: each capacity's own label loss (its train/loss is the weighted
+    # sum over capacities); the sampled middle capacities change each step.
+    ('training NLL per capacity', r'train/(?!middle\d)[^/]+/nll'),
     ('evaluation loss', r'eval/(.+/)?loss(/r\d+|_exit\d+)?'),
     ('BLEU (sacreBLEU)', r'eval/(.+/)?bleu'),
     ('accuracy', r'eval/((?!early_exit)[^/]+/)?accuracy(_exit\d+)?'),

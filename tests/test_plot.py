@@ -108,3 +108,25 @@ def test_out_with_an_unsupported_extension_is_a_clear_error(tmp_path, capsys):
     assert 'cannot write a .txt image' in capsys.readouterr().err
     with pytest.raises(ConfigError, match=r'supported formats are: .*png'):
         plot.plot_runs([run], str(out))
+
+
+def test_tsjt_runs_get_a_panel_of_each_capacitys_training_nll():
+    """TSJT's train/loss is a sum over capacities; each capacity's own NLL
+    gets a panel, without the middle capacities sampled anew each step."""
+    keys = {
+        'step',
+        'train/loss',
+        'train/nll',
+        'train/x0.25/nll',
+        'train/x1.0/nll',
+        'train/middle0/nll',
+        'train/x0.25/kd',
+        'eval/x0.25/loss',
+    }
+    panels = dict(plot.panels_for(keys))
+    assert panels['training NLL per capacity'] == ['train/x0.25/nll', 'train/x1.0/nll']
+    assert panels['training loss'] == ['train/loss']
+    # Runs of other methods get no such panel.
+    assert 'training NLL per capacity' not in dict(
+        plot.panels_for({'step', 'train/loss', 'train/nll'})
+    )
