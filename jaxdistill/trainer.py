@@ -44,7 +44,7 @@ from jaxdistill.errors import (
     NonFiniteLossError,
 )
 from jaxdistill.methods import make_method
-from jaxdistill.methods.base import Method
+from jaxdistill.methods.base import Method, check_method_config
 
 # Config keys that must not change between a checkpoint and its resumption.
 RESUME_KEYS = (
@@ -755,7 +755,8 @@ class _EarlyStop:
 def check_config(config) -> None:
     """ConfigError (or PluginError) for what a run of `config` would refuse
     at its start and can be told without data or devices: the keys the spine
-    reads, the loop's counts, the method's name, and the task's own
+    reads, the loop's counts, the method's options (up to those that need
+    the model: `methods.base.check_method_config`), the task's own
     `check_config(config)` where it has one (lengths, sizes, the model's
     fields), and the optimizer's settings (building it reads nothing).
     `python -m jaxdistill.sweep` runs it on every combination before
@@ -763,7 +764,7 @@ def check_config(config) -> None:
     registry.import_plugins(config.get('imports', ()))
     _check_loop_settings(config)
     optim.make_optimizer(config.optimizer)
-    registry.get('method', config.method.name)
+    check_method_config(config.method)
     task = registry.get('task', config.task)
     if hasattr(task, 'check_config'):
         task.check_config(config)

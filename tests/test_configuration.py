@@ -407,3 +407,32 @@ def test_config_paths_are_made_absolute_and_specs_split_after_py(tmp_path, monke
     )
     assert split('/x/exp:1/c.py') == ('/x/exp:1/c.py', '', '')
     assert split('c.py') == ('c.py', '', '')
+
+
+@pytest.mark.parametrize(
+    'spec, override, message',
+    [
+        ('codistill_synthetic.py', 'method.distance=kl2', "method.distance='kl2'"),
+        ('codistill_synthetic.py', 'method.exchange_every=0', 'exchange_every >= 1'),
+        ('tsjt_synthetic.py', 'method.temperature=0.0', 'method.temperature'),
+        ('tsjt_synthetic.py', 'method.stage2_start=-1', 'stage2_start=-1 is negative'),
+        ('self_distill_mnist.py', 'method.alpha=1.5', 'method.alpha'),
+        (
+            'rlkd_sst2.py:arm=rl,teachers=/tmp/t1+/tmp/t2',
+            'method.reward=ce',
+            "method.reward='ce'",
+        ),
+        ('translate_synthetic.py', 'method.label_smoothing=1.0', 'label_smoothing'),
+    ],
+)
+def test_checks_without_data_refuse_bad_method_options(spec, override, message):
+    """`trainer.check_config` (so `--print_config` and sweeps, before
+    anything trains) refuses what the method would refuse at the run's
+    start, up to the checks that need the model."""
+    from jaxdistill import trainer
+
+    config = configuration.load_config(f'{CONFIGS}/{spec}')
+    trainer.check_config(config)  # The config as written passes.
+    bad = configuration.apply_overrides(config, [override])
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        trainer.check_config(bad)

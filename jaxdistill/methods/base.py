@@ -185,3 +185,37 @@ def make_method(cfg, model: ModelFns) -> Method:
                 f'{", ".join(cls.schedule_keys) or "none"}.'
             )
     return cls.from_config(model, options)
+
+
+class _NeedsModel(Exception):
+    """Raised by `_ModelUnknown`: the rest of a method's checks need the model."""
+
+
+class _ModelUnknown:
+    """Stands in for the model where a config is checked without data: a
+    method's `from_config` checks its options up to its first look at the
+    model, and that look ends the check (the run's start checks the rest).
+    Not an AttributeError, so `getattr(model, name, default)` ends it too
+    instead of reading a default the real model would not give."""
+
+    def __getattr__(self, name):
+        raise _NeedsModel(name)
+
+    # Special methods bypass __getattr__: any other use of the model ends
+    # the check as well.
+    def _needs_model(self, *args, **kwargs):
+        raise _NeedsModel('the model')
+
+    __call__ = __getitem__ = __iter__ = __len__ = __bool__ = _needs_model
+
+
+def check_method_config(cfg) -> None:
+    """ConfigError for what `make_method(cfg, model)` would refuse whatever
+    the model: unknown keys, values out of range, a schedule where a plain
+    value belongs, ... up to the method's first check that needs the model
+    (a TSJT composite's capacities, the teachers' folders). Reads no data;
+    `trainer.check_config` runs it (so `--print_config` and sweeps do)."""
+    try:
+        make_method(cfg, _ModelUnknown())
+    except _NeedsModel:
+        pass

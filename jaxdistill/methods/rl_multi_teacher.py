@@ -84,11 +84,6 @@ class RLMultiTeacher(Method):
         return method
 
     def _check(self):
-        if getattr(self.model, 'apply_exits', None) is None:
-            raise ConfigError(
-                "method 'rl_multi_teacher' needs the student's pooled feature: "
-                'use a text_classification task (its ModelFns has apply_exits).'
-            )
         for key, valid in (
             ('weighting', WEIGHTINGS),
             ('reward', REWARDS),
@@ -117,6 +112,11 @@ class RLMultiTeacher(Method):
         for key in ('warmup_steps', 'pretrain_steps'):
             if getattr(self, key) < 0:
                 raise ConfigError(f'method.{key}={getattr(self, key)} must be >= 0.')
+        if getattr(self.model, 'apply_exits', None) is None:
+            raise ConfigError(
+                "method 'rl_multi_teacher' needs the student's pooled feature: "
+                'use a text_classification task (its ModelFns has apply_exits).'
+            )
 
     @property
     def state_dim(self) -> int:

@@ -34,15 +34,6 @@ class SelfDistill(Method):
 
     @classmethod
     def from_config(cls, model, options):
-        if getattr(model, 'apply_exits', None) is None:
-            raise ConfigError(
-                "method 'self_distill' needs a multi-exit model (its ModelFns "
-                'has no apply_exits): an image_classification or '
-                'text_classification task, translation with model.composite.'
-                "kind = 'decoder' (exits inside the decoder), or a task of your "
-                'own whose model_fns is a jaxdistill.models.multi_exit.'
-                'MultiExitFns (docs/extending.md).'
-            )
         # α weighs the labels by 1 − α; T divides logits; β weighs a distance.
         bounds = {
             'alpha': {'low': 0.0, 'high': 1.0},
@@ -54,6 +45,15 @@ class SelfDistill(Method):
             for key, kw in bounds.items()
             if key in options
         }
+        if getattr(model, 'apply_exits', None) is None:
+            raise ConfigError(
+                "method 'self_distill' needs a multi-exit model (its ModelFns "
+                'has no apply_exits): an image_classification or '
+                'text_classification task, translation with model.composite.'
+                "kind = 'decoder' (exits inside the decoder), or a task of your "
+                'own whose model_fns is a jaxdistill.models.multi_exit.'
+                'MultiExitFns (docs/extending.md).'
+            )
         return cls(model=model, **built)
 
     def loss(self, params, extra, batch, rng, step):

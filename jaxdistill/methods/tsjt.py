@@ -52,11 +52,8 @@ class TwoStageJoint(Method):
 
     @classmethod
     def from_config(cls, model, options):
-        if getattr(model, 'apply_capacity', None) is None:
-            raise ConfigError(
-                "method 'tsjt' needs a composite model: set model.composite.kind "
-                "to 'width', 'depth' or 'decoder' and model.composite.fractions."
-            )
+        # The options' own checks first: `check_method_config` runs them
+        # without a model, up to the first look at it.
         options = dict(options)
         for key in ('label_weight', 'distill_weight'):
             if key in options:
@@ -67,14 +64,19 @@ class TwoStageJoint(Method):
         schedules.check_range(
             method.temperature, name='method.temperature', low=0.0, low_open=True
         )
+        if method.stage2_start < 0:
+            raise ConfigError(f'method.stage2_start={method.stage2_start} is negative.')
+        if getattr(model, 'apply_capacity', None) is None:
+            raise ConfigError(
+                "method 'tsjt' needs a composite model: set model.composite.kind "
+                "to 'width', 'depth' or 'decoder' and model.composite.fractions."
+            )
         middle = len(model.names) - 2
         if not 0 <= method.sample_middle <= middle:
             raise ConfigError(
                 f'method.sample_middle={method.sample_middle}: the composite has '
                 f'{middle} middle capacities ({", ".join(model.names[1:-1]) or "none"}).'
             )
-        if method.stage2_start < 0:
-            raise ConfigError(f'method.stage2_start={method.stage2_start} is negative.')
         return method
 
     def phase(self, step: int) -> str:
