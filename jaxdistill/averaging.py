@@ -26,15 +26,25 @@ def checkpoint_steps(directory: str) -> list[int]:
     return sorted(int(n) for n in os.listdir(directory) if n.isdigit())
 
 
-def select_steps(directory: str, last: int, *, upto: int | None = None) -> list[int]:
+def select_steps(
+    directory: str, last: int, *, upto: int | None = None, keep: int = 0
+) -> list[int]:
     """The `last` newest checkpoint steps <= `upto` (default: the newest).
 
+    `keep`: the run's `checkpoint.keep` (0: it kept every checkpoint). A run
+    keeps its last `keep` checkpoints in a row; an older one is there only
+    as the best by `checkpoint.best_metric` (or ranked by an earlier one),
+    far older than the others, so averaging it in is refused rather than
+    done silently (taken alone, `last=1`, it is fine).
+
     Raises:
-      CheckpointMismatchError: no such step, or fewer than `last` checkpoints.
+      CheckpointMismatchError: no such step, fewer than `last` checkpoints,
+        or a step among them from outside the run's last `keep`.
     """
     if last < 1:
         raise ValueError(f'last must be >= 1, got {last}.')
     steps = checkpoint_steps(directory)
+    in_a_row = set(steps[-keep:]) if keep and keep > 0 else set(steps)
     if upto is not None:
         if upto not in steps:
             raise CheckpointMismatchError(
@@ -47,7 +57,20 @@ def select_steps(directory: str, last: int, *, upto: int | None = None) -> list[
             f'holds {len(steps)} (steps {steps}) up to that point; average fewer, '
             'or train with a larger checkpoint.keep.'
         )
-    return steps[-last:]
+    chosen = steps[-last:]
+    apart = [s for s in chosen if s not in in_a_row] if last > 1 else []
+    if apart:
+        usable = len(chosen) - len(apart)
+        raise CheckpointMismatchError(
+            f'Asked to average the last {last} checkpoints up to step '
+            f'{chosen[-1]}, but step(s) {apart} in {directory} are not among '
+            f"the run's last checkpoint.keep={keep} ({sorted(in_a_row)}): they "
+            'were kept as the best by checkpoint.best_metric, far older than '
+            f'the rest. Average at most {usable}'
+            + (f' (--average {usable})' if usable else '')
+            + ', or train with a larger checkpoint.keep.'
+        )
+    return chosen
 
 
 def average_params(
@@ -97,6 +120,7 @@ def average_checkpoints(
     *,
     upto: int | None = None,
     select: Callable[[State], Any] = optim.model_params,
+    keep: int = 0,
 ) -> tuple[Any, list[int]]:
     """(mean parameters, steps used) of the `last` checkpoints up to `upto`.
 
@@ -105,7 +129,8 @@ def average_checkpoints(
       last: how many of the newest checkpoints to average (1 = just one).
       upto: newest step to include (default: the newest checkpoint).
       select: see `average_params`.
+      keep: the run's `checkpoint.keep`; see `select_steps`.
     """
-    steps = select_steps(directory, last, upto=upto)
+    steps = select_steps(directory, last, upto=upto, keep=keep)
     dirs = [os.path.join(directory, str(s)) for s in steps]
     return average_params(dirs, select), steps

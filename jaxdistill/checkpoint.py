@@ -13,6 +13,7 @@ from typing import Any
 import contextlib
 import copy
 import dataclasses
+import json
 import logging as std_logging
 import math
 import os
@@ -46,9 +47,10 @@ _QUIET_UNRANKED = _QuietUnrankedSaves()
 @dataclasses.dataclass
 class _RankedByAnotherMetric:
     """Orbax preservation policy: keeps the checkpoints saved with metrics
-    that lack `metric`. An earlier run of the workdir ranked them by another
-    `best_metric`; the best of them is a result the user may still want, and
-    this run cannot rank them, so it deletes none of them."""
+    that lack `metric` ('': any metrics). An earlier run of the workdir
+    ranked them by another `best_metric`; the best of them is a result the
+    user may still want, and this run cannot rank them, so it deletes none
+    of them."""
 
     metric: str
 
@@ -162,7 +164,12 @@ class Checkpointer:
                 ]
             )
         else:
-            self._options['max_to_keep'] = latest
+            # A save an earlier run of this workdir ranked (with a
+            # best_metric this run leaves out) is kept as it would be under
+            # another metric: the best it kept is not this run's to delete.
+            self._options['preservation_policy'] = pp.AnyPreservationPolicy(
+                [pp.LatestN(n=latest), _RankedByAnotherMetric('')]
+            )
         # Orbax refuses a relative path (at the first save or read, with an
         # error that looked like damage): `--workdir run` is as good as any.
         self.directory = os.path.abspath(directory)
@@ -179,9 +186,8 @@ class Checkpointer:
 
     def ranked_by_another_metric(self) -> dict[int, list[str]]:
         """{step: its metric names} of the kept checkpoints that an earlier
-        run ranked by another `best_metric`. Never deleted by this run."""
-        if not self.best_metric:
-            return {}
+        run ranked by another `best_metric` (by any, for a run without one).
+        Never deleted by this run."""
         out = {}
         for step in self.all_steps():
             metrics = self._manager.metrics(step)
@@ -189,7 +195,62 @@ class Checkpointer:
                 out[step] = sorted(metrics)
         return out
 
+    def _damaged_metrics(self) -> list[tuple[str, Exception]]:
+        """(path, error) of each finished step's `metrics/metrics` that is
+        not JSON (a partial copy, a full disk). Orbax reads every one when
+        the manager opens, and fails on the first with a bare JSON error."""
+        out = []
+        if not os.path.isdir(self.directory):
+            return out
+        for name in sorted(os.listdir(self.directory)):
+            path = os.path.join(self.directory, name, 'metrics', 'metrics')
+            if not name.isdigit() or not os.path.isfile(path):
+                continue
+            try:
+                with open(path) as f:
+                    json.load(f)
+            except (OSError, ValueError) as e:
+                out.append((path, e))
+        return out
+
+    def _set_aside_metrics(self):
+        """Moves damaged metrics files aside (a writing run), or names them
+        (a tool that only reads). The checkpoint itself stays usable; only
+        its rank for `best_metric` is lost."""
+        damaged = self._damaged_metrics()
+        if not damaged:
+            return
+        if self.read_only:
+            path, e = damaged[0]
+            raise CheckpointMismatchError(
+                f'{path} is damaged ({type(e).__name__}: {e}): the metrics a '
+                'checkpoint was ranked with for checkpoint.best_metric. Move it '
+                'aside (the checkpoint itself is not affected; it loses its '
+                'rank), or train in the workdir again, which does so.'
+                + (f' {len(damaged) - 1} more like it.' if len(damaged) > 1 else '')
+            )
+        stamp = int(time.time())
+        for path, e in damaged:
+            step = os.path.basename(os.path.dirname(os.path.dirname(path)))
+            target = f'{self.directory}_damaged/{step}.metrics.{stamp}'
+            logging.warning(
+                'The metrics of checkpoint %s/%s are unreadable (%s: %s); moved '
+                'to %s. The checkpoint is kept, without its rank for '
+                'checkpoint.best_metric.',
+                self.directory,
+                step,
+                type(e).__name__,
+                e,
+                target,
+            )
+            if jax.process_index() == 0:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                shutil.move(os.path.dirname(path), target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices('jaxdistill_set_aside_metrics')
+
     def _open(self):
+        self._set_aside_metrics()
         # Read-only, Orbax warns that the manager saves nothing and keeps
         # everything, and that the folder is read-only: as asked.
         with _orbax_errors_only(self.read_only):

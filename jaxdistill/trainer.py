@@ -975,8 +975,13 @@ class Trainer:
                     f'({", ".join(map(str, others))}) '
                     f'{"was" if len(others) == 1 else "were"} ranked by '
                     f'{" / ".join(sorted({n for v in others.values() for n in v}))}'
-                    f', not checkpoint.best_metric={c.best_metric!r}; this run '
-                    'keeps them as they are (delete them by hand once unneeded).'
+                    + (
+                        f', not checkpoint.best_metric={c.best_metric!r}'
+                        if c.get('best_metric', '')
+                        else ', and this run has no checkpoint.best_metric'
+                    )
+                    + '; this run keeps them as they are (delete them by hand '
+                    'once unneeded).'
                 )
             self.task.train_batches.set_position(
                 _resume_position(meta, self.task.train_batches, note=not read_only)

@@ -96,7 +96,11 @@ def load_model(workdir: str, config, *, step=None, average: int = 1, capacity=No
         return pick_model(method, params, state.get('extra', {}), capacity, workdir)
 
     params, steps = averaging.average_checkpoints(
-        os.path.join(workdir, 'checkpoints'), average, upto=step, select=select
+        os.path.join(workdir, 'checkpoints'),
+        average,
+        upto=step,
+        select=select,
+        keep=config.checkpoint.keep,
     )
     model = transformer_lib.Transformer(
         transformer_lib.infer_config(params, model.config)

@@ -12,7 +12,7 @@ from jaxdistill import evaluate
 from jaxdistill import train
 from jaxdistill import translate
 from jaxdistill import trainer
-from jaxdistill.errors import ConfigError
+from jaxdistill.errors import CheckpointMismatchError, ConfigError
 from tests import helpers
 
 # 'max' of the evaluation loss, which falls at every evaluation of these short
@@ -138,6 +138,53 @@ def test_ranking_is_read_back_when_the_checkpoints_are_reopened(tmp_path):
     ckpt.save(6, state, {}, force=True, metrics={'eval/loss': 0.5})
     ckpt.wait()
     assert ckpt.all_steps() == [6] and ckpt.best_step() == (6, 0.5)
+    ckpt.close()
+
+
+def test_a_run_without_best_metric_keeps_an_earlier_runs_best(tmp_path):
+    """Resumed without checkpoint.best_metric (an override left out), the
+    best an earlier run kept is kept as under another metric, not deleted as
+    an old step at the first save."""
+    state = {'w': np.zeros(3, np.float32)}
+    ckpt = checkpoint.Checkpointer(
+        str(tmp_path / 'c'), every=1, keep=1, best_metric='eval/x', best_mode='min'
+    )
+    for step, value in ((1, 1.0), (2, 3.0)):
+        ckpt.save(step, state, {}, force=True, metrics={'eval/x': value})
+    ckpt.close()
+    ckpt = checkpoint.Checkpointer(str(tmp_path / 'c'), every=1, keep=1)
+    assert ckpt.ranked_by_another_metric() == {1: ['eval/x'], 2: ['eval/x']}
+    for step in (3, 4):
+        ckpt.save(step, state, {}, force=True)
+    ckpt.wait()
+    assert ckpt.all_steps() == [1, 2, 4]  # Both ranked saves, and the latest.
+    ckpt.close()
+
+
+def test_a_damaged_metrics_file_is_named_or_set_aside(tmp_path, caplog):
+    """A step's metrics file that is not JSON: a tool that reads names it (it
+    was a bare JSONDecodeError from Orbax); a run moves it aside and keeps
+    the checkpoint, unranked."""
+    state = {'w': np.arange(3, dtype=np.float32)}
+    directory = tmp_path / 'c'
+    opts = dict(every=1, keep=2, best_metric='eval/x', best_mode='min')
+    ckpt = checkpoint.Checkpointer(str(directory), **opts)
+    for step, value in ((1, 1.0), (2, 3.0)):
+        ckpt.save(step, state, {}, force=True, metrics={'eval/x': value})
+    ckpt.close()
+    damaged = directory / '1' / 'metrics' / 'metrics'
+    damaged.write_text('{"eval/x": 1.')
+    with pytest.raises(CheckpointMismatchError, match=f'{damaged} is damaged'):
+        checkpoint.Checkpointer(str(directory), read_only=True, **opts)
+    assert damaged.exists()  # Read-only: nothing moved.
+    ckpt = checkpoint.Checkpointer(str(directory), **opts)
+    assert 'metrics of checkpoint' in caplog.text and 'moved to' in caplog.text
+    assert ckpt.all_steps() == [1, 2]
+    assert ckpt.best_step() == (2, 3.0)  # Step 1 lost its rank, not its state.
+    restored, _ = ckpt.restore(1, checkpoint.abstract_of(state))
+    np.testing.assert_array_equal(restored['w'], state['w'])
+    aside = list((tmp_path / 'c_damaged').iterdir())
+    assert [p.name.split('.')[:2] for p in aside] == [['1', 'metrics']]
     ckpt.close()
 
 

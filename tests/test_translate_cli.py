@@ -78,6 +78,25 @@ def test_average_checkpoints_is_the_elementwise_mean(run):
         averaging.average_checkpoints(ckpt_dir, 1, upto=15)
 
 
+def test_averaging_refuses_a_best_checkpoint_kept_outside_the_last_keep(tmp_path):
+    """With checkpoint.keep=2 and a best checkpoint kept at step 10, "the
+    last 3" would be [10, 35, 40]: refused, naming step 10, not averaged."""
+    for step in (10, 35, 40):
+        (tmp_path / str(step)).mkdir()
+    assert averaging.select_steps(str(tmp_path), 2, keep=2) == [35, 40]
+    assert averaging.select_steps(str(tmp_path), 1, upto=35, keep=2) == [35]
+    assert averaging.select_steps(str(tmp_path), 1, upto=10, keep=2) == [10]
+    assert averaging.select_steps(str(tmp_path), 3) == [10, 35, 40]  # keep=0: all
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r'step\(s\) \[10\] .* not among the run.s last checkpoint.keep=2 '
+        r'\(\[35, 40\]\).* Average at most 2 \(--average 2\)',
+    ):
+        averaging.select_steps(str(tmp_path), 3, keep=2)
+    with pytest.raises(CheckpointMismatchError, match=r'Average at most 1 '):
+        averaging.select_steps(str(tmp_path), 2, upto=35, keep=2)
+
+
 def test_read_state_logs_no_missing_metadata_warning(run, caplog):
     # The step metadata belongs to the manager's step folder, not the item's;
     # reading the item must not warn about it once per checkpoint averaged.
