@@ -17,6 +17,7 @@ import time
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
@@ -463,6 +464,18 @@ def agreement_metrics(predictions: dict) -> dict:
     if out:
         out['eval/churn'] = 1.0 - float(np.mean(list(out.values())))
     return out
+
+
+@jax.jit
+def _all_finite(params) -> jax.Array:
+    """Whether every floating-point entry of `params` is finite (one scalar
+    leaves the devices)."""
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(params)
+        if jnp.issubdtype(x.dtype, jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 def _inert_settings(config, data_summary: dict) -> list[str]:
@@ -1038,7 +1051,28 @@ class Trainer:
         }
         if self.ckpt.best_metric:
             meta['early_stop'] = self.early_stop.meta()
+        # Every save, not only those at a log step (where the window's
+        # metrics are checked): a ranked evaluation's or a stop signal's
+        # save must not keep diverged parameters as the last good ones.
+        if not bool(_all_finite(self.state.params)):
+            raise self._diverged(
+                step, f'Non-finite parameters after step {step}; not saved'
+            )
         return self.ckpt.save(step, self.state, meta, force=force, metrics=metrics)
+
+    def _diverged(self, step: int, what: str) -> NonFiniteLossError:
+        """The error that stops a run whose training diverged at `step`."""
+        self.ckpt.wait()  # A save in flight is the last good checkpoint.
+        last = self.ckpt.latest_step()
+        kept = (
+            f'the last good checkpoint (step {last}) is kept in {self.ckpt.directory}'
+            if last is not None
+            else 'no checkpoint was saved before it diverged'
+        )
+        return NonFiniteLossError(
+            f'{what}. Stopped; {kept}. Lower optimizer.learning_rate or raise '
+            'optimizer.warmup_steps.'
+        )
 
     def _log(self, step, history, seconds, compiling, progress, end, input_seconds):
         """Logs a window of `history`'s steps: `seconds` of stepping, plus
@@ -1048,15 +1082,11 @@ class Trainer:
         sending them to the devices."""
         m = _mean_metrics(history)
         if not all(math.isfinite(v) for v in m.values()):
-            self.ckpt.wait()  # A save in flight is the last good checkpoint.
-            last = self.ckpt.latest_step()
-            raise NonFiniteLossError(
+            raise self._diverged(
+                step,
                 f'Non-finite training metrics between steps '
                 f'{step - len(history)} and {step}: '
-                + ', '.join(f'{k}={v}' for k, v in m.items())
-                + f'. Stopped; the last good checkpoint (step {last}) is kept '
-                f'in {self.ckpt.directory}. Lower optimizer.learning_rate or '
-                'raise optimizer.warmup_steps.'
+                + ', '.join(f'{k}={v}' for k, v in m.items()),
             )
         counted = 'train/tokens' in m
         # Throughput of the steps themselves: compilation (first steps, a new

@@ -5,8 +5,11 @@ import json
 import re
 import shutil
 
+import jax
+import numpy as np
 import pytest
 
+from jaxdistill import checkpoint
 from jaxdistill import configuration
 from jaxdistill import evaluate
 from jaxdistill import train
@@ -188,6 +191,34 @@ def test_nan_loss_with_a_save_in_flight_keeps_that_checkpoint(capsys, tmp_path):
     last = re.search(r'the last good checkpoint \(step (\d+)\)', err).group(1)
     names = [p.name for p in (tmp_path / 'checkpoints').iterdir()]
     assert last in names and not [n for n in names if 'tmp' in n], names
+
+
+def test_nan_parameters_are_never_saved_by_a_ranked_evaluation(capsys, tmp_path):
+    """A ranked evaluation saves at steps that are not log steps, where the
+    window's metrics had not been checked: diverged parameters were saved
+    and then called the last good checkpoint (or 'step None' with none)."""
+    code, _, err = _train(
+        capsys,
+        tmp_path,
+        '--config.num_train_steps=10',
+        '--config.optimizer.learning_rate=1e38',
+        '--config.optimizer.schedule=constant',
+        '--config.log_every_steps=5',
+        '--config.eval.every_steps=3',
+        '--config.eval.bleu=False',
+        '--config.checkpoint.best_metric=eval/loss',
+        '--config.checkpoint.best_mode=min',
+    )
+    assert code == 2 and 'Non-finite' in err, err
+    assert 'step None' not in err
+    saved = [p.name for p in (tmp_path / 'checkpoints').glob('*') if p.name.isdigit()]
+    for name in saved:
+        state = checkpoint.read_state(str(tmp_path / 'checkpoints' / name))
+        assert all(np.isfinite(x).all() for x in jax.tree.leaves(state['params'])), name
+    if saved:
+        assert f'the last good checkpoint (step {max(map(int, saved))})' in err
+    else:
+        assert 'no checkpoint was saved before it diverged' in err, err
 
 
 def test_evaluate_cli_on_trained_workdir(capsys, trained):
