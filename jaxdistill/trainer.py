@@ -434,11 +434,15 @@ def _mean_metrics(history: list[dict]) -> dict:
 
     Keys ending in 'tokens' are summed. A vector metric (one value per
     replica) is reported as its mean plus one key per replica: 'name/r0', ...
+    A key that only some of the window's steps report (a window across a
+    phase change: codistillation's burn-in has no 'train/distill') is
+    averaged over the steps that report it.
     """
     history = jax.device_get(jax.tree.map(_addressable, history))
     out = {}
-    for key in history[0]:
-        values = np.array([h[key] for h in history], dtype=np.float64)
+    keys = dict.fromkeys(k for h in history for k in h)  # In order, once.
+    for key in keys:
+        values = np.array([h[key] for h in history if key in h], dtype=np.float64)
         reduce = np.sum if key.endswith('tokens') else np.mean
         out[key] = float(reduce(values))
         if values.ndim == 2 and values.shape[1] > 1:
@@ -999,9 +1003,11 @@ class Trainer:
             self.task.train_batches.set_position(
                 _resume_position(meta, self.task.train_batches, note=not read_only)
             )
-            if skipped and type(self.method).refresh_extra is not Method.refresh_extra:
+            if skipped and any(map(self.method.refresh_due, range(self.start_step))):
                 # The boundary's own refresh (codistillation's exchange right
                 # before distilling) fell in steps this run will not take.
+                # (None is due for a method that never refreshes: a
+                # codistillation exchanging predictions, not weights.)
                 with jax.set_mesh(self.mesh):
                     self.state = self.step_fn.refresh_fn(self.state)
                 say(

@@ -760,15 +760,22 @@ def test_classification_batches_hold_whole_replica_blocks():
     assert classification._batch_multiple(config, mesh) == 1
 
 
-def test_resume_with_a_shorter_burn_in_exchanges_at_once(tmp_path, capsys):
+@pytest.mark.parametrize('exchange', ['params', 'predictions'])
+def test_resume_with_a_shorter_burn_in_exchanges_at_once(tmp_path, capsys, exchange):
     """Saved at step 4 in burn-in (burn_in_steps 8), resumed with 2: the run
     is past the boundary whose exchange it never made, so the copies are
-    refreshed from the replicas before distilling, not left at their init."""
+    refreshed from the replicas before distilling, not left at their init.
+    Exchanging predictions, there are no copies: nothing to refresh (the
+    refresh gave the state a key it was not built with, a JAX error)."""
     from jaxdistill import configuration
     from jaxdistill import trainer as trainer_lib
 
     overrides = [o.removeprefix('--config.') for o in OVERRIDES]
-    overrides += ['method.exchange_every=50', 'eval.at_end=False']
+    overrides += [
+        'method.exchange_every=50',
+        'eval.at_end=False',
+        f'method.exchange={exchange}',
+    ]
 
     def trainer(*more):
         config = configuration.apply_overrides(
@@ -781,6 +788,14 @@ def test_resume_with_a_shorter_burn_in_exchanges_at_once(tmp_path, capsys):
     first.close()
     again = trainer('method.burn_in_steps=2', 'num_train_steps=6')
     assert again.start_step == 4
+    if exchange == 'predictions':
+        assert again.state.extra == {}
+        assert 'extra state was refreshed' not in capsys.readouterr().out
+        again.run()  # It distils from the peers' predictions at once.
+        records = [json.loads(l) for l in open(tmp_path / 'run' / 'metrics.jsonl')]
+        assert 'train/distill' in records[-1], records[-1]
+        again.close()
+        return
     params, extra = jax.device_get((again.state.params, again.state.extra))
     assert all(jax.tree.leaves(jax.tree.map(np.array_equal, params, extra['stale'])))
     assert 'extra state was refreshed now' in capsys.readouterr().out

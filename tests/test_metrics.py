@@ -7,6 +7,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from jaxdistill import metrics
@@ -209,3 +210,25 @@ def test_tensorboard_hides_the_steps_a_resumed_run_redoes(tmp_path):
     ]
     assert starts == [3]
     assert [r['step'] for r in metrics.read_metrics(str(tmp_path))] == [1, 2, 3]
+
+
+def test_a_window_across_a_phase_change_keeps_every_key():
+    """Codistillation's burn-in reports no 'train/distill': a window that
+    starts in burn-in dropped the key of its distilling steps, and one that
+    ends in burn-in raised a KeyError. Each key is averaged over the steps
+    that report it; token counts are summed."""
+    from jaxdistill import trainer
+
+    burn = {'train/ce': np.array([4.0, 2.0]), 'train/tokens': np.array(10.0)}
+    dist = {
+        'train/ce': np.array([2.0, 1.0]),
+        'train/distill': np.array([0.5, 0.25]),
+        'train/tokens': np.array(20.0),
+    }
+    for window in ([burn, dist, dist], [dist, burn]):
+        m = trainer._mean_metrics(window)
+        assert m['train/distill'] == pytest.approx(0.375)
+        assert m['train/distill/r1'] == pytest.approx(0.25)
+        n = len(window)
+        assert m['train/ce/r0'] == pytest.approx((4.0 + 2.0 * (n - 1)) / n)
+        assert m['train/tokens'] == 10.0 + 20.0 * (n - 1)

@@ -228,8 +228,12 @@ class Codistill(Method):
 
     def refresh_extra(self, extra, params):
         """The exchange: every replica's weights, all-gathered over `replica`
-        into the replicated stale copies (the only time weights cross groups)."""
-        del extra
+        into the replicated stale copies (the only time weights cross groups).
+        With `exchange='predictions'` there are no copies: `extra` as it is
+        (the trainer's refresh at a burn-in boundary that a resume moved
+        past would otherwise give the state a key it was not built with)."""
+        if self.exchange != 'params':
+            return extra
         return {'stale': params}
 
     def batch_weight(self, batch):
