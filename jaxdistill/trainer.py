@@ -1029,12 +1029,19 @@ class Trainer:
         )
 
     def _close_quietly(self):
-        """Closes the checkpointer on the way out of an error: a failure here
-        is logged, so that it does not hide the error that stopped the run."""
+        """Closes the checkpointer and the logs on the way out of an error or
+        a stop signal: a failure here is logged, so that it does not hide the
+        error that stopped the run. (TensorBoard's writer queues its events
+        for a daemon thread: unclosed, the last ones died with the process.)"""
         try:
             self.ckpt.close()
         except Exception as e:  # pylint: disable=broad-except
             logging.warning('Closing the checkpoints after an error failed: %s', e)
+        try:
+            if getattr(self, 'writer', None) is not None:
+                self.writer.close()
+        except Exception as e:  # pylint: disable=broad-except
+            logging.warning('Closing the metrics logs after an error failed: %s', e)
 
     def _best_value(self, metrics: dict) -> dict:
         """{best_metric: value} from an evaluation's metrics; a ConfigError

@@ -232,3 +232,30 @@ def test_a_window_across_a_phase_change_keeps_every_key():
         n = len(window)
         assert m['train/ce/r0'] == pytest.approx((4.0 + 2.0 * (n - 1)) / n)
         assert m['train/tokens'] == 10.0 + 20.0 * (n - 1)
+
+
+def test_a_run_stopped_by_an_error_closes_its_tensorboard_log(tmp_path):
+    """TensorBoard's writer queues events for a daemon thread: a run that
+    ended in an error (or a stop signal) without closing it lost its last
+    records when the process exited."""
+    from jaxdistill import configuration
+    from jaxdistill import trainer as trainer_lib
+    from jaxdistill.errors import NonFiniteLossError
+    from tests import helpers
+
+    config = configuration.apply_overrides(
+        configuration.load_config(helpers.CONFIG),
+        [
+            'num_train_steps=6',
+            'optimizer.learning_rate=1e38',
+            'optimizer.schedule=constant',
+            'log_every_steps=1',
+            'eval.at_end=False',
+            'data.bucket_lengths=(48,)',
+        ],
+    )
+    tr = trainer_lib.Trainer(config, str(tmp_path))
+    with pytest.raises(NonFiniteLossError):
+        tr.run()
+    assert tr.writer._tb is None  # Closed: its queue written out.
+    assert (tmp_path / 'tensorboard').is_dir()
