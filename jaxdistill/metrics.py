@@ -63,6 +63,24 @@ class MetricWriter:
             f.writelines(json.dumps(r) + '\n' for r in keep)
         os.replace(self.path + '.tmp', self.path)
 
+    def drop(self, step: int, prefix: str):
+        """Removes the `prefix` metrics (e.g. 'eval/') logged at `step` from
+        metrics.jsonl, before they are logged again (an evaluation repeated
+        with other settings): one value per step and name, not two. A record
+        left with nothing but its step and time goes."""
+        if not self.enabled or not os.path.exists(self.path):
+            return
+        kept = []
+        for r in _read_records(self.path):
+            if r['step'] == step:
+                r = {k: v for k, v in r.items() if not k.startswith(prefix)}
+                if set(r) <= {'step', 'time'}:
+                    continue
+            kept.append(r)
+        with open(self.path + '.tmp', 'w', encoding='utf-8') as f:
+            f.writelines(json.dumps(r) + '\n' for r in kept)
+        os.replace(self.path + '.tmp', self.path)
+
     def write(self, step: int, metrics: dict[str, Any]):
         if not self.enabled:
             return

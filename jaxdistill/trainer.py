@@ -1446,6 +1446,7 @@ class Trainer:
                 f'Evaluating step {step} again: its logged evaluation used other '
                 f'settings ({"; ".join(self._eval_changed)}).'
             )
+            self.writer.drop(step, 'eval/')  # Logged once, with these.
             return self.evaluate(step, stop)
         say(
             f'Step {step} is evaluated already (metrics.jsonl); '
