@@ -22,6 +22,7 @@ an existing folder means FOLDER/metrics.png.
 """
 
 import fnmatch
+import math
 import os
 import re
 import sys
@@ -57,15 +58,29 @@ def _labels(workdirs: Sequence[str]) -> list[str]:
     return names if len(set(names)) == len(names) else [str(w) for w in workdirs]
 
 
-def _series(records: list[dict], key: str, x: str) -> tuple[list, list]:
+# How metrics.jsonl holds a non-finite value (`metrics._plain`).
+_NON_FINITE = ('nan', 'inf', '-inf')
+
+
+def _series(records: list[dict], key: str, x: str) -> tuple[list, list, list]:
+    """(xs, ys, steps whose value is not finite). A NaN or Inf value is
+    drawn as a gap (NaN), not dropped: the line breaks where it was."""
     start = records[0].get('time', 0.0) if records else 0.0
-    xs, ys = [], []
+    xs, ys, bad = [], [], []
     for r in records:
         value = r.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            xs.append(r['step'] if x == 'step' else (r.get('time', start) - start) / 60)
-            ys.append(value)
-    return xs, ys
+        if value in _NON_FINITE:
+            bad.append(r['step'])
+            value = math.nan
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                bad.append(r['step'])
+                value = math.nan
+        else:
+            continue
+        xs.append(r['step'] if x == 'step' else (r.get('time', start) - start) / 60)
+        ys.append(value)
+    return xs, ys, bad
 
 
 def early_exit_curve(records: list[dict]) -> list[tuple[float, float, str]]:
@@ -192,11 +207,20 @@ def plot_runs(
         lines = []
         for label, records in zip(labels, runs):
             for name in names:
-                xs, ys = _series(records, name, x)
+                xs, ys, bad = _series(records, name, x)
                 if len(runs) == 1:
                     label_of_line = name
                 else:
                     label_of_line = label if len(names) == 1 else f'{label}: {name}'
+                if bad:
+                    shown = ', '.join(map(str, bad[:5])) + (
+                        ' ...' if len(bad) > 5 else ''
+                    )
+                    print(
+                        f'note: {label}: {name} is not finite at '
+                        f'{len(bad)} step(s) ({shown}); drawn as gaps.',
+                        file=sys.stderr,
+                    )
                 if xs:
                     lines.append((label_of_line, xs, ys))
         panels.append((title, x_label, lines))

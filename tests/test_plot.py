@@ -130,3 +130,29 @@ def test_tsjt_runs_get_a_panel_of_each_capacitys_training_nll():
     assert 'training NLL per capacity' not in dict(
         plot.panels_for({'step', 'train/loss', 'train/nll'})
     )
+
+
+def test_non_finite_values_are_gaps_with_a_note(tmp_path, capsys):
+    """metrics.jsonl holds a NaN as the string 'nan': it was dropped without
+    a word, so a diverged evaluation left an empty panel."""
+    import math
+
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / 'config.json').write_text('{}')
+    values = [2.0, 'nan', 1.0, 'inf']
+    (run / 'metrics.jsonl').write_text(
+        ''.join(
+            json.dumps({'step': s, 'time': 1000.0 + s, 'eval/loss': v}) + '\n'
+            for s, v in enumerate(values, 1)
+        )
+    )
+    records = [json.loads(l) for l in (run / 'metrics.jsonl').open()]
+    xs, ys, bad = plot._series(records, 'eval/loss', 'step')
+    assert xs == [1, 2, 3, 4] and bad == [2, 4]
+    assert ys[0] == 2.0 and math.isnan(ys[1]) and ys[2] == 1.0 and math.isnan(ys[3])
+    out = tmp_path / 'x.png'
+    assert plot.main(['--workdir', str(run), '--out', str(out)]) == 0
+    err = capsys.readouterr().err
+    assert 'eval/loss is not finite at 2 step(s) (2, 4); drawn as gaps.' in err, err
+    assert out.read_bytes()[:8] == PNG
