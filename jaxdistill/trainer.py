@@ -1110,6 +1110,10 @@ class Trainer:
         name, unit = getattr(self.task, 'throughput', ('tokens', 'tok'))
         rate_key = f'train/{name}_per_s'
         m[rate_key] = m.pop('train/tokens', 0.0) / seconds
+        for key in [k for k in m if k.startswith('train/tokens/')]:
+            # Per replica (codistillation: 'train/tokens/r0'): rates too, not
+            # the window's counts under a name that reads as one.
+            m[f'{rate_key}/{key.removeprefix("train/tokens/")}'] = m.pop(key) / seconds
         m['train/steps_per_s'] = len(history) / seconds
         # Near 1, the host's input, not the devices, sets the pace.
         m['train/input_fraction'] = min(input_seconds / seconds, 1.0)
@@ -1540,6 +1544,9 @@ class Trainer:
         )
         summary = {
             'step': step,
+            # This session's: the steps from `trained_from_step` (a resume's
+            # checkpoint; 0 for a fresh run) to `step`.
+            'trained_from_step': self.start_step,
             'train_seconds': seconds,
             'steps_per_s': (step - self.start_step) / max(seconds, 1e-9),
             'stopped_by_time_limit': self.time_limited,
@@ -1564,7 +1571,8 @@ class Trainer:
                 {
                     k: v
                     for k, v in previous.items()
-                    if k not in summary or k in ('train_seconds', 'steps_per_s')
+                    if k not in summary
+                    or k in ('train_seconds', 'steps_per_s', 'trained_from_step')
                 }
             )
         if jax.process_index() == 0:

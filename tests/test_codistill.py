@@ -794,6 +794,10 @@ def test_resume_with_a_shorter_burn_in_exchanges_at_once(tmp_path, capsys, excha
         again.run()  # It distils from the peers' predictions at once.
         records = [json.loads(l) for l in open(tmp_path / 'run' / 'metrics.jsonl')]
         assert 'train/distill' in records[-1], records[-1]
+        # Each replica's throughput is a rate, as the whole run's is.
+        rates = [records[-1][f'train/tokens_per_s/r{r}'] for r in (0, 1)]
+        assert sum(rates) == pytest.approx(records[-1]['train/tokens_per_s'])
+        assert not [k for k in records[-1] if k.startswith('train/tokens/')]
         again.close()
         return
     params, extra = jax.device_get((again.state.params, again.state.extra))

@@ -393,5 +393,6 @@ def test_windows_cut_by_evaluations_and_a_finished_run_started_again(tmp_path, c
     assert 'Step 10 reached num_train_steps=10 already' in out.out
     again = json.loads((work / 'summary.json').read_text())
     assert again['stopped_early'] is False
-    for key in ('train_seconds', 'steps_per_s', 'train/loss'):
+    assert first['trained_from_step'] == 0
+    for key in ('train_seconds', 'steps_per_s', 'trained_from_step', 'train/loss'):
         assert again[key] == first[key], key
