@@ -6,8 +6,8 @@ Arguments (comma-separated, e.g. `...:runlocal,arm=diminish`):
              diminish (MT2ST Diminish, the default) | switch (MT2ST Switch).
   runlocal   shrink everything so a run takes seconds (tests, smoke checks).
 The schedules keep the paper's proportions: its 25 epochs are 25 "paper
-epochs" of num_train_steps / 25 steps (rounded up); Switch turns skip-gram
-off after 15. They are linked to num_train_steps, so `--config.num_train_steps`
+epochs" of num_train_steps / 25 steps (rounded up) for Diminish; Switch turns
+skip-gram off at 15/25 of num_train_steps (rounded down). They are linked to num_train_steps, so `--config.num_train_steps`
 moves them too (a field given itself, e.g.
 `--config.method.aux_weights.skipgram.step=N`, stays as given).
 """

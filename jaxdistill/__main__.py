@@ -6,7 +6,7 @@ COMMANDS = {
     'train': 'train a config (resumes from the latest checkpoint in --workdir)',
     'evaluate': "evaluate a run's checkpoint with its own config",
     'translate': 'translate stdin with a trained translation run',
-    'extract': 'write one capacity of a TSJT run as a standalone run',
+    'extract': 'write one model of a run (capacity, replica, exit) as a run',
     'plot': "draw runs' curves from their metrics.jsonl",
     'runs': 'where each run in some folders stands: step, state, evaluations',
     'sweep': 'train a config over a grid of settings; mean ± std over seeds',
