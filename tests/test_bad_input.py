@@ -358,7 +358,8 @@ def test_zero_codistill_replicas_named_before_the_mesh(tmp_path):
         str(helpers.REPO / 'configs' / 'codistill_synthetic.py') + ':runlocal'
     )
     configuration.apply_overrides(config, ['method.num_replicas=0'])
-    with pytest.raises(ConfigError, match=r'method.num_replicas=0 must be .* >= 1'):
+    # The method's own check (made without data, before anything is built).
+    with pytest.raises(ConfigError, match=r'method.num_replicas=0'):
         trainer.Trainer(config, str(tmp_path))
 
 
