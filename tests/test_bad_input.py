@@ -565,6 +565,8 @@ def test_sst2_damaged_files_and_text_settings_named(tmp_path):
             classification.TextClassificationTask(bad, str(tmp_path), mesh=None)
 
 
+# Run in a process that imported the commands already (not so from a shell).
+@pytest.mark.filterwarnings('ignore:.*found in sys.modules:RuntimeWarning')
 def test_python_m_jaxdistill_lists_every_command(capsys):
     """The list cannot go stale: it holds exactly the modules that run as
     `python -m jaxdistill.X`."""
@@ -582,8 +584,19 @@ def test_python_m_jaxdistill_lists_every_command(capsys):
     assert set(entry.COMMANDS) == runnable
     for name in entry.COMMANDS:
         assert callable(importlib.import_module(f'jaxdistill.{name}').main)
-    assert entry.main() == 0
+    assert entry.main([]) == 0
     assert 'python -m jaxdistill.plot ' in capsys.readouterr().out
+    # `python -m jaxdistill NAME ...` runs the command (it printed the list
+    # and exited 0, so a script recorded success with nothing done).
+    assert entry.main(['trian', '--workdir', 'x']) == 2
+    assert "error: no command 'trian'; the commands: train," in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        entry.main(['plot', '--help'])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.startswith('usage: python -m jaxdistill.plot ')
+    with pytest.raises(SystemExit) as stop:
+        entry.main(['runs', str(pathlib.Path('/nonexistent/runs'))])
+    assert stop.value.code == 2
 
 
 def test_a_remote_workdir_is_refused_not_written_locally(capsys, tmp_path, monkeypatch):
