@@ -72,6 +72,12 @@ def get_config(arg=None):
     arm = args.get('arm', 'rl')
     if arm not in ARMS:
         raise ConfigError(f'arm={arm!r}; valid: {" | ".join(ARMS)}.')
+    if args.get('teachers') is True:
+        raise ConfigError("teachers=DIR1+DIR2+... needs the teachers' workdirs.")
+    if 'teachers' in args and arm not in ('kd', 'rl'):
+        raise ConfigError(
+            f'teachers= is for the kd and rl arms; arm={arm} trains without teachers.'
+        )
     teachers = tuple(t for t in str(args.get('teachers', '')).split('+') if t)
     config = base.get_config('method=supervised')
     config.task = 'text_classification'

@@ -12,8 +12,12 @@ from jaxdistill.errors import ConfigError
 
 def get_config(arg=None):
     args = base.parse_arg(arg)
-    if 'dataset' in args:
-        raise ConfigError('self_distill_cifar10.py fixes dataset=cifar10.')
+    unknown = set(args) - {'runlocal', 'method'}
+    if unknown:
+        raise ConfigError(
+            f'Unknown config argument(s) {sorted(unknown)}; known: runlocal, '
+            'method=NAME (self_distill_cifar10.py fixes dataset=cifar10).'
+        )
     config = base.get_config(','.join(filter(None, [arg, 'dataset=cifar10'])))
     if args.get('runlocal'):
         return config

@@ -15,8 +15,12 @@ from jaxdistill.errors import ConfigError
 
 def get_config(arg=None):
     args = base.parse_arg(arg)
-    if 'dataset' in args:
-        raise ConfigError('self_distill_sst2.py fixes the dataset.')
+    unknown = set(args) - {'runlocal', 'method'}
+    if unknown:
+        raise ConfigError(
+            f'Unknown config argument(s) {sorted(unknown)}; known: runlocal, '
+            'method=NAME (self_distill_sst2.py fixes the dataset).'
+        )
     rest = ','.join(
         f'{k}={v}' if v is not True else k for k, v in args.items() if k != 'runlocal'
     )

@@ -42,17 +42,36 @@ def _missing_module(path: str, name: str) -> str:
     )
 
 
+# The config files' on/off arguments: given bare (`:runlocal`), or with a
+# value that says on or off (`:runlocal=False` from a script's variable).
+CONFIG_FLAGS = ('runlocal', 'budget')
+_ON, _OFF = ('true', '1', 'yes', 'on'), ('false', '0', 'no', 'off')
+
+
 def parse_config_arg(arg: str | None) -> dict:
     """A config file's argument: 'runlocal,size=base' -> {'runlocal': True,
-    'size': 'base'}; ConfigError for 'size=' (a name with no value)."""
+    'size': 'base'}; ConfigError for 'size=' (a name with no value).
+
+    A flag of CONFIG_FLAGS given a value is on for True/1/yes/on and left out
+    for False/0/no/off (any other value is refused): as a string, any value
+    read as on, so `runlocal=False` shrank the run.
+    """
     out = {}
     for item in filter(None, (arg or '').split(',')):
         key, sep, value = item.partition('=')
-        if sep and not value.strip():
-            raise ConfigError(
-                f'config argument {item!r}: {key.strip()}= needs a value.'
-            )
-        out[key.strip()] = value.strip() if sep else True
+        key, value = key.strip(), value.strip()
+        if sep and not value:
+            raise ConfigError(f'config argument {item!r}: {key}= needs a value.')
+        if sep and key in CONFIG_FLAGS:
+            if value.lower() in _OFF:
+                continue
+            if value.lower() not in _ON:
+                raise ConfigError(
+                    f'config argument {item!r}: {key} is on or off; give it '
+                    f'bare ({key}), or {key}=True / {key}=False.'
+                )
+            value, sep = '', ''
+        out[key] = value if sep else True
     return out
 
 
@@ -223,8 +242,16 @@ def _parse(key: str, text: str, old: Any) -> Any:
     except (ValueError, SyntaxError):
         if old is None:
             return text
+        hint = ''
+        if isinstance(old, bool):
+            hint = ' Give True or False.'
+        elif isinstance(old, (tuple, list)):
+            # Bare words (en-de, en-de,en-fr) are not Python literals.
+            items = [repr(t.strip()) for t in text.split(',') if t.strip()]
+            shown = f'({items[0]},)' if len(items) == 1 else f'({", ".join(items)})'
+            hint = f' Quote text items, e.g. "--config.{key}={shown}".'
         raise ConfigError(
-            f'--config.{key}={text!r}: not a valid {type(old).__name__}.'
+            f'--config.{key}={text!r}: not a valid {type(old).__name__}.{hint}'
         ) from None
     if key.startswith('method.') and isinstance(old, float) and isinstance(value, dict):
         # A method's loss weight or temperature given as a schedule

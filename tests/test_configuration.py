@@ -436,3 +436,38 @@ def test_checks_without_data_refuse_bad_method_options(spec, override, message):
     bad = configuration.apply_overrides(config, [override])
     with pytest.raises(ConfigError, match=re.escape(message)):
         trainer.check_config(bad)
+
+
+def test_config_flags_given_a_value_and_the_hints_for_words():
+    """`:runlocal=False` read as on (any text is); the flags take on/off
+    words; bare words for a tuple or a lowercase bool get a hint."""
+    assert configuration.parse_config_arg('runlocal=False,size=base') == {
+        'size': 'base'
+    }
+    assert configuration.parse_config_arg('runlocal=1,budget=no') == {'runlocal': True}
+    with pytest.raises(ConfigError, match='runlocal is on or off'):
+        configuration.parse_config_arg('runlocal=maybe')
+    small = configuration.load_config(f'{CONFIGS}/translate_synthetic.py:runlocal')
+    off = configuration.load_config(
+        f'{CONFIGS}/translate_synthetic.py:runlocal=False'
+    )
+    assert off.num_train_steps != small.num_train_steps
+    config = configuration.load_config(f'{CONFIGS}/translate_multi30k.py')
+    with pytest.raises(ConfigError, match=re.escape("""=('en-de', 'en-fr')".""")):
+        configuration.apply_overrides(config, ['data.pairs=en-de,en-fr'])
+    with pytest.raises(ConfigError, match='not a valid bool. Give True or False.'):
+        configuration.apply_overrides(config, ['eval.bleu=false'])
+
+
+@pytest.mark.parametrize(
+    'spec, message',
+    [
+        ('self_distill_mnist.py:dataset=x', 'known: runlocal, method=NAME'),
+        ('self_distill_cifar10.py:foo', 'known: runlocal, method=NAME'),
+        ('rlkd_sst2.py:teachers', "needs the teachers' workdirs"),
+        ('rlkd_sst2.py:arm=teacher_cnn,teachers=/a', 'is for the kd and rl arms'),
+    ],
+)
+def test_config_arguments_a_file_does_not_take_are_named(spec, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        configuration.load_config(f'{CONFIGS}/{spec}')
