@@ -1,4 +1,4 @@
-"""Seconds to save a training checkpoint: whole arrays, or Orbax's
+r"""Seconds to save a training checkpoint: whole arrays, or Orbax's
 replica-parallel slices.
 
     python benchmarks/checkpoint_save.py [--devices 8] [--rounds 3] [--saves 6] \

@@ -1,4 +1,4 @@
-"""Step time of codistillation over a plain data-parallel step, in one process.
+r"""Step time of codistillation over a plain data-parallel step, in one process.
 
     python benchmarks/codistill_overhead.py [--devices 8] [--batch-tokens 1024] \
         [--buckets 16,24,32,48,64] [--repeats 9] [--fused-rows 256] [--tag NAME] \

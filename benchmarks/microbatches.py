@@ -1,4 +1,4 @@
-"""Gradient accumulation: the train step's memory and time with k micro-batches.
+r"""Gradient accumulation: the train step's memory and time with k micro-batches.
 
     python benchmarks/microbatches.py [--config configs/translate_multi30k.py:budget] \
         [--microbatches 1,2,4,8] [--lengths 16,24] [--repeats 8] [--config.k=v ...]

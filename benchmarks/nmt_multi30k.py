@@ -1,4 +1,4 @@
-"""Multi30k en→de with the tiny Transformer, against the published reference.
+r"""Multi30k en→de with the tiny Transformer, against the published reference.
 
     python benchmarks/nmt_multi30k.py [--minutes 60] [--workdir DIR] \
         [--config configs/translate_multi30k.py] [--config.k=v ...]

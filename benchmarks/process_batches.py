@@ -1,4 +1,4 @@
-"""Host time per step to build one process's batch: the whole global batch
+r"""Host time per step to build one process's batch: the whole global batch
 (then sliced), or only the process's own rows (`set_part`).
 
     python benchmarks/process_batches.py [--processes 1,2,4,8] [--steps 40] \

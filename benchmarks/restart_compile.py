@@ -1,4 +1,4 @@
-"""What a resumed run spends compiling, with and without the compilation cache.
+r"""What a resumed run spends compiling, with and without the compilation cache.
 
     python benchmarks/restart_compile.py [--config configs/translate_multi30k.py:budget] \
         [--first 150] [--more 60] [--rounds 2] [--config.k=v ...]

@@ -1,4 +1,4 @@
-"""Self-distillation (Be Your Own Teacher) vs a single-exit baseline on CIFAR-10.
+r"""Self-distillation (Be Your Own Teacher) vs a single-exit baseline on CIFAR-10.
 
     python benchmarks/self_distill_cifar10.py                 # CPU size, 3 seeds
     python benchmarks/self_distill_cifar10.py --size gpu      # ResNet-18 width 64

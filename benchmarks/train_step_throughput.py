@@ -1,4 +1,4 @@
-"""Throughput of the train step, per bucket shape, against the matmul peak.
+r"""Throughput of the train step, per bucket shape, against the matmul peak.
 
     python benchmarks/train_step_throughput.py [--config configs/translate_synthetic.py] \
         [--config.k=v ...] [--repeats 20]

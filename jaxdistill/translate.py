@@ -8,7 +8,7 @@ DIR/checkpoints): the latest checkpoint or `--step`, or the mean of the last
 run's `eval.beam_size` and `eval.length_penalty`; `--config.k=v` changes other
 fields (e.g. `--config.eval.max_decode_len=100`).
 
-  echo 'A man rides a bike.' | python -m jaxdistill.translate --workdir /tmp/m30k \
+  echo 'A man rides a bike.' | python -m jaxdistill.translate --workdir /tmp/m30k \\
       --average 10 --beam 5
 """
 

@@ -913,3 +913,22 @@ def test_a_model_axis_across_processes_is_refused():
         match=r'model_axis_size=8 must divide the 4 devices of each process',
     ):
         sharding.make_mesh(8, devices)
+
+
+def test_help_texts_keep_their_line_continuations():
+    """A docstring shown by --help (argparse's description) with a shell
+    line continuation must be raw: in a plain string, backslash-newline
+    joins the lines, and the example command in the help ran together."""
+    import ast
+    import pathlib
+
+    repo = pathlib.Path(helpers.REPO)
+    for path in [*repo.glob('jaxdistill/**/*.py'), *repo.glob('benchmarks/*.py')]:
+        tree = ast.parse(path.read_text())
+        doc = ast.get_docstring(tree, clean=False)
+        if doc is None:
+            continue
+        first = tree.body[0].value
+        source = ast.get_source_segment(path.read_text(), first)
+        if '\\\n' in source:
+            assert '\\\n' in doc, f'{path}: make its docstring raw (r""")'
