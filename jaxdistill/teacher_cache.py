@@ -19,6 +19,7 @@ import functools
 import hashlib
 import json
 import os
+import zipfile
 
 from absl import logging
 import jax
@@ -103,14 +104,21 @@ def load_teacher(workdir: str):
     return config, optim.model_params(state, config.eval.get('use_ema', True)), step
 
 
-@functools.lru_cache(maxsize=4)
-def _vocab(workdir: str, data_dir: str, size: int) -> dict:
-    """The vocabulary a text_classification run trained with: its
-    vocab.txt, or (runs from before it was kept) rebuilt from its training
-    split."""
+def _vocab(workdir: str, data) -> dict:
+    """The vocabulary a text_classification run trained with (its config's
+    `data`): its vocab.txt, read each time (a teacher trained again in the
+    same folder has a new one), or (runs from before it was kept) rebuilt
+    from its training split as the run built it."""
     if os.path.exists(os.path.join(workdir, sst2_lib.VOCAB_FILE)):
-        return sst2_lib.word_vocab(None, size, workdir)
-    return sst2_lib.build_vocab(sst2_lib.load_split(data_dir, 'train')[0], size)
+        return sst2_lib.word_vocab(None, data.vocab_size, workdir)
+    return _rebuilt_vocab(data.data_dir, data.vocab_size, data.get('min_count', 1))
+
+
+@functools.lru_cache(maxsize=4)
+def _rebuilt_vocab(data_dir: str, size: int, min_count: int) -> dict:
+    return sst2_lib.build_vocab(
+        sst2_lib.load_split(data_dir, 'train')[0], size, min_count
+    )
 
 
 def _encoder(workdir: str, data):
@@ -132,7 +140,7 @@ def _encoder(workdir: str, data):
             f'data.teachers: {workdir} has data.tokenizer={kind!r}; known: '
             f'{", ".join(sst2_lib.TOKENIZERS)}.'
         )
-    vocab = _vocab(workdir, data.data_dir, data.vocab_size)
+    vocab = _vocab(workdir, data)
     return (lambda s: sst2_lib.encode(s, vocab, data.max_len)), len(vocab) + 2
 
 
@@ -221,8 +229,20 @@ def teacher_logits(
     key = cache_key(params, sentences, config)
     path = os.path.join(cache_dir, f'{teacher_id}-{key}.npy')
     if os.path.exists(path):
-        logits = np.load(path)
-        if logits.shape[0] == len(sentences):
+        try:
+            logits = np.load(path)
+        except (OSError, ValueError, EOFError) as e:  # Only a cache: rebuilt.
+            logging.warning(
+                'Teacher %s: cached logits %s unreadable (%s).', workdir, path, e
+            )
+            logits = None
+        if (
+            logits is not None
+            and logits.dtype == np.float32
+            and logits.ndim == 2
+            and logits.shape[0] == len(sentences)
+            and np.isfinite(logits).all()
+        ):
             return logits
     logging.info('Teacher %s (step %d): computing logits.', workdir, step)
     logits = _teacher_forward(workdir, config, params, sentences, batch_size)
@@ -313,7 +333,17 @@ def frozen_logits(student_workdir: str, teachers, sentences) -> np.ndarray | Non
             if str(f['key']) != _frozen_key(teachers, sentences):
                 return None
             return f['logits']
-    except (OSError, ValueError, KeyError):  # Damaged: read the teachers again.
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        # Damaged: the teachers are read again, as they are now; said, since
+        # the resumed run may then learn from other logits than before.
+        logging.warning(
+            '%s is unreadable (%s: %s): the teachers are read again, as they are '
+            'now; if they trained on since this run started, it resumes with '
+            'other teacher logits than it had.',
+            path,
+            type(e).__name__,
+            e,
+        )
         return None
 
 

@@ -363,6 +363,47 @@ def test_teacher_cache_is_keyed_by_checkpoint_and_data(teacher, monkeypatch):
         teacher, sentences, cache_dir=os.path.join(blocked, 'cache')
     )
     np.testing.assert_array_equal(again, changed)
+    # A damaged cache file is only a cache: computed again, not a traceback.
+    teacher_cache.teacher_logits(teacher, sentences)  # Cached under this key.
+    cache = os.path.join(teacher, 'logit_cache')
+    for damage in (lambda b: b[:100], lambda b: b[:-8]):
+        (entry,) = [n for n in os.listdir(cache) if n.endswith('.npy')]
+        with open(os.path.join(cache, entry), 'rb') as f:
+            data = f.read()
+        with open(os.path.join(cache, entry), 'wb') as f:
+            f.write(damage(data))
+        before = len(calls)
+        np.testing.assert_array_equal(
+            teacher_cache.teacher_logits(teacher, sentences), changed
+        )
+        assert len(calls) == before + 1  # Recomputed.
+
+
+def test_a_teachers_vocabulary_is_read_as_it_is_now(tmp_path):
+    """A teacher trained again in its folder has a new vocab.txt: an
+    in-process cache served the old one; without vocab.txt the vocabulary is
+    rebuilt with the teacher's own min_count."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f'real data folder {SHARED_DATA} is absent')
+    from jaxdistill.data import sst2 as sst2_lib
+
+    data = configuration.load_config(CONFIG + ':arm=teacher_cnn,runlocal').data
+    data.data_dir = str(SHARED_DATA / 'sst2')
+    data.vocab_size = 16000
+    workdir = tmp_path / 'teacher'
+    workdir.mkdir()
+    (workdir / sst2_lib.VOCAB_FILE).write_text('good\nbad\n')
+    assert teacher_cache._vocab(str(workdir), data) == {'good': 2, 'bad': 3}
+    (workdir / sst2_lib.VOCAB_FILE).write_text('fine\n')
+    assert teacher_cache._vocab(str(workdir), data) == {'fine': 2}
+    (workdir / sst2_lib.VOCAB_FILE).unlink()
+    train = sst2_lib.load_split(data.data_dir, 'train')[0]
+    assert data.min_count == 2
+    assert (
+        teacher_cache._vocab(str(workdir), data)
+        == sst2_lib.build_vocab(train, 16000, 2)
+        != sst2_lib.build_vocab(train, 16000, 1)
+    )
 
 
 def test_sentencepiece_teacher_reads_its_own_pieces(tmp_path):
@@ -518,3 +559,8 @@ def test_a_resumed_student_keeps_the_teacher_logits_it_started_with(
     # Other teachers or other sentences are not what was frozen.
     assert first_batch(teachers=('t0',)) == 3.0 and len(calls) == 5
     assert first_batch(read=['a', 'b', 'x']) == 3.0
+    # A damaged frozen file (cut short) reads the teachers again, with a
+    # warning (it raised zipfile.BadZipFile).
+    frozen = student / teacher_cache.FROZEN
+    frozen.write_bytes(frozen.read_bytes()[:300])
+    assert teacher_cache.frozen_logits(str(student), ('t0', 't1'), sentences) is None
