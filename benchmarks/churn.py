@@ -7,9 +7,9 @@ split (teacher-forced argmax per target token, `task.predict`), and prints
 the fraction of valid tokens where the two disagree (last line).
 """
 
+import argparse
 import json
 import pathlib
-import sys
 
 import ml_collections
 
@@ -27,7 +27,11 @@ def predictions(workdir):
 
 
 def main():
-    a, b = sys.argv[1:3]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('workdir_a', help='a finished training run')
+    parser.add_argument('workdir_b', help='another, of the same task')
+    args = parser.parse_args()
+    a, b = args.workdir_a, args.workdir_b
     agreement = trainer_lib.agreement_metrics(
         {'a': predictions(a), 'b': predictions(b)}
     )

@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import platform
+import shlex
 import subprocess
 import sys
 
@@ -84,8 +85,11 @@ def machine() -> dict:
 def provenance() -> dict:
     """{'command', 'date', 'machine'} of the running benchmark."""
     return {
-        'command': 'python '
-        + ' '.join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]),
+        # Quoted for a shell: an argument with spaces or brackets
+        # (`--note`, a tuple override) pastes back as one argument.
+        'command': shlex.join(
+            ['python', os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]
+        ),
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec='seconds'
         ),

@@ -369,11 +369,22 @@ def main():
     if args.step_costs_only:
         path = common.RESULTS / 'mt2st_sst2.json'
         record = json.loads(path.read_text())
+        # The step costs belong to the run the file records: the same model,
+        # data and scale (a --quick or another size would rewrite part of a
+        # committed result with figures of something else).
+        if (
+            args.quick
+            or args.steps != record['steps']
+            or not record['scale'].startswith(f'{args.scale}:')
+        ):
+            parser.error(
+                f'--step-costs-only re-measures the step costs of {path.name}, '
+                f'whose run had --steps {record["steps"]} and --scale '
+                f'{record["scale"].split(":")[0]} (no --quick); give the same.'
+            )
         with tempfile.TemporaryDirectory() as tmp:
             record['step_costs'] = step_costs(args, tmp)
-        record['step_costs_command'] = (
-            'python benchmarks/mt2st_sst2.py --step-costs-only'
-        )
+        record['step_costs_command'] = common.provenance()['command']
         record['step_costs_date'] = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
         path.write_text(json.dumps(record, indent=2) + '\n')
         print(json.dumps(record['step_costs'], indent=2))

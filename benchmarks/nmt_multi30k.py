@@ -561,6 +561,7 @@ def spread(args, config, workdir):
             'range': float(np.ptp(bleu)),
         }
     name = 'nmt_multi30k_spread' + (f'_{args.tag}' if args.tag else '')
+    name += '_quick' if args.quick else ''  # Git-ignored, marked a smoke run.
     plot = common.RESULTS / f'{name}.png'
     _plot_spread(windows, plot)
     common.write_result(
@@ -719,6 +720,7 @@ def probe_only(args, config, workdir):
     config.eval.beam_size = 0  # The probe's one evaluation: greedy, as in a run.
     peak, rows, loop, _, _ = probe(config, workdir, args.repeats)
     name = 'nmt_multi30k_probe' + (f'_{args.tag}' if args.tag else '')
+    name += '_quick' if args.quick else ''  # Git-ignored, marked a smoke run.
     result = {
         'fraction_of_peak': epoch_rate(rows, 'fraction_of_peak'),
         'fraction_of_peak_real_tokens': epoch_rate(

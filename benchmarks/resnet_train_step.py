@@ -187,7 +187,14 @@ def main():
         'ms_per_step': dict(zip(labels, ms)),
         'time_over_plain_float32': dict(zip(labels, [m / plain for m in ms])),
     }
-    name = '_'.join(filter(None, ['resnet_train_step', result['size'], args.tag]))
+    # '_quick' last: git-ignored and marked a smoke run (common.write_result).
+    name = '_'.join(
+        filter(
+            None,
+            ['resnet_train_step', None if args.quick else args.size, args.tag]
+            + (['quick'] if args.quick else []),
+        )
+    )
     common.write_result(name, result)
     _plot(result, name)
     for label, m in zip(labels, ms):

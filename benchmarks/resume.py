@@ -32,13 +32,16 @@ def _env():
     return env
 
 
+LOG_EVERY = 5  # The runs log (and can be killed) every this many steps.
+
+
 def _cmd(args, workdir):
     return common.train_cmd(
         args.config,
         workdir,
         f'--config.num_train_steps={args.steps}',
         f'--config.checkpoint.every_steps={args.every}',
-        '--config.log_every_steps=5',
+        f'--config.log_every_steps={LOG_EVERY}',
         '--config.eval.at_end=False',
     )
 
@@ -95,13 +98,29 @@ def main():
     parser.add_argument('--every', type=int, default=20)
     parser.add_argument('--kills', default='35,70,95')
     args = parser.parse_args()
-    kills = [int(k) for k in args.kills.split(',')]
+    try:
+        kills = [int(k) for k in args.kills.split(',')]
+    except ValueError:
+        parser.error(f'--kills {args.kills}: comma-separated step numbers.')
+    # A step never logged is never killed at (the run would end unbroken and
+    # still read as a resume that matched).
+    bad = [k for k in kills if k % LOG_EVERY or not 0 < k < args.steps]
+    if bad:
+        parser.error(
+            f'--kills {bad}: each must be a logged step (a multiple of '
+            f'{LOG_EVERY}) below --steps {args.steps}.'
+        )
     with tempfile.TemporaryDirectory() as tmp:
         full, broken = pathlib.Path(tmp, 'full'), pathlib.Path(tmp, 'broken')
         t0 = time.time()
         _run_until(_cmd(args, full), None)
         t_full = time.time() - t0
         codes = [_run_until(_cmd(args, broken), k) for k in kills]
+        if any(code != -signal.SIGKILL for code in codes):
+            raise SystemExit(
+                f'a run was not killed as planned (exit codes {codes}; '
+                f'{-signal.SIGKILL} is SIGKILL): no resume was tested.'
+            )
         _run_until(_cmd(args, broken), None)
         step_a, a = _params(full)
         step_b, b = _params(broken)

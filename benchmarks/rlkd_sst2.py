@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import pathlib
+import shlex
 import subprocess
 import sys
 import time
@@ -119,7 +120,7 @@ def train_teachers(args, workdir):
             '--workdir',
             out,
         ] + [f'--config.{o}' for o in overrides]
-        commands[name] = ' '.join(['python'] + cmd[1:])
+        commands[name] = shlex.join(['python', *cmd[1:]])
         if os.path.exists(os.path.join(out, 'summary.json')):
             print(f'{name}: reusing {out}', flush=True)
             continue

@@ -38,6 +38,7 @@ import functools
 import json
 import os
 import pathlib
+import shlex
 import shutil
 import subprocess
 import sys
@@ -339,7 +340,7 @@ def extraction(root, args, tr):
         seconds[name] = time.perf_counter() - started
     return {
         'extracted': info,
-        'cli_command': ' '.join(cmd[1:]),
+        'cli_command': shlex.join(cmd[1:]),
         'cli_test_bleu_tok_lc': cli.get('eval/bleu_tok_lc'),
         'cli_test_bleu_tok_lc_per_direction': {
             l: cli.get(f'eval/bleu_tok_lc_{l}') for l in LANGS
