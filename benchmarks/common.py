@@ -104,6 +104,20 @@ def xla_flops(compiled) -> float:
     return float(cost['flops'])
 
 
+def add_tag(parser) -> None:
+    """`--tag T`: the result is NAME_T.json / NAME_T.png, so a run at another
+    size or on another machine does not replace the committed NAME.json."""
+    parser.add_argument(
+        '--tag', default='', help='write NAME_TAG.json/.png instead of NAME.*'
+    )
+
+
+def stem(name: str, args) -> str:
+    """NAME, or NAME_TAG with `--tag` (`add_tag`)."""
+    tag = getattr(args, 'tag', '')
+    return f'{name}_{tag}' if tag else name
+
+
 def write_result(name: str, result: dict) -> pathlib.Path:
     """Writes benchmarks/results/NAME.json with command, date and machine.
     A `--quick` result (NAME ending in '_quick', git-ignored) says that it is

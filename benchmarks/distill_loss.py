@@ -59,6 +59,7 @@ def main():
     parser.add_argument('--tokens', type=int, default=4096)
     parser.add_argument('--vocab', type=int, default=10000)
     parser.add_argument('--repeats', type=int, default=9)
+    common.add_tag(parser)
     args = parser.parse_args()
     if min(args.tokens, args.vocab, args.repeats) < 1:
         parser.error('--tokens, --vocab and --repeats must be >= 1.')
@@ -108,7 +109,7 @@ def main():
         'max_abs_error_vs_float64_at_logits_1e4': error,
         'mean_kl_at_logits_1e4': float(reference.mean()),
     }
-    common.write_result('distill_loss', result)
+    common.write_result(common.stem('distill_loss', args), result)
     print(
         f'[{args.tokens}, {args.vocab}] value+grad: one-pass KL '
         f'{median["one_pass_kl"] * 1e3:.1f} ms, two log_softmax '
@@ -117,7 +118,7 @@ def main():
         f'{median["one_pass_soft_ce"] * 1e3:.1f} ms; max |error| at logits 1e4 '
         f'(mean KL {reference.mean():.3f}): {error}'
     )
-    _plot(result, common.RESULTS / 'distill_loss.png')
+    _plot(result, common.RESULTS / f'{common.stem("distill_loss", args)}.png')
 
 
 def _plot(result, path):

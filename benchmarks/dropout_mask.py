@@ -43,6 +43,7 @@ def parse_args():
     )
     parser.add_argument('--lengths', default='12,16,24')
     parser.add_argument('--repeats', type=int, default=10)
+    common.add_tag(parser)
     args = parser.parse_args()
     try:
         args.lengths = [int(x) for x in args.lengths.split(',') if x]
@@ -157,8 +158,8 @@ def main():
             for bits in (32, 16, 8)
         },
     }
-    common.write_result('dropout_mask', result)
-    _plot(result, common.RESULTS / 'dropout_mask.png')
+    common.write_result(common.stem('dropout_mask', args), result)
+    _plot(result, common.RESULTS / f'{common.stem("dropout_mask", args)}.png')
 
 
 def _plot(result, path):

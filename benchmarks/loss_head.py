@@ -150,6 +150,7 @@ def parse_args():
     )
     parser.add_argument('--lengths', default='12,16,24')
     parser.add_argument('--step-repeats', type=int, default=10)
+    common.add_tag(parser)
     args = parser.parse_args()
     sizes = (args.tokens, args.vocab, args.d_model, args.repeats, args.step_repeats)
     if min(*sizes, args.chunk_rows) < 1:
@@ -263,8 +264,8 @@ def main():
     )
     if args.config:
         result['train_step'] = time_train_steps(args)
-    common.write_result('loss_head', result)
-    _plot(result, common.RESULTS / 'loss_head.png')
+    common.write_result(common.stem('loss_head', args), result)
+    _plot(result, common.RESULTS / f'{common.stem("loss_head", args)}.png')
 
 
 def _plot(result, path):

@@ -97,6 +97,7 @@ def main():
     parser.add_argument('--steps', type=int, default=120)
     parser.add_argument('--every', type=int, default=20)
     parser.add_argument('--kills', default='35,70,95')
+    common.add_tag(parser)
     args = parser.parse_args()
     try:
         kills = [int(k) for k in args.kills.split(',')]
@@ -127,9 +128,14 @@ def main():
         equal = {k: a[k].tobytes() == b[k].tobytes() for k in a}
         max_diff = max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
         curves = _losses(full), _losses(broken)
-    _plot(*curves, kills, common.RESULTS / 'resume.png', all(equal.values()))
+    _plot(
+        *curves,
+        kills,
+        common.RESULTS / f'{common.stem("resume", args)}.png',
+        all(equal.values()),
+    )
     common.write_result(
-        'resume',
+        common.stem('resume', args),
         {
             'config': args.config,
             'steps': args.steps,

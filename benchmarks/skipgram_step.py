@@ -52,6 +52,7 @@ def main():
         '--data_dir', '--data', dest='data', type=pathlib.Path, default=DEFAULT_DATA
     )
     parser.add_argument('--repeats', type=int, default=7)
+    common.add_tag(parser)
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f'--repeats must be >= 1, got {args.repeats}.')
@@ -114,14 +115,14 @@ def main():
         'negative_table_speedup': table_old / table_new,
         'negative_tables_equal': same,
     }
-    common.write_result('skipgram_step', result)
+    common.write_result(common.stem('skipgram_step', args), result)
     print(
         f'epoch: hand-written gradient {median["hand_written"]:.3f} s, autodiff '
         f'{median["autodiff"]:.3f} s (ratio '
         f'{result["epoch_time_ratio_hand_written_vs_autodiff"]:.2f}); negative '
         f'table {table_new:.3f} s vs {table_old:.3f} s (same table: {same})'
     )
-    _plot(result, common.RESULTS / 'skipgram_step.png')
+    _plot(result, common.RESULTS / f'{common.stem("skipgram_step", args)}.png')
 
 
 def _plot(result, path):

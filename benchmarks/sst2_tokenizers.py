@@ -78,6 +78,7 @@ def main():
         dest='data',
         default=str(common.REPO.parent / 'shared/data/sst2'),
     )
+    common.add_tag(p)
     args = p.parse_args()
     warmup = configuration.load_config(str(CONFIG)).optimizer.warmup_steps
     if args.steps <= warmup:
@@ -93,9 +94,9 @@ def main():
                 result['accuracy'][f'{method}_{kind}'] = acc
                 result['vocab'][kind] = vocab
         result.update(text_statistics(args, tmp))
-    result['plot'] = 'benchmarks/results/sst2_tokenizers.png'
-    plot(result, common.RESULTS / 'sst2_tokenizers.png')
-    common.write_result('sst2_tokenizers', result)
+    result['plot'] = f'benchmarks/results/{common.stem("sst2_tokenizers", args)}.png'
+    plot(result, common.RESULTS / f'{common.stem("sst2_tokenizers", args)}.png')
+    common.write_result(common.stem('sst2_tokenizers', args), result)
     print(result)
 
 

@@ -104,6 +104,7 @@ def main():
     )
     parser.add_argument('--length', type=int, default=20, help='bucket length')
     parser.add_argument('--repeats', type=int, default=15)
+    common.add_tag(parser)
     args = parser.parse_args()
     if not pathlib.Path(args.data_dir).is_dir():
         raise SystemExit(f'Multi30k folder {args.data_dir} not found; pass --data_dir.')
@@ -138,10 +139,10 @@ def main():
     dots_s = sum(r['seconds_total'] for r in rows)
     gflop = sum(r['gflop_total'] for r in rows)
     peak = max(peak, tst.matmul_peak())
-    plot = common.RESULTS / 'step_dots.png'
+    plot = common.RESULTS / f'{common.stem("step_dots", args)}.png'
     _plot(rows, step_s, dots_s, plot)
     common.write_result(
-        'step_dots',
+        common.stem('step_dots', args),
         {
             'config': args.config,
             'bucket_length': args.length,

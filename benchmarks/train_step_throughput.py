@@ -169,6 +169,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--config', default='configs/translate_synthetic.py')
     parser.add_argument('--repeats', type=int, default=20)
+    common.add_tag(parser)
     args = parser.parse_args(rest)
     config = configuration.apply_overrides(
         configuration.load_config(args.config), overrides
@@ -203,10 +204,10 @@ def main():
         for r in rows:
             r['fraction_of_peak'] *= peak / peak_after
         peak = peak_after
-    _plot(rows, common.RESULTS / 'train_step_throughput.png')
+    _plot(rows, common.RESULTS / f'{common.stem("train_step_throughput", args)}.png')
     mean_frac = float(np.mean([r['fraction_of_peak'] for r in rows]))
     common.write_result(
-        'train_step_throughput',
+        common.stem('train_step_throughput', args),
         {
             'config': args.config,
             'overrides': overrides,
@@ -219,7 +220,7 @@ def main():
             'mean_padded_tokens_per_s': float(
                 np.mean([r['padded_tokens_per_s'] for r in rows])
             ),
-            'plot': 'benchmarks/results/train_step_throughput.png',
+            'plot': f'benchmarks/results/{common.stem("train_step_throughput", args)}.png',
         },
     )
     for r in rows:
