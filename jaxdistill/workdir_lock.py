@@ -174,18 +174,26 @@ def lock_workdir(workdir: str) -> WorkdirLock:
     if jax.process_index() == 0:
         try:
             lock.acquire()
-        except WorkdirInUseError as e:
+        except JaxdistillError as e:  # Held, or the lock file cannot be made.
             error = e
     if jax.process_count() > 1:
         import numpy as np  # pylint: disable=g-import-not-at-top
-        from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
 
-        refused = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
-        if refused and error is None:
-            error = WorkdirInUseError(
-                f'{workdir} is in use by another training run (process 0 '
-                'found its lock held).'
-            )
+        from jaxdistill import process_check  # pylint: disable=g-import-not-at-top
+
+        # Every process learns process 0's outcome, its message included: an
+        # error raised in process 0 alone left the others waiting in this
+        # broadcast until JAX's shutdown barrier aborted them all (~5 min).
+        said = '' if error is None else f'{type(error).__name__}\n{error}'
+        said = (
+            process_check.broadcast_bytes(np.frombuffer(said.encode(), np.uint8))
+            .tobytes()
+            .decode()
+        )
+        if said and error is None:
+            kind, _, message = said.partition('\n')
+            cls = WorkdirInUseError if kind == 'WorkdirInUseError' else JaxdistillError
+            error = cls(f'{message} (process 0 could not lock the workdir.)')
     if error is not None:
         raise error
     return lock

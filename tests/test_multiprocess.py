@@ -177,6 +177,16 @@ def test_processes_with_different_configs_or_workdirs_are_refused(tmp_path):
     for out in refused((small, small)):
         assert 'error: data.vocab_size=8 is too small for the text the tokenizer' in out
 
+    # So does a lock file that cannot be opened (process 1 waited ~5 minutes
+    # for process 0's answer, then both were aborted without its reason).
+    lock_path = tmp_path / 'run' / workdir_lock.LOCK_FILE
+    lock_path.unlink(missing_ok=True)  # The earlier cases' (released) lock.
+    lock_path.mkdir(parents=True)
+    outs = refused(((), ()))
+    for out in outs:
+        assert 'Cannot open the workdir lock' in out, out[-2000:]
+    assert '(process 0 could not lock the workdir.)' in outs[1]
+
 
 def test_a_busy_workdir_refuses_every_process_without_the_resume_line(tmp_path):
     """`train --workdir DIR` alone, on two processes, while another run holds
