@@ -241,9 +241,10 @@ def _interrupted(workdir: str | None) -> str:
         )
     return (
         f'interrupted; the checkpoints in {directory} are complete and kept '
-        f'(the latest: step {steps[-1]}; a save that Orbax reports above as '
-        'failed, if any, was cut short and is not among them); the same '
-        'command resumes from there.'
+        f'(the latest: step {steps[-1]}; a save cut short, which Orbax may '
+        'report above as failed, is not among them, and one Orbax names there '
+        'may have finished all the same); the same command resumes from the '
+        'latest.'
     )
 
 

@@ -171,9 +171,10 @@ def test_the_line_a_ctrl_c_ends_with(tmp_path):
         (tmp_path / 'checkpoints' / str(step)).mkdir()
     assert cli._interrupted(str(tmp_path)) == (
         f'interrupted; the checkpoints in {tmp_path}/checkpoints are complete '
-        'and kept (the latest: step 10; a save that Orbax reports above as '
-        'failed, if any, was cut short and is not among them); the same '
-        'command resumes from there.'
+        'and kept (the latest: step 10; a save cut short, which Orbax may '
+        'report above as failed, is not among them, and one Orbax names there '
+        'may have finished all the same); the same command resumes from the '
+        'latest.'
     )
 
 
