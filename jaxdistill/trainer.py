@@ -436,17 +436,36 @@ def _mean_metrics(history: list[dict]) -> dict:
     replica) is reported as its mean plus one key per replica: 'name/r0', ...
     A key that only some of the window's steps report (a window across a
     phase change: codistillation's burn-in has no 'train/distill') is
-    averaged over the steps that report it.
+    averaged over the steps that report it; a replica's value over the steps
+    where its block held tokens ('train/tokens' per replica).
     """
     history = jax.device_get(jax.tree.map(_addressable, history))
     out = {}
     keys = dict.fromkeys(k for h in history for k in h)  # In order, once.
     for key in keys:
-        values = np.array([h[key] for h in history if key in h], dtype=np.float64)
-        reduce = np.sum if key.endswith('tokens') else np.mean
-        out[key] = float(reduce(values))
-        if values.ndim == 2 and values.shape[1] > 1:
-            for r, v in enumerate(reduce(values, axis=0)):
+        steps = [h for h in history if key in h]
+        values = np.array([h[key] for h in steps], dtype=np.float64)
+        if key.endswith('tokens'):
+            out[key] = float(np.sum(values))
+            per = np.sum(values, axis=0) if values.ndim == 2 else None
+        else:
+            # A replica whose block of a step held no tokens (the all-PAD
+            # rows that fill a bucket's last batch land in the last block)
+            # reports 0 for that step: not a loss, so not averaged in.
+            held = np.ones(values.shape, bool)
+            if values.ndim == 2 and all('train/tokens' in h for h in steps):
+                tokens = np.array([h['train/tokens'] for h in steps], np.float64)
+                if tokens.shape == values.shape:
+                    held = tokens > 0
+                    held[:, ~held.any(axis=0)] = True  # None at all: as they are.
+            out[key] = float(np.mean(values[held]))
+            per = (
+                np.sum(np.where(held, values, 0.0), axis=0) / np.sum(held, axis=0)
+                if values.ndim == 2
+                else None
+            )
+        if per is not None and values.shape[1] > 1:
+            for r, v in enumerate(per):
                 out[f'{key}/r{r}'] = float(v)
     return out
 

@@ -232,6 +232,17 @@ def test_a_window_across_a_phase_change_keeps_every_key():
         n = len(window)
         assert m['train/ce/r0'] == pytest.approx((4.0 + 2.0 * (n - 1)) / n)
         assert m['train/tokens'] == 10.0 + 20.0 * (n - 1)
+    # A replica whose block held only padding (the all-PAD rows that fill a
+    # bucket's last batch) reports 0 that step: left out of its mean.
+    empty = {
+        'train/ce': np.array([3.0, 0.0]),
+        'train/tokens': np.array([12.0, 0.0]),
+    }
+    full = {'train/ce': np.array([1.0, 2.0]), 'train/tokens': np.array([9.0, 8.0])}
+    m = trainer._mean_metrics([full, empty])
+    assert m['train/ce/r0'] == 2.0 and m['train/ce/r1'] == 2.0
+    assert m['train/ce'] == pytest.approx(2.0)
+    assert m['train/tokens/r1'] == 8.0
 
 
 def test_a_run_stopped_by_an_error_closes_its_tensorboard_log(tmp_path):
