@@ -45,7 +45,7 @@ from jaxdistill.errors import (
     NonFiniteLossError,
 )
 from jaxdistill.methods import make_method
-from jaxdistill.methods.base import Method, check_method_config
+from jaxdistill.methods.base import check_method_config
 
 # Config keys that must not change between a checkpoint and its resumption.
 RESUME_KEYS = (

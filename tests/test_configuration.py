@@ -448,9 +448,7 @@ def test_config_flags_given_a_value_and_the_hints_for_words():
     with pytest.raises(ConfigError, match='runlocal is on or off'):
         configuration.parse_config_arg('runlocal=maybe')
     small = configuration.load_config(f'{CONFIGS}/translate_synthetic.py:runlocal')
-    off = configuration.load_config(
-        f'{CONFIGS}/translate_synthetic.py:runlocal=False'
-    )
+    off = configuration.load_config(f'{CONFIGS}/translate_synthetic.py:runlocal=False')
     assert off.num_train_steps != small.num_train_steps
     config = configuration.load_config(f'{CONFIGS}/translate_multi30k.py')
     with pytest.raises(ConfigError, match=re.escape("""=('en-de', 'en-fr')".""")):
