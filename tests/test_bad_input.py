@@ -208,6 +208,8 @@ def test_nan_parameters_are_never_saved_by_a_ranked_evaluation(capsys, tmp_path)
         '--config.eval.bleu=False',
         '--config.checkpoint.best_metric=eval/loss',
         '--config.checkpoint.best_mode=min',
+        '--config.data.bucket_lengths=(48,)',  # One compiled train step.
+        '--config.eval.max_examples=16',
     )
     assert code == 2 and 'Non-finite' in err, err
     assert 'step None' not in err
