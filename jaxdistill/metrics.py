@@ -54,32 +54,35 @@ class MetricWriter:
                 purge_step=0 if resume_step is None else resume_step + 1,
             )
 
-    def _truncate_after(self, step: int | None):
+    def _rewrite(self, edit):
+        """Replaces metrics.jsonl's records with `edit(record)` of each (None
+        drops it), written whole to a temporary file and moved over it."""
         if not os.path.exists(self.path):
             return
-        step = -1 if step is None else step
-        keep = [r for r in _read_records(self.path) if r['step'] <= step]
+        kept = [e for e in map(edit, _read_records(self.path)) if e is not None]
         with open(self.path + '.tmp', 'w', encoding='utf-8') as f:
-            f.writelines(json.dumps(r) + '\n' for r in keep)
+            f.writelines(json.dumps(r) + '\n' for r in kept)
         os.replace(self.path + '.tmp', self.path)
+
+    def _truncate_after(self, step: int | None):
+        step = -1 if step is None else step
+        self._rewrite(lambda r: r if r['step'] <= step else None)
 
     def drop(self, step: int, prefix: str):
         """Removes the `prefix` metrics (e.g. 'eval/') logged at `step` from
         metrics.jsonl, before they are logged again (an evaluation repeated
         with other settings): one value per step and name, not two. A record
         left with nothing but its step and time goes."""
-        if not self.enabled or not os.path.exists(self.path):
+        if not self.enabled:
             return
-        kept = []
-        for r in _read_records(self.path):
-            if r['step'] == step:
-                r = {k: v for k, v in r.items() if not k.startswith(prefix)}
-                if set(r) <= {'step', 'time'}:
-                    continue
-            kept.append(r)
-        with open(self.path + '.tmp', 'w', encoding='utf-8') as f:
-            f.writelines(json.dumps(r) + '\n' for r in kept)
-        os.replace(self.path + '.tmp', self.path)
+
+        def edit(r):
+            if r['step'] != step:
+                return r
+            r = {k: v for k, v in r.items() if not k.startswith(prefix)}
+            return None if set(r) <= {'step', 'time'} else r
+
+        self._rewrite(edit)
 
     def write(self, step: int, metrics: dict[str, Any]):
         if not self.enabled:

@@ -5,8 +5,9 @@ one panel per metric, one line per run (and per capacity, replica or exit
 where a run logs several: `eval/x0.25/bleu`, `eval/r1/loss`,
 `eval/accuracy_exit0`). By default the panels are the training loss (and
 for TSJT each capacity's training NLL), the evaluation loss, BLEU, accuracy
-and churn, each where some run logged it, and for self-distillation the early-exit curve of the last evaluation
-(accuracy against the measured fraction of the whole network's time);
+and churn, each where some run logged it, and for self-distillation the
+early-exit curve of the last evaluation (accuracy against the measured
+fraction of the whole network's time);
 `--metric` picks others, as glob patterns over the logged names (one panel
 each, e.g. `--metric 'eval/*bleu_tok_lc' --metric train/learning_rate`).
 The x axis is the step, or with `--x minutes` the wall-clock minutes since

@@ -100,6 +100,18 @@ def broadcast_bytes(data: np.ndarray) -> np.ndarray:
     return np.asarray(multihost_utils.broadcast_one_to_all(padded))
 
 
+def share_error(error: Exception | None) -> tuple[str, str] | None:
+    """Process 0's `error` in every process, as (class name, message); None
+    where it had none (the others' `error` is ignored). A collective: every
+    process calls it, so none waits for a process 0 that has failed."""
+    said = b'' if error is None else f'{type(error).__name__}\0{error}'.encode()
+    said = broadcast_bytes(np.frombuffer(said, np.uint8))
+    if not said.size:
+        return None
+    kind, message = said.tobytes().decode().split('\0', 1)
+    return kind, message
+
+
 def _processes_where(flag: bool) -> list[int]:
     """The indices of the processes where `flag` holds (the same list in all)."""
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top

@@ -177,21 +177,14 @@ def lock_workdir(workdir: str) -> WorkdirLock:
         except JaxdistillError as e:  # Held, or the lock file cannot be made.
             error = e
     if jax.process_count() > 1:
-        import numpy as np  # pylint: disable=g-import-not-at-top
-
         from jaxdistill import process_check  # pylint: disable=g-import-not-at-top
 
         # Every process learns process 0's outcome, its message included: an
         # error raised in process 0 alone left the others waiting in this
         # broadcast until JAX's shutdown barrier aborted them all (~5 min).
-        said = '' if error is None else f'{type(error).__name__}\n{error}'
-        said = (
-            process_check.broadcast_bytes(np.frombuffer(said.encode(), np.uint8))
-            .tobytes()
-            .decode()
-        )
+        said = process_check.share_error(error)
         if said and error is None:
-            kind, _, message = said.partition('\n')
+            kind, message = said
             cls = WorkdirInUseError if kind == 'WorkdirInUseError' else JaxdistillError
             error = cls(f'{message} (process 0 could not lock the workdir.)')
     if error is not None:

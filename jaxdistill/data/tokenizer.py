@@ -301,7 +301,7 @@ def shared_tokenizer(
     # the coordination service gave up on them, minutes later.
     from jaxdistill import process_check  # pylint: disable=g-import-not-at-top
 
-    failure = b''
+    error = None
     if jax.process_index() == 0:
         try:
             tok = load_or_train_tokenizer(
@@ -309,12 +309,11 @@ def shared_tokenizer(
             )
         except Exception as e:  # pylint: disable=broad-except
             error = e
-            failure = f'{type(e).__name__}\0{e}'.encode()
-    failure = process_check.broadcast_bytes(np.frombuffer(failure, np.uint8))
-    if failure.size:
-        if jax.process_index() == 0:
+    failure = process_check.share_error(error)
+    if failure:
+        if error is not None:
             raise error
-        kind, message = failure.tobytes().decode().split('\0', 1)
+        kind, message = failure
         known = {'ConfigError': ConfigError, 'DataError': DataError}
         if kind in known:
             raise known[kind](message)
