@@ -150,9 +150,15 @@ def _config(args, method, seed, text=False):
     if not text:
         overrides['data.cache_dir'] = args.cache_dir
     extra = [] if text else args.overrides
-    return configuration.apply_overrides(
+    config = configuration.apply_overrides(
         config, [f'{k}={v}' for k, v in overrides.items()] + extra
     )
+    if config.eval.get('timing_repeats', 1) < 1:  # Before any training.
+        raise SystemExit(
+            'this benchmark reports measured inference time: '
+            f'eval.timing_repeats={config.eval.timing_repeats} must be at least 1'
+        )
+    return config
 
 
 def _train(args, method, seed, text=False):
@@ -242,12 +248,6 @@ def _flops_fractions(task):
 
 
 def _mean_curve(runs):
-    if any('time_fraction' not in p for r in runs for p in r['curve']):
-        raise SystemExit(
-            'this benchmark reports measured inference time: '
-            'eval.timing_repeats must be at least 1 (the trained runs are kept; '
-            'run again without the override)'
-        )
     curve = []
     for points in zip(*[r['curve'] for r in runs]):
         curve.append(

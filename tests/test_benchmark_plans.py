@@ -333,6 +333,21 @@ def test_self_distill_sst2_only_refuses_cifar_settings(tmp_path, monkeypatch):
     assert not list(tmp_path.glob('*.json'))
 
 
+def test_self_distill_refuses_untimed_evaluation_before_training(
+    tmp_path, monkeypatch
+):
+    """The benchmark reports measured inference time: eval.timing_repeats=0
+    is refused at the first run's config, not after every run has trained."""
+    import sys
+
+    sd = _load_benchmark('self_distill_cifar10', monkeypatch, tmp_path)
+    argv = ['self_distill_cifar10.py', '--no_sst2', '--workdir', str(tmp_path)]
+    monkeypatch.setattr(sys, 'argv', argv + ['--config.eval.timing_repeats=0'])
+    with pytest.raises(SystemExit, match='eval.timing_repeats=0 must be at least 1'):
+        sd.main()
+    assert not list(tmp_path.iterdir())
+
+
 def test_mt2st_arm_is_timed_around_the_trainers_evaluations(
     tmp_path, monkeypatch, shared_data
 ):

@@ -191,6 +191,9 @@ def test_resnet_branch_exit_heads_are_three_convolutions_to_the_deepest_shape(he
         ({'stage_sizes': (1, 0)}, 'stage_sizes'),
         ({'width': 12, 'norm_groups': 8}, 'GroupNorm over 12 channels'),
         ({'dtype': 'float16'}, "dtype 'float16' is not one of bfloat16, float32"),
+        # In range, but no stage index: the exit would silently not be built.
+        ({'exits': (0.5,)}, r'exits \(0.5,\) must be integer stage indices'),
+        ({'exits': (True,)}, 'True is not'),
     ],
 )
 def test_resnet_rejects_shapes_it_cannot_build(options, match):
@@ -251,6 +254,10 @@ def test_method_loss_with_schedules_and_config_errors(tiny):
             ml_collections.ConfigDict({'name': 'self_distill'}),
             ModelFns(init=None, apply=None, labels=None),
         )
+    # One exit: nothing to teach; its loss would be the baseline's, scaled.
+    single = multi_exit.make_fns(_tiny_resnet(exits=()), 'image')
+    with pytest.raises(ConfigError, match="has 1 exit .*method.name='supervised'"):
+        make_method(ml_collections.ConfigDict({'name': 'self_distill'}), single)
 
 
 def test_exit_features_of_different_widths_are_named():
@@ -358,10 +365,10 @@ def test_text_classifier_exits_and_sst2_reader(tmp_path):
     with pytest.raises(DataError, match='gap.tsv:3'):
         sst2.read_sst2(tmp_path / 'gap.tsv')
 
-    model = TextClassifier(
-        num_classes=2, vocab_size=10, num_layers=2, d_model=8, num_heads=2,
-        d_ff=16, exits=(0,), max_len=8,
-    )  # fmt: skip
+    sizes = dict(num_classes=2, vocab_size=10, num_layers=2, d_model=8, num_heads=2)
+    with pytest.raises(ValueError, match='must be integer layer indices; 0.5 is not'):
+        TextClassifier(**sizes, d_ff=16, exits=(0.5,), max_len=8)
+    model = TextClassifier(**sizes, d_ff=16, exits=(0,), max_len=8)
     fns = multi_exit.make_fns(model, 'tokens')
     batch = {'tokens': tokens, 'label': labels}
     params = jax.jit(fns.init)(jax.random.key(0), batch)

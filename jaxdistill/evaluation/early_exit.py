@@ -6,7 +6,11 @@ the network prefix that ends at that exit, shallower heads included (they had
 to run to be checked). Costs are wall-clock seconds of jitted prefixes over
 the eval set (`measure_prefix_seconds`), divided by the measured time of the
 plain network (all stages, deepest head only), so `time_fraction` < 1 is
-compute actually saved and > 1 is the price of the extra heads.
+the share of the plain network's time saved and > 1 is the price of the extra
+heads. It is a projection from those measured prefixes: no cascade that stops
+each example at its exit runs here, so the gathering and re-batching such a
+cascade needs between stages is not counted
+(docs/methods/self_distillation.md, "Deviations").
 """
 
 import functools

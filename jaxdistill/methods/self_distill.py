@@ -54,6 +54,16 @@ class SelfDistill(Method):
                 'own whose model_fns is a jaxdistill.models.multi_exit.'
                 'MultiExitFns (docs/extending.md).'
             )
+        exits = getattr(model, 'num_exits', None)
+        if exits is not None and exits < 2:
+            # Its loss would be (1 - alpha) * CE: the baseline with a scaled
+            # learning signal, not what anyone asking for this method wants.
+            raise ConfigError(
+                f"method 'self_distill' needs a model with shallow exits to "
+                f'teach; this one has {exits} exit (e.g. model.exits=()). '
+                'Name the exits to train (e.g. model.exits=(0, 1)), or train '
+                "the single-exit baseline with method.name='supervised'."
+            )
         return cls(model=model, **built)
 
     def loss(self, params, extra, batch, rng, step):

@@ -19,7 +19,8 @@ whose `apply_exits` gives the whole dict.
 """
 
 import dataclasses
-from typing import Any, Callable
+import numbers
+from typing import Any, Callable, Sequence
 
 import jax.numpy as jnp
 
@@ -90,6 +91,20 @@ def check_output(out: Any, num_exits: int) -> None:
     dims = {f.shape[-1] for f in out['features']}
     if len(dims) != 1:
         raise ValueError(f'exit features differ in width: {sorted(dims)}')
+
+
+def check_exit_indices(exits: Sequence[Any], what: str) -> None:
+    """Refuses exit positions that are not integers (0.5, True): they pass
+    a range check, then never match a stage or layer index, so the exit would
+    silently not be built."""
+    bad = [
+        e for e in exits if isinstance(e, bool) or not isinstance(e, numbers.Integral)
+    ]
+    if bad:
+        raise ValueError(
+            f'exits {tuple(exits)} must be integer {what} indices; '
+            f'{", ".join(map(repr, bad))} is not'
+        )
 
 
 def exit_index(upto: int | None, num_exits: int) -> int:

@@ -203,6 +203,7 @@ class ResNet(nn.Module):
                     'norm_groups (or smaller than it)'
                 )
         last = len(self.stage_sizes) - 1
+        multi_exit.check_exit_indices(self.exits, 'stage')
         if sorted(set(self.exits)) != list(self.exits) or any(
             not 0 <= s < last for s in self.exits
         ):

@@ -38,6 +38,7 @@ class TextClassifier(nn.Module):
     def __post_init__(self):
         if self.num_layers < 1:
             raise ValueError(f'num_layers={self.num_layers} must be >= 1')
+        multi_exit.check_exit_indices(self.exits, 'layer')
         if sorted(set(self.exits)) != list(self.exits) or any(
             not 0 <= l < self.num_layers - 1 for l in self.exits
         ):
