@@ -465,6 +465,31 @@ def check_counts(*checks: tuple[str, Any, int]) -> None:
             raise ConfigError(f'{key}={value!r} must be an integer >= {low}.')
 
 
+def check_known_keys(group: str, cfg, valid, *, owner: str = '') -> None:
+    """ConfigError for the first key of `cfg` (a ConfigDict or dict) that
+    is not in `valid`: a key written in a config file is otherwise only added,
+    and a misspelt one (`data.sourse`) leaves the run on the default.
+
+    Args:
+      group: the dotted prefix of the keys ('data', 'model'; '' at the top).
+      cfg: the group's ConfigDict.
+      valid: the keys the code reads in it.
+      owner: who reads them, for the message (e.g. "method 'codistill'").
+    """
+    valid = sorted(valid)
+    for key in cfg.keys():
+        if key in valid:
+            continue
+        close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+        raise ConfigError(
+            f'Unknown key {group + "." if group else ""}{key}'
+            + (f' for {owner}' if owner else '')
+            + '.'
+            + (f' Did you mean {", ".join(close)}?' if close else '')
+            + f' Valid keys: {", ".join(valid)}.'
+        )
+
+
 def require(config, *keys: str):
     """Raises ConfigError naming the first dotted key `config` lacks."""
     for key in keys:

@@ -168,6 +168,27 @@ def _number(value, key: str, *, low=None, above=None, below=None) -> float:
     return float(value)
 
 
+# The keys of `config.optimizer` that make_optimizer and
+# schedules.learning_rate read (trainer.check_keys refuses others).
+KEYS = frozenset(
+    {
+        'name',
+        'learning_rate',
+        'schedule',
+        'warmup_steps',
+        'total_steps',
+        'end_learning_rate_factor',
+        'b1',
+        'b2',
+        'eps',
+        'weight_decay',
+        'momentum',
+        'grad_clip_norm',
+        'ema_decay',
+    }
+)
+
+
 def make_optimizer(cfg, *, stacked: bool = False) -> optax.GradientTransformation:
     """Builds the optimizer described by `config.optimizer`.
 

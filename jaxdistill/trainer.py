@@ -135,6 +135,73 @@ REQUIRED_KEYS = (
 )
 
 
+# The keys the spine reads, by group ('' is the top level): a config file's
+# key outside them is a typo or a setting nothing uses (check_config). The
+# task adds its own `data` and `eval` keys (its `config_keys`); `model` and
+# `method` are checked against the model's and the method's fields.
+SPINE_KEYS = {
+    '': frozenset(
+        {
+            'task',
+            'seed',
+            'num_train_steps',
+            'log_every_steps',
+            'time_limit_minutes',
+            'microbatches',
+            'profile_steps',
+            'imports',
+            'compilation_cache_dir',
+            'model',
+            'method',
+            'optimizer',
+            'data',
+            'eval',
+            'checkpoint',
+            'mesh',
+            'distributed',
+        }
+    ),
+    'checkpoint': frozenset(
+        {
+            'every_steps',
+            'keep',
+            'async_save',
+            'best_metric',
+            'best_mode',
+            'patience',
+            'min_delta',
+        }
+    ),
+    'mesh': frozenset({'model_axis_size', 'shard_params', 'replica_axis_size'}),
+    'distributed': frozenset({'coordinator_address', 'num_processes', 'process_id'}),
+    'optimizer': optim.KEYS,
+    'eval': frozenset(
+        {'every_steps', 'at_end', 'batch_size', 'max_examples', 'use_ema'}
+    ),
+}
+
+
+def check_keys(config, task) -> None:
+    """ConfigError for the first key of `config` that no code reads (e.g.
+    `data.sourse` written in a config file; overrides are checked as they
+    are applied). `data` and `eval` are checked where the task names its
+    keys (`task.config_keys`, a dict of group -> keys; a task of your own
+    without one leaves them unchecked)."""
+    own = getattr(task, 'config_keys', {})
+    for group in ('', 'checkpoint', 'mesh', 'distributed', 'optimizer', 'data', 'eval'):
+        valid = SPINE_KEYS.get(group, frozenset()) | own.get(group, frozenset())
+        if group in ('data', 'eval') and group not in own:
+            continue
+        cfg = config.get(group) if group else config
+        if isinstance(cfg, ml_collections.ConfigDict):
+            configuration.check_known_keys(
+                group,
+                cfg,
+                valid,
+                owner=f'task {config.task!r}' if group in ('data', 'eval') else '',
+            )
+
+
 def _check_loop_settings(config):
     """ConfigError naming the first key the spine needs and the config
     lacks, or the first step count the training loop cannot use."""
@@ -799,9 +866,10 @@ def check_config(config) -> None:
     anything trains."""
     registry.import_plugins(config.get('imports', ()))
     _check_loop_settings(config)
+    task = registry.get('task', config.task)
+    check_keys(config, task)
     optim.make_optimizer(config.optimizer)
     check_method_config(config.method)
-    task = registry.get('task', config.task)
     if hasattr(task, 'check_config'):
         task.check_config(config)
 

@@ -333,9 +333,7 @@ def test_self_distill_sst2_only_refuses_cifar_settings(tmp_path, monkeypatch):
     assert not list(tmp_path.glob('*.json'))
 
 
-def test_self_distill_refuses_untimed_evaluation_before_training(
-    tmp_path, monkeypatch
-):
+def test_self_distill_refuses_untimed_evaluation_before_training(tmp_path, monkeypatch):
     """The benchmark reports measured inference time: eval.timing_repeats=0
     is refused at the first run's config, not after every run has trained."""
     import sys

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from jaxdistill import configuration
+from jaxdistill import registry
 from jaxdistill.errors import ConfigError
 from tests import helpers
 
@@ -469,3 +470,66 @@ def test_config_flags_given_a_value_and_the_hints_for_words():
 def test_config_arguments_a_file_does_not_take_are_named(spec, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         configuration.load_config(f'{CONFIGS}/{spec}')
+
+
+SHIPPED_SPECS = (
+    'translate_synthetic.py',
+    'translate_synthetic.py:runlocal',
+    'translate_multi30k.py',
+    'translate_multi30k.py:size=base',
+    'translate_multi30k.py:budget',
+    'translate_wmt_tfds.py',
+    'codistill_synthetic.py',
+    'distill_synthetic.py',
+    'self_distill_translate_synthetic.py',
+    'tsjt_synthetic.py:composite=width',
+    'tsjt_synthetic.py:composite=depth,runlocal',
+    'tsjt_multi30k.py:composite=width,size=base',
+    'tsjt_wmt10_tfds.py:composite=depth',
+    'self_distill_cifar10.py',
+    'self_distill_mnist.py:runlocal,method=supervised',
+    'self_distill_sst2.py:runlocal',
+    'mt2st_sst2.py:arm=switch',
+    'mt2st_sst2.py:runlocal,arm=stl',
+    'rlkd_sst2.py:arm=teacher_cnn',
+    'rlkd_sst2.py:arm=rl,teachers=/tmp/t1+/tmp/t2',
+)
+
+
+@pytest.mark.parametrize('spec', SHIPPED_SPECS)
+def test_shipped_configs_set_only_keys_the_code_reads(spec):
+    from jaxdistill import trainer
+
+    config = configuration.load_config(f'{CONFIGS}/{spec}')
+    trainer.check_keys(config, registry.get('task', config.task))
+
+
+@pytest.mark.parametrize(
+    'line, message',
+    [
+        ('c.num_train_step = 5', 'Unknown key num_train_step. Did you mean num_train_steps'),
+        ('c.checkpoint.evry_steps = 5', 'Unknown key checkpoint.evry_steps. Did you mean every_steps?'),
+        ('c.mesh.model_axis = 2', 'Unknown key mesh.model_axis. Did you mean model_axis_size'),
+        ('c.optimizer.learning_rat = 1e-3', 'Unknown key optimizer.learning_rat. Did you mean learning_rate'),
+        ("c.data.sourse = 'files'", "Unknown key data.sourse for task 'translation'. Did you mean source?"),
+        ('c.eval.beam = 3', "Unknown key eval.beam for task 'translation'. Did you mean beam_size"),
+    ],
+)  # fmt: skip
+def test_a_misspelt_key_in_a_config_file_is_named(tmp_path, capsys, line, message):
+    """A key written in a config file is added, not checked against the
+    config's keys as an override is: one that nothing reads is refused
+    (`--print_config` included), instead of the run training on the default."""
+    from jaxdistill import train
+
+    (tmp_path / 'typo.py').write_text(
+        'import sys\n'
+        f'sys.path.insert(0, {str(CONFIGS)!r})\n'
+        'import translate_synthetic\n\n'
+        'def get_config(arg=None):\n'
+        "    c = translate_synthetic.get_config('runlocal')\n"
+        f'    {line}\n'
+        '    return c\n'
+    )
+    args = ['--config', str(tmp_path / 'typo.py'), '--print_config']
+    assert train.main(args) != 0
+    assert message in capsys.readouterr().err

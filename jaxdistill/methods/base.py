@@ -8,7 +8,6 @@ or copy.
 
 import abc
 import dataclasses
-import difflib
 from typing import Any, Callable, ClassVar
 
 import jax
@@ -163,14 +162,9 @@ def make_method(cfg, model: ModelFns) -> Method:
     cls = registry.get('method', cfg.name)
     options = {k: v for k, v in cfg.items() if k != 'name'}
     fields = {f.name for f in dataclasses.fields(cls)} - {'model'}
-    for key in options:
-        if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=3, cutoff=0.5)
-            hint = f' Did you mean {", ".join(close)}?' if close else ''
-            raise ConfigError(
-                f'Unknown key method.{key} for method {cfg.name!r}.{hint} '
-                f'Valid keys: {", ".join(sorted(fields))}.'
-            )
+    configuration.check_known_keys(
+        'method', options, fields, owner=f'method {cfg.name!r}'
+    )
     smoothing = options.get('label_smoothing', 0.0)
     if not isinstance(smoothing, (int, float)) or not 0 <= smoothing < 1:
         raise ConfigError(

@@ -6,7 +6,6 @@ time (as a fraction of the plain network's) at each confidence threshold.
 """
 
 import dataclasses
-import difflib
 import functools
 import os
 import time
@@ -39,14 +38,9 @@ def build_model(model_cfg, **fixed):
     cls = registry.get('model', model_cfg.get('name', ''))
     valid = {f.name for f in dataclasses.fields(cls)} - {'parent', 'name'} - set(fixed)
     options = {k: v for k, v in model_cfg.items() if k != 'name'}
-    for key in options:
-        if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
-            raise ConfigError(
-                f'Unknown key model.{key} for model {model_cfg.name!r}.'
-                + (f' Did you mean {", ".join(close)}?' if close else '')
-                + f' Valid keys: {", ".join(sorted(valid))}.'
-            )
+    configuration.check_known_keys(
+        'model', options, valid, owner=f'model {model_cfg.name!r}'
+    )
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
     try:
         return cls(**options, **fixed)
@@ -257,6 +251,23 @@ def _subset(arrays, n: int):
 class ImageClassificationTask(ClassificationTask):
     """MNIST or CIFAR-10 with a multi-exit ResNet."""
 
+    # The data and eval keys this task reads, besides the spine's
+    # (trainer.check_keys).
+    config_keys = {
+        'data': frozenset(
+            {
+                'dataset',
+                'data_dir',
+                'cache_dir',
+                'augment',
+                'batch_size',
+                'eval_split',
+                'max_train_examples',
+            }
+        ),
+        'eval': frozenset({'thresholds', 'timing_repeats'}),
+    }
+
     @staticmethod
     def check_config(config):
         """ConfigError for settings this task refuses, without reading data
@@ -323,6 +334,24 @@ class ImageClassificationTask(ClassificationTask):
 @registry.register('task', 'text_classification')
 class TextClassificationTask(ClassificationTask):
     """SST-2 sentiment with a multi-exit Transformer encoder classifier."""
+
+    config_keys = {
+        'data': frozenset(
+            {
+                'data_dir',
+                'batch_size',
+                'eval_split',
+                'max_len',
+                'max_train_examples',
+                'min_count',
+                'tokenizer',
+                'vocab_size',
+                'teachers',
+                'teacher_cache_dir',
+            }
+        ),
+        'eval': frozenset({'thresholds', 'timing_repeats'}),
+    }
 
     input_key = 'tokens'
 

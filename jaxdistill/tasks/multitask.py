@@ -98,6 +98,24 @@ def _head(m) -> multitask_model.PooledClassifier:
 class MT2STSST2Task:
     """SST-2 classification with an optional skip-gram head on a shared table."""
 
+    # The data and eval keys this task reads, besides the spine's
+    # (trainer.check_keys).
+    config_keys = {
+        'data': frozenset(
+            {
+                'sst2_dir',
+                'corpus',
+                'similarity',
+                'skipgram',
+                'batch_size',
+                'max_len',
+                'max_train_examples',
+                'min_count',
+            }
+        ),
+        'eval': frozenset({'splits'}),
+    }
+
     @staticmethod
     def check_config(config):
         """ConfigError for settings this task refuses, without reading data:

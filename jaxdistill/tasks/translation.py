@@ -1,7 +1,6 @@
 """Translation: data, tokenizer, model and evaluation glued for the trainer."""
 
 import dataclasses
-import difflib
 import functools
 import os
 import time
@@ -41,14 +40,7 @@ def build_model(model_cfg, vocab_size: int) -> transformer_lib.Transformer:
     if model_cfg.get('name', 'transformer') != 'transformer':
         registry.get('model', model_cfg.name)  # Raises with suggestions.
     valid = {f.name for f in dataclasses.fields(transformer_lib.TransformerConfig)}
-    for key in fields:
-        if key not in valid or key == 'vocab_size':
-            close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
-            raise ConfigError(
-                f'Unknown key model.{key}.'
-                + (f' Did you mean {", ".join(close)}?' if close else '')
-                + f' Valid keys: {", ".join(sorted(valid - {"vocab_size"}))}.'
-            )
+    configuration.check_known_keys('model', fields, valid - {'vocab_size'})
     return transformer_lib.Transformer(
         transformer_lib.TransformerConfig(vocab_size=vocab_size, **fields)
     )
@@ -210,6 +202,33 @@ def check_config(config):
 @registry.register('task', 'translation')
 class TranslationTask:
     """Everything model- and data-specific the generic trainer needs."""
+
+    # The data and eval keys this task reads, besides the spine's
+    # (trainer.check_keys).
+    config_keys = {
+        'data': frozenset(
+            {
+                'source',
+                'pairs',
+                'files_dir',
+                'tfds_name',
+                'tfds_names',
+                'tfds_data_dir',
+                'train_split',
+                'eval_split',
+                'synthetic_train_size',
+                'synthetic_eval_size',
+                'synthetic_seed',
+                'vocab_size',
+                'max_len',
+                'max_examples',
+                'batch_tokens',
+                'bucket_lengths',
+                'too_long',
+            }
+        ),
+        'eval': frozenset({'beam_size', 'length_penalty', 'max_decode_len', 'bleu'}),
+    }
 
     @staticmethod
     def check_config(config):
