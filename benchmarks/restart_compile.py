@@ -76,7 +76,8 @@ def _cmd(args, workdir: pathlib.Path, *extra) -> list[str]:
         workdir,
         f'--config.num_train_steps={args.first + args.more}',
         '--config.log_every_steps=10',
-        *args.overrides,
+        # split_overrides took the prefix off; the CLI wants it back.
+        *(f'--config.{o}' for o in args.overrides),
         *extra,
     )
     if 'multi30k' in args.config:
@@ -150,9 +151,9 @@ def main():
     stopped, run_dir = root / 'stopped', root / 'run'
     for d in (stopped, run_dir):
         shutil.rmtree(d, ignore_errors=True)
-    print(f'first run: stopped at step {args.first}, kept in {stopped}', flush=True)
     first_seconds = first_run(args, run_dir)  # At the path the resumes use.
     run_dir.rename(stopped)
+    print(f'first run: stopped at step {args.first}, kept in {stopped}', flush=True)
     cache_files = sorted(p.name for p in (stopped / 'compilation_cache').iterdir())
     runs = {'no_cache': [], 'cache': []}
     for r in range(args.rounds):

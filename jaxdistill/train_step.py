@@ -300,7 +300,7 @@ def make_train_step(
             aux['train/grad_norm'] = (
                 optim.replica_norms(grads)
                 if getattr(method, 'stacked_params', False)
-                else optax.global_norm(grads)
+                else optax.tree.norm(grads)
             )
             new_state = state.replace(
                 step=state.step + 1, params=params, opt_state=opt_state, extra=extra

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from jaxdistill import configuration
+from tests import helpers
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -331,6 +332,24 @@ def test_self_distill_sst2_only_refuses_cifar_settings(tmp_path, monkeypatch):
         with pytest.raises(SystemExit, match='--sst2_only runs the SST-2 arms alone'):
             sd.main()
     assert not list(tmp_path.glob('*.json'))
+
+
+def test_restart_compile_hands_its_overrides_to_the_cli(tmp_path, monkeypatch, capsys):
+    """`--config.X=Y` given to restart_compile.py reaches the runs it starts
+    as `--config.X=Y`, which the train CLI takes (a bare `X=Y` it refused)."""
+    import json
+    import sys
+
+    from jaxdistill import train
+
+    bench = _load_benchmark('restart_compile', monkeypatch, tmp_path)
+    argv = ['restart_compile.py', '--config', helpers.CONFIG, '--config.model.d_ff=48']
+    monkeypatch.setattr(sys, 'argv', argv)
+    cmd = bench._cmd(bench.parse_args(), tmp_path / 'run')
+    assert cmd[:3] == [sys.executable, '-m', 'jaxdistill.train']
+    assert train.main([*cmd[3:], '--print_config']) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed['model']['d_ff'] == 48 and printed['log_every_steps'] == 10
 
 
 def test_self_distill_refuses_untimed_evaluation_before_training(tmp_path, monkeypatch):

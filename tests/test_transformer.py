@@ -16,6 +16,7 @@ from jaxdistill.models import count_params
 from jaxdistill.models import flops_per_token
 from jaxdistill.models import init_cache
 from jaxdistill.models import make_transformer_config
+from jaxdistill.models.transformer import output_table
 from jaxdistill.models import Transformer
 
 EOS = 3
@@ -319,6 +320,19 @@ def test_bfloat16_compute_keeps_float32_params_logits_and_gradients(setup):
     cache = half.apply(params, 4, 10, method=Transformer.init_cache)
     assert {x.dtype for x in jax.tree.leaves(cache)} == {jnp.dtype(jnp.bfloat16)}
     _check_greedy(half, params, inputs, 8)
+    # The output layer multiplies in float32 (with bfloat16 products the
+    # log-probabilities were off by up to 0.05): a bfloat16 state's logits
+    # are the float32 product, with the shared table and with its own.
+    h = jax.random.normal(jax.random.key(3), (2, 3, 32)).astype(jnp.bfloat16)
+    for shared in (True, False):
+        m = Transformer(_small(dtype='bfloat16', share_embeddings=shared))
+        p = jax.jit(functools.partial(m.init, train=False))(
+            jax.random.key(1), inputs, targets
+        )
+        table = output_table(m.config, p['params'])
+        got = jax.jit(functools.partial(m.apply, method=Transformer.logits))(p, h)
+        want = jnp.einsum('bld,vd->blv', h.astype(jnp.float32), table)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
 def test_decoding_past_the_cache_or_the_positions_is_refused():

@@ -461,8 +461,9 @@ class Transformer(nn.Module):
             self.embed = embed()
         else:
             self.source_embed, self.target_embed = embed(), embed()
+            # float32 whatever the compute dtype: the logits are (`logits`).
             self.output_proj = nn.Dense(
-                c.vocab_size, use_bias=False, dtype=c.dtype, kernel_init=_XAVIER
+                c.vocab_size, use_bias=False, dtype=jnp.float32, kernel_init=_XAVIER
             )
         self.encoder = Encoder(c)
         self.decoder = Decoder(c)
@@ -494,13 +495,19 @@ class Transformer(nn.Module):
         transposes the [B, L, V] logits gradient for the embedding gradient
         by a slow path whenever L is not a power of two (up to 5x slower, a
         third of the whole train step at L=24).
+
+        The output layer computes in float32 whatever `config.dtype` is (as
+        Flax's WMT example does): with bfloat16 products its log-probabilities
+        were off by up to 0.05, which distillation targets and beam scores
+        read; the fused losses (`losses.linear_cross_entropy`,
+        `linear_distill_cross_entropy`) upcast too, so both paths agree.
         """
-        flat = h.reshape(-1, h.shape[-1])
+        flat = h.reshape(-1, h.shape[-1]).astype(jnp.float32)
         if self.config.share_embeddings:
-            logits = self.embed.attend(flat)
+            logits = jnp.dot(flat, self.embed.embedding.astype(jnp.float32).T)
         else:
             logits = self.output_proj(flat)
-        return logits.astype(jnp.float32).reshape(h.shape[:-1] + (-1,))
+        return logits.reshape(h.shape[:-1] + (-1,))
 
     def encode(self, inputs: Array, *, train: bool = False) -> Array:
         """inputs int [B, Ls] -> encoded [B, Ls, D]."""
