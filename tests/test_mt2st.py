@@ -342,6 +342,19 @@ def test_init_vectors_start_the_table(shared_data, tmp_path, monkeypatch):
     config.model.init_vectors = str(tmp_path / 'missing.txt')
     with pytest.raises(DataError, match='missing.txt does not exist'):
         trainer.Trainer(config, str(tmp_path / 'run3'))
+    config.model.init_vectors = ''
+
+    # The other files are read at the start too, each named with its key
+    # (the similarity files were read at the first evaluation, after training).
+    config.data.similarity.simlex = str(tmp_path / 'no_simlex.txt')
+    with pytest.raises(DataError, match=r'data.similarity.simlex: .*no_simlex.txt'):
+        trainer.Trainer(config, str(tmp_path / 'run4'))
+    config.data.corpus = str(tmp_path / 'no_corpus.txt')
+    with pytest.raises(DataError, match=r'^data.corpus: .*no_corpus.txt'):
+        trainer.Trainer(config, str(tmp_path / 'run5'))
+    config.data.sst2_dir = str(tmp_path / 'no_sst2')
+    with pytest.raises(DataError, match=r'no_sst2 is not a folder \(data.sst2_dir'):
+        trainer.Trainer(config, str(tmp_path / 'run6'))
 
 
 def test_skipgram_pair_distances_follow_word2vecs_reduced_window():

@@ -380,6 +380,23 @@ def test_text_classifier_exits_and_sst2_reader(tmp_path):
     np.testing.assert_allclose(first[0], out['logits'][0], atol=1e-5)
 
 
+def test_sst2_splits_are_read_gzipped_or_not_and_a_missing_one_is_named(tmp_path):
+    import gzip
+
+    from jaxdistill.data import sst2
+    from jaxdistill.errors import DataError
+
+    (tmp_path / 'train.tsv').write_text('sentence\tlabel\ngood\t1\n')
+    with gzip.open(tmp_path / 'dev.tsv.gz', 'wt') as f:
+        f.write('sentence\tlabel\nbad\t0\n')
+    assert sst2.load_split(tmp_path, 'train')[0] == ['good']
+    assert sst2.load_split(tmp_path, 'dev')[0] == ['bad']
+    with pytest.raises(DataError, match=r'no glue_dev.tsv \(or glue_dev.tsv.gz\) in'):
+        sst2.load_split(tmp_path, 'test')
+    with pytest.raises(DataError, match=r'is not a folder \(data.data_dir;'):
+        sst2.load_split(tmp_path / 'absent', 'train')
+
+
 def test_sst2_sentencepiece_encoder_has_no_unknown_words(tmp_path):
     from jaxdistill.data import sst2
 

@@ -59,10 +59,28 @@ def read_sst2(path) -> tuple[list[str], np.ndarray]:
     return sentences, np.asarray(labels, np.int32)
 
 
-def load_split(data_dir, split: str):
+def load_split(data_dir, split: str, key: str = 'data.data_dir'):
+    """(sentences, labels) of `split` in `data_dir`: the file SPLITS names,
+    gzipped or not (`train.tsv.gz` or `train.tsv`; the reader tells them
+    apart by their bytes). `key`: the config key that gave `data_dir`, named
+    when the folder or the file is missing."""
     if split not in SPLITS:
         raise DataError(f'SST-2 split {split!r} unknown; known: {", ".join(SPLITS)}.')
-    return read_sst2(pathlib.Path(data_dir) / SPLITS[split])
+    folder = pathlib.Path(data_dir)
+    plain = SPLITS[split].removesuffix('.gz')
+    names = (SPLITS[split], plain if plain != SPLITS[split] else plain + '.gz')
+    for name in names:
+        if (folder / name).is_file():
+            return read_sst2(folder / name)
+    where = (
+        f'no {names[0]} (or {names[1]}) in {folder}'
+        if folder.is_dir()
+        else f'{folder} is not a folder'
+    )
+    raise DataError(
+        f'SST-2 {split} split: {where} ({key}; files are sentence<TAB>label '
+        'TSVs with a header line).'
+    )
 
 
 def build_vocab(sentences, size: int, min_count: int = 1) -> dict[str, int]:

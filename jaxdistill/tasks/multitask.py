@@ -73,10 +73,14 @@ def load_text(data):
     `data.skipgram.include_sst2_text`.
     """
     sentences, labels = _subset(
-        *sst2_lib.load_split(data.sst2_dir, 'train'), data.max_train_examples
+        *sst2_lib.load_split(data.sst2_dir, 'train', 'data.sst2_dir'),
+        data.max_train_examples,
     )
     sst_text = [s.lower().split() for s in sentences]
-    brown = [split_contractions(s) for s in words.read_sentences(data.corpus)]
+    try:
+        brown = [split_contractions(s) for s in words.read_sentences(data.corpus)]
+    except DataError as e:
+        raise DataError(f'data.corpus: {e}') from None
     vocab = words.build_vocab(brown + sst_text, data.min_count)
     corpus = brown + (sst_text if data.skipgram.include_sst2_text else [])
     return sentences, labels, corpus, vocab
@@ -171,12 +175,23 @@ class MT2STSST2Task:
         self._eval_data = {}
         for split in config.eval.splits:
             s, y = _subset(
-                *sst2_lib.load_split(d.sst2_dir, split), config.eval.max_examples
+                *sst2_lib.load_split(d.sst2_dir, split, 'data.sst2_dir'),
+                config.eval.max_examples,
             )
             tokens, cut[f'{split}_truncated'] = sst2_lib.cut(
                 sst2_lib.encode(s, self.index, d.max_len + 1)
             )
             self._eval_data[split] = tokens, y
+        # Read now, so a missing file stops the run before it trains.
+        self._similarity = {}
+        for name, path in (d.similarity or {}).items():
+            try:
+                self._similarity[name] = word_similarity.read_pairs(pathlib.Path(path))
+            except DataError as e:
+                raise DataError(
+                    f'data.similarity.{name}: {e} (evaluation only; '
+                    "--config.data.similarity='{}' evaluates none)"
+                ) from None
         method = config.method
         off = multitask_method.aux_off_steps(
             method.get('aux_weights', {}), method.get('threshold', 0.0)
@@ -331,13 +346,11 @@ class MT2STSST2Task:
         its pairs left out, a word not in the vocabulary} for each file of
         data.similarity (runs with other vocabularies are compared on other
         pairs)."""
-        files = self.config.data.similarity
-        if not files:
+        if not self._similarity:
             return {}
         vectors = np.asarray(jax.device_get(params['embed']))
         out = {}
-        for name, path in files.items():
-            pairs = word_similarity.read_pairs(pathlib.Path(path))
+        for name, pairs in self._similarity.items():
             r = word_similarity.evaluate(vectors, self.index, pairs)
             out[f'eval/{name}'] = r['spearman']
             out[f'eval/{name}_oov_fraction'] = r['oov_fraction']
