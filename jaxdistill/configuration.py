@@ -117,6 +117,13 @@ def split_spec(spec: str) -> tuple[str, str, str]:
 def load_config(spec: str) -> ml_collections.ConfigDict:
     """Loads `path.py[:arg]` and returns `get_config(arg)`."""
     path, _, arg = split_spec(spec)
+    if os.path.isdir(path):
+        hint = (
+            " (a run's folder: --workdir takes it)"
+            if os.path.exists(os.path.join(path, 'config.json'))
+            else ''
+        )
+        raise ConfigError(f'--config {path} is a folder, not a config file{hint}.')
     if not os.path.isfile(path):
         raise ConfigError(f'Config file not found: {path}')
     if not path.endswith('.py'):

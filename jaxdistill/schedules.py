@@ -405,7 +405,9 @@ def learning_rate(cfg) -> optax.Schedule:
     if total is None or int(total) <= warmup:
         raise ConfigError(
             f'optimizer.total_steps must be > warmup_steps '
-            f'({warmup}) for the {kind} schedule, got {total}.'
+            f'({warmup}) for the {kind} schedule, got {total}. The shipped '
+            'configs set total_steps to num_train_steps: for a short run, '
+            'lower optimizer.warmup_steps too.'
         )
     total = int(total)
     end = peak * float(factor)

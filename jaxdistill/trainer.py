@@ -459,11 +459,24 @@ def _resume_position(meta: dict, batches, *, note: bool = True) -> dict:
     if not note:  # Evaluation only: no training continues.
         return pos
     devices = meta.get('devices')
-    written = _plural(devices, 'device') if isinstance(devices, int) else '? devices'
+    if devices == jax.device_count():
+        # Same devices: the data (other files in its folder) or the
+        # settings that batch it changed.
+        why = (
+            f'the checkpoint was written with {before} batches an epoch and '
+            f'this run has {now}, on the same {_plural(devices, "device")}: '
+            'the training data or its batching settings changed.'
+        )
+    else:
+        written = (
+            _plural(devices, 'device') if isinstance(devices, int) else '? devices'
+        )
+        why = (
+            f'the checkpoint was written on {written} with {before} batches an '
+            f'epoch; this run has {jax.device_count()} and {now}.'
+        )
     say(
-        f'Note: the checkpoint was written on {written} '
-        f'with {before} batches an epoch; this run has {jax.device_count()} '
-        f'and {now}. Training continues from the same step and parameters, '
+        f'Note: {why} Training continues from the same step and parameters, '
         'at the same point of the epoch, but the data order from here differs '
         'from an unbroken run.'
     )

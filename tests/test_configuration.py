@@ -90,9 +90,13 @@ def test_bad_override_values():
         configuration.apply_overrides(config, ['num_train_steps'])
 
 
-def test_missing_config_file():
+def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match='Config file not found: nope.py'):
         configuration.load_config('nope.py')
+    # --config and --workdir swapped: a folder (a run's) is named as that.
+    (tmp_path / 'config.json').write_text('{}')
+    with pytest.raises(ConfigError, match="is a folder, not a config file \\(a run's"):
+        configuration.load_config(str(tmp_path))
 
 
 @pytest.mark.parametrize(

@@ -401,3 +401,26 @@ def test_windows_cut_by_evaluations_and_a_finished_run_started_again(tmp_path, c
     assert first['trained_from_step'] == 0
     for key in ('train_seconds', 'steps_per_s', 'trained_from_step', 'train/loss'):
         assert again[key] == first[key], key
+
+
+def test_other_batching_on_the_same_devices_is_named_a_data_change(capsys):
+    """A resume whose epochs have another number of batches on the same
+    devices: the data (or how it is batched) changed, and the note says so
+    rather than blaming a device count that did not change."""
+    import jax
+
+    from jaxdistill import trainer as trainer_lib
+
+    class Batches:
+        def batches_per_epoch(self):
+            return 31
+
+    meta = {
+        'data_position': {'epoch': 1, 'index': 20},
+        'batches_per_epoch': 21,
+        'devices': jax.device_count(),
+    }
+    assert trainer_lib._resume_position(meta, Batches()) == {'epoch': 1, 'index': 29}
+    out = capsys.readouterr().out
+    assert 'this run has 31, on the same' in out
+    assert 'the training data or its batching settings changed' in out
