@@ -1466,7 +1466,11 @@ class Trainer:
                 'command to evaluate it.'
             )
             raise KeyboardInterrupt(stop.caught) from None
-        return step, last_train, last_eval, time.time() - run_start
+        now = time.time()
+        # The session's compilation: the logged `train/compile_seconds` is
+        # each window's own, and the last window's is usually 0.
+        self.compile_seconds = clock.seconds(run_start, now)
+        return step, last_train, last_eval, now - run_start
 
     def _before_loop(self, step: int, total: int, stop: _StopSignals):
         """What a run starting at `step` does before its first step.
@@ -1648,13 +1652,19 @@ class Trainer:
             # checkpoint; 0 for a fresh run) to `step`.
             'trained_from_step': self.start_step,
             'train_seconds': seconds,
+            # Of train_seconds; the log's train/compile_seconds are per window.
+            'compile_seconds': getattr(self, 'compile_seconds', 0.0),
             'steps_per_s': (step - self.start_step) / max(seconds, 1e-9),
             'stopped_by_time_limit': self.time_limited,
             'stopped_early': self.stopped_early,
             'num_params': n_params,
             **sizes,
             'workdir': self.workdir,
-            **{k: float(v) for k, v in {**last_train, **last_eval}.items()},
+            **{
+                k: float(v)
+                for k, v in {**last_train, **last_eval}.items()
+                if k != 'train/compile_seconds'  # The last window's: see above.
+            },
             **{f'data/{k}': v for k, v in self.data_summary.items()},
         }
         best = self.ckpt.best_step() if self.ckpt.best_metric else None
@@ -1672,7 +1682,13 @@ class Trainer:
                     k: v
                     for k, v in previous.items()
                     if k not in summary
-                    or k in ('train_seconds', 'steps_per_s', 'trained_from_step')
+                    or k
+                    in (
+                        'train_seconds',
+                        'compile_seconds',
+                        'steps_per_s',
+                        'trained_from_step',
+                    )
                 }
             )
         if jax.process_index() == 0:

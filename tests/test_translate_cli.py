@@ -1,6 +1,7 @@
 """`python -m jaxdistill.translate`, checkpoint averaging and beam evaluation."""
 
 import io
+import json
 import subprocess
 import sys
 from unittest import mock
@@ -47,6 +48,11 @@ def test_compilation_is_logged_apart_from_throughput(run):
     # Counted with its compilation, the first window could not run faster than
     # its steps / compile seconds.
     assert first['train/steps_per_s'] > first['step'] / first['train/compile_seconds']
+    # The summary has the session's total, not the last window's (about 0).
+    summary = json.loads((workdir / 'summary.json').read_text())
+    assert 'train/compile_seconds' not in summary
+    total = sum(w['train/compile_seconds'] for w in windows)
+    assert total <= summary['compile_seconds'] < summary['train_seconds']
 
 
 def _mean_params(workdir, steps):
