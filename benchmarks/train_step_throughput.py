@@ -174,7 +174,10 @@ def main():
     config = configuration.apply_overrides(
         configuration.load_config(args.config), overrides
     )
-    peak = matmul_peak()
+    # The peak of the model's compute dtype (bfloat16 on a GPU runs at
+    # another peak than float32).
+    dtype = str(config.model.get('dtype', 'float32'))
+    peak = matmul_peak(dtype=dtype)
     with tempfile.TemporaryDirectory() as workdir:
         tr = trainer_lib.Trainer(config, workdir)
         batcher = tr.task.train_batches
@@ -199,7 +202,7 @@ def main():
         tr.close()
     # Measured again after the steps, the higher kept: a peak measured while
     # the machine was busier than during the steps gave fractions above 1.
-    peak_after = matmul_peak()
+    peak_after = matmul_peak(dtype=dtype)
     if peak_after > peak:
         for r in rows:
             r['fraction_of_peak'] *= peak / peak_after
@@ -215,6 +218,7 @@ def main():
             'batch_tokens': config.data.batch_tokens,
             'devices': jax.device_count(),
             'matmul_peak_flops_per_s': peak,
+            'matmul_peak_dtype': dtype,
             'buckets': rows,
             'mean_fraction_of_peak': mean_frac,
             'mean_padded_tokens_per_s': float(

@@ -70,6 +70,9 @@ def main(argv=None) -> int:
                     'network):'
                 )
                 print(early_exit.format_curve(curve))
+                note = early_exit.timing_note(metrics.get('eval/seconds_plain'))
+                if note:
+                    print(note)
 
     return cli.main_guard(run)
 

@@ -319,6 +319,11 @@ def test_measured_prefix_times_are_positive(tiny):
     assert len(seconds) == 3 and min(seconds) > 0 and plain > 0
 
 
+def test_times_too_short_to_measure_get_a_note():
+    assert 'mostly noise' in early_exit.timing_note(0.004)
+    assert early_exit.timing_note(0.2) == early_exit.timing_note(None) == ''
+
+
 def test_runlocal_mnist_through_cli(tmp_path, shared_data):
     del shared_data
     config = str(helpers.REPO / 'configs' / 'self_distill_mnist.py') + ':runlocal'

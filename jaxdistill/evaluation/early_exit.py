@@ -149,6 +149,22 @@ def measure_prefix_seconds(
     return seconds[:-1], seconds[-1]
 
 
+# Below this, the plain network's measured time over the eval set is too
+# short for its ratios to mean much (timer and dispatch noise of a few ms).
+MIN_TIMED_SECONDS = 0.05
+
+
+def timing_note(seconds_plain: float | None) -> str:
+    """A warning line where the time fractions are mostly noise, else ''."""
+    if seconds_plain is None or seconds_plain >= MIN_TIMED_SECONDS:
+        return ''
+    return (
+        f'Note: the plain network took {1000 * seconds_plain:.1f} ms over the '
+        'evaluation set, too short to time reliably: the time fractions are '
+        'mostly noise (evaluate more examples, eval.max_examples).'
+    )
+
+
 def format_curve(curve: Sequence[dict]) -> str:
     """A text table of an early-exit curve, one threshold a line."""
     lines = ['threshold  accuracy  time_fraction  mean_exit  exit_fractions']
