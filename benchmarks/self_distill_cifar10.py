@@ -578,6 +578,9 @@ def main():
         _sst2_only(args, seeds)
         return
 
+    for method in ('supervised', 'self_distill'):  # Refused before anything runs.
+        _config(args, method, seeds[0])
+
     def summary(base, sd):
         return dict(_summarise(base, sd), settings=_settings(args, seeds, base, sd))
 

@@ -357,12 +357,17 @@ def test_self_distill_refuses_untimed_evaluation_before_training(tmp_path, monke
     is refused at the first run's config, not after every run has trained."""
     import sys
 
+    import jax
+
     sd = _load_benchmark('self_distill_cifar10', monkeypatch, tmp_path)
     argv = ['self_distill_cifar10.py', '--no_sst2', '--workdir', str(tmp_path)]
     monkeypatch.setattr(sys, 'argv', argv + ['--config.eval.timing_repeats=0'])
+    cache = jax.config.jax_compilation_cache_dir
     with pytest.raises(SystemExit, match='eval.timing_repeats=0 must be at least 1'):
         sd.main()
     assert not list(tmp_path.iterdir())
+    # Before the benchmark points this process's compilation cache elsewhere.
+    assert jax.config.jax_compilation_cache_dir == cache
 
 
 def test_mt2st_arm_is_timed_around_the_trainers_evaluations(

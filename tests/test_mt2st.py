@@ -387,13 +387,14 @@ def test_word_similarity_logs_the_share_of_pairs_left_out(tmp_path):
     out beside it: runs with other vocabularies score other pairs."""
     import types
 
+    from jaxdistill.evaluation import word_similarity
     from jaxdistill.tasks import multitask as multitask_task
 
     path = tmp_path / 'sim.tsv'
     path.write_text('a\tb\t1.0\na\tc\t2.0\nb\tc\t3.0\na\tzzz\t4.0\n')
     vectors = np.array([[0, 0], [0, 0], [1, 0], [1, 0.2], [0, 1]], np.float32)
-    task = types.SimpleNamespace(
-        config=ml_collections.ConfigDict({'data': {'similarity': {'sim': str(path)}}}),
+    task = types.SimpleNamespace(  # Read at the task's start: data.similarity.
+        _similarity={'sim': word_similarity.read_pairs(path)},
         index={'a': 2, 'b': 3, 'c': 4},
     )
     out = multitask_task.MT2STSST2Task.word_similarity(task, {'embed': vectors})

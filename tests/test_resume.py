@@ -32,16 +32,12 @@ OVERRIDES = (
 
 
 def test_sigint_then_sigkill_and_restart_is_bitwise_identical(tmp_path):
-    # One compilation cache for both runs: the unbroken run compiles the
-    # step, and the broken one's three starts read it back.
-    cache = {'JAX_COMPILATION_CACHE_DIR': tmp_path / 'cache'}
-
     def _kill_when_step_logged(workdir, step, sig=signal.SIGKILL):
         cmd = helpers.train_cmd(workdir, *OVERRIDES)
-        return helpers.signal_at_step(cmd, step, sig, **cache)
+        return helpers.signal_at_step(cmd, step, sig)
 
     full = tmp_path / 'full'
-    r = helpers.run(helpers.train_cmd(full, *OVERRIDES), **cache)
+    r = helpers.run(helpers.train_cmd(full, *OVERRIDES))
     assert r.returncode == 0, r.stderr[-3000:]
 
     # Ctrl-C (SIGINT) saves the step it has finished, between the periodic
@@ -68,7 +64,7 @@ def test_sigint_then_sigkill_and_restart_is_bitwise_identical(tmp_path):
     (junk / 'state').mkdir()
     (junk / 'state' / 'partial').write_bytes(b'\0' * 100)
 
-    r = helpers.run(helpers.train_cmd(broken, *OVERRIDES), **cache)
+    r = helpers.run(helpers.train_cmd(broken, *OVERRIDES))
     assert r.returncode == 0, r.stderr[-3000:]
     assert f'Resumed from {ckpts}/{max(steps)}' in r.stdout
 
