@@ -185,6 +185,24 @@ def check_local(path: str, what: str = 'workdir'):
         )
 
 
+def make_folder(path: str, what: str = '--workdir', *, writes: bool = True) -> None:
+    """Creates the folder `path` (given as `what`, e.g. '--workdir'); a
+    JaxdistillError naming it if it is a remote path, a file, cannot be
+    created, or (where `writes`) cannot be written."""
+    check_local(path, what)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise JaxdistillError(f'{what} {path} is a file, not a folder.')
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise JaxdistillError(
+            f'{what} {path} cannot be created: {e.strerror or e} '
+            f'({e.filename or path}).'
+        ) from None
+    if writes and not os.access(path, os.W_OK | os.X_OK):
+        raise JaxdistillError(f'{what} {path} is not writable by this user.')
+
+
 def main_guard(fn: Callable[[], object], *, workdir: str | None = None) -> int:
     """Runs `fn`, turning user errors into one clear line and exit code 2,
     and Ctrl-C into one line (which says what `workdir` has saved) and exit
@@ -420,6 +438,11 @@ def workdir_config(workdir: str, *, task: str = '', needed_by: str = ''):
             f'{workdir} holds no run (no config.json); pass the --workdir used for training.'
         )
     config = ml_collections.ConfigDict(configuration.read_saved(path))
+    if 'task' not in config:
+        raise ConfigError(
+            f"{path} has no 'task' key: it is damaged or not a run's config "
+            '(restore it from a copy).'
+        )
     if task and config.get('task') != task:
         raise ConfigError(
             f'{workdir} is a {config.get("task")!r} run; {needed_by} needs a '

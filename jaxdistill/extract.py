@@ -40,6 +40,7 @@ def _parse(argv):
 
 def _check_out(out: str):
     """An --out that would overwrite something, or cannot be a folder: an error."""
+    cli.check_local(out, '--out')
     if os.path.exists(out) and not os.path.isdir(out):
         raise JaxdistillError(f'--out {out} is a file; give a new folder.')
     held = [
@@ -111,7 +112,7 @@ def extract(workdir: str, capacity: str, out: str, *, step: int | None = None) -
             'label_smoothing': config.method.get('label_smoothing', 0.0),
         }
     )
-    os.makedirs(out, exist_ok=True)
+    cli.make_folder(out, '--out')
     # The sidecar records the vocabulary size the run asked for, which the
     # config keeps (SentencePiece may have given fewer pieces).
     for name in ('spm.model', 'spm.model.json'):

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from jaxdistill import cli
 from jaxdistill import metrics as metrics_lib
 from jaxdistill import runs as runs_lib
-from jaxdistill.errors import ConfigError, DataError
+from jaxdistill.errors import ConfigError, DataError, JaxdistillError
 
 # (panel title, regular expression over the logged names).
 DEFAULT_PANELS = (
@@ -139,7 +139,10 @@ def out_path(out: str) -> str:
 
     Raises:
       ConfigError: the extension is not an image format matplotlib writes.
+      JaxdistillError: a remote path (gs://...), which would be written as
+        a local folder named 'gs:'.
     """
+    cli.check_local(out, '--out')
     if out.endswith(('/', os.sep)) or os.path.isdir(out):
         return os.path.join(out, 'metrics.png')
     ext = os.path.splitext(out)[1].lstrip('.')
@@ -258,9 +261,16 @@ def plot_runs(
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis('off')
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        fig.savefig(out, dpi=110)
+    except OSError as e:
+        raise JaxdistillError(
+            f'--out {out} cannot be written: {e.strerror or e}; give --out '
+            'a path elsewhere (e.g. of a run on a read-only mount).'
+        ) from None
+    finally:
+        plt.close(fig)
     return [title for title, _, _ in panels]
 
 

@@ -474,7 +474,7 @@ def sweep(args, overrides) -> int:
             workdir = os.path.join(args.workdir, run['name'])
             print(f'[{i}/{total}] ' + shlex.join(_command(args, run, workdir)))
         return 0
-    os.makedirs(args.workdir, exist_ok=True)
+    cli.make_folder(args.workdir, '--workdir')
     # One sweep per folder (two would take turns refusing each other's runs).
     # With several processes each run's own lock guards it; the sweep, which
     # never starts JAX, cannot agree on one lock for all of them.

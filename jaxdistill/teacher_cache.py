@@ -88,12 +88,14 @@ def load_teacher(workdir: str):
         )
     import ml_collections  # pylint: disable=g-import-not-at-top
 
-    with open(path, encoding='utf-8') as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    if config.task != 'text_classification':
+    try:  # A damaged file is named, with the line where its JSON broke.
+        config = ml_collections.ConfigDict(configuration.read_saved(path))
+    except ConfigError as e:
+        raise ConfigError(f'data.teachers: {e}') from None
+    if config.get('task') != 'text_classification':
         raise ConfigError(
-            f'data.teachers: {workdir} trained task {config.task!r}; a teacher '
-            'must be a text_classification run.'
+            f'data.teachers: {workdir} trained task {config.get("task")!r}; a '
+            'teacher must be a text_classification run.'
         )
     step, step_dir = checkpoint_lib.latest_step_dir(
         os.path.join(workdir, 'checkpoints')

@@ -41,7 +41,6 @@ from jaxdistill.errors import (
     CheckpointMismatchError,
     ConfigError,
     DataError,
-    JaxdistillError,
     NonFiniteLossError,
 )
 from jaxdistill.methods import make_method
@@ -887,25 +886,6 @@ def check_config(config) -> None:
         task.check_config(config)
 
 
-def _make_workdir(workdir: str, *, writes: bool) -> None:
-    """Creates `workdir`; a JaxdistillError naming it if it is a file, cannot
-    be created, or (for a run that writes) cannot be written."""
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise JaxdistillError(f'--workdir {workdir} is a file, not a folder.')
-    try:
-        os.makedirs(workdir, exist_ok=True)
-    except OSError as e:
-        raise JaxdistillError(
-            f'--workdir {workdir} cannot be created: {e.strerror or e} '
-            f'({e.filename or workdir}).'
-        ) from None
-    if writes and not os.access(workdir, os.W_OK | os.X_OK):
-        raise JaxdistillError(
-            f'--workdir {workdir} is not writable by this user: a run writes '
-            'its checkpoints, logs and lock there.'
-        )
-
-
 def _window(clock, window_start: float, history) -> tuple[float, float, float]:
     """Times a log window once its last step has run (compute, not dispatch).
 
@@ -948,7 +928,7 @@ class Trainer:
         configuration.absolute_paths(config, os.getcwd())
         check_config(config)  # Before any data loads.
         cli.check_local(workdir)
-        _make_workdir(workdir, writes=not read_only)
+        cli.make_folder(workdir, '--workdir', writes=not read_only)
         process_check.check(config, workdir, writes=not read_only)
         self._lock = None if read_only else workdir_lock.lock_workdir(workdir)
         try:
@@ -1692,10 +1672,11 @@ class Trainer:
                 }
             )
         if jax.process_index() == 0:
-            with open(
-                os.path.join(self.workdir, 'summary.json'), 'w', encoding='utf-8'
-            ) as f:
-                json.dump(summary, f, indent=2)
+            # Whole or not at all: `runs` reads a torn file as a stopped run.
+            _write_json(
+                os.path.join(self.workdir, 'summary.json'),
+                json.dumps(summary, indent=2),
+            )
             _plot_quietly(self.workdir)
         say(
             'Done.\n'

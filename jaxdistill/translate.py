@@ -12,6 +12,7 @@ fields (e.g. `--config.eval.max_decode_len=100`).
       --average 10 --beam 5
 """
 
+import math
 import os
 import sys
 
@@ -131,9 +132,10 @@ def main(argv=None) -> int:
             raise JaxdistillError(
                 f'--beam must be >= 0 (0 or 1: greedy), got {args.beam}.'
             )
-        if args.length_penalty is not None and args.length_penalty < 0:
+        penalty = args.length_penalty
+        if penalty is not None and not (math.isfinite(penalty) and penalty >= 0):
             raise JaxdistillError(
-                f'--length_penalty must be >= 0, got {args.length_penalty}.'
+                f'--length_penalty must be a finite number >= 0, got {penalty}.'
             )
         from jaxdistill.tasks import translation  # pylint: disable=g-import-not-at-top
 

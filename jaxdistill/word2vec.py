@@ -16,6 +16,7 @@ import dataclasses
 import gzip
 import hashlib
 import json
+import math
 import os
 import pathlib
 import sys
@@ -27,6 +28,7 @@ import numpy as np
 from jaxdistill import cli
 from jaxdistill import hostmem
 from jaxdistill.errors import ConfigError, DataError, JaxdistillError
+from jaxdistill.errors import NonFiniteLossError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,9 +60,11 @@ class Options:
             low = 0 if field.name in ('sample', 'min_lr', 'seed') else 1
             if field.type is float:
                 low = 0.0 if low == 0 else 1e-12
-            if value < low:
+            # `not >=`: NaN fails it too; inf would train to inf or nothing.
+            if not value >= low or (field.type is float and not math.isfinite(value)):
                 raise ConfigError(
-                    f'word2vec option {field.name}={value!r} must be >= {low}.'
+                    f'word2vec option {field.name}={value!r} must be a finite '
+                    f'number >= {low}.'
                 )
 
 
@@ -139,6 +143,14 @@ def train(
 
     if len(ids) == 0:
         raise DataError('The corpus has no in-vocabulary tokens.')
+    if not np.any(np.diff(np.asarray(sentence)) == 0):
+        # No two kept tokens share a sentence: no (centre, context) pair.
+        raise DataError(
+            'No sentence of the corpus has two in-vocabulary words, so there '
+            'is nothing to train on: the corpus is one sentence a line, its '
+            'words separated by spaces (not one word a line), and words seen '
+            'fewer than --min-count times are left out.'
+        )
     begin = time.perf_counter()
     vocab_arrays = (
         words.keep_probabilities(vocab.counts, options.sample),
@@ -169,6 +181,11 @@ def train(
             plan = _epoch_plan(ids, sentence, vocab_arrays, options, epoch + 1, lr)
         loss, pairs = np.sum(np.asarray(jax.device_get(sums), np.float64), axis=0)
         pairs_total, last = pairs_total + int(pairs), loss / max(pairs, 1)
+        if not math.isfinite(last):
+            raise NonFiniteLossError(
+                f'word2vec: the loss of epoch {epoch + 1} is {last} (learning '
+                f'rate {options.lr} too high?); no vectors are saved.'
+            )
         done = (epoch + 1 - first) * n / (time.perf_counter() - begin)
         log(
             f'epoch {epoch + 1}/{options.epochs}: loss/pair {last:.4f}, '
@@ -177,6 +194,11 @@ def train(
         if on_epoch is not None and epoch + 1 < options.epochs:
             on_epoch(epoch + 1, jax.device_get(params))
     vectors = np.asarray(jax.device_get(params['input']))
+    if not np.isfinite(vectors).all():  # The last epoch's updates overflowed.
+        raise NonFiniteLossError(
+            f'word2vec: the vectors hold NaN or Inf after epoch {options.epochs} '
+            f'(learning rate {options.lr} too high?); no vectors are saved.'
+        )
     return {
         'vectors': vectors,
         'seconds': time.perf_counter() - begin,
@@ -263,6 +285,7 @@ def check_out(path) -> pathlib.Path:
     later error leaves no empty directories behind.
     """
     raw = str(path)
+    cli.check_local(raw, '--out')
     path = pathlib.Path(raw)
     if path.is_dir() or raw.endswith(('/', os.sep)):  # Path() drops the slash.
         raise JaxdistillError(
@@ -386,7 +409,7 @@ class Partial:
                 key = json.loads(str(f['key']))
                 epoch = int(f['epoch'])
                 params = {'input': f['input'], 'output': f['output']}
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as e:
             raise JaxdistillError(
                 f'{self.path}: cannot read the saved epochs of an interrupted run '
                 f'({e}); delete it to start over.'

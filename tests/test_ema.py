@@ -4,6 +4,7 @@ import json
 
 import jax
 import numpy as np
+import pytest
 
 from jaxdistill import averaging
 from jaxdistill import checkpoint
@@ -13,6 +14,7 @@ from jaxdistill import teacher_cache
 from jaxdistill import train
 from jaxdistill import trainer as trainer_lib
 from jaxdistill import translate
+from jaxdistill.errors import ConfigError
 from tests import helpers
 
 ARGS = [
@@ -122,3 +124,12 @@ def test_a_classification_teacher_reads_what_its_evaluation_used(tmp_path):
         _, params, step = teacher_cache.load_teacher(str(tmp_path))
         assert step == 1
         np.testing.assert_array_equal(params['w'], np.full(3, expected, np.float32))
+    # A damaged config.json (a JSONDecodeError traceback before) or one
+    # without a task is named as the teacher's.
+    for text, message in (
+        ('{"task": "text_classification", "mod', 'is damaged: not valid JSON'),
+        ('{}', 'trained task None; a teacher must be'),
+    ):
+        (tmp_path / 'config.json').write_text(text)
+        with pytest.raises(ConfigError, match=f'^data.teachers: .*{message}'):
+            teacher_cache.load_teacher(str(tmp_path))

@@ -156,3 +156,19 @@ def test_non_finite_values_are_gaps_with_a_note(tmp_path, capsys):
     err = capsys.readouterr().err
     assert 'eval/loss is not finite at 2 step(s) (2, 4); drawn as gaps.' in err, err
     assert out.read_bytes()[:8] == PNG
+
+
+def test_an_out_that_cannot_be_written_is_named(tmp_path, capsys):
+    """A folder that cannot be made (a file in the way, a read-only mount)
+    or a remote path, which was written as a local folder named 'gs:'."""
+    run = _run(tmp_path / 'r')
+    (tmp_path / 'afile').write_text('')
+    out = tmp_path / 'afile' / 'p.png'
+    assert plot.main(['--workdir', run, '--out', str(out)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f'error: --out {out} cannot be written: ')
+        and err.count('\n') == 1
+    ), err
+    assert plot.main(['--workdir', run, '--out', 'gs://bucket/p.png']) == 2
+    assert 'remote paths (gs://) are not supported' in capsys.readouterr().err

@@ -402,3 +402,12 @@ def test_sigterm_stops_the_run_in_progress_which_saves_and_the_sweep(tmp_path):
     record = json.loads((work / 'sweep.json').read_text())
     assert [r['state'] for r in record['runs']] == ['stopped', 'not started']
     assert any(p.name.isdigit() for p in (work / 'seed=0' / 'checkpoints').iterdir())
+
+
+def test_a_workdir_that_is_a_file_is_named(tmp_path, capfd):
+    (tmp_path / 'afile').write_text('')
+    argv = [*ARGS, '--workdir', str(tmp_path / 'afile'), '--grid', 'seed=0']
+    assert sweep.main(argv) == 2
+    err = capfd.readouterr().err
+    assert f'error: --workdir {tmp_path}/afile is a file, not a folder.' in err
+    assert 'Traceback' not in err

@@ -178,14 +178,23 @@ def test_cli_errors_name_the_problem(run, tmp_path, capsys):
     assert 'average the last 3 checkpoints' in capsys.readouterr().err
     assert translate.main(['--workdir', str(workdir), '--beam', '-2']) == 2
     assert '--beam must be >= 0' in capsys.readouterr().err
-    assert translate.main(['--workdir', str(workdir), '--length_penalty', '-1']) == 2
-    assert '--length_penalty must be >= 0' in capsys.readouterr().err
+    for penalty in ('-1', 'nan'):  # NaN printed blank lines.
+        assert (
+            translate.main(['--workdir', str(workdir), '--length_penalty', penalty])
+            == 2
+        )
+        assert (
+            '--length_penalty must be a finite number >= 0' in capsys.readouterr().err
+        )
     stdin = io.TextIOWrapper(io.BytesIO(b'a dog\n\xff\xfe runs\n'))
     with mock.patch.object(sys, 'stdin', stdin):
         assert translate.main(['--workdir', str(workdir)]) == 2
     assert (
         'error: stdin line 2: invalid UTF-8 (byte offset 0)' in capsys.readouterr().err
     )
+    (tmp_path / 'config.json').write_text('{}')  # No task: not "a None run".
+    assert translate.main(['--workdir', str(tmp_path)]) == 2
+    assert "config.json has no 'task' key" in capsys.readouterr().err
     (tmp_path / 'config.json').write_text('{"model": {\n')
     assert translate.main(['--workdir', str(tmp_path)]) == 2
     err = capsys.readouterr().err

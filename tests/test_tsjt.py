@@ -272,6 +272,13 @@ def test_train_extract_evaluate_cli(tmp_path, capsys):
         extract_lib.extract(run, 'x0.25', out)
     with pytest.raises(JaxdistillError, match='is a file'):
         extract_lib.extract(run, 'x0.25', os.path.join(run, 'summary.json'))
+    # A remote --out (written as a local 'gs:' folder before a tensorstore
+    # traceback), or one that cannot be made: named, before or as it is made.
+    with pytest.raises(JaxdistillError, match=r'remote paths \(gs://\)'):
+        extract_lib.extract(run, 'x0.25', 'gs://bucket/small')
+    blocked = os.path.join(run, 'summary.json', 'small')
+    with pytest.raises(JaxdistillError, match='--out .*summary.json/small cannot be'):
+        extract_lib.extract(run, 'x0.25', blocked)
     # A step the run did not keep: the steps it has are listed.
     with pytest.raises(
         JaxdistillError, match=r'No checkpoint for step 3 in .*; available: \[4\]\.'

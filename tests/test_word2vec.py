@@ -3,6 +3,7 @@
 import gzip
 import math
 import os
+import pathlib
 import zlib
 
 import jax
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
+from jaxdistill import errors
 from jaxdistill import word2vec
 from jaxdistill.data import words
 from jaxdistill.errors import ConfigError, DataError, JaxdistillError
@@ -585,3 +587,43 @@ def test_out_named_as_a_folder_or_with_a_tilde(tmp_path, monkeypatch):
     )
     assert args.out == f'{tmp_path}/home/v.txt' and args.x == '~'
     assert args.workdir == [f'{tmp_path}/home/a', 'b']
+
+
+def test_cli_refuses_what_would_train_nothing_or_save_nan(tmp_path, capsys):
+    """Options that are not finite (NaN passed every `< low` check), a
+    corpus of one word a line (no pairs: the untrained vectors were saved),
+    a loss gone non-finite, an empty leftover of an interrupted run and a
+    remote --out: each an error naming it, and no vectors written."""
+    corpus = tmp_path / 'corpus.txt'
+    corpus.write_text('a b c d\nb c d a\n' * 20)
+    (tmp_path / 'vertical.txt').write_text('a\nb\nc\n' * 10)
+    out = tmp_path / 'v.txt'
+    base = ['--corpus', str(corpus), '--min-count', '1', '--epochs', '1']
+    cases = [
+        (['--lr', 'nan'], 'lr=nan must be a finite number'),
+        (['--lr', 'inf'], 'lr=inf must be a finite number'),
+        (['--sample', 'nan'], 'sample=nan must be a finite number'),
+        (['--corpus', str(tmp_path / 'vertical.txt')], 'not one word a line'),
+        (['--out', 'gs://bucket/v.txt'], 'remote paths (gs://) are not supported'),
+    ]
+    for flags, message in cases:
+        args = base + flags + ([] if '--out' in flags else ['--out', str(out)])
+        assert word2vec.main(args) == 2, flags
+        err = capsys.readouterr().err
+        assert message in err and 'Traceback' not in err, err
+    assert not out.exists()
+    # A step size that overflows: the loss is named, nothing is saved.
+    with pytest.raises(errors.NonFiniteLossError, match='loss of epoch 2 is nan'):
+        ids, sentence = np.array([0, 1, 2, 3] * 50), np.repeat(np.arange(50), 4)
+        vocab = words.build_vocab([['a', 'b', 'c', 'd']] * 50, 1)
+        word2vec.train(
+            ids,
+            sentence,
+            vocab,
+            word2vec.Options(dim=8, epochs=2, lr=1e30, min_lr=1e30),
+        )
+    # The leftover of an interrupted run, emptied by a crash.
+    pathlib.Path(f'{out}.partial.npz').write_bytes(b'')
+    assert word2vec.main(base + ['--out', str(out)]) == 2
+    err = capsys.readouterr().err
+    assert 'cannot read the saved epochs' in err and 'delete it' in err, err
