@@ -16,10 +16,13 @@ from jax.experimental.compilation_cache import compilation_cache
 
 from jaxdistill.errors import ConfigError
 
-# The directory this module last pointed the cache at in this process (None:
-# none yet), told apart from one the user set (JAX_COMPILATION_CACHE_DIR or
-# jax.config), which 'auto' keeps.
-_ours = None
+# The directory this module last pointed the cache at in this process
+# (_UNSET: none yet), told apart from one the user set
+# (JAX_COMPILATION_CACHE_DIR or jax.config), which 'auto' keeps: `_users`,
+# the setting last found that was not ours (None: the user set none).
+_UNSET = object()
+_ours = _UNSET
+_users = None
 
 
 def use(setting: str, workdir: str, *, read_only: bool = False):
@@ -37,15 +40,21 @@ def use(setting: str, workdir: str, *, read_only: bool = False):
     Returns:
       The directory in use, or None when the cache is off.
     """
-    global _ours
+    global _ours, _users
     current = jax.config.jax_compilation_cache_dir
+    if current != _ours:  # The user's (or none), as it stands now.
+        _users = current
     if not setting:
         jax.config.update('jax_enable_compilation_cache', False)
         return None
     if setting == 'auto':
-        if current and current != _ours:
+        if _users:  # Kept after a run that named a directory of its own.
             jax.config.update('jax_enable_compilation_cache', True)
-            return current  # The user's.
+            if current != _users:
+                jax.config.update('jax_compilation_cache_dir', _users)
+                compilation_cache.reset_cache()
+            _ours = _UNSET
+            return _users
         setting = os.path.join(os.path.abspath(workdir), 'compilation_cache')
     if '://' not in setting:  # A local directory: usable, or said why not.
         problem = None

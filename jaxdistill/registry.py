@@ -24,12 +24,27 @@ def register(kind: str, name: str) -> Callable[[Any], Any]:
 
     def decorator(obj):
         table = _REGISTRY.setdefault(kind, {})
-        if name in table and table[name] is not obj:
+        if (
+            name in table
+            and table[name] is not obj
+            and not _same_definition(table[name], obj)
+        ):
             raise PluginError(_twice(kind, name, table[name], obj))
         table[name] = obj
         return obj
 
     return decorator
+
+
+def _same_definition(old, new) -> bool:
+    """The same class of the same module, defined again: a plugin whose
+    first import failed after it registered (it is imported afresh once
+    fixed), or a module reloaded. The new definition replaces the old."""
+    key = lambda obj: (
+        getattr(obj, '__module__', None),
+        getattr(obj, '__qualname__', None),
+    )
+    return key(old) == key(new) and None not in key(old)
 
 
 def _twice(kind: str, name: str, old, new) -> str:

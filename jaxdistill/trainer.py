@@ -41,6 +41,7 @@ from jaxdistill.errors import (
     CheckpointMismatchError,
     ConfigError,
     DataError,
+    JaxdistillError,
     NonFiniteLossError,
 )
 from jaxdistill.methods import make_method
@@ -951,11 +952,20 @@ class Trainer:
             self.writer.close()
         self._release_lock()
 
+    def _use_compile_cache(self):
+        """Points the process's compilation cache (one jax.config setting)
+        at this run's: another Trainer made meanwhile in the process (a
+        read-only one evaluating another run) points it at its own."""
+        compile_cache.use(
+            self.config.get('compilation_cache_dir', 'auto'),
+            self.workdir,
+            read_only=self._read_only,
+        )
+
     def _setup(self, config, workdir, restore_step, read_only, source):
         _check_config_compatible(config, workdir)
-        compile_cache.use(
-            config.get('compilation_cache_dir', 'auto'), workdir, read_only=read_only
-        )
+        self._read_only = read_only
+        self._use_compile_cache()
         self.mesh = sharding_lib.make_mesh(
             config.mesh.model_axis_size,
             replica_axis_size=sharding_lib.replica_axis_size(
@@ -1238,6 +1248,7 @@ class Trainer:
         `_Abandoned`) before anything is logged.
         """
         started = time.time()
+        self._use_compile_cache()
         with stop.abandonable() if stop else contextlib.nullcontext():
             models, m, examples = self._evaluate_models()
         m['eval/seconds'] = time.time() - started
@@ -1289,6 +1300,15 @@ class Trainer:
         construction plus `config.time_limit_minutes`, if that is > 0). The
         final checkpoint, and the evaluation at the end, follow that step.
         """
+        if getattr(self, '_ran', False):
+            # Its checkpointer and logs are closed and the workdir released.
+            raise JaxdistillError(
+                'This Trainer has run already; to train further, make a new '
+                'Trainer (or call train_and_evaluate) on the same workdir: it '
+                'resumes from the last checkpoint.'
+            )
+        self._ran = True
+        self._use_compile_cache()
         c = self.config
         total = c.num_train_steps
         limit = c.get('time_limit_minutes', 0.0)
@@ -1331,7 +1351,17 @@ class Trainer:
             if getattr(self, 'profiler', None):
                 self.profiler.stop(quiet=True)
             raise
-        return self._finish(step, seconds, last_train, last_eval)
+        try:
+            return self._finish(step, seconds, last_train, last_eval)
+        except BaseException as e:
+            # E.g. Ctrl-C while the summary is written or plotted (the stop
+            # signals are no longer caught), or a full disk: the checkpointer,
+            # the logs and the workdir are still released.
+            self._close_quietly()
+            if isinstance(e, Exception):
+                _record_error(self.workdir, e)
+            self._release_lock()
+            raise
 
     def _train_loop(self, clock, stop):
         """-> (last step, last train metrics, last eval metrics, seconds).

@@ -16,7 +16,7 @@ def session_cache():
     yield before
     jax.config.update('jax_compilation_cache_dir', before)
     jax.config.update('jax_enable_compilation_cache', True)
-    compile_cache._ours = None  # pylint: disable=protected-access
+    compile_cache._ours = compile_cache._UNSET  # pylint: disable=protected-access
     compile_cache.compilation_cache.reset_cache()
 
 
@@ -68,6 +68,14 @@ def test_read_only_tools_and_auto_after_an_explicit_directory(session_cache, tmp
     assert compile_cache.use('auto', str(tmp_path / 'b')) == str(
         tmp_path / 'b' / 'compilation_cache'
     )
+    # And the user's own directory, after a run that named another, is
+    # 'auto''s again (it took the run's workdir).
+    users = str(tmp_path / 'users')
+    jax.config.update('jax_compilation_cache_dir', users)
+    assert compile_cache.use('auto', str(tmp_path / 'c')) == users
+    assert compile_cache.use(explicit, str(tmp_path / 'd')) == explicit
+    assert compile_cache.use('auto', str(tmp_path / 'e')) == users
+    assert jax.config.jax_compilation_cache_dir == users
 
 
 def test_a_directory_is_written_then_read_back(session_cache, tmp_path):

@@ -2,6 +2,7 @@
 named (class, file, member) by a PluginError, not a JAX traceback."""
 
 import dataclasses
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -173,6 +174,24 @@ def test_a_name_registered_twice_names_both_holders(tmp_path):
     assert "method 'supervised' is registered twice: by " in text
     assert 'jaxdistill.methods.supervised.Supervised (' in text
     assert f'Mine ({plugin})' in text and 'Register yours under another name' in text
+
+
+def test_a_plugin_whose_import_failed_imports_once_fixed(tmp_path):
+    """Its first import registered the class, then failed: fixed, the file
+    imports in the same process (a notebook), its class replacing the one
+    the failed import left; it was refused as registered twice."""
+    plugin = tmp_path / 'half.py'
+    source = (
+        'from jaxdistill import registry\n'
+        "@registry.register('method', 'test_half')\n"
+        'class Half:\n    pass\n'
+    )
+    plugin.write_text(source + 'BROKEN\n')
+    with pytest.raises(NameError, match='BROKEN'):
+        registry.import_plugins([str(plugin)])
+    plugin.write_text(source + 'FIXED = True\n')
+    registry.import_plugins([str(plugin)])
+    assert sys.modules[registry.get('method', 'test_half').__module__].FIXED
 
 
 class _Task:
