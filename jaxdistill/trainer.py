@@ -944,8 +944,9 @@ class Trainer:
             self._lock = None
 
     def close(self):
-        """Ends a Trainer that will not `run()` (or not again): waits for a
-        checkpoint being written, closes the logs, releases the workdir."""
+        """Ends a Trainer that will not `run()` (a Trainer runs once; `run()`
+        ends it itself): waits for a checkpoint being written, closes the
+        logs, releases the workdir."""
         if getattr(self, 'ckpt', None) is not None:
             self._close_quietly()
         if getattr(self, 'writer', None) is not None:
