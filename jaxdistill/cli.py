@@ -438,7 +438,7 @@ def workdir_config(workdir: str, *, task: str = '', needed_by: str = ''):
             f'{workdir} holds no run (no config.json); pass the --workdir used for training.'
         )
     config = ml_collections.ConfigDict(configuration.read_saved(path))
-    if 'task' not in config:
+    if task and 'task' not in config:  # Else the run's start names it.
         raise ConfigError(
             f"{path} has no 'task' key: it is damaged or not a run's config "
             '(restore it from a copy).'

@@ -576,6 +576,7 @@ def test_evaluation_keeps_the_first_models_curve_and_samples(capsys):
         state=types.SimpleNamespace(extra={}),
         task=Task(),
         writer=types.SimpleNamespace(write=lambda step, m: None),
+        _use_compile_cache=lambda: None,
     )
     fake._evaluate_models = lambda: trainer_lib.Trainer._evaluate_models(fake)
     m = trainer_lib.Trainer.evaluate(fake, 3)
