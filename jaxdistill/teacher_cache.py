@@ -81,22 +81,17 @@ def teacher_note(workdir: str, key: str) -> str:
 
 def load_teacher(workdir: str):
     """(config, params, step) of the newest checkpoint of a training run."""
-    path = os.path.join(workdir, 'config.json')
-    if not os.path.exists(path):
-        raise ConfigError(
-            f'data.teachers: {workdir} holds no training run (no config.json).'
-        )
-    import ml_collections  # pylint: disable=g-import-not-at-top
+    from jaxdistill import cli  # pylint: disable=g-import-not-at-top
 
-    try:  # A damaged file is named, with the line where its JSON broke.
-        config = ml_collections.ConfigDict(configuration.read_saved(path))
-    except ConfigError as e:
-        raise ConfigError(f'data.teachers: {e}') from None
-    if config.get('task') != 'text_classification':
-        raise ConfigError(
-            f'data.teachers: {workdir} trained task {config.get("task")!r}; a '
-            'teacher must be a text_classification run.'
+    try:  # Missing, damaged (its line named), of another task: said as such.
+        config = cli.workdir_config(
+            workdir, task='text_classification', needed_by='data.teachers'
         )
+    except ConfigError as e:
+        message = str(e)
+        if not message.startswith('data.teachers: '):
+            message = f'data.teachers: {message}'
+        raise ConfigError(message) from None
     step, step_dir = checkpoint_lib.latest_step_dir(
         os.path.join(workdir, 'checkpoints')
     )

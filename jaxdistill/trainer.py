@@ -1342,26 +1342,18 @@ class Trainer:
         try:
             with metrics_lib.CompileClock() as clock, _StopSignals() as stop:
                 step, last_train, last_eval, seconds = self._train_loop(clock, stop)
+            return self._finish(step, seconds, last_train, last_eval)
         except BaseException as e:
-            # Whatever stops the loop (an error, Ctrl-C), a checkpoint being
-            # written in the background is finished, not left half-written.
+            # Whatever stops the loop or its end (an error, Ctrl-C, a full
+            # disk while the summary is written), a checkpoint being written
+            # in the background is finished, not left half-written, and the
+            # logs and the workdir are released.
             self._close_quietly()
             if isinstance(e, Exception):  # Not Ctrl-C or SIGTERM.
                 _record_error(self.workdir, e)
             self._release_lock()
             if getattr(self, 'profiler', None):
                 self.profiler.stop(quiet=True)
-            raise
-        try:
-            return self._finish(step, seconds, last_train, last_eval)
-        except BaseException as e:
-            # E.g. Ctrl-C while the summary is written or plotted (the stop
-            # signals are no longer caught), or a full disk: the checkpointer,
-            # the logs and the workdir are still released.
-            self._close_quietly()
-            if isinstance(e, Exception):
-                _record_error(self.workdir, e)
-            self._release_lock()
             raise
 
     def _train_loop(self, clock, stop):

@@ -128,7 +128,8 @@ def test_a_classification_teacher_reads_what_its_evaluation_used(tmp_path):
     # without a task is named as the teacher's.
     for text, message in (
         ('{"task": "text_classification", "mod', 'is damaged: not valid JSON'),
-        ('{}', 'trained task None; a teacher must be'),
+        ('{}', "config.json has no 'task' key"),
+        ('{"task": "translation"}', "is a 'translation' run; data.teachers needs a"),
     ):
         (tmp_path / 'config.json').write_text(text)
         with pytest.raises(ConfigError, match=f'^data.teachers: .*{message}'):
