@@ -336,7 +336,13 @@ def _check_stage(method, model_fns, config, workdir, step: int) -> bool:
 
 
 def _check_config_compatible(config, workdir):
-    """Compares `config` to the one a previous run left (config.json)."""
+    """Compares `config` to the one a previous run left (config.json).
+
+    Only a run with a checkpoint is held to it: the config.json of a start
+    that stopped before its first (killed, or failing in its first step: a
+    model too large for the device, say) records nothing trained, and a
+    corrected config starts anew there, with a note.
+    """
     saved = _saved_config(workdir)
     if saved is None:
         return
@@ -344,6 +350,13 @@ def _check_config_compatible(config, workdir):
     diffs = configuration.compare_for_resume(
         saved, current, RESUME_KEYS, RESUME_DEFAULTS, free=RESUME_FREE
     )
+    if diffs and not cli.saved_steps(os.path.join(workdir, 'checkpoints')):
+        say(
+            f'Note: {os.path.join(workdir, "config.json")} is from an earlier '
+            'start that saved no checkpoint; this one starts anew with its '
+            f'own config (changed: {"; ".join(diffs)}).'
+        )
+        return
     if diffs:
         raise CheckpointMismatchError(
             f'{workdir} holds a run with an incompatible config '

@@ -149,6 +149,26 @@ def test_incompatible_checkpoint_config(capsys, trained):
     assert (trained / 'checkpoints' / '10').is_dir()  # Nothing lost.
 
 
+def test_a_start_that_saved_no_checkpoint_binds_no_later_config(
+    capsys, tmp_path, trained
+):
+    """config.json of a start that stopped before its first checkpoint (a
+    model too large for the device, say) does not refuse the corrected
+    config: nothing was trained with the old one."""
+    from jaxdistill import trainer  # pylint: disable=g-import-not-at-top
+
+    shutil.copy(trained / 'config.json', tmp_path / 'config.json')
+    config = configuration.load_config(helpers.CONFIG)
+    configuration.apply_overrides(config, ['model.d_model=48'])
+    trainer._check_config_compatible(config, str(tmp_path))
+    out = capsys.readouterr().out
+    assert 'is from an earlier start that saved no checkpoint' in out
+    assert 'model.d_model: 32 -> 48' in out
+    (tmp_path / 'checkpoints' / '10').mkdir(parents=True)
+    with pytest.raises(JaxdistillError, match='model.d_model: 32 -> 48'):
+        trainer._check_config_compatible(config, str(tmp_path))
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(capsys, trained):
     code, _, err = _train(
         capsys,
@@ -312,6 +332,33 @@ def test_translation_lengths_checked_before_any_data_is_read(
     with pytest.raises(ConfigError) as e:
         translation.TranslationTask(config, str(tmp_path), mesh=None)
     assert message in str(e.value)
+
+
+def test_a_start_on_other_data_remakes_the_tokenizer_until_a_checkpoint(tmp_path):
+    """A first start that stopped before its first checkpoint (killed, or an
+    error in its first step) left spm.model trained on its data; the
+    corrected start on other data trains it again, as a new workdir would.
+    Once a checkpoint holds embeddings for its pieces, it is kept."""
+    from jaxdistill import sharding  # pylint: disable=g-import-not-at-top
+    from jaxdistill.tasks import translation  # pylint: disable=g-import-not-at-top
+
+    mesh = sharding.make_mesh()
+
+    def task(workdir, seed):
+        config = configuration.load_config(helpers.CONFIG)
+        configuration.apply_overrides(config, [f'data.synthetic_seed={seed}'])
+        return translation.TranslationTask(config, str(workdir), mesh=mesh)
+
+    run, fresh = tmp_path / 'run', tmp_path / 'fresh'
+    task(run, seed=1)
+    first = (run / 'spm.model').read_bytes()
+    task(fresh, seed=2)
+    assert (fresh / 'spm.model').read_bytes() != first
+    task(run, seed=2)
+    assert (run / 'spm.model').read_bytes() == (fresh / 'spm.model').read_bytes()
+    (run / 'checkpoints' / '5').mkdir(parents=True)
+    task(run, seed=1)
+    assert (run / 'spm.model').read_bytes() == (fresh / 'spm.model').read_bytes()
 
 
 def test_batches_raised_past_batch_tokens_get_a_note(tmp_path):

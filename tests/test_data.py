@@ -191,6 +191,84 @@ def test_tokenizer_deterministic_load_and_mismatch(tmp_path):
         data.load_or_train_tokenizer(tmp_path / 'a.model', texts_fn, 300, ['<2de>'])
 
 
+def test_a_tokenizer_left_by_a_start_without_checkpoint_is_made_again(tmp_path, caplog):
+    """`remake_stale` (the run has no checkpoint): a tokenizer this folder
+    made from other text, vocab size or symbols is trained again; a copied
+    one (a teacher's), a checkpointed run's (`remake_stale` False) and a
+    reading tool's are kept."""
+    first = [s for p in data.generate_pairs(300, seed=1) for s in p]
+    second = [s for p in data.generate_pairs(300, seed=2) for s in p]
+    path = tmp_path / 'run' / 'spm.model'
+    data.load_or_train_tokenizer(path, lambda: first, 200)
+    made_from_first = path.read_bytes()
+    data.Tokenizer.train(second, 200, tmp_path / 'fresh' / 'spm.model')
+    made_from_second = (tmp_path / 'fresh' / 'spm.model').read_bytes()
+    assert made_from_first != made_from_second
+
+    # A checkpointed run keeps its tokenizer whatever the data now.
+    data.load_or_train_tokenizer(path, lambda: second, 200)
+    assert path.read_bytes() == made_from_first
+    # So does a tool that only reads the run.
+    with data.tokenizer.existing_only():
+        data.load_or_train_tokenizer(path, lambda: second, 200, remake_stale=True)
+    assert path.read_bytes() == made_from_first and not caplog.text
+    # The same text: kept.
+    data.load_or_train_tokenizer(path, lambda: first, 200, remake_stale=True)
+    assert path.read_bytes() == made_from_first and not caplog.text
+
+    # Other text: made again, as a new workdir would make it.
+    tok = data.load_or_train_tokenizer(path, lambda: second, 200, remake_stale=True)
+    assert path.read_bytes() == made_from_second
+    assert tok.encode(second[0]) == data.Tokenizer.load(
+        tmp_path / 'fresh' / 'spm.model'
+    ).encode(second[0])
+    assert f'Tokenizer {path} was made by an earlier start' in caplog.text
+    assert 'from other training text' in caplog.text
+    # Another vocab size or tag symbols: made again, not refused.
+    caplog.clear()
+    tok = data.load_or_train_tokenizer(path, lambda: second, 150, remake_stale=True)
+    assert tok.vocab_size == 150 and 'data.vocab_size=200 (now 150)' in caplog.text
+    tok = data.load_or_train_tokenizer(
+        path, lambda: second, 150, ['<2de>'], remake_stale=True
+    )
+    assert tok.piece_to_id('<2de>') != data.UNK_ID
+
+    # Copied into a student's folder with its record: the teacher's is kept.
+    student = tmp_path / 'student' / 'spm.model'
+    student.parent.mkdir()
+    for suffix in ('', '.json'):
+        student.with_name('spm.model' + suffix).write_bytes(
+            path.with_name('spm.model' + suffix).read_bytes()
+        )
+    caplog.clear()
+    data.load_or_train_tokenizer(
+        student, lambda: first, 150, ['<2de>'], remake_stale=True
+    )
+    assert student.read_bytes() == path.read_bytes() and not caplog.text
+
+
+def test_a_word_vocabulary_left_by_a_start_without_checkpoint_is_made_again(
+    tmp_path, caplog
+):
+    from jaxdistill.data import sst2  # pylint: disable=g-import-not-at-top
+
+    first = ['a good film', 'a bad film', 'good']
+    second = ['the dull plot', 'the fine cast', 'dull']
+    kept = sst2.word_vocab(first, 10, str(tmp_path))
+    vocab_file = tmp_path / sst2.VOCAB_FILE
+    assert sst2.word_vocab(second, 10, str(tmp_path)) == kept  # Checkpointed.
+    assert sst2.word_vocab(first, 10, str(tmp_path), remake_stale=True) == kept
+    assert not caplog.text
+    with data.tokenizer.existing_only():
+        assert sst2.word_vocab(second, 10, str(tmp_path), remake_stale=True) == kept
+    remade = sst2.word_vocab(second, 10, str(tmp_path), remake_stale=True)
+    assert remade == sst2.build_vocab(second, 10) != kept
+    assert vocab_file.read_text().split() == list(remade)
+    assert 'was written by an earlier start of this run' in caplog.text
+    # Another size: made again with it.
+    assert len(sst2.word_vocab(second, 4, str(tmp_path), remake_stale=True)) == 2
+
+
 def test_tokenizer_vocab_too_large_shrinks(tmp_path, caplog):
     tok = data.load_or_train_tokenizer(
         tmp_path / 't.model', lambda: ['ab ba', 'abc'] * 5, 5000

@@ -7,6 +7,7 @@ in both.
 """
 
 import collections
+import logging
 import os
 import pathlib
 from collections.abc import Callable
@@ -129,7 +130,12 @@ VOCAB_FILE = 'vocab.txt'
 
 
 def word_vocab(
-    train_sentences, size: int, workdir: str | None, min_count: int = 1
+    train_sentences,
+    size: int,
+    workdir: str | None,
+    min_count: int = 1,
+    *,
+    remake_stale: bool = False,
 ) -> dict[str, int]:
     """`build_vocab`, kept as WORKDIR/vocab.txt (one word a line, in id order).
 
@@ -137,13 +143,33 @@ def word_vocab(
     loading this run as a teacher read it back, so the embedding rows keep
     their words even if the data the config points at has changed since
     (another data_dir, max_train_examples). Without a workdir, only builds.
+
+    `remake_stale`: the run has saved no checkpoint, so no embedding row
+    belongs to a word yet: a kept vocabulary that these sentences and
+    settings would not build (left by an earlier start from other data, or
+    with another vocab_size or min_count) is built and written again, with
+    a warning.
     """
     path = os.path.join(workdir, VOCAB_FILE) if workdir else None
     if path and os.path.exists(path):
         with open(path, encoding='utf-8') as f:
             words = f.read().split('\n')[:-1]
-        return {w: i + 2 for i, w in enumerate(words)}
-    vocab = build_vocab(train_sentences, size, min_count)
+        kept = {w: i + 2 for i, w in enumerate(words)}
+        if not remake_stale or tokenizer_lib.reading_only():
+            return kept
+        vocab = build_vocab(train_sentences, size, min_count)
+        if vocab == kept:
+            return kept
+        logging.getLogger(__name__).warning(
+            '%s was written by an earlier start of this run that saved no '
+            'checkpoint, from other data or settings (%d words; these build '
+            '%d); writing it again for this config.',
+            path,
+            len(kept),
+            len(vocab),
+        )
+    else:
+        vocab = build_vocab(train_sentences, size, min_count)
     if path:
         import jax  # pylint: disable=g-import-not-at-top
 
@@ -168,6 +194,8 @@ def text_encoder(
     max_len: int,
     workdir: str,
     min_count: int = 1,
+    *,
+    remake_stale: bool = False,
 ) -> tuple[Callable[[list[str]], np.ndarray], int]:
     """(sentences -> int32 [N, max_len], vocabulary size incl. PAD and UNK).
 
@@ -176,17 +204,24 @@ def text_encoder(
     kind 'sentencepiece': a unigram SentencePiece model of `vocab_size` pieces
     trained on the training sentences once, kept as `workdir/spm.model` (a
     resumed run or `evaluate` reads the same one); no word is out of
-    vocabulary.
+    vocabulary. `remake_stale`: the run has saved no checkpoint; a kept
+    vocabulary or model made from other data or settings is made again
+    (`word_vocab`, `tokenizer.load_or_train_tokenizer`).
 
     Raises:
       ConfigError: an unknown kind.
     """
     if kind == 'words':
-        vocab = word_vocab(train_sentences, vocab_size, workdir, min_count)
+        vocab = word_vocab(
+            train_sentences, vocab_size, workdir, min_count, remake_stale=remake_stale
+        )
         return (lambda s: encode(s, vocab, max_len)), len(vocab) + 2
     if kind == 'sentencepiece':
         tok = tokenizer_lib.shared_tokenizer(
-            os.path.join(workdir, 'spm.model'), lambda: train_sentences, vocab_size
+            os.path.join(workdir, 'spm.model'),
+            lambda: train_sentences,
+            vocab_size,
+            remake_stale=remake_stale,
         )
         return piece_encoder(tok, max_len), tok.vocab_size
     raise ConfigError(

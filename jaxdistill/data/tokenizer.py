@@ -2,6 +2,7 @@
 
 import contextlib
 import contextvars
+import hashlib
 import io
 import json
 import logging
@@ -32,8 +33,41 @@ _TOO_LOW = re.compile(
 
 
 def _meta_path(model_path) -> str:
-    """Sidecar recording the vocab size that was asked for at training time."""
+    """Sidecar recording how the model was made: the vocab size asked for,
+    the tag symbols, a digest of the training text and the folder it was
+    made in (`_made_here`)."""
     return os.fspath(model_path) + '.json'
+
+
+def texts_digest(texts: Iterable[str]) -> str:
+    """SHA-256 of the texts in order, one a line: what a tokenizer was
+    trained on, without keeping the text."""
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode('utf-8', 'surrogatepass'))
+        h.update(b'\n')
+    return h.hexdigest()
+
+
+def _folder(model_path) -> str:
+    return os.path.dirname(os.path.abspath(model_path))
+
+
+def _read_meta(model_path) -> dict:
+    """The sidecar's record; {} if there is none (a model copied in alone,
+    or made before the sidecar existed)."""
+    path = _meta_path(model_path)
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path, encoding='utf-8') as f:
+            meta = json.load(f)
+        if not isinstance(meta, dict):
+            raise TypeError(f'a JSON object expected, got {type(meta).__name__}')
+        int(meta['requested_vocab_size'])
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f'{path} is malformed: {e}') from None
+    return meta
 
 
 def _atomic_write(path, data: bytes) -> None:
@@ -105,8 +139,11 @@ class Tokenizer:
         one too small for the text's characters is a ConfigError naming
         `data.vocab_size`, the key every caller takes it from.
         The model is written atomically to `model_path`, with a `.json` sidecar
-        recording the requested size for `load_or_train_tokenizer`.
+        recording the requested size, the symbols, a digest of `texts` and the
+        folder, for `load_or_train_tokenizer`.
         """
+        texts = list(texts)
+        digest = texts_digest(texts)
         texts = [t for t in texts if t.strip()]
         if len(texts) > input_sentence_size:
             keep = np.random.default_rng(0).choice(
@@ -161,9 +198,17 @@ class Tokenizer:
                 allowed,
             )
             data = _train_bytes(texts, allowed, **options)
+        meta = {
+            'requested_vocab_size': vocab_size,
+            'user_defined_symbols': list(user_defined_symbols),
+            'texts_sha256': digest,
+            'folder': _folder(model_path),
+        }
+        # The model first: stopped between the two, a new model beside the
+        # old record is remade at the next start (its text differs from the
+        # record's), where the other order would pass an old model for new.
         _atomic_write(model_path, data)
-        with open(_meta_path(model_path), 'w') as f:
-            json.dump({'requested_vocab_size': vocab_size}, f)
+        _atomic_write(_meta_path(model_path), json.dumps(meta).encode())
         return cls.load(model_path)
 
     @classmethod
@@ -248,10 +293,21 @@ def load_or_train_tokenizer(
     texts_fn: Callable[[], Iterable[str]],
     vocab_size: int,
     user_defined_symbols: Sequence[str] = (),
+    *,
+    remake_stale: bool = False,
 ) -> Tokenizer:
     """Loads `model_path` if it exists (checking its vocab size), else trains it.
 
-    `texts_fn` is only called when training is needed.
+    `texts_fn` is only called when training is needed, or to check an
+    existing model with `remake_stale`.
+
+    `remake_stale`: the caller's run has saved no checkpoint, so nothing was
+    trained with this tokenizer yet. One made in this folder (by an earlier
+    start that stopped before its first checkpoint) from other text, another
+    vocab size or other tag symbols is then trained again, with a warning,
+    rather than kept: the corrected run would otherwise use the mistaken
+    start's vocabulary. One copied in from another folder (a teacher's, for
+    distillation), or one without the sidecar's record, is kept.
     """
     _check_may_train(model_path)
     if not os.path.exists(model_path):
@@ -261,14 +317,41 @@ def load_or_train_tokenizer(
             model_path,
             user_defined_symbols=user_defined_symbols,
         )
+    meta = _read_meta(model_path)
+    if (
+        remake_stale
+        and not reading_only()
+        and meta.get('folder') == _folder(model_path)
+    ):
+        texts = list(texts_fn())
+        changed = []
+        if meta.get('texts_sha256') != texts_digest(texts):
+            changed.append('other training text')
+        if int(meta['requested_vocab_size']) != vocab_size:
+            changed.append(
+                f'data.vocab_size={meta["requested_vocab_size"]} (now {vocab_size})'
+            )
+        if meta.get('user_defined_symbols', []) != list(user_defined_symbols):
+            changed.append(
+                f'tag symbols {meta.get("user_defined_symbols", [])} '
+                f'(now {list(user_defined_symbols)})'
+            )
+        if changed:
+            _log.warning(
+                'Tokenizer %s was made by an earlier start of this run that '
+                'saved no checkpoint, from %s; training it again for this '
+                'config.',
+                model_path,
+                ' and '.join(changed),
+            )
+            return Tokenizer.train(
+                texts,
+                vocab_size,
+                model_path,
+                user_defined_symbols=user_defined_symbols,
+            )
     tok = Tokenizer.load(model_path)
-    requested = tok.vocab_size
-    if os.path.exists(_meta_path(model_path)):
-        try:
-            with open(_meta_path(model_path)) as f:
-                requested = int(json.load(f)['requested_vocab_size'])
-        except (ValueError, KeyError, TypeError) as e:
-            raise DataError(f'{_meta_path(model_path)} is malformed: {e}') from None
+    requested = int(meta.get('requested_vocab_size', tok.vocab_size))
     if vocab_size not in (requested, tok.vocab_size):
         raise DataError(
             f"the workdir's tokenizer {model_path} has vocab {tok.vocab_size} but the "
@@ -288,13 +371,19 @@ def shared_tokenizer(
     texts_fn: Callable[[], Iterable[str]],
     vocab_size: int,
     user_defined_symbols: Sequence[str] = (),
+    *,
+    remake_stale: bool = False,
 ) -> Tokenizer:
     """`load_or_train_tokenizer` on process 0; the other processes wait for it
     and load the same model (so every process tokenizes alike)."""
     _check_may_train(model_path)  # In every process: none waits for 0 then.
     if jax.process_count() == 1:
         return load_or_train_tokenizer(
-            model_path, texts_fn, vocab_size, user_defined_symbols
+            model_path,
+            texts_fn,
+            vocab_size,
+            user_defined_symbols,
+            remake_stale=remake_stale,
         )
     # Process 0's failure (a vocab_size too small for the text, say) is sent
     # to the others, which would otherwise wait for it at the barrier until
@@ -305,7 +394,11 @@ def shared_tokenizer(
     if jax.process_index() == 0:
         try:
             tok = load_or_train_tokenizer(
-                model_path, texts_fn, vocab_size, user_defined_symbols
+                model_path,
+                texts_fn,
+                vocab_size,
+                user_defined_symbols,
+                remake_stale=remake_stale,
             )
         except Exception as e:  # pylint: disable=broad-except
             error = e

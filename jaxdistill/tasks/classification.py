@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdistill import cli
 from jaxdistill import configuration
 from jaxdistill import losses
 from jaxdistill import registry
@@ -384,6 +385,8 @@ class TextClassificationTask(ClassificationTask):
             d.max_len + 1,
             workdir,
             d.get('min_count', 1),
+            # No checkpoint yet: no embedding row belongs to a word.
+            remake_stale=not cli.saved_steps(os.path.join(workdir, 'checkpoints')),
         )
         train = _subset((encode_wide(sentences), labels), d.max_train_examples)
         test = _subset(

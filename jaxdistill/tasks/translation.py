@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
+from jaxdistill import cli
 from jaxdistill import data as data_lib
 from jaxdistill import configuration
 from jaxdistill import losses
@@ -126,11 +127,16 @@ def eval_lengths(max_len: int) -> tuple[int, ...]:
 
 
 def _tokenizer(config, workdir, train_data, tags):
-    """Trains the joint SentencePiece model once (process 0), then loads it."""
+    """Trains the joint SentencePiece model once (process 0), then loads it;
+    one a start without a checkpoint made from other data is made again."""
     path = os.path.join(workdir, 'spm.model')
     texts = lambda: list(train_data.source) + list(train_data.target)
     return data_lib.shared_tokenizer(
-        path, texts, config.data.vocab_size, user_defined_symbols=tags
+        path,
+        texts,
+        config.data.vocab_size,
+        user_defined_symbols=tags,
+        remake_stale=not cli.saved_steps(os.path.join(workdir, 'checkpoints')),
     )
 
 
@@ -312,7 +318,6 @@ class TranslationTask:
         teacher's folder.
         """
         from jaxdistill import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
-        from jaxdistill import cli  # pylint: disable=g-import-not-at-top
         from jaxdistill.methods import make_method  # pylint: disable=g-import-not-at-top
 
         kept = os.path.join(self.workdir, TEACHER_CONFIG) if self.workdir else ''
