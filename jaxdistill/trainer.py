@@ -1421,19 +1421,21 @@ class Trainer:
                 stepping, compiling, now = _window(clock, window_start, history)
                 stepping, compiling = stepping + banked[0], compiling + banked[1]
                 banked = (0.0, 0.0)
+                # This session's seconds since its start, compilation left
+                # out; evaluations and checkpoints count, so the pace, the
+                # ETA and a time limit's last step include them.
+                busy = now - run_start - clock.seconds(run_start, now)
                 if self.deadline is not None and step < end:
                     # Re-estimated from the planned total every time: the
                     # first windows' pace (tracing, new shapes) is pessimistic.
-                    end = self._steps_before_deadline(
-                        step, total, now - run_start - clock.seconds(run_start, now)
-                    )
+                    end = self._steps_before_deadline(step, total, busy)
                     save_now = save_now or step == end
                 last_train = self._log(
                     step,
                     history,
                     stepping,
                     compiling,
-                    stepping / len(history) * (end - step),
+                    busy / max(step - self.start_step, 1) * (end - step),
                     end,
                     input_seconds,
                 )

@@ -1,6 +1,7 @@
 """`time_limit_minutes` and `Trainer.run(deadline=...)`: training stops at the
 last step that fits, saves it, and a later run resumes from it."""
 
+import re
 import time
 import types
 
@@ -82,3 +83,31 @@ def test_end_between_log_lines_is_saved_and_reported(tmp_path, monkeypatch, caps
     assert summary['step'] == 8 and summary['stopped_by_time_limit'] is True
     assert tr.ckpt.all_steps()[-1] == 8
     assert 'Time limit: stopped at step 8 of 20' in capsys.readouterr().out
+
+
+def test_the_eta_counts_the_evaluations_at_their_pace(tmp_path, capsys):
+    """The progress line's ETA is the session's wall-clock pace (compilation
+    left out) times the steps to go: evaluations and saves count, as they
+    will in the steps left. (From the step time alone it said 0m00s here,
+    with an evaluation taking 1 s.)"""
+    config = _config()
+    config.eval.every_steps = 5
+    config.eval.bleu = False  # Loss only: no decoding to compile.
+    tr = trainer_lib.Trainer(config, str(tmp_path))
+    evaluate = tr.task.evaluate
+
+    def slow_evaluate(*args, **kwargs):
+        if not calls:  # The evaluation at step 5 only.
+            time.sleep(1.0)
+        calls.append(1)
+        return evaluate(*args, **kwargs)
+
+    calls = []
+
+    tr.task.evaluate = slow_evaluate
+    tr.run()
+    out = capsys.readouterr().out
+    # At step 10, a 1-s evaluation in 10 steps: the 10 steps to go take >= 1 s.
+    line = next(l for l in out.splitlines() if l.startswith('step 10/20'))
+    eta = re.search(r'ETA (\d+)m(\d\d)s', line)
+    assert eta and 60 * int(eta.group(1)) + int(eta.group(2)) >= 1, line

@@ -35,7 +35,7 @@ _TOO_LOW = re.compile(
 def _meta_path(model_path) -> str:
     """Sidecar recording how the model was made: the vocab size asked for,
     the tag symbols, a digest of the training text and the folder it was
-    made in (`_made_here`)."""
+    made in (`load_or_train_tokenizer` reads them)."""
     return os.fspath(model_path) + '.json'
 
 

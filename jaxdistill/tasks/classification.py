@@ -112,10 +112,11 @@ class ClassificationTask:
         class for each evaluation example (padding rows not valid). The
         trainer compares models' predictions with it: codistillation's
         agreement and churn."""
-        preds = [
-            np.asarray(jax.device_get(self._predict_step(params, b)))
-            for b in self._device_batches()
-        ]
+        # Every batch dispatched, then one fetch: a device_get per batch
+        # would leave the device idle while the host waits on each.
+        preds = jax.device_get(
+            [self._predict_step(params, b) for b in self._device_batches()]
+        )
         valid = np.concatenate([b['label'] >= 0 for b in self.eval_batches])
         return np.concatenate(preds).astype(np.int32), valid
 
@@ -123,7 +124,7 @@ class ClassificationTask:
         """Per-exit loss/accuracy, and the early-exit curve with measured times."""
         e = self.config.eval
         batches = self._device_batches()
-        outs = [jax.device_get(self._eval_step(params, b)) for b in batches]
+        outs = jax.device_get([self._eval_step(params, b) for b in batches])
         real = np.concatenate([b['label'] >= 0 for b in self.eval_batches])
         confidence = np.concatenate([o['confidence'] for o in outs], axis=1)[:, real]
         correct = np.concatenate([o['correct'] for o in outs], axis=1)[:, real]

@@ -541,12 +541,24 @@ class TranslationTask:
         )
         batches, subset, n = self._eval_set(split or self.config.data.eval_split)
         sharding = sharding_lib.batch_sharding(self.mesh)
-        sums = np.zeros(3)
+        parts = []  # Each batch's (loss, correct, tokens) sums, on device.
         hyps = [''] * n
         unfinished = 0  # Hypotheses cut at eval.max_decode_len, without EOS.
+        decoded = None  # The previous batch's decoding, read after the next's starts.
+
+        def read(out, index):
+            nonlocal unfinished
+            out = multihost_utils.process_allgather(out, tiled=True)
+            for row, i in zip(np.asarray(out), index):
+                if i >= 0:
+                    hyps[i] = self.tokenizer.decode(row.tolist())
+                    unfinished += not np.any(row == data_lib.EOS_ID)
+
+        # Nothing waits on the device inside the loop but the previous
+        # batch's hypotheses, detokenised while this batch decodes.
         for batch, index in batches:
             arrays = sharding_lib.global_batch(batch, sharding)
-            sums += np.array(jax.device_get(self._eval_step(model)(params, arrays)))
+            parts.append(self._eval_step(model)(params, arrays))
             if bleu:
                 out = generate(
                     model,
@@ -556,11 +568,14 @@ class TranslationTask:
                     max_len=e.max_decode_len,
                     length_penalty=alpha,
                 )
-                out = multihost_utils.process_allgather(out, tiled=True)
-                for row, i in zip(np.asarray(out), index):
-                    if i >= 0:
-                        hyps[i] = self.tokenizer.decode(row.tolist())
-                        unfinished += not np.any(row == data_lib.EOS_ID)
+                if decoded is not None:
+                    read(*decoded)
+                decoded = out, index
+        if decoded is not None:
+            read(*decoded)
+        sums = np.zeros(3)
+        for part in jax.device_get(parts):
+            sums += np.array(part)
         metrics = {
             'eval/loss': sums[0] / max(sums[2], 1),
             'eval/accuracy': sums[1] / max(sums[2], 1),
