@@ -102,7 +102,13 @@ def make_mesh(
     for name, size in (('model', model_axis_size), ('replica', replica_axis_size)):
         if size < 1 or n % size:
             raise ConfigError(
-                f'mesh.{name}_axis_size={size} must divide the {n} devices.'
+                f'mesh.{name}_axis_size={size} must divide the {n} devices'
+                + (
+                    f' (a run saved with it resumes in another layout: give '
+                    f'--config.mesh.{name}_axis_size=N, N dividing {n}).'
+                    if size >= 1
+                    else '.'
+                )
             )
     if n % (model_axis_size * replica_axis_size):
         raise ConfigError(

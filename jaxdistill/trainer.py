@@ -911,6 +911,30 @@ def _window(clock, window_start: float, history) -> tuple[float, float, float]:
     return max(now - window_start - compiling, 1e-6), compiling, now
 
 
+def _reading_layout(model_axis, replicas) -> tuple[int, int]:
+    """(mesh.model_axis_size, mesh.replica_axis_size) for a read-only Trainer
+    (evaluate, extract): the run's own where these devices allow them, else
+    the largest model axis dividing both (the state is restored into
+    whichever layout), and replicas laid out automatically, with a note. A
+    run trained with a model axis of 8 GPUs is then evaluated on one."""
+    n, local = jax.device_count(), jax.local_device_count()
+    fits = lambda m: not n % m and (local == n or not local % m)
+    if isinstance(model_axis, int) and model_axis > 1 and not fits(model_axis):
+        smaller = max(d for d in range(1, model_axis) if fits(d) and not model_axis % d)
+        say(
+            f'Note: the run has mesh.model_axis_size={model_axis}, which does not '
+            f'divide these {n} devices; it is read with {smaller}.'
+        )
+        model_axis = smaller
+    if isinstance(replicas, int) and replicas > 0 and n % (model_axis * replicas):
+        say(
+            f'Note: the run has mesh.replica_axis_size={replicas}, which these '
+            f'{n} devices cannot hold; its replicas are laid out automatically.'
+        )
+        replicas = 0
+    return model_axis, replicas
+
+
 class Trainer:
     """Holds what one run needs; `run()` trains to `config.num_train_steps`.
 
@@ -980,13 +1004,17 @@ class Trainer:
         _check_config_compatible(config, workdir)
         self._read_only = read_only
         self._use_compile_cache()
+        model_axis = config.mesh.model_axis_size
+        replicas = config.mesh.get('replica_axis_size', 0)
+        if read_only:
+            model_axis, replicas = _reading_layout(model_axis, replicas)
         self.mesh = sharding_lib.make_mesh(
-            config.mesh.model_axis_size,
+            model_axis,
             replica_axis_size=sharding_lib.replica_axis_size(
                 config.method.get('num_replicas', 1),
-                config.mesh.get('replica_axis_size', 0),
+                replicas,
                 devices=jax.device_count(),
-                model_axis_size=config.mesh.model_axis_size,
+                model_axis_size=model_axis,
             ),
         )
         with tokenizer_lib.existing_only() if read_only else contextlib.nullcontext():

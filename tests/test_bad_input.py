@@ -169,6 +169,29 @@ def test_a_start_that_saved_no_checkpoint_binds_no_later_config(
         trainer._check_config_compatible(config, str(tmp_path))
 
 
+def test_a_model_axis_larger_than_the_devices_is_read_in_a_smaller_one(capsys, trained):
+    """A run trained with a model axis over more devices than are here (16;
+    these tests have 8) is evaluated with the largest axis that fits, with a
+    note; training on is refused with the way out named."""
+    from jaxdistill import evaluate  # pylint: disable=g-import-not-at-top
+
+    wide = '--config.mesh.model_axis_size=16'
+    capsys.readouterr()
+    assert (
+        evaluate.main(['--workdir', str(trained), wide, '--config.eval.bleu=False'])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert (
+        'mesh.model_axis_size=16, which does not divide these 8 devices; it is read with 8'
+        in out
+    )
+    assert np.isfinite(json.loads(out[out.index('{') :])['eval/loss'])
+    code, _, err = _train(capsys, trained, '--config.num_train_steps=12', wide)
+    assert code == 2 and 'give --config.mesh.model_axis_size=N, N dividing 8' in err
+    assert (trained / 'checkpoints' / '10').is_dir()
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(capsys, trained):
     code, _, err = _train(
         capsys,
