@@ -256,17 +256,28 @@ def plan(config_spec: str, overrides, grid) -> list[dict]:
     return runs
 
 
-def _finished(workdir: str, config: dict) -> bool:
-    """Whether the run in `workdir` ended (finished, early stop, time limit)
-    with the config it would get now."""
+def _finished(workdir: str, config: dict) -> str:
+    """How the run in `workdir` ended (finished, early stop, time limit)
+    with the config it would get now, in words for the line that skips it;
+    '' if it has not (or another config made it)."""
     from jaxdistill import runs as runs_lib  # pylint: disable=g-import-not-at-top
 
     saved = runs_lib.read_json(os.path.join(workdir, 'config.json'))
     # `distributed` differs between processes (process 0 writes the file).
     drop = lambda c: {k: v for k, v in (c or {}).items() if k not in PER_PROCESS}
     if saved is None or drop(saved) != drop(config):
-        return False
-    return runs_lib.describe(workdir)['state'] in _DONE
+        return ''
+    d = runs_lib.describe(workdir)
+    if d['state'] not in _DONE:
+        return ''
+    if d['state'] == 'finished':
+        return 'finished already'
+    # A time limit is each run's budget: the same sweep again keeps it (the
+    # runs stay comparable); `train --workdir` gives the run more.
+    return (
+        f'{d["state"]} at step {d["step"]} of {d["num_train_steps"]} '
+        f'(python -m jaxdistill.train --workdir {workdir} trains it on)'
+    )
 
 
 def _mean_std(values):
@@ -288,9 +299,9 @@ def summarize(entries: list[dict], over) -> list[dict]:
         groups.setdefault(json.dumps(settings), (settings, []))[1].append(e)
     out = []
     for settings, members in groups.values():
-        evaluated = [
-            m['eval'] for m in members if m['eval'] and m.get('state') in _DONE
-        ]
+        done = [m for m in members if m['eval'] and m.get('state') in _DONE]
+        evaluated = [m['eval'] for m in done]
+        steps = sorted({m['eval_step'] for m in done if m.get('eval_step') is not None})
         common = (
             [k for k in evaluated[0] if all(k in ev for ev in evaluated)]
             if evaluated
@@ -306,6 +317,9 @@ def summarize(entries: list[dict], over) -> list[dict]:
                 'settings': settings,
                 'runs': len(members),
                 'evaluated': len(evaluated),
+                # The evaluated steps: more than one when a time limit or an
+                # early stop ended the runs at different steps.
+                'steps': steps,
                 'mean': {k: m for k, (m, _) in stats.items()},
                 'std': {k: s for k, (_, s) in stats.items()},
             }
@@ -332,18 +346,35 @@ def table(groups: list[dict], patterns=()) -> str:
             )
     else:
         names = [n for n in runs_lib.DEFAULT_METRICS if n in names] or names[:3]
-    rows = [('group', 'runs', *names)]
+    rows = [('group', 'runs', 'step', *names)]
+    mixed = False
     for g in groups:
         label = ','.join(f'{k}={v}' for k, v in g['settings'].items()) or 'all'
         cells = [
             f'{g["mean"][n]:.4g} ± {g["std"][n]:.2g}' if n in g['mean'] else '-'
             for n in names
         ]
-        rows.append((label, f'{g["evaluated"]}/{g["runs"]}', *cells))
+        steps = g.get('steps', [])
+        mixed = mixed or len(steps) > 1
+        step = (
+            f'{steps[0]}-{steps[-1]}'
+            if len(steps) > 1
+            else str(steps[0])
+            if steps
+            else '-'
+        )
+        rows.append((label, f'{g["evaluated"]}/{g["runs"]}', step, *cells))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return '\n'.join(
+    text = '\n'.join(
         '  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows
     )
+    if mixed:
+        text += (
+            '\nNote: a group whose step is a range averages evaluations made at '
+            'different steps (runs ended by a time limit or an early stop): its '
+            '± holds the training lengths as well as the seeds.'
+        )
+    return text
 
 
 def _parse(argv):
@@ -573,10 +604,9 @@ def _train_all(args, runs, grid, over, slots) -> int:
     pending = []
     for i, run in enumerate(runs, 1):
         workdir = os.path.join(args.workdir, run['name'])
-        if _finished(workdir, run['config']):
-            print(
-                f'[{i}/{total}] {run["name"]}: finished already, skipped.', flush=True
-            )
+        ended = _finished(workdir, run['config'])
+        if ended:
+            print(f'[{i}/{total}] {run["name"]}: {ended}; skipped.', flush=True)
         else:
             pending.append((i, run, workdir))
     active = {}  # Popen -> (index, run, slot)

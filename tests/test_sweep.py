@@ -294,6 +294,34 @@ def test_summary_groups_runs_that_differ_only_in_the_over_keys():
     assert 'lr=1' in text and '2.5 ± 0.71' in text and '1/3' in text
 
 
+def test_runs_ended_at_different_steps_show_their_steps(tmp_path, monkeypatch):
+    """Seeds that a time limit stopped at different steps: the table shows
+    the range of evaluated steps and says its ± mixes training lengths; the
+    same sweep again skips them, saying where each ended and how to go on."""
+    entries = [
+        {'grid': {'seed': s}, 'eval': {'eval/loss': v}, 'state': 'time limit',
+         'eval_step': step}
+        for s, v, step in [('0', 3.5, 825), ('1', 3.3, 1059)]
+    ]  # fmt: skip
+    (group,) = sweep.summarize(entries, ['seed'])
+    assert group['steps'] == [825, 1059]
+    lines = sweep.table([group]).splitlines()
+    assert lines[0].split()[:3] == ['group', 'runs', 'step']
+    assert lines[1].split()[:3] == ['all', '2/2', '825-1059']
+    assert lines[-1].startswith('Note: a group whose step is a range averages')
+    entries[1]['eval_step'] = 825
+    assert 'Note' not in sweep.table(sweep.summarize(entries, ['seed']))
+
+    config = sweep.plan(helpers.CONFIG, [], sweep.parse_grid(['seed=0']))[0]['config']
+    (tmp_path / 'config.json').write_text(json.dumps(config))
+    state = {'state': 'time limit', 'step': 825, 'num_train_steps': 3000}
+    monkeypatch.setattr('jaxdistill.runs.describe', lambda w: state)
+    ended = sweep._finished(str(tmp_path), config)  # pylint: disable=protected-access
+    assert ended.startswith('time limit at step 825 of 3000 (python -m jaxdistill')
+    state['state'] = 'interrupted'
+    assert sweep._finished(str(tmp_path), config) == ''  # pylint: disable=protected-access
+
+
 def test_a_sweep_trains_each_run_once_and_averages_over_seeds(tmp_path, capfd):
     """Two runs at once, each in a slot of its own environment (here: its
     own number of CPU devices, as CUDA_VISIBLE_DEVICES would give a GPU
@@ -339,7 +367,7 @@ def test_a_sweep_trains_each_run_once_and_averages_over_seeds(tmp_path, capfd):
     logs = {p: p.read_text() for p in work.glob('*/metrics.jsonl')}
     assert sweep.main(argv) == 0
     out = capfd.readouterr().out
-    assert out.count('finished already, skipped') == 2
+    assert out.count('finished already; skipped') == 2
     assert {p: p.read_text() for p in work.glob('*/metrics.jsonl')} == logs
 
     # A grid value the config refuses: an error naming it, nothing run.
