@@ -631,6 +631,37 @@ def _inert_settings(config, data_summary: dict) -> list[str]:
     return notes
 
 
+def _selection_on_test(config) -> list[str]:
+    """A note when checkpoint.best_metric (and with it early stopping)
+    ranks evaluations of a split named as test data: the kept best step is
+    then chosen on it, and its score there is no held-out estimate."""
+    best = config.checkpoint.get('best_metric', '')
+    if not best:
+        return []
+    d, e = config.get('data', {}), config.get('eval', {})
+    splits = e.get('splits', None)
+    if splits:  # eval/SPLIT/NAME, and eval/accuracy, eval/loss of the first.
+        parts, key = best.split('/'), 'eval.splits'
+        if len(parts) > 2 and parts[1] in splits:
+            split = parts[1]
+        elif best in ('eval/accuracy', 'eval/loss'):
+            split = splits[0]
+        else:
+            return []  # Not a split's (word similarity, say).
+    else:
+        split, key = d.get('eval_split', ''), 'data.eval_split'
+    if not isinstance(split, str) or not split.lower().startswith('test'):
+        return []
+    stop = config.checkpoint.get('patience', 0)
+    return [
+        f'checkpoint.best_metric={best!r} ranks evaluations of the {split!r} '
+        f'split ({key}): the best checkpoint'
+        + (' and the early stop are' if stop else ' is')
+        + ' chosen on it, so its score there is not a held-out one. Rank a '
+        'validation split to report test scores.'
+    ]
+
+
 class _Abandoned(BaseException):
     """An evaluation abandoned by a stop signal (`_StopSignals.abandonable`).
     A BaseException, as KeyboardInterrupt is: no `except Exception` on the
@@ -1378,7 +1409,8 @@ class Trainer:
                 self.abstract.params, self.state_sharding.params, self.mesh
             )
             task_notes = [split, *task_notes]
-        for note in _inert_settings(c, self.data_summary) + task_notes:
+        notes = _inert_settings(c, self.data_summary) + _selection_on_test(c)
+        for note in notes + task_notes:
             say(f'Note: {note}')
         try:
             with metrics_lib.CompileClock() as clock, _StopSignals() as stop:

@@ -599,6 +599,39 @@ def test_method_and_teacher_settings_named():
     assert trainer._inert_settings(config, {}) == []
 
 
+def test_choosing_checkpoints_on_a_test_split_gets_a_note():
+    from jaxdistill import trainer  # pylint: disable=g-import-not-at-top
+
+    def notes(spec, *overrides):
+        config = configuration.load_config(str(helpers.REPO / 'configs' / spec))
+        configuration.apply_overrides(config, list(overrides))
+        return trainer._selection_on_test(config)  # pylint: disable=protected-access
+
+    # MT2ST: the unprefixed eval/* metrics are eval.splits[0], 'test'.
+    (note,) = notes(
+        'mt2st_sst2.py:runlocal',
+        'checkpoint.best_metric="eval/accuracy"',
+        'checkpoint.patience=3',
+    )
+    assert "ranks evaluations of the 'test' split (eval.splits)" in note
+    assert 'the best checkpoint and the early stop are chosen on it' in note
+    assert (
+        notes('mt2st_sst2.py:runlocal', 'checkpoint.best_metric="eval/dev/accuracy"')
+        == []
+    )
+    assert notes('mt2st_sst2.py:runlocal', 'checkpoint.best_metric="eval/test/loss"')
+    assert notes('mt2st_sst2.py:runlocal') == []  # Nothing ranked.
+    # Images evaluate data.eval_split='test'; translation 'val'.
+    (note,) = notes(
+        'self_distill_mnist.py:runlocal', 'checkpoint.best_metric="eval/accuracy"'
+    )
+    assert "'test' split (data.eval_split): the best checkpoint is chosen" in note
+    assert (
+        notes('translate_synthetic.py:runlocal', 'checkpoint.best_metric="eval/bleu"')
+        == []
+    )
+
+
 def test_sst2_damaged_files_and_text_settings_named(tmp_path):
     import gzip as gzip_lib
 
