@@ -868,11 +868,13 @@ class _EarlyStop:
             return value - self.min_delta > best
         return value + self.min_delta < best
 
-    def record(self, step: int, value: float):
-        """Counts the evaluation at `step` that gave `value`."""
+    def record(self, step: int, value: float, *, counts: bool = True):
+        """Counts the evaluation at `step` that gave `value`. `counts` False
+        (a stage of the method before its last): it may set the best, but
+        does not use up patience."""
         if self.improves(value):
             self.best_step, self.best_value, self.since = step, float(value), 0
-        else:
+        elif counts:
             self.since += 1
 
     @property
@@ -1514,7 +1516,15 @@ class Trainer:
                 # Evaluated first, then saved with the value it is ranked by.
                 last_eval, evaluated = self.evaluate(step), step
                 ranked = self._best_value(last_eval)
-                self.early_stop.record(step, ranked[self.ckpt.best_metric])
+                # Patience counts in the method's last stage only: a TSJT
+                # stage 1, a codistillation burn-in or an MT2ST auxiliary
+                # phase that stops improving is not the end of the run.
+                self.early_stop.record(
+                    step,
+                    ranked[self.ckpt.best_metric],
+                    counts=self.method.stage(step - 1)
+                    >= self.method.stage(c.num_train_steps - 1),
+                )
                 if self._save(step, force=True, metrics=ranked):
                     saved = step
                 if step < end and self._stop_early():

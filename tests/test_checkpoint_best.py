@@ -272,6 +272,31 @@ def test_patience_stops_the_run_and_a_restart_keeps_it_stopped(tmp_path):
     assert evals == [5, 10, 15, 20, 25]
 
 
+def test_patience_counts_in_the_methods_last_stage_only(tmp_path, monkeypatch):
+    """A method whose last stage starts at step 10 (as TSJT's stage 2 or a
+    codistillation's end of burn-in would): with patience 1 the evaluation
+    at step 10 (the end of stage 0) does not stop the run, the one at 15
+    does; the best stays step 5's."""
+    from jaxdistill import configuration  # pylint: disable=g-import-not-at-top
+    from jaxdistill.methods import supervised  # pylint: disable=g-import-not-at-top
+
+    monkeypatch.setattr(
+        supervised.Supervised,
+        'stage',
+        lambda self, step: int(step >= 10),
+        raising=False,
+    )
+    config = configuration.load_config(helpers.CONFIG)
+    configuration.apply_overrides(
+        config,
+        [o[len('--config.') :] for o in OVERRIDES[2:]]
+        + ['num_train_steps=40', 'checkpoint.patience=1'],
+    )
+    summary = trainer.Trainer(config, str(tmp_path)).run()
+    assert summary['step'] == 15 and summary['stopped_early'] is True
+    assert summary['best_step'] == 5
+
+
 def test_early_stop_record_counts_strict_improvements_only():
     es = trainer._EarlyStop('eval/accuracy', 'max', patience=2)
     assert not es.spent
@@ -294,6 +319,14 @@ def test_early_stop_record_counts_strict_improvements_only():
     # keeps the later step, not the first one the record counts from.
     assert 'best checkpoint kept is step 10 (--step 10' in es.message(20)
     assert 'best checkpoint kept is step 15 (--step 15' in es.message(20, 15)
+    # An evaluation outside the method's last stage sets a best, uses up
+    # no patience.
+    staged = trainer._EarlyStop('eval/loss', 'min', patience=1)
+    staged.record(5, 2.0, counts=False)
+    staged.record(10, 2.5, counts=False)
+    assert (staged.best_step, staged.since, staged.spent) == (5, 0, False)
+    staged.record(15, 2.5)
+    assert staged.spent
     # patience 0 never stops.
     never = trainer._EarlyStop('eval/loss', 'min', 0)
     for step in range(1, 10):
