@@ -945,11 +945,12 @@ def _window(clock, window_start: float, history) -> tuple[float, float, float]:
 
 
 def _reading_layout(model_axis, replicas) -> tuple[int, int]:
-    """(mesh.model_axis_size, mesh.replica_axis_size) for a read-only Trainer
-    (evaluate, extract): the run's own where these devices allow them, else
-    the largest model axis dividing both (the state is restored into
-    whichever layout), and replicas laid out automatically, with a note. A
-    run trained with a model axis of 8 GPUs is then evaluated on one."""
+    """(mesh.model_axis_size, mesh.replica_axis_size) for a read-only
+    Trainer (`evaluate`; `extract` and `translate` build no mesh from the
+    run's config): the run's own where these devices allow them, else the
+    largest model axis dividing both (the state is restored into whichever
+    layout), and replicas laid out automatically, with a note. A run
+    trained with a model axis of 8 GPUs is then evaluated on one."""
     n, local = jax.device_count(), jax.local_device_count()
     fits = lambda m: not n % m and (local == n or not local % m)
     if isinstance(model_axis, int) and model_axis > 1 and not fits(model_axis):
