@@ -25,6 +25,15 @@ _ours = _UNSET
 _users = None
 
 
+def _enable(on: bool):
+    """Turns the cache on or off. JAX decides whether to use it once, at the
+    first compilation after a reset (jax 0.11 keeps that answer), so a change
+    resets it: without, a cache turned off went on being read."""
+    if jax.config.jax_enable_compilation_cache != on:
+        jax.config.update('jax_enable_compilation_cache', on)
+        compilation_cache.reset_cache()
+
+
 def use(setting: str, workdir: str, *, read_only: bool = False):
     """Points the process's compilation cache where `setting` says.
 
@@ -45,11 +54,11 @@ def use(setting: str, workdir: str, *, read_only: bool = False):
     if current != _ours:  # The user's (or none), as it stands now.
         _users = current
     if not setting:
-        jax.config.update('jax_enable_compilation_cache', False)
+        _enable(False)
         return None
     if setting == 'auto':
         if _users:  # Kept after a run that named a directory of its own.
-            jax.config.update('jax_enable_compilation_cache', True)
+            _enable(True)
             if current != _users:
                 jax.config.update('jax_compilation_cache_dir', _users)
                 compilation_cache.reset_cache()
@@ -66,11 +75,11 @@ def use(setting: str, workdir: str, *, read_only: bool = False):
             problem = f'compilation_cache_dir={setting!r} is not writable.'
         if problem and read_only:
             logging.warning('%s Compiling without the cache.', problem)
-            jax.config.update('jax_enable_compilation_cache', False)
+            _enable(False)
             return None
         if problem:
             raise ConfigError(problem)
-    jax.config.update('jax_enable_compilation_cache', True)
+    _enable(True)
     _ours = setting
     if setting != current:
         jax.config.update('jax_compilation_cache_dir', setting)

@@ -706,8 +706,9 @@ def test_translate_and_extract_pick_a_replica(tmp_path):
 def test_parameters_sharded_over_a_model_axis_train_as_replicated():
     """mesh.shard_params on a model axis of 2 (2 replicas x 2 data x 2
     model): the vocabulary dimension is split over `model`; the step used to
-    abort in XLA's partitioner (a failed CHECK that killed the process).
-    Same per-replica losses as with replicated parameters."""
+    abort in XLA's partitioner (a failed CHECK that killed the process: with
+    jax 0.10 on the logits, with jax 0.11 on any sharded parameter). Same
+    per-replica losses as with replicated parameters."""
 
     mesh = sharding.make_mesh(model_axis_size=2, replica_axis_size=2)
 

@@ -60,6 +60,20 @@ def _rows_only(logits):
     )
 
 
+def _whole_over_model(tree):
+    """`tree` (a group's parameters) gathered whole over the `model` axis:
+    with `mesh.shard_params` they rest split over it, and the step computes
+    with them gathered (as XLA's own gathers would). Left to XLA inside the
+    shard_map over `replica`, jaxlib 0.11's partitioner aborts the process
+    on the first sharded parameter (a failed CHECK in
+    spmd_partitioner_util.cc, `tests/test_codistill.py`). Without a `model`
+    axis: unchanged."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if tree is None or mesh.empty or dict(mesh.shape).get('model', 1) == 1:
+        return tree
+    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, jax.P()), tree)
+
+
 EXCHANGES = ('params', 'predictions')
 
 
@@ -290,6 +304,7 @@ class Codistill(Method):
         g * n + j (group g, local j) reads the j-th block, as it would from
         a group of its own.
         """
+        params, stale = _whole_over_model(params), _whole_over_model(stale)
         n = jax.tree.leaves(params)[0].shape[0]
         index = jax.lax.axis_index('replica') * n + jnp.arange(n)
         blocks = jax.tree.map(lambda x: x.reshape(n, -1, *x.shape[1:]), batch)
