@@ -246,6 +246,12 @@ def saved_steps(directory: str) -> list[int]:
         return []
 
 
+def has_checkpoint(workdir: str) -> bool:
+    """Whether the run in `workdir` has saved a finished checkpoint (in
+    WORKDIR/checkpoints): until then nothing of it is trained."""
+    return bool(saved_steps(os.path.join(workdir, 'checkpoints')))
+
+
 def _interrupted(workdir: str | None) -> str:
     """The line a Ctrl-C ends a tool with."""
     if not workdir:

@@ -323,7 +323,7 @@ def frozen_logits(student_workdir: str, teachers, sentences) -> np.ndarray | Non
     path = os.path.join(student_workdir, FROZEN) if student_workdir else ''
     if not path or not os.path.exists(path):
         return None
-    if not cli.saved_steps(os.path.join(student_workdir, 'checkpoints')):
+    if not cli.has_checkpoint(student_workdir):
         return None
     try:
         with np.load(path) as f:

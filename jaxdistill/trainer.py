@@ -350,7 +350,7 @@ def _check_config_compatible(config, workdir):
     diffs = configuration.compare_for_resume(
         saved, current, RESUME_KEYS, RESUME_DEFAULTS, free=RESUME_FREE
     )
-    if diffs and not cli.saved_steps(os.path.join(workdir, 'checkpoints')):
+    if diffs and not cli.has_checkpoint(workdir):
         say(
             f'Note: {os.path.join(workdir, "config.json")} is from an earlier '
             'start that saved no checkpoint; this one starts anew with its '

@@ -44,30 +44,14 @@ from jaxdistill.methods.base import Method, ModelFns
 DISTANCES = ('kl', 'soft_ce')
 
 
-def _rows_only(logits):
-    """Logits split over `data` by rows only, whole along the vocabulary.
-
-    With `mesh.shard_params` on a `model` axis the output layer's vocabulary
-    dimension is split over `model`, and so are the logits; inside the
-    shard_map over `replica` XLA's partitioner then aborts on the loss (a
-    failed CHECK, the process killed). Without a `model` axis: unchanged.
-    """
-    mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty or dict(mesh.shape).get('model', 1) == 1:
-        return logits
-    return jax.lax.with_sharding_constraint(
-        logits, jax.P('data', *([None] * (logits.ndim - 1)))
-    )
-
-
 def _whole_over_model(tree):
     """`tree` (a group's parameters) gathered whole over the `model` axis:
     with `mesh.shard_params` they rest split over it, and the step computes
     with them gathered (as XLA's own gathers would). Left to XLA inside the
     shard_map over `replica`, jaxlib 0.11's partitioner aborts the process
-    on the first sharded parameter (a failed CHECK in
-    spmd_partitioner_util.cc, `tests/test_codistill.py`). Without a `model`
-    axis: unchanged."""
+    on the first sharded parameter, and jax 0.10's on logits split over the
+    vocabulary (a failed CHECK in spmd_partitioner_util.cc,
+    `tests/test_codistill.py`). Without a `model` axis: unchanged."""
     mesh = jax.sharding.get_abstract_mesh()
     if tree is None or mesh.empty or dict(mesh.shape).get('model', 1) == 1:
         return tree
@@ -197,7 +181,7 @@ class Codistill(Method):
     def _apply(self, params, batch, index, *, train, rng=None):
         """Logits of replica `index` (traced) with its own parameters."""
         if not self.replica_capacities:
-            return _rows_only(self.model.apply(params, batch, train=train, rng=rng))
+            return self.model.apply(params, batch, train=train, rng=rng)
         branches = [
             functools.partial(
                 lambda p, b, c: self.model.apply_capacity(
@@ -207,7 +191,7 @@ class Codistill(Method):
             )
             for c in self.replica_capacities
         ]
-        return _rows_only(jax.lax.switch(index, branches, params, batch))
+        return jax.lax.switch(index, branches, params, batch)
 
     def _weight(self, step):
         w = self.weight(step) if callable(self.weight) else self.weight

@@ -387,7 +387,7 @@ class TextClassificationTask(ClassificationTask):
             workdir,
             d.get('min_count', 1),
             # No checkpoint yet: no embedding row belongs to a word.
-            remake_stale=not cli.saved_steps(os.path.join(workdir, 'checkpoints')),
+            remake_stale=not cli.has_checkpoint(workdir),
         )
         train = _subset((encode_wide(sentences), labels), d.max_train_examples)
         test = _subset(

@@ -267,7 +267,7 @@ class MT2STSST2Task:
 
         if os.path.exists(path) or not workdir:
             return False
-        return bool(cli.saved_steps(os.path.join(workdir, 'checkpoints')))
+        return cli.has_checkpoint(workdir)
 
     def _pretrained_rows(self, path, dim):
         """(ids, [n, dim] vectors) for the vocabulary's words found in the

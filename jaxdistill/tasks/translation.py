@@ -136,7 +136,7 @@ def _tokenizer(config, workdir, train_data, tags):
         texts,
         config.data.vocab_size,
         user_defined_symbols=tags,
-        remake_stale=not cli.saved_steps(os.path.join(workdir, 'checkpoints')),
+        remake_stale=not cli.has_checkpoint(workdir),
     )
 
 
