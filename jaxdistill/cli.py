@@ -108,7 +108,9 @@ def parse(
     parser.add_argument(
         '--config',
         required=need_config,
-        help='configs/FILE.py[:arg], e.g. configs/translate_synthetic.py:runlocal',
+        help='FILE.py[:arg], e.g. configs/translate_synthetic.py:runlocal (a '
+        "name under configs/ that is not in this folder is the library's "
+        'own config of that name)',
     )
     parser.add_argument(
         '--workdir',
@@ -286,6 +288,7 @@ def source_record(spec: str, overrides) -> dict:
     absolute, so a resume from another folder finds it), its argument and the
     overrides, as given to `train`."""
     path, sep, arg = configuration.split_spec(spec)
+    path = configuration.resolve_config_path(path)
     return {
         'config': os.path.abspath(path) + sep + arg,
         'overrides': list(overrides),

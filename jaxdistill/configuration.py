@@ -28,11 +28,77 @@ from jaxdistill.errors import ConfigError
 SOURCE_FILE = 'config_source.json'
 
 
+def library_configs() -> str | None:
+    """The folder of the library's own config files: `configs/` beside the
+    package in a source checkout, else the copy an installed package carries
+    as `jaxdistill.configs` (pyproject.toml maps it); None if neither."""
+    beside = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'configs')
+    if os.path.isfile(os.path.join(beside, 'spine.py')):
+        return beside
+    try:
+        spec = importlib.util.find_spec('jaxdistill.configs')
+    except ImportError:
+        spec = None
+    for folder in getattr(spec, 'submodule_search_locations', None) or ():
+        if os.path.isfile(os.path.join(folder, 'spine.py')):
+            return folder
+    return None
+
+
+def _library_names() -> list[str]:
+    folder = library_configs()
+    if not folder:
+        return []
+    return sorted(
+        f
+        for f in os.listdir(folder)
+        if f.endswith('.py') and not f.startswith('_')
+    )
+
+
+# The library's config files already named in a note (once per process).
+_NOTED: set[str] = set()
+
+
+def resolve_config_path(path: str) -> str:
+    """`path`, or the library's own config of that name where `path` is not a
+    file but names one as `configs/NAME.py` or `NAME.py` (an installed
+    jaxdistill run from another folder: the README's commands work there)."""
+    if os.path.exists(path):
+        return path
+    head, name = os.path.split(os.path.normpath(path))
+    folder = library_configs()
+    if head not in ('', 'configs') or not folder:
+        return path
+    candidate = os.path.join(folder, name)
+    if not os.path.isfile(candidate):
+        return path
+    if candidate not in _NOTED:
+        _NOTED.add(candidate)
+        print(
+            f'note: {path} is not in {os.getcwd()}; using the library\'s '
+            f'config {candidate}.',
+            file=sys.stderr,
+        )
+    return candidate
+
+
+def _not_found(path: str) -> str:
+    head = os.path.dirname(os.path.normpath(path))
+    names = _library_names()
+    if head in ('', 'configs') and names:
+        return (
+            f'Config file not found: {path} (the library\'s configs, in '
+            f'{library_configs()}: {", ".join(names)})'
+        )
+    return f'Config file not found: {path}'
+
+
 def _missing_module(path: str, name: str) -> str:
     """The error for a config file whose import of `name` failed."""
-    library = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'configs')
+    library = library_configs() or ''
     top = name.split('.')[0]
-    if os.path.isfile(os.path.join(library, top + '.py')):
+    if library and os.path.isfile(os.path.join(library, top + '.py')):
         where = f"the library's configs folder ({library})"
     else:
         where = 'the folder that holds it'
@@ -117,6 +183,7 @@ def split_spec(spec: str) -> tuple[str, str, str]:
 def load_config(spec: str) -> ml_collections.ConfigDict:
     """Loads `path.py[:arg]` and returns `get_config(arg)`."""
     path, _, arg = split_spec(spec)
+    path = resolve_config_path(path)
     if os.path.isdir(path):
         hint = (
             " (a run's folder: --workdir takes it)"
@@ -125,7 +192,7 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
         )
         raise ConfigError(f'--config {path} is a folder, not a config file{hint}.')
     if not os.path.isfile(path):
-        raise ConfigError(f'Config file not found: {path}')
+        raise ConfigError(_not_found(path))
     if not path.endswith('.py'):
         hint = (
             " (a run's saved config: resume it with --workdir DIR alone, or "
