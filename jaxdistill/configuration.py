@@ -50,9 +50,7 @@ def _library_names() -> list[str]:
     if not folder:
         return []
     return sorted(
-        f
-        for f in os.listdir(folder)
-        if f.endswith('.py') and not f.startswith('_')
+        f for f in os.listdir(folder) if f.endswith('.py') and not f.startswith('_')
     )
 
 
@@ -76,7 +74,7 @@ def resolve_config_path(path: str) -> str:
     if candidate not in _NOTED:
         _NOTED.add(candidate)
         print(
-            f'note: {path} is not in {os.getcwd()}; using the library\'s '
+            f"note: {path} is not in {os.getcwd()}; using the library's "
             f'config {candidate}.',
             file=sys.stderr,
         )
@@ -88,7 +86,7 @@ def _not_found(path: str) -> str:
     names = _library_names()
     if head in ('', 'configs') and names:
         return (
-            f'Config file not found: {path} (the library\'s configs, in '
+            f"Config file not found: {path} (the library's configs, in "
             f'{library_configs()}: {", ".join(names)})'
         )
     return f'Config file not found: {path}'

@@ -594,6 +594,16 @@ def _all_finite(params) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
+def _non_finite_part(state) -> str:
+    """Names what of `state` holds a non-finite value: 'parameters', or the
+    method state's entries ("method state 'policy'")."""
+    if not bool(_all_finite(state.params)):
+        return 'parameters'
+    extra = state.extra if isinstance(state.extra, dict) else {'': state.extra}
+    bad = [k for k, v in extra.items() if not bool(_all_finite(v))]
+    return 'method state ' + ', '.join(repr(k) for k in bad)
+
+
 def _inert_settings(config, data_summary: dict) -> list[str]:
     """Settings that the run's length leaves without effect: a codistillation
     burn-in that never ends, a TSJT stage 2 or an RL policy that never starts,
@@ -1233,9 +1243,13 @@ class Trainer:
         # Every save, not only those at a log step (where the window's
         # metrics are checked): a ranked evaluation's or a stop signal's
         # save must not keep diverged parameters as the last good ones.
-        if not bool(_all_finite(self.state.params)):
+        # The method's own state too: a policy of its own (RL multi-teacher)
+        # can diverge while the model's parameters and losses stay finite.
+        if not bool(_all_finite((self.state.params, self.state.extra))):
             raise self._diverged(
-                step, f'Non-finite parameters after step {step}; not saved'
+                step,
+                f'Non-finite {_non_finite_part(self.state)} after step {step}; '
+                'not saved',
             )
         return self.ckpt.save(step, self.state, meta, force=force, metrics=metrics)
 

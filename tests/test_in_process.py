@@ -1,13 +1,19 @@
 """Several runs in one Python process (a notebook, a script): each Trainer
 behaves as in a process of its own."""
 
+import dataclasses
+
 import jax
+import jax.numpy as jnp
 import pytest
 
 from jaxdistill import compile_cache
 from jaxdistill import configuration
+from jaxdistill import registry
 from jaxdistill import trainer as trainer_lib
 from jaxdistill.errors import JaxdistillError
+from jaxdistill.errors import NonFiniteLossError
+from jaxdistill.methods import supervised
 from tests import helpers
 
 
@@ -71,3 +77,36 @@ def test_each_trainer_compiles_into_its_own_cache(tmp_path):
         jax.config.update('jax_enable_compilation_cache', True)
         compile_cache._ours = compile_cache._UNSET  # pylint: disable=protected-access
         compile_cache.compilation_cache.reset_cache()
+
+
+@registry.register('method', 'test_diverging_state')
+@dataclasses.dataclass(frozen=True)
+class _DivergingState(supervised.Supervised):
+    """Supervised training with a state of its own that overflows by its
+    second step (as an RL policy with too large a learning rate did) while
+    the parameters and every logged metric stay finite."""
+
+    def init_extra(self, rng, params):
+        del rng, params
+        return {'policy': jnp.ones(3), 'count': jnp.zeros((), jnp.int32)}
+
+    def update_extra(self, extra, params, aux, step, **kwargs):
+        del params, aux, step, kwargs
+        return {'policy': extra['policy'] * 1e30, 'count': extra['count'] + 1}
+
+
+def test_a_method_state_that_diverges_is_never_saved(tmp_path):
+    """Only the parameters were checked before a save: a method's own
+    diverged state was saved as the last good checkpoint, and the run ended
+    as if it had trained."""
+    config = _config(4, log_every_steps=4)
+    config.checkpoint.every_steps = 2
+    config.method.name = 'test_diverging_state'
+    work = tmp_path / 'w'
+    with pytest.raises(
+        NonFiniteLossError,
+        match="Non-finite method state 'policy' after step 2; not saved. Stopped; "
+        'no checkpoint was saved before it diverged',
+    ):
+        trainer_lib.Trainer(config, str(work)).run()
+    assert not [p for p in (work / 'checkpoints').glob('*') if p.name.isdigit()]

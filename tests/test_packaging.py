@@ -30,9 +30,7 @@ def test_the_wheel_lists_every_package_and_carries_the_configs():
     assert listed - folders - {'jaxdistill'} == {'jaxdistill.configs'}
 
 
-def test_the_library_configs_are_found_from_any_folder(
-    tmp_path, monkeypatch, capsys
-):
+def test_the_library_configs_are_found_from_any_folder(tmp_path, monkeypatch, capsys):
     """From a folder with no configs/ (an installed jaxdistill, a user's own
     folder), `configs/NAME.py` and `NAME.py` name the library's config, with
     a note; the run's record holds the file it used."""

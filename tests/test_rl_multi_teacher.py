@@ -147,6 +147,10 @@ def test_config_errors():
         ({'warmup_steps': -1}, 'warmup_steps=-1 must be >= 0'),
         ({'temperature': 0.0}, 'method.temperature must be > 0'),
         ({'alpha': -0.1}, 'method.alpha must be >= 0 and <= 1'),
+        (
+            {'policy_learning_rate': float('inf')},
+            'policy_learning_rate=inf must be a finite number >= 0',
+        ),
     ]:
         with pytest.raises(ConfigError, match=match):
             _method(**options)

@@ -20,6 +20,7 @@ After warm-up come `pretrain_steps` of 'learn', then 'learn' every
 """
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -105,9 +106,10 @@ class RLMultiTeacher(Method):
             raise ConfigError(
                 f'method.baseline_decay={self.baseline_decay} must be in [0, 1).'
             )
-        if not self.policy_learning_rate >= 0.0:
+        if not 0.0 <= self.policy_learning_rate < math.inf:
             raise ConfigError(
-                f'method.policy_learning_rate={self.policy_learning_rate} must be >= 0.'
+                f'method.policy_learning_rate={self.policy_learning_rate} must be '
+                'a finite number >= 0.'
             )
         for key in ('warmup_steps', 'pretrain_steps'):
             if getattr(self, key) < 0:
