@@ -131,3 +131,11 @@ def run_two_processes(workdir, *overrides, config=CONFIG, timeout=900):
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-3000:]
     return outs
+
+
+def np_log_softmax(x) -> np.ndarray:
+    """log softmax over the last axis in float64 numpy: expected values
+    computed apart from the library's own losses."""
+    x = np.asarray(x, np.float64)
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))

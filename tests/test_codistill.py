@@ -805,3 +805,65 @@ def test_resume_with_a_shorter_burn_in_exchanges_at_once(tmp_path, capsys, excha
     assert all(jax.tree.leaves(jax.tree.map(np.array_equal, params, extra['stale'])))
     assert 'extra state was refreshed now' in capsys.readouterr().out
     again.close()
+
+
+def test_stale_peers_are_the_other_replicas_in_turn():
+    # Replica r distils from the stale copies of (r+1) % N, (r+2) % N, ...,
+    # never from its own.
+    cfg = dict(name='codistill', num_replicas=3, burn_in_steps=0, exchange_every=1)
+    method = make_method(ml_collections.ConfigDict(cfg), _fns())
+    stale = {'w': jnp.asarray([[10.0], [11.0], [12.0]])}
+    for r, want in ((0, [1, 2]), (1, [2, 0]), (2, [0, 1])):
+        peers = list(method._stale_peers(stale, r))
+        assert [q for q, _ in peers] == want
+        np.testing.assert_array_equal(
+            [float(p['w'][0]) for _, p in peers], [10.0 + q for q in want]
+        )
+
+
+def test_distillation_weight_starts_at_the_first_step_after_burn_in():
+    # burn_in_steps=2: steps 0 and 1 train on labels only; step 2 (the first
+    # 'distil' step) already has the full weight.
+    method = _method(weight=0.7)
+    got = [float(method._weight(jnp.asarray(s))) for s in range(5)]
+    np.testing.assert_allclose(got, [0.0, 0.0, 0.7, 0.7, 0.7], rtol=1e-6)
+    assert method.phase(2) == 'distil'
+
+
+def test_a_distillation_step_loss_by_hand():
+    """Replica r's loss after burn-in: its label cross entropy, a mean over
+    its real target tokens only, plus `method.weight` times T²·KL from the
+    stale copy of its peer; in float64 numpy from each model's logits."""
+    t, w = 2.0, 0.3
+    mesh = sharding.make_mesh(replica_axis_size=2)
+    method = _method(weight=w, temperature=t)
+    state, step, bs = _setup(method, mesh)
+    for i in range(2):  # Burn-in.
+        batch = sharding.global_batch(_batch(seed=i), bs)
+        state, _ = step(state, batch, method.phase(i), method.refresh_due(i))
+    params = jax.device_get(state.params)  # The stale copies of step 2.
+    batch = _batch(seed=2)
+    assert method.phase(2) == 'distil' and method.refresh_due(2)
+    state, aux = step(state, sharding.global_batch(batch, bs), 'distil', True)
+    fns = _fns()  # Dropout 0: training and eval forwards agree.
+    for r, block in enumerate(_split(batch)):
+        labels, where = (np.asarray(x) for x in fns.labels(block))
+        assert 0 < where.mean() < 1  # Padding, which must not count.
+        z = [
+            np.asarray(
+                fns.apply(
+                    jax.tree.map(lambda p, q=q: p[q], params), block, train=False
+                ),
+                np.float64,
+            )
+            for q in range(2)
+        ]
+        mean = lambda v: np.sum(v * where) / np.sum(where)
+        gold = np.maximum(labels, 0)[..., None]
+        ce = mean(-np.take_along_axis(helpers.np_log_softmax(z[r]), gold, -1)[..., 0])
+        log_p = helpers.np_log_softmax(z[1 - r] / t)
+        log_q = helpers.np_log_softmax(z[r] / t)
+        kl = mean(t**2 * np.sum(np.exp(log_p) * (log_p - log_q), -1))
+        np.testing.assert_allclose(aux['train/ce'][r], ce, rtol=1e-4)
+        np.testing.assert_allclose(aux['train/distill'][r], kl, rtol=1e-4)
+        np.testing.assert_allclose(aux['train/loss'][r], ce + w * kl, rtol=1e-4)

@@ -355,3 +355,10 @@ def test_linear_distill_cross_entropy_matches_the_materialised_loss(
         losses.linear_distill_cross_entropy(
             h, table, labels, weights, peer_h, peer_tables, lam, distance='l2'
         )
+
+
+def test_masked_mean_with_integer_counts():
+    # Counts weigh each value: (2·1 + 1·2 + 0·3) / (2 + 1 + 0).
+    v = np.array([1.0, 2.0, 3.0])
+    close(losses.masked_mean(v, np.array([2, 1, 0])), 4.0 / 3.0)
+    close(losses.masked_sum(v, np.array([2, 1, 0])), 4.0)

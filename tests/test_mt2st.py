@@ -412,3 +412,12 @@ def test_brown_contractions_split_as_sst2_splits_them():
         'i', 'did', "n't", 'say', 'it', "'s", 'atlanta', "'s", ',', 'ca', "n't",
         "o'clock", "''",
     ]  # fmt: skip
+
+
+def test_method_threshold_drops_a_diminishing_task():
+    # 0.5^(2^e) for e = 0..3: 0.5, 0.25, 0.0625, 0.0039 <= 0.01 from step 30.
+    method = _method(
+        {'kind': 'diminish', 'init': 0.5, 'steps_per_epoch': 10}, threshold=0.01
+    )
+    assert method.off_steps == {'skipgram': 30}
+    assert [method.phase(s) for s in (29, 30)] == [('skipgram',), ()]

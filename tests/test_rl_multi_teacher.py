@@ -21,6 +21,7 @@ from jaxdistill.methods import make_method
 from jaxdistill.models import multi_exit
 from jaxdistill.models import text_models
 from tests.conftest import SHARED_DATA
+from tests import helpers
 
 CONFIG = str(pathlib.Path(__file__).resolve().parents[1] / 'configs' / 'rlkd_sst2.py')
 B, L, K, V, D = 16, 6, 3, 40, 8
@@ -568,3 +569,106 @@ def test_a_resumed_student_keeps_the_teacher_logits_it_started_with(
     frozen = student / teacher_cache.FROZEN
     frozen.write_bytes(frozen.read_bytes()[:300])
     assert teacher_cache.frozen_logits(str(student), ('t0', 't1'), sentences) is None
+
+
+def test_policy_states_by_hand():
+    # Columns: the feature, the teacher's probabilities, its CE on the gold
+    # label and KL / T² (the T²-scaled KL divided back), both capped at 10.
+    method = _method(temperature=2.0)
+    batch = _batch()
+    feature = np.random.default_rng(3).normal(size=(B, D)).astype(np.float32)
+    kl = np.random.default_rng(4).uniform(0, 60, size=(B, K)).astype(np.float32)
+    states = np.asarray(
+        method.policy_states(
+            jnp.asarray(feature),
+            jnp.asarray(batch['teacher_logits']),
+            jnp.asarray(batch['label']),
+            jnp.asarray(kl),
+        )
+    )
+    log_p = helpers.np_log_softmax(batch['teacher_logits'])  # [B, K, 2]
+    gold = np.take_along_axis(log_p, batch['label'][:, None, None], -1)[..., 0]
+    assert states.shape == (B, K, D + 2 + 2)
+    np.testing.assert_allclose(states[..., :D], np.repeat(feature[:, None], K, 1))
+    np.testing.assert_allclose(states[..., D : D + 2], np.exp(log_p), rtol=1e-5)
+    np.testing.assert_allclose(
+        states[..., D + 2], np.minimum(-gold, 10), rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(states[..., D + 3], np.minimum(kl / 4.0, 10), rtol=1e-5)
+
+
+def test_rewards_by_hand():
+    # Each reward kind against numpy: the change from the stored 'before'
+    # values to the updated student's values on the same batch.
+    batch, params = _batch(), _params()
+    logits = np.asarray(FNS.apply(params, batch, train=False), np.float64)
+    log_s = helpers.np_log_softmax(logits)
+    ce_after = -np.take_along_axis(log_s, batch['label'][:, None], -1)[:, 0]
+    rng = np.random.default_rng(5)
+    w = rng.dirichlet(np.ones(K), size=B).astype(np.float32)
+    private = {
+        'batch': batch,
+        'rng': jax.random.key_data(jax.random.key(0)),
+        'weights': jnp.asarray(w),
+        'ce': jnp.asarray(rng.uniform(0, 2, B), jnp.float32),
+        'kd': jnp.asarray(rng.uniform(0, 2, B), jnp.float32),
+        'correct': jnp.zeros(B, jnp.float32),  # None right before the step.
+    }
+    t = 2.0
+    log_p = helpers.np_log_softmax(batch['teacher_logits'] / t)
+    log_q = helpers.np_log_softmax(logits / t)[:, None, :]
+    kl_after = t**2 * (np.exp(log_p) * (log_p - log_q)).sum(-1)  # [B, K]
+    kd_after = (w * kl_after).sum(-1)
+    ce, kd = np.asarray(private['ce']), np.asarray(private['kd'])
+    acc_after = np.mean(logits.argmax(-1) == batch['label'])
+    assert acc_after > 0
+    expected = {
+        'neg_ce': ce - ce_after,
+        'neg_ce_kd': ce + kd - ce_after - kd_after,
+        'dev_acc': np.full(B, acc_after - np.mean(private['correct'])),
+    }
+    for reward, want in expected.items():
+        got = _method(reward=reward, temperature=t).rewards(params, private)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=reward)
+
+
+def test_reinforce_update_subtracts_the_baseline(monkeypatch):
+    # With zero states only the policy's biases move. Adam's first step is
+    # -lr · sign(g) with g = -mean_i (r_i - b)·(a_ik - p_k), p = sigmoid(bias):
+    # the baseline b here is above every reward, which flips the sign of g
+    # for teachers selected more often than not. The baseline then moves
+    # to d·b + (1 - d)·mean(r).
+    lr, d, b0 = 0.05, 0.9, 3.0
+    method = _method(policy_learning_rate=lr, baseline_decay=d)
+    rng = np.random.default_rng(6)
+    reward = rng.uniform(0.0, 2.0, B)
+    actions = (rng.random((B, K)) < [0.9, 0.1, 0.8]).astype(np.float32)
+    monkeypatch.setattr(
+        type(method), 'rewards', lambda self, params, private: jnp.asarray(reward)
+    )
+    extra = method.init_extra(None, None)
+    extra['baseline'] = jnp.float32(b0)
+    aux = {
+        '_rl': {
+            'batch': _batch(),
+            'states': jnp.zeros((B, K, method.state_dim), jnp.float32),
+            'actions': jnp.asarray(actions),
+        }
+    }
+    new = method.update_extra(extra, _params(), aux, 0, phase='learn')
+    p = 0.5  # init_select_prob
+    g = -np.mean((reward - b0)[:, None] * (actions - p), axis=0)
+    np.testing.assert_allclose(
+        new['policy']['b'], np.log(p / (1 - p)) - lr * np.sign(g), atol=1e-6
+    )
+    np.testing.assert_allclose(new['policy']['w'], 0.0)
+    np.testing.assert_allclose(
+        new['baseline'], d * b0 + (1 - d) * reward.mean(), rtol=1e-6
+    )
+    np.testing.assert_allclose(aux['train/baseline'], new['baseline'])
+
+
+def test_stage_counts_warmup_then_pretraining():
+    m = _method(warmup_steps=3, pretrain_steps=2, policy_every=3)
+    assert [m.stage(s) for s in range(8)] == [0, 0, 0, 1, 1, 2, 2, 2]
+    assert {_method(weighting='equal').stage(s) for s in range(5)} == {0}

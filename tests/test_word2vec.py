@@ -627,3 +627,11 @@ def test_cli_refuses_what_would_train_nothing_or_save_nan(tmp_path, capsys):
     assert word2vec.main(base + ['--out', str(out)]) == 2
     err = capsys.readouterr().err
     assert 'cannot read the saved epochs' in err and 'delete it' in err, err
+
+
+def test_reduced_windows_are_uniform_over_one_to_window():
+    # word2vec's b: every effective window 1..window, each about equally often.
+    got = words.reduced_windows(np.random.default_rng(0), 30_000, 3)
+    share = np.bincount(got, minlength=4)[1:] / len(got)
+    assert got.min() == 1 and got.max() == 3
+    np.testing.assert_allclose(share, [1 / 3] * 3, atol=0.02)
