@@ -867,3 +867,27 @@ def test_a_distillation_step_loss_by_hand():
         np.testing.assert_allclose(aux['train/ce'][r], ce, rtol=1e-4)
         np.testing.assert_allclose(aux['train/distill'][r], kl, rtol=1e-4)
         np.testing.assert_allclose(aux['train/loss'][r], ce + w * kl, rtol=1e-4)
+
+
+def test_peers_current_predictions_carry_no_gradient():
+    """With exchange='predictions', a replica's distillation term must not
+    train its peers through their gathered logits (the stale-copy exchange
+    is frozen by construction; this one by a stop-gradient)."""
+    method = _method(exchange='predictions')
+    mesh = jax.make_mesh((2,), ('replica',), devices=jax.devices()[:2])
+    spec = jax.sharding.PartitionSpec('replica')
+
+    def grads(own):
+        index = jax.lax.axis_index('replica')[None]
+        peers = lambda o: jnp.sum(method.peer_predictions(o, index) ** 2)
+        value, g = jax.value_and_grad(peers)(own)
+        return value[None], g
+
+    logits = np.arange(2 * 3 * 5, dtype=np.float32).reshape(2, 3, 5)
+    own = jax.device_put(logits, jax.sharding.NamedSharding(mesh, spec))
+    value, g = jax.jit(
+        jax.shard_map(grads, mesh=mesh, in_specs=spec, out_specs=(spec, spec))
+    )(own)
+    # Each replica reads the other's logits...
+    np.testing.assert_allclose(value, [np.sum(logits[1] ** 2), np.sum(logits[0] ** 2)])
+    np.testing.assert_array_equal(g, 0.0)  # ...and sends nothing back.
