@@ -21,6 +21,7 @@ import re
 import shutil
 import sys
 import time
+import traceback
 import warnings
 
 from absl import logging
@@ -462,8 +463,13 @@ class _OrphanedReads(std_logging.Filter):
         text = str(record.msg)
         if 'exception was never retrieved' not in text:
             return True
-        text += repr(record.args) + repr(record.exc_info)
-        return not any(w in text for w in ('orbax', 'OCDBT', 'TensorStore'))
+        # A Task's record names its coroutine (Orbax's); a bare Future's
+        # does not, so its exception's text and traceback are read too.
+        text += repr(record.args)
+        if record.exc_info and record.exc_info[1] is not None:
+            text += ''.join(traceback.format_exception(*record.exc_info))
+        text = text.lower()
+        return not any(w in text for w in ('orbax', 'ocdbt', 'tensorstore'))
 
 
 def _does_not_fit(directory: str, step: int, error: Exception):

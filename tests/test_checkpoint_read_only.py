@@ -1,7 +1,9 @@
 """A read-only Checkpointer (evaluate, translate, --step best) beside a run
 that trains and rotates its checkpoints in the same workdir."""
 
+import logging as std_logging
 import shutil
+import sys
 
 import jax.numpy as jnp
 import pytest
@@ -78,3 +80,39 @@ def test_tools_reading_a_step_folder_name_a_deleted_or_damaged_one(tmp_path):
     shutil.rmtree(tmp_path / '1' / 'meta')
     with pytest.raises(CheckpointMismatchError, match='1 is unreadable'):
         checkpoint_lib.read_meta(str(tmp_path / '1'))
+
+
+def _asyncio_record(message, error):
+    try:
+        raise error
+    except type(error):
+        exc_info = sys.exc_info()
+    return std_logging.LogRecord(
+        'asyncio', std_logging.ERROR, 'base_events.py', 1, message, (), exc_info
+    )
+
+
+def test_orbax_reads_left_orphaned_are_dropped_from_asyncio_logs():
+    """A damaged checkpoint's abandoned reads end in asyncio's 'exception was
+    never retrieved' records. A Task's names Orbax's coroutine; a bare
+    Future's (seen once, under load) does not, and printed a TensorStore
+    traceback beside the one-line warning. Other records stay."""
+    keep = checkpoint_lib._OrphanedReads().filter
+    task = 'Task exception was never retrieved\nfuture: <Task finished coro=<'
+    assert not keep(
+        _asyncio_record(
+            task + '_read_shard() defined at /x/orbax/checkpoint/a.py:1>>',
+            ValueError('x'),
+        )
+    )
+    future = 'Future exception was never retrieved\nfuture: <Future finished>'
+    spec = "Encountered error while reading array index: {'ocdbt_coordinator': {}}"
+    assert not keep(_asyncio_record(future, ValueError(spec)))
+    # Raised in Orbax's code: its traceback names the module.
+    code = compile('raise ValueError("short")', '/x/orbax/checkpoint/s.py', 'exec')
+    try:
+        exec(code)  # pylint: disable=exec-used
+    except ValueError as e:
+        assert not keep(_asyncio_record(future, e))
+    assert keep(_asyncio_record(future, ValueError('a user coroutine failed')))
+    assert keep(_asyncio_record('Unclosed client session', ValueError('orbax')))
