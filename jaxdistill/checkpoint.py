@@ -178,12 +178,14 @@ class Checkpointer:
 
     def best_step(self) -> tuple[int, float] | None:
         """(step, value) of the kept checkpoint with the best `best_metric`
-        (Orbax's ranking of the saves that had metrics), or None."""
+        (Orbax's ranking of the saves that had metrics), or None; None too
+        where every ranked value is NaN (Orbax then names one of them)."""
         step = self._manager.best_step()
         metrics = self._manager.metrics(step) if step is not None else None
         if not metrics or self.best_metric not in metrics:
             return None
-        return step, float(metrics[self.best_metric])
+        value = float(metrics[self.best_metric])
+        return None if math.isnan(value) else (step, value)
 
     def ranked_by_another_metric(self) -> dict[int, list[str]]:
         """{step: its metric names} of the kept checkpoints that an earlier

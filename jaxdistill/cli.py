@@ -86,7 +86,8 @@ def resolve_step(workdir: str, config, step):
     if best is None:
         raise JaxdistillError(
             f'--step best: no checkpoint in {directory} was saved '
-            f'with {metric} (evaluated) yet; pass a step number.'
+            f'with a value of {metric} (evaluated, and not NaN) yet; pass a '
+            'step number.'
         )
     return best[0]
 

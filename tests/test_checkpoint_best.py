@@ -204,6 +204,16 @@ def test_a_nan_evaluation_never_replaces_the_best_checkpoint(tmp_path, mode):
     assert ckpt.all_steps() == [2, 3]  # The best and the latest.
     assert ckpt.best_step() == (2, best)
     ckpt.close()
+    # Only NaNs: no checkpoint is the best (`--step best` says so, and the
+    # summary names no best step with a NaN value).
+    only_nan = checkpoint.Checkpointer(
+        str(tmp_path / 'n'), every=1, keep=2, best_metric='eval/x', best_mode=mode
+    )
+    for step in (1, 2):
+        only_nan.save(step, state, {}, force=True, metrics={'eval/x': float('nan')})
+    only_nan.wait()
+    assert only_nan.all_steps() == [1, 2] and only_nan.best_step() is None
+    only_nan.close()
 
 
 def _refused(overrides: list[str], message: str):
