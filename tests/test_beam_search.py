@@ -135,6 +135,19 @@ def test_beam_size_one_is_greedy():
     greedy = np.asarray(greedy_decode(model, params, sources, max_len=max_len))
     beam, _ = beam_search(model, params, sources, beam_size=1, max_len=max_len)
     np.testing.assert_array_equal(np.asarray(beam), greedy)
+    # A beam of 3 over 10 positions: its beams are reordered between steps,
+    # so each score (teacher-forced, by hand) needs the cache reordered too.
+    tokens, scores = beam_search(model, params, sources, beam_size=3, max_len=max_len)
+    tokens = np.asarray(tokens)
+    lengths = np.array(
+        [int(np.argmax(r == EOS)) + 1 if EOS in r else max_len for r in tokens]
+    )
+    assert lengths.max() > 3  # Long enough for a reordering to matter.
+    for b in range(len(sources)):
+        expected = _teacher_forced_scores(
+            model, params, sources[b], tokens[b : b + 1], lengths[b : b + 1], 1.0
+        )
+        np.testing.assert_allclose(float(scores[b]), expected[0], atol=1e-4)
     assert beam.shape == (16, max_len) and beam.dtype == jnp.int32
     # Both kinds of row occur: stopped at EOS, and cut at max_len.
     assert (greedy == EOS).any(axis=1).any() and not (greedy == EOS).any(axis=1).all()

@@ -445,6 +445,17 @@ def test_batcher_shapes_and_coverage():
                 length == 8 or max(len(s), len(t)) > length - 8
             )
     assert sorted(seen) == list(range(500)) and set(seen.values()) == {1}
+    # The epoch's batches are shuffled across buckets, not bucket by bucket.
+    lengths = [
+        b.batch_at(0, i)['inputs'].shape[1] for i in range(b.batches_per_epoch())
+    ]
+    changes = sum(x != y for x, y in zip(lengths, lengths[1:]))
+    assert changes > 2 * len(BUCKETS), lengths
+    # B_L = batch_tokens // L rounded down: 256 // 24 = 10 rows, not 11.
+    one = data.BucketedBatcher(
+        src, tgt, batch_tokens=256, bucket_lengths=BUCKETS, seed=0
+    )
+    assert one.batch_shapes()[24] == (10, 24)
 
 
 def test_batcher_determinism_epochs_and_padding():

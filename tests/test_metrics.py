@@ -243,6 +243,10 @@ def test_a_window_across_a_phase_change_keeps_every_key():
     assert m['train/ce/r0'] == 2.0 and m['train/ce/r1'] == 2.0
     assert m['train/ce'] == pytest.approx(2.0)
     assert m['train/tokens/r1'] == 8.0
+    # Replica 1 held no tokens in the whole window: its value as reported
+    # (0), not a mean over no steps (NaN).
+    m = trainer._mean_metrics([empty])
+    assert m['train/ce/r0'] == 3.0 and m['train/ce/r1'] == 0.0
 
 
 def test_a_run_stopped_by_an_error_closes_its_tensorboard_log(tmp_path):

@@ -244,3 +244,25 @@ def test_tied_best_goes_to_the_latest_step_as_orbax_keeps_it(tmp_path):
     config['checkpoint']['best_mode'] = 'min'
     (work / 'config.json').write_text(json.dumps(config))
     assert runs.describe(str(work))['best']['step'] == 60
+
+
+def test_best_in_min_mode_is_the_lowest_value(tmp_path):
+    evals = [(s, {'eval/loss': v}) for s, v in ((20, 3.0), (40, 1.0), (60, 2.0))]
+    work = _run(tmp_path, 'low', total=60, steps=(20, 40, 60), evals=evals)
+    config = json.loads((work / 'config.json').read_text())
+    config['checkpoint'].update(best_metric='eval/loss', best_mode='min')
+    (work / 'config.json').write_text(json.dumps(config))
+    assert runs.describe(str(work))['best'] == {
+        'metric': 'eval/loss',
+        'step': 40,
+        'value': 1.0,
+    }
+
+
+def test_eta_is_steps_left_times_seconds_per_step():
+    # 3 s a step (steps 2 -> 4 in 6 s), 6 steps left: 18 s.
+    records = [
+        {'step': 2, 'time': 10.0, 'train/loss': 1.0},
+        {'step': 4, 'time': 16.0, 'train/loss': 1.0},
+    ]
+    assert runs._eta(records, 10, since=0.0) == pytest.approx(18.0)

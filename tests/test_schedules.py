@@ -379,6 +379,20 @@ def test_grad_clip_bounds_update(name):
         assert np.all(np.isfinite(up_c['dense']['kernel']))
 
 
+def test_stacked_clipping_scales_each_replica_by_its_own_norm():
+    # Replica 0's gradient has norm 5 (clipped to 1), replica 1's norm 0.5
+    # (left as it is): a global norm would scale replica 1 down too.
+    grads = {
+        'w': jnp.array([[3.0, 0.0], [0.3, 0.0]]),
+        'b': jnp.array([[4.0], [0.0]]),
+        'c': jnp.array([0.0, 0.4]),
+    }
+    clipped, _ = optim.clip_by_replica_norm(1.0).update(grads, optax.EmptyState())
+    np.testing.assert_allclose(clipped['w'], [[0.6, 0.0], [0.3, 0.0]], rtol=1e-6)
+    np.testing.assert_allclose(clipped['b'], [[0.8], [0.0]], rtol=1e-6)
+    np.testing.assert_allclose(clipped['c'], [0.0, 0.4], rtol=1e-6)
+
+
 def test_sgd_momentum_and_config_errors():
     tx = optim.make_optimizer(_opt_cfg(name='sgd', learning_rate=0.5, momentum=0.9))
     grads = jax.tree.map(jnp.ones_like, PARAMS)

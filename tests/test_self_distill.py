@@ -297,6 +297,12 @@ def test_early_exit_curve_by_hand():
     np.testing.assert_array_equal(
         early_exit.exit_assignment(confidence, 0.85), [0, 1, 1]
     )
+    # Exits [0, 1, 0] at 0.5 and [0, 1, 1] at 0.75: mean exit by hand.
+    assert [p['mean_exit'] for p in curve[:2]] == pytest.approx([1 / 3, 2 / 3])
+    # A confidence equal to the threshold reaches it (>=, not >).
+    np.testing.assert_array_equal(
+        early_exit.exit_assignment(confidence, 0.9), [0, 1, 1]
+    )
 
 
 def test_threshold_one_is_the_deepest_exit_even_when_softmax_saturates():
