@@ -219,7 +219,27 @@ def main_guard(fn: Callable[[], object], *, workdir: str | None = None) -> int:
     except KeyboardInterrupt:
         print(_interrupted(workdir), file=sys.stderr, flush=True)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (`| head -1`, `| grep -q`): end as a
+        # Unix filter does, without a traceback, and with SIGPIPE's status.
+        _silence_stdout()
+        return SIGPIPE_EXIT
     return code if type(code) is int else 0  # pylint: disable=unidiomatic-typecheck
+
+
+# A process ended by SIGPIPE, as a shell reports it (128 + 13).
+SIGPIPE_EXIT = 141
+
+
+def _silence_stdout() -> None:
+    """Points stdout at /dev/null, so that flushing it at exit (with output
+    still buffered for the closed pipe) raises nothing more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def exit_process(code: int) -> None:
@@ -229,7 +249,7 @@ def exit_process(code: int) -> None:
     and tearing the interpreter down under them crashed with a segmentation
     fault (exit 139) instead of 130. Everything a run writes is already
     closed by then (`main_guard` runs after the Trainer's own cleanup)."""
-    if code == 130:
+    if code in (130, SIGPIPE_EXIT):
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()

@@ -14,6 +14,8 @@ fields (e.g. `--config.eval.max_decode_len=100`).
 
 import math
 import os
+import select
+import stat
 import sys
 
 
@@ -147,42 +149,67 @@ def main(argv=None) -> int:
             capacity=args.capacity,
         )
         e = config.eval
-        texts = read_lines(getattr(sys.stdin, 'buffer', sys.stdin), 'stdin')
-        print(
-            f'translating {len(texts)} lines with checkpoint(s) {steps}',
-            file=sys.stderr,
-            flush=True,
-        )
-        out = translation.translate_texts(
-            model,
-            params,
-            tokenizer,
-            texts,
-            data_cfg=config.data,
-            beam_size=e.get('beam_size', 0) if args.beam is None else args.beam,
-            max_len=e.max_decode_len,
-            length_penalty=e.get('length_penalty', 1.0)
-            if args.length_penalty is None
-            else args.length_penalty,
-            batch_size=args.batch_size,
-            target_lang=args.target_lang,
-            on_cut=lambda cut: print(
-                f'note: {cut} of {len(texts)} lines were longer than the '
-                f'source tokens the run allows (data.max_len='
+        counts = {'lines': 0, 'cut': 0, 'unfinished': 0}
+
+        def translate(texts):
+            return translation.translate_texts(
+                model,
+                params,
+                tokenizer,
+                texts,
+                data_cfg=config.data,
+                beam_size=e.get('beam_size', 0) if args.beam is None else args.beam,
+                max_len=e.max_decode_len,
+                length_penalty=e.get('length_penalty', 1.0)
+                if args.length_penalty is None
+                else args.length_penalty,
+                batch_size=args.batch_size,
+                target_lang=args.target_lang,
+                on_cut=lambda n: counts.update(cut=counts['cut'] + n),
+                on_unfinished=lambda n: counts.update(
+                    unfinished=counts['unfinished'] + n
+                ),
+            )
+
+        translate([])  # The settings' errors, before anything is read.
+        stdin = getattr(sys.stdin, 'buffer', sys.stdin)
+        streaming = _is_stream(stdin)
+        if streaming:
+            tty = ' (one sentence a line; Ctrl-D ends)' if stdin.isatty() else ''
+            print(
+                f'translating stdin as it comes{tty}, with checkpoint(s) {steps}',
+                file=sys.stderr,
+                flush=True,
+            )
+            chunks = read_chunks(stdin, 'stdin', args.batch_size)
+        else:
+            texts = read_lines(stdin, 'stdin')
+            print(
+                f'translating {len(texts)} lines with checkpoint(s) {steps}',
+                file=sys.stderr,
+                flush=True,
+            )
+            chunks = [texts]
+        for texts in chunks:
+            counts['lines'] += len(texts)
+            sys.stdout.write(''.join(line + '\n' for line in translate(texts)))
+            sys.stdout.flush()
+        if counts['cut']:
+            print(
+                f'note: {counts["cut"]} of {counts["lines"]} lines were longer '
+                'than the source tokens the run allows (data.max_len='
                 f'{config.data.max_len}, with EOS and any language tag) and '
                 'were cut.',
                 file=sys.stderr,
-            ),
-            on_unfinished=lambda n: print(
-                f'note: {n} of {len(texts)} translations reached '
-                f'eval.max_decode_len={e.max_decode_len} tokens without ending '
-                'and were cut there; raise it with '
+            )
+        if counts['unfinished']:
+            print(
+                f'note: {counts["unfinished"]} of {counts["lines"]} translations '
+                f'reached eval.max_decode_len={e.max_decode_len} tokens without '
+                'ending and were cut there; raise it with '
                 '--config.eval.max_decode_len=N (up to model.max_len).',
                 file=sys.stderr,
-            ),
-        )
-        sys.stdout.write(''.join(line + '\n' for line in out))
-        sys.stdout.flush()
+            )
 
     return cli.main_guard(run)
 
@@ -191,19 +218,64 @@ def read_lines(stream, name: str) -> list[str]:
     """The lines of a binary stream as text, without their line ends; a
     DataError naming the line that is not valid UTF-8. (A text stream's
     lines are taken as they are.)"""
-    texts = []
-    for number, raw in enumerate(stream, 1):
-        if isinstance(raw, str):
-            texts.append(raw.rstrip('\r\n'))
-            continue
-        try:
-            texts.append(raw.decode('utf-8').rstrip('\r\n'))
-        except UnicodeDecodeError as e:
-            raise DataError(
-                f'{name} line {number}: invalid UTF-8 (byte offset {e.start}); '
-                'translate reads UTF-8 text, one sentence a line.'
-            ) from None
-    return texts
+    return [_text(raw, number, name) for number, raw in enumerate(stream, 1)]
+
+
+def _text(raw, number: int, name: str) -> str:
+    if isinstance(raw, str):
+        return raw.rstrip('\r\n')
+    try:
+        return raw.decode('utf-8').rstrip('\r\n')
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f'{name} line {number}: invalid UTF-8 (byte offset {e.start}); '
+            'translate reads UTF-8 text, one sentence a line.'
+        ) from None
+
+
+def _is_stream(stream) -> bool:
+    """Whether `stream` is a pipe or terminal (lines arrive over time), not
+    a file read whole (or an in-memory stream)."""
+    try:
+        return not stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def read_chunks(stream, name: str, size: int, wait: float = 0.05):
+    """Yields the lines of a pipe or terminal as they arrive, in chunks of
+    up to `size`: a chunk ends at `size` lines, or when no further line
+    arrives within `wait` seconds of the last, so that each sentence typed
+    (or written by a slow producer) is translated before the next comes.
+    Reads the file descriptor itself: a buffered reader would hold lines
+    that `select` cannot see."""
+    fd = stream.fileno()
+    buffer, ended, number = b'', False, 0
+    while True:
+        lines = []
+        while len(lines) < size:
+            if b'\n' in buffer:
+                line, buffer = buffer.split(b'\n', 1)
+                lines.append(line)
+                continue
+            if ended:
+                if buffer:  # The last line, without its newline.
+                    lines.append(buffer)
+                    buffer = b''
+                break
+            ready, _, _ = select.select([fd], [], [], wait if lines else None)
+            if not ready:
+                break  # Nothing more for now: translate what has come.
+            data = os.read(fd, 1 << 16)
+            ended = not data
+            buffer += data
+        if not lines:
+            return
+        texts = []
+        for raw in lines:
+            number += 1
+            texts.append(_text(raw, number, name))
+        yield texts
 
 
 if __name__ == '__main__':

@@ -2,6 +2,8 @@
 
 import io
 import json
+import os
+import select
 import subprocess
 import sys
 from unittest import mock
@@ -16,7 +18,7 @@ from jaxdistill import configuration
 from jaxdistill import metrics as metrics_lib
 from jaxdistill import translate
 from jaxdistill import trainer as trainer_lib
-from jaxdistill.errors import CheckpointMismatchError, ConfigError
+from jaxdistill.errors import CheckpointMismatchError, ConfigError, DataError
 from tests import helpers
 
 
@@ -263,3 +265,54 @@ def test_evaluation_logs_the_share_of_hypotheses_cut_at_the_limit(
     monkeypatch.setattr(translation, 'generate', fake_generate)
     metrics = tr.task.evaluate(tr.state.params)
     assert metrics['eval/unfinished'] == (0.0 if ends else 1.0)
+
+
+def test_cli_translates_each_line_as_it_comes_and_ends_quietly_on_a_closed_pipe(run):
+    """A sentence typed (or written by a slow producer) is translated before
+    the input ends, not after it; a reader that goes away (`| head -1`)
+    ends the tool with SIGPIPE's status, without a traceback."""
+    _, workdir = run
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'jaxdistill.translate', '--workdir', str(workdir)],
+        cwd=helpers.REPO,
+        env=helpers.env(devices=1),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        proc.stdin.write('a man rides a bike\n')
+        proc.stdin.flush()
+        ready, _, _ = select.select([proc.stdout], [], [], 180)
+        assert ready, 'no translation came before the input ended'
+        assert proc.stdout.readline().endswith('\n')
+        proc.stdout.close()  # The reader goes away...
+        proc.stdin.write('a dog runs\n')  # ...before the next translation.
+        proc.stdin.close()
+        code = proc.wait(timeout=180)
+        err = proc.stderr.read()
+    finally:
+        proc.kill()
+    assert 'translating stdin as it comes' in err
+    assert code == 141 and 'Traceback' not in err, err[-2000:]
+
+
+def test_lines_of_a_pipe_come_in_chunks_as_they_arrive():
+    read_end, write_end = os.pipe()
+    with open(read_end, 'rb') as stream:
+        chunks = translate.read_chunks(stream, 'stdin', size=2)
+        os.write(write_end, 'a b\nc\r\nd\n'.encode())
+        # The writer is still open: what has come is translated now.
+        assert next(chunks) == ['a b', 'c']  # At most `size` lines a chunk.
+        assert next(chunks) == ['d']
+        os.write(write_end, b'\xff\nlast')
+        os.close(write_end)
+        with pytest.raises(DataError, match=r'stdin line 4: invalid UTF-8'):
+            next(chunks)
+    read_end, write_end = os.pipe()
+    with open(read_end, 'rb') as stream:
+        os.write(write_end, 'é\n\nlast'.encode())
+        os.close(write_end)
+        chunks = list(translate.read_chunks(stream, 'stdin', size=8))
+    assert chunks == [['é', '', 'last']]  # The last line needs no newline.
