@@ -5,9 +5,16 @@ was trained with (DIR/config.json); `--config` and `--config.k=v` may change
 evaluation settings such as `eval.max_examples`, or the split scored:
 `--config.data.eval_split=test_2016_flickr` (translation, image and text
 classification; MT2ST scores every split of `eval.splits`).
+
+Prints the metrics as one JSON object on stdout (`> scores.json`, `| jq`),
+non-finite values as the strings "nan"/"inf" as metrics.jsonl holds them;
+progress, sample translations, notes and a multi-exit model's early-exit table
+go to stderr.
 """
 
+import contextlib
 import json
+import math
 import os
 import sys
 
@@ -47,17 +54,20 @@ def main(argv=None) -> int:
                 f'No checkpoints in {ckpt_dir} (has the run saved one yet?).'
             )
         step = cli.resolve_step(args.workdir, config, args.step)
-        t = trainer.Trainer(config, args.workdir, restore_step=step, read_only=True)
-        metrics = t.evaluate(int(t.start_step))
+        # stdout holds the JSON alone (`> scores.json`, `| jq`); the progress,
+        # samples, notes and the early-exit table go to stderr.
+        results = sys.stdout
+        with contextlib.redirect_stdout(sys.stderr):
+            t = trainer.Trainer(config, args.workdir, restore_step=step, read_only=True)
+            metrics = t.evaluate(int(t.start_step))
         if jax.process_index() == 0:
+            values = {k: float(v) for k, v in metrics.items()}
+            # Written as metrics.jsonl writes them: a bare NaN is not JSON.
+            values = {k: v if math.isfinite(v) else str(v) for k, v in values.items()}
             print(
-                json.dumps(
-                    {
-                        'step': int(t.start_step),
-                        **{k: float(v) for k, v in metrics.items()},
-                    },
-                    indent=2,
-                )
+                json.dumps({'step': int(t.start_step), **values}, indent=2),
+                file=results,
+                flush=True,
             )
             curve = t.last_curve
             if curve:  # Multi-exit models: the anytime early-exit curve.
@@ -67,12 +77,13 @@ def main(argv=None) -> int:
                 model = f' of {t.last_curve_model}' if t.last_curve_model else ''
                 print(
                     f'early exit{model} (accuracy vs measured time of the plain '
-                    'network):'
+                    'network):',
+                    file=sys.stderr,
                 )
-                print(early_exit.format_curve(curve))
+                print(early_exit.format_curve(curve), file=sys.stderr)
                 note = early_exit.timing_note(metrics.get('eval/seconds_plain'))
                 if note:
-                    print(note)
+                    print(note, file=sys.stderr)
 
     return cli.main_guard(run)
 

@@ -181,12 +181,12 @@ def test_a_model_axis_larger_than_the_devices_is_read_in_a_smaller_one(capsys, t
         evaluate.main(['--workdir', str(trained), wide, '--config.eval.bleu=False'])
         == 0
     )
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert (
         'mesh.model_axis_size=16, which does not divide these 8 devices; it is read with 8'
-        in out
+        in err
     )
-    assert np.isfinite(json.loads(out[out.index('{') :])['eval/loss'])
+    assert np.isfinite(json.loads(out)['eval/loss'])  # stdout: the JSON alone.
     code, _, err = _train(capsys, trained, '--config.num_train_steps=12', wide)
     assert code == 2 and 'give --config.mesh.model_axis_size=N, N dividing 8' in err
     assert (trained / 'checkpoints' / '10').is_dir()

@@ -80,7 +80,7 @@ def test_step_best_names_why_there_is_none(tmp_path):
     ckpt.save(1, {'w': np.zeros(2, np.float32)}, {}, force=True)
     ckpt.close()
     config.checkpoint.best_metric = 'eval/bleu'
-    with pytest.raises(JaxdistillError, match='saved with eval/bleu'):
+    with pytest.raises(JaxdistillError, match='saved with a value of eval/bleu'):
         cli.resolve_step(str(tmp_path), config, 'best')
     assert cli.step_arg('12') == 12 and cli.step_arg('best') == 'best'
     with pytest.raises(SystemExit):
