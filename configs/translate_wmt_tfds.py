@@ -1,5 +1,9 @@
 """WMT through TFDS (downloads on first use; TFDS caches it in tfds_data_dir).
 
+`:runlocal` reads 64 examples, but TFDS prepares the whole dataset first (GBs,
+hours); offline, `--config.data.tfds_download=False` fails at once where data
+is not prepared.
+
   python -m jaxdistill.train --config configs/translate_wmt_tfds.py:size=base \
       --workdir /tmp/wmt
 """

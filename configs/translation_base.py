@@ -89,6 +89,9 @@ def get_config(arg=None, extra_args=()):
     # TFDS dataset name and data dir (source 'tfds').
     config.data.tfds_name = ''
     config.data.tfds_data_dir = ''
+    # False: a TFDS dataset not prepared in tfds_data_dir is an error at once
+    # (offline, TFDS's download retries for minutes before failing).
+    config.data.tfds_download = True
     # One TFDS name per pair, in the order of data.pairs (overrides tfds_name).
     config.data.tfds_names = ()
     # Split names: file prefix or TFDS split.

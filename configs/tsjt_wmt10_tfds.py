@@ -1,4 +1,9 @@
-"""TSJT on WMT10-style one-to-many translation through TFDS (the paper's setting).
+"""TSJT on WMT10's language pairs, one-to-many, through TFDS.
+
+Not the paper's data (docs/methods/tsjt.md, "Multilingual data"): each pair's
+whole TFDS train split, uncapped (`data.max_examples` caps it per pair), no
+temperature sampling of languages, and TFDS's `validation` split, which is a
+different newstest set per release (newstest2018 for cs/de/fi).
 
 English into cs, de, et, fi, fr, gu, hi, lv, ro, tr, each from the TFDS WMT
 release that has it (below). TFDS downloads and prepares each dataset on

@@ -110,3 +110,28 @@ def test_tfds_can_prepare_a_dataset(tmp_path):
     builder = tfds.testing.DummyDataset(data_dir=str(tmp_path))
     builder.download_and_prepare()
     assert builder.info.splits['train'].num_examples > 0
+
+
+def test_tfds_download_false_refuses_unprepared_data_at_once(tmp_path, monkeypatch):
+    """Offline, TFDS's download retries for minutes before it fails;
+    data.tfds_download=False names the unprepared dataset at once, with the
+    call that prepares it, and never asks TFDS to load."""
+    from jaxdistill import configuration, data
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError('tfds.load called')
+
+    monkeypatch.setattr(tfds, 'load', must_not_load)
+    config = configuration.load_config('configs/translate_wmt_tfds.py:runlocal')
+    assert config.data.tfds_download is True  # TFDS's own default.
+    config.data.tfds_download = False
+    config.data.tfds_data_dir = str(tmp_path / 'none')
+    with pytest.raises(DataError) as e:
+        data.load_translation(config.data, 'train')
+    message = str(e.value)
+    assert "'wmt14_translate/de-en' is not prepared in " in message
+    assert 'data.tfds_download=False' in message
+    assert (
+        f"tfds.builder('wmt14_translate/de-en', data_dir='{tmp_path}/none')"
+        '.download_and_prepare()' in message
+    )

@@ -26,6 +26,7 @@ def load_tfds_translation(
     target_lang: str,
     data_dir: Optional[str] = None,
     max_examples: Optional[int] = None,
+    download: bool = True,
 ) -> list[tuple[str, str]]:
     """(source, target) string pairs of a TFDS translation dataset split.
 
@@ -37,6 +38,9 @@ def load_tfds_translation(
       split: TFDS split string, e.g. 'train', 'validation', 'test[:100]'.
       source_lang, target_lang: keys of the dataset's translation features.
       max_examples: keep only the first this many (None or 0: all).
+      download: False: a dataset not prepared in `data_dir` is an error at
+        once, rather than TFDS's attempt to download it (which, offline,
+        retries for minutes before it fails).
     Raises:
       DataError: unknown dataset or split, or a language not in the features.
     """
@@ -65,6 +69,11 @@ def load_tfds_translation(
             )
     if max_examples:
         split = f'{split}[:{int(max_examples)}]' if '[' not in split else split
+    if not download and not _is_prepared(builder):
+        raise DataError(
+            f'TFDS dataset {name!r} is not prepared in {builder.data_dir}, and '
+            f'data.tfds_download=False. {_prepare_hint(name, data_dir)}'
+        )
     try:
         ds = tfds.load(name, split=split, data_dir=data_dir)
     except Exception as e:  # Unknown split, download failure, ...
@@ -73,8 +82,8 @@ def load_tfds_translation(
             ''
             if prepared or isinstance(e, ImportError)
             else f' It is not prepared in {builder.data_dir}, so TFDS tried to '
-            'download and prepare it there; without network access, prepare it '
-            'on a machine that has it and set data.tfds_data_dir to a copy.'
+            'download and prepare it there (data.tfds_download=False fails at '
+            f'once instead). {_prepare_hint(name, data_dir)}'
         )
         raise DataError(
             f'TFDS dataset {name!r} split {split!r} cannot be loaded: {e}.{hint}'
@@ -85,6 +94,16 @@ def load_tfds_translation(
         if max_examples and len(pairs) >= max_examples:
             break
     return pairs
+
+
+def _prepare_hint(name: str, data_dir: Optional[str]) -> str:
+    folder = repr(data_dir) if data_dir else 'None'
+    return (
+        'Prepare it on a machine with network access (python -c "import '
+        f'tensorflow_datasets as tfds; tfds.builder({name!r}, data_dir={folder})'
+        '.download_and_prepare()"; WMT takes hours and tens of GB) and set '
+        'data.tfds_data_dir to that folder or a copy of it.'
+    )
 
 
 def _known_splits(builder) -> set[str] | None:

@@ -133,6 +133,7 @@ def _pairs_for(cfg, kind: str, split: str, src: str, tgt: str, max_examples: int
             # or $TFDS_DATA_DIR, not the current directory.
             data_dir=cfg.get('tfds_data_dir') or None,
             max_examples=max_examples or None,
+            download=cfg.get('tfds_download', True),
         )
     return pairs[:max_examples] if max_examples else pairs
 

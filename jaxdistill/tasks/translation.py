@@ -220,6 +220,7 @@ class TranslationTask:
                 'tfds_name',
                 'tfds_names',
                 'tfds_data_dir',
+                'tfds_download',
                 'train_split',
                 'eval_split',
                 'synthetic_train_size',
