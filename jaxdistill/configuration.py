@@ -64,11 +64,10 @@ def resolve_config_path(path: str) -> str:
     jaxdistill run from another folder: the README's commands work there)."""
     if os.path.exists(path):
         return path
-    head, name = os.path.split(os.path.normpath(path))
     folder = library_configs()
-    if head not in ('', 'configs') or not folder:
+    if not _may_name_a_library_config(path) or not folder:
         return path
-    candidate = os.path.join(folder, name)
+    candidate = os.path.join(folder, os.path.basename(path))
     if not os.path.isfile(candidate):
         return path
     if candidate not in _NOTED:
@@ -81,10 +80,14 @@ def resolve_config_path(path: str) -> str:
     return candidate
 
 
+def _may_name_a_library_config(path: str) -> bool:
+    """`NAME.py` or `configs/NAME.py`: a name the library's configs may hold."""
+    return os.path.dirname(os.path.normpath(path)) in ('', 'configs')
+
+
 def _not_found(path: str) -> str:
-    head = os.path.dirname(os.path.normpath(path))
     names = _library_names()
-    if head in ('', 'configs') and names:
+    if _may_name_a_library_config(path) and names:
         return (
             f"Config file not found: {path} (the library's configs, in "
             f'{library_configs()}: {", ".join(names)})'

@@ -14,7 +14,6 @@ go to stderr.
 
 import contextlib
 import json
-import math
 import os
 import sys
 
@@ -22,6 +21,7 @@ import sys
 from jaxdistill import cli
 from jaxdistill import configuration
 from jaxdistill import hostmem
+from jaxdistill import metrics as metrics_lib
 from jaxdistill.errors import JaxdistillError
 
 
@@ -61,9 +61,8 @@ def main(argv=None) -> int:
             t = trainer.Trainer(config, args.workdir, restore_step=step, read_only=True)
             metrics = t.evaluate(int(t.start_step))
         if jax.process_index() == 0:
-            values = {k: float(v) for k, v in metrics.items()}
             # Written as metrics.jsonl writes them: a bare NaN is not JSON.
-            values = {k: v if math.isfinite(v) else str(v) for k, v in values.items()}
+            values = {k: metrics_lib.plain(float(v)) for k, v in metrics.items()}
             print(
                 json.dumps({'step': int(t.start_step), **values}, indent=2),
                 file=results,

@@ -18,7 +18,7 @@ import numpy as np
 from jaxdistill.errors import DataError
 
 
-def _plain(value: Any):
+def plain(value: Any):
     value = np.asarray(value).item() if np.ndim(value) == 0 else value
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
@@ -88,12 +88,12 @@ class MetricWriter:
         if not self.enabled:
             return
         record = {'step': int(step), 'time': time.time()}
-        record.update({k: _plain(v) for k, v in metrics.items()})
+        record.update({k: plain(v) for k, v in metrics.items()})
         with open(self.path, 'a', encoding='utf-8') as f:
             f.write(json.dumps(record) + '\n')
         if self._tb is not None:
             for k, v in metrics.items():
-                if np.ndim(v) == 0 and isinstance(_plain(v), (int, float)):
+                if np.ndim(v) == 0 and isinstance(plain(v), (int, float)):
                     self._tb.add_scalar(k, float(v), step)
             self._tb.flush()
 

@@ -59,7 +59,7 @@ def _labels(workdirs: Sequence[str]) -> list[str]:
     return names if len(set(names)) == len(names) else [str(w) for w in workdirs]
 
 
-# How metrics.jsonl holds a non-finite value (`metrics._plain`).
+# How metrics.jsonl holds a non-finite value (`metrics.plain`).
 _NON_FINITE = ('nan', 'inf', '-inf')
 
 

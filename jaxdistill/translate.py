@@ -181,7 +181,10 @@ def main(argv=None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            chunks = read_chunks(stdin, 'stdin', args.batch_size)
+            # Up to 16 batches a chunk while lines keep coming (`cat file |`):
+            # sorted by length within it, as a file read whole is, the
+            # batches carry little padding; a lull ends a chunk sooner.
+            chunks = read_chunks(stdin, 'stdin', 16 * args.batch_size)
         else:
             texts = read_lines(stdin, 'stdin')
             print(

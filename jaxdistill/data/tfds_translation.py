@@ -97,7 +97,7 @@ def load_tfds_translation(
 
 
 def _prepare_hint(name: str, data_dir: Optional[str]) -> str:
-    folder = repr(data_dir) if data_dir else 'None'
+    folder = repr(data_dir or None)
     return (
         'Prepare it on a machine with network access (python -c "import '
         f'tensorflow_datasets as tfds; tfds.builder({name!r}, data_dir={folder})'
